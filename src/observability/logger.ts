@@ -1,0 +1,28 @@
+// Logging: pino JSON to stdout. One child logger per SMTP session (and later
+// per delivery) so every line carries the session id or queue id.
+// Secrets never reach a log line: AUTH passwords are not passed to loggers,
+// and the redact list below is a backstop for config objects.
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export interface LoggerOptions {
+  level?: string;
+  /** Where lines go; stdout unless a test passes its own stream. */
+  destination?: NodeJS.WritableStream;
+}
+
+/** createLogger - the process's root logger. */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const settings = {
+    level: options.level ?? process.env.POSTERN_LOG_LEVEL ?? 'info',
+    base: { service: 'postern' },
+    redact: { paths: ['*.password', '*.pass', '*.token', '*.secret', 'password', 'auth.pass'], censor: '[redacted]' },
+  };
+  return options.destination ? pino(settings, options.destination) : pino(settings);
+}
+
+/** silentLogger - for tests and CLI subcommands that print their own output. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

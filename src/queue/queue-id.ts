@@ -1,0 +1,25 @@
+// Queue ids: short, unique across nodes, roughly sortable by time, safe in
+// file names and Received headers (letters and digits only), like Postfix's
+// long queue ids.
+import { randomBytes } from 'node:crypto';
+
+const ALPHABET = '0123456789BCDFGHJKLMNPQRSTVWXYZb'; // 32 symbols, no vowels: no words by accident
+
+/** newQueueId - 10 symbols of milliseconds since the epoch, then 6 random ones. */
+export function newQueueId(now: number = Date.now()): string {
+  let time = '';
+  let t = now;
+  for (let i = 0; i < 10; i++) {
+    time = ALPHABET[t % 32]! + time;
+    t = Math.floor(t / 32);
+  }
+  const random = randomBytes(6);
+  let tail = '';
+  for (const byte of random) tail += ALPHABET[byte % 32]!;
+  return time + tail;
+}
+
+/** isQueueId - whether a string has the shape of a queue id (checked before it becomes a path). */
+export function isQueueId(value: string): boolean {
+  return /^[0-9BCDFGHJKLMNPQRSTVWXYZb]{16}$/.test(value);
+}

@@ -1,0 +1,47 @@
+// Replies as data: every refusal Postern sends is one entry here, with its
+// basic code, RFC 3463 enhanced status code and text. Policy returns these;
+// one adapter (inbound/wire-replies.ts) puts them on the wire unchanged.
+// Texts follow Postfix where Postfix has one, so operators recognise them.
+
+export interface Reply {
+  code: number;
+  status: string;
+  text: string;
+}
+
+function reply(code: number, status: string, text: string): Reply {
+  return { code, status, text };
+}
+
+export const replies = {
+  relayDenied: reply(554, '5.7.1', 'Relay access denied'),
+  starttlsRequired: reply(530, '5.7.0', 'Must issue a STARTTLS command first'),
+  authRequired: reply(530, '5.7.0', 'Authentication required'),
+  authFailed: reply(535, '5.7.8', 'Error: authentication failed'),
+  authTooManyFailures: reply(421, '4.7.0', 'Error: too many failed authentication attempts'),
+  authLockedOut: reply(421, '4.7.0', 'Error: too many failed authentication attempts from your address, try again later'),
+  authNotAvailable: reply(503, '5.5.1', 'Error: authentication not enabled'),
+  tooManyConnections: reply(421, '4.7.0', 'Error: too many connections from your address'),
+  tooManyRecipients: reply(452, '4.5.3', 'Error: too many recipients'),
+  messageTooBig: reply(552, '5.3.4', 'Error: message file too big'),
+  bareLineFeed: reply(550, '5.5.2', 'Error: bare <CR> or <LF> received; use CRLF line endings'),
+  senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
+  recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
+  commandNotRecognized: reply(502, '5.5.2', 'Error: command not recognized'),
+  tooManyErrors: reply(421, '4.7.0', 'Error: too many errors'),
+  commandTooLong: reply(500, '5.5.2', 'Error: line too long'),
+  timeout: reply(421, '4.4.2', 'Error: timeout exceeded'),
+  queueWriteFailed: reply(451, '4.3.0', 'Error: queue file write error'),
+  shuttingDown: reply(421, '4.3.2', 'Service shutting down, closing transmission channel'),
+  clientCertNotTrusted: reply(554, '5.7.1', 'Client certificate not trusted'),
+} as const satisfies Record<string, Reply>;
+
+/** formatReply - the text smtp-server should send after the code: "5.7.1 Relay access denied". */
+export function formatReply(r: Reply): string {
+  return `${r.status} ${r.text}`;
+}
+
+/** queuedReply - the 250 that promises the message is on disk. */
+export function queuedReply(queueId: string): Reply {
+  return reply(250, '2.0.0', `Ok: queued as ${queueId}`);
+}
