@@ -1,0 +1,142 @@
+// `postern serve`: the composition root of the running relay. Builds the
+// real things (store, TLS, users, limiter, listeners) from the config and
+// wires them; no module below does I/O or reads config on import.
+// Fails: a bad config exits 78 naming the key; a port in use or an
+// unreadable certificate stops the start with the file or port named.
+import { Resolver } from 'node:dns';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { Config, ListenerName } from '../config/config.ts';
+import { LISTENER_NAMES } from '../config/config.ts';
+import { CONFIG_KEYS } from '../config/keys.ts';
+import { createAuthLimiter } from '../inbound/auth-limiter.ts';
+import { ConnectionCounts } from '../inbound/connection-counts.ts';
+import { createListener, type InboundListener, type ReverseResolver } from '../inbound/listener.ts';
+import { compileNetworks } from '../inbound/networks.ts';
+import { UserStore } from '../inbound/user-store.ts';
+import { installExactReplies } from '../inbound/wire-replies.ts';
+import { createLogger, type Logger } from '../observability/logger.ts';
+import { openQueueStore } from '../queue/open-store.ts';
+import { ensureDevCertificates } from '../tls/dev-certs.ts';
+import { createServerTls } from '../tls/server-tls.ts';
+
+export interface RunningRelay {
+  listeners: { name: ListenerName; host: string; port: number }[];
+  stop(): Promise<void>;
+}
+
+const DEFAULT_CERT = CONFIG_KEYS.find((k) => k.path === 'tls.cert')!.default;
+const DEFAULT_KEY = CONFIG_KEYS.find((k) => k.path === 'tls.key')!.default;
+
+/** startRelay - everything up and listening; stop() closes it in reverse order. */
+export async function startRelay(config: Config, logger: Logger): Promise<RunningRelay & { caFile?: string; fingerprint: string }> {
+  await installExactReplies();
+  const caFile = await prepareCertificates(config, logger);
+  const store = await openQueueStore(config, logger);
+  const tls = await createServerTls(
+    { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
+    logger,
+  );
+  const shared = {
+    config,
+    tls,
+    store,
+    users: new UserStore(config.relay.users),
+    authLimiter: createAuthLimiter({ failuresPerIp: config.limits.authFailuresPerIp, lockoutSeconds: config.limits.authLockout }),
+    connections: new ConnectionCounts(),
+    trustedNetworks: compileNetworks(config.relay.trustedNetworks),
+    logger,
+    resolver: reverseResolver(config),
+  };
+  const started: InboundListener[] = [];
+  const listeners: RunningRelay['listeners'] = [];
+  try {
+    for (const name of LISTENER_NAMES) {
+      if (!config.listeners[name].enabled) continue;
+      const listener = createListener({ ...shared, name });
+      const address = await listener.listen();
+      started.push(listener);
+      listeners.push({ name, host: address.address, port: address.port });
+    }
+  } catch (err) {
+    await Promise.all(started.map((l) => l.close()));
+    tls.close();
+    await store.close();
+    throw err;
+  }
+  logger.info({ listeners, fingerprint: tls.fingerprint() }, 'postern ready');
+  return {
+    listeners,
+    caFile,
+    fingerprint: tls.fingerprint(),
+    async stop() {
+      await Promise.all(started.map((l) => l.close()));
+      tls.close();
+      await store.close();
+    },
+  };
+}
+
+// Dev certificates are made only where the defaults point and nothing is
+// there yet: a missing certificate the operator named is an error.
+async function prepareCertificates(config: Config, logger: Logger): Promise<string | undefined> {
+  const certMissing = !existsSync(config.tls.cert);
+  const keyMissing = !existsSync(config.tls.key);
+  const usingDefaults = config.tls.cert === DEFAULT_CERT && config.tls.key === DEFAULT_KEY;
+  if (usingDefaults) {
+    const dev = await ensureDevCertificates({ dir: dirname(config.tls.cert), hostname: config.hostname });
+    if (dev.created) logger.info({ certFile: dev.certFile, caFile: dev.caFile }, 'generated development certificates');
+    return existsSync(dev.caFile) ? resolve(dev.caFile) : undefined;
+  }
+  if (certMissing) throw new Error(`tls.cert = ${config.tls.cert}: file not found`);
+  if (keyMissing) throw new Error(`tls.key = ${config.tls.key}: file not found`);
+  return undefined;
+}
+
+function reverseResolver(config: Config): ReverseResolver | undefined {
+  if (!config.smtp.reverseLookup || config.dns.servers.length === 0) return undefined;
+  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  resolver.setServers(config.dns.servers);
+  return resolver;
+}
+
+/** serve - `postern serve`: start, print how to use it, stop cleanly on SIGTERM/SIGINT. */
+export async function serve(config: Config): Promise<void> {
+  const logger = createLogger({ level: config.log.level });
+  const relay = await startRelay(config, logger);
+  process.stderr.write(describeRelay(config, relay));
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    relay.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** describeRelay - the start-up summary a person reads: ports, certificate, a command to try. */
+export function describeRelay(config: Config, relay: { listeners: RunningRelay['listeners']; caFile?: string; fingerprint: string }): string {
+  const roles: Record<ListenerName, string> = {
+    relay: 'STARTTLS offered, no AUTH, relays for trusted networks',
+    submission: 'STARTTLS + AUTH required',
+    submissions: 'implicit TLS + AUTH required',
+  };
+  const lines = ['', `Postern is running as ${config.hostname}`];
+  for (const l of relay.listeners) lines.push(`  ${l.name.padEnd(12)} ${l.host}:${l.port}  (${roles[l.name]})`);
+  lines.push(`  certificate  SHA-256 ${relay.fingerprint}`);
+  if (relay.caFile) lines.push(`  trust this CA in clients: ${relay.caFile}`);
+  const relayPort = relay.listeners.find((l) => l.name === 'relay');
+  if (relayPort) {
+    lines.push('', 'Try it:', `  swaks --server ${relayPort.host}:${relayPort.port} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-ca-path ${relay.caFile}` : ''}`);
+  }
+  lines.push('');
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,74 @@
+// Every configuration key, declared once: its default, what it accepts and
+// one line of documentation (README's reference is checked against this
+// table by a test). The environment variable of a key is derived from its
+// path: listeners.relay.port -> POSTERN_LISTENERS_RELAY_PORT.
+import { hostname as osHostname } from 'node:os';
+import { check, type Check } from './values.ts';
+
+export type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
+
+export interface ConfigKey {
+  path: string;
+  default: unknown;
+  check: Check<unknown>;
+  env: EnvKind;
+  doc: string;
+}
+
+function key<T>(path: string, defaultValue: T, valueCheck: Check<T>, env: EnvKind, doc: string): ConfigKey {
+  return { path, default: defaultValue, check: valueCheck as Check<unknown>, env, doc };
+}
+
+// 0 asks the system for a free port (tests).
+const port = check.integer(0, 65535);
+
+function listenerKeys(name: string, defaultPort: number, role: string): ConfigKey[] {
+  return [
+    key(`listeners.${name}.enabled`, true, check.boolean(), 'boolean', `Whether the ${name} listener (${role}) runs.`),
+    key(`listeners.${name}.host`, '127.0.0.1', check.hostAddress(), 'string', `Address the ${name} listener binds to.`),
+    key(`listeners.${name}.port`, defaultPort, port, 'number', `Port of the ${name} listener.`),
+  ];
+}
+
+const sniMap: Check<Record<string, { cert: string; key: string }>> = (v) => {
+  const allowed = 'a map of server name to { cert: FILE, key: FILE }';
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, allowed };
+  for (const [name, pair] of Object.entries(v as Record<string, unknown>)) {
+    const p = pair as Record<string, unknown> | null;
+    if (!name || !p || typeof p.cert !== 'string' || typeof p.key !== 'string') return { ok: false, allowed: `${allowed} (bad entry: ${name})` };
+  }
+  return { ok: true, value: v as Record<string, { cert: string; key: string }> };
+};
+
+export const CONFIG_KEYS: readonly ConfigKey[] = [
+  key('hostname', osHostname(), check.domain(), 'string', 'Name in the greeting, Received headers and the dev certificate.'),
+  ...listenerKeys('relay', 2525, 'STARTTLS offered, no AUTH, relays for trusted networks'),
+  ...listenerKeys('submission', 2587, 'STARTTLS and AUTH required'),
+  ...listenerKeys('submissions', 2465, 'implicit TLS, AUTH required'),
+  key('tls.cert', 'certs/server.crt', check.string('a file path'), 'string', 'Server certificate (PEM, chain allowed); generated with a dev CA on first start when missing.'),
+  key('tls.key', 'certs/server.key', check.string('a file path'), 'string', 'Private key of tls.cert (PEM).'),
+  key('tls.sni', {}, sniMap, 'json', 'Extra certificates per SNI name: { "mail.example.com": { cert, key } }.'),
+  key('tls.clientCa', '', check.optionalString('a file path (empty: client certificates are not requested)'), 'string', 'CA whose client certificates may relay like an authenticated user.'),
+  key('queue.backend', 'sqlite', check.oneOf(['sqlite'] as const), 'string', 'Queue store: sqlite (embedded).'),
+  key('queue.path', 'data/queue.db', check.string('a file path'), 'string', 'SQLite queue file; message bodies go in messages/ beside it.'),
+  key('relay.trustedNetworks', ['127.0.0.0/8', '::1/128'], check.list(check.network(), 'CIDR networks'), 'list', 'Clients in these networks may relay anywhere without AUTH.'),
+  key('relay.localDomains', [], check.list(check.domain(), 'domain names'), 'list', 'Domains accepted from anyone (mail for them is not relaying).'),
+  key('relay.users', 'data/users.json', check.string('a file path'), 'string', 'User file written by `postern users`; scrypt hashes.'),
+  key('limits.messageSize', 26214400, check.integer(1024, 2 ** 31), 'number', 'Largest message in bytes (SIZE); larger gets 552 5.3.4.'),
+  key('limits.recipients', 100, check.integer(1, 10000), 'number', 'Recipients per message; more get 452 4.5.3.'),
+  key('limits.connectionsPerIp', 20, check.integer(1, 100000), 'number', 'Simultaneous connections from one IP; more get 421 4.7.0.'),
+  key('limits.connections', 1000, check.integer(1, 1000000), 'number', 'Simultaneous connections in all.'),
+  key('limits.idleTimeout', 300, check.duration(3600), 'string', 'Idle time before 421 4.4.2 and close (Postfix smtpd_timeout).'),
+  key('limits.authFailuresPerConnection', 3, check.integer(1, 100), 'number', 'Failed AUTH attempts in one session before 421 and close.'),
+  key('limits.authFailuresPerIp', 10, check.integer(1, 10000), 'number', 'Failed AUTH attempts from one IP within authLockout before it is locked out.'),
+  key('limits.authLockout', 300, check.duration(86400), 'string', 'How long an IP stays locked out after too many failed AUTH attempts.'),
+  key('dns.servers', [], check.list(check.string('an IP address'), 'resolver addresses'), 'list', 'DNS servers for every lookup; empty: the system resolver.'),
+  key('smtp.reverseLookup', true, check.boolean(), 'boolean', 'Look up client hostnames (PTR) for the Received header.'),
+  key('smtp.bareLineFeed', 'normalize', check.oneOf(['normalize', 'reject'] as const), 'string', 'Bare CR or LF in DATA: normalize to CRLF (Postfix 3.9+) or reject with 550 5.5.2.'),
+  key('log.level', 'info', check.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), 'string', 'Log level.'),
+];
+
+/** envName - the environment variable that overrides a key. */
+export function envName(path: string): string {
+  return 'POSTERN_' + path.split('.').map((part) => part.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
+}

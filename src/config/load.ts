@@ -1,0 +1,156 @@
+// Loading: embedded defaults, then the YAML file (--config FILE, or
+// ./postern.yaml when present), then POSTERN_* environment variables.
+// Fails with ConfigError listing every problem, each naming the key, the
+// value, where it came from and what is allowed. Unknown keys in the file
+// are errors (a typo must not silently fall back to a default); unknown
+// POSTERN_* variables are returned as warnings.
+import { existsSync, readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import type { Config } from './config.ts';
+import { CONFIG_KEYS, envName, type ConfigKey } from './keys.ts';
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadOptions {
+  /** Explicit --config FILE; must exist. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Where ./postern.yaml is looked for. */
+  cwd?: string;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The file read, if any. */
+  source?: string;
+  warnings: string[];
+}
+
+const KEYS_BY_PATH = new Map(CONFIG_KEYS.map((k) => [k.path, k]));
+const ENV_NAMES = new Set(CONFIG_KEYS.map((k) => envName(k.path)));
+// Variables that belong to Postern but are not config keys.
+const OTHER_ENV = /^POSTERN_(CONFIG|TEST_.*|LOG_PRETTY)$/;
+
+/** loadConfig - defaults + file + environment, validated; throws ConfigError. */
+export function loadConfig(options: LoadOptions = {}): LoadedConfig {
+  const env = options.env ?? process.env;
+  const problems: string[] = [];
+  const values = new Map<string, { value: unknown; from: string }>();
+
+  const file = options.file ?? env.POSTERN_CONFIG ?? defaultFile(options.cwd ?? process.cwd());
+  if (file !== undefined) {
+    for (const [path, value] of readFileValues(file, problems)) values.set(path, { value, from: file });
+  }
+  const warnings: string[] = [];
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith('POSTERN_') || raw === undefined) continue;
+    if (!ENV_NAMES.has(name)) {
+      if (!OTHER_ENV.test(name)) warnings.push(`unknown environment variable ${name} ignored`);
+      continue;
+    }
+    const k = CONFIG_KEYS.find((c) => envName(c.path) === name)!;
+    const parsed = parseEnvValue(k, raw);
+    if (parsed.ok) values.set(k.path, { value: parsed.value, from: `environment ${name}` });
+    else problems.push(`${k.path} = ${JSON.stringify(raw)} (environment ${name}): ${parsed.allowed}`);
+  }
+
+  const config: Record<string, unknown> = {};
+  for (const k of CONFIG_KEYS) {
+    const given = values.get(k.path);
+    const result = k.check(given ? given.value : k.default);
+    if (result.ok) setPath(config, k.path, result.value);
+    else problems.push(`${k.path} = ${JSON.stringify(given?.value)} (${given?.from ?? 'default'}): must be ${result.allowed}`);
+  }
+  checkPortsDistinct(config as unknown as Config, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { config: config as unknown as Config, source: file, warnings };
+}
+
+function defaultFile(cwd: string): string | undefined {
+  const candidate = `${cwd}/postern.yaml`;
+  return existsSync(candidate) ? candidate : undefined;
+}
+
+function readFileValues(file: string, problems: string[]): Map<string, unknown> {
+  const out = new Map<string, unknown>();
+  let document: unknown;
+  try {
+    document = parseYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    problems.push(`${file}: cannot read configuration: ${(err as Error).message}`);
+    return out;
+  }
+  if (document == null) return out;
+  if (typeof document !== 'object' || Array.isArray(document)) {
+    problems.push(`${file}: the top level must be a map of keys`);
+    return out;
+  }
+  flatten(document as Record<string, unknown>, '', out, problems, file);
+  return out;
+}
+
+// flatten - nested maps to dotted paths, stopping at known keys (whose value
+// may itself be a map, such as tls.sni).
+function flatten(node: Record<string, unknown>, prefix: string, out: Map<string, unknown>, problems: string[], file: string): void {
+  for (const [name, value] of Object.entries(node)) {
+    const path = prefix ? `${prefix}.${name}` : name;
+    if (KEYS_BY_PATH.has(path)) {
+      out.set(path, value);
+    } else if (value !== null && typeof value === 'object' && !Array.isArray(value) && CONFIG_KEYS.some((k) => k.path.startsWith(path + '.'))) {
+      flatten(value as Record<string, unknown>, path, out, problems, file);
+    } else {
+      const siblings = CONFIG_KEYS.filter((k) => k.path.startsWith(prefix ? prefix + '.' : '')).map((k) => k.path);
+      problems.push(`${path} (${file}): unknown key; known keys here: ${[...new Set(siblings)].slice(0, 12).join(', ')}`);
+    }
+  }
+}
+
+function parseEnvValue(k: ConfigKey, raw: string): { ok: true; value: unknown } | { ok: false; allowed: string } {
+  switch (k.env) {
+    case 'string':
+      return { ok: true, value: raw };
+    case 'number':
+      return /^-?\d+$/.test(raw.trim()) ? { ok: true, value: Number(raw) } : { ok: false, allowed: 'must be a whole number' };
+    case 'boolean': {
+      const v = raw.trim().toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(v)) return { ok: true, value: true };
+      if (['false', '0', 'no', 'off'].includes(v)) return { ok: true, value: false };
+      return { ok: false, allowed: 'must be true or false' };
+    }
+    case 'list':
+      return { ok: true, value: raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0) };
+    case 'json':
+      try {
+        return { ok: true, value: JSON.parse(raw) as unknown };
+      } catch {
+        return { ok: false, allowed: 'must be JSON' };
+      }
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    node[part] ??= {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1]!] = value;
+}
+
+function checkPortsDistinct(config: Config, problems: string[]): void {
+  if (!config.listeners) return;
+  const seen = new Map<string, string>();
+  for (const [name, l] of Object.entries(config.listeners)) {
+    if (!l?.enabled || l.port === 0) continue;
+    const where = `${l.host}:${l.port}`;
+    const other = seen.get(where);
+    if (other) problems.push(`listeners.${name}.port = ${l.port}: already used by listeners.${other}.port on ${l.host}; each listener needs its own port`);
+    seen.set(where, name);
+  }
+}

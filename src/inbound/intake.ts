@@ -1,0 +1,55 @@
+// Intake: one message from the DATA stream to the queue, streamed (memory
+// does not grow with message size), with the trace headers prepended and
+// bare line endings handled. Answers with the queue id only after the
+// store committed (durable); on any failure the draft is discarded, so a
+// dropped connection or a refused message leaves nothing behind.
+import { pipeline, type Readable } from 'node:stream';
+import type { Config, ListenerName } from '../config/config.ts';
+import type { QueueStore, StoredEnvelope } from '../queue/queue-store.ts';
+import { replies, type Reply } from '../smtp/replies.ts';
+import { BareLineEndings } from './line-endings.ts';
+import { buildReceivedHeader, HeaderPrepender, missingSubmissionHeaders, type ReceivedFacts } from './trace-headers.ts';
+
+export type IntakeResult =
+  | { ok: true; queueId: string; size: number }
+  | { ok: false; reply: Reply; reason: string; error?: Error };
+
+export interface IntakeRequest {
+  store: QueueStore;
+  data: Readable & { sizeExceeded?: boolean };
+  envelope: StoredEnvelope;
+  listener: ListenerName;
+  received: Omit<ReceivedFacts, 'queueId' | 'recipients' | 'hostname' | 'date'>;
+  config: Pick<Config, 'hostname' | 'smtp'>;
+  now: Date;
+}
+
+/** receiveMessage - stream, check, commit; never throws. */
+export async function receiveMessage(request: IntakeRequest): Promise<IntakeResult> {
+  const { store, envelope, config, now } = request;
+  const draft = store.beginMessage();
+  const received = buildReceivedHeader({ ...request.received, queueId: draft.id, recipients: envelope.recipients, hostname: config.hostname, date: now });
+  const addSubmissionHeaders = request.listener !== 'relay';
+  const lineEndings = new BareLineEndings(config.smtp.bareLineFeed);
+  const prepender = new HeaderPrepender(
+    (headerBlock) => received + (addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now }) : ''),
+  );
+  // pipeline destroys every stage when one fails (client gone mid-DATA), so writeBody rejects.
+  const body = pipeline(request.data, lineEndings, prepender, () => undefined);
+  try {
+    const size = await draft.writeBody(body);
+    if (request.data.sizeExceeded) {
+      await draft.discard();
+      return { ok: false, reply: replies.messageTooBig, reason: 'message-too-big' };
+    }
+    if (lineEndings.found && config.smtp.bareLineFeed === 'reject') {
+      await draft.discard();
+      return { ok: false, reply: replies.bareLineFeed, reason: 'bare-line-feed' };
+    }
+    await draft.commit(envelope);
+    return { ok: true, queueId: draft.id, size };
+  } catch (err) {
+    await draft.discard().catch(() => undefined);
+    return { ok: false, reply: replies.queueWriteFailed, reason: 'queue-write-failed', error: err as Error };
+  }
+}

@@ -1,0 +1,246 @@
+// One SMTP listener (a port with a role: relay, submission, submissions)
+// built on smtp-server. Every hook asks policy.ts for a decision and turns
+// it into smtp-server's callback with smtpError(); onData hands the stream
+// to intake.ts. Nothing here decides policy by itself.
+// Fails: listen() rejects when the port cannot be bound; a TLS handshake
+// failure or socket error is logged and the server stays up.
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { format } from 'node:util';
+import { SMTPServer, type SMTPServerAuthentication, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import type { Config, ListenerName } from '../config/config.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { QueueStore } from '../queue/queue-store.ts';
+import { formatReply, queuedReply, type Reply } from '../smtp/replies.ts';
+import type { ServerTls } from '../tls/server-tls.ts';
+import type { AuthLimiter } from './auth-limiter.ts';
+import type { ConnectionCounts } from './connection-counts.ts';
+import { receiveMessage } from './intake.ts';
+import type { NetworkMatcher } from './networks.ts';
+import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideRcpt, domainOf, type Decision } from './policy.ts';
+import type { UserStore } from './user-store.ts';
+
+export interface ReverseResolver {
+  reverse(ip: string, callback: (err: Error | null, hostnames?: string[]) => void): void;
+}
+
+export interface ListenerDeps {
+  name: ListenerName;
+  config: Config;
+  tls: ServerTls;
+  store: QueueStore;
+  users: UserStore;
+  authLimiter: AuthLimiter;
+  connections: ConnectionCounts;
+  trustedNetworks: NetworkMatcher;
+  logger: Logger;
+  /** Used for reverse lookups when smtp.reverseLookup is on; the system resolver when absent. */
+  resolver?: ReverseResolver;
+  now?: () => number;
+}
+
+export interface InboundListener {
+  readonly name: ListenerName;
+  listen(): Promise<AddressInfo>;
+  close(): Promise<void>;
+}
+
+interface SessionState {
+  log: Logger;
+  ip: string;
+  authFailures: number;
+  clientCertTrusted: boolean;
+}
+
+type SmtpError = Error & { responseCode: number };
+
+/** smtpError - the error smtp-server turns into our exact reply. */
+function smtpError(reply: Reply): SmtpError {
+  return Object.assign(new Error(formatReply(reply)), { responseCode: reply.code });
+}
+
+/** createListener - an SMTP server for one role, not yet listening. */
+export function createListener(deps: ListenerDeps): InboundListener {
+  const { name, config } = deps;
+  const now = deps.now ?? Date.now;
+  const listenerConfig = config.listeners[name];
+  const sessions = new WeakMap<SMTPServerSession, SessionState>();
+  const baseLog = deps.logger.child({ listener: name });
+
+  function state(session: SMTPServerSession): SessionState {
+    const s = sessions.get(session);
+    if (!s) throw new Error(`no state for session ${session.id}`);
+    return s;
+  }
+
+  function refuseIf(decision: Decision, s: SessionState, stage: string): SmtpError | null {
+    if (decision.accept) return null;
+    s.log.info({ stage, reason: decision.reason, reply: `${decision.reply.code} ${formatReply(decision.reply)}` }, 'refused');
+    return smtpError(decision.reply);
+  }
+
+  function senderFacts(session: SMTPServerSession, s: SessionState) {
+    return { listener: name, secure: session.secure, authenticated: Boolean(session.user), clientCertTrusted: s.clientCertTrusted };
+  }
+
+  const options: SMTPServerOptions = {
+    ...deps.tls.options(),
+    secure: name === 'submissions',
+    name: config.hostname,
+    banner: 'Postern',
+    logger: libraryLogger(baseLog),
+    size: config.limits.messageSize,
+    rejectOversized: true,
+    maxRecipients: config.limits.recipients,
+    maxClients: config.limits.connections,
+    socketTimeout: config.limits.idleTimeout * 1000,
+    authMethods: ['PLAIN', 'LOGIN'],
+    // Policy decides who must log in (decideMailFrom); smtp-server's own check would answer with its own words.
+    authOptional: true,
+    allowInsecureAuth: false,
+    disabledCommands: name === 'relay' ? ['AUTH'] : [],
+    hideENHANCEDSTATUSCODES: false,
+    // Not before delivery honours them (DSN reports, REQUIRETLS on every hop).
+    hideDSN: true,
+    hideREQUIRETLS: true,
+    disableReverseLookup: !config.smtp.reverseLookup,
+    ...(deps.resolver ? { resolver: deps.resolver } : {}),
+
+    onConnect(session, callback) {
+      const ip = session.remoteAddress;
+      const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientCertTrusted: false };
+      sessions.set(session, s);
+      const fromIp = deps.connections.open(ip);
+      s.log.debug({ connectionsFromIp: fromIp }, 'connect');
+      callback(refuseIf(decideConnect({ connectionsFromIp: fromIp, perIpLimit: config.limits.connectionsPerIp }), s, 'connect'));
+    },
+
+    onSecure(socket, session, callback) {
+      const s = state(session);
+      s.clientCertTrusted = deps.tls.isClientCertificateTrusted(socket as TLSSocket);
+      s.log.debug({ tls: session.tlsOptions, clientCertTrusted: s.clientCertTrusted }, 'tls established');
+      callback();
+    },
+
+    onAuth(auth: SMTPServerAuthentication, session, callback) {
+      const s = state(session);
+      const refused = refuseIf(decideAuthAttempt({ ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()) }), s, 'auth');
+      if (refused) return callback(refused);
+      const username = auth.username ?? '';
+      deps.users.verify(username, auth.password ?? '').then(
+        (ok) => {
+          if (ok) {
+            s.log.info({ user: username, method: auth.method }, 'authenticated');
+            return callback(null, { user: username });
+          }
+          s.authFailures++;
+          deps.authLimiter.recordFailure(s.ip, now());
+          s.log.warn({ user: username, method: auth.method, failures: s.authFailures }, 'authentication failed');
+          const decision = decideAuthFailure({ failuresThisSession: s.authFailures, perSessionLimit: config.limits.authFailuresPerConnection, ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()) });
+          callback(refuseIf(decision, s, 'auth'));
+        },
+        (err: unknown) => {
+          s.log.error({ err }, 'user store failed');
+          callback(smtpError({ code: 454, status: '4.7.0', text: 'Temporary authentication failure' }));
+        },
+      );
+    },
+
+    onMailFrom(_address, session, callback) {
+      const s = state(session);
+      callback(refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail'));
+    },
+
+    onRcptTo(address, session, callback) {
+      const s = state(session);
+      const decision = decideRcpt({
+        ...senderFacts(session, s),
+        clientTrusted: deps.trustedNetworks(s.ip),
+        recipientDomain: domainOf(address.address),
+        localDomains: config.relay.localDomains,
+      });
+      callback(refuseIf(decision, s, 'rcpt'));
+    },
+
+    onData(stream, session, callback) {
+      const s = state(session);
+      const mailFrom = session.envelope.mailFrom;
+      const tls = (session.secure && session.tlsOptions) || undefined;
+      const user = typeof session.user === 'string' ? session.user : undefined;
+      void receiveMessage({
+        store: deps.store,
+        data: stream,
+        listener: name,
+        config,
+        now: new Date(now()),
+        envelope: {
+          mailFrom: mailFrom ? mailFrom.address : '',
+          recipients: session.envelope.rcptTo.map((r) => r.address),
+          bodyType: session.envelope.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
+          smtpUtf8: Boolean(session.envelope.smtpUtf8),
+          client: { address: s.ip, helo: session.hostNameAppearsAs, listener: name, authUser: user, tlsVersion: tls ? tls.version : undefined, tlsCipher: tls ? tls.name : undefined },
+        },
+        received: {
+          helo: session.hostNameAppearsAs,
+          clientHostname: session.clientHostname || 'unknown',
+          clientAddress: s.ip,
+          protocol: session.transmissionType,
+          tlsVersion: tls ? tls.version : undefined,
+          tlsCipher: tls ? tls.name : undefined,
+        },
+      }).then((result) => {
+        if (result.ok) {
+          s.log.info(
+            { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, tlsVersion: tls?.version, tlsCipher: tls?.name, user },
+            'queued',
+          );
+          return callback(null, formatReply(queuedReply(result.queueId)));
+        }
+        s.log.warn({ reason: result.reason, err: result.error }, 'message refused');
+        callback(smtpError(result.reply));
+      });
+    },
+
+    onClose(session) {
+      const s = sessions.get(session);
+      if (!s) return;
+      deps.connections.close(s.ip);
+      s.log.debug('disconnect');
+    },
+  };
+
+  const server = new SMTPServer(options);
+  // Without an 'error' listener a failed TLS handshake would end the process (LIBRARIES.md).
+  server.on('error', (err: Error & { remote?: string }) => baseLog.info({ err: err.message, remote: err.remote }, 'connection error'));
+  deps.tls.onReload((material) => server.updateSecureContext(material));
+
+  return {
+    name,
+    listen() {
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error) => reject(new Error(`listeners.${name}: cannot listen on ${listenerConfig.host}:${listenerConfig.port}: ${err.message}`));
+        server.server.once('error', onError);
+        server.listen(listenerConfig.port, listenerConfig.host, () => {
+          server.server.off('error', onError);
+          resolve(server.server.address() as AddressInfo);
+        });
+      });
+    },
+    close() {
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+// smtp-server logs with printf-style arguments; pino would drop them (LIBRARIES.md).
+function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
+  const child = log.child({ component: 'smtp-server' });
+  const at = (level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal') => (entry: unknown, ...args: unknown[]) => {
+    if (!child.isLevelEnabled(level)) return;
+    const fields = entry && typeof entry === 'object' ? (entry as Record<string, unknown>) : {};
+    const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
+    // Protocol traces go to debug: they are per-command noise at info.
+    child[fields.tnx === 'send' || fields.tnx === 'command' ? 'debug' : level === 'info' ? 'debug' : level]({ tnx: fields.tnx }, message);
+  };
+  return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' } as unknown as SMTPServerOptions['logger'];
+}

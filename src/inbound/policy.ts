@@ -1,0 +1,78 @@
+// Inbound policy: pure decisions, one per SMTP stage. Inputs are plain
+// facts about the session; the output is accept, or a Reply from the
+// catalogue plus a machine-readable reason (logged and counted).
+// Postfix equivalents: smtpd_client_connection_count_limit,
+// smtpd_tls_auth_only + smtpd_tls_security_level=encrypt on submission,
+// smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated,
+// reject_unauth_destination.
+import type { ListenerName } from '../config/config.ts';
+import { replies, type Reply } from '../smtp/replies.ts';
+
+export type Decision = { accept: true } | { accept: false; reply: Reply; reason: string };
+
+const ACCEPT: Decision = { accept: true };
+
+function refuse(reply: Reply, reason: string): Decision {
+  return { accept: false, reply, reason };
+}
+
+/** decideConnect - refuse a client that already holds its share of connections. */
+export function decideConnect(facts: { connectionsFromIp: number; perIpLimit: number }): Decision {
+  if (facts.connectionsFromIp > facts.perIpLimit) return refuse(replies.tooManyConnections, 'connection-limit-per-ip');
+  return ACCEPT;
+}
+
+/** decideAuthAttempt - whether AUTH may be tried at all now. */
+export function decideAuthAttempt(facts: { ipLockedOut: boolean }): Decision {
+  if (facts.ipLockedOut) return refuse(replies.authLockedOut, 'auth-ip-locked-out');
+  return ACCEPT;
+}
+
+/** decideAuthFailure - after a failed AUTH: try again (535) or close (421). */
+export function decideAuthFailure(facts: { failuresThisSession: number; perSessionLimit: number; ipLockedOut: boolean }): Decision {
+  if (facts.ipLockedOut) return refuse(replies.authLockedOut, 'auth-ip-locked-out');
+  if (facts.failuresThisSession >= facts.perSessionLimit) return refuse(replies.authTooManyFailures, 'auth-too-many-failures');
+  return refuse(replies.authFailed, 'auth-failed');
+}
+
+export interface SenderFacts {
+  listener: ListenerName;
+  secure: boolean;
+  authenticated: boolean;
+  clientCertTrusted: boolean;
+}
+
+/** decideMailFrom - submission needs TLS, then a login (RFC 6409, RFC 8314). */
+export function decideMailFrom(facts: SenderFacts): Decision {
+  if (facts.listener === 'relay') return ACCEPT;
+  if (!facts.secure) return refuse(replies.starttlsRequired, 'starttls-required');
+  if (!facts.authenticated && !facts.clientCertTrusted) return refuse(replies.authRequired, 'auth-required');
+  return ACCEPT;
+}
+
+export interface RecipientFacts extends SenderFacts {
+  clientTrusted: boolean;
+  recipientDomain: string;
+  localDomains: readonly string[];
+}
+
+/** decideRcpt - relay for trusted or authenticated clients; mail for local domains from anyone; nothing else. */
+export function decideRcpt(facts: RecipientFacts): Decision {
+  if (facts.authenticated || facts.clientCertTrusted) return ACCEPT;
+  if (facts.listener === 'relay' && facts.clientTrusted) return ACCEPT;
+  if (facts.listener === 'relay' && isLocalDomain(facts.recipientDomain, facts.localDomains)) return ACCEPT;
+  return refuse(replies.relayDenied, 'relay-denied');
+}
+
+/** isLocalDomain - exact match, or "*.example.com" matching any subdomain. */
+export function isLocalDomain(domain: string, localDomains: readonly string[]): boolean {
+  const d = domain.toLowerCase().replace(/\.$/, '');
+  if (d === '') return false;
+  return localDomains.some((entry) => (entry.startsWith('*.') ? d.endsWith(entry.slice(1)) : d === entry));
+}
+
+/** domainOf - the domain of an address; '' for a domainless one such as "postmaster". */
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at === -1 ? '' : address.slice(at + 1).toLowerCase();
+}

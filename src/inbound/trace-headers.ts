@@ -1,0 +1,102 @@
+// Headers Postern adds to a message on the way in, by prepending bytes:
+// the message itself is never parsed into a tree or re-serialised, which
+// keeps DKIM signatures intact (LIBRARIES.md, mailparser note).
+//  - Received (RFC 5321 §4.4), worded as Postfix writes it, with ESMTPS /
+//    ESMTPSA and the TLS version and cipher;
+//  - Message-ID and Date when a submission client left them out (RFC 6409
+//    §8.2-8.3); never on the relay port, where mail is in transit.
+// HeaderPrepender buffers only the header block (bounded), then streams.
+import { Transform, type TransformCallback } from 'node:stream';
+
+export interface ReceivedFacts {
+  helo: string;
+  clientHostname: string;
+  clientAddress: string;
+  hostname: string;
+  /** ESMTP, ESMTPS, ESMTPA, ESMTPSA (RFC 3848). */
+  protocol: string;
+  tlsVersion?: string;
+  tlsCipher?: string;
+  queueId: string;
+  /** Named in "for <...>" only when there is exactly one recipient (as Postfix). */
+  recipients: string[];
+  date: Date;
+}
+
+/** formatRfc5322Date - "Sun, 29 Nov 2026 01:17:33 +0000". */
+export function formatRfc5322Date(date: Date): string {
+  const [weekday, day, month, year, time] = date.toUTCString().replace(',', '').split(' ');
+  return `${weekday}, ${day} ${month} ${year} ${time} +0000`;
+}
+
+// Printable ASCII without the comment delimiters, so a HELO can not break the header's structure.
+function clean(value: string): string {
+  return value.replace(/[^\x21-\x7e]|[()]/g, '?').slice(0, 255) || 'unknown';
+}
+
+/** buildReceivedHeader - the Received header line(s), folded, ending in CRLF. */
+export function buildReceivedHeader(f: ReceivedFacts): string {
+  const lines = [`Received: from ${clean(f.helo)} (${clean(f.clientHostname)} [${clean(f.clientAddress)}])`];
+  if (f.tlsVersion) lines.push(`\t(using ${clean(f.tlsVersion)} with cipher ${clean(f.tlsCipher ?? 'unknown')})`);
+  let by = `\tby ${f.hostname} (Postern) with ${f.protocol} id ${f.queueId}`;
+  if (f.recipients.length === 1) {
+    lines.push(by);
+    by = `\tfor <${clean(f.recipients[0]!)}>; ${formatRfc5322Date(f.date)}`;
+  } else {
+    by += `; ${formatRfc5322Date(f.date)}`;
+  }
+  lines.push(by);
+  return lines.join('\r\n') + '\r\n';
+}
+
+/** missingSubmissionHeaders - Message-ID and Date lines to add when the header block lacks them. */
+export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: string; hostname: string; date: Date }): string {
+  let out = '';
+  if (!/^message-id[ \t]*:/im.test(headerBlock)) out += `Message-ID: <${facts.queueId}.${facts.date.getTime()}@${facts.hostname}>\r\n`;
+  if (!/^date[ \t]*:/im.test(headerBlock)) out += `Date: ${formatRfc5322Date(facts.date)}\r\n`;
+  return out;
+}
+
+const END_OF_HEADERS = Buffer.from('\r\n\r\n');
+/** Header blocks larger than this are not inspected further (Postfix's header_size_limit is 100 KB). */
+export const HEADER_INSPECTION_LIMIT = 256 * 1024;
+
+/** HeaderPrepender - emits `prefix(headerBlock)` then the message, unchanged. */
+export class HeaderPrepender extends Transform {
+  private buffered: Buffer[] = [];
+  private bufferedBytes = 0;
+  private done = false;
+
+  constructor(private readonly prefix: (headerBlock: string) => string) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.done) return callback(null, chunk);
+    this.buffered.push(chunk);
+    this.bufferedBytes += chunk.length;
+    const joined = Buffer.concat(this.buffered);
+    this.buffered = [joined];
+    const end = joined.indexOf(END_OF_HEADERS);
+    const startsWithBody = joined.length >= 2 && joined[0] === 0x0d && joined[1] === 0x0a;
+    if (end !== -1 || startsWithBody || this.bufferedBytes >= HEADER_INSPECTION_LIMIT) {
+      this.release(joined, end === -1 ? (startsWithBody ? 0 : joined.length) : end + 2);
+    }
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (!this.done) {
+      const joined = Buffer.concat(this.buffered);
+      this.release(joined, joined.length);
+    }
+    callback();
+  }
+
+  private release(data: Buffer, headerEnd: number): void {
+    this.done = true;
+    this.buffered = [];
+    this.push(Buffer.from(this.prefix(data.subarray(0, headerEnd).toString('latin1')), 'latin1'));
+    this.push(data);
+  }
+}

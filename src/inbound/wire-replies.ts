@@ -1,0 +1,66 @@
+// The one adapter between Postern's reply catalogue and smtp-server's wire
+// format. smtp-server derives the RFC 3463 enhanced code from the basic
+// code and the command, and a hook cannot choose it (LIBRARIES.md); a relay
+// denial would go out as "554 5.6.0". We wrap SMTPConnection#send once:
+//  - a reply whose text already starts with an enhanced code (all of ours,
+//    see smtp/replies.ts formatReply) goes out exactly as written;
+//  - the library's own replies listed below are swapped for catalogue ones
+//    (Postfix wording, exact codes);
+//  - anything else keeps the library's derived code.
+// Fails: throws at start if the library no longer has the method we wrap.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { formatReply, replies, type Reply } from '../smtp/replies.ts';
+
+type SendContext = string | false | undefined;
+interface ConnectionPrototype {
+  send(this: unknown, code: number, data?: string | string[], context?: SendContext): void;
+  __posternExactReplies?: true;
+}
+
+const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+// Library text (exact, or a prefix ending in '*') -> the reply we send instead.
+const LIBRARY_REPLIES: ReadonlyArray<[string, Reply]> = [
+  ['Error: command not recognized', replies.commandNotRecognized],
+  ['Error: too many unrecognized commands', replies.tooManyErrors],
+  ['Error: Command line too long', replies.commandTooLong],
+  ['Error: Must issue a STARTTLS command first', replies.starttlsRequired],
+  ['Timeout - closing connection', replies.timeout],
+  ['Server shutting down', replies.shuttingDown],
+  ['* Too many connected clients, try again in a moment', replies.serverBusy],
+];
+
+/** replaceLibraryReply - the catalogue reply for one of smtp-server's own texts, if we have one. */
+export function replaceLibraryReply(text: string): Reply | undefined {
+  for (const [pattern, reply] of LIBRARY_REPLIES) {
+    if (pattern.startsWith('* ') ? text.endsWith(pattern.slice(2)) : text === pattern) return reply;
+  }
+  return undefined;
+}
+
+/** installExactReplies - wrap send() in both builds of smtp-server (ESM and CJS); idempotent. */
+export async function installExactReplies(): Promise<void> {
+  const require = createRequire(import.meta.url);
+  const cjsDir = dirname(require.resolve('smtp-server'));
+  const builds = [
+    require(join(cjsDir, 'smtp-connection.js')) as { SMTPConnection?: { prototype: ConnectionPrototype } },
+    (await import(pathToFileURL(join(cjsDir, '..', 'esm', 'smtp-connection.js')).href)) as { SMTPConnection?: { prototype: ConnectionPrototype } },
+  ];
+  for (const build of builds) {
+    const proto = build.SMTPConnection?.prototype;
+    if (!proto || typeof proto.send !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.send not found');
+    if (proto.__posternExactReplies) continue;
+    const librarySend = proto.send;
+    proto.send = function send(this: unknown, code: number, data?: string | string[], context?: SendContext): void {
+      if (typeof data === 'string') {
+        if (ENHANCED_PREFIX.test(data)) return librarySend.call(this, code, data, false);
+        const replacement = replaceLibraryReply(data);
+        if (replacement) return librarySend.call(this, replacement.code, formatReply(replacement), false);
+      }
+      return librarySend.call(this, code, data, context);
+    };
+    proto.__posternExactReplies = true;
+  }
+}

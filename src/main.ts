@@ -1,0 +1,58 @@
+// The `postern` command line. Subcommands are thin: they load the config
+// (every one takes --config FILE) and call one module.
+import { Command } from 'commander';
+import { loadConfigOrExit } from './cli/context.ts';
+import { listQueue } from './cli/queue.ts';
+import { serve } from './cli/serve.ts';
+import { addUser, listUsers, removeUser } from './cli/users.ts';
+
+const program = new Command('postern')
+  .description('Postern mail relay')
+  .option('-c, --config <file>', 'configuration file (default: ./postern.yaml when present)')
+  .showHelpAfterError();
+
+function config(command: Command) {
+  return loadConfigOrExit(command.optsWithGlobals<{ config?: string }>().config).config;
+}
+
+program
+  .command('serve')
+  .description('run the relay')
+  .action(async (_options, command: Command) => serve(config(command)));
+
+program
+  .command('config')
+  .description('configuration')
+  .command('check')
+  .description('validate the configuration and exit')
+  .action((_options, command: Command) => {
+    const loaded = loadConfigOrExit(command.optsWithGlobals<{ config?: string }>().config);
+    process.stdout.write(`configuration ok${loaded.source ? ` (${loaded.source})` : ' (defaults and environment)'}\n`);
+  });
+
+const users = program.command('users').description('SMTP AUTH users');
+users
+  .command('add <name>')
+  .description('add a user or change a password (prompted; or --password-stdin)')
+  .option('--password-stdin', 'read the password from the first line of stdin')
+  .action(async (name: string, options: { passwordStdin?: boolean }, command: Command) => addUser(config(command), name, options));
+users
+  .command('list')
+  .description('list users')
+  .action(async (_options, command: Command) => listUsers(config(command)));
+users
+  .command('remove <name>')
+  .description('remove a user')
+  .action(async (name: string, _options, command: Command) => removeUser(config(command), name));
+
+const queue = program.command('queue').description('the mail queue');
+queue
+  .command('list')
+  .description('list queued messages')
+  .option('--json', 'machine-readable output')
+  .action(async (options: { json?: boolean }, command: Command) => listQueue(config(command), options));
+
+program.parseAsync().catch((err: unknown) => {
+  process.stderr.write(`postern: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,169 @@
+// A message being received by the SQLite store: its body file and the order
+// in which the message becomes durable.
+//
+// Decides the draft's life: open → writing → written → committing →
+// committed, or discarded / failed from any step before committed. The body
+// goes straight to its final name (messages/<queue id>, mode 0600), streamed
+// with back-pressure, never held whole in memory. commit() fsyncs the file,
+// then the directory, and only then asks the store to insert the row, so a
+// row never names a body that a crash could lose.
+//
+// How it fails: writeBody rejects if the body stream errors or ends early, or
+// the disk does (the partial file is removed at once); commit rejects if
+// called out of order, or on an fsync or database error (no row is left); a
+// draft that failed or was discarded stays dead. discard never rejects for a
+// missing file and does nothing to a committed message.
+//
+//   SqliteDraft - the MessageDraft of the SQLite store (built by the store only).
+import type { FileHandle } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import type { MessageDraft, StoredEnvelope } from '../queue-store.ts';
+
+/** What a draft needs from its store. */
+export interface DraftContext {
+  /** Where this draft's body lives. */
+  bodyPath: string;
+  /** The directory holding body files (fsynced so the new name survives a crash). */
+  messagesDir: string;
+  logger: Logger;
+  /** insertMessage - insert the envelope row, after checking the body file is still the one with inode `ino`. */
+  insertMessage(row: { id: string; envelope: StoredEnvelope; size: number; ino: number }): void;
+  /** release - the draft reached an end (committed, discarded, failed): the store stops tracking it. */
+  release(draft: SqliteDraft): void;
+}
+
+type DraftState = 'open' | 'writing' | 'written' | 'committing' | 'committed' | 'discarded' | 'failed';
+
+export class SqliteDraft implements MessageDraft {
+  #state: DraftState = 'open';
+  #file: FileHandle | undefined;
+  #size = 0;
+  /** The writeBody or commit in flight, settled (never rejects): discard waits for it. */
+  #inFlight: Promise<unknown> = Promise.resolve();
+  readonly #abort = new AbortController();
+
+  constructor(
+    readonly id: string,
+    private readonly ctx: DraftContext,
+  ) {}
+
+  /** writeBody - stream the body to messages/<id>; resolves with the byte count. */
+  writeBody(body: Readable): Promise<number> {
+    if (this.#state !== 'open') return Promise.reject(this.#outOfOrder('writeBody'));
+    this.#state = 'writing';
+    const writing = this.#write(body);
+    this.#inFlight = writing.catch(() => undefined);
+    return writing;
+  }
+
+  /** commit - fsync body and directory, then insert the row; only then resolve. */
+  commit(envelope: StoredEnvelope): Promise<void> {
+    if (this.#state !== 'written') return Promise.reject(this.#outOfOrder('commit'));
+    if (envelope.recipients.length === 0) return Promise.reject(new Error(`draft ${this.id}: an envelope needs at least one recipient`));
+    this.#state = 'committing';
+    const committing = this.#commit(envelope);
+    this.#inFlight = committing.catch(() => undefined);
+    return committing;
+  }
+
+  /** discard - abort a write in progress and remove the body file; no-op once committed. */
+  async discard(): Promise<void> {
+    const state = this.#state;
+    if (state === 'committing') {
+      // The commit decides: committed stays committed, a failed one cleaned up after itself.
+      await this.#inFlight;
+      return;
+    }
+    if (state === 'committed' || state === 'discarded' || state === 'failed') {
+      await this.#inFlight;
+      return;
+    }
+    this.#state = 'discarded';
+    if (state === 'writing') {
+      this.#abort.abort(); // #write's catch removes the file
+      await this.#inFlight;
+    } else {
+      await this.#removeFile();
+    }
+    this.ctx.release(this);
+  }
+
+  async #write(body: Readable): Promise<number> {
+    try {
+      // 'wx': a queue id names one message only; never write into an existing file.
+      this.#file = await open(this.ctx.bodyPath, 'wx', 0o600);
+      let size = 0;
+      const count = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          size += chunk.length;
+          done(null, chunk);
+        },
+      });
+      // autoClose: false keeps the handle open for commit's fsync.
+      await pipeline(body, count, this.#file.createWriteStream({ autoClose: false }), { signal: this.#abort.signal });
+      this.#size = size;
+      this.#state = 'written';
+      return size;
+    } catch (error) {
+      if (this.#state === 'writing') this.#state = 'failed';
+      await this.#removeFile();
+      this.ctx.release(this);
+      throw error;
+    }
+  }
+
+  async #commit(envelope: StoredEnvelope): Promise<void> {
+    const file = this.#file!;
+    let ino: number;
+    try {
+      ino = (await file.stat()).ino;
+      await file.sync(); // the bytes, before any row names them
+      this.#file = undefined;
+      await file.close();
+      await syncDirectory(this.ctx.messagesDir); // the name, so the file is found after a crash
+    } catch (error) {
+      this.#state = 'failed';
+      await this.#removeFile();
+      this.ctx.release(this);
+      throw error;
+    }
+    try {
+      this.ctx.insertMessage({ id: this.id, envelope, size: this.#size, ino });
+    } catch (error) {
+      // The transaction rolled back, so no row names the body; but the file is
+      // left for the sweep on the next open, which decides under the database
+      // write lock. Cheaper than being wrong about a half-failed COMMIT.
+      this.#state = 'failed';
+      this.ctx.logger.warn({ queueId: this.id, err: error }, 'commit failed; body file left for the next sweep');
+      this.ctx.release(this);
+      throw error;
+    }
+    this.#state = 'committed';
+    this.ctx.release(this);
+  }
+
+  /** removeFile - close the handle if open and delete the body file; a missing file is fine. */
+  async #removeFile(): Promise<void> {
+    const file = this.#file;
+    this.#file = undefined;
+    if (file) await file.close().catch(() => undefined);
+    await rm(this.ctx.bodyPath, { force: true });
+  }
+
+  #outOfOrder(call: string): Error {
+    return new Error(`draft ${this.id}: ${call} called when the draft is ${this.#state}`);
+  }
+}
+
+/** syncDirectory - fsync a directory, making the names created in it durable. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,264 @@
+// The QueueStore contract: what every backend (sqlite now, postgres later)
+// must do, as one vitest suite each backend runs in a few lines:
+//
+//   runQueueStoreContract('sqlite', async () => ({ store, reopen, cleanup }));
+//
+// Backend-specific facts (files, modes, schema) belong in the backend's own
+// test file, not here.
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isQueueId } from '../../src/queue/queue-id.ts';
+import type { QueueStore, StoredEnvelope } from '../../src/queue/queue-store.ts';
+
+export interface QueueStoreHarness {
+  store: QueueStore;
+  /** reopen - a new store on the same storage; the test has closed the previous one. */
+  reopen: () => Promise<QueueStore>;
+  /** cleanup - close whatever is still open and remove the storage. */
+  cleanup: () => Promise<void>;
+}
+
+/** runQueueStoreContract - register the shared QueueStore suite for one backend. */
+export function runQueueStoreContract(backendName: string, open: () => Promise<QueueStoreHarness>): void {
+  describe(`QueueStore contract: ${backendName}`, () => {
+    let harness: QueueStoreHarness;
+    let store: QueueStore;
+
+    beforeEach(async () => {
+      harness = await open();
+      store = harness.store;
+    });
+    afterEach(async () => {
+      await harness.cleanup();
+    });
+
+    it('lists a committed message with its envelope and size', async () => {
+      const envelope = envelopeWith({ mailFrom: 'sender@example.org', recipients: ['a@Example.COM', 'b@example.net', 'c@example.com'] });
+      const before = Date.now();
+      const body = Buffer.from('Subject: hi\r\n\r\nhello\r\n');
+      const id = await commitMessage(store, [body], envelope);
+      const after = Date.now();
+
+      const list = await store.listMessages();
+      expect(list).toEqual([
+        { id, mailFrom: 'sender@example.org', recipients: ['a@Example.COM', 'b@example.net', 'c@example.com'], size: body.length, receivedAt: expect.any(Date), state: 'queued' },
+      ]);
+      const receivedAt = list[0]!.receivedAt.getTime();
+      expect(receivedAt).toBeGreaterThanOrEqual(before);
+      expect(receivedAt).toBeLessThanOrEqual(after);
+    });
+
+    it('keeps the null sender and non-ASCII addresses as given', async () => {
+      const id = await commitMessage(store, [Buffer.from('x')], envelopeWith({ mailFrom: '', recipients: ['用户@例子.广告', 'Postmaster'], smtpUtf8: true }));
+      expect(await store.listMessages()).toMatchObject([{ id, mailFrom: '', recipients: ['用户@例子.广告', 'Postmaster'] }]);
+    });
+
+    it('returns the body byte for byte: NUL, bare LF and CR, non-UTF-8, a lone dot line', async () => {
+      const chunks = [
+        Buffer.from('Subject: bytes\r\n\r\n'),
+        Buffer.from([0x00, 0x0a, 0x0d, 0x41, 0x0d]), // NUL, bare LF, bare CR, 'A', CR split from…
+        Buffer.from([0x0a, 0xff, 0xfe, 0xc3, 0x28, 0x80]), // …its LF; bytes that are not UTF-8
+        Buffer.from('\r\n.\r\n..\r\nend'), // the store never interprets SMTP framing
+      ];
+      const expected = Buffer.concat(chunks);
+      const draft = store.beginMessage();
+      expect(await draft.writeBody(bodyOf(chunks))).toBe(expected.length);
+      await draft.commit(envelopeWith({}));
+
+      const stored = await readAll(store.readBody(draft.id));
+      expect(stored.equals(expected)).toBe(true);
+      expect((await store.listMessages())[0]!.size).toBe(expected.length);
+    });
+
+    it('streams a 25 MB body through unchanged', async () => {
+      const size = 25 * 1024 * 1024;
+      const generated = randomBody(size);
+      const draft = store.beginMessage();
+      expect(await draft.writeBody(generated.stream)).toBe(size);
+      await draft.commit(envelopeWith({}));
+
+      const read = await digest(store.readBody(draft.id));
+      expect(read).toEqual({ sha256: generated.sha256(), size });
+    });
+
+    it('does not list or serve a draft that was not committed', async () => {
+      const committed = await commitMessage(store, [Buffer.from('kept')], envelopeWith({}));
+      const draft = store.beginMessage();
+      await draft.writeBody(bodyOf([Buffer.from('not yet')]));
+
+      expect((await store.listMessages()).map((m) => m.id)).toEqual([committed]);
+      await expect(readAll(store.readBody(draft.id))).rejects.toThrow();
+      await draft.discard();
+    });
+
+    it('rejects writeBody when the client stream errors, and discard then leaves nothing', async () => {
+      const draft = store.beginMessage();
+      const dropped = failingBody(Buffer.alloc(200_000, 0x61), new Error('client dropped mid-DATA'));
+      await expect(draft.writeBody(dropped)).rejects.toThrow('client dropped mid-DATA');
+      await draft.discard();
+      await draft.discard(); // idempotent
+
+      expect(await store.listMessages()).toEqual([]);
+      await expect(readAll(store.readBody(draft.id))).rejects.toThrow();
+      await expect(draft.commit(envelopeWith({}))).rejects.toThrow();
+      await store.close();
+      const again = await harness.reopen();
+      expect(await again.listMessages()).toEqual([]);
+    });
+
+    it('lets a draft be discarded before writeBody, and then refuses to use it', async () => {
+      const draft = store.beginMessage();
+      await draft.discard();
+      await expect(draft.writeBody(bodyOf([Buffer.from('late')]))).rejects.toThrow();
+      expect(await store.listMessages()).toEqual([]);
+    });
+
+    it('discards a written draft: not listed, not readable, not committable', async () => {
+      const draft = store.beginMessage();
+      await draft.writeBody(bodyOf([Buffer.from('refused by policy')]));
+      await draft.discard();
+      await expect(draft.commit(envelopeWith({}))).rejects.toThrow();
+      expect(await store.listMessages()).toEqual([]);
+      await expect(readAll(store.readBody(draft.id))).rejects.toThrow();
+    });
+
+    it('keeps a committed message when discard is called afterwards', async () => {
+      const draft = store.beginMessage();
+      await draft.writeBody(bodyOf([Buffer.from('already accepted')]));
+      await draft.commit(envelopeWith({}));
+      await draft.discard(); // e.g. a session's clean-up running after the 250
+      expect((await store.listMessages()).map((m) => m.id)).toEqual([draft.id]);
+      expect((await readAll(store.readBody(draft.id))).toString()).toBe('already accepted');
+    });
+
+    it('refuses commit before writeBody, a second writeBody, and an envelope without recipients', async () => {
+      const draft = store.beginMessage();
+      await expect(draft.commit(envelopeWith({}))).rejects.toThrow();
+      await draft.writeBody(bodyOf([Buffer.from('once')]));
+      await expect(draft.writeBody(bodyOf([Buffer.from('twice')]))).rejects.toThrow();
+      await expect(draft.commit(envelopeWith({ recipients: [] }))).rejects.toThrow();
+      expect(await store.listMessages()).toEqual([]);
+      await draft.discard();
+    });
+
+    it('keeps messages across close and reopen, and drops the drafts close discarded', async () => {
+      const first = await commitMessage(store, [Buffer.from('first body')], envelopeWith({ recipients: ['one@example.com'] }));
+      const second = await commitMessage(store, [Buffer.from('second body')], envelopeWith({ recipients: ['two@example.com', 'three@example.net'] }));
+      const pending = store.beginMessage();
+      await pending.writeBody(bodyOf([Buffer.from('never committed')]));
+      const listed = await store.listMessages();
+
+      await store.close();
+      await expect(pending.commit(envelopeWith({}))).rejects.toThrow();
+      const again = await harness.reopen();
+
+      expect(await again.listMessages()).toEqual(listed);
+      expect(listed.map((m) => m.id)).toEqual([first, second]);
+      expect((await readAll(again.readBody(first))).toString()).toBe('first body');
+      expect((await readAll(again.readBody(second))).toString()).toBe('second body');
+      await expect(readAll(again.readBody(pending.id))).rejects.toThrow();
+    });
+
+    it('gives every draft a distinct, well-formed queue id', async () => {
+      const drafts = Array.from({ length: 2000 }, () => store.beginMessage());
+      const ids = new Set(drafts.map((d) => d.id));
+      expect(ids.size).toBe(2000);
+      expect([...ids].filter((id) => !isQueueId(id))).toEqual([]);
+      await Promise.all(drafts.map((d) => d.discard()));
+    });
+
+    it('lists oldest first, by commit, not by when the draft began', async () => {
+      const drafts = Array.from({ length: 5 }, () => store.beginMessage());
+      for (const draft of drafts) await draft.writeBody(bodyOf([Buffer.from(draft.id)]));
+      const commitOrder = [...drafts].reverse();
+      for (const draft of commitOrder) await draft.commit(envelopeWith({}));
+
+      expect((await store.listMessages()).map((m) => m.id)).toEqual(commitOrder.map((d) => d.id));
+    });
+
+    it('errors the body stream of an unknown or malformed id', async () => {
+      await commitMessage(store, [Buffer.from('present')], envelopeWith({}));
+      await expect(readAll(store.readBody('0000000000000000'))).rejects.toThrow();
+      await expect(readAll(store.readBody('../../etc/passwd'))).rejects.toThrow();
+      await expect(readAll(store.readBody(''))).rejects.toThrow();
+    });
+  });
+}
+
+/** envelopeWith - a complete envelope, with the given fields changed. */
+export function envelopeWith(changes: Partial<StoredEnvelope>): StoredEnvelope {
+  return {
+    mailFrom: 'alice@example.org',
+    recipients: ['bob@example.com'],
+    bodyType: '8BITMIME',
+    smtpUtf8: false,
+    client: { address: '192.0.2.10', helo: 'client.example.org', listener: 'submission', authUser: 'alice', tlsVersion: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384' },
+    ...changes,
+  };
+}
+
+/** commitMessage - write and commit one message; returns its id. */
+export async function commitMessage(store: QueueStore, chunks: Buffer[], envelope: StoredEnvelope): Promise<string> {
+  const draft = store.beginMessage();
+  await draft.writeBody(bodyOf(chunks));
+  await draft.commit(envelope);
+  return draft.id;
+}
+
+/** bodyOf - a byte stream delivering these chunks as they are. */
+export function bodyOf(chunks: Buffer[]): Readable {
+  return Readable.from(chunks, { objectMode: false });
+}
+
+/** failingBody - a stream that sends some bytes, then errors like a dropped client. */
+export function failingBody(prefix: Buffer, error: Error): Readable {
+  let sent = false;
+  return new Readable({
+    read() {
+      if (sent) {
+        this.destroy(error);
+        return;
+      }
+      sent = true;
+      this.push(prefix);
+    },
+  });
+}
+
+/** randomBody - a stream of `size` random bytes, hashed as they are produced. */
+export function randomBody(size: number, chunkSize = 64 * 1024): { stream: Readable; sha256: () => string } {
+  const hash = createHash('sha256');
+  let left = size;
+  const stream = new Readable({
+    read() {
+      if (left === 0) {
+        this.push(null);
+        return;
+      }
+      const chunk = randomBytes(Math.min(chunkSize, left));
+      left -= chunk.length;
+      hash.update(chunk);
+      this.push(chunk);
+    },
+  });
+  return { stream, sha256: () => hash.copy().digest('hex') };
+}
+
+/** readAll - a (small) stream's bytes; rejects if the stream errors. */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** digest - sha256 and length of a stream, without holding it. */
+export async function digest(stream: Readable): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), size };
+}

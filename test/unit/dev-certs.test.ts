@@ -1,0 +1,174 @@
+// Dev certificates: what we issue verifies with node:crypto, carries the
+// names and usages a TLS peer checks, and ensureDevCertificates is idempotent.
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  certificateFingerprint,
+  ensureDevCertificates,
+  generateCertificateAuthority,
+  issueClientCertificate,
+  issueServerCertificate,
+  selfSignedCertificate,
+  type PemCredentials,
+} from '../../src/tls/dev-certs.ts';
+
+let ca: PemCredentials;
+let caCert: X509Certificate;
+
+beforeAll(async () => {
+  ca = await generateCertificateAuthority({ commonName: 'Postern test CA' });
+  caCert = new X509Certificate(ca.certPem);
+});
+
+describe('generateCertificateAuthority', () => {
+  it('is a self-signed P-256 CA', () => {
+    expect(caCert.ca).toBe(true);
+    expect(caCert.subject).toBe('CN=Postern test CA');
+    expect(caCert.verify(caCert.publicKey)).toBe(true);
+    expect(caCert.checkIssued(caCert)).toBe(true);
+    const key = createPrivateKey(ca.keyPem);
+    expect(key.asymmetricKeyType).toBe('ec');
+    expect(key.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(caCert.checkPrivateKey(key)).toBe(true);
+    expect(ca.keyPem).toMatch(/^-----BEGIN PRIVATE KEY-----\r?\n/);
+  });
+});
+
+describe('issueServerCertificate', () => {
+  it('is signed by the CA and names every DNS name and IP address', async () => {
+    const leaf = await issueServerCertificate(ca, { names: ['mx.example.com', 'localhost', '127.0.0.1', '::1'] });
+    const cert = new X509Certificate(leaf.certPem);
+    expect(cert.verify(caCert.publicKey)).toBe(true);
+    expect(cert.checkIssued(caCert)).toBe(true);
+    expect(cert.ca).toBe(false);
+    expect(cert.subject).toBe('CN=mx.example.com');
+    expect(cert.subjectAltName?.split(', ')).toEqual([
+      'DNS:mx.example.com',
+      'DNS:localhost',
+      'IP Address:127.0.0.1',
+      'IP Address:0:0:0:0:0:0:0:1',
+    ]);
+    expect(cert.checkHost('mx.example.com')).toBe('mx.example.com');
+    expect(cert.checkIP('::1')).toBe('::1');
+    expect(cert.keyUsage).toEqual(['1.3.6.1.5.5.7.3.1']); // Node names the EKU "keyUsage"
+    const key = createPrivateKey(leaf.keyPem);
+    expect(key.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(cert.checkPrivateKey(key)).toBe(true);
+  });
+
+  it('is valid from a few minutes ago for 825 days by default, with a random serial', async () => {
+    const before = Date.now();
+    const a = new X509Certificate((await issueServerCertificate(ca, { names: ['a.example'] })).certPem);
+    const b = new X509Certificate((await issueServerCertificate(ca, { names: ['a.example'] })).certPem);
+    const from = Date.parse(a.validFrom);
+    const to = Date.parse(a.validTo);
+    expect(from).toBeLessThan(before - 60_000);
+    expect(from).toBeGreaterThan(before - 60 * 60_000);
+    expect(to - from).toBe(825 * 24 * 60 * 60 * 1000);
+    expect(a.serialNumber).not.toBe(b.serialNumber);
+  });
+
+  it('takes an explicit notBefore and validity', async () => {
+    const notBefore = new Date('2020-01-01T00:00:00Z');
+    const cert = new X509Certificate((await issueServerCertificate(ca, { names: ['old.example'], notBefore, validDays: 1 })).certPem);
+    expect(Date.parse(cert.validFrom)).toBe(notBefore.getTime());
+    expect(Date.parse(cert.validTo)).toBe(notBefore.getTime() + 24 * 60 * 60 * 1000);
+  });
+
+  it('refuses an empty name list', async () => {
+    await expect(issueServerCertificate(ca, { names: [] })).rejects.toThrow(/at least one name/);
+  });
+});
+
+describe('issueClientCertificate and selfSignedCertificate', () => {
+  it('issues a clientAuth leaf from the CA', async () => {
+    const cert = new X509Certificate((await issueClientCertificate(ca, { commonName: 'relay-client' })).certPem);
+    expect(cert.subject).toBe('CN=relay-client');
+    expect(cert.checkIssued(caCert)).toBe(true);
+    expect(cert.verify(caCert.publicKey)).toBe(true);
+    expect(cert.keyUsage).toEqual(['1.3.6.1.5.5.7.3.2']);
+  });
+
+  it('signs a self-signed leaf with its own key', async () => {
+    const self = await selfSignedCertificate({ names: ['self.example'] });
+    const cert = new X509Certificate(self.certPem);
+    expect(cert.ca).toBe(false);
+    expect(cert.verify(cert.publicKey)).toBe(true);
+    expect(cert.verify(caCert.publicKey)).toBe(false);
+    expect(cert.subjectAltName).toBe('DNS:self.example');
+  });
+});
+
+describe('ensureDevCertificates', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'postern-dev-certs-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('creates the CA and server pair once, then reuses them', async () => {
+    const certs = join(dir, 'certs');
+    const first = await ensureDevCertificates({ dir: certs, hostname: 'relay.example.net' });
+    expect(first).toEqual({
+      caFile: join(certs, 'ca.crt'),
+      certFile: join(certs, 'server.crt'),
+      keyFile: join(certs, 'server.key'),
+      created: true,
+    });
+    for (const key of ['ca.key', 'server.key']) {
+      expect((await stat(join(certs, key))).mode & 0o777).toBe(0o600);
+    }
+    const serverPem = await readFile(first.certFile, 'utf8');
+    const server = new X509Certificate(serverPem);
+    const devCa = new X509Certificate(await readFile(first.caFile));
+    expect(server.checkIssued(devCa)).toBe(true);
+    expect(server.verify(devCa.publicKey)).toBe(true);
+    expect(server.checkPrivateKey(createPrivateKey(await readFile(first.keyFile)))).toBe(true);
+    expect(server.subjectAltName?.split(', ')).toEqual([
+      'DNS:localhost',
+      'IP Address:127.0.0.1',
+      'IP Address:0:0:0:0:0:0:0:1',
+      'DNS:relay.example.net',
+    ]);
+
+    const second = await ensureDevCertificates({ dir: certs, hostname: 'relay.example.net' });
+    expect(second).toEqual({ ...first, created: false });
+    expect(await readFile(first.certFile, 'utf8')).toBe(serverPem);
+  });
+
+  it('does not repeat a hostname that is already a default name', async () => {
+    const certs = join(dir, 'localhost-only');
+    const result = await ensureDevCertificates({ dir: certs, hostname: 'LOCALHOST' });
+    const server = new X509Certificate(await readFile(result.certFile));
+    expect(server.subjectAltName?.split(', ')).toEqual(['DNS:localhost', 'IP Address:127.0.0.1', 'IP Address:0:0:0:0:0:0:0:1']);
+  });
+
+  it('reissues a missing server pair from the existing CA', async () => {
+    const certs = join(dir, 'reissue');
+    const first = await ensureDevCertificates({ dir: certs, hostname: 'a.example' });
+    const caPem = await readFile(first.caFile, 'utf8');
+    await rm(first.keyFile);
+    const second = await ensureDevCertificates({ dir: certs, hostname: 'a.example' });
+    expect(second.created).toBe(true);
+    expect(await readFile(second.caFile, 'utf8')).toBe(caPem);
+    const server = new X509Certificate(await readFile(second.certFile));
+    expect(server.verify(new X509Certificate(caPem).publicKey)).toBe(true);
+  });
+});
+
+describe('certificateFingerprint', () => {
+  it('is the SHA-256 of the certificate as colon-separated uppercase hex', () => {
+    const fingerprint = certificateFingerprint(ca.certPem);
+    expect(fingerprint).toMatch(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+    expect(fingerprint).toBe(caCert.fingerprint256);
+  });
+
+  it('throws on something that is not a certificate', () => {
+    expect(() => certificateFingerprint('not a certificate')).toThrow();
+  });
+});

@@ -1,0 +1,79 @@
+// Inbound policy as a table: one row per behaviour, the whole decision asserted.
+import { describe, expect, it } from 'vitest';
+import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideRcpt, isLocalDomain, type RecipientFacts } from '../../src/inbound/policy.ts';
+
+const relayClient: RecipientFacts = {
+  listener: 'relay',
+  secure: false,
+  authenticated: false,
+  clientCertTrusted: false,
+  clientTrusted: false,
+  recipientDomain: 'example.org',
+  localDomains: ['example.test', '*.corp.test'],
+};
+
+describe('decideRcpt', () => {
+  const rows: [string, Partial<RecipientFacts>, string][] = [
+    ['stranger to a remote domain is refused', {}, '554 5.7.1 Relay access denied'],
+    ['trusted network relays anywhere', { clientTrusted: true }, 'accept'],
+    ['stranger may send to a local domain', { recipientDomain: 'example.test' }, 'accept'],
+    ['local domain match ignores case and a trailing dot', { recipientDomain: 'EXAMPLE.test.' }, 'accept'],
+    ['wildcard local domain covers subdomains', { recipientDomain: 'mx.corp.test' }, 'accept'],
+    ['wildcard does not cover the parent', { recipientDomain: 'corp.test' }, '554 5.7.1 Relay access denied'],
+    ['a look-alike suffix is not local', { recipientDomain: 'evilexample.test' }, '554 5.7.1 Relay access denied'],
+    ['domainless recipient is not local', { recipientDomain: '' }, '554 5.7.1 Relay access denied'],
+    ['authenticated user relays', { listener: 'submission', secure: true, authenticated: true }, 'accept'],
+    ['trusted client certificate relays', { secure: true, clientCertTrusted: true }, 'accept'],
+    ['trusted network does not open submission', { listener: 'submission', secure: true, clientTrusted: true }, '554 5.7.1 Relay access denied'],
+  ];
+  it.each(rows)('%s', (_name, facts, expected) => {
+    const d = decideRcpt({ ...relayClient, ...facts });
+    expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+  });
+  it('names the reason for logs and metrics', () => {
+    const d = decideRcpt(relayClient);
+    expect(d).toEqual({ accept: false, reason: 'relay-denied', reply: { code: 554, status: '5.7.1', text: 'Relay access denied' } });
+  });
+});
+
+describe('decideMailFrom', () => {
+  const rows: [string, Parameters<typeof decideMailFrom>[0], string][] = [
+    ['relay port needs nothing', { listener: 'relay', secure: false, authenticated: false, clientCertTrusted: false }, 'accept'],
+    ['submission in plaintext: STARTTLS first', { listener: 'submission', secure: false, authenticated: false, clientCertTrusted: false }, '530 5.7.0 Must issue a STARTTLS command first'],
+    ['submission in TLS without login', { listener: 'submission', secure: true, authenticated: false, clientCertTrusted: false }, '530 5.7.0 Authentication required'],
+    ['submission in TLS with login', { listener: 'submission', secure: true, authenticated: true, clientCertTrusted: false }, 'accept'],
+    ['submissions with a trusted client certificate', { listener: 'submissions', secure: true, authenticated: false, clientCertTrusted: true }, 'accept'],
+    ['submissions without login', { listener: 'submissions', secure: true, authenticated: false, clientCertTrusted: false }, '530 5.7.0 Authentication required'],
+  ];
+  it.each(rows)('%s', (_name, facts, expected) => {
+    const d = decideMailFrom(facts);
+    expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+  });
+});
+
+describe('connection and AUTH limits', () => {
+  it('allows up to the per-IP limit and refuses the next with 421 4.7.0', () => {
+    expect(decideConnect({ connectionsFromIp: 20, perIpLimit: 20 })).toEqual({ accept: true });
+    const d = decideConnect({ connectionsFromIp: 21, perIpLimit: 20 });
+    expect(d.accept ? null : [d.reply.code, d.reply.status, d.reason]).toEqual([421, '4.7.0', 'connection-limit-per-ip']);
+  });
+  it('answers a failed AUTH with 535 5.7.8 until the session limit, then 421 4.7.0', () => {
+    const at = (n: number) => {
+      const d = decideAuthFailure({ failuresThisSession: n, perSessionLimit: 3, ipLockedOut: false });
+      return d.accept ? null : `${d.reply.code} ${d.reply.status}`;
+    };
+    expect([at(1), at(2), at(3)]).toEqual(['535 5.7.8', '535 5.7.8', '421 4.7.0']);
+  });
+  it('refuses AUTH from a locked-out IP with 421', () => {
+    const d = decideAuthAttempt({ ipLockedOut: true });
+    expect(d.accept ? null : [d.reply.code, d.reason]).toEqual([421, 'auth-ip-locked-out']);
+    expect(decideAuthAttempt({ ipLockedOut: false })).toEqual({ accept: true });
+  });
+});
+
+describe('isLocalDomain', () => {
+  it('matches exact names and one wildcard level or more below', () => {
+    expect(isLocalDomain('a.b.corp.test', ['*.corp.test'])).toBe(true);
+    expect(isLocalDomain('example.test', [])).toBe(false);
+  });
+});

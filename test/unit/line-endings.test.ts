@@ -1,0 +1,29 @@
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { BareLineEndings } from '../../src/inbound/line-endings.ts';
+
+async function run(mode: 'normalize' | 'reject', chunks: string[]): Promise<{ out: string; found: boolean }> {
+  const t = new BareLineEndings(mode);
+  const parts: Buffer[] = [];
+  for await (const c of Readable.from(chunks.map((s) => Buffer.from(s, 'latin1'))).pipe(t)) parts.push(c as Buffer);
+  return { out: Buffer.concat(parts).toString('latin1'), found: t.found };
+}
+
+describe('BareLineEndings', () => {
+  const rows: [string, string[], string, boolean][] = [
+    ['CRLF untouched', ['a\r\nb\r\n'], 'a\r\nb\r\n', false],
+    ['bare LF becomes CRLF', ['a\nb\n'], 'a\r\nb\r\n', true],
+    ['bare CR becomes CRLF', ['a\rb\r\n'], 'a\r\nb\r\n', true],
+    ['CRLF split across chunks stays one CRLF', ['a\r', '\nb'], 'a\r\nb', false],
+    ['CR at a chunk end followed by text is bare', ['a\r', 'b'], 'a\r\nb', true],
+    ['smuggling \\n.\\n is neutralised to a plain dot line', ['x\n.\nMAIL FROM:<e@x>\r\n'], 'x\r\n.\r\nMAIL FROM:<e@x>\r\n', true],
+    ['trailing lone CR', ['a\r'], 'a\r\n', true],
+    ['CR CR LF', ['a\r\r\n'], 'a\r\n\r\n', true],
+  ];
+  it.each(rows)('normalize: %s', async (_name, input, expected, found) => {
+    expect(await run('normalize', input)).toEqual({ out: expected, found });
+  });
+  it.each(rows)('reject: %s (bytes unchanged, detection same)', async (_name, input, _expected, found) => {
+    expect(await run('reject', input)).toEqual({ out: input.join(''), found });
+  });
+});

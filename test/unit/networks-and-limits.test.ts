@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { createAuthLimiter } from '../../src/inbound/auth-limiter.ts';
+import { compileNetworks } from '../../src/inbound/networks.ts';
+import { replaceLibraryReply } from '../../src/inbound/wire-replies.ts';
+
+describe('compileNetworks', () => {
+  const trusted = compileNetworks(['127.0.0.0/8', '::1/128', '10.1.2.3']);
+  it.each([
+    ['127.0.0.1', true],
+    ['127.255.0.9', true],
+    ['::ffff:127.0.0.1', true],
+    ['::1', true],
+    ['10.1.2.3', true],
+    ['10.1.2.4', false],
+    ['128.0.0.1', false],
+    ['::2', false],
+    ['not-an-ip', false],
+  ])('%s -> %s', (ip, expected) => expect(trusted(ip)).toBe(expected));
+  it('throws on a bad entry', () => expect(() => compileNetworks(['10.0.0.0/33x'])).toThrow(/10.0.0.0\/33x/));
+});
+
+describe('createAuthLimiter', () => {
+  it('locks an IP out after N failures within the window, and forgives after it', () => {
+    const limiter = createAuthLimiter({ failuresPerIp: 3, lockoutSeconds: 60 });
+    limiter.recordFailure('192.0.2.1', 0);
+    limiter.recordFailure('192.0.2.1', 1000);
+    expect(limiter.isLockedOut('192.0.2.1', 2000)).toBe(false);
+    limiter.recordFailure('192.0.2.1', 2000);
+    expect(limiter.isLockedOut('192.0.2.1', 2000)).toBe(true);
+    expect(limiter.isLockedOut('192.0.2.2', 2000)).toBe(false);
+    expect(limiter.isLockedOut('192.0.2.1', 60_500)).toBe(true);
+    expect(limiter.isLockedOut('192.0.2.1', 62_001)).toBe(false);
+  });
+});
+
+describe('replaceLibraryReply', () => {
+  it('maps smtp-server texts to catalogue replies', () => {
+    expect(replaceLibraryReply('Error: command not recognized')).toEqual({ code: 502, status: '5.5.2', text: 'Error: command not recognized' });
+    expect(replaceLibraryReply('relay.test Too many connected clients, try again in a moment')?.status).toBe('4.7.0');
+    expect(replaceLibraryReply('Timeout - closing connection')?.status).toBe('4.4.2');
+    expect(replaceLibraryReply('something else')).toBeUndefined();
+  });
+});

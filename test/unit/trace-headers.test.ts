@@ -1,0 +1,57 @@
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { buildReceivedHeader, formatRfc5322Date, HeaderPrepender, missingSubmissionHeaders } from '../../src/inbound/trace-headers.ts';
+
+const date = new Date(Date.UTC(2026, 10, 29, 1, 17, 33));
+
+describe('Received header', () => {
+  it('is worded as Postfix writes it, with TLS facts and one recipient', () => {
+    expect(
+      buildReceivedHeader({
+        helo: 'client.example', clientHostname: 'localhost', clientAddress: '127.0.0.1', hostname: 'relay.example.test',
+        protocol: 'ESMTPSA', tlsVersion: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384', queueId: 'ABC', recipients: ['b@example.org'], date,
+      }),
+    ).toBe(
+      'Received: from client.example (localhost [127.0.0.1])\r\n' +
+        '\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n' +
+        '\tby relay.example.test (Postern) with ESMTPSA id ABC\r\n' +
+        '\tfor <b@example.org>; Sun, 29 Nov 2026 01:17:33 +0000\r\n',
+    );
+  });
+  it('omits TLS and "for" when plaintext with several recipients, and cleans a hostile HELO', () => {
+    expect(
+      buildReceivedHeader({ helo: 'x)\r\nBcc: y', clientHostname: 'h', clientAddress: '10.0.0.1', hostname: 'r', protocol: 'ESMTP', queueId: 'Q', recipients: ['a@x', 'b@x'], date }),
+    ).toBe('Received: from x???Bcc:?y (h [10.0.0.1])\r\n\tby r (Postern) with ESMTP id Q; Sun, 29 Nov 2026 01:17:33 +0000\r\n');
+  });
+  it('formats RFC 5322 dates', () => {
+    expect(formatRfc5322Date(new Date(Date.UTC(2026, 0, 5, 9, 3, 0)))).toBe('Mon, 05 Jan 2026 09:03:00 +0000');
+  });
+});
+
+describe('submission headers', () => {
+  it('adds Message-ID and Date only when missing (RFC 6409)', () => {
+    const facts = { queueId: 'Q1', hostname: 'relay.test', date };
+    expect(missingSubmissionHeaders('Subject: x\r\n', facts)).toBe(`Message-ID: <Q1.${date.getTime()}@relay.test>\r\nDate: Sun, 29 Nov 2026 01:17:33 +0000\r\n`);
+    expect(missingSubmissionHeaders('message-id: <a@b>\r\nDATE: x\r\n', facts)).toBe('');
+    // A folded continuation line mentioning Date: is not a Date header.
+    expect(missingSubmissionHeaders('Subject: a\r\n Date: no\r\nMessage-ID: <a@b>\r\n', facts)).toContain('Date: Sun');
+  });
+});
+
+describe('HeaderPrepender', () => {
+  async function through(chunks: string[], prefix: (h: string) => string): Promise<string> {
+    const parts: Buffer[] = [];
+    for await (const c of Readable.from(chunks.map((s) => Buffer.from(s))).pipe(new HeaderPrepender(prefix))) parts.push(c as Buffer);
+    return Buffer.concat(parts).toString();
+  }
+  it('sees the whole header block across chunks and leaves the message unchanged', async () => {
+    const seen: string[] = [];
+    const out = await through(['Subject: a\r\nFr', 'om: b\r\n\r\nbody\r\n'], (h) => (seen.push(h), 'X-Pre: 1\r\n'));
+    expect(seen).toEqual(['Subject: a\r\nFrom: b\r\n']);
+    expect(out).toBe('X-Pre: 1\r\nSubject: a\r\nFrom: b\r\n\r\nbody\r\n');
+  });
+  it('handles a message with no header block and one with no body', async () => {
+    expect(await through(['\r\nbody'], (h) => `[${h}]`)).toBe('[]\r\nbody');
+    expect(await through(['Subject: a'], (h) => `[${h}]`)).toBe('[Subject: a]Subject: a');
+  });
+});
