@@ -11,6 +11,14 @@ export interface SmtpReply {
   text: string;
 }
 
+export interface TlsClientOptions {
+  ca?: string | Buffer;
+  servername?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized?: boolean;
+}
+
 export class RawSmtp {
   private buffer = '';
   private waiters: (() => void)[] = [];
@@ -87,7 +95,7 @@ export class RawSmtp {
   }
 
   /** startTls - STARTTLS, then the handshake on the same socket. */
-  async startTls(options: { ca?: string | Buffer; servername?: string } = {}): Promise<SmtpReply> {
+  async startTls(options: TlsClientOptions = {}): Promise<SmtpReply> {
     const ready = await this.command('STARTTLS');
     if (ready.code !== 220) return ready;
     await this.upgrade(options);
@@ -95,10 +103,10 @@ export class RawSmtp {
   }
 
   /** upgrade - TLS handshake on the current socket (after a 220 to STARTTLS). */
-  async upgrade(options: { ca?: string | Buffer; servername?: string } = {}): Promise<TLSSocket> {
+  async upgrade(options: TlsClientOptions = {}): Promise<TLSSocket> {
     this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('close');
-    const secure = tlsConnect({ socket: this.socket, ca: options.ca, servername: options.servername ?? 'localhost' });
+    const secure = tlsConnect({ ...options, socket: this.socket, servername: options.servername ?? 'localhost' });
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', () => resolve());
       secure.once('error', reject);

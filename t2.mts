@@ -1,0 +1,10 @@
+import { Readable } from 'node:stream';
+import { openSqliteStore } from './src/queue/sqlite/sqlite-store.ts';
+const store = await openSqliteStore({ path: '/tmp/t2/q.db' });
+const d = store.beginMessage();
+console.log('begin', d.id);
+const n = await d.writeBody(Readable.from([Buffer.from('abc\r\n')]));
+console.log('written', n);
+await d.commit({ mailFrom: 'a@b', recipients: ['c@d'], bodyType: '7BIT', smtpUtf8: false, client: { address: '127.0.0.1', helo: 'x', listener: 'relay' } });
+console.log('committed');
+await store.close();

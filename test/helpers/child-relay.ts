@@ -1,0 +1,32 @@
+// Postern as a separate process, started the way users start it
+// (bin/postern.js serve --config FILE), for tests that kill it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { ListenerName } from '../../src/config/config.ts';
+
+export const POSTERN_BIN = fileURLToPath(new URL('../../bin/postern.js', import.meta.url));
+
+export interface ChildRelay {
+  process: ChildProcess;
+  ports: Record<ListenerName, number>;
+  /** exited - resolves with the exit code or signal. */
+  exited: Promise<number | NodeJS.Signals | null>;
+}
+
+/** startChildRelay - spawn `postern serve` and wait for its "postern ready" log line. */
+export async function startChildRelay(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<ChildRelay> {
+  const child = spawn(process.execPath, [POSTERN_BIN, 'serve', '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const ports = await new Promise<Record<ListenerName, number>>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      const entry = JSON.parse(line) as { msg?: string; listeners?: { name: ListenerName; port: number }[] };
+      if (entry.msg === 'postern ready') resolve(Object.fromEntries(entry.listeners!.map((l) => [l.name, l.port])) as Record<ListenerName, number>);
+    });
+    void exited.then((how) => reject(new Error(`postern exited (${String(how)}) before it was ready: ${stderr}`)));
+  });
+  return { process: child, ports, exited };
+}

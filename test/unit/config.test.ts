@@ -1,0 +1,122 @@
+// Configuration: defaults, file, environment, and errors that name the key,
+// the value, where it came from and what is allowed.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CONFIG_KEYS, envName } from '../../src/config/keys.ts';
+import { ConfigError, loadConfig } from '../../src/config/load.ts';
+import { parseDurationSeconds } from '../../src/config/values.ts';
+
+function yamlFile(text: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'postern-config-')), 'postern.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+const emptyDir = mkdtempSync(join(tmpdir(), 'postern-cwd-'));
+
+describe('loadConfig', () => {
+  it('starts on embedded defaults with no file and no environment', () => {
+    const { config, source } = loadConfig({ env: {}, cwd: emptyDir });
+    expect(source).toBeUndefined();
+    expect(config.listeners).toEqual({
+      relay: { enabled: true, host: '127.0.0.1', port: 2525 },
+      submission: { enabled: true, host: '127.0.0.1', port: 2587 },
+      submissions: { enabled: true, host: '127.0.0.1', port: 2465 },
+    });
+    expect(config.queue).toEqual({ backend: 'sqlite', path: 'data/queue.db' });
+    expect(config.relay.trustedNetworks).toEqual(['127.0.0.0/8', '::1/128']);
+    expect(config.limits).toMatchObject({ messageSize: 26214400, recipients: 100, connectionsPerIp: 20 });
+    expect(config.smtp).toEqual({ reverseLookup: true, bareLineFeed: 'normalize' });
+  });
+
+  it('reads the documented example file', () => {
+    const file = yamlFile(`
+hostname: relay.example.test
+listeners:
+  relay:       { host: 127.0.0.1, port: 2525 }
+  submission:  { host: 127.0.0.1, port: 2587 }
+  submissions: { host: 127.0.0.1, port: 2465, enabled: false }
+tls: { cert: certs/server.crt, key: certs/server.key }
+queue: { backend: sqlite, path: data/queue.db }
+relay:
+  trustedNetworks: [127.0.0.0/8, "::1/128"]
+  localDomains: [example.test]
+  users: data/users.json
+limits: { messageSize: 26214400, recipients: 100, connectionsPerIp: 20 }
+dns: { servers: [] }
+smtp: { reverseLookup: true, bareLineFeed: normalize }
+`);
+    const { config } = loadConfig({ file, env: {} });
+    expect(config.hostname).toBe('relay.example.test');
+    expect(config.listeners.submissions.enabled).toBe(false);
+    expect(config.relay.localDomains).toEqual(['example.test']);
+  });
+
+  it('lets POSTERN_* variables override the file', () => {
+    const file = yamlFile('limits: { recipients: 5 }\n');
+    const { config } = loadConfig({
+      file,
+      env: { POSTERN_LIMITS_RECIPIENTS: '7', POSTERN_RELAY_TRUSTED_NETWORKS: '10.0.0.0/8, 192.168.0.0/16', POSTERN_SMTP_REVERSE_LOOKUP: 'false', POSTERN_LIMITS_IDLE_TIMEOUT: '5m' },
+    });
+    expect(config.limits.recipients).toBe(7);
+    expect(config.relay.trustedNetworks).toEqual(['10.0.0.0/8', '192.168.0.0/16']);
+    expect(config.smtp.reverseLookup).toBe(false);
+    expect(config.limits.idleTimeout).toBe(300);
+  });
+
+  it('names key, value, source and what is allowed', () => {
+    const file = yamlFile('listeners: { relay: { port: 70000 } }\nsmtp: { bareLineFeed: allow }\nrelay: { trustedNetworks: [10.0.0.0/33] }\n');
+    expect(problems(() => loadConfig({ file, env: { POSTERN_LIMITS_RECIPIENTS: 'many' } }))).toEqual([
+      `limits.recipients = "many" (environment POSTERN_LIMITS_RECIPIENTS): must be a whole number`,
+      `listeners.relay.port = 70000 (${file}): must be an integer from 0 to 65535`,
+      `relay.trustedNetworks = ["10.0.0.0/33"] (${file}): must be a list of CIDR networks (bad entry: "10.0.0.0/33")`,
+      `smtp.bareLineFeed = "allow" (${file}): must be one of normalize, reject`,
+    ]);
+  });
+
+  it('refuses unknown keys instead of silently using a default', () => {
+    const file = yamlFile('limits: { recipents: 5 }\n');
+    expect(problems(() => loadConfig({ file, env: {} }))[0]).toMatch(/^limits\.recipents \(.*\): unknown key; known keys here: limits\.messageSize, limits\.recipients/);
+  });
+
+  it('refuses two listeners on one port', () => {
+    const file = yamlFile('listeners: { submission: { port: 2525 } }\n');
+    expect(problems(() => loadConfig({ file, env: {} }))).toEqual([
+      'listeners.submission.port = 2525: already used by listeners.relay.port on 127.0.0.1; each listener needs its own port',
+    ]);
+  });
+
+  it('warns about unknown POSTERN_ variables', () => {
+    const { warnings } = loadConfig({ env: { POSTERN_LISTENER_RELAY_PORT: '1' }, cwd: emptyDir });
+    expect(warnings).toEqual(['unknown environment variable POSTERN_LISTENER_RELAY_PORT ignored']);
+  });
+
+  it('reports a missing explicit file', () => {
+    expect(problems(() => loadConfig({ file: '/nonexistent/postern.yaml', env: {} }))[0]).toMatch(/^\/nonexistent\/postern.yaml: cannot read configuration: ENOENT/);
+  });
+});
+
+describe('keys', () => {
+  it('derives environment names from paths', () => {
+    expect(envName('listeners.relay.port')).toBe('POSTERN_LISTENERS_RELAY_PORT');
+    expect(envName('relay.trustedNetworks')).toBe('POSTERN_RELAY_TRUSTED_NETWORKS');
+  });
+  it('has a default that passes its own check for every key', () => {
+    for (const k of CONFIG_KEYS) expect(k.check(k.default), k.path).toMatchObject({ ok: true });
+  });
+  it('parses durations', () => {
+    expect([parseDurationSeconds('300s'), parseDurationSeconds('5m'), parseDurationSeconds('2h'), parseDurationSeconds('5d'), parseDurationSeconds(30), parseDurationSeconds('5 weeks')]).toEqual([300, 300, 7200, 432000, 30, undefined]);
+  });
+});
