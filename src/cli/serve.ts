@@ -32,7 +32,7 @@ const DEFAULT_KEY = CONFIG_KEYS.find((k) => k.path === 'tls.key')!.default;
 export async function startRelay(config: Config, logger: Logger): Promise<RunningRelay & { caFile?: string; fingerprint: string }> {
   await installExactReplies();
   const caFile = await prepareCertificates(config, logger);
-  const store = await openQueueStore(config, logger);
+  const store = await openQueueStore(config, { logger, removeOrphans: true });
   const tls = await createServerTls(
     { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
     logger,

@@ -88,6 +88,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     secure: name === 'submissions',
     name: config.hostname,
     banner: 'Postern',
+    heloResponse: '%s',
     logger: libraryLogger(baseLog),
     size: config.limits.messageSize,
     rejectOversized: true,
@@ -104,12 +105,16 @@ export function createListener(deps: ListenerDeps): InboundListener {
     hideDSN: true,
     hideREQUIRETLS: true,
     disableReverseLookup: !config.smtp.reverseLookup,
+    // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
+    closeTimeout: 10_000,
     ...(deps.resolver ? { resolver: deps.resolver } : {}),
 
     onConnect(session, callback) {
       const ip = session.remoteAddress;
       const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientCertTrusted: false };
       sessions.set(session, s);
+      // AUTH is never offered before TLS (RFC 4954 §4, Postfix smtpd_tls_auth_only); onSecure lifts this.
+      if (!session.secure) setDisabledCommands(session, ['AUTH']);
       const fromIp = deps.connections.open(ip);
       s.log.debug({ connectionsFromIp: fromIp }, 'connect');
       callback(refuseIf(decideConnect({ connectionsFromIp: fromIp, perIpLimit: config.limits.connectionsPerIp }), s, 'connect'));
@@ -118,6 +123,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     onSecure(socket, session, callback) {
       const s = state(session);
       s.clientCertTrusted = deps.tls.isClientCertificateTrusted(socket as TLSSocket);
+      setDisabledCommands(session, name === 'relay' ? ['AUTH'] : []);
       s.log.debug({ tls: session.tlsOptions, clientCertTrusted: s.clientCertTrusted }, 'tls established');
       callback();
     },
@@ -182,7 +188,8 @@ export function createListener(deps: ListenerDeps): InboundListener {
         },
         received: {
           helo: session.hostNameAppearsAs,
-          clientHostname: session.clientHostname || 'unknown',
+          // smtp-server puts "[ip]" here when there is no PTR name; Postfix writes "unknown".
+          clientHostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : 'unknown',
           clientAddress: s.ip,
           protocol: session.transmissionType,
           tlsVersion: tls ? tls.version : undefined,
@@ -230,6 +237,11 @@ export function createListener(deps: ListenerDeps): InboundListener {
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+// smtp-server reads a per-session list of disabled commands on top of the server's (its documented hook).
+function setDisabledCommands(session: SMTPServerSession, commands: string[]): void {
+  (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = commands;
 }
 
 // smtp-server logs with printf-style arguments; pino would drop them (LIBRARIES.md).

@@ -4,7 +4,17 @@ import type { Logger } from '../observability/logger.ts';
 import type { QueueStore } from './queue-store.ts';
 import { openSqliteStore } from './sqlite/sqlite-store.ts';
 
+export interface OpenStoreOptions {
+  logger?: Logger;
+  /**
+   * Remove body files no committed message names (left by a crash). Only the
+   * relay itself does this, at start: a CLI reading the queue beside a
+   * running relay would otherwise delete its drafts in progress.
+   */
+  removeOrphans?: boolean;
+}
+
 /** openQueueStore - open (and migrate) the configured queue. */
-export function openQueueStore(config: Config, logger?: Logger): Promise<QueueStore> {
-  return openSqliteStore({ path: config.queue.path, logger });
+export function openQueueStore(config: Config, options: OpenStoreOptions = {}): Promise<QueueStore> {
+  return openSqliteStore({ path: config.queue.path, logger: options.logger, removeOrphans: options.removeOrphans ?? false });
 }

@@ -3,7 +3,8 @@
 // long queue ids.
 import { randomBytes } from 'node:crypto';
 
-const ALPHABET = '0123456789BCDFGHJKLMNPQRSTVWXYZb'; // 32 symbols, no vowels: no words by accident
+// Crockford's base 32: one case only (safe on case-insensitive file systems), no I, L, O or U.
+const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 /** newQueueId - 10 symbols of milliseconds since the epoch, then 6 random ones. */
 export function newQueueId(now: number = Date.now()): string {
@@ -21,5 +22,5 @@ export function newQueueId(now: number = Date.now()): string {
 
 /** isQueueId - whether a string has the shape of a queue id (checked before it becomes a path). */
 export function isQueueId(value: string): boolean {
-  return /^[0-9BCDFGHJKLMNPQRSTVWXYZb]{16}$/.test(value);
+  return /^[0-9A-HJKMNP-TV-Z]{16}$/.test(value);
 }

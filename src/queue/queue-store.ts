@@ -1,7 +1,7 @@
 // The queue: the only place inbound and outbound meet (DESIGN.md).
 //
 // QueueStore is the contract every backend (sqlite, later postgres) fulfils
-// and one shared contract suite (test/queue-store-contract.ts) checks.
+// and one shared contract suite (test/helpers/queue-store-contract.ts) checks.
 // Failure model: every method rejects on a storage error; a message is
 // visible to readers only after commit() resolved, and commit() resolves
 // only once message and envelope are durable (fsynced). A draft that is

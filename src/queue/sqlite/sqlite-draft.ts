@@ -4,9 +4,10 @@
 // Decides the draft's life: open → writing → written → committing →
 // committed, or discarded / failed from any step before committed. The body
 // goes straight to its final name (messages/<queue id>, mode 0600), streamed
-// with back-pressure, never held whole in memory. commit() fsyncs the file,
-// then the directory, and only then asks the store to insert the row, so a
-// row never names a body that a crash could lose.
+// with back-pressure, never held whole in memory, and fsynced before
+// writeBody resolves. commit() fsyncs the directory (so the name survives a
+// crash too) and only then asks the store to insert the row: a row never
+// names a body that a crash could lose.
 //
 // How it fails: writeBody rejects if the body stream errors or ends early, or
 // the disk does (the partial file is removed at once); commit rejects if
@@ -39,7 +40,12 @@ type DraftState = 'open' | 'writing' | 'written' | 'committing' | 'committed' | 
 
 export class SqliteDraft implements MessageDraft {
   #state: DraftState = 'open';
+  /** The body file while writeBody has it open. */
   #file: FileHandle | undefined;
+  /** The body file's inode: commit checks the file at bodyPath is still this one. */
+  #ino = 0;
+  /** Whether this draft created bodyPath: only then may it remove it. */
+  #created = false;
   #size = 0;
   /** The writeBody or commit in flight, settled (never rejects): discard waits for it. */
   #inFlight: Promise<unknown> = Promise.resolve();
@@ -50,7 +56,7 @@ export class SqliteDraft implements MessageDraft {
     private readonly ctx: DraftContext,
   ) {}
 
-  /** writeBody - stream the body to messages/<id>; resolves with the byte count. */
+  /** writeBody - stream the body to messages/<id> and fsync it; resolves with the byte count. */
   writeBody(body: Readable): Promise<number> {
     if (this.#state !== 'open') return Promise.reject(this.#outOfOrder('writeBody'));
     this.#state = 'writing';
@@ -59,7 +65,7 @@ export class SqliteDraft implements MessageDraft {
     return writing;
   }
 
-  /** commit - fsync body and directory, then insert the row; only then resolve. */
+  /** commit - fsync the directory, then insert the row; only then resolve. */
   commit(envelope: StoredEnvelope): Promise<void> {
     if (this.#state !== 'written') return Promise.reject(this.#outOfOrder('commit'));
     if (envelope.recipients.length === 0) return Promise.reject(new Error(`draft ${this.id}: an envelope needs at least one recipient`));
@@ -95,6 +101,8 @@ export class SqliteDraft implements MessageDraft {
     try {
       // 'wx': a queue id names one message only; never write into an existing file.
       this.#file = await open(this.ctx.bodyPath, 'wx', 0o600);
+      this.#created = true;
+      this.#ino = (await this.#file.stat()).ino;
       let size = 0;
       const count = new Transform({
         transform(chunk: Buffer, _encoding, done) {
@@ -102,8 +110,12 @@ export class SqliteDraft implements MessageDraft {
           done(null, chunk);
         },
       });
-      // autoClose: false keeps the handle open for commit's fsync.
-      await pipeline(body, count, this.#file.createWriteStream({ autoClose: false }), { signal: this.#abort.signal });
+      // flush: fsync before the stream closes the handle, and pipeline
+      // resolves only after that close. (autoClose: false would keep the
+      // handle for commit to sync, but the stream's reference on the handle
+      // then makes FileHandle.close() wait forever.)
+      await pipeline(body, count, this.#file.createWriteStream({ flush: true }), { signal: this.#abort.signal });
+      this.#file = undefined;
       this.#size = size;
       this.#state = 'written';
       return size;
@@ -116,14 +128,9 @@ export class SqliteDraft implements MessageDraft {
   }
 
   async #commit(envelope: StoredEnvelope): Promise<void> {
-    const file = this.#file!;
-    let ino: number;
     try {
-      ino = (await file.stat()).ino;
-      await file.sync(); // the bytes, before any row names them
-      this.#file = undefined;
-      await file.close();
-      await syncDirectory(this.ctx.messagesDir); // the name, so the file is found after a crash
+      // The bytes were fsynced by writeBody; now the name, so the file is found after a crash.
+      await syncDirectory(this.ctx.messagesDir);
     } catch (error) {
       this.#state = 'failed';
       await this.#removeFile();
@@ -131,7 +138,7 @@ export class SqliteDraft implements MessageDraft {
       throw error;
     }
     try {
-      this.ctx.insertMessage({ id: this.id, envelope, size: this.#size, ino });
+      this.ctx.insertMessage({ id: this.id, envelope, size: this.#size, ino: this.#ino });
     } catch (error) {
       // The transaction rolled back, so no row names the body; but the file is
       // left for the sweep on the next open, which decides under the database
@@ -145,12 +152,13 @@ export class SqliteDraft implements MessageDraft {
     this.ctx.release(this);
   }
 
-  /** removeFile - close the handle if open and delete the body file; a missing file is fine. */
+  /** removeFile - close the handle if still open and delete the body file this draft created; a missing file is fine. */
   async #removeFile(): Promise<void> {
     const file = this.#file;
     this.#file = undefined;
     if (file) await file.close().catch(() => undefined);
-    await rm(this.ctx.bodyPath, { force: true });
+    // Never a file this draft did not create: after EEXIST the name is another message's.
+    if (this.#created) await rm(this.ctx.bodyPath, { force: true });
   }
 
   #outOfOrder(call: string): Error {

@@ -30,6 +30,13 @@ export interface SqliteStoreOptions {
   /** The database file, e.g. data/queue.db; bodies go to messages/ in the same directory. */
   path: string;
   logger?: Logger;
+  /**
+   * Remove body files no row names (default true). A second process opening
+   * the queue while a server receives would take the server's drafts for
+   * orphans (its commit then fails safely, the client hears 4xx): read-only
+   * commands such as `postern queue list` should pass false.
+   */
+  removeOrphans?: boolean;
 }
 
 /** openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path. */
@@ -55,7 +62,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
     if (from !== MIGRATIONS.length) {
       logger.info({ path: file, from, to: MIGRATIONS.length, steps: MIGRATIONS.slice(from).map((m) => m.name) }, 'queue schema migrated');
     }
-    const removed = await sweepOrphanBodies(db, messagesDir, logger);
+    const removed = options.removeOrphans === false ? 0 : await sweepOrphanBodies(db, messagesDir, logger);
     logger.info({ path: file, schemaVersion: MIGRATIONS.length, orphansRemoved: removed }, 'queue store opened');
   } catch (error) {
     db.close();

@@ -1,0 +1,424 @@
+// Hostile input against a real relay, byte for byte over raw sockets, the way
+// an attacker sends it (a client library would refuse or repair it). Every
+// case asserts the exact reply lines (code, RFC 3463 enhanced code, text) and
+// that the server is still up afterwards: a fresh connection gets 220.
+// One relay per configuration; nothing here sleeps for correctness, it waits
+// on replies, on the server closing, or on log lines and files (with a deadline).
+// Over 400 lines because it is the one catalogue of attacks, one describe each.
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { RawSmtp, type SmtpReply } from '../helpers/raw-smtp.ts';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
+
+const GREETING = '220 relay.test ESMTP Postern';
+const NOOP_OK = '250 2.0.0 OK';
+const MAIL_OK = '250 2.1.0 Accepted';
+const RCPT_OK = '250 2.1.5 Accepted';
+const DATA_GO_AHEAD = '354 End data with <CR><LF>.<CR><LF>';
+const QUEUED = /^250 2\.0\.0 Ok: queued as ([0-9A-Za-z]{16})$/;
+const SENDER_SYNTAX = '501 5.1.7 Error: Bad sender address syntax';
+const RECIPIENT_SYNTAX = '501 5.1.3 Error: Bad recipient address syntax';
+const TOO_BIG = '552 5.3.4 Error: message exceeds fixed maximum message size 10000';
+
+/** open - a connection with the greeting read; implicit TLS with `ca`. */
+async function open(port: number, ca?: string): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(port, ca ? { tls: { ca } } : {});
+  expect((await c.reply()).text).toBe(GREETING);
+  return c;
+}
+
+/** openData - EHLO, MAIL, RCPT and DATA accepted: the next bytes are the message. */
+async function openData(port: number, envelope = { from: 'sender@example.test', to: 'rcpt@local.test' }): Promise<RawSmtp> {
+  const c = await open(port);
+  expect((await c.command('EHLO client.test')).code).toBe(250);
+  expect((await c.command(`MAIL FROM:<${envelope.from}>`)).text).toBe(MAIL_OK);
+  expect((await c.command(`RCPT TO:<${envelope.to}>`)).text).toBe(RCPT_OK);
+  expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+  return c;
+}
+
+/** queueIdOf - the id in "250 2.0.0 Ok: queued as <id>", failing the test on any other reply. */
+function queueIdOf(reply: SmtpReply): string {
+  expect(reply.text).toMatch(QUEUED);
+  return QUEUED.exec(reply.text)![1]!;
+}
+
+/** expectServerUp - a fresh connection still gets the greeting and a clean QUIT. */
+async function expectServerUp(port: number, ca?: string): Promise<void> {
+  const c = await open(port, ca);
+  expect((await c.command('QUIT')).text).toBe('221 2.0.0 Bye');
+  c.close();
+}
+
+/** waitFor - poll a condition (log lines, files) until it holds; fail after the deadline. */
+async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function logLines(relay: TestRelay, msg: string): Record<string, unknown>[] {
+  return relay.logs.filter((line) => line.msg === msg);
+}
+
+/** openSessions - sessions the server opened and has not yet closed, from its connect/disconnect log lines. */
+function openSessions(relay: TestRelay): number {
+  return logLines(relay, 'connect').length - logLines(relay, 'disconnect').length;
+}
+
+/** strayBodies - body files no committed message owns. The directory is read
+ * before the store is opened, so a store that sweeps orphans on open cannot hide one. */
+async function strayBodies(relay: TestRelay, committedBefore: readonly string[]): Promise<string[]> {
+  const files = await readdir(join(relay.dir, 'data', 'messages'));
+  const committedNow = new Set([...committedBefore, ...(await relay.queued()).map((m) => m.id)]);
+  return files.filter((f) => !committedNow.has(f));
+}
+
+/** storedMessage - the stored bytes from the message's first header on (the Received header Postern adds cut off), latin1. */
+async function storedMessage(relay: TestRelay, id: string, firstHeader: string): Promise<string> {
+  const stored = (await relay.body(id)).toString('latin1');
+  expect(stored).toMatch(/^Received: from client\.test /);
+  return stored.slice(stored.indexOf(firstHeader));
+}
+
+const ids = async (relay: TestRelay) => (await relay.queued()).map((m) => m.id);
+
+// Attacks that need no special configuration: the relay port with the defaults.
+describe('default limits', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] } });
+  });
+  afterAll(async () => relay?.stop());
+  afterEach(async () => expectServerUp(relay.ports.relay));
+
+  // CVE-2011-0411 class: commands pipelined behind STARTTLS arrive in
+  // plaintext, where a man in the middle can add them; they must not be run
+  // inside the TLS session (RFC 3207 §4.2: discard what came before TLS).
+  describe('STARTTLS command injection', () => {
+    it.each(['RSET', 'MAIL FROM:<x@y>'])('drops %j written together with STARTTLS', async (injected) => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      c.write(`STARTTLS\r\n${injected}\r\n`);
+      expect((await c.reply()).text).toBe('220 2.0.0 Ready to start TLS');
+      expect(c.unread()).toBe('');
+      await c.upgrade({ ca: relay.ca.certPem });
+      const ehlo = await c.command('EHLO client.test');
+      expect(ehlo.lines[0]).toBe('250-relay.test Nice to meet you, [127.0.0.1]');
+      // No MAIL FROM carried over into the TLS session.
+      expect((await c.command('RCPT TO:<victim@local.test>')).text).toBe('503 5.5.1 Error: need MAIL command');
+      expect((await c.command('NOOP')).text).toBe(NOOP_OK);
+      expect(c.unread()).toBe('');
+      c.close();
+    });
+  });
+
+  // SMTP smuggling (SEC Consult, 2023): a body line ending that some server
+  // takes for <CRLF>.<CRLF> ends the message early, and the bytes after it run
+  // as a second transaction. Only <CRLF>.<CRLF> ends DATA here; the bare CR/LF
+  // are stored as CRLF (smtp.bareLineFeed: normalize, the default).
+  describe('SMTP smuggling', () => {
+    const SMUGGLED = 'MAIL FROM:<evil@x>\r\nRCPT TO:<victim@local.test>\r\nDATA\r\nsmuggled\r\n';
+    it.each(['\n.\n', '\r\n.\n', '\n.\r\n', '\r.\r\n', '\r\n.\r'])('queues one message for %j, the smuggled commands as body', async (seq) => {
+      const before = await ids(relay);
+      const c = await openData(relay.ports.relay);
+      c.write(`Subject: smuggling\r\n\r\nbefore${seq}${SMUGGLED}.\r\n`);
+      const id = queueIdOf(await c.reply());
+      // Exactly one reply: the next one is NOOP's.
+      expect((await c.command('NOOP')).text).toBe(NOOP_OK);
+      expect(c.unread()).toBe('');
+      c.close();
+      const after = await relay.queued();
+      expect(after.length - before.length).toBe(1);
+      expect(after.find((m) => m.id === id)).toMatchObject({ mailFrom: 'sender@example.test', recipients: ['rcpt@local.test'] });
+      expect(await storedMessage(relay, id, 'Subject: smuggling')).toBe(`Subject: smuggling\r\n\r\nbefore\r\n.\r\n${SMUGGLED}`);
+    });
+  });
+
+  // Overlong lines: a command line is bounded (a parser buffering without a
+  // limit is a memory exhaustion); a message line is not (RFC 5321 §4.5.3.1.6
+  // says 1000, but real mail breaks it and Postfix accepts it).
+  describe('long lines', () => {
+    it('closes with 421 4.7.0 on a 100 KB command line', async () => {
+      const c = await open(relay.ports.relay);
+      c.write(`NOOP ${'a'.repeat(100 * 1024)}\r\n`);
+      expect((await c.reply()).text).toBe('421 4.7.0 Error: command line too long');
+      await c.closedByServer();
+      expect(c.unread()).toBe('');
+    });
+
+    it('accepts a 100 KB line inside DATA and stores it intact', async () => {
+      const line = 'x'.repeat(100 * 1024);
+      const c = await openData(relay.ports.relay);
+      c.write(`Subject: long line\r\n\r\n${line}\r\nshort\r\n.\r\n`);
+      const id = queueIdOf(await c.reply());
+      c.close();
+      expect(await storedMessage(relay, id, 'Subject: long line')).toBe(`Subject: long line\r\n\r\n${line}\r\nshort\r\n`);
+    });
+  });
+
+  // NUL bytes: in a command they would end a C string early in a log or a
+  // header further on (refused); in a message they are the sender's business
+  // (kept byte for byte).
+  describe('NUL bytes', () => {
+    it('refuses NUL in EHLO, with no enhanced code (RFC 2034 §3 exempts EHLO replies)', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO a\0b.test')).text).toBe('501 Error: Bad hostname syntax');
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      c.close();
+    });
+
+    it.each([
+      ['MAIL FROM:<a\0b@x>', SENDER_SYNTAX],
+      ['RCPT TO:<a\0b@local.test>', RECIPIENT_SYNTAX],
+      ['\0\0\0', '502 5.5.2 Error: command not recognized'],
+    ])('refuses %j', async (command, reply) => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      if (command.startsWith('RCPT')) expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command(command)).text).toBe(reply);
+      c.close();
+    });
+
+    it('keeps NUL bytes inside DATA byte for byte', async () => {
+      const c = await openData(relay.ports.relay);
+      c.write('Subject: nul\r\n\r\na\0b\0\0c\r\n\0\r\n.\r\n');
+      const id = queueIdOf(await c.reply());
+      c.close();
+      expect(await storedMessage(relay, id, 'Subject: nul')).toBe('Subject: nul\r\n\r\na\0b\0\0c\r\n\0\r\n');
+    });
+  });
+
+  // Addresses a parser further on might read differently (two @, no angle
+  // brackets, empty or domain-only recipients) or that overflow a fixed buffer.
+  describe('malformed addresses', () => {
+    const longLocal = 'l'.repeat(1000);
+    it.each([
+      { name: 'two @ in the sender', command: 'MAIL FROM:<a@b@c>', reply: SENDER_SYNTAX },
+      { name: 'a sender without angle brackets', command: 'MAIL FROM:a@b', reply: SENDER_SYNTAX },
+      { name: 'a 1000-octet sender local part', command: `MAIL FROM:<${longLocal}@example.test>`, reply: SENDER_SYNTAX },
+      { name: 'an empty recipient', command: 'RCPT TO:<>', reply: RECIPIENT_SYNTAX },
+      { name: 'a recipient with no local part', command: 'RCPT TO:<@x>', reply: RECIPIENT_SYNTAX },
+      { name: 'two @ in the recipient', command: 'RCPT TO:<a@b@local.test>', reply: RECIPIENT_SYNTAX },
+      { name: 'a 1000-octet recipient local part', command: `RCPT TO:<${longLocal}@local.test>`, reply: RECIPIENT_SYNTAX },
+    ])('refuses $name', async ({ command, reply }) => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      if (command.startsWith('RCPT')) expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command(command)).text).toBe(reply);
+      c.close();
+    });
+  });
+
+  // A client that vanishes mid-message must leave nothing: no queue entry,
+  // no half-written body file.
+  it('queues nothing and leaves no body file when the client drops mid-DATA', async () => {
+    const committed = await ids(relay);
+    const refusedBefore = logLines(relay, 'message refused').length;
+    const messagesDir = join(relay.dir, 'data', 'messages');
+    const c = await openData(relay.ports.relay);
+    await new Promise<void>((resolve) => c.socket.write(`Subject: dropped\r\n\r\n${'half of a message\r\n'.repeat(1000)}`, () => resolve()));
+    // The draft's body file exists before the drop, so the cleanup is real.
+    await waitFor('the draft body file', async () => (await readdir(messagesDir)).some((f) => !committed.includes(f)));
+    c.close();
+    await waitFor('the refusal in the log', () => logLines(relay, 'message refused').length > refusedBefore);
+    expect(logLines(relay, 'message refused').at(-1)).toMatchObject({ reason: 'queue-write-failed' });
+    expect(await strayBodies(relay, committed)).toEqual([]);
+    expect(await ids(relay)).toEqual(committed);
+  });
+
+  // RFC 2920: a whole transaction in one write gets one reply per command, in order.
+  it('answers a whole pipelined transaction in one write, in order', async () => {
+    const c = await open(relay.ports.relay);
+    c.write(
+      'EHLO client.test\r\nMAIL FROM:<p@example.test>\r\nRCPT TO:<one@local.test>\r\nRCPT TO:<two@local.test>\r\nDATA\r\n' +
+        'Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n',
+    );
+    expect((await c.reply()).lines[0]).toBe('250-relay.test Nice to meet you, [127.0.0.1]');
+    expect((await c.reply()).text).toBe(MAIL_OK);
+    expect((await c.reply()).text).toBe(RCPT_OK);
+    expect((await c.reply()).text).toBe(RCPT_OK);
+    expect((await c.reply()).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.reply());
+    expect((await c.reply()).text).toBe('221 2.0.0 Bye');
+    await c.closedByServer();
+    expect(c.unread()).toBe('');
+    expect((await relay.queued()).find((m) => m.id === id)).toMatchObject({ mailFrom: 'p@example.test', recipients: ['one@local.test', 'two@local.test'] });
+  });
+});
+
+// Postfix 3.9's smtpd_forbid_bare_newline = yes: a bare CR or LF anywhere in
+// the message refuses it (no smuggling ambiguity is passed on at all).
+describe('smtp.bareLineFeed: reject', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, smtp: { bareLineFeed: 'reject' } });
+  });
+  afterAll(async () => relay?.stop());
+  afterEach(async () => expectServerUp(relay.ports.relay));
+
+  it.each(['\n.\n', '\r\n.\n', '\n.\r\n', '\r.\r\n', '\r\n.\r', '\n'])('refuses a body with %j with 550 5.5.2 and queues nothing', async (seq) => {
+    const committed = await ids(relay);
+    const c = await openData(relay.ports.relay);
+    c.write(`Subject: bare\r\n\r\nbefore${seq}MAIL FROM:<evil@x>\r\nsmuggled\r\n.\r\n`);
+    expect((await c.reply()).text).toBe('550 5.5.2 Error: bare <CR> or <LF> received; use CRLF line endings');
+    expect((await c.command('NOOP')).text).toBe(NOOP_OK);
+    c.close();
+    expect(await strayBodies(relay, committed)).toEqual([]);
+    expect(await ids(relay)).toEqual(committed);
+  });
+});
+
+// Resource exhaustion: big messages, many recipients, many connections,
+// endless junk commands. Each limit answers with its reply and releases
+// what it counted.
+describe('small limits', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, limits: { messageSize: 10000, recipients: 3, connectionsPerIp: 3 } });
+  });
+  afterAll(async () => relay?.stop());
+  afterEach(async () => expectServerUp(relay.ports.relay));
+
+  it('refuses SIZE=99999999 on MAIL FROM with 552 5.3.4, and the session goes on', async () => {
+    const c = await open(relay.ports.relay);
+    expect((await c.command('EHLO client.test')).lines).toContain('250 SIZE 10000');
+    expect((await c.command('MAIL FROM:<a@example.test> SIZE=99999999')).text).toBe(TOO_BIG);
+    expect((await c.command('MAIL FROM:<a@example.test> SIZE=9999')).text).toBe(MAIL_OK);
+    c.close();
+  });
+
+  it('refuses a message over limits.messageSize sent without SIZE, at the end of DATA, and queues nothing', async () => {
+    const committed = await ids(relay);
+    const c = await openData(relay.ports.relay);
+    c.write(`Subject: big\r\n\r\n${`${'x'.repeat(76)}\r\n`.repeat(200)}.\r\n`);
+    expect((await c.reply()).text).toBe(TOO_BIG);
+    expect((await c.command('NOOP')).text).toBe(NOOP_OK);
+    c.close();
+    expect(await strayBodies(relay, committed)).toEqual([]);
+    expect(await ids(relay)).toEqual(committed);
+  });
+
+  it('answers the 4th recipient with 452 4.5.3 and queues the message for the first three', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    for (const n of [1, 2, 3]) expect((await c.command(`RCPT TO:<r${n}@local.test>`)).text).toBe(RCPT_OK);
+    expect((await c.command('RCPT TO:<r4@local.test>')).text).toBe('452 4.5.3 Error: too many recipients');
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.command('Subject: many\r\n\r\nhi\r\n.'));
+    c.close();
+    expect((await relay.queued()).find((m) => m.id === id)?.recipients).toEqual(['r1@local.test', 'r2@local.test', 'r3@local.test']);
+  });
+
+  it('refuses the 4th simultaneous connection from one IP with 421 4.7.0, and counts a closed one out', async () => {
+    await waitFor('earlier sessions to close', () => openSessions(relay) === 0);
+    const held = [await open(relay.ports.relay), await open(relay.ports.submission), await open(relay.ports.relay)];
+    const fourth = await RawSmtp.connect(relay.ports.relay);
+    expect((await fourth.reply()).text).toBe('421 4.7.0 Error: too many connections from your address');
+    await fourth.closedByServer();
+    expect(fourth.unread()).toBe('');
+    await waitFor('the refused session to close', () => openSessions(relay) === 3);
+    expect((await held[0]!.command('QUIT')).text).toBe('221 2.0.0 Bye');
+    await held[0]!.closedByServer();
+    await waitFor('the server to count the closed session out', () => openSessions(relay) === 2);
+    const fifth = await open(relay.ports.relay);
+    for (const c of [fifth, held[1]!, held[2]!]) c.close();
+    await waitFor('all sessions to close', () => openSessions(relay) === 0);
+  });
+
+  it('answers unknown commands with 502 5.5.2, then the 10th with 421 4.7.0 and closes', async () => {
+    const c = await open(relay.ports.relay);
+    // One write, as a scanner would: nothing after the 421 is answered.
+    c.write(Array.from({ length: 12 }, (_, n) => `XCMD${n}\r\n`).join(''));
+    for (let n = 1; n <= 9; n++) expect((await c.reply()).text).toBe('502 5.5.2 Error: command not recognized');
+    expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
+    await c.closedByServer();
+    expect(c.unread()).toBe('');
+  });
+});
+
+// A client that connects and says nothing holds a connection slot: the
+// idle timeout (Postfix smtpd_timeout) takes it back.
+describe('idle timeout', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ limits: { idleTimeout: 1 } });
+  });
+  afterAll(async () => relay?.stop());
+  afterEach(async () => expectServerUp(relay.ports.relay));
+
+  it.each([
+    ['after the greeting', []],
+    ['in the middle of a transaction', ['EHLO client.test', 'MAIL FROM:<a@example.test>']],
+  ])('closes an idle connection %s with 421 4.4.2', async (_when, commands) => {
+    const c = await open(relay.ports.relay);
+    for (const command of commands) expect((await c.command(command)).code).toBe(250);
+    expect((await c.reply()).text).toBe('421 4.4.2 Error: timeout exceeded');
+    await c.closedByServer();
+  });
+});
+
+// Password guessing on the submissions port (implicit TLS): a few tries per
+// connection, a few more per IP, then the IP is locked out even with the
+// right password. The log names the user and never holds the password.
+describe('AUTH brute force', () => {
+  const PASSWORD = 'correct horse';
+  const WRONG = 'Tr0ub4dor&3';
+  const plain = (user: string, pass: string) => Buffer.from(`\0${user}\0${pass}`).toString('base64');
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  let relay: TestRelay;
+
+  // A relay per test: the per-IP failure count outlives connections.
+  beforeEach(async () => {
+    relay = await startTestRelay({ limits: { authFailuresPerConnection: 2, authFailuresPerIp: 4 } });
+    await relay.addUser('alice', PASSWORD);
+  });
+  afterEach(async () => {
+    await expectServerUp(relay.ports.submissions, relay.ca.certPem);
+    const logged = JSON.stringify(relay.logs);
+    for (const secret of [WRONG, PASSWORD, b64(WRONG), b64(PASSWORD), plain('alice', WRONG), plain('alice', PASSWORD)]) expect(logged).not.toContain(secret);
+    await relay.stop();
+  });
+
+  async function login(): Promise<RawSmtp> {
+    const c = await open(relay.ports.submissions, relay.ca.certPem);
+    expect((await c.command('EHLO client.test')).lines).toContain('250-AUTH PLAIN LOGIN');
+    return c;
+  }
+
+  it('answers a wrong password with 535 5.7.8, and the per-connection limit with 421 4.7.0 and close', async () => {
+    const c = await login();
+    expect((await c.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    expect((await c.command('AUTH LOGIN')).text).toBe('334 VXNlcm5hbWU6');
+    expect((await c.command(b64('alice'))).text).toBe('334 UGFzc3dvcmQ6');
+    expect((await c.command(b64(WRONG))).text).toBe('421 4.7.0 Error: too many failed authentication attempts');
+    await c.closedByServer();
+    expect(logLines(relay, 'authentication failed')).toEqual([
+      expect.objectContaining({ user: 'alice', method: 'PLAIN', failures: 1 }),
+      expect.objectContaining({ user: 'alice', method: 'LOGIN', failures: 2 }),
+    ]);
+  });
+
+  it('locks the IP out after limits.authFailuresPerIp failures across connections, even for the right password', async () => {
+    const first = await login();
+    expect((await first.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    expect((await first.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('421 4.7.0 Error: too many failed authentication attempts');
+    await first.closedByServer();
+
+    const LOCKED_OUT = '421 4.7.0 Error: too many failed authentication attempts from your address, try again later';
+    const second = await login();
+    expect((await second.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    expect((await second.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe(LOCKED_OUT);
+    await second.closedByServer();
+
+    const third = await login();
+    expect((await third.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe(LOCKED_OUT);
+    await third.closedByServer();
+    expect(logLines(relay, 'authentication failed').map((l) => l.user)).toEqual(['alice', 'alice', 'alice', 'alice']);
+    expect(logLines(relay, 'refused').filter((l) => l.reason === 'auth-ip-locked-out')).toHaveLength(2);
+  });
+});
