@@ -103,12 +103,13 @@ function reverseResolver(config: Config): ReverseResolver | undefined {
 /** serve - `postern serve`: start, print how to use it, stop cleanly on SIGTERM/SIGINT. */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger({ level: config.log.level });
-  const relay = await startRelay(config, logger);
-  process.stderr.write(describeRelay(config, relay));
-  let stopping = false;
+  // Handlers first: a signal during start-up stops the relay as soon as it is up.
+  let stopRequested: string | undefined;
+  let relay: RunningRelay | undefined;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+    if (stopRequested) return;
+    stopRequested = signal;
+    if (!relay) return;
     logger.info({ signal }, 'stopping');
     relay.stop().then(
       () => process.exit(0),
@@ -120,6 +121,14 @@ export async function serve(config: Config): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  const started = await startRelay(config, logger);
+  relay = started;
+  process.stderr.write(describeRelay(config, started));
+  if (stopRequested) {
+    const signal = stopRequested;
+    stopRequested = undefined;
+    stop(signal);
+  }
 }
 
 /** describeRelay - the start-up summary a person reads: ports, certificate, a command to try. */

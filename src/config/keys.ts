@@ -16,7 +16,7 @@ export interface ConfigKey {
 }
 
 function key<T>(path: string, defaultValue: T, valueCheck: Check<T>, env: EnvKind, doc: string): ConfigKey {
-  return { path, default: defaultValue, check: valueCheck as Check<unknown>, env, doc };
+  return { path, default: defaultValue, check: valueCheck, env, doc };
 }
 
 // 0 asks the system for a free port (tests).

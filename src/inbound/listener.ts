@@ -254,5 +254,5 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
     // Protocol traces go to debug: they are per-command noise at info.
     child[fields.tnx === 'send' || fields.tnx === 'command' ? 'debug' : level === 'info' ? 'debug' : level]({ tnx: fields.tnx }, message);
   };
-  return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' } as unknown as SMTPServerOptions['logger'];
+  return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' };
 }

@@ -15,13 +15,13 @@ import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 
 type SendContext = string | false | undefined;
 interface ConnectionPrototype {
-  send(this: unknown, code: number, data?: string | string[], context?: SendContext): void;
+  send: (this: unknown, code: number, data?: string | string[], context?: SendContext) => void;
   __posternExactReplies?: true;
 }
 
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 
-// Library text (exact, or a prefix ending in '*') -> the reply we send instead.
+// Library text (exact; '* text' matches a suffix, 'text *' a prefix) -> the reply we send instead.
 const LIBRARY_REPLIES: ReadonlyArray<[string, Reply]> = [
   ['Error: command not recognized', replies.commandNotRecognized],
   ['Error: too many unrecognized commands', replies.tooManyErrors],
@@ -30,12 +30,17 @@ const LIBRARY_REPLIES: ReadonlyArray<[string, Reply]> = [
   ['Timeout - closing connection', replies.timeout],
   ['Server shutting down', replies.shuttingDown],
   ['* Too many connected clients, try again in a moment', replies.serverBusy],
+  ['Error: message exceeds fixed maximum message size *', replies.messageTooBig],
+  ['Error: Bad sender address syntax', replies.senderSyntax],
+  ['Error: Bad recipient address syntax', replies.recipientSyntax],
+  ['Error: too many recipients', replies.tooManyRecipients],
 ];
 
 /** replaceLibraryReply - the catalogue reply for one of smtp-server's own texts, if we have one. */
 export function replaceLibraryReply(text: string): Reply | undefined {
   for (const [pattern, reply] of LIBRARY_REPLIES) {
-    if (pattern.startsWith('* ') ? text.endsWith(pattern.slice(2)) : text === pattern) return reply;
+    const matches = pattern.startsWith('* ') ? text.endsWith(pattern.slice(2)) : pattern.endsWith(' *') ? text.startsWith(pattern.slice(0, -1)) : text === pattern;
+    if (matches) return reply;
   }
   return undefined;
 }

@@ -22,7 +22,7 @@ export const replies = {
   authLockedOut: reply(421, '4.7.0', 'Error: too many failed authentication attempts from your address, try again later'),
   tooManyConnections: reply(421, '4.7.0', 'Error: too many connections from your address'),
   tooManyRecipients: reply(452, '4.5.3', 'Error: too many recipients'),
-  messageTooBig: reply(552, '5.3.4', 'Error: message file too big'),
+  messageTooBig: reply(552, '5.3.4', 'Message size exceeds fixed limit'),
   bareLineFeed: reply(550, '5.5.2', 'Error: bare <CR> or <LF> received; use CRLF line endings'),
   senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
   recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),

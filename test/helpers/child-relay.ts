@@ -19,9 +19,9 @@ export async function startChildRelay(configFile: string, env: NodeJS.ProcessEnv
   const child = spawn(process.execPath, [POSTERN_BIN, 'serve', '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const ports = await new Promise<Record<ListenerName, number>>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
       const entry = JSON.parse(line) as { msg?: string; listeners?: { name: ListenerName; port: number }[] };
       if (entry.msg === 'postern ready') resolve(Object.fromEntries(entry.listeners!.map((l) => [l.name, l.port])) as Record<ListenerName, number>);

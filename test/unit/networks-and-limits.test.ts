@@ -38,6 +38,8 @@ describe('replaceLibraryReply', () => {
     expect(replaceLibraryReply('Error: command not recognized')).toEqual({ code: 502, status: '5.5.2', text: 'Error: command not recognized' });
     expect(replaceLibraryReply('relay.test Too many connected clients, try again in a moment')?.status).toBe('4.7.0');
     expect(replaceLibraryReply('Timeout - closing connection')?.status).toBe('4.4.2');
+    expect(replaceLibraryReply('Error: message exceeds fixed maximum message size 10000')).toEqual({ code: 552, status: '5.3.4', text: 'Message size exceeds fixed limit' });
+    expect(replaceLibraryReply('Error: Bad sender address syntax')?.status).toBe('5.1.7');
     expect(replaceLibraryReply('something else')).toBeUndefined();
   });
 });
