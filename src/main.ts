@@ -2,7 +2,7 @@
 // (every one takes --config FILE) and call one module.
 import { Command } from 'commander';
 import { loadConfigOrExit } from './cli/context.ts';
-import { listQueue } from './cli/queue.ts';
+import { changeMessages, listQueue, showMessage, type QueueVerb } from './cli/queue.ts';
 import { serve } from './cli/serve.ts';
 import { addUser, listUsers, removeUser } from './cli/users.ts';
 
@@ -51,6 +51,32 @@ queue
   .description('list queued messages')
   .option('--json', 'machine-readable output')
   .action(async (options: { json?: boolean }, command: Command) => listQueue(config(command), options));
+
+queue
+  .command('show <id>')
+  .description('everything about one message: recipients, attempts, TLS facts')
+  .option('--json', 'machine-readable output')
+  .action(async (id: string, options: { json?: boolean }, command: Command) => showMessage(config(command), id, options));
+
+const verbs: [QueueVerb, string][] = [
+  ['retry', 'attempt delivery now'],
+  ['hold', 'stop delivering until released'],
+  ['release', 'resume delivery of held messages'],
+  ['delete', 'remove messages without delivering or bouncing'],
+];
+for (const [verb, description] of verbs) {
+  queue
+    .command(`${verb} [ids...]`)
+    .description(description)
+    .option('--all', 'every message in the queue')
+    .option('--json', 'machine-readable output')
+    .action(async (ids: string[], options: { all?: boolean; json?: boolean }, command: Command) => changeMessages(config(command), verb, ids, options));
+}
+queue
+  .command('flush')
+  .description('attempt every deferred message now (retry --all)')
+  .option('--json', 'machine-readable output')
+  .action(async (options: { json?: boolean }, command: Command) => changeMessages(config(command), 'retry', [], { ...options, all: true }));
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`postern: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -1,20 +1,78 @@
-// `postern queue list`: what is queued, for people (a table) or machines (--json).
+// `postern queue list|show|retry|hold|release|delete|flush`: the operator's
+// view of the queue, for people (text) or machines (--json). Works beside a
+// running relay: the relay's scheduler sees the changes on its next look
+// (at most a second later).
 import type { Config } from '../config/config.ts';
-import type { QueuedMessageSummary } from '../queue/queue-store.ts';
 import { openQueueStore } from '../queue/open-store.ts';
+import type { MessageDetails, MessageSelector, QueuedMessageSummary, QueueStore } from '../queue/queue-store.ts';
 
-/** listQueue - print the queue, oldest first. */
-export async function listQueue(config: Config, options: { json?: boolean }): Promise<void> {
+type Output = { json?: boolean };
+
+async function withStore<T>(config: Config, work: (store: QueueStore) => Promise<T>): Promise<T> {
   const store = await openQueueStore(config);
   try {
-    const messages = await store.listMessages();
-    process.stdout.write(options.json ? JSON.stringify(messages.map(toJson), null, 2) + '\n' : formatTable(messages, Date.now()));
+    return await work(store);
   } finally {
     await store.close();
   }
 }
 
-function toJson(m: QueuedMessageSummary) {
+function print(text: string): void {
+  process.stdout.write(text);
+}
+
+/** listQueue - print the queue, oldest first. */
+export async function listQueue(config: Config, options: Output): Promise<void> {
+  const messages = await withStore(config, (store) => store.listMessages());
+  print(options.json ? JSON.stringify(messages.map(summaryJson), null, 2) + '\n' : formatTable(messages, Date.now()));
+}
+
+/** showMessage - everything about one message, attempts and TLS facts included; exit 1 if unknown. */
+export async function showMessage(config: Config, id: string, options: Output): Promise<void> {
+  const details = await withStore(config, (store) => store.showMessage(id));
+  if (!details) {
+    process.stderr.write(`postern: no message ${id} in the queue\n`);
+    process.exitCode = 1;
+    return;
+  }
+  print(options.json ? JSON.stringify(details, null, 2) + '\n' : formatDetails(details));
+}
+
+export type QueueVerb = 'hold' | 'release' | 'retry' | 'delete';
+
+/** changeMessages - apply a verb to ids or to every message; reports ids that did not change (exit 1 if any). */
+export async function changeMessages(config: Config, verb: QueueVerb, ids: string[], options: Output & { all?: boolean }): Promise<void> {
+  if (!options.all && ids.length === 0) {
+    process.stderr.write(`postern: queue ${verb} needs message ids or --all\n`);
+    process.exitCode = 3;
+    return;
+  }
+  const selector: MessageSelector = options.all ? { all: true } : { ids };
+  const changed = await withStore(config, (store) => applyVerb(store, verb, selector, new Date()));
+  const unchanged = options.all ? [] : ids.filter((id) => !changed.includes(id));
+  if (options.json) print(JSON.stringify({ verb, changed, unchanged }, null, 2) + '\n');
+  else {
+    print(`${verb}: ${changed.length} message${changed.length === 1 ? '' : 's'}${changed.length ? ` (${changed.join(', ')})` : ''}\n`);
+    if (unchanged.length) process.stderr.write(`postern: not changed (unknown, done, or already in that state): ${unchanged.join(', ')}\n`);
+  }
+  if (unchanged.length) process.exitCode = 1;
+}
+
+/** applyVerb - the one place a verb meets the store (the CLI and the HTTP API share it). */
+export function applyVerb(store: QueueStore, verb: QueueVerb, selector: MessageSelector, now: Date): Promise<string[]> {
+  switch (verb) {
+    case 'hold':
+      return store.holdMessages(selector);
+    case 'release':
+      return store.releaseMessages(selector);
+    case 'retry':
+      return store.retryMessages(selector, now);
+    case 'delete':
+      return store.deleteMessages(selector);
+  }
+}
+
+function summaryJson(m: QueuedMessageSummary) {
   return { id: m.id, sender: m.mailFrom, recipients: m.recipients, size: m.size, receivedAt: m.receivedAt.toISOString(), state: m.state };
 }
 
@@ -26,6 +84,30 @@ export function formatTable(messages: QueuedMessageSummary[], nowMs: number): st
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n';
   return line(header) + rows.map(line).join('') + `-- ${messages.length} message${messages.length === 1 ? '' : 's'}\n`;
+}
+
+/** formatDetails - `queue show` for people: envelope, recipients, then every attempt with its TLS record. */
+export function formatDetails(d: MessageDetails): string {
+  const out = [
+    `Message ${d.id} (${d.state}), ${d.size} bytes, received ${d.receivedAt.toISOString()}`,
+    `  from ${d.mailFrom || '<>'} via ${d.envelope.client.listener} from ${d.envelope.client.address}${d.envelope.client.authUser ? ` as ${d.envelope.client.authUser}` : ''}${d.envelope.client.tlsVersion ? ` over ${d.envelope.client.tlsVersion}` : ' in plaintext'}`,
+    `  body ${d.envelope.bodyType}${d.envelope.smtpUtf8 ? ', SMTPUTF8' : ''}${d.envelope.requireTls ? ', REQUIRETLS' : ''}`,
+    'Recipients:',
+    ...d.recipientStates.map((r) => `  ${r.address}: ${r.state}${r.reply ? ` (${r.reply})` : ''}`),
+    'Attempts:',
+  ];
+  if (d.attempts.length === 0) out.push('  none yet');
+  for (const a of d.attempts) {
+    const tls = a.tls ? `${a.tls.version} ${a.tls.cipher}, ${a.tls.verified ? 'verified' : `not verified (${a.tls.verifyError ?? 'unknown'})`}` : 'plaintext';
+    out.push(
+      `  ${a.startedAt.toISOString()} ${a.domain} -> ${a.host ?? '(no host)'}${a.ip ? ` [${a.ip}]:${a.port}` : ''}: ${a.outcome}`,
+      `    TLS: ${a.host ? tls : '-'}; policy ${a.policy.level} (from ${a.policy.source})`,
+      `    reply: ${a.reply}`,
+    );
+  }
+  const pending = d.deliveries.filter((x) => x.nextAttemptAt && d.state !== 'done');
+  for (const x of pending) out.push(`Next attempt for ${x.domain}: ${x.nextAttemptAt!.toISOString()} (after ${x.attempts} attempt${x.attempts === 1 ? '' : 's'})`);
+  return out.join('\n') + '\n';
 }
 
 /** formatAge - "42s", "7m", "3h", "2d". */

@@ -3,8 +3,9 @@
 // wires them; no module below does I/O or reads config on import.
 // Fails: a bad config exits 78 naming the key; a port in use or an
 // unreadable certificate stops the start with the file or port named.
+import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Config, ListenerName } from '../config/config.ts';
 import { LISTENER_NAMES } from '../config/config.ts';
@@ -16,7 +17,12 @@ import { compileNetworks } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
+import { deliver } from '../outbound/deliver.ts';
+import { createResolver } from '../outbound/mx-resolver.ts';
+import type { SessionSettings } from '../outbound/smtp-session.ts';
 import { openQueueStore } from '../queue/open-store.ts';
+import type { QueueStore } from '../queue/queue-store.ts';
+import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
 import { createServerTls } from '../tls/server-tls.ts';
 
@@ -29,7 +35,7 @@ const DEFAULT_CERT = CONFIG_KEYS.find((k) => k.path === 'tls.cert')!.default;
 const DEFAULT_KEY = CONFIG_KEYS.find((k) => k.path === 'tls.key')!.default;
 
 /** startRelay - everything up and listening; stop() closes it in reverse order. */
-export async function startRelay(config: Config, logger: Logger): Promise<RunningRelay & { caFile?: string; fingerprint: string }> {
+export async function startRelay(config: Config, logger: Logger): Promise<RunningRelay & { caFile?: string; fingerprint: string; scheduler?: Scheduler }> {
   await installExactReplies();
   const caFile = await prepareCertificates(config, logger);
   const store = await openQueueStore(config, { logger, removeOrphans: true });
@@ -37,7 +43,9 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
     { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
     logger,
   );
+  const scheduler = config.outbound.enabled ? createDeliveryScheduler(config, store, logger) : undefined;
   const shared = {
+    onQueued: scheduler ? () => scheduler.wake() : undefined,
     config,
     tls,
     store,
@@ -64,17 +72,50 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
     await store.close();
     throw err;
   }
-  logger.info({ listeners, fingerprint: tls.fingerprint() }, 'postern ready');
+  scheduler?.start();
+  logger.info({ listeners, fingerprint: tls.fingerprint(), delivering: Boolean(scheduler) }, 'postern ready');
   return {
     listeners,
     caFile,
     fingerprint: tls.fingerprint(),
+    scheduler,
     async stop() {
-      await Promise.all(started.map((l) => l.close()));
+      // Stop accepting, let deliveries in flight finish (their leases end with them), then close the queue.
+      await Promise.all([...started.map((l) => l.close()), scheduler?.stop()]);
       tls.close();
       await store.close();
     },
   };
+}
+
+/** createDeliveryScheduler - the outbound side: resolver, courier and scheduler over the queue. */
+function createDeliveryScheduler(config: Config, store: QueueStore, logger: Logger): Scheduler {
+  const outbound = config.outbound;
+  const resolver = createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 });
+  const extraCa = outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [];
+  const now = () => new Date();
+  return createScheduler({
+    store,
+    courier: (claim) => deliver(claim, { outbound, heloName: outbound.heloName || config.hostname, resolver, extraCa, relayhostAuth: relayhostAuth(config), readBody: (id) => store.readBody(id), logger, now }),
+    owner: `${config.hostname}:${process.pid}:${randomBytes(4).toString('hex')}`,
+    hostname: config.hostname,
+    concurrency: outbound.concurrency,
+    perDestination: outbound.perDestination,
+    leaseMs: outbound.lease * 1000,
+    retry: outbound.retry,
+    pollMs: 1000,
+    now,
+    logger: logger.child({ component: 'scheduler' }),
+  });
+}
+
+// relayhostAuth - smarthost credentials: XOAUTH2 when configured (nodemailer refreshes the token), else user and password.
+function relayhostAuth(config: Config): SessionSettings['auth'] {
+  const auth = config.outbound.relayhost.auth;
+  if (!auth.user) return undefined;
+  if (Object.keys(auth.oauth2).length > 0) return { type: 'OAuth2', user: auth.user, ...auth.oauth2 };
+  const pass = auth.passFile ? readFileSync(auth.passFile, 'utf8').replace(/\r?\n$/, '') : auth.pass;
+  return { user: auth.user, pass };
 }
 
 // Dev certificates are made only where the defaults point and nothing is

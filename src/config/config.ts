@@ -9,6 +9,42 @@ export interface ListenerConfig {
   port: number;
 }
 
+export type TlsLevel = 'none' | 'may' | 'encrypt' | 'verify';
+
+export interface RouteConfig {
+  host: string;
+  port?: number;
+  tls?: TlsLevel;
+  /** Implicit TLS (port 465). */
+  secure?: boolean;
+}
+
+export interface OutboundConfig {
+  enabled: boolean;
+  concurrency: number;
+  perDestination: number;
+  recipientsPerTransaction: number;
+  port: number;
+  heloName: string;
+  /** seconds */
+  connectTimeout: number;
+  socketTimeout: number;
+  lease: number;
+  retry: { initial: number; max: number; lifetime: number };
+  relayhost: {
+    host: string;
+    port: number;
+    secure: boolean;
+    tls: TlsLevel;
+    auth: { user: string; pass: string; passFile: string; oauth2: Record<string, string> };
+  };
+  routes: Record<string, RouteConfig>;
+  tlsPolicies: Record<string, TlsLevel>;
+  tls: { level: TlsLevel; caFile: string };
+  dns: { servers: string[] };
+  allowPrivateTargets: boolean;
+}
+
 export interface Config {
   hostname: string;
   listeners: Record<ListenerName, ListenerConfig>;
@@ -29,6 +65,7 @@ export interface Config {
   };
   dns: { servers: string[] };
   smtp: { reverseLookup: boolean; bareLineFeed: 'normalize' | 'reject' };
+  outbound: OutboundConfig;
   log: { level: string };
 }
 

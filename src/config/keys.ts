@@ -3,6 +3,7 @@
 // table by a test). The environment variable of a key is derived from its
 // path: listeners.relay.port -> POSTERN_LISTENERS_RELAY_PORT.
 import { hostname as osHostname } from 'node:os';
+import type { RouteConfig, TlsLevel } from './config.ts';
 import { check, type Check } from './values.ts';
 
 export type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
@@ -40,6 +41,38 @@ const sniMap: Check<Record<string, { cert: string; key: string }>> = (v) => {
   return { ok: true, value: v as Record<string, { cert: string; key: string }> };
 };
 
+const TLS_LEVELS = ['none', 'may', 'encrypt', 'verify'] as const;
+
+const routeMap: Check<Record<string, RouteConfig>> = (v) => {
+  const allowed = 'a map of domain (or "*") to { host, port?, tls?: none|may|encrypt|verify, secure? }';
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, allowed };
+  for (const [domain, route] of Object.entries(v as Record<string, unknown>)) {
+    const r = route as Record<string, unknown> | null;
+    const bad = (why: string) => ({ ok: false as const, allowed: `${allowed} (${domain}: ${why})` });
+    if (domain !== '*' && !check.domain()(domain).ok) return bad('not a domain');
+    if (!r || typeof r !== 'object' || typeof r.host !== 'string' || r.host === '') return bad('host is required');
+    if (r.port !== undefined && !port(r.port).ok) return bad('port must be 1-65535');
+    if (r.tls !== undefined && !(TLS_LEVELS as readonly unknown[]).includes(r.tls)) return bad(`tls must be one of ${TLS_LEVELS.join(', ')}`);
+    if (r.secure !== undefined && typeof r.secure !== 'boolean') return bad('secure must be true or false');
+  }
+  return { ok: true, value: v as Record<string, RouteConfig> };
+};
+
+const tlsPolicyMap: Check<Record<string, TlsLevel>> = (v) => {
+  const allowed = `a map of domain to one of ${TLS_LEVELS.join(', ')}`;
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, allowed };
+  for (const [domain, level] of Object.entries(v as Record<string, unknown>)) {
+    if (!check.domain()(domain).ok || !(TLS_LEVELS as readonly unknown[]).includes(level)) return { ok: false, allowed: `${allowed} (bad entry: ${domain})` };
+  }
+  return { ok: true, value: v as Record<string, TlsLevel> };
+};
+
+const oauth2Settings: Check<Record<string, string>> = (v) => {
+  const allowed = 'a map with clientId, clientSecret, refreshToken (and optionally accessUrl, serviceClient, privateKey) as nodemailer takes them';
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || Object.values(v).some((x) => typeof x !== 'string')) return { ok: false, allowed };
+  return { ok: true, value: v as Record<string, string> };
+};
+
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('hostname', osHostname(), check.domain(), 'string', 'Name in the greeting, Received headers and the dev certificate.'),
   ...listenerKeys('relay', 2525, 'STARTTLS offered, no AUTH, relays for trusted networks'),
@@ -65,6 +98,32 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('dns.servers', [], check.list(check.string('an IP address'), 'resolver addresses'), 'list', 'DNS servers for every lookup; empty: the system resolver.'),
   key('smtp.reverseLookup', true, check.boolean(), 'boolean', 'Look up client hostnames (PTR) for the Received header.'),
   key('smtp.bareLineFeed', 'normalize', check.oneOf(['normalize', 'reject'] as const), 'string', 'Bare CR or LF in DATA: normalize to CRLF (Postfix 3.9+) or reject with 550 5.5.2.'),
+  key('outbound.enabled', true, check.boolean(), 'boolean', 'Whether this process delivers queued mail (off: accept only).'),
+  key('outbound.concurrency', 20, check.integer(1, 1000), 'number', 'Deliveries in flight at once.'),
+  key('outbound.perDestination', 5, check.integer(1, 1000), 'number', 'Deliveries in flight to one destination domain at once.'),
+  key('outbound.recipientsPerTransaction', 50, check.integer(1, 1000), 'number', 'Recipients of one destination sent in one SMTP transaction (Postfix smtp_destination_recipient_limit).'),
+  key('outbound.port', 25, port, 'number', 'Port for MX and implicit-MX deliveries (Postfix smtp_tcp_port).'),
+  key('outbound.heloName', '', check.optionalString('a host name (empty: hostname)'), 'string', 'Name in our EHLO; empty: hostname.'),
+  key('outbound.connectTimeout', 30, check.duration(600), 'string', 'Time to connect and get the greeting (Postfix smtp_connect_timeout + smtp_helo_timeout).'),
+  key('outbound.socketTimeout', 300, check.duration(3600), 'string', 'Time to wait for any one reply (Postfix smtp_data_done_timeout).'),
+  key('outbound.lease', 600, check.duration(86400), 'string', 'How long a claimed delivery stays with one worker before another may take it over.'),
+  key('outbound.retry.initial', 300, check.duration(86400), 'string', 'Wait before the first retry (Postfix minimal_backoff_time).'),
+  key('outbound.retry.max', 4000, check.duration(86400), 'string', 'Longest wait between retries (Postfix maximal_backoff_time).'),
+  key('outbound.retry.lifetime', 432000, check.duration(100 * 86400), 'string', 'Give up and bounce after this long in the queue (Postfix maximal_queue_lifetime).'),
+  key('outbound.relayhost.host', '', check.optionalString('a host name or IP (empty: no smarthost)'), 'string', 'Smarthost for all mail; empty: routes, then MX.'),
+  key('outbound.relayhost.port', 587, port, 'number', 'Smarthost port.'),
+  key('outbound.relayhost.secure', false, check.boolean(), 'boolean', 'Implicit TLS to the smarthost (port 465).'),
+  key('outbound.relayhost.tls', 'encrypt', check.oneOf(TLS_LEVELS), 'string', 'TLS level towards the smarthost (credentials never go in plaintext).'),
+  key('outbound.relayhost.auth.user', '', check.optionalString(), 'string', 'Smarthost login; empty: no AUTH.'),
+  key('outbound.relayhost.auth.pass', '', check.optionalString(), 'string', 'Smarthost password (never logged).'),
+  key('outbound.relayhost.auth.passFile', '', check.optionalString('a file path'), 'string', 'File holding the smarthost password (Docker secrets); read at start.'),
+  key('outbound.relayhost.auth.oauth2', {}, oauth2Settings, 'json', 'XOAUTH2 for the smarthost (Gmail, Microsoft 365): clientId, clientSecret, refreshToken, accessUrl; nodemailer refreshes tokens.'),
+  key('outbound.routes', {}, routeMap, 'json', 'Per recipient domain next hops, like Postfix transport maps: { "example.test": { host, port, tls }, "*": {...} }.'),
+  key('outbound.tlsPolicies', {}, tlsPolicyMap, 'json', 'Per recipient domain TLS level: { "bank.example": verify }.'),
+  key('outbound.tls.level', 'may', check.oneOf(TLS_LEVELS), 'string', 'Default TLS level: none, may (opportunistic), encrypt, verify.'),
+  key('outbound.tls.caFile', '', check.optionalString('a file path'), 'string', 'Extra CAs for the verify level, added to the system CAs.'),
+  key('outbound.dns.servers', [], check.list(check.string('an IP address'), 'resolver addresses'), 'list', 'DNS servers for MX lookups; empty: dns.servers.'),
+  key('outbound.allowPrivateTargets', false, check.boolean(), 'boolean', 'Allow MX targets on loopback or private addresses (internal networks, tests); routes may always name them.'),
   key('log.level', 'info', check.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), 'string', 'Log level.'),
 ];
 

@@ -10,7 +10,7 @@ import { format } from 'node:util';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Config, ListenerName } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
-import type { QueueStore } from '../queue/queue-store.ts';
+import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
 import { formatReply, queuedReply, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
@@ -34,6 +34,8 @@ export interface ListenerDeps {
   connections: ConnectionCounts;
   trustedNetworks: NetworkMatcher;
   logger: Logger;
+  /** Called after a message is committed (the scheduler wakes up). */
+  onQueued?: (queueId: string) => void;
   /** Used for reverse lookups when smtp.reverseLookup is on; the system resolver when absent. */
   resolver?: ReverseResolver;
   now?: () => number;
@@ -101,9 +103,9 @@ export function createListener(deps: ListenerDeps): InboundListener {
     allowInsecureAuth: false,
     disabledCommands: name === 'relay' ? ['AUTH'] : [],
     hideENHANCEDSTATUSCODES: false,
-    // Not before delivery honours them (DSN reports, REQUIRETLS on every hop).
-    hideDSN: true,
-    hideREQUIRETLS: true,
+    // Delivery honours both: DSN reports and parameters passed on (RFC 3461), verified TLS on every hop (RFC 8689).
+    hideDSN: false,
+    hideREQUIRETLS: false,
     disableReverseLookup: !config.smtp.reverseLookup,
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
@@ -184,6 +186,8 @@ export function createListener(deps: ListenerDeps): InboundListener {
           recipients: session.envelope.rcptTo.map((r) => r.address),
           bodyType: session.envelope.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
           smtpUtf8: Boolean(session.envelope.smtpUtf8),
+          requireTls: Boolean(session.envelope.requireTLS),
+          dsn: envelopeDsn(session),
           client: { address: s.ip, helo: session.hostNameAppearsAs, listener: name, authUser: user, tlsVersion: tls ? tls.version : undefined, tlsCipher: tls ? tls.name : undefined },
         },
         received: {
@@ -201,6 +205,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
             { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, tlsVersion: tls?.version, tlsCipher: tls?.name, user },
             'queued',
           );
+          deps.onQueued?.(result.queueId);
           return callback(null, formatReply(queuedReply(result.queueId)));
         }
         s.log.warn({ reason: result.reason, err: result.error }, 'message refused');
@@ -236,6 +241,26 @@ export function createListener(deps: ListenerDeps): InboundListener {
     close() {
       return new Promise((resolve) => server.close(() => resolve()));
     },
+  };
+}
+
+// envelopeDsn - RET/ENVID and each recipient's NOTIFY/ORCPT as smtp-server parsed them (RFC 3461).
+function envelopeDsn(session: SMTPServerSession): StoredEnvelope['dsn'] {
+  const recipients: Record<string, RecipientDsn> = {};
+  for (const r of session.envelope.rcptTo) {
+    const dsn = (r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
+    if (!dsn || (!dsn.notify?.length && !dsn.orcpt)) continue;
+    recipients[r.address] = {
+      ...(dsn.notify?.length ? { notify: dsn.notify.map((n) => n.toUpperCase()) as RecipientDsn['notify'] } : {}),
+      ...(dsn.orcpt ? { orcpt: dsn.orcpt } : {}),
+    };
+  }
+  const envelope = session.envelope as { dsn?: { ret?: string | null; envid?: string | null } };
+  const ret = envelope.dsn?.ret?.toUpperCase();
+  return {
+    ...(ret === 'FULL' || ret === 'HDRS' ? { ret } : {}),
+    ...(envelope.dsn?.envid ? { envid: envelope.dsn.envid } : {}),
+    ...(Object.keys(recipients).length ? { recipients } : {}),
   };
 }
 

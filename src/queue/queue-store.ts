@@ -7,6 +7,7 @@
 // only once message and envelope are durable (fsynced). A draft that is
 // discarded, or never committed because the process died, leaves nothing.
 import type { Readable } from 'node:stream';
+import type { TlsLevel } from '../config/config.ts';
 
 /** How the client reached us: recorded with every message, shown by `queue show`. */
 export interface ClientFacts {
@@ -18,6 +19,14 @@ export interface ClientFacts {
   tlsCipher?: string;
 }
 
+/** DSN parameters of one recipient (RFC 3461 §4). */
+export interface RecipientDsn {
+  /** Absent: the default (FAILURE, and DELAY at our discretion). */
+  notify?: ('NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY')[];
+  /** ORCPT as given, e.g. "rfc822;user@example.com". */
+  orcpt?: string;
+}
+
 /** The SMTP envelope as accepted, plus what the sender asked for. */
 export interface StoredEnvelope {
   /** '' is the null sender (bounces). */
@@ -27,9 +36,71 @@ export interface StoredEnvelope {
   bodyType: '7BIT' | '8BITMIME';
   smtpUtf8: boolean;
   client: ClientFacts;
+  /** REQUIRETLS (RFC 8689): every hop must be verified TLS. Absent: false. */
+  requireTls?: boolean;
+  /** DSN (RFC 3461): RET and ENVID of the message, NOTIFY/ORCPT per recipient address. */
+  dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string; recipients?: Record<string, RecipientDsn> };
 }
 
-export type MessageState = 'queued' | 'held';
+/** held: the operator stopped it; done: every recipient delivered or bounced (body removed). */
+export type MessageState = 'queued' | 'deferred' | 'held' | 'done';
+
+/** Where one recipient stands. */
+export type RecipientState = 'queued' | 'deferred' | 'delivered' | 'bounced';
+
+export type { TlsLevel };
+
+/** One delivery attempt to one host, as `queue show` prints it. */
+export interface AttemptRecord {
+  startedAt: Date;
+  endedAt: Date;
+  /** The next hop's name (MX host, smarthost or route host); absent when no host was reached (DNS failure). */
+  host?: string;
+  ip?: string;
+  port?: number;
+  /** Absent: the session stayed in plaintext. */
+  tls?: { version: string; cipher: string; verified: boolean; verifyError?: string };
+  policy: { level: TlsLevel; source: string };
+  /** The remote reply, or what went wrong locally ("connection refused", "STARTTLS not offered"). */
+  reply: string;
+  outcome: 'delivered' | 'deferred' | 'bounced' | 'partial';
+}
+
+/** The result for one recipient of an attempt. */
+export interface RecipientOutcome {
+  address: string;
+  result: 'delivered' | 'deferred' | 'bounced';
+  /** Remote or local reply, with its code: "550 5.1.1 No such user". */
+  reply: string;
+}
+
+/** A delivery handed to one worker under a lease: one message, one destination domain, its pending recipients. */
+export interface ClaimedDelivery {
+  deliveryId: string;
+  messageId: string;
+  domain: string;
+  mailFrom: string;
+  recipients: { address: string; dsn?: RecipientDsn }[];
+  /** Attempts made before this one. */
+  attempts: number;
+  receivedAt: Date;
+  bodyType: '7BIT' | '8BITMIME';
+  smtpUtf8: boolean;
+  requireTls: boolean;
+  dsn: { ret?: 'FULL' | 'HDRS'; envid?: string };
+  leaseOwner: string;
+}
+
+/** What `queue show` prints. */
+export interface MessageDetails extends QueuedMessageSummary {
+  envelope: StoredEnvelope;
+  recipientStates: { address: string; state: RecipientState; reply?: string; updatedAt?: Date }[];
+  deliveries: { id: string; domain: string; attempts: number; nextAttemptAt?: Date; leasedUntil?: Date }[];
+  attempts: (AttemptRecord & { deliveryId: string; domain: string })[];
+}
+
+/** Which messages a queue verb acts on. */
+export type MessageSelector = { ids: string[] } | { all: true };
 
 /** One line of `postern queue list`. */
 export interface QueuedMessageSummary {
@@ -55,8 +126,35 @@ export interface MessageDraft {
 export interface QueueStore {
   /** beginMessage - start a draft with a fresh queue id. */
   beginMessage(): MessageDraft;
-  /** listMessages - committed messages, oldest first. */
+  /** listMessages - committed messages not yet done, oldest first. */
   listMessages(): Promise<QueuedMessageSummary[]>;
+  /** showMessage - everything known about one message (also after it is done); undefined if unknown. */
+  showMessage(id: string): Promise<MessageDetails | undefined>;
+  /**
+   * claimDue - lease up to `limit` deliveries whose next attempt is due at `now`, whose message is not held and
+   * that no unexpired lease holds; oldest due first. A lease lasts `leaseMs`; when it lapses (a crashed worker)
+   * the delivery is claimable again.
+   */
+  claimDue(options: { now: Date; limit: number; leaseMs: number; owner: string }): Promise<ClaimedDelivery[]>;
+  /**
+   * recordAttempt - store the attempts and per-recipient outcomes of a claimed delivery and end the lease.
+   * Recipients deferred get `nextAttemptAt`; a delivery with no recipient left pending is finished, and a
+   * message whose deliveries are all finished becomes 'done' and its body is removed. Ignored (resolves false)
+   * when the lease is no longer this owner's (it lapsed and someone else claimed it) or the message was deleted.
+   */
+  recordAttempt(claim: { deliveryId: string; owner: string }, result: { attempts: AttemptRecord[]; recipients: RecipientOutcome[]; nextAttemptAt: Date }): Promise<boolean>;
+  /** releaseLease - give a claimed delivery back untouched (graceful stop). */
+  releaseLease(claim: { deliveryId: string; owner: string }): Promise<void>;
+  /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */
+  nextDueAt(): Promise<Date | undefined>;
+  /** holdMessages - stop delivery of messages; returns the ids that changed. */
+  holdMessages(selector: MessageSelector): Promise<string[]>;
+  /** releaseMessages - undo hold; returns the ids that changed. */
+  releaseMessages(selector: MessageSelector): Promise<string[]>;
+  /** retryMessages - make every pending delivery of the messages due at `now` (queue retry / flush). */
+  retryMessages(selector: MessageSelector, now: Date): Promise<string[]>;
+  /** deleteMessages - remove messages, bodies and history; returns the ids removed. */
+  deleteMessages(selector: MessageSelector): Promise<string[]>;
   /** readBody - the stored bytes of a committed message; the stream errors if the id is unknown. */
   readBody(id: string): Readable;
   /** close - release files and handles; drafts not committed are discarded. */

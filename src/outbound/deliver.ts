@@ -1,0 +1,166 @@
+// One delivery attempt: a claimed delivery (one message, one destination
+// domain) to its next hop. Decides the route and TLS level, finds the hosts
+// (smarthost, route host, or MX in priority order with every MX tried
+// before deferring), opens a session under the level, and sends the
+// recipients in transactions. Returns an outcome per recipient plus one
+// attempt record per host tried, with the TLS facts of each session.
+// Fails: never throws; DNS and network trouble become deferrals (4.x.x),
+// null MX / nonexistent domains / refused recipients become bounces (5.x.x).
+import { isIP } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { OutboundConfig } from '../config/config.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/queue-store.ts';
+import { classifyReply } from './classify.ts';
+import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
+import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
+import { openSession, type OutboundSession, type SessionSettings, type SessionTarget } from './smtp-session.ts';
+
+export interface DeliveryOutcome {
+  attempts: AttemptRecord[];
+  recipients: RecipientOutcome[];
+  /** Whether the host that took the message offered DSN (RFC 3461 §6.2: else we report "relayed" ourselves). */
+  nextHopOffersDsn: boolean;
+}
+
+export interface DeliverDeps {
+  outbound: OutboundConfig;
+  heloName: string;
+  resolver: DnsResolver;
+  extraCa: string[];
+  /** Smarthost credentials, resolved at start (passFile read, OAuth2 assembled). */
+  relayhostAuth?: SessionSettings['auth'];
+  readBody(messageId: string): Readable;
+  logger: Logger;
+  now(): Date;
+}
+
+type Targets = { ok: true; targets: SessionTarget[] } | { ok: false; reply: string };
+
+/** deliver - one attempt for a claimed delivery. */
+export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promise<DeliveryOutcome> {
+  const nextHop = decideNextHop(claim.domain, deps.outbound);
+  const policy = decideTlsLevel({ requireTls: claim.requireTls, domain: claim.domain, nextHop, outbound: deps.outbound });
+  const log = deps.logger.child({ queueId: claim.messageId, domain: claim.domain, delivery: claim.deliveryId });
+  const attempts: AttemptRecord[] = [];
+  const startedAt = deps.now();
+  const found = await findTargets(nextHop, deps);
+  if (!found.ok) {
+    attempts.push({ startedAt, endedAt: deps.now(), policy: policyRecord(policy), reply: found.reply, outcome: classifyReply(found.reply) });
+    log.info({ reply: found.reply }, 'no next hop');
+    return { attempts, recipients: everyone(claim, found.reply), nextHopOffersDsn: false };
+  }
+  let lastReply = '4.4.1 no host tried';
+  for (const target of found.targets) {
+    const attemptStart = deps.now();
+    const opened = await openSession(target, {
+      level: policy.level,
+      heloName: deps.heloName,
+      extraCa: deps.extraCa,
+      connectTimeoutMs: deps.outbound.connectTimeout * 1000,
+      socketTimeoutMs: deps.outbound.socketTimeout * 1000,
+      auth: nextHop.kind === 'relayhost' ? deps.relayhostAuth : undefined,
+      logger: log,
+    });
+    const where = { host: target.host, ip: target.ip, port: target.port };
+    if (!opened.ok) {
+      lastReply = opened.reply;
+      attempts.push({ startedAt: attemptStart, endedAt: deps.now(), ...where, ...(opened.tls ? { tls: opened.tls } : {}), policy: policyRecord(policy), reply: opened.reply, outcome: 'deferred' });
+      log.info({ ...where, reply: opened.reply, tlsLevel: policy.level }, 'next hop not usable, trying the next one');
+      continue;
+    }
+    const recipients = await sendAll(opened.session, claim, deps);
+    opened.session.close();
+    const results = new Set(recipients.map((r) => r.result));
+    attempts.push({
+      startedAt: attemptStart,
+      endedAt: deps.now(),
+      ...where,
+      ...(opened.session.tls ? { tls: opened.session.tls } : {}),
+      policy: policyRecord(policy),
+      reply: recipients.map((r) => r.reply).find((r) => r) ?? '',
+      outcome: results.size === 1 ? [...results][0]! : 'partial',
+    });
+    log.info({ ...where, tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
+    return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN') };
+  }
+  // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).
+  return { attempts, recipients: everyone(claim, lastReply.startsWith('5') ? `4${lastReply.slice(1)}` : lastReply), nextHopOffersDsn: false };
+}
+
+function policyRecord(policy: TlsDecision): AttemptRecord['policy'] {
+  return { level: policy.level, source: policy.source };
+}
+
+function everyone(claim: ClaimedDelivery, reply: string): RecipientOutcome[] {
+  return claim.recipients.map((r) => ({ address: r.address, result: classifyReply(reply), reply }));
+}
+
+async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets> {
+  if (nextHop.kind !== 'mx') {
+    // A configured host may be private or loopback: the operator named it.
+    const addresses = await addressesOf(nextHop.host, deps);
+    if (!addresses.ok) return addresses;
+    return { ok: true, targets: addresses.addresses.map((ip) => ({ host: nextHop.host, ip, port: nextHop.port, secure: nextHop.secure })) };
+  }
+  const mx = await lookupMx(nextHop.domain, deps.resolver);
+  if (mx.kind === 'null-mx') return { ok: false, reply: '556 5.1.10 Recipient domain accepts no mail (null MX, RFC 7505)' };
+  if (mx.kind === 'no-such-domain') return { ok: false, reply: `550 5.1.2 Host or domain name not found: ${nextHop.domain}` };
+  if (mx.kind === 'temporary') return { ok: false, reply: `451 4.4.3 DNS lookup for ${nextHop.domain} failed: ${mx.reason}` };
+  const targets: SessionTarget[] = [];
+  let refused = 0;
+  let lastProblem = '';
+  for (const host of mx.hosts) {
+    const addresses = await addressesOf(host.name, deps);
+    if (!addresses.ok) {
+      lastProblem = addresses.reply;
+      continue;
+    }
+    for (const ip of addresses.addresses) {
+      // An MX pointing into our own networks is not followed (SSRF): only a route may name such hosts.
+      if (!deps.outbound.allowPrivateTargets && !isPublicAddress(ip)) refused++;
+      else targets.push({ host: host.name, ip, port: nextHop.port, secure: false });
+    }
+  }
+  if (targets.length > 0) return { ok: true, targets };
+  if (refused > 0) return { ok: false, reply: `451 4.4.4 every MX of ${nextHop.domain} has a loopback or private address; refused (set a route or outbound.allowPrivateTargets)` };
+  return { ok: false, reply: lastProblem || `451 4.4.4 no address for any MX of ${nextHop.domain}` };
+}
+
+async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true; addresses: string[] } | { ok: false; reply: string }> {
+  if (isIP(host)) return { ok: true, addresses: [host] };
+  const found = await lookupAddresses(host, deps.resolver);
+  if (found.kind === 'addresses') return { ok: true, addresses: found.addresses };
+  if (found.kind === 'temporary') return { ok: false, reply: `451 4.4.3 DNS lookup for ${host} failed: ${found.reason}` };
+  return { ok: false, reply: `451 4.4.4 no address for ${host}` };
+}
+
+// sendAll - the recipients in transactions: same DSN parameters together (nodemailer's DSN is per envelope), at most recipientsPerTransaction each.
+async function sendAll(session: OutboundSession, claim: ClaimedDelivery, deps: DeliverDeps): Promise<RecipientOutcome[]> {
+  if (claim.bodyType === '8BITMIME' && !session.extensions.includes('8BITMIME')) {
+    // RFC 6152 §3: without 8BITMIME at the next hop we would have to convert; Postern does not (see README).
+    return everyone(claim, '554 5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
+  }
+  if (claim.requireTls && !session.extensions.includes('REQUIRETLS')) {
+    return everyone(claim, '550 5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
+  }
+  const groups = new Map<string, ClaimedDelivery['recipients']>();
+  for (const r of claim.recipients) {
+    const key = JSON.stringify(r.dsn ?? {});
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const outcomes: RecipientOutcome[] = [];
+  for (const group of groups.values()) {
+    for (let i = 0; i < group.length; i += deps.outbound.recipientsPerTransaction) {
+      const batch = group.slice(i, i + deps.outbound.recipientsPerTransaction);
+      const body = deps.readBody(claim.messageId);
+      try {
+        const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType: claim.bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn });
+        for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
+      } finally {
+        body.destroy();
+      }
+    }
+  }
+  return outcomes;
+}

@@ -1,0 +1,57 @@
+// Routing: where mail for a recipient domain goes next, and at what TLS
+// level. Pure: config in, decision out. Order as Postfix: a relayhost
+// (smarthost) takes everything; otherwise a per-domain route (transport
+// map, "*" as catch-all); otherwise the domain's MX records.
+// TLS level, in order (DESIGN.md): the message (REQUIRETLS forces verify),
+// the per-domain policy map, the route's (or smarthost's) setting, the
+// global default.
+import type { OutboundConfig, TlsLevel } from '../config/config.ts';
+
+export type NextHop =
+  | { kind: 'relayhost'; host: string; port: number; secure: boolean }
+  | { kind: 'route'; host: string; port: number; secure: boolean; routeName: string }
+  | { kind: 'mx'; domain: string; port: number };
+
+export interface TlsDecision {
+  level: TlsLevel;
+  /** Where the level came from, shown by `queue show`. */
+  source: string;
+}
+
+/** decideNextHop - smarthost, route, or MX for a recipient domain. */
+export function decideNextHop(domain: string, outbound: Pick<OutboundConfig, 'relayhost' | 'routes' | 'port'>): NextHop {
+  if (outbound.relayhost.host) return { kind: 'relayhost', host: outbound.relayhost.host, port: outbound.relayhost.port, secure: outbound.relayhost.secure };
+  const routeName = findRoute(domain, outbound.routes);
+  if (routeName !== undefined) {
+    const route = outbound.routes[routeName]!;
+    return { kind: 'route', host: route.host, port: route.port ?? 25, secure: route.secure ?? false, routeName };
+  }
+  return { kind: 'mx', domain, port: outbound.port };
+}
+
+/** findRoute - the routes key for a domain: exact, then parent domains as ".example.com"-style suffixes, then "*". */
+function findRoute(domain: string, routes: OutboundConfig['routes']): string | undefined {
+  const d = domain.toLowerCase();
+  if (d in routes) return d;
+  const labels = d.split('.');
+  for (let i = 1; i < labels.length; i++) {
+    const parent = '*.' + labels.slice(i).join('.');
+    if (parent in routes) return parent;
+  }
+  return '*' in routes ? '*' : undefined;
+}
+
+/** decideTlsLevel - the level for one delivery and where it came from. */
+export function decideTlsLevel(facts: { requireTls: boolean; domain: string; nextHop: NextHop; outbound: Pick<OutboundConfig, 'tlsPolicies' | 'routes' | 'relayhost' | 'tls'> }): TlsDecision {
+  const { outbound, nextHop } = facts;
+  // RFC 8689 §4.2: a REQUIRETLS message goes only over verified TLS.
+  if (facts.requireTls) return { level: 'verify', source: 'REQUIRETLS' };
+  const policy = outbound.tlsPolicies[facts.domain.toLowerCase()];
+  if (policy) return { level: policy, source: `outbound.tlsPolicies["${facts.domain.toLowerCase()}"]` };
+  if (nextHop.kind === 'relayhost') return { level: outbound.relayhost.tls, source: 'outbound.relayhost.tls' };
+  if (nextHop.kind === 'route') {
+    const level = outbound.routes[nextHop.routeName]?.tls;
+    if (level) return { level, source: `outbound.routes["${nextHop.routeName}"].tls` };
+  }
+  return { level: outbound.tls.level, source: 'outbound.tls.level' };
+}

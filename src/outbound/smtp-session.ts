@@ -1,0 +1,195 @@
+// One SMTP client session to one address of a next hop, under a TLS level,
+// on nodemailer's SMTPConnection (LIBRARIES.md: per-recipient results, TLS
+// facts from the socket). What each level does (DESIGN.md's table):
+//   none    - never STARTTLS;
+//   may     - STARTTLS when offered, certificate not checked; a failed
+//             handshake makes us reconnect once in plaintext (logged);
+//   encrypt - STARTTLS must be offered and succeed, else we fail (4.7.x),
+//             never plaintext;
+//   verify  - as encrypt, and the chain must verify and the name match the
+//             next hop's host name; checked after the handshake and before
+//             MAIL FROM, so nothing of the message reaches an unverified host.
+// Fails: openSession never throws; it returns why it could not open.
+import { rootCertificates, type TLSSocket } from 'node:tls';
+import type { Readable } from 'node:stream';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { TlsLevel } from '../config/config.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { AttemptRecord, RecipientDsn } from '../queue/queue-store.ts';
+
+export type TlsFacts = NonNullable<AttemptRecord['tls']>;
+
+export interface SessionTarget {
+  /** Name of the next hop: SNI, certificate name check, records. */
+  host: string;
+  ip: string;
+  port: number;
+  /** Implicit TLS (port 465). */
+  secure: boolean;
+}
+
+export interface SessionSettings {
+  level: TlsLevel;
+  heloName: string;
+  /** Extra CA certificates (PEM) trusted for verify, on top of the system's. */
+  extraCa: string[];
+  connectTimeoutMs: number;
+  socketTimeoutMs: number;
+  auth?: SMTPConnection.AuthenticationType;
+  logger: Logger;
+}
+
+export type OpenResult =
+  | { ok: true; session: OutboundSession }
+  | { ok: false; reply: string; tls?: TlsFacts; permanent: boolean };
+
+export interface TransactionRequest {
+  mailFrom: string;
+  recipients: { address: string; dsn?: RecipientDsn }[];
+  body: Readable;
+  bodyType: '7BIT' | '8BITMIME';
+  smtpUtf8: boolean;
+  requireTls: boolean;
+  dsn: { ret?: 'FULL' | 'HDRS'; envid?: string };
+}
+
+export interface TransactionResult {
+  /** Per recipient: the reply to RCPT (refused) or to DATA (accepted ones). */
+  recipients: { address: string; code: number; reply: string }[];
+}
+
+export interface OutboundSession {
+  readonly tls?: TlsFacts;
+  readonly extensions: readonly string[];
+  send(request: TransactionRequest): Promise<TransactionResult>;
+  close(): void;
+}
+
+type ConnectionInternals = { _socket?: TLSSocket | null; _supportedExtensions?: string[] };
+type SmtpError = Error & { code?: string; response?: string; responseCode?: number; command?: string; rejectedErrors?: SmtpError[]; recipient?: string };
+
+/** openSession - connect, EHLO, STARTTLS per the level, AUTH if configured; never throws. */
+export async function openSession(target: SessionTarget, settings: SessionSettings): Promise<OpenResult> {
+  const first = await connect(target, settings, settings.level === 'none');
+  if (first.ok || settings.level !== 'may' || !first.handshakeFailed) return finish(first, target, settings);
+  // Opportunistic TLS: the same host again, in plaintext (Postfix does the same, and logs it).
+  settings.logger.warn({ host: target.host, ip: target.ip, reason: first.reply }, 'TLS handshake failed; retrying in plaintext (tls level may)');
+  return finish(await connect(target, settings, true), target, settings);
+}
+
+type Connected = { ok: true; connection: SMTPConnection; tls?: TlsFacts } | { ok: false; reply: string; handshakeFailed: boolean; permanent: boolean };
+
+function connect(target: SessionTarget, settings: SessionSettings, plaintext: boolean): Promise<Connected> {
+  const mustEncrypt = settings.level === 'encrypt' || settings.level === 'verify';
+  const connection = new SMTPConnection({
+    host: target.ip,
+    port: target.port,
+    secure: target.secure,
+    servername: target.host,
+    name: settings.heloName,
+    ignoreTLS: plaintext,
+    requireTLS: mustEncrypt,
+    opportunisticTLS: settings.level === 'may',
+    connectionTimeout: settings.connectTimeoutMs,
+    greetingTimeout: settings.connectTimeoutMs,
+    socketTimeout: settings.socketTimeoutMs,
+    allowInternalNetworkInterfaces: true,
+    logger: false,
+    // Verification is decided by us after the handshake, so every level records the same facts.
+    tls: { rejectUnauthorized: false, servername: target.host, minVersion: 'TLSv1.2', ca: [...rootCertificates, ...settings.extraCa] },
+  });
+  return new Promise((resolve) => {
+    let settled = false;
+    const fail = (err: SmtpError) => {
+      if (settled) return;
+      settled = true;
+      connection.close();
+      const handshakeFailed = err.code === 'ETLS' && /Error initiating TLS/.test(err.message);
+      const code = err.responseCode ?? 0;
+      resolve({ ok: false, reply: describeError(err), handshakeFailed, permanent: code >= 500 && err.command === 'CONN' });
+    };
+    connection.once('error', fail);
+    connection.connect(() => {
+      if (settled) return;
+      const socket = (connection as unknown as ConnectionInternals)._socket;
+      const tls = connection.secure && socket && typeof socket.getProtocol === 'function' ? tlsFacts(socket) : undefined;
+      if (!settings.auth) {
+        settled = true;
+        return resolve({ ok: true, connection, tls });
+      }
+      if (!tls) return fail(Object.assign(new Error('refusing to send credentials without TLS'), { code: 'ETLS' }));
+      connection.login(settings.auth, (err) => {
+        if (err) return fail(err);
+        settled = true;
+        resolve({ ok: true, connection, tls });
+      });
+    });
+  });
+}
+
+function finish(connected: Connected, target: SessionTarget, settings: SessionSettings): OpenResult {
+  if (!connected.ok) {
+    const tlsProblem = /TLS|STARTTLS/.test(connected.reply) && (settings.level === 'encrypt' || settings.level === 'verify');
+    // RFC 3463 4.7.x: a security policy we could not meet here; another host or a later try may do better.
+    return { ok: false, reply: tlsProblem ? `4.7.5 ${connected.reply}` : connected.reply, permanent: connected.permanent };
+  }
+  const { connection, tls } = connected;
+  if ((settings.level === 'encrypt' || settings.level === 'verify') && !tls) {
+    connection.close();
+    return { ok: false, reply: '4.7.5 TLS required but the session is not encrypted', permanent: false };
+  }
+  if (settings.level === 'verify' && tls && !tls.verified) {
+    connection.close();
+    return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, tls, permanent: false };
+  }
+  return { ok: true, session: wrap(connection, tls) };
+}
+
+function tlsFacts(socket: TLSSocket): TlsFacts {
+  const cipher = socket.getCipher();
+  const error = socket.authorizationError;
+  return {
+    version: socket.getProtocol() ?? 'unknown',
+    cipher: cipher.standardName || cipher.name,
+    verified: socket.authorized,
+    ...(socket.authorized ? {} : { verifyError: error instanceof Error ? error.message : String(error ?? 'not verified') }),
+  };
+}
+
+function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSession {
+  const extensions = [...((connection as unknown as ConnectionInternals)._supportedExtensions ?? [])];
+  return {
+    tls,
+    extensions,
+    send(request) {
+      return new Promise((resolve) => {
+        const notify = request.recipients[0]?.dsn?.notify;
+        const orcpt = request.recipients[0]?.dsn?.orcpt;
+        const envelope: SMTPConnection.Envelope = {
+          from: request.mailFrom,
+          to: request.recipients.map((r) => r.address),
+          use8BitMime: request.bodyType === '8BITMIME',
+          requireTLSExtensionEnabled: request.requireTls,
+          ...(request.dsn.ret || request.dsn.envid || notify || orcpt ? { dsn: { ret: request.dsn.ret, envid: request.dsn.envid, notify, orcpt } } : {}),
+        };
+        connection.send(envelope, request.body, (err, info) => {
+          const byAddress = new Map<string, { code: number; reply: string }>();
+          const rejected = (err as SmtpError | null)?.rejectedErrors ?? (info?.rejectedErrors as SmtpError[] | undefined) ?? [];
+          for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: r.response ?? describeError(r) });
+          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err as SmtpError) } : { code: 250, reply: info?.response ?? '250 ok' };
+          resolve({ recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
+        });
+      });
+    },
+    close() {
+      connection.quit();
+    },
+  };
+}
+
+/** describeError - the remote reply when there is one, else what failed locally. */
+function describeError(err: SmtpError): string {
+  if (err.response && /^\d{3}/.test(err.response)) return err.response.replace(/\r?\n/g, ' ');
+  const detail = err.code ? `${err.code}: ${err.message}` : err.message;
+  return `4.4.1 ${detail}`.replace(/\r?\n/g, ' ');
+}

@@ -1,0 +1,217 @@
+// The scheduler: claims due deliveries under a lease, runs them through the
+// courier (outbound, injected by the composition root: the queue does not
+// import outbound), and records each result with the next attempt time
+// (backoff.ts). Recipients that bounced, or whose message outlived
+// outbound.retry.lifetime, get an RFC 3464 report to the envelope sender,
+// itself queued and delivered like any other message; never a report for
+// a message from the null sender (RFC 5321 §4.5.5).
+// Concurrency: at most `concurrency` deliveries at once, `perDestination`
+// per recipient domain; a claim over the per-domain limit is handed back.
+// Fails: a courier that throws, or a store error, is logged and the
+// delivery's lease simply lapses, so it is tried again later (never lost).
+import { Readable } from 'node:stream';
+import type { Logger } from '../observability/logger.ts';
+import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
+import { nextAttemptAt, type RetrySettings } from './backoff.ts';
+import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
+
+/** What the scheduler needs from outbound: one attempt for one claimed delivery. */
+export type Courier = (claim: ClaimedDelivery) => Promise<{ attempts: AttemptRecord[]; recipients: RecipientOutcome[]; nextHopOffersDsn: boolean }>;
+
+export interface SchedulerOptions {
+  store: QueueStore;
+  courier: Courier;
+  owner: string;
+  hostname: string;
+  concurrency: number;
+  perDestination: number;
+  leaseMs: number;
+  retry: RetrySettings;
+  /** Longest sleep between looks at the queue (other nodes may add work). */
+  pollMs: number;
+  now(): Date;
+  random?: () => number;
+  logger: Logger;
+}
+
+export interface Scheduler {
+  /** start - begin the loop. */
+  start(): void;
+  /** wake - look at the queue now (a message was just queued, or an operator asked for a retry). */
+  wake(): void;
+  /** runDue - claim and finish everything due now, then resolve with how many deliveries ran (tests, `queue flush`). */
+  runDue(): Promise<number>;
+  /** stop - claim nothing more, let deliveries in flight finish. */
+  stop(): Promise<void>;
+}
+
+/** createScheduler - a scheduler over a store and a courier. */
+export function createScheduler(options: SchedulerOptions): Scheduler {
+  const { store, logger } = options;
+  const inFlight = new Map<string, Promise<void>>();
+  const perDomain = new Map<string, number>();
+  let running = false;
+  let timer: NodeJS.Timeout | undefined;
+  let looking: Promise<number> | undefined;
+
+  async function claimAndRun(): Promise<number> {
+    const free = options.concurrency - inFlight.size;
+    if (free <= 0) return 0;
+    const claims = await store.claimDue({ now: options.now(), limit: free, leaseMs: options.leaseMs, owner: options.owner });
+    let started = 0;
+    for (const claim of claims) {
+      const busy = perDomain.get(claim.domain) ?? 0;
+      if (busy >= options.perDestination) {
+        await store.releaseLease({ deliveryId: claim.deliveryId, owner: options.owner });
+        continue;
+      }
+      perDomain.set(claim.domain, busy + 1);
+      const task = runOne(claim).finally(() => {
+        inFlight.delete(claim.deliveryId);
+        perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 1) - 1);
+        if (running) schedule(0);
+      });
+      inFlight.set(claim.deliveryId, task);
+      started++;
+    }
+    return started;
+  }
+
+  async function runOne(claim: ClaimedDelivery): Promise<void> {
+    const log = logger.child({ queueId: claim.messageId, delivery: claim.deliveryId, domain: claim.domain });
+    try {
+      const outcome = await options.courier(claim);
+      const now = options.now();
+      const next = nextAttemptAt({ attempts: claim.attempts + 1, receivedAt: claim.receivedAt, now, retry: options.retry, random: options.random });
+      // Past the lifetime, a deferral becomes a bounce (Postfix: "delivery temporarily suspended" → expired).
+      const recipients = outcome.recipients.map((r): RecipientOutcome =>
+        r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${Math.round(options.retry.lifetime / 3600)} hours in the queue)` } : r,
+      );
+      await sendReports(claim, recipients, outcome, now, log);
+      const recorded = await store.recordAttempt({ deliveryId: claim.deliveryId, owner: options.owner }, { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now });
+      log.info({ recorded, results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
+    } catch (err) {
+      log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
+    }
+  }
+
+  async function sendReports(claim: ClaimedDelivery, recipients: RecipientOutcome[], outcome: Awaited<ReturnType<Courier>>, now: Date, log: Logger): Promise<void> {
+    if (claim.mailFrom === '') return;
+    const lastAttempt = outcome.attempts.at(-1);
+    type Candidate = { address: string; dsn?: RecipientDsn; action: DsnRecipient['action']; reply: string };
+    const candidates = recipients.flatMap((r): Candidate[] => {
+      const dsn = claim.recipients.find((c) => c.address === r.address)?.dsn;
+      if (r.result === 'bounced') return [{ address: r.address, dsn, action: 'failed', reply: r.reply }];
+      // RFC 3461 §6.2.3.1: a next hop without DSN cannot report success, so we say "relayed".
+      if (r.result === 'delivered' && !outcome.nextHopOffersDsn) return [{ address: r.address, dsn, action: 'relayed', reply: r.reply }];
+      return [];
+    });
+    const notify = recipientsToNotify(candidates);
+    if (notify.length === 0) return;
+    const dsnRecipients: DsnRecipient[] = notify.map((r) => ({
+      address: r.address,
+      action: r.action,
+      status: statusFromReply(r.reply, r.action === 'failed' ? '5.0.0' : '2.0.0'),
+      diagnostic: r.reply,
+      ...(lastAttempt?.host ? { remoteMta: lastAttempt.host } : {}),
+      ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
+      lastAttemptAt: now,
+    }));
+    const report = buildDsn({
+      queueId: claim.messageId,
+      reportingMta: options.hostname,
+      arrivalDate: claim.receivedAt,
+      now,
+      envelopeFrom: claim.mailFrom,
+      envid: claim.dsn.envid,
+      ret: claim.dsn.ret,
+      recipients: dsnRecipients,
+      originalHeaders: await readHeaderBlock(store, claim.messageId),
+      messageIdDomain: options.hostname,
+    });
+    const draft = store.beginMessage();
+    try {
+      await draft.writeBody(Readable.from([report.content]));
+      await draft.commit({
+        mailFrom: '',
+        recipients: report.recipients,
+        bodyType: report.bodyType,
+        smtpUtf8: false,
+        // A report originates here; it is recorded as if submitted locally.
+        client: { address: '127.0.0.1', helo: options.hostname, listener: 'relay' },
+      });
+      log.info({ report: draft.id, to: claim.mailFrom, recipients: dsnRecipients.map((r) => `${r.address}: ${r.action}`) }, 'delivery status notification queued');
+    } catch (err) {
+      await draft.discard();
+      throw err;
+    }
+  }
+
+  function schedule(delayMs: number): void {
+    if (!running) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => void look(), delayMs);
+  }
+
+  async function look(): Promise<void> {
+    if (looking) return;
+    looking = claimAndRun();
+    try {
+      await looking;
+      const due = await store.nextDueAt();
+      const wait = due ? Math.max(0, due.getTime() - options.now().getTime()) : options.pollMs;
+      schedule(Math.min(wait, options.pollMs));
+    } catch (err) {
+      logger.error({ err }, 'scheduler could not read the queue');
+      schedule(options.pollMs);
+    } finally {
+      looking = undefined;
+    }
+  }
+
+  return {
+    start() {
+      running = true;
+      schedule(0);
+    },
+    wake() {
+      schedule(0);
+    },
+    async runDue() {
+      let total = 0;
+      for (;;) {
+        const started = await claimAndRun();
+        total += started;
+        if (inFlight.size === 0) return total;
+        await Promise.race(inFlight.values());
+      }
+    },
+    async stop() {
+      running = false;
+      clearTimeout(timer);
+      await looking;
+      await Promise.all(inFlight.values());
+    },
+  };
+}
+
+// readHeaderBlock - the original message's header block, for the report's text/rfc822-headers part.
+async function readHeaderBlock(store: QueueStore, id: string): Promise<Buffer> {
+  const limit = 256 * 1024;
+  const parts: Buffer[] = [];
+  let size = 0;
+  const stream = store.readBody(id);
+  try {
+    for await (const chunk of stream) {
+      parts.push(chunk as Buffer);
+      size += (chunk as Buffer).length;
+      const joined = Buffer.concat(parts);
+      const end = joined.indexOf('\r\n\r\n');
+      if (end !== -1) return joined.subarray(0, end + 2);
+      if (size >= limit) return joined.subarray(0, limit);
+    }
+    return Buffer.concat(parts);
+  } finally {
+    stream.destroy();
+  }
+}
