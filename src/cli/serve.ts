@@ -35,7 +35,12 @@ const DEFAULT_CERT = CONFIG_KEYS.find((k) => k.path === 'tls.cert')!.default;
 const DEFAULT_KEY = CONFIG_KEYS.find((k) => k.path === 'tls.key')!.default;
 
 /** startRelay - everything up and listening; stop() closes it in reverse order. */
-export async function startRelay(config: Config, logger: Logger): Promise<RunningRelay & { caFile?: string; fingerprint: string; scheduler?: Scheduler }> {
+export interface RelayOptions {
+  /** The clock the scheduler uses (tests move it forward instead of waiting). */
+  now?: () => Date;
+}
+
+export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay & { caFile?: string; fingerprint: string; scheduler?: Scheduler }> {
   await installExactReplies();
   const caFile = await prepareCertificates(config, logger);
   const store = await openQueueStore(config, { logger, removeOrphans: true });
@@ -43,7 +48,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
     { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
     logger,
   );
-  const scheduler = config.outbound.enabled ? createDeliveryScheduler(config, store, logger) : undefined;
+  const scheduler = config.outbound.enabled ? createDeliveryScheduler(config, store, logger, options.now ?? (() => new Date())) : undefined;
   const shared = {
     onQueued: scheduler ? () => scheduler.wake() : undefined,
     config,
@@ -89,11 +94,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Runnin
 }
 
 /** createDeliveryScheduler - the outbound side: resolver, courier and scheduler over the queue. */
-function createDeliveryScheduler(config: Config, store: QueueStore, logger: Logger): Scheduler {
+function createDeliveryScheduler(config: Config, store: QueueStore, logger: Logger, now: () => Date): Scheduler {
   const outbound = config.outbound;
   const resolver = createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 });
   const extraCa = outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [];
-  const now = () => new Date();
   return createScheduler({
     store,
     courier: (claim) => deliver(claim, { outbound, heloName: outbound.heloName || config.hostname, resolver, extraCa, relayhostAuth: relayhostAuth(config), readBody: (id) => store.readBody(id), logger, now }),

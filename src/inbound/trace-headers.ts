@@ -7,6 +7,7 @@
 //    §8.2-8.3); never on the relay port, where mail is in transit.
 // HeaderPrepender buffers only the header block (bounded), then streams.
 import { Transform, type TransformCallback } from 'node:stream';
+import { formatRfc5322Date } from '../smtp/rfc5322-date.ts';
 
 export interface ReceivedFacts {
   helo: string;
@@ -23,11 +24,6 @@ export interface ReceivedFacts {
   date: Date;
 }
 
-/** formatRfc5322Date - "Sun, 29 Nov 2026 01:17:33 +0000". */
-export function formatRfc5322Date(date: Date): string {
-  const [weekday, day, month, year, time] = date.toUTCString().replace(',', '').split(' ');
-  return `${weekday}, ${day} ${month} ${year} ${time} +0000`;
-}
 
 // Printable ASCII without the comment delimiters, so a HELO can not break the header's structure.
 function clean(value: string): string {

@@ -15,6 +15,7 @@
 // server says can break the report: diagnostics, host names and addresses are
 // made single-line 7-bit ASCII and folded below 998 octets. The other two
 // functions do not throw.
+import { formatRfc5322Date } from '../smtp/rfc5322-date.ts';
 import type { RecipientDsn } from './queue-store.ts';
 
 /** One recipient the report is about. */
@@ -120,12 +121,6 @@ function kindOf(action: DsnRecipient['action']): ReportKind {
   return action === 'delayed' ? 'delay' : 'success';
 }
 
-/** formatDate - RFC 5322 §3.3 date in UTC; the same format as inbound's trace headers, not imported so queue/ does not depend on inbound/. */
-function formatDate(date: Date): string {
-  const [weekday, day, month, year, time] = date.toUTCString().replace(',', '').split(' ');
-  return `${weekday}, ${day} ${month} ${year} ${time} +0000`;
-}
-
 /** toAscii - one line of printable ASCII: line breaks become spaces, anything else outside 0x20-0x7e becomes '?'. */
 function toAscii(value: string): string {
   // Why '?' and not RFC 6533 utf-8 address types: a 7-bit report reaches every mailbox; the original is in part 3.
@@ -206,7 +201,7 @@ function deliveryStatus(request: DsnRequest): string {
   // An extension field (RFC 3464 §2.4 "X-"), as Postfix's X-Postfix-Queue-ID: what the operator greps for.
   out += field('X-Postern-Queue-ID', toAscii(request.queueId));
   if (request.envid !== undefined) out += field('Original-Envelope-Id', toAscii(request.envid));
-  out += field('Arrival-Date', formatDate(request.arrivalDate));
+  out += field('Arrival-Date', formatRfc5322Date(request.arrivalDate));
   for (const r of request.recipients) {
     out += CRLF;
     // RFC 3464 §2.3.1: Original-Recipient carries the ORCPT the client gave, address type included.
@@ -217,8 +212,8 @@ function deliveryStatus(request: DsnRequest): string {
     if (r.remoteMta !== undefined) out += field('Remote-MTA', `dns; ${toAscii(r.remoteMta)}`);
     const diagnostic = diagnosticOf(r);
     if (diagnostic !== undefined) out += field('Diagnostic-Code', `smtp; ${diagnostic}`);
-    if (r.lastAttemptAt !== undefined) out += field('Last-Attempt-Date', formatDate(r.lastAttemptAt));
-    if (r.action === 'delayed' && r.willRetryUntil !== undefined) out += field('Will-Retry-Until', formatDate(r.willRetryUntil));
+    if (r.lastAttemptAt !== undefined) out += field('Last-Attempt-Date', formatRfc5322Date(r.lastAttemptAt));
+    if (r.action === 'delayed' && r.willRetryUntil !== undefined) out += field('Will-Retry-Until', formatRfc5322Date(r.willRetryUntil));
   }
   return out;
 }
@@ -268,7 +263,7 @@ export function buildDsn(request: DsnRequest): BuiltDsn {
     `From: Mail Delivery System <MAILER-DAEMON@${toAscii(request.reportingMta)}>`,
     `To: <${toAscii(request.envelopeFrom)}>`,
     `Subject: ${SUBJECTS[kind]}`,
-    `Date: ${formatDate(now)}`,
+    `Date: ${formatRfc5322Date(now)}`,
     `Message-ID: <${toAscii(request.queueId)}.dsn.${now.getTime()}@${toAscii(request.messageIdDomain)}>`,
     // RFC 3834 §5: marks the report as automatic, so responders do not answer it.
     'Auto-Submitted: auto-replied',

@@ -10,12 +10,15 @@ import type { Config, ListenerName } from '../../src/config/config.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { UserStore } from '../../src/inbound/user-store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import { startRelay } from '../../src/cli/serve.ts';
+import { startRelay, type RelayOptions } from '../../src/cli/serve.ts';
+import type { Scheduler } from '../../src/queue/scheduler.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import type { QueuedMessageSummary } from '../../src/queue/queue-store.ts';
 import { generateCertificateAuthority, issueServerCertificate, type PemCredentials } from '../../src/tls/dev-certs.ts';
 
 export interface TestRelay {
+  /** The relay's scheduler (absent with outbound.enabled false). */
+  scheduler?: Scheduler;
   dir: string;
   config: Config;
   ca: PemCredentials;
@@ -45,6 +48,8 @@ export async function writeTestConfig(extra: Record<string, unknown> = {}): Prom
       queue: { path: join(dir, 'data', 'queue.db') },
       relay: { users: join(dir, 'data', 'users.json') },
       smtp: { reverseLookup: false },
+      // No test delivers anywhere unless it configures a route or DNS on loopback; nothing leaves 127.0.0.1.
+      outbound: { enabled: false },
     },
     extra,
   );
@@ -54,7 +59,7 @@ export async function writeTestConfig(extra: Record<string, unknown> = {}): Prom
 }
 
 /** startTestRelay - a running relay in this process. */
-export async function startTestRelay(extra: Record<string, unknown> = {}): Promise<TestRelay> {
+export async function startTestRelay(extra: Record<string, unknown> = {}, options: RelayOptions = {}): Promise<TestRelay> {
   const { dir, file, ca } = await writeTestConfig(extra);
   const { config } = loadConfig({ file, env: {} });
   const logs: Record<string, unknown>[] = [];
@@ -64,9 +69,10 @@ export async function startTestRelay(extra: Record<string, unknown> = {}): Promi
       done();
     },
   });
-  const relay = await startRelay(config, createLogger({ level: 'debug', destination }));
+  const relay = await startRelay(config, createLogger({ level: 'debug', destination }), options);
   const ports = Object.fromEntries(relay.listeners.map((l) => [l.name, l.port])) as Record<ListenerName, number>;
   return {
+    scheduler: relay.scheduler,
     dir,
     config,
     ca,

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { buildReceivedHeader, formatRfc5322Date, HeaderPrepender, missingSubmissionHeaders } from '../../src/inbound/trace-headers.ts';
+import { buildReceivedHeader, HeaderPrepender, missingSubmissionHeaders } from '../../src/inbound/trace-headers.ts';
+import { formatRfc5322Date } from '../../src/smtp/rfc5322-date.ts';
 
 const date = new Date(Date.UTC(2026, 10, 29, 1, 17, 33));
 
