@@ -189,7 +189,7 @@ export function describeRelay(config: Config, relay: { listeners: RunningRelay['
   if (relay.caFile) lines.push(`  trust this CA in clients: ${relay.caFile}`);
   const relayPort = relay.listeners.find((l) => l.name === 'relay');
   if (relayPort) {
-    lines.push('', 'Try it:', `  swaks --server ${relayPort.host}:${relayPort.port} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-ca-path ${relay.caFile}` : ''}`);
+    lines.push('', 'Try it:', `  swaks --server ${relayPort.host}:${relayPort.port} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-verify --tls-ca-path ${relay.caFile}` : ''}`);
   }
   lines.push('');
   return lines.join('\n') + '\n';

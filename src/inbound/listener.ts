@@ -277,7 +277,8 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
     const fields = entry && typeof entry === 'object' ? (entry as Record<string, unknown>) : {};
     const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
     // Protocol traces go to debug: they are per-command noise at info.
-    child[fields.tnx === 'send' || fields.tnx === 'command' ? 'debug' : level === 'info' ? 'debug' : level]({ tnx: fields.tnx }, message);
+    // cid is smtp-server's connection id, the same value as session.id: our lines and its lines share one key.
+    child[fields.tnx === 'send' || fields.tnx === 'command' ? 'debug' : level === 'info' ? 'debug' : level]({ tnx: fields.tnx, ...(fields.cid ? { session: fields.cid } : {}) }, message);
   };
   return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' };
 }

@@ -1,0 +1,289 @@
+// The `postern` command as users run it (node bin/postern.js …, a separate
+// process): config check and its exit code 78, users add/list/remove and a
+// login with the user it made, the first start with no configuration at all
+// (dev certificates, queue, the summary on stderr), and queue list.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { RawSmtp } from '../helpers/raw-smtp.ts';
+import { startTestRelay, writeTestConfig, type TestRelay } from '../helpers/test-relay.ts';
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+afterAll(async () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+/** inheritedEnv - this process's environment without POSTERN_* (a developer's settings must not leak in). */
+function inheritedEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('POSTERN_')));
+}
+
+/** postern - run the CLI to completion; its exit code and output. `input` goes to stdin. */
+function postern(args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(process.execPath, [POSTERN_BIN, ...args], { env: { ...inheritedEnv(), ...options.env }, timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') return reject(new Error(`postern ${args.join(' ')}: ${err.message}\n${stderr}`));
+      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+    });
+    child.stdin!.end(options.input ?? '');
+  });
+}
+
+/** Output - a child's stream collected as text, with a wait for a pattern to appear. */
+class Output {
+  text = '';
+  private ended = false;
+  private waiters: (() => void)[] = [];
+
+  constructor(stream: Readable) {
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      this.text += chunk;
+      this.wake();
+    });
+    stream.on('end', () => {
+      this.ended = true;
+      this.wake();
+    });
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** waitFor - the first match of pattern; rejects if the stream ends without one. */
+  async waitFor(pattern: RegExp): Promise<RegExpExecArray> {
+    for (;;) {
+      const match = pattern.exec(this.text);
+      if (match) return match;
+      if (this.ended) throw new Error(`stream ended without ${String(pattern)}:\n${this.text}`);
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+}
+
+async function tempDir(): Promise<string> {
+  // realpath: the relay prints paths resolved from its cwd, which has no symlinks.
+  const dir = await realpath(await mkdtemp(join(tmpdir(), 'postern-cli-')));
+  dirs.push(dir);
+  return dir;
+}
+
+async function modeOf(path: string): Promise<number> {
+  return (await stat(path)).mode & 0o777;
+}
+
+interface Serving {
+  child: ChildProcess;
+  stdout: Output;
+  stderr: Output;
+  exited: Promise<number | NodeJS.Signals | null>;
+  ready: { listeners: { name: string; host: string; port: number }[]; fingerprint: string };
+}
+
+/** serveIn - `postern serve` in dir with no config file; resolves on its "postern ready" line. */
+async function serveIn(dir: string): Promise<Serving> {
+  const env = {
+    ...inheritedEnv(),
+    POSTERN_LISTENERS_RELAY_PORT: '0',
+    POSTERN_LISTENERS_SUBMISSION_PORT: '0',
+    POSTERN_LISTENERS_SUBMISSIONS_PORT: '0',
+    POSTERN_SMTP_REVERSE_LOOKUP: 'false',
+  };
+  const child = spawn(process.execPath, [POSTERN_BIN, 'serve'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
+  const stdout = new Output(child.stdout);
+  const stderr = new Output(child.stderr);
+  const line = await stdout.waitFor(/^.*"msg":"postern ready".*$/m).catch((err: Error) => {
+    throw new Error(`${err.message}\nstderr:\n${stderr.text}`);
+  });
+  return { child, stdout, stderr, exited, ready: JSON.parse(line[0]) as Serving['ready'] };
+}
+
+// The groups are independent (own temp dirs, own relays, port 0): run them side by side.
+describe.concurrent('postern CLI', () => {
+  describe('postern config check', () => {
+    it('accepts a good file and says which file it checked', async () => {
+      const { dir, file } = await writeTestConfig();
+      dirs.push(dir);
+      expect(await postern(['config', 'check', '--config', file])).toEqual({ code: 0, stdout: `configuration ok (${file})\n`, stderr: '' });
+    });
+
+    it('exits 78 on a port out of range, naming the key, the value, the file and what is allowed', async () => {
+      const { dir, file } = await writeTestConfig({ listeners: { relay: { port: 70000 } } });
+      dirs.push(dir);
+      const result = await postern(['config', 'check', '--config', file]);
+      expect(result.code).toBe(78);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toContain(`listeners.relay.port = 70000 (${file}): must be an integer from 0 to 65535`);
+    });
+
+    it('exits 78 on a bad environment value, naming the variable', async () => {
+      const { dir, file } = await writeTestConfig();
+      dirs.push(dir);
+      const result = await postern(['config', 'check', '--config', file], { env: { POSTERN_SMTP_BARE_LINE_FEED: 'allow' } });
+      expect(result.code).toBe(78);
+      expect(result.stderr).toContain('smtp.bareLineFeed = "allow" (environment POSTERN_SMTP_BARE_LINE_FEED): must be one of normalize, reject');
+    });
+
+    it('treats an unknown key as an error, not a silent default', async () => {
+      const { dir, file } = await writeTestConfig({ listeners: { relay: { prot: 2525 } } });
+      dirs.push(dir);
+      const result = await postern(['config', 'check', '--config', file]);
+      expect(result.code).toBe(78);
+      expect(result.stderr).toContain(`listeners.relay.prot (${file}): unknown key`);
+    });
+  });
+
+  describe.sequential('postern users', () => {
+    let relay: TestRelay;
+    let configFile: string;
+    beforeAll(async () => {
+      relay = await startTestRelay();
+      configFile = join(relay.dir, 'postern.yaml');
+    });
+    afterAll(async () => relay?.stop());
+
+    const password = 'correct horse battery staple';
+
+    it('adds, lists and removes a user; the file holds a hash, mode 0600', async () => {
+      const usersFile = relay.config.relay.users;
+      const added = await postern(['users', 'add', 'bob', '--password-stdin', '--config', configFile], { input: `${password}\n` });
+      expect(added).toMatchObject({ code: 0, stdout: `user bob saved in ${usersFile}\n` });
+      expect(await postern(['users', 'list', '--config', configFile])).toEqual({ code: 0, stdout: 'bob\n', stderr: '' });
+
+      const stored = await readFile(usersFile, 'utf8');
+      expect(stored).not.toContain(password);
+      expect(stored).not.toContain(Buffer.from(password).toString('base64'));
+      expect((JSON.parse(stored) as { users: Record<string, { hash: string }> }).users.bob!.hash).toMatch(/^scrypt\$/);
+      expect(await modeOf(usersFile)).toBe(0o600);
+
+      expect(await postern(['users', 'remove', 'bob', '--config', configFile])).toMatchObject({ code: 0, stdout: 'user bob removed\n' });
+      expect(await postern(['users', 'list', '--config', configFile])).toEqual({ code: 0, stdout: '', stderr: '' });
+      const again = await postern(['users', 'remove', 'bob', '--config', configFile]);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toBe(`postern: no user bob in ${usersFile}\n`);
+    });
+
+    it('a user added while the relay runs can log in (AUTH PLAIN over STARTTLS), no restart', async () => {
+      expect((await postern(['users', 'add', 'alice', '--password-stdin', '--config', configFile], { input: `${password}\n` })).code).toBe(0);
+      const c = await RawSmtp.connect(relay.ports.submission);
+      try {
+        await c.reply();
+        await c.command('EHLO client.test');
+        expect((await c.startTls({ ca: relay.ca.certPem })).code).toBe(220);
+        await c.command('EHLO client.test');
+        const auth = await c.command(`AUTH PLAIN ${Buffer.from(`\0alice\0${password}`).toString('base64')}`);
+        expect(auth.text).toBe('235 2.7.0 Authentication successful');
+      } finally {
+        c.close();
+      }
+    });
+  });
+
+  describe('first start with no configuration', () => {
+    it('creates dev certificates and the queue, prints how to use it, and stops cleanly on SIGTERM', async () => {
+      const dir = await tempDir();
+      const first = await serveIn(dir);
+      // The summary is written right after the ready line; its last line is the command to try.
+      const swaks = (await first.stderr.waitFor(/^ {2}swaks .*\n/m))[0];
+      expect(first.stdout.text).toContain('"msg":"generated development certificates"');
+
+      const certs = join(dir, 'certs');
+      const caPem = await readFile(join(certs, 'ca.crt'), 'utf8');
+      const serverPem = await readFile(join(certs, 'server.crt'), 'utf8');
+      expect(await modeOf(join(certs, 'server.key'))).toBe(0o600);
+      expect(await modeOf(join(certs, 'ca.key'))).toBe(0o600);
+      expect((await stat(join(dir, 'data', 'queue.db'))).isFile()).toBe(true);
+
+      const ca = new X509Certificate(caPem);
+      const server = new X509Certificate(serverPem);
+      expect(server.subjectAltName?.split(', ')).toEqual(expect.arrayContaining(['DNS:localhost', 'IP Address:127.0.0.1', 'IP Address:0:0:0:0:0:0:0:1']));
+      expect(server.publicKey.asymmetricKeyType).toBe('ec');
+      expect(server.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+      expect(server.checkIssued(ca)).toBe(true);
+      expect(server.verify(ca.publicKey)).toBe(true);
+
+      const summary = first.stderr.text;
+      const relayPort = first.ready.listeners.find((l) => l.name === 'relay')!.port;
+      for (const { name, port } of first.ready.listeners) expect(summary).toMatch(new RegExp(`^ {2}${name} +127\\.0\\.0\\.1:${port} `, 'm'));
+      expect(first.ready.listeners.map((l) => l.name)).toEqual(['relay', 'submission', 'submissions']);
+      expect(first.ready.fingerprint).toBe(server.fingerprint256);
+      expect(summary).toContain(`SHA-256 ${server.fingerprint256}\n`);
+      expect(summary).toContain(`trust this CA in clients: ${join(certs, 'ca.crt')}\n`);
+      expect(swaks).toMatch(new RegExp(`^ {2}swaks --server 127\\.0\\.0\\.1:${relayPort} --tls .*--tls-ca-path ${join(certs, 'ca.crt')}\\n$`));
+
+      first.child.kill('SIGTERM');
+      expect(await first.exited).toBe(0);
+
+      // A second start keeps the certificate clients already trust.
+      const second = await serveIn(dir);
+      await second.stderr.waitFor(/^ {2}swaks .*\n/m);
+      expect(second.ready.fingerprint).toBe(server.fingerprint256);
+      expect(second.stderr.text).toContain(`SHA-256 ${server.fingerprint256}\n`);
+      expect(await readFile(join(certs, 'server.crt'), 'utf8')).toBe(serverPem);
+      expect(second.stdout.text).not.toContain('"msg":"generated development certificates"');
+      second.child.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+    });
+  });
+
+  describe('postern queue list', () => {
+    let relay: TestRelay;
+    let configFile: string;
+    beforeAll(async () => {
+      relay = await startTestRelay();
+      configFile = join(relay.dir, 'postern.yaml');
+    });
+    afterAll(async () => relay?.stop());
+
+    it('says the queue is empty, then lists a message as JSON and as a table', async () => {
+      expect(await postern(['queue', 'list', '--config', configFile])).toEqual({ code: 0, stdout: 'Mail queue is empty\n', stderr: '' });
+
+      const c = await RawSmtp.connect(relay.ports.relay);
+      let id: string;
+      try {
+        await c.reply();
+        await c.command('EHLO client.test');
+        await c.command('MAIL FROM:<sender@example.test>');
+        await c.command('RCPT TO:<one@example.org>');
+        await c.command('RCPT TO:<two@example.net>');
+        await c.command('DATA');
+        const done = await c.command('Subject: queue list\r\n\r\nhello\r\n.');
+        id = /^250 2\.0\.0 Ok: queued as (\w+)$/.exec(done.text)![1]!;
+      } finally {
+        c.close();
+      }
+      const size = (await relay.body(id)).length;
+
+      const json = await postern(['queue', 'list', '--json', '--config', configFile]);
+      expect(json.code).toBe(0);
+      const listed = JSON.parse(json.stdout) as { receivedAt: string }[];
+      expect(listed).toEqual([{ id, sender: 'sender@example.test', recipients: ['one@example.org', 'two@example.net'], size, receivedAt: expect.any(String), state: 'queued' }]);
+      expect(new Date(listed[0]!.receivedAt).toISOString()).toBe(listed[0]!.receivedAt);
+
+      const table = await postern(['queue', 'list', '--config', configFile]);
+      expect(table.code).toBe(0);
+      const lines = table.stdout.split('\n');
+      expect(lines[0]).toMatch(/^ID +STATE +SIZE +AGE +SENDER +RECIPIENTS$/);
+      expect(lines[1]).toMatch(new RegExp(`^${id} +queued +${size} +\\d+[smhd] +sender@example\\.test +one@example\\.org, two@example\\.net$`));
+      expect(lines.slice(2)).toEqual(['-- 1 message', '']);
+    });
+  });
+});
