@@ -1,20 +1,27 @@
 // The QueueStore contract: what every backend (sqlite now, postgres later)
 // must do, as one vitest suite each backend runs in a few lines:
 //
-//   runQueueStoreContract('sqlite', async () => ({ store, reopen, cleanup }));
+//   runQueueStoreContract('sqlite', async () => ({ store, reopen, openPeer, cleanup }));
 //
-// Backend-specific facts (files, modes, schema) belong in the backend's own
-// test file, not here.
-import { createHash, randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+// This file holds the message half (drafts, commit, bodies, listing); the
+// delivery half (claims, leases, attempts, operator verbs) is in
+// queue-delivery-contract.ts and registered from here, so a backend runs one
+// call. Backend-specific facts (files, modes, schema) belong in the
+// backend's own test file, not here.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isQueueId } from '../../src/queue/queue-id.ts';
-import type { QueueStore, StoredEnvelope } from '../../src/queue/queue-store.ts';
+import type { QueueStore } from '../../src/queue/queue-store.ts';
+import { runDeliveryContract } from './queue-delivery-contract.ts';
+import { bodyOf, commitMessage, digest, envelopeWith, failingBody, randomBody, readAll } from './queue-fixtures.ts';
+
+export { attemptWith, bodyOf, commitMessage, digest, envelopeWith, failingBody, randomBody, readAll, receivedAtOf } from './queue-fixtures.ts';
 
 export interface QueueStoreHarness {
   store: QueueStore;
   /** reopen - a new store on the same storage; the test has closed the previous one. */
   reopen: () => Promise<QueueStore>;
+  /** openPeer - a second store on the same storage, open beside `store` (another worker or node). */
+  openPeer: () => Promise<QueueStore>;
   /** cleanup - close whatever is still open and remove the storage. */
   cleanup: () => Promise<void>;
 }
@@ -183,82 +190,7 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
       await expect(readAll(store.readBody('../../etc/passwd'))).rejects.toThrow();
       await expect(readAll(store.readBody(''))).rejects.toThrow();
     });
+
+    runDeliveryContract(() => harness);
   });
-}
-
-/** envelopeWith - a complete envelope, with the given fields changed. */
-export function envelopeWith(changes: Partial<StoredEnvelope>): StoredEnvelope {
-  return {
-    mailFrom: 'alice@example.org',
-    recipients: ['bob@example.com'],
-    bodyType: '8BITMIME',
-    smtpUtf8: false,
-    client: { address: '192.0.2.10', helo: 'client.example.org', listener: 'submission', authUser: 'alice', tlsVersion: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384' },
-    ...changes,
-  };
-}
-
-/** commitMessage - write and commit one message; returns its id. */
-export async function commitMessage(store: QueueStore, chunks: Buffer[], envelope: StoredEnvelope): Promise<string> {
-  const draft = store.beginMessage();
-  await draft.writeBody(bodyOf(chunks));
-  await draft.commit(envelope);
-  return draft.id;
-}
-
-/** bodyOf - a byte stream delivering these chunks as they are. */
-export function bodyOf(chunks: Buffer[]): Readable {
-  return Readable.from(chunks, { objectMode: false });
-}
-
-/** failingBody - a stream that sends some bytes, then errors like a dropped client. */
-export function failingBody(prefix: Buffer, error: Error): Readable {
-  let sent = false;
-  return new Readable({
-    read() {
-      if (sent) {
-        this.destroy(error);
-        return;
-      }
-      sent = true;
-      this.push(prefix);
-    },
-  });
-}
-
-/** randomBody - a stream of `size` random bytes, hashed as they are produced. */
-export function randomBody(size: number, chunkSize = 64 * 1024): { stream: Readable; sha256: () => string } {
-  const hash = createHash('sha256');
-  let left = size;
-  const stream = new Readable({
-    read() {
-      if (left === 0) {
-        this.push(null);
-        return;
-      }
-      const chunk = randomBytes(Math.min(chunkSize, left));
-      left -= chunk.length;
-      hash.update(chunk);
-      this.push(chunk);
-    },
-  });
-  return { stream, sha256: () => hash.copy().digest('hex') };
-}
-
-/** readAll - a (small) stream's bytes; rejects if the stream errors. */
-export async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-/** digest - sha256 and length of a stream, without holding it. */
-export async function digest(stream: Readable): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of stream) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { sha256: hash.digest('hex'), size };
 }

@@ -1,10 +1,15 @@
 // The SQLite queue store: the shared contract, then what only this backend
-// has: body files and their modes, the orphan sweep, schema versions, and a
-// bound on memory while bodies stream in.
+// has: body files and their modes, the orphan sweep (of done messages' files
+// too), schema versions, cascading deletes, claims from several processes at
+// once, and a bound on memory while bodies stream in. (Past 400 lines because
+// each of these needs the same temporary store set-up; split by topic if it grows.)
 import Database from 'better-sqlite3';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { Readable, Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -14,7 +19,7 @@ import { newQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
-import { bodyOf, commitMessage, envelopeWith, failingBody, readAll, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+import { attemptWith, bodyOf, commitMessage, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'postern-sqlite-'));
@@ -31,6 +36,12 @@ runQueueStoreContract('sqlite', async () => {
       opened.push(store);
       return store;
     },
+    openPeer: async () => {
+      // A second worker beside the first: it must not sweep the first one's drafts.
+      const store = await openSqliteStore({ path, removeOrphans: false });
+      opened.push(store);
+      return store;
+    },
     cleanup: async () => {
       for (const store of opened) await store.close();
       await rm(dir, { recursive: true, force: true });
@@ -43,6 +54,7 @@ describe('sqlite queue store', () => {
   let dbPath: string;
   let messagesDir: string;
   const opened: QueueStore[] = [];
+  const children: ChildProcess[] = [];
 
   async function openStore(logger = createLogger({ level: 'silent' }), removeOrphans?: boolean): Promise<QueueStore> {
     const store = await openSqliteStore({ path: dbPath, logger, removeOrphans });
@@ -56,6 +68,7 @@ describe('sqlite queue store', () => {
     messagesDir = join(dir, 'nested', 'data', 'messages');
   });
   afterEach(async () => {
+    for (const child of children.splice(0)) if (child.exitCode === null) child.kill();
     for (const store of opened.splice(0)) await store.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -84,17 +97,46 @@ describe('sqlite queue store', () => {
           id, mail_from: 'a@example.org', body_type: '7BIT', smtp_utf8: 1,
           client_address: '192.0.2.10', client_helo: 'client.example.org', client_listener: 'submission',
           auth_user: 'alice', tls_version: 'TLSv1.3', tls_cipher: 'TLS_AES_256_GCM_SHA384',
-          size: 4, received_at: expect.any(Number), state: 'queued',
+          size: 4, received_at: expect.any(Number), require_tls: 0, dsn_ret: null, dsn_envid: null, state: 'queued', done_at: null,
         },
       ]);
-      expect(db.prepare('SELECT message_id, position, address, domain FROM recipients ORDER BY position').all()).toEqual([
-        { message_id: id, position: 0, address: 'x@Mail.Example.COM', domain: 'mail.example.com' },
-        { message_id: id, position: 1, address: 'postmaster', domain: '' },
-        { message_id: id, position: 2, address: 'y@example.net', domain: 'example.net' },
+      const deliveries = db.prepare('SELECT * FROM deliveries ORDER BY id').all() as { id: number }[];
+      const receivedAt = (db.prepare('SELECT received_at FROM messages').get() as { received_at: number }).received_at;
+      const pending = { message_id: id, attempts: 0, next_attempt_at: receivedAt, lease_owner: null, lease_until: null, finished: 0 };
+      expect(deliveries).toEqual([
+        { ...pending, id: expect.any(Number), domain: 'mail.example.com' },
+        { ...pending, id: expect.any(Number), domain: '' },
+        { ...pending, id: expect.any(Number), domain: 'example.net' },
+      ]);
+      const [first, second, third] = deliveries.map((d) => d.id);
+      const queued = { message_id: id, state: 'queued', reply: null, updated_at: null, dsn_notify: null, dsn_orcpt: null };
+      expect(db.prepare('SELECT * FROM recipients ORDER BY position').all()).toEqual([
+        { ...queued, position: 0, address: 'x@Mail.Example.COM', domain: 'mail.example.com', delivery_id: first },
+        { ...queued, position: 1, address: 'postmaster', domain: '', delivery_id: second },
+        { ...queued, position: 2, address: 'y@example.net', domain: 'example.net', delivery_id: third },
       ]);
     } finally {
       db.close();
     }
+  });
+
+  it('stores REQUIRETLS, RET, ENVID and per-recipient NOTIFY and ORCPT in columns', async () => {
+    const store = await openStore();
+    const dsn = { ret: 'FULL' as const, envid: 'ENV-1', recipients: { 'a@x.test': { notify: ['DELAY' as const, 'FAILURE' as const], orcpt: 'rfc822;a@x.test' }, 'b@x.test': { notify: [] } } };
+    await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['a@x.test', 'b@x.test', 'c@x.test'], requireTls: true, dsn }));
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      expect(db.prepare('SELECT require_tls, dsn_ret, dsn_envid FROM messages').get()).toEqual({ require_tls: 1, dsn_ret: 'FULL', dsn_envid: 'ENV-1' });
+      expect(db.prepare('SELECT address, dsn_notify, dsn_orcpt FROM recipients ORDER BY position').all()).toEqual([
+        { address: 'a@x.test', dsn_notify: 'DELAY,FAILURE', dsn_orcpt: 'rfc822;a@x.test' },
+        { address: 'b@x.test', dsn_notify: '', dsn_orcpt: null },
+        { address: 'c@x.test', dsn_notify: null, dsn_orcpt: null },
+      ]);
+      expect(db.prepare('SELECT COUNT(*) AS n FROM deliveries').get()).toEqual({ n: 1 });
+    } finally {
+      db.close();
+    }
+    expect((await store.showMessage((await store.listMessages())[0]!.id))!.envelope.dsn).toEqual(dsn);
   });
 
   it('stores optional client facts as NULL when absent', async () => {
@@ -209,6 +251,68 @@ describe('sqlite queue store', () => {
     expect((await readAll(cli.readBody(draft.id))).toString()).toBe('in flight');
   });
 
+  it('removes a done message’s body at once, and sweeps one a crash left behind', async () => {
+    let store = await openStore();
+    const id = await commitMessage(store, [Buffer.from('delivered soon')], envelopeWith({ recipients: ['r@a.test'] }));
+    const at = await receivedAtOf(store, id);
+    const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
+    const outcome = { address: 'r@a.test', result: 'delivered' as const, reply: '250 2.0.0 Ok' };
+    expect(await store.recordAttempt({ deliveryId: claimed!.deliveryId, owner: 'w' }, { attempts: [attemptWith(at)], recipients: [outcome], nextAttemptAt: new Date(at) })).toBe(true);
+    expect(await readdir(messagesDir)).toEqual([]);
+
+    // A crash between the COMMIT that made it done and the unlink leaves the file:
+    // a reader (removeOrphans: false) leaves it, the relay's open removes it.
+    await store.close();
+    await writeFile(join(messagesDir, id), 'delivered soon');
+    await (await openStore(undefined, false)).close();
+    expect(await readdir(messagesDir)).toEqual([id]);
+    store = await openStore();
+    expect(await readdir(messagesDir)).toEqual([]);
+    expect((await store.showMessage(id))!.state).toBe('done');
+  });
+
+  it('deletes a message’s deliveries, recipients and attempts with it', async () => {
+    const store = await openStore();
+    const id = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['r@a.test', 's@b.test'] }));
+    const at = await receivedAtOf(store, id);
+    const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
+    const address = claimed!.recipients[0]!.address;
+    const outcome = { address, result: 'deferred' as const, reply: '451 4.3.0 later' };
+    await store.recordAttempt({ deliveryId: claimed!.deliveryId, owner: 'w' }, { attempts: [attemptWith(at)], recipients: [outcome], nextAttemptAt: new Date(at + 1) });
+
+    expect(await store.deleteMessages({ ids: [id] })).toEqual([id]);
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      for (const table of ['messages', 'deliveries', 'recipients', 'attempts']) {
+        expect(db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get(), table).toEqual({ n: 0 });
+      }
+    } finally {
+      db.close();
+    }
+    expect(await readdir(messagesDir)).toEqual([]);
+  });
+
+  it('hands each delivery to exactly one of four processes claiming at once', async () => {
+    const store = await openStore();
+    const recipients = Array.from({ length: 50 }, (_, i) => `r@d${i}.test`);
+    let now = 0;
+    for (let i = 0; i < 4; i++) {
+      const id = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients }));
+      now = Math.max(now, await receivedAtOf(store, id));
+    }
+
+    const claimers = Array.from({ length: 4 }, (_, i) => startClaimer({ path: dbPath, owner: `process-${i}`, now }));
+    children.push(...claimers.map((c) => c.child));
+    await Promise.all(claimers.map((c) => c.ready));
+    for (const claimer of claimers) claimer.go(); // all four are open and waiting: they start together
+    const claimed = await Promise.all(claimers.map((c) => c.claimed));
+
+    const ids = claimed.flat();
+    expect(ids).toHaveLength(200);
+    expect(new Set(ids).size).toBe(200);
+    expect(await store.claimDue({ now: new Date(now), limit: 10, leaseMs: 60_000, owner: 'late' })).toEqual([]);
+  });
+
   it('refuses a database written by a newer schema, and leaves it unchanged', async () => {
     await (await openStore()).close();
     const future = MIGRATIONS.length + 7;
@@ -286,4 +390,55 @@ function liveBytes(gc: () => void): number {
 function exposeGc(): () => void {
   setFlagsFromString('--expose-gc');
   return runInNewContext('gc') as () => void;
+}
+
+const STORE_MODULE = new URL('../../src/queue/sqlite/sqlite-store.ts', import.meta.url).href;
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+// One claiming worker as its own process: opens the store, says "ready",
+// waits for a line on stdin, claims two at a time until nothing is left,
+// then prints the delivery ids it got as one JSON line.
+const CLAIMER = `
+  const { createInterface } = await import('node:readline');
+  const { openSqliteStore } = await import(process.env.STORE_MODULE);
+  const store = await openSqliteStore({ path: process.env.QUEUE_DB, removeOrphans: false });
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  console.log('ready');
+  await lines.next();
+  const claimed = [];
+  for (;;) {
+    const batch = await store.claimDue({ now: new Date(Number(process.env.CLAIM_AT)), limit: 2, leaseMs: 600000, owner: process.env.OWNER });
+    if (batch.length === 0) break;
+    claimed.push(...batch.map((c) => c.deliveryId));
+  }
+  console.log(JSON.stringify(claimed));
+  await store.close();
+  process.exit(0);
+`;
+
+/** startClaimer - spawn one CLAIMER process on the queue at `path`. */
+function startClaimer(options: { path: string; owner: string; now: number }): { child: ChildProcess; ready: Promise<void>; go: () => void; claimed: Promise<string[]> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', CLAIMER], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, STORE_MODULE, QUEUE_DB: options.path, OWNER: options.owner, CLAIM_AT: String(options.now) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const lines: string[] = [];
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    markReady = resolve;
+    void exited.then((code) => reject(new Error(`claimer ${options.owner} exited (${code}) before it was ready: ${stderr}`)));
+  });
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    lines.push(line);
+    if (line === 'ready') markReady();
+  });
+  const claimed = exited.then((code) => {
+    if (code !== 0) throw new Error(`claimer ${options.owner} exited with ${code}: ${stderr}`);
+    return JSON.parse(lines.at(-1) ?? '[]') as string[];
+  });
+  return { child, ready, go: () => child.stdin.write('go\n'), claimed };
 }

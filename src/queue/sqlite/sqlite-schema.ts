@@ -1,7 +1,8 @@
 // SQLite queue schema: an ordered list of migrations; PRAGMA user_version
-// counts how many of them a database has had. Adding a table (deliveries,
-// leases, attempts) is adding one entry at the end of MIGRATIONS; an entry is
-// never edited once released, because databases in the field already ran it.
+// counts how many of them a database has had. A later change is one entry
+// added at the end of MIGRATIONS; an entry is never edited once released,
+// because databases in the field already ran it. (Nothing is released yet:
+// migration 1 still holds the whole first schema.)
 //
 // How it fails: readSchemaVersion/migrateSchema throw on a database written
 // by a newer Postern (its user_version is past the end of the list), before
@@ -20,10 +21,25 @@ export interface Migration {
 
 export const MIGRATIONS: readonly Migration[] = [
   {
-    name: 'messages and recipients',
+    name: 'messages, deliveries, recipients and attempts',
     // Times are milliseconds since the epoch (INTEGER): exact, sortable, and
-    // what Date takes back. Recipients keep their RCPT order (position) and
-    // the lowercased domain, which later deliveries group by (one per next hop).
+    // what Date takes back.
+    //
+    // messages.state is what the operator and the end of delivery decide
+    // (queued, held, done); 'deferred' is not stored but derived for
+    // listings: a queued message with a recipient in state 'deferred'.
+    //
+    // A delivery is one next hop of one message: its recipients of one
+    // lowercased domain, created with the message (so a committed message is
+    // at once claimable) and due at received_at. Its lease (owner, until)
+    // is the claim of one worker; finished = no recipient left pending.
+    // AUTOINCREMENT: a delivery id is never reused after a delete, so a
+    // worker's stale claim can never name a newer delivery.
+    //
+    // Recipients keep their RCPT order (position), their own state and the
+    // last reply; attempts are the history `queue show` prints, one row per
+    // host tried. Attempt columns are not CHECKed beyond the outcome: a row
+    // refused after the next hop said 250 would mean delivering twice.
     sql: `
       CREATE TABLE messages (
         id              TEXT PRIMARY KEY,
@@ -38,17 +54,61 @@ export const MIGRATIONS: readonly Migration[] = [
         tls_cipher      TEXT,
         size            INTEGER NOT NULL CHECK (size >= 0),
         received_at     INTEGER NOT NULL,
-        state           TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'held'))
+        require_tls     INTEGER NOT NULL DEFAULT 0 CHECK (require_tls IN (0, 1)),
+        dsn_ret         TEXT CHECK (dsn_ret IN ('FULL', 'HDRS')),
+        dsn_envid       TEXT,
+        state           TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'held', 'done')),
+        done_at         INTEGER,
+        CHECK ((state = 'done') = (done_at IS NOT NULL))
       ) STRICT;
       CREATE INDEX messages_by_received_at ON messages (received_at);
+      CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id      TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        domain          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        next_attempt_at INTEGER NOT NULL,
+        lease_owner     TEXT,
+        lease_until     INTEGER,
+        finished        INTEGER NOT NULL DEFAULT 0 CHECK (finished IN (0, 1)),
+        UNIQUE (message_id, domain),
+        CHECK ((lease_owner IS NULL) = (lease_until IS NULL))
+      ) STRICT;
+      CREATE INDEX deliveries_due ON deliveries (finished, next_attempt_at);
       CREATE TABLE recipients (
-        message_id TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-        position   INTEGER NOT NULL,
-        address    TEXT NOT NULL,
-        domain     TEXT NOT NULL,
+        message_id  TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL,
+        address     TEXT NOT NULL,
+        domain      TEXT NOT NULL,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+        state       TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'deferred', 'delivered', 'bounced')),
+        reply       TEXT,
+        updated_at  INTEGER,
+        dsn_notify  TEXT,
+        dsn_orcpt   TEXT,
         PRIMARY KEY (message_id, position)
       ) STRICT;
-      CREATE INDEX recipients_by_domain ON recipients (domain);
+      CREATE INDEX recipients_by_delivery ON recipients (delivery_id, position);
+      CREATE TABLE attempts (
+        id               INTEGER PRIMARY KEY,
+        delivery_id      INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+        message_id       TEXT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        started_at       INTEGER NOT NULL,
+        ended_at         INTEGER NOT NULL,
+        host             TEXT,
+        ip               TEXT,
+        port             INTEGER,
+        tls_version      TEXT,
+        tls_cipher       TEXT,
+        tls_verified     INTEGER CHECK (tls_verified IN (0, 1)),
+        tls_verify_error TEXT,
+        policy_level     TEXT NOT NULL,
+        policy_source    TEXT NOT NULL,
+        reply            TEXT NOT NULL,
+        outcome          TEXT NOT NULL CHECK (outcome IN ('delivered', 'deferred', 'bounced', 'partial'))
+      ) STRICT;
+      CREATE INDEX attempts_by_message ON attempts (message_id, started_at);
+      CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
     `,
   },
 ];

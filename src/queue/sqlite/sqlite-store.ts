@@ -1,29 +1,50 @@
-// The SQLite queue store: envelopes as rows in one SQLite file, bodies as
-// files beside it (<dir of the db>/messages/<queue id>, mode 0600).
+// The SQLite queue store: envelopes, deliveries and attempts as rows in one
+// SQLite file, bodies as files beside it (<dir of the db>/messages/<queue id>,
+// mode 0600).
 //
 // Decides where a message lives and the order in which it becomes durable:
-// body fsynced, directory fsynced, then message and recipient rows inserted
-// in one transaction (see sqlite-draft.ts). A crash can therefore leave a
-// body without a row, which the next open sweeps away, but never a row
-// without its body. The database runs in WAL mode with synchronous=FULL, so
-// a COMMIT that returned is on disk.
+// body fsynced, directory fsynced, then message, delivery and recipient rows
+// inserted in one transaction (sqlite-draft.ts, sqlite-commit.ts). A crash can
+// therefore leave a body without a row, which the next open sweeps away, but
+// never a row without its body. The same holds at the other end: a message
+// becomes 'done' (or is deleted) in a transaction and its body is removed
+// after the COMMIT; a crash in between leaves a file the sweep treats as an
+// orphan. The database runs in WAL mode with synchronous=FULL, so a COMMIT
+// that returned is on disk.
+//
+// The work is split by who asks: sqlite-deliveries.ts (the scheduler's
+// claims and results), sqlite-operator.ts (hold, release, retry, delete),
+// sqlite-inspect.ts (list and show). This file opens, sweeps and delegates.
 //
 // How it fails: openSqliteStore rejects if the database cannot be opened or
-// its schema is newer than this code (nothing is changed then); listMessages
-// rejects on a database error; readBody returns a stream that errors for an
-// id that is malformed, unknown or not yet committed; after close every call
-// fails. Draft failures are described in sqlite-draft.ts.
+// its schema is newer than this code (nothing is changed then); every method
+// rejects on a database error, and after close; readBody returns a stream
+// that errors for an id that is malformed, unknown, not yet committed or
+// done (its body is gone). A body file that cannot be removed after done or
+// delete is logged, not an error: the next sweep removes it. Draft failures
+// are described in sqlite-draft.ts.
 //
 //   openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path.
 import Database from 'better-sqlite3';
-import { statSync, rmSync, createReadStream } from 'node:fs';
-import { mkdir, open, readdir } from 'node:fs/promises';
+import { rmSync, createReadStream } from 'node:fs';
+import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
-import type { MessageDraft, MessageState, QueuedMessageSummary, QueueStore, StoredEnvelope } from '../queue-store.ts';
+import type {
+  ClaimedDelivery,
+  MessageDetails,
+  MessageDraft,
+  MessageSelector,
+  QueuedMessageSummary,
+  QueueStore,
+} from '../queue-store.ts';
+import { prepareCommit } from './sqlite-commit.ts';
+import { prepareDeliveries, type AttemptResult, type ClaimOptions, type DeliveryFunctions, type LeaseClaim } from './sqlite-deliveries.ts';
 import { SqliteDraft, syncDirectory } from './sqlite-draft.ts';
+import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
+import { prepareOperator, type OperatorFunctions } from './sqlite-operator.ts';
 import { MIGRATIONS, migrateSchema, readSchemaVersion } from './sqlite-schema.ts';
 
 export interface SqliteStoreOptions {
@@ -31,7 +52,8 @@ export interface SqliteStoreOptions {
   path: string;
   logger?: Logger;
   /**
-   * Remove body files no row names (default true). A second process opening
+   * Remove body files no queued message names: left by a crash before a
+   * commit, or after a message became done or was deleted (default true). A second process opening
    * the queue while a server receives would take the server's drafts for
    * orphans (its commit then fails safely, the client hears 4xx): read-only
    * commands such as `postern queue list` should pass false.
@@ -71,31 +93,29 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
   return new SqliteQueueStore(db, messagesDir, logger);
 }
 
-interface MessageRow {
-  id: string;
-  mail_from: string;
-  size: number;
-  received_at: number;
-  state: MessageState;
-}
+/** Whose body file is kept: a committed message not yet done. Everything else in messages/ is an orphan. */
+const BODY_KEPT = "SELECT id FROM messages WHERE id = ? AND state != 'done'";
 
 class SqliteQueueStore implements QueueStore {
   readonly #drafts = new Set<SqliteDraft>();
   #closed = false;
-  readonly #insertMessage: (row: { id: string; envelope: StoredEnvelope; size: number; ino: number }) => void;
-  readonly #selectMessages: Database.Statement<[], MessageRow>;
-  readonly #selectRecipients: Database.Statement<[], { message_id: string; address: string }>;
-  readonly #messageExists: Database.Statement<[string], { id: string }>;
+  readonly #commit: ReturnType<typeof prepareCommit>;
+  readonly #deliveries: DeliveryFunctions;
+  readonly #operator: OperatorFunctions;
+  readonly #inspect: InspectFunctions;
+  /** A message whose body may be read: committed and not done. */
+  readonly #bodyKept: Database.Statement<[string], { id: string }>;
 
   constructor(
     private readonly db: Database.Database,
     private readonly messagesDir: string,
     private readonly logger: Logger,
   ) {
-    this.#selectMessages = db.prepare('SELECT id, mail_from, size, received_at, state FROM messages ORDER BY received_at, rowid');
-    this.#selectRecipients = db.prepare('SELECT message_id, address FROM recipients ORDER BY message_id, position');
-    this.#messageExists = db.prepare('SELECT id FROM messages WHERE id = ?');
-    this.#insertMessage = prepareInsert(db, messagesDir);
+    this.#commit = prepareCommit(db, messagesDir);
+    this.#deliveries = prepareDeliveries(db);
+    this.#operator = prepareOperator(db);
+    this.#inspect = prepareInspect(db);
+    this.#bodyKept = db.prepare(BODY_KEPT);
   }
 
   beginMessage(): MessageDraft {
@@ -105,7 +125,7 @@ class SqliteQueueStore implements QueueStore {
       bodyPath: join(this.messagesDir, id),
       messagesDir: this.messagesDir,
       logger: this.logger.child({ queueId: id }),
-      insertMessage: this.#insertMessage,
+      insertMessage: this.#commit,
       release: (done) => this.#drafts.delete(done),
     });
     this.#drafts.add(draft);
@@ -113,37 +133,56 @@ class SqliteQueueStore implements QueueStore {
   }
 
   listMessages(): Promise<QueuedMessageSummary[]> {
-    if (this.#closed) return Promise.reject(new Error('queue store is closed'));
-    try {
-      // One read transaction: both queries see the same snapshot.
-      const [rows, recipients] = this.db.transaction(() => [this.#selectMessages.all(), this.#selectRecipients.all()] as const)();
-      const byMessage = new Map<string, string[]>();
-      for (const r of recipients) {
-        const list = byMessage.get(r.message_id);
-        if (list) list.push(r.address);
-        else byMessage.set(r.message_id, [r.address]);
-      }
-      return Promise.resolve(
-        rows.map((row) => ({
-          id: row.id,
-          mailFrom: row.mail_from,
-          recipients: byMessage.get(row.id) ?? [],
-          size: row.size,
-          receivedAt: new Date(row.received_at),
-          state: row.state,
-        })),
-      );
-    } catch (error) {
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-    }
+    return this.#run(() => this.#inspect.listMessages());
+  }
+
+  showMessage(id: string): Promise<MessageDetails | undefined> {
+    return this.#run(() => this.#inspect.showMessage(id));
+  }
+
+  claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
+    return this.#run(() => this.#deliveries.claimDue(options));
+  }
+
+  async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
+    const verdict = await this.#run(() => this.#deliveries.recordAttempt(claim, result));
+    if (!verdict.recorded) return false;
+    if (verdict.doneMessageId !== undefined) await this.#removeBodies([verdict.doneMessageId]);
+    return true;
+  }
+
+  releaseLease(claim: LeaseClaim): Promise<void> {
+    return this.#run(() => this.#deliveries.releaseLease(claim));
+  }
+
+  nextDueAt(): Promise<Date | undefined> {
+    return this.#run(() => this.#deliveries.nextDueAt());
+  }
+
+  holdMessages(selector: MessageSelector): Promise<string[]> {
+    return this.#run(() => this.#operator.holdMessages(selector));
+  }
+
+  releaseMessages(selector: MessageSelector): Promise<string[]> {
+    return this.#run(() => this.#operator.releaseMessages(selector));
+  }
+
+  retryMessages(selector: MessageSelector, now: Date): Promise<string[]> {
+    return this.#run(() => this.#operator.retryMessages(selector, now));
+  }
+
+  async deleteMessages(selector: MessageSelector): Promise<string[]> {
+    const removed = await this.#run(() => this.#operator.deleteMessages(selector));
+    await this.#removeBodies(removed);
+    return removed;
   }
 
   readBody(id: string): Readable {
     // The id becomes a path: check its shape first (no '/', no '..').
     if (this.#closed) return failedStream(new Error('queue store is closed'));
     if (!isQueueId(id)) return failedStream(new Error(`not a queue id: ${JSON.stringify(id)}`));
-    // A draft's file exists before its row does: only committed messages are readable.
-    if (!this.#messageExists.get(id)) return failedStream(new Error(`no such message in the queue: ${id}`));
+    // A draft's file exists before its row does, and a done message's body is gone.
+    if (!this.#bodyKept.get(id)) return failedStream(new Error(`no such message in the queue (unknown, or done): ${id}`));
     return createReadStream(join(this.messagesDir, id));
   }
 
@@ -154,62 +193,39 @@ class SqliteQueueStore implements QueueStore {
     await Promise.all([...this.#drafts].map((draft) => draft.discard()));
     this.db.close();
   }
-}
 
-/** prepareInsert - the commit transaction: body check, message row, recipient rows. */
-function prepareInsert(db: Database.Database, messagesDir: string) {
-  const insertMessage = db.prepare(`
-    INSERT INTO messages (id, mail_from, body_type, smtp_utf8, client_address, client_helo, client_listener,
-                          auth_user, tls_version, tls_cipher, size, received_at, state)
-    VALUES (@id, @mailFrom, @bodyType, @smtpUtf8, @address, @helo, @listener,
-            @authUser, @tlsVersion, @tlsCipher, @size, @receivedAt, 'queued')`);
-  const insertRecipient = db.prepare('INSERT INTO recipients (message_id, position, address, domain) VALUES (?, ?, ?, ?)');
-  const insert = db.transaction((row: { id: string; envelope: StoredEnvelope; size: number; ino: number }) => {
-    // Under the write lock, the body must still be the file this draft wrote:
-    // another process's sweep (a `postern queue` command opening the store)
-    // may have taken it for an orphan. The sweep checks for the row under the
-    // same lock, so exactly one of the two wins. Synchronous on purpose: an
-    // await here would let other statements into the transaction.
-    const ino = statSync(join(messagesDir, row.id), { throwIfNoEntry: false })?.ino;
-    if (ino !== row.ino) throw new Error(`draft ${row.id}: body file vanished before commit`);
-    const { envelope } = row;
-    insertMessage.run({
-      id: row.id,
-      mailFrom: envelope.mailFrom,
-      bodyType: envelope.bodyType,
-      smtpUtf8: envelope.smtpUtf8 ? 1 : 0,
-      address: envelope.client.address,
-      helo: envelope.client.helo,
-      listener: envelope.client.listener,
-      authUser: envelope.client.authUser ?? null,
-      tlsVersion: envelope.client.tlsVersion ?? null,
-      tlsCipher: envelope.client.tlsCipher ?? null,
-      size: row.size,
-      receivedAt: Date.now(),
+  /** run - one synchronous database call as a promise: rejects after close or when the call throws. */
+  #run<T>(call: () => T): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error('queue store is closed'));
+    try {
+      return Promise.resolve(call());
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  /** removeBodies - delete the body files of messages whose rows are done or gone; a failure is left to the sweep. */
+  async #removeBodies(ids: string[]): Promise<void> {
+    // Ids came from our own rows, but they become paths: check them anyway.
+    const paths = ids.filter(isQueueId);
+    const results = await Promise.allSettled(paths.map((id) => rm(join(this.messagesDir, id), { force: true })));
+    results.forEach((result, i) => {
+      if (result.status === 'rejected') this.logger.warn({ queueId: paths[i], err: result.reason as unknown }, 'body file not removed; the next sweep removes it');
     });
-    envelope.recipients.forEach((address, position) => insertRecipient.run(row.id, position, address, domainOf(address)));
-  });
-  // IMMEDIATE: hold the write lock from the body check to the COMMIT.
-  return (row: { id: string; envelope: StoredEnvelope; size: number; ino: number }): void => insert.immediate(row);
+  }
 }
 
-/** domainOf - the lowercased domain of an address ('' for a bare <postmaster>). */
-function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
-}
-
-/** sweepOrphanBodies - remove body files no row names (left by a crash before commit); returns how many. */
+/** sweepOrphanBodies - remove body files no kept message names (a crash before commit, or after done/delete); returns how many. */
 async function sweepOrphanBodies(db: Database.Database, messagesDir: string, logger: Logger): Promise<number> {
   const names = await readdir(messagesDir);
   const stray = names.filter((name) => !isQueueId(name));
   if (stray.length > 0) logger.warn({ dir: messagesDir, files: stray }, 'files in the queue directory that are not queue ids; left alone');
-  const exists = db.prepare<[string], { id: string }>('SELECT id FROM messages WHERE id = ?');
+  const exists = db.prepare<[string], { id: string }>(BODY_KEPT);
   const candidates = names.filter((name) => isQueueId(name) && !exists.get(name));
   if (candidates.length === 0) return 0;
   // Re-check and unlink under the write lock, so a commit in another process
   // (which checks its body under the same lock) cannot slip in between.
-  // Synchronous unlinks: only at start-up, and only for files with no row.
+  // Synchronous unlinks: only at start-up, and only for files no kept message names.
   const remove = db.transaction(() => {
     let removed = 0;
     for (const id of candidates) {

@@ -1,0 +1,229 @@
+// The scheduler's side of the SQLite store: claim due deliveries under a
+// lease, record what an attempt did, give a lease back, say when the next
+// delivery is due.
+//
+// Decides who may act on a delivery: a claim takes due, unfinished,
+// unleased (or lapsed) deliveries of queued messages, oldest due first, in
+// one IMMEDIATE transaction, so two workers (threads, processes) never get
+// the same delivery while its lease runs. Only the lease's owner may record;
+// once the lease lapsed and another worker claimed, the first one's record
+// is refused (at-least-once: the second worker delivers again, never zero).
+// All times come from the arguments, never the clock, so a test controls them.
+//
+// How it fails: every function throws on a database error, with its
+// transaction rolled back; claimDue throws on a limit, lease or owner that
+// make no sense. recordAttempt returns false, changing nothing, for a
+// delivery that is unknown (deleted), finished, or leased by someone else.
+//
+//   prepareDeliveries - the claim / record / release / next-due functions over one database.
+import type Database from 'better-sqlite3';
+import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
+import { decodeRecipientDsn } from './sqlite-commit.ts';
+
+export interface ClaimOptions {
+  now: Date;
+  limit: number;
+  leaseMs: number;
+  owner: string;
+}
+
+export interface LeaseClaim {
+  deliveryId: string;
+  owner: string;
+}
+
+export interface AttemptResult {
+  attempts: AttemptRecord[];
+  recipients: RecipientOutcome[];
+  nextAttemptAt: Date;
+}
+
+/** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
+export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
+
+export interface DeliveryFunctions {
+  claimDue(options: ClaimOptions): ClaimedDelivery[];
+  recordAttempt(claim: LeaseClaim, result: AttemptResult): RecordVerdict;
+  releaseLease(claim: LeaseClaim): void;
+  nextDueAt(): Date | undefined;
+}
+
+interface DueRow {
+  id: number;
+  message_id: string;
+  domain: string;
+  attempts: number;
+  mail_from: string;
+  received_at: number;
+  body_type: '7BIT' | '8BITMIME';
+  smtp_utf8: number;
+  require_tls: number;
+  dsn_ret: 'FULL' | 'HDRS' | null;
+  dsn_envid: string | null;
+}
+
+/** prepareDeliveries - the claim / record / release / next-due functions over one database. */
+export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
+  const claim = prepareClaim(db);
+  const record = prepareRecord(db);
+  const release = db.prepare<[number, string]>('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?');
+  // A leased delivery is next due when its lease lapses, if that is later.
+  const nextDue = db.prepare<[], { due: number | null }>(`
+    SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) AS due
+      FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE d.finished = 0 AND m.state = 'queued'`);
+  return {
+    claimDue: claim,
+    recordAttempt: record,
+    releaseLease: ({ deliveryId, owner }) => {
+      const id = parseDeliveryId(deliveryId);
+      if (id !== undefined) release.run(id, owner);
+    },
+    nextDueAt: () => {
+      const due = nextDue.get()?.due ?? null;
+      return due === null ? undefined : new Date(due);
+    },
+  };
+}
+
+/** prepareClaim - lease up to `limit` due deliveries and describe each with its pending recipients. */
+function prepareClaim(db: Database.Database): (options: ClaimOptions) => ClaimedDelivery[] {
+  const selectDue = db.prepare<{ now: number; limit: number }, DueRow>(`
+    SELECT d.id, d.message_id, d.domain, d.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
+           m.require_tls, m.dsn_ret, m.dsn_envid
+      FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE d.finished = 0 AND d.next_attempt_at <= @now
+       AND (d.lease_until IS NULL OR d.lease_until <= @now)
+       AND m.state = 'queued'
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT @limit`);
+  const lease = db.prepare<[string, number, number]>('UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?');
+  const selectPending = db.prepare<[number], { address: string; dsn_notify: string | null; dsn_orcpt: string | null }>(`
+    SELECT address, dsn_notify, dsn_orcpt FROM recipients
+     WHERE delivery_id = ? AND state IN ('queued', 'deferred') ORDER BY position`);
+
+  const claimAll = db.transaction(({ now, limit, leaseMs, owner }: ClaimOptions): ClaimedDelivery[] => {
+    const rows = selectDue.all({ now: now.getTime(), limit });
+    return rows.map((row) => {
+      lease.run(owner, now.getTime() + leaseMs, row.id);
+      const recipients = selectPending.all(row.id).map((r) => {
+        const dsn = decodeRecipientDsn(r.dsn_notify, r.dsn_orcpt);
+        return dsn ? { address: r.address, dsn } : { address: r.address };
+      });
+      const dsn: ClaimedDelivery['dsn'] = {};
+      if (row.dsn_ret !== null) dsn.ret = row.dsn_ret;
+      if (row.dsn_envid !== null) dsn.envid = row.dsn_envid;
+      return {
+        deliveryId: String(row.id),
+        messageId: row.message_id,
+        domain: row.domain,
+        mailFrom: row.mail_from,
+        recipients,
+        attempts: row.attempts,
+        receivedAt: new Date(row.received_at),
+        bodyType: row.body_type,
+        smtpUtf8: row.smtp_utf8 === 1,
+        requireTls: row.require_tls === 1,
+        dsn,
+        leaseOwner: owner,
+      };
+    });
+  });
+  return (options) => {
+    checkClaimOptions(options);
+    if (options.limit === 0) return [];
+    // IMMEDIATE: take the write lock before the SELECT, so no other
+    // connection can lease the same rows between our read and our update.
+    return claimAll.immediate(options);
+  };
+}
+
+/** prepareRecord - the recordAttempt transaction; see the module header for when it refuses. */
+function prepareRecord(db: Database.Database): (claim: LeaseClaim, result: AttemptResult) => RecordVerdict {
+  const selectDelivery = db.prepare<[number], { message_id: string; finished: number; lease_owner: string | null }>(
+    'SELECT message_id, finished, lease_owner FROM deliveries WHERE id = ?',
+  );
+  const insertAttempt = db.prepare(`
+    INSERT INTO attempts (delivery_id, message_id, started_at, ended_at, host, ip, port, tls_version, tls_cipher,
+                          tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome)
+    VALUES (@deliveryId, @messageId, @startedAt, @endedAt, @host, @ip, @port, @tlsVersion, @tlsCipher,
+            @tlsVerified, @tlsVerifyError, @policyLevel, @policySource, @reply, @outcome)`);
+  // Only a pending recipient changes: one already delivered or bounced stays so.
+  const updateRecipient = db.prepare<{ deliveryId: number; address: string; state: string; reply: string; updatedAt: number }>(`
+    UPDATE recipients SET state = @state, reply = @reply, updated_at = @updatedAt
+     WHERE delivery_id = @deliveryId AND address = @address AND state IN ('queued', 'deferred')`);
+  const countPending = db.prepare<[number], { n: number }>("SELECT COUNT(*) AS n FROM recipients WHERE delivery_id = ? AND state IN ('queued', 'deferred')");
+  const finishAttempt = db.prepare<{ id: number; nextAttemptAt: number; finished: number }>(`
+    UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
+                          next_attempt_at = @nextAttemptAt, finished = @finished
+     WHERE id = @id`);
+  const countUnfinished = db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM deliveries WHERE message_id = ? AND finished = 0');
+  const markDone = db.prepare<[number, string]>("UPDATE messages SET state = 'done', done_at = ? WHERE id = ?");
+
+  const record = db.transaction((id: number, owner: string, result: AttemptResult): RecordVerdict => {
+    const delivery = selectDelivery.get(id);
+    if (!delivery || delivery.finished === 1 || delivery.lease_owner !== owner) return { recorded: false };
+    const messageId = delivery.message_id;
+    for (const attempt of result.attempts) insertAttempt.run(attemptColumns(attempt, id, messageId));
+    const updatedAt = outcomeTime(result.attempts);
+    for (const outcome of result.recipients) {
+      updateRecipient.run({ deliveryId: id, address: outcome.address, state: outcome.result, reply: outcome.reply, updatedAt });
+    }
+    const finished = (countPending.get(id)?.n ?? 0) === 0;
+    finishAttempt.run({ id, nextAttemptAt: result.nextAttemptAt.getTime(), finished: finished ? 1 : 0 });
+    if (!finished || (countUnfinished.get(messageId)?.n ?? 0) > 0) return { recorded: true };
+    markDone.run(updatedAt, messageId);
+    return { recorded: true, doneMessageId: messageId };
+  });
+  return ({ deliveryId, owner }, result) => {
+    const id = parseDeliveryId(deliveryId);
+    if (id === undefined) return { recorded: false };
+    return record.immediate(id, owner, result);
+  };
+}
+
+/** attemptColumns - one AttemptRecord as the attempts row's named parameters. */
+function attemptColumns(attempt: AttemptRecord, deliveryId: number, messageId: string): Record<string, string | number | null> {
+  return {
+    deliveryId,
+    messageId,
+    startedAt: attempt.startedAt.getTime(),
+    endedAt: attempt.endedAt.getTime(),
+    host: attempt.host ?? null,
+    ip: attempt.ip ?? null,
+    port: attempt.port ?? null,
+    tlsVersion: attempt.tls?.version ?? null,
+    tlsCipher: attempt.tls?.cipher ?? null,
+    // NULL, not 0: "plaintext" and "TLS, not verified" are different facts.
+    tlsVerified: attempt.tls ? (attempt.tls.verified ? 1 : 0) : null,
+    tlsVerifyError: attempt.tls?.verifyError ?? null,
+    policyLevel: attempt.policy.level,
+    policySource: attempt.policy.source,
+    reply: attempt.reply,
+    outcome: attempt.outcome,
+  };
+}
+
+/** outcomeTime - when the outcomes became known: the end of the last attempt, or now if there was none (expiry). */
+function outcomeTime(attempts: AttemptRecord[]): number {
+  // recordAttempt takes no `now`: the attempts' own times are the honest
+  // answer; only an outcome without any attempt falls back to the clock.
+  if (attempts.length === 0) return Date.now();
+  return Math.max(...attempts.map((a) => a.endedAt.getTime()));
+}
+
+/** checkClaimOptions - refuse a claim that could not mean anything sensible. */
+function checkClaimOptions({ now, limit, leaseMs, owner }: ClaimOptions): void {
+  if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');
+  if (!Number.isSafeInteger(limit) || limit < 0) throw new Error(`claimDue: limit must be a whole number >= 0, not ${limit}`);
+  // A lease of 0 would hand the same delivery to the next claimer at once.
+  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`claimDue: leaseMs must be a whole number > 0, not ${leaseMs}`);
+  if (owner === '') throw new Error('claimDue: owner must not be empty');
+}
+
+/** parseDeliveryId - a delivery id string back to its row id; undefined if it cannot name a delivery. */
+function parseDeliveryId(deliveryId: string): number | undefined {
+  if (!/^[1-9][0-9]{0,15}$/.test(deliveryId)) return undefined;
+  const id = Number(deliveryId);
+  return Number.isSafeInteger(id) ? id : undefined;
+}

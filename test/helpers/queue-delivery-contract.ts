@@ -1,0 +1,403 @@
+// The delivery half of the QueueStore contract (registered by
+// runQueueStoreContract): deliveries per domain, claims and leases, attempts
+// and outcomes, done messages, the operator's verbs, nextDueAt.
+//
+// Time comes from the arguments: a message is first due at its receivedAt
+// (read back with showMessage), and every claim names its `now`, so no test
+// sleeps or depends on the clock beyond the commit itself.
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { ClaimedDelivery, QueueStore, RecipientOutcome, StoredEnvelope } from '../../src/queue/queue-store.ts';
+import { attemptWith, commitMessage, envelopeWith, readAll, receivedAtOf } from './queue-fixtures.ts';
+import type { QueueStoreHarness } from './queue-store-contract.ts';
+
+const LEASE = 60_000;
+const DAY = 86_400_000;
+const WORKER = 'worker-a';
+
+/** runDeliveryContract - register the delivery tests; `current` is the harness of the running test. */
+export function runDeliveryContract(current: () => QueueStoreHarness): void {
+  describe('deliveries', () => {
+    let store: QueueStore;
+    beforeEach(() => {
+      store = current().store;
+    });
+
+    /** queue - commit a message to these recipients; returns its id and when it was received (first due). */
+    async function queue(recipients: string[], changes: Partial<StoredEnvelope> = {}): Promise<{ id: string; at: number }> {
+      const id = await commitMessage(store, [Buffer.from(`Subject: to ${recipients.join(', ')}\r\n\r\nhello\r\n`)], envelopeWith({ recipients, ...changes }));
+      return { id, at: await receivedAtOf(store, id) };
+    }
+
+    function claim(now: number, owner = WORKER, limit = 100, from = store): Promise<ClaimedDelivery[]> {
+      return from.claimDue({ now: new Date(now), limit, leaseMs: LEASE, owner });
+    }
+
+    /** record - one attempt at `at` with these outcomes, next attempt at `next`. */
+    function record(claimed: ClaimedDelivery, at: number, recipients: RecipientOutcome[], next = at + 300_000, owner = WORKER): Promise<boolean> {
+      return store.recordAttempt({ deliveryId: claimed.deliveryId, owner }, { attempts: [attemptWith(at)], recipients, nextAttemptAt: new Date(next) });
+    }
+
+    /** finishAll - claim everything due at `now` and deliver it: those messages become done. */
+    async function finishAll(now: number): Promise<void> {
+      for (const claimed of await claim(now, 'finisher')) {
+        const delivered = claimed.recipients.map((r) => outcome(r.address, 'delivered'));
+        expect(await record(claimed, now, delivered, now, 'finisher')).toBe(true);
+      }
+    }
+
+    async function states(): Promise<[string, string][]> {
+      return (await store.listMessages()).map((m) => [m.id, m.state]);
+    }
+
+    it('commits one delivery per recipient domain, due at once, with its recipients in RCPT order', async () => {
+      const { id, at } = await queue(['a1@a.test', 'b@b.test', 'a2@A.Test']);
+      expect(await claim(at - 1)).toEqual([]);
+
+      const claims = byDomain(await claim(at));
+      const common = {
+        messageId: id, mailFrom: 'alice@example.org', attempts: 0, receivedAt: new Date(at), bodyType: '8BITMIME',
+        smtpUtf8: false, requireTls: false, dsn: {}, leaseOwner: WORKER, deliveryId: expect.any(String),
+      };
+      expect(claims).toEqual([
+        { ...common, domain: 'a.test', recipients: [{ address: 'a1@a.test' }, { address: 'a2@A.Test' }] },
+        { ...common, domain: 'b.test', recipients: [{ address: 'b@b.test' }] },
+      ]);
+      expect(claims[0]!.deliveryId).not.toBe(claims[1]!.deliveryId);
+      expect(byDomain((await store.showMessage(id))!.deliveries)).toEqual([
+        { id: claims[0]!.deliveryId, domain: 'a.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE) },
+        { id: claims[1]!.deliveryId, domain: 'b.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE) },
+      ]);
+    });
+
+    it('carries REQUIRETLS, BODY, SMTPUTF8 and DSN parameters to the claim, and shows the envelope as committed', async () => {
+      const envelope = envelopeWith({
+        recipients: ['x@a.test', 'y@a.test', 'z@b.test'], bodyType: '7BIT', smtpUtf8: true, requireTls: true,
+        dsn: { ret: 'HDRS', envid: 'QQ314159', recipients: { 'x@a.test': { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;x@a.test' }, 'z@b.test': { notify: ['NEVER'] } } },
+      });
+      const id = await commitMessage(store, [Buffer.from('x')], envelope);
+      const claims = byDomain(await claim(await receivedAtOf(store, id)));
+
+      expect(claims.map(({ domain, recipients, bodyType, smtpUtf8, requireTls, dsn }) => ({ domain, recipients, bodyType, smtpUtf8, requireTls, dsn }))).toEqual([
+        {
+          domain: 'a.test', bodyType: '7BIT', smtpUtf8: true, requireTls: true, dsn: { ret: 'HDRS', envid: 'QQ314159' },
+          recipients: [{ address: 'x@a.test', dsn: { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;x@a.test' } }, { address: 'y@a.test' }],
+        },
+        {
+          domain: 'b.test', bodyType: '7BIT', smtpUtf8: true, requireTls: true, dsn: { ret: 'HDRS', envid: 'QQ314159' },
+          recipients: [{ address: 'z@b.test', dsn: { notify: ['NEVER'] } }],
+        },
+      ]);
+      expect((await store.showMessage(id))!.envelope).toEqual(envelope);
+
+      // Without REQUIRETLS or DSN: requireTls false, and no dsn at all.
+      const plain = envelopeWith({ recipients: ['p@a.test'] });
+      const plainId = await commitMessage(store, [Buffer.from('x')], plain);
+      expect((await store.showMessage(plainId))!.envelope).toStrictEqual({ ...plain, requireTls: false });
+    });
+
+    it('claims only deliveries due at `now` and of messages not held', async () => {
+      const { id, at } = await queue(['r@a.test']);
+      expect(await claim(at - 1)).toEqual([]);
+      expect(await store.holdMessages({ ids: [id] })).toEqual([id]);
+      expect(await claim(at + DAY)).toEqual([]);
+      expect(await store.releaseMessages({ ids: [id] })).toEqual([id]);
+      expect((await claim(at + DAY)).map((c) => c.messageId)).toEqual([id]);
+    });
+
+    it('claims at most `limit`, oldest due first', async () => {
+      const m1 = await queue(['r@a.test']);
+      const m2 = await queue(['r@b.test']);
+      const m3 = await queue(['r@c.test']);
+      const now = m3.at;
+      // Due times in the reverse of commit order (retry only ever makes a delivery due earlier).
+      expect(await store.retryMessages({ ids: [m3.id] }, new Date(now - 3 * DAY))).toEqual([m3.id]);
+      expect(await store.retryMessages({ ids: [m1.id] }, new Date(now - 2 * DAY))).toEqual([m1.id]);
+      expect(await store.retryMessages({ ids: [m2.id] }, new Date(now - DAY))).toEqual([m2.id]);
+
+      expect(await claim(now, WORKER, 0)).toEqual([]);
+      expect((await claim(now, WORKER, 2)).map((c) => c.messageId)).toEqual([m3.id, m1.id]);
+      expect((await claim(now, WORKER, 2)).map((c) => c.messageId)).toEqual([m2.id]);
+      expect(await claim(now, WORKER, 2)).toEqual([]);
+    });
+
+    it('keeps a leased delivery from other workers until the lease lapses; the first owner then cannot record', async () => {
+      const { id, at } = await queue(['r@a.test']);
+      const [first] = await claim(at, 'worker-a');
+      expect(await claim(at + LEASE - 1, 'worker-b')).toEqual([]);
+      const [second] = await claim(at + LEASE, 'worker-b');
+      expect(second).toMatchObject({ deliveryId: first!.deliveryId, leaseOwner: 'worker-b', attempts: 0, recipients: [{ address: 'r@a.test' }] });
+
+      expect(await record(first!, at + 1000, [outcome('r@a.test', 'delivered')], at, 'worker-a')).toBe(false);
+      const untouched = (await store.showMessage(id))!;
+      expect(untouched.attempts).toEqual([]);
+      expect(untouched.recipientStates).toEqual([{ address: 'r@a.test', state: 'queued' }]);
+
+      expect(await record(second!, at + LEASE + 1000, [outcome('r@a.test', 'delivered')], at, 'worker-b')).toBe(true);
+      expect((await store.showMessage(id))!.state).toBe('done');
+    });
+
+    it('lets the owner of a lapsed lease record while nobody else claimed the delivery', async () => {
+      const { at } = await queue(['r@a.test']);
+      const [claimed] = await claim(at);
+      expect(await record(claimed!, at + 10 * LEASE, [outcome('r@a.test', 'delivered')])).toBe(true);
+    });
+
+    it('gives a lease back on releaseLease, to its owner only, with the delivery untouched', async () => {
+      const { id, at } = await queue(['r@a.test']);
+      const [claimed] = await claim(at, 'worker-a');
+      await store.releaseLease({ deliveryId: claimed!.deliveryId, owner: 'worker-b' });
+      expect(await claim(at, 'worker-c')).toEqual([]);
+
+      await store.releaseLease({ deliveryId: claimed!.deliveryId, owner: 'worker-a' });
+      expect((await store.showMessage(id))!.deliveries).toEqual([{ id: claimed!.deliveryId, domain: 'a.test', attempts: 0, nextAttemptAt: new Date(at) }]);
+      expect(await claim(at, 'worker-c')).toMatchObject([{ deliveryId: claimed!.deliveryId, leaseOwner: 'worker-c', attempts: 0 }]);
+      await store.releaseLease({ deliveryId: 'no-such-delivery', owner: 'worker-c' });
+    });
+
+    it('records mixed outcomes: the deferred recipient is claimable again at nextAttemptAt, not before', async () => {
+      const { id, at } = await queue(['ok@a.test', 'later@a.test']);
+      const [claimed] = await claim(at);
+      const attempt = attemptWith(at + 100, { outcome: 'partial' });
+      const next = at + 300_000;
+      expect(
+        await store.recordAttempt(
+          { deliveryId: claimed!.deliveryId, owner: WORKER },
+          { attempts: [attempt], recipients: [outcome('ok@a.test', 'delivered'), outcome('later@a.test', 'deferred')], nextAttemptAt: new Date(next) },
+        ),
+      ).toBe(true);
+
+      expect(await states()).toEqual([[id, 'deferred']]);
+      const details = (await store.showMessage(id))!;
+      expect(details.state).toBe('deferred');
+      expect(details.recipientStates).toEqual([
+        { address: 'ok@a.test', state: 'delivered', reply: REPLY.delivered, updatedAt: attempt.endedAt },
+        { address: 'later@a.test', state: 'deferred', reply: REPLY.deferred, updatedAt: attempt.endedAt },
+      ]);
+      expect(details.deliveries).toEqual([{ id: claimed!.deliveryId, domain: 'a.test', attempts: 1, nextAttemptAt: new Date(next) }]);
+      expect(await store.nextDueAt()).toEqual(new Date(next));
+
+      expect(await claim(next - 1)).toEqual([]);
+      const again = await claim(next);
+      expect(again).toMatchObject([{ deliveryId: claimed!.deliveryId, attempts: 1, recipients: [{ address: 'later@a.test' }] }]);
+      expect(again[0]!.recipients).toHaveLength(1);
+
+      // A held message shows as held, whatever its recipients.
+      await store.holdMessages({ ids: [id] });
+      expect(await states()).toEqual([[id, 'held']]);
+    });
+
+    it('leaves a recipient already delivered alone, and one without an outcome pending', async () => {
+      const { id, at } = await queue(['one@a.test', 'two@a.test', 'three@a.test']);
+      const [first] = await claim(at);
+      expect(await record(first!, at, [outcome('one@a.test', 'delivered')], at + 1000)).toBe(true);
+      const [second] = await claim(at + 1000);
+      expect(second!.recipients.map((r) => r.address)).toEqual(['two@a.test', 'three@a.test']);
+      // one@ is not pending any more: an outcome for it (or for a stranger) changes nothing.
+      const outcomes = [outcome('one@a.test', 'bounced'), outcome('stranger@a.test', 'bounced'), outcome('two@a.test', 'bounced')];
+      expect(await record(second!, at + 1000, outcomes, at + 2000)).toBe(true);
+      expect((await store.showMessage(id))!.recipientStates.map((r) => [r.address, r.state])).toEqual([
+        ['one@a.test', 'delivered'],
+        ['two@a.test', 'bounced'],
+        ['three@a.test', 'queued'],
+      ]);
+      expect((await claim(at + 2000)).map((c) => c.recipients)).toEqual([[{ address: 'three@a.test' }]]);
+    });
+
+    it('makes a message done when every recipient is final: not listed, body gone, history kept exactly', async () => {
+      const envelope = envelopeWith({ recipients: ['ok@a.test', 'gone@a.test', 'far@b.test'] });
+      const body = 'Subject: done\r\n\r\nbye\r\n';
+      const id = await commitMessage(store, [Buffer.from(body)], envelope);
+      const at = await receivedAtOf(store, id);
+      const [a, b] = byDomain(await claim(at));
+
+      const unverified = attemptWith(at + 10, {
+        host: 'mx.a.test', ip: '2001:db8::25', port: 25, outcome: 'partial', reply: '550 5.1.1 <gone@a.test>: No such user',
+        tls: { version: 'TLSv1.2', cipher: 'ECDHE-RSA-AES128-GCM-SHA256', verified: false, verifyError: 'self-signed certificate in certificate chain' },
+        policy: { level: 'may', source: 'default' },
+      });
+      const aOutcomes = [outcome('ok@a.test', 'delivered'), { address: 'gone@a.test', result: 'bounced' as const, reply: '550 5.1.1 <gone@a.test>: No such user' }];
+      expect(await store.recordAttempt({ deliveryId: a!.deliveryId, owner: WORKER }, { attempts: [unverified], recipients: aOutcomes, nextAttemptAt: new Date(at) })).toBe(true);
+      // b.test still pending: the message stays, and so does its body.
+      expect((await store.listMessages()).map((m) => m.id)).toEqual([id]);
+      expect((await readAll(store.readBody(id))).toString()).toBe(body);
+
+      const refused = attemptWith(at + 20, {
+        host: 'mx1.b.test', ip: '198.51.100.1', port: 2525, tls: undefined, outcome: 'deferred', reply: 'connection refused',
+        policy: { level: 'encrypt', source: 'route b.test' },
+      });
+      const verified = attemptWith(at + 30, { host: 'mx2.b.test', ip: '198.51.100.2', policy: { level: 'encrypt', source: 'route b.test' } });
+      // Given newest first: the store orders attempts by when they started.
+      expect(
+        await store.recordAttempt(
+          { deliveryId: b!.deliveryId, owner: WORKER },
+          { attempts: [verified, refused], recipients: [outcome('far@b.test', 'delivered')], nextAttemptAt: new Date(at) },
+        ),
+      ).toBe(true);
+
+      expect(await store.listMessages()).toEqual([]);
+      await expect(readAll(store.readBody(id))).rejects.toThrow();
+      expect(await store.nextDueAt()).toBeUndefined();
+      expect(await claim(at + DAY)).toEqual([]);
+      expect(await record(b!, at + 40, [outcome('far@b.test', 'bounced')])).toBe(false);
+
+      const details = (await store.showMessage(id))!;
+      expect(details).toEqual({
+        id, mailFrom: envelope.mailFrom, recipients: envelope.recipients, size: Buffer.byteLength(body), receivedAt: new Date(at), state: 'done',
+        envelope: { ...envelope, requireTls: false },
+        recipientStates: [
+          { address: 'ok@a.test', state: 'delivered', reply: REPLY.delivered, updatedAt: unverified.endedAt },
+          { address: 'gone@a.test', state: 'bounced', reply: '550 5.1.1 <gone@a.test>: No such user', updatedAt: unverified.endedAt },
+          { address: 'far@b.test', state: 'delivered', reply: REPLY.delivered, updatedAt: verified.endedAt },
+        ],
+        deliveries: expect.any(Array),
+        attempts: [
+          { ...unverified, deliveryId: a!.deliveryId, domain: 'a.test' },
+          { ...refused, deliveryId: b!.deliveryId, domain: 'b.test' },
+          { ...verified, deliveryId: b!.deliveryId, domain: 'b.test' },
+        ],
+      });
+      expect(details.attempts[1]).not.toHaveProperty('tls'); // plaintext: no TLS facts, not empty ones
+      expect(byDomain(details.deliveries)).toEqual([
+        { id: a!.deliveryId, domain: 'a.test', attempts: 1 },
+        { id: b!.deliveryId, domain: 'b.test', attempts: 1 },
+      ]);
+    });
+
+    it('records an attempt that reached no host (no address, no TLS)', async () => {
+      const { id, at } = await queue(['r@a.test']);
+      const [claimed] = await claim(at);
+      const noHost = attemptWith(at, { host: undefined, ip: undefined, port: undefined, tls: undefined, outcome: 'deferred', reply: 'DNS: SERVFAIL for a.test' });
+      expect(await store.recordAttempt({ deliveryId: claimed!.deliveryId, owner: WORKER }, { attempts: [noHost], recipients: [outcome('r@a.test', 'deferred')], nextAttemptAt: new Date(at + 1) })).toBe(true);
+      const [shown] = (await store.showMessage(id))!.attempts;
+      expect(shown).toEqual({ startedAt: noHost.startedAt, endedAt: noHost.endedAt, policy: noHost.policy, reply: 'DNS: SERVFAIL for a.test', outcome: 'deferred', deliveryId: claimed!.deliveryId, domain: 'a.test' });
+      expect(Object.keys(shown!).sort()).toEqual(['deliveryId', 'domain', 'endedAt', 'outcome', 'policy', 'reply', 'startedAt']);
+    });
+
+    it('holds and releases messages, returning the ids that changed', async () => {
+      const done = await queue(['r@c.test']);
+      await finishAll(done.at);
+      const m1 = await queue(['r@a.test']);
+      const m2 = await queue(['r@b.test']);
+
+      expect(await store.holdMessages({ ids: [m1.id, '0000000000000000', 'not an id', done.id, m1.id] })).toEqual([m1.id]);
+      expect(await store.holdMessages({ ids: [m1.id] })).toEqual([]);
+      expect(await states()).toEqual([[m1.id, 'held'], [m2.id, 'queued']]);
+      expect(await store.holdMessages({ all: true })).toEqual([m2.id]);
+      expect(await claim(m2.at + DAY)).toEqual([]);
+
+      expect(await store.releaseMessages({ ids: [m2.id, done.id, '0000000000000000'] })).toEqual([m2.id]);
+      expect(await store.releaseMessages({ all: true })).toEqual([m1.id]);
+      expect(await store.releaseMessages({ all: true })).toEqual([]);
+      expect(await states()).toEqual([[m1.id, 'queued'], [m2.id, 'queued']]);
+      expect((await store.showMessage(done.id))!.state).toBe('done');
+    });
+
+    it('retries the pending deliveries of queued messages at `now`, but not held or done ones', async () => {
+      const done = await queue(['r@c.test']);
+      await finishAll(done.at);
+      const m1 = await queue(['r@a.test']);
+      const [claimed] = await claim(m1.at);
+      expect(await record(claimed!, m1.at, [outcome('r@a.test', 'deferred')], m1.at + DAY)).toBe(true);
+      const m2 = await queue(['r@b.test']);
+      await store.holdMessages({ ids: [m2.id] });
+      const now = m2.at + 1000;
+      expect(await claim(now)).toEqual([]);
+
+      expect(await store.retryMessages({ ids: [m1.id, m2.id, done.id, '0000000000000000'] }, new Date(now))).toEqual([m1.id]);
+      expect(await store.nextDueAt()).toEqual(new Date(now));
+      expect((await claim(now)).map((c) => c.messageId)).toEqual([m1.id]);
+      // A retry does not break a lease: the attempt in flight records its own next attempt.
+      expect(await store.retryMessages({ all: true }, new Date(now))).toEqual([m1.id]);
+      expect(await claim(now, 'worker-b')).toEqual([]);
+      // Released later, the held message is due as it always was.
+      await store.releaseMessages({ ids: [m2.id] });
+      expect((await claim(now, 'worker-b')).map((c) => c.messageId)).toEqual([m2.id]);
+    });
+
+    it('deletes messages with their history and bodies; a worker holding a lease then cannot record', async () => {
+      const done = await queue(['r@c.test']);
+      await finishAll(done.at);
+      const m1 = await queue(['r@a.test']);
+      const m2 = await queue(['r@b.test']);
+      await store.holdMessages({ ids: [m2.id] });
+      const [claimed] = await claim(m1.at);
+
+      expect(await store.deleteMessages({ ids: [m1.id, '0000000000000000'] })).toEqual([m1.id]);
+      expect(await store.showMessage(m1.id)).toBeUndefined();
+      await expect(readAll(store.readBody(m1.id))).rejects.toThrow();
+      expect(await record(claimed!, m1.at, [outcome('r@a.test', 'delivered')])).toBe(false);
+      expect(await store.deleteMessages({ ids: [m1.id] })).toEqual([]);
+
+      // "all" is the queue as listed: held messages included, the history of done ones not.
+      expect(await store.deleteMessages({ all: true })).toEqual([m2.id]);
+      expect(await store.listMessages()).toEqual([]);
+      expect((await store.showMessage(done.id))!.state).toBe('done');
+      expect(await store.deleteMessages({ ids: [done.id] })).toEqual([done.id]);
+      expect(await store.showMessage(done.id)).toBeUndefined();
+      expect(await store.nextDueAt()).toBeUndefined();
+    });
+
+    it('records an attempt in flight when its message was held meanwhile', async () => {
+      const { id, at } = await queue(['r@a.test']);
+      const [claimed] = await claim(at);
+      await store.holdMessages({ ids: [id] });
+      expect(await record(claimed!, at, [outcome('r@a.test', 'delivered')])).toBe(true);
+      expect((await store.showMessage(id))!.state).toBe('done');
+      expect(await store.releaseMessages({ ids: [id] })).toEqual([]);
+    });
+
+    it('says when the next unheld delivery is due, counting a lease until it lapses', async () => {
+      expect(await store.nextDueAt()).toBeUndefined();
+      const { id, at } = await queue(['r@a.test', 's@b.test']);
+      expect(await store.nextDueAt()).toEqual(new Date(at));
+      await store.holdMessages({ ids: [id] });
+      expect(await store.nextDueAt()).toBeUndefined();
+      await store.releaseMessages({ ids: [id] });
+
+      const [first] = await claim(at, WORKER, 1);
+      expect(await store.nextDueAt()).toEqual(new Date(at)); // the other one is still due
+      const [second] = await claim(at, WORKER, 1);
+      expect(await store.nextDueAt()).toEqual(new Date(at + LEASE));
+      const firstAddress = first!.recipients[0]!.address;
+      expect(await record(first!, at, [outcome(firstAddress, 'deferred')], at + 10 * LEASE)).toBe(true);
+      expect(await store.nextDueAt()).toEqual(new Date(at + LEASE));
+      await store.releaseLease({ deliveryId: second!.deliveryId, owner: WORKER });
+      expect(await store.nextDueAt()).toEqual(new Date(at));
+      const secondAddress = second!.recipients[0]!.address;
+      const [again] = await claim(at);
+      expect(await record(again!, at, [outcome(secondAddress, 'bounced')])).toBe(true);
+      expect(await store.nextDueAt()).toEqual(new Date(at + 10 * LEASE));
+    });
+
+    it('never hands one delivery to two claimers: 20 parallel claims by two stores over 50 deliveries', async () => {
+      const peer = await current().openPeer();
+      const recipients = Array.from({ length: 10 }, (_, i) => `r@d${i}.test`);
+      let latest = 0;
+      for (let i = 0; i < 5; i++) latest = Math.max(latest, (await queue(recipients)).at);
+
+      const batches = await Promise.all(Array.from({ length: 20 }, (_, i) => claim(latest, `worker-${i}`, 3, i % 2 === 0 ? store : peer)));
+      const ids = batches.flat().map((c) => c.deliveryId);
+      expect(ids).toHaveLength(50);
+      expect(new Set(ids).size).toBe(50);
+      batches.forEach((batch, i) => expect(batch.every((c) => c.leaseOwner === `worker-${i}`)).toBe(true));
+      expect(await claim(latest, 'worker-late')).toEqual([]);
+    });
+
+    it('shows nothing for an unknown id', async () => {
+      expect(await store.showMessage('0000000000000000')).toBeUndefined();
+      expect(await store.showMessage('not an id')).toBeUndefined();
+    });
+  });
+}
+
+const REPLY = { delivered: '250 2.0.0 Ok: queued as 4Xyz', deferred: '451 4.3.0 Try again later', bounced: '550 5.1.1 No such user' } as const;
+
+/** outcome - a recipient's result with the usual reply for it. */
+function outcome(address: string, result: RecipientOutcome['result']): RecipientOutcome {
+  return { address, result, reply: REPLY[result] };
+}
+
+/** byDomain - claims or deliveries sorted by domain (ties in due time have no order the contract fixes). */
+function byDomain<T extends { domain: string }>(items: T[]): T[] {
+  return [...items].sort((x, y) => x.domain.localeCompare(y.domain));
+}
