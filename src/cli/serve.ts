@@ -28,6 +28,11 @@ import { createServerTls } from '../tls/server-tls.ts';
 
 export interface RunningRelay {
   listeners: { name: ListenerName; host: string; port: number }[];
+  /** The dev CA clients should trust, when Postern made the certificates. */
+  caFile?: string;
+  fingerprint: string;
+  /** Absent with outbound.enabled false. */
+  scheduler?: Scheduler;
   stop(): Promise<void>;
 }
 
@@ -40,7 +45,7 @@ export interface RelayOptions {
   now?: () => Date;
 }
 
-export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay & { caFile?: string; fingerprint: string; scheduler?: Scheduler }> {
+export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay> {
   await installExactReplies();
   const caFile = await prepareCertificates(config, logger);
   const store = await openQueueStore(config, { logger, removeOrphans: true });
@@ -149,14 +154,12 @@ function reverseResolver(config: Config): ReverseResolver | undefined {
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger({ level: config.log.level });
   // Handlers first: a signal during start-up stops the relay as soon as it is up.
-  let stopRequested: string | undefined;
-  let relay: RunningRelay | undefined;
-  const stop = (signal: string) => {
-    if (stopRequested) return;
-    stopRequested = signal;
-    if (!relay) return;
-    logger.info({ signal }, 'stopping');
-    relay.stop().then(
+  const state: { relay?: RunningRelay; signal?: string; stopping: boolean } = { stopping: false };
+  const stop = () => {
+    if (!state.relay || !state.signal || state.stopping) return;
+    state.stopping = true;
+    logger.info({ signal: state.signal }, 'stopping');
+    state.relay.stop().then(
       () => process.exit(0),
       (err: unknown) => {
         logger.error({ err }, 'stop failed');
@@ -164,20 +167,19 @@ export async function serve(config: Config): Promise<void> {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  const started = await startRelay(config, logger);
-  relay = started;
-  process.stderr.write(describeRelay(config, started));
-  if (stopRequested) {
-    const signal = stopRequested;
-    stopRequested = undefined;
-    stop(signal);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      state.signal ??= signal;
+      stop();
+    });
   }
+  state.relay = await startRelay(config, logger);
+  process.stderr.write(describeRelay(config, state.relay));
+  stop();
 }
 
 /** describeRelay - the start-up summary a person reads: ports, certificate, a command to try. */
-export function describeRelay(config: Config, relay: { listeners: RunningRelay['listeners']; caFile?: string; fingerprint: string }): string {
+export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | 'caFile' | 'fingerprint'>): string {
   const roles: Record<ListenerName, string> = {
     relay: 'STARTTLS offered, no AUTH, relays for trusted networks',
     submission: 'STARTTLS + AUTH required',

@@ -174,9 +174,9 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
         };
         connection.send(envelope, request.body, (err, info) => {
           const byAddress = new Map<string, { code: number; reply: string }>();
-          const rejected = (err as SmtpError | null)?.rejectedErrors ?? (info?.rejectedErrors as SmtpError[] | undefined) ?? [];
+          const rejected = (err)?.rejectedErrors ?? (info?.rejectedErrors) ?? [];
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: r.response ?? describeError(r) });
-          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err as SmtpError) } : { code: 250, reply: info?.response ?? '250 ok' };
+          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) } : { code: 250, reply: info?.response ?? '250 ok' };
           resolve({ recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
         });
       });

@@ -13,7 +13,7 @@ describe('README configuration reference', () => {
     if (k.path !== 'hostname') expect(row).toContain(`\`${JSON.stringify(k.default)}\``);
   });
   it('documents no key that does not exist', () => {
-    const documented = [...readme.matchAll(/^\| `([a-zA-Z.]+)` \|/gm)].map((m) => m[1]);
+    const documented = [...readme.matchAll(/^\| `([a-zA-Z.]+)` \| `/gm)].map((m) => m[1]);
     expect(documented.filter((p) => !CONFIG_KEYS.some((k) => k.path === p))).toEqual([]);
   });
 });
