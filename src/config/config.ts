@@ -49,7 +49,7 @@ export interface Config {
   hostname: string;
   listeners: Record<ListenerName, ListenerConfig>;
   tls: { cert: string; key: string; sni: Record<string, { cert: string; key: string }>; clientCa: string };
-  queue: { backend: 'sqlite'; path: string };
+  queue: { backend: 'sqlite' | 'postgres'; path: string; url: string };
   relay: { trustedNetworks: string[]; localDomains: string[]; users: string };
   limits: {
     messageSize: number;
@@ -66,6 +66,7 @@ export interface Config {
   dns: { servers: string[] };
   smtp: { reverseLookup: boolean; bareLineFeed: 'normalize' | 'reject' };
   outbound: OutboundConfig;
+  http: { enabled: boolean; host: string; port: number; token: string; tokenFile: string; autoconfig: boolean };
   log: { level: string };
 }
 

@@ -82,8 +82,9 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('tls.key', 'certs/server.key', check.string('a file path'), 'string', 'Private key of tls.cert (PEM).'),
   key('tls.sni', {}, sniMap, 'json', 'Extra certificates per SNI name: { "mail.example.com": { cert, key } }.'),
   key('tls.clientCa', '', check.optionalString('a file path (empty: client certificates are not requested)'), 'string', 'CA whose client certificates may relay like an authenticated user.'),
-  key('queue.backend', 'sqlite', check.oneOf(['sqlite'] as const), 'string', 'Queue store: sqlite (embedded).'),
+  key('queue.backend', 'sqlite', check.oneOf(['sqlite', 'postgres'] as const), 'string', 'Queue store: sqlite (embedded, one node) or postgres (several nodes share it).'),
   key('queue.path', 'data/queue.db', check.string('a file path'), 'string', 'SQLite queue file; message bodies go in messages/ beside it.'),
+  key('queue.url', '', check.optionalString('a postgres:// URL'), 'string', 'PostgreSQL connection URL for queue.backend postgres (postgres://user@host:5432/db).'),
   key('relay.trustedNetworks', ['127.0.0.0/8', '::1/128'], check.list(check.network(), 'CIDR networks'), 'list', 'Clients in these networks may relay anywhere without AUTH.'),
   key('relay.localDomains', [], check.list(check.domain(), 'domain names'), 'list', 'Domains accepted from anyone (mail for them is not relaying).'),
   key('relay.users', 'data/users.json', check.string('a file path'), 'string', 'User file written by `postern users`; scrypt hashes.'),
@@ -124,6 +125,12 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.tls.caFile', '', check.optionalString('a file path'), 'string', 'Extra CAs for the verify level, added to the system CAs.'),
   key('outbound.dns.servers', [], check.list(check.string('an IP address'), 'resolver addresses'), 'list', 'DNS servers for MX lookups; empty: dns.servers.'),
   key('outbound.allowPrivateTargets', false, check.boolean(), 'boolean', 'Allow MX targets on loopback or private addresses (internal networks, tests); routes may always name them.'),
+  key('http.enabled', true, check.boolean(), 'boolean', 'Whether the HTTP listener (admin API, /metrics, /healthz, /readyz) runs.'),
+  key('http.host', '127.0.0.1', check.hostAddress(), 'string', 'Address the HTTP listener binds to.'),
+  key('http.port', 8025, port, 'number', 'Port of the HTTP listener.'),
+  key('http.token', '', check.optionalString('a secret string (empty: the queue API is off)'), 'string', 'Bearer token for the queue API; /metrics and health need none.'),
+  key('http.tokenFile', '', check.optionalString('a file path'), 'string', 'File holding http.token (Docker secrets); read at start.'),
+  key('http.autoconfig', false, check.boolean(), 'boolean', 'Serve Mozilla-style autoconfig (/mail/config-v1.1.xml) for Thunderbird.'),
   key('log.level', 'info', check.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), 'string', 'Log level.'),
 ];
 

@@ -8,7 +8,7 @@ const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
 describe('README configuration reference', () => {
   it.each(CONFIG_KEYS.map((k) => [k.path, k] as const))('documents %s with its default and environment variable', (_path, k) => {
     const row = readme.split('\n').find((line) => line.startsWith(`| \`${k.path}\` |`));
-    expect(row, `a row for ${k.path}`).toBeDefined();
+    expect(row, `a row for ${k.path} (run npm run docs:config)`).toBeDefined();
     expect(row).toContain(`\`${envName(k.path)}\``);
     if (k.path !== 'hostname') expect(row).toContain(`\`${JSON.stringify(k.default)}\``);
   });
