@@ -145,6 +145,8 @@ export interface QueueStore {
   recordAttempt(claim: { deliveryId: string; owner: string }, result: { attempts: AttemptRecord[]; recipients: RecipientOutcome[]; nextAttemptAt: Date }): Promise<boolean>;
   /** releaseLease - give a claimed delivery back untouched (graceful stop). */
   releaseLease(claim: { deliveryId: string; owner: string }): Promise<void>;
+  /** stats - queue depth by state (messages not done) and the oldest such message's arrival, for /metrics. */
+  stats(): Promise<{ byState: Record<Exclude<MessageState, 'done'>, number>; oldestReceivedAt?: Date }>;
   /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */
   nextDueAt(): Promise<Date | undefined>;
   /** holdMessages - stop delivery of messages; returns the ids that changed. */
