@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { OutboundConfig } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
+import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/queue-store.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
@@ -33,6 +34,8 @@ export interface DeliverDeps {
   readBody(messageId: string): Readable;
   logger: Logger;
   now(): Date;
+  /** Counts the sessions opened to next hops, by TLS version; nothing is counted when absent. */
+  metrics?: RelayMetrics;
 }
 
 type Targets = { ok: true; targets: SessionTarget[] } | { ok: false; reply: string };
@@ -69,6 +72,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       log.info({ ...where, reply: opened.reply, tlsLevel: policy.level }, 'next hop not usable, trying the next one');
       continue;
     }
+    (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
     const recipients = await sendAll(opened.session, claim, deps);
     opened.session.close();
     const results = new Set(recipients.map((r) => r.result));
@@ -85,7 +89,8 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN') };
   }
   // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).
-  return { attempts, recipients: everyone(claim, lastReply.startsWith('5') ? `4${lastReply.slice(1)}` : lastReply), nextHopOffersDsn: false };
+  const deferral = lastReply.startsWith('5') ? `451 4.4.0 no next hop took the message; last reply: ${lastReply}` : lastReply;
+  return { attempts, recipients: everyone(claim, deferral), nextHopOffersDsn: false };
 }
 
 function policyRecord(policy: TlsDecision): AttemptRecord['policy'] {

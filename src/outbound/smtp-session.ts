@@ -41,7 +41,7 @@ export interface SessionSettings {
 
 export type OpenResult =
   | { ok: true; session: OutboundSession }
-  | { ok: false; reply: string; tls?: TlsFacts; permanent: boolean };
+  | { ok: false; reply: string; tls?: TlsFacts };
 
 export interface TransactionRequest {
   mailFrom: string;
@@ -77,7 +77,7 @@ export async function openSession(target: SessionTarget, settings: SessionSettin
   return finish(await connect(target, settings, true), target, settings);
 }
 
-type Connected = { ok: true; connection: SMTPConnection; tls?: TlsFacts } | { ok: false; reply: string; handshakeFailed: boolean; permanent: boolean };
+type Connected = { ok: true; connection: SMTPConnection; tls?: TlsFacts } | { ok: false; reply: string; handshakeFailed: boolean; tlsFailed: boolean };
 
 function connect(target: SessionTarget, settings: SessionSettings, plaintext: boolean): Promise<Connected> {
   const mustEncrypt = settings.level === 'encrypt' || settings.level === 'verify';
@@ -103,10 +103,13 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     const fail = (err: SmtpError) => {
       if (settled) return;
       settled = true;
+      // nodemailer reports a failed handshake as the TLS socket's own error (ESOCKET), a close during it as
+      // ETLS, a stalled one as ETIMEDOUT: what they share is that the upgrade had begun and not finished.
+      const handshakeFailed = connection.upgrading === true || (err.code === 'ETLS' && err.command !== 'STARTTLS');
+      // STARTTLS refused or not understood (a server that does not offer it) is a TLS failure too.
+      const tlsFailed = handshakeFailed || err.command === 'STARTTLS';
       connection.close();
-      const handshakeFailed = err.code === 'ETLS' && /Error initiating TLS/.test(err.message);
-      const code = err.responseCode ?? 0;
-      resolve({ ok: false, reply: describeError(err), handshakeFailed, permanent: code >= 500 && err.command === 'CONN' });
+      resolve({ ok: false, reply: describeError(err), handshakeFailed, tlsFailed });
     };
     connection.once('error', fail);
     connection.connect(() => {
@@ -129,18 +132,18 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
 
 function finish(connected: Connected, target: SessionTarget, settings: SessionSettings): OpenResult {
   if (!connected.ok) {
-    const tlsProblem = /TLS|STARTTLS/.test(connected.reply) && (settings.level === 'encrypt' || settings.level === 'verify');
+    const tlsProblem = connected.tlsFailed && (settings.level === 'encrypt' || settings.level === 'verify');
     // RFC 3463 4.7.x: a security policy we could not meet here; another host or a later try may do better.
-    return { ok: false, reply: tlsProblem ? `4.7.5 ${connected.reply}` : connected.reply, permanent: connected.permanent };
+    return { ok: false, reply: tlsProblem ? `4.7.5 TLS required but not established: ${connected.reply}` : connected.reply };
   }
   const { connection, tls } = connected;
   if ((settings.level === 'encrypt' || settings.level === 'verify') && !tls) {
     connection.close();
-    return { ok: false, reply: '4.7.5 TLS required but the session is not encrypted', permanent: false };
+    return { ok: false, reply: '4.7.5 TLS required but the session is not encrypted' };
   }
   if (settings.level === 'verify' && tls && !tls.verified) {
     connection.close();
-    return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, tls, permanent: false };
+    return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, tls };
   }
   return { ok: true, session: wrap(connection, tls) };
 }

@@ -1,7 +1,8 @@
 // Retry timing, as Postfix does it: the first retry after retry.initial,
 // then doubling, capped at retry.max; plus up to 10% jitter so messages
 // deferred together do not come back together. A message older than
-// retry.lifetime is not retried: its deferred recipients bounce (4.4.7).
+// retry.lifetime is not retried: its deferred recipients bounce, reporting
+// the last temporary reason (as Postfix does).
 // Pure: the jitter source and the clock are arguments.
 
 export interface RetrySettings {

@@ -7,10 +7,13 @@
 // a message from the null sender (RFC 5321 §4.5.5).
 // Concurrency: at most `concurrency` deliveries at once, `perDestination`
 // per recipient domain; a claim over the per-domain limit is handed back.
+// Every recorded recipient result is counted (deps.metrics), delivered ones
+// with their latency from acceptance.
 // Fails: a courier that throws, or a store error, is logged and the
 // delivery's lease simply lapses, so it is tried again later (never lost).
 import { Readable } from 'node:stream';
 import type { Logger } from '../observability/logger.ts';
+import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
 import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
@@ -32,6 +35,8 @@ export interface SchedulerOptions {
   now(): Date;
   random?: () => number;
   logger: Logger;
+  /** Counts recipient results and delivery latency; nothing is counted when absent. */
+  metrics?: RelayMetrics;
 }
 
 export interface Scheduler {
@@ -48,6 +53,7 @@ export interface Scheduler {
 /** createScheduler - a scheduler over a store and a courier. */
 export function createScheduler(options: SchedulerOptions): Scheduler {
   const { store, logger } = options;
+  const metrics = options.metrics ?? NO_METRICS;
   const inFlight = new Map<string, Promise<void>>();
   const perDomain = new Map<string, number>();
   let running = false;
@@ -85,10 +91,15 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const next = nextAttemptAt({ attempts: claim.attempts + 1, receivedAt: claim.receivedAt, now, retry: options.retry, random: options.random });
       // Past the lifetime, a deferral becomes a bounce (Postfix: "delivery temporarily suspended" → expired).
       const recipients = outcome.recipients.map((r): RecipientOutcome =>
-        r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${Math.round(options.retry.lifetime / 3600)} hours in the queue)` } : r,
+        r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${describeSeconds(options.retry.lifetime)} in the queue)` } : r,
       );
       await sendReports(claim, recipients, outcome, now, log);
       const recorded = await store.recordAttempt({ deliveryId: claim.deliveryId, owner: options.owner }, { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now });
+      // Counted once, by the worker whose result stood (a lapsed lease's result is another worker's to count).
+      if (recorded) {
+        const latency = (now.getTime() - claim.receivedAt.getTime()) / 1000;
+        for (const r of recipients) metrics.deliveryRecorded(r.result, r.result === 'delivered' ? latency : undefined);
+      }
       log.info({ recorded, results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
     } catch (err) {
       log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
@@ -193,6 +204,12 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       await Promise.all(inFlight.values());
     },
   };
+}
+
+// describeSeconds - "5 days", "1 hour", "90 seconds".
+function describeSeconds(seconds: number): string {
+  const [amount, unit] = seconds % 86400 === 0 ? [seconds / 86400, 'day'] : seconds % 3600 === 0 ? [seconds / 3600, 'hour'] : [seconds, 'second'];
+  return `${amount} ${unit}${amount === 1 ? '' : 's'}`;
 }
 
 // readHeaderBlock - the original message's header block, for the report's text/rfc822-headers part.

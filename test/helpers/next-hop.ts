@@ -43,7 +43,7 @@ export type NextHopKind =
 export const NEXT_HOP_NAME = 'mx.test';
 
 export interface NextHopOptions {
-  /** The test CA: required for the starttls-ca-*, handshake-fails and rcpt-4xx-5xx kinds. */
+  /** The test CA: required for starttls-ca-* and handshake-fails; the other STARTTLS kinds use it when given, else a self-signed certificate. */
   ca?: PemCredentials;
   /** Listen on this port (one a 'down' next hop handed back) instead of an ephemeral one. */
   port?: number;
@@ -77,7 +77,6 @@ export interface SeenTransaction {
 export interface SeenConnection {
   /** Every byte the client sent, as it crossed the wire. */
   wire: Buffer;
-  closed: boolean;
 }
 
 export interface NextHop {
@@ -96,7 +95,6 @@ export interface NextHop {
   /** wire - every client byte of every connection so far, from connection `from` on. */
   wire(from?: number): Buffer;
   waitForMessages(n: number): Promise<SeenTransaction[]>;
-  waitForConnections(n: number): Promise<SeenConnection[]>;
   /** waitForHeld - resolves once n DATA are held (holdData). */
   waitForHeld(n: number): Promise<void>;
   /** release - answer every held DATA, and stop holding. */
@@ -125,7 +123,7 @@ export async function startNextHop(kind: NextHopKind, options: NextHopOptions = 
 
 /** serverOptions - the smtp-server settings that give a kind its behaviour, recording into `state`. */
 async function serverOptions(kind: NextHopKind, options: NextHopOptions, state: Recorder): Promise<SMTPServerOptions> {
-  const base: SMTPServerOptions = {
+  return {
     name: NEXT_HOP_NAME,
     logger: false,
     authOptional: true,
@@ -164,7 +162,6 @@ async function serverOptions(kind: NextHopKind, options: NextHopOptions, state: 
       state.endTransaction(session);
     },
   };
-  return base;
 }
 
 /** tlsSettings - certificate and STARTTLS offer per kind; 'plain' refuses STARTTLS outright. */
@@ -189,6 +186,7 @@ async function tlsSettings(kind: NextHopKind, options: NextHopOptions): Promise<
       // which every client with minVersion TLSv1.2 (Postern) refuses: the handshake fails.
       return { ...pair(await rightName()), minVersion: 'TLSv1', maxVersion: 'TLSv1.1' };
     case 'starttls-ca-right-name':
+      return pair(await rightName());
     case 'rcpt-4xx-5xx':
     case 'greeting-421':
     case 'slow-greeting':
@@ -321,7 +319,6 @@ function nextHopOf(recorder: Recorder, port: number, close: () => Promise<void>)
     },
     wire: (from = 0) => Buffer.concat(recorder.connections.slice(from).map((c) => c.wire)),
     waitForMessages: (n) => recorder.until(() => (messages().length >= n ? messages() : undefined), () => `saw ${messages().length} of ${n} messages`),
-    waitForConnections: (n) => recorder.until(() => (recorder.connections.length >= n ? recorder.connections : undefined), () => `saw ${recorder.connections.length} of ${n} connections`),
     waitForHeld: (n) => recorder.until(() => (recorder.held.length >= n ? true : undefined), () => `holds ${recorder.held.length} of ${n} DATA`).then(() => undefined),
     release: () => recorder.release(),
     close,
@@ -330,7 +327,7 @@ function nextHopOf(recorder: Recorder, port: number, close: () => Promise<void>)
 
 /** tapConnection - relay one client connection to the smtp-server, keeping the client's bytes. */
 function tapConnection(client: Socket, innerPort: number, state: Recorder): void {
-  const seen: SeenConnection = { wire: Buffer.alloc(0), closed: false };
+  const seen: SeenConnection = { wire: Buffer.alloc(0) };
   state.connections.push(seen);
   state.changed();
   const server = connect(innerPort, '127.0.0.1');
@@ -341,8 +338,6 @@ function tapConnection(client: Socket, innerPort: number, state: Recorder): void
       state.sockets.delete(socket);
       client.destroy();
       server.destroy();
-      seen.closed = true;
-      state.changed();
     });
   }
   client.on('data', (chunk: Buffer) => {
@@ -376,7 +371,7 @@ function closeServer(server: Server): Promise<void> {
 }
 
 /** writeTestCa - a fresh test CA, its certificate written to a temp file for outbound.tls.caFile. */
-export async function writeTestCa(): Promise<{ ca: PemCredentials; caFile: string; remove(): Promise<void> }> {
+export async function writeTestCa(): Promise<{ ca: PemCredentials; caFile: string; remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'postern-next-hop-ca-'));
   const ca = await generateCertificateAuthority({ commonName: 'Postern next-hop test CA' });
   const caFile = join(dir, 'next-hop-ca.crt');
@@ -395,9 +390,19 @@ export interface Submission {
   auth?: { user: string; pass: string };
 }
 
-/** testMessage - a small CRLF message carrying `marker` in a header and the body. */
+/** testMessage - a small, complete CRLF message (Date and Message-ID included) carrying `marker` in a header and the body. */
 export function testMessage(marker: string, from = 'sender@sender.test'): string {
-  return [`From: <${from}>`, 'To: <rcpt@example.test>', `Subject: delivery test ${marker}`, `X-Test-Case: ${marker}`, '', `Body of ${marker}.`, ''].join('\r\n');
+  return [
+    `From: <${from}>`,
+    'To: <rcpt@example.test>',
+    `Subject: delivery test ${marker}`,
+    'Date: Mon, 02 Mar 2026 10:00:00 +0000',
+    `Message-ID: <${marker}@sender.test>`,
+    `X-Test-Case: ${marker}`,
+    '',
+    `Body of ${marker}.`,
+    '',
+  ].join('\r\n');
 }
 
 /** submitMessage - send to Postern over STARTTLS (trusting the relay's test CA); resolves with the queue id. */

@@ -1,0 +1,307 @@
+// Delivery end to end: a client hands mail to Postern over STARTTLS, Postern
+// delivers it to test next hops (routes and MX through a DNS server on
+// loopback) and records every attempt. Covers the happy path over STARTTLS
+// both ways, per-recipient 4xx/5xx with an RFC 3464 report to the sender's
+// route, the null sender, MX / null MX / SERVFAIL, a next hop that is down
+// then up, a 421 greeting and a greeting slower than the connect timeout.
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyVerb } from '../../src/cli/queue.ts';
+import { openQueueStore } from '../../src/queue/open-store.ts';
+import type { Scheduler } from '../../src/queue/scheduler.ts';
+import type { PemCredentials } from '../../src/tls/dev-certs.ts';
+import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
+import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, testMessage, writeTestCa, type NextHop, type SeenTransaction } from '../helpers/next-hop.ts';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
+
+/** deliveryStatus - the message/delivery-status part of a report: the per-message group, then one per recipient. */
+function deliveryStatus(report: Buffer): Record<string, string>[] {
+  const text = report.toString('latin1');
+  const boundary = /boundary="([^"]+)"/.exec(text)?.[1];
+  if (!boundary) throw new Error(`not a multipart report:\n${text}`);
+  const part = text.split(`--${boundary}`).find((p) => /^\r\nContent-Description: Delivery report\r\nContent-Type: message\/delivery-status\r\n/.test(p));
+  if (!part) throw new Error(`no message/delivery-status part:\n${text}`);
+  const body = part.slice(part.indexOf('\r\n\r\n') + 4).replace(/\r\n[ \t]+/g, ' ');
+  return body
+    .split(/\r\n\r\n/)
+    .filter((group) => group.trim())
+    .map((group) => Object.fromEntries(group.split('\r\n').filter(Boolean).map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1).trim()])));
+}
+
+/** reportsTo - the reports (from <>) a sink holds for `sender`. */
+function reportsTo(sink: NextHop, sender: string): SeenTransaction[] {
+  return sink.messages.filter((t) => t.mailFrom === '' && t.rcptTo.includes(sender));
+}
+
+/** transactionsOf - what a next hop saw from one sender. */
+function transactionsOf(hop: NextHop, sender: string): SeenTransaction[] {
+  return hop.transactions.filter((t) => t.mailFrom === sender);
+}
+
+/** postern - the CLI as operators run it, to completion. */
+function postern(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [POSTERN_BIN, ...args], { timeout: 20_000 }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+let ca: PemCredentials;
+let caFile: string;
+let removeCa: () => Promise<void>;
+
+beforeAll(async () => {
+  ({ ca, caFile, remove: removeCa } = await writeTestCa());
+});
+afterAll(async () => removeCa?.());
+
+// The whole path with the relay's own delivery loop: nobody calls runDue to make it happen.
+describe('client → Postern → next hop, STARTTLS both ways', () => {
+  let dns: DnsServer;
+  let sink: NextHop;
+  let relay: TestRelay;
+
+  beforeAll(async () => {
+    sink = await startNextHop('starttls-ca-right-name', { ca });
+    dns = await startDnsServer({ [NEXT_HOP_NAME]: { a: ['127.0.0.1'] } });
+    relay = await startTestRelay({
+      outbound: { enabled: true, routes: { 'dest.test': { host: NEXT_HOP_NAME, port: sink.port, tls: 'verify' } }, dns: { servers: [dns.address] }, tls: { caFile } },
+    });
+    await relay.addUser('alice', 'correct horse');
+  });
+  afterAll(async () => {
+    await relay?.stop();
+    await sink?.close();
+    await dns?.close();
+  });
+
+  it('delivers what an authenticated user submitted, Received header first, then the original bytes', async () => {
+    const original = testMessage('end-to-end', 'alice@sender.test');
+    const id = await submitMessage(relay, { from: 'alice@sender.test', to: ['rcpt@dest.test'], raw: original, auth: { user: 'alice', pass: 'correct horse' } });
+
+    const [delivered] = await sink.waitForMessages(1);
+    expect(delivered).toMatchObject({ secure: true, dataInPlaintext: false, servername: NEXT_HOP_NAME, mailFrom: 'alice@sender.test', rcptTo: ['rcpt@dest.test'] });
+    expect(sink.wire().toString('latin1')).not.toContain('MAIL FROM');
+    const bytes = delivered!.message!.toString('latin1');
+    expect(bytes.endsWith(original)).toBe(true);
+    const added = bytes.slice(0, bytes.length - original.length);
+    // One header field, folded: "Received:" then continuation lines only.
+    expect(added).toMatch(/^Received: from [^\r\n]+(\r\n\t[^\r\n]+)*\r\n$/);
+    expect(added).toMatch(new RegExp(`by relay\\.test \\(Postern\\) with ESMTPSA id ${id}`));
+    expect(added).toMatch(/using TLSv1\.3 with cipher/);
+
+    // runDue waits for the loop's delivery in flight, so the attempt is recorded when it returns.
+    await relay.scheduler!.runDue();
+    const shown = await postern(['queue', 'show', id, '--json', '--config', join(relay.dir, 'postern.yaml')]);
+    expect(shown.code, shown.stderr).toBe(0);
+    const details = JSON.parse(shown.stdout) as { state: string; recipientStates: unknown[]; attempts: Record<string, unknown>[] };
+    expect(details.state).toBe('done');
+    expect(details.recipientStates).toEqual([expect.objectContaining({ address: 'rcpt@dest.test', state: 'delivered', reply: expect.stringMatching(/^250 /) })]);
+    expect(details.attempts).toEqual([
+      expect.objectContaining({
+        domain: 'dest.test',
+        host: NEXT_HOP_NAME,
+        ip: '127.0.0.1',
+        port: sink.port,
+        tls: { version: 'TLSv1.3', cipher: delivered!.tls!.cipher, verified: true },
+        policy: { level: 'verify', source: 'outbound.routes["dest.test"].tls' },
+        outcome: 'delivered',
+      }),
+    ]);
+  });
+});
+
+// Results, reports and retries, one relay whose scheduler the tests drive (runDue), so every attempt is the test's.
+describe('results per recipient, reports, DNS and unreachable next hops', () => {
+  let dns: DnsServer;
+  let relay: TestRelay;
+  let scheduler: Scheduler;
+  const hops = {} as Record<'reports' | 'picky' | 'mx' | 'busy' | 'slow' | 'later', NextHop>;
+
+  beforeAll(async () => {
+    hops.reports = await startNextHop('starttls-ca-right-name', { ca });
+    hops.picky = await startNextHop('rcpt-4xx-5xx', { ca });
+    hops.mx = await startNextHop('starttls-ca-right-name', { ca });
+    hops.busy = await startNextHop('greeting-421', { ca });
+    hops.slow = await startNextHop('slow-greeting', { ca, greetingDelayMs: 5_000 });
+    hops.later = await startNextHop('down');
+    dns = await startDnsServer({
+      [NEXT_HOP_NAME]: { a: ['127.0.0.1'] },
+      'mx-domain.test': { mx: [[10, 'mx1.mx-domain.test']] },
+      'mx1.mx-domain.test': { a: ['127.0.0.1'] },
+      'null-mx.test': { mx: [[0, '.']] },
+      'servfail.test': { servfail: true },
+    });
+    const route = (hop: NextHop, tls = 'verify') => ({ host: NEXT_HOP_NAME, port: hop.port, tls });
+    relay = await startTestRelay({
+      outbound: {
+        enabled: true,
+        routes: {
+          'sender.test': route(hops.reports),
+          'rcpt.test': route(hops.picky),
+          'busy.test': route(hops.busy),
+          'slow.test': route(hops.slow),
+          'later.test': route(hops.later, 'encrypt'),
+        },
+        dns: { servers: [dns.address] },
+        // MX answers point at 127.0.0.1, and MX deliveries go to the MX sink's port.
+        allowPrivateTargets: true,
+        port: hops.mx.port,
+        connectTimeout: '1s',
+        tls: { caFile },
+      },
+    });
+    scheduler = await driveByHand(relay);
+  });
+  afterAll(async () => {
+    await relay?.stop();
+    await Promise.all(Object.values(hops).map((h) => h.close()));
+    await dns?.close();
+  });
+
+  /** retry - `postern queue retry ID` (the same store call), then run what is due. */
+  async function retry(id: string): Promise<number> {
+    const store = await openQueueStore(relay.config);
+    try {
+      expect(await applyVerb(store, 'retry', { ids: [id] }, new Date())).toEqual([id]);
+    } finally {
+      await store.close();
+    }
+    return scheduler.runDue();
+  }
+
+  it('bounces the 5xx recipient with an RFC 3464 report to the sender, defers and retries the 4xx one', async () => {
+    const id = await submitMessage(relay, { from: 'carol@sender.test', to: ['ok@rcpt.test', 'temp@rcpt.test', 'bad@rcpt.test'], marker: 'per-recipient' });
+    // The message's delivery, then the report it produced (queued and delivered like any message).
+    expect(await scheduler.runDue()).toBe(2);
+
+    expect(transactionsOf(hops.picky, 'carol@sender.test')).toEqual([
+      expect.objectContaining({ secure: true, rcptTo: ['ok@rcpt.test'], refused: [{ address: 'temp@rcpt.test', code: 451 }, { address: 'bad@rcpt.test', code: 550 }] }),
+    ]);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates.map((r) => [r.address, r.state, r.reply])).toEqual([
+      ['ok@rcpt.test', 'delivered', expect.stringMatching(/^250 /)],
+      ['temp@rcpt.test', 'deferred', expect.stringMatching(/^451 4\.2\.0 /)],
+      ['bad@rcpt.test', 'bounced', expect.stringMatching(/^550 5\.1\.1 /)],
+    ]);
+    expect(show.attempts).toEqual([expect.objectContaining({ outcome: 'partial', host: NEXT_HOP_NAME, port: hops.picky.port })]);
+    expect(show.state).toBe('deferred');
+
+    const [report] = reportsTo(hops.reports, 'carol@sender.test');
+    expect(report).toMatchObject({ mailFrom: '', rcptTo: ['carol@sender.test'], secure: true });
+    const text = report!.message!.toString('latin1');
+    expect(text).toMatch(/^Content-Type: multipart\/report; report-type=delivery-status;/m);
+    expect(text).toContain('X-Test-Case: per-recipient'); // the original headers come back
+    const [perMessage, ...perRecipient] = deliveryStatus(report!.message!);
+    expect(perMessage).toMatchObject({ 'Reporting-MTA': 'dns; relay.test', 'X-Postern-Queue-ID': id });
+    expect(perRecipient).toEqual([
+      expect.objectContaining({ 'Final-Recipient': 'rfc822; bad@rcpt.test', Action: 'failed', Status: '5.1.1', 'Remote-MTA': `dns; ${NEXT_HOP_NAME}`, 'Diagnostic-Code': expect.stringMatching(/^smtp; 550 5\.1\.1 /) }),
+    ]);
+
+    // The mailbox is back: a retry sends only the deferred recipient, and the message is done.
+    const rule = hops.picky.recipientReply;
+    hops.picky.recipientReply = () => undefined;
+    try {
+      expect(await retry(id)).toBe(1);
+    } finally {
+      hops.picky.recipientReply = rule;
+    }
+    expect(transactionsOf(hops.picky, 'carol@sender.test').map((t) => t.rcptTo)).toEqual([['ok@rcpt.test'], ['temp@rcpt.test']]);
+    const after = await queueShow(relay, id);
+    expect(after.state).toBe('done');
+    expect(after.recipientStates.find((r) => r.address === 'temp@rcpt.test')?.state).toBe('delivered');
+    expect(after.attempts.map((a) => a.outcome)).toEqual(['partial', 'delivered']);
+    expect(reportsTo(hops.reports, 'carol@sender.test')).toHaveLength(1);
+  });
+
+  it('sends no report for a message from the null sender', async () => {
+    const reportsBefore = hops.reports.messages.length;
+    const id = await submitMessage(relay, { from: '', to: ['bad@rcpt.test'], marker: 'null-sender' });
+    expect(await scheduler.runDue()).toBe(1);
+    const show = await queueShow(relay, id);
+    expect(show.mailFrom).toBe('');
+    expect(show.recipientStates).toEqual([expect.objectContaining({ address: 'bad@rcpt.test', state: 'bounced' })]);
+    expect(show.state).toBe('done');
+    expect(hops.reports.messages).toHaveLength(reportsBefore);
+    expect(await relay.queued()).not.toContainEqual(expect.objectContaining({ mailFrom: '' }));
+  });
+
+  it('delivers through the MX, three recipients of one domain in one transaction', async () => {
+    const id = await submitMessage(relay, { from: 'dave@sender.test', to: ['a@mx-domain.test', 'b@mx-domain.test', 'c@mx-domain.test'], marker: 'mx-path' });
+    expect(await scheduler.runDue()).toBe(1);
+    expect(transactionsOf(hops.mx, 'dave@sender.test')).toEqual([expect.objectContaining({ rcptTo: ['a@mx-domain.test', 'b@mx-domain.test', 'c@mx-domain.test'] })]);
+    expect(hops.mx.wire().toString('latin1').match(/MAIL FROM/g) ?? []).toEqual([]); // it went over TLS (may, STARTTLS offered)
+    const show = await queueShow(relay, id);
+    expect(show.state).toBe('done');
+    expect(show.attempts).toEqual([
+      expect.objectContaining({ host: 'mx1.mx-domain.test', ip: '127.0.0.1', port: hops.mx.port, policy: { level: 'may', source: 'outbound.tls.level' }, outcome: 'delivered' }),
+    ]);
+    expect(dns.queries).toContainEqual({ name: 'mx-domain.test', type: 'MX' });
+  });
+
+  it('bounces mail for a null-MX domain with 5.1.10 and reports it to the sender', async () => {
+    const id = await submitMessage(relay, { from: 'erin@sender.test', to: ['x@null-mx.test'], marker: 'null-mx' });
+    expect(await scheduler.runDue()).toBe(2);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply: expect.stringMatching(/^556 5\.1\.10 /) })]);
+    // No host was reached: the attempt names none.
+    expect(show.attempts).toEqual([expect.objectContaining({ outcome: 'bounced', reply: expect.stringMatching(/null MX/) })]);
+    expect(show.attempts[0]!.host).toBeUndefined();
+    const [report] = reportsTo(hops.reports, 'erin@sender.test');
+    expect(deliveryStatus(report!.message!).slice(1)).toEqual([expect.objectContaining({ 'Final-Recipient': 'rfc822; x@null-mx.test', Action: 'failed', Status: '5.1.10' })]);
+  });
+
+  it('defers on SERVFAIL, with the DNS failure recorded', async () => {
+    const id = await submitMessage(relay, { from: 'frank@sender.test', to: ['x@servfail.test'], marker: 'servfail' });
+    expect(await scheduler.runDue()).toBe(1);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^451 4\.4\.3 DNS lookup for servfail\.test failed: ESERVFAIL/) })]);
+    expect(show.deliveries[0]!.nextAttemptAt!.getTime()).toBeGreaterThan(Date.now());
+    expect(reportsTo(hops.reports, 'frank@sender.test')).toEqual([]);
+  });
+
+  it('defers while the next hop is down and delivers on retry once it is up', async () => {
+    const id = await submitMessage(relay, { from: 'grace@sender.test', to: ['x@later.test'], marker: 'down-then-up' });
+    expect(await scheduler.runDue()).toBe(1);
+    const first = await queueShow(relay, id);
+    expect(first.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/ECONNREFUSED/) })]);
+    expect(first.attempts).toEqual([expect.objectContaining({ host: NEXT_HOP_NAME, ip: '127.0.0.1', port: hops.later.port, outcome: 'deferred', policy: { level: 'encrypt', source: 'outbound.routes["later.test"].tls' } })]);
+
+    // The next hop comes up on the port the route names.
+    const up = await startNextHop('starttls-ca-right-name', { ca, port: hops.later.port });
+    try {
+      expect(await retry(id)).toBe(1);
+      const [delivered] = await up.waitForMessages(1);
+      expect(delivered).toMatchObject({ secure: true, mailFrom: 'grace@sender.test', rcptTo: ['x@later.test'] });
+      const after = await queueShow(relay, id);
+      expect(after.state).toBe('done');
+      expect(after.attempts.map((a) => a.outcome)).toEqual(['deferred', 'delivered']);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('defers on a 421 greeting, with the reply recorded', async () => {
+    const id = await submitMessage(relay, { from: 'heidi@sender.test', to: ['x@busy.test'], marker: 'greeting-421' });
+    expect(await scheduler.runDue()).toBe(1);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^421 4\.3\.2 mx\.test is busy/) })]);
+    expect(show.attempts).toEqual([expect.objectContaining({ host: NEXT_HOP_NAME, port: hops.busy.port, outcome: 'deferred', reply: expect.stringMatching(/^421 /) })]);
+    expect(transactionsOf(hops.busy, 'heidi@sender.test')).toEqual([]);
+  });
+
+  it('defers when the greeting is slower than outbound.connectTimeout, with the timeout recorded', async () => {
+    const id = await submitMessage(relay, { from: 'ivan@sender.test', to: ['x@slow.test'], marker: 'slow-greeting' });
+    expect(await scheduler.runDue()).toBe(1);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.4\.\d ETIMEDOUT/) })]);
+    const [attempt] = show.attempts;
+    expect(attempt).toMatchObject({ host: NEXT_HOP_NAME, port: hops.slow.port, outcome: 'deferred' });
+    // Gave up after about the configured second, well before the 5 s greeting.
+    const waited = attempt!.endedAt.getTime() - attempt!.startedAt.getTime();
+    expect(waited).toBeGreaterThanOrEqual(900);
+    expect(waited).toBeLessThan(4_000);
+    expect(transactionsOf(hops.slow, 'ivan@sender.test')).toEqual([]);
+  });
+});

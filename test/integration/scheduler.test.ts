@@ -1,0 +1,198 @@
+// The scheduler in a running relay, with a real store and an injected clock
+// (RelayOptions.now): backoff is waited out by moving the clock, not by
+// sleeping; expiry bounces; a lapsed lease is taken over; the per-destination
+// limit holds; stop() waits for deliveries in flight. Every test drives the
+// scheduler itself (runDue), on a relay of its own.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { openQueueStore } from '../../src/queue/open-store.ts';
+import type { Scheduler } from '../../src/queue/scheduler.ts';
+import type { PemCredentials } from '../../src/tls/dev-certs.ts';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
+import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, writeTestCa, type NextHop, type NextHopKind, type NextHopOptions } from '../helpers/next-hop.ts';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
+
+/** TestClock - real time plus an offset the test moves; the store stamps arrivals with real time, so it never runs behind. */
+interface TestClock {
+  now: () => Date;
+  advance: (ms: number) => void;
+  /** setTo - now() reads `at` (and moves on with real time from there). */
+  setTo: (at: Date) => void;
+}
+
+function testClock(): TestClock {
+  let offsetMs = 0;
+  return {
+    now: () => new Date(Date.now() + offsetMs),
+    advance: (ms) => (offsetMs += ms),
+    setTo: (at) => (offsetMs = at.getTime() - Date.now()),
+  };
+}
+
+const SECOND = 1000;
+
+let ca: PemCredentials;
+let caFile: string;
+let removeCa: () => Promise<void>;
+let dns: DnsServer;
+
+beforeAll(async () => {
+  ({ ca, caFile, remove: removeCa } = await writeTestCa());
+  dns = await startDnsServer({ [NEXT_HOP_NAME]: { a: ['127.0.0.1'] } });
+});
+afterAll(async () => {
+  await dns?.close();
+  await removeCa?.();
+});
+
+interface Setup {
+  relay: TestRelay;
+  scheduler: Scheduler;
+  clock: TestClock;
+  hop: NextHop;
+  reports: NextHop;
+}
+
+const running: { relay: TestRelay; hops: NextHop[] }[] = [];
+afterEach(async () => {
+  for (const { relay, hops } of running.splice(0)) {
+    for (const hop of hops) hop.release();
+    await relay.stop();
+    await Promise.all(hops.map((h) => h.close()));
+  }
+});
+
+/** setup - a relay on a test clock routing dest.test to a next hop of `kind` and sender.test to a reports sink. */
+async function setup(kind: NextHopKind, outbound: Record<string, unknown> = {}, hopOptions: NextHopOptions = {}): Promise<Setup> {
+  const hop = await startNextHop(kind, { ca, ...hopOptions });
+  const reports = await startNextHop('starttls-ca-right-name', { ca });
+  const clock = testClock();
+  const route = (h: NextHop) => ({ host: NEXT_HOP_NAME, port: h.port, tls: 'verify' });
+  const relay = await startTestRelay(
+    { outbound: { enabled: true, routes: { 'dest.test': route(hop), 'sender.test': route(reports) }, dns: { servers: [dns.address] }, tls: { caFile }, ...outbound } },
+    { now: clock.now },
+  );
+  running.push({ relay, hops: [hop, reports] });
+  return { relay, scheduler: await driveByHand(relay), clock, hop, reports };
+}
+
+describe('backoff and expiry', () => {
+  it('attempts a deferred delivery only once the clock has passed its backoff, which doubles', async () => {
+    const { relay, scheduler, clock, hop } = await setup('rcpt-4xx-5xx');
+    const id = await submitMessage(relay, { from: 'alice@sender.test', to: ['temp@dest.test'], marker: 'backoff' });
+    expect(await scheduler.runDue()).toBe(1);
+
+    // First retry after retry.initial (300 s) plus up to 10% jitter.
+    const first = await queueShow(relay, id);
+    const firstEnd = first.attempts[0]!.endedAt.getTime();
+    const firstRetry = first.deliveries[0]!.nextAttemptAt!;
+    expect(firstRetry.getTime() - firstEnd).toBeGreaterThanOrEqual(300 * SECOND);
+    expect(firstRetry.getTime() - firstEnd).toBeLessThanOrEqual(330 * SECOND + SECOND);
+
+    clock.setTo(new Date(firstRetry.getTime() - SECOND));
+    expect(await scheduler.runDue()).toBe(0);
+    expect((await queueShow(relay, id)).attempts).toHaveLength(1);
+
+    clock.setTo(firstRetry);
+    expect(await scheduler.runDue()).toBe(1);
+    const second = await queueShow(relay, id);
+    expect(second.attempts).toHaveLength(2);
+    expect(second.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^451 4\.2\.0 /) })]);
+    // Second retry: twice the first wait (600 s), plus jitter.
+    const secondWait = second.deliveries[0]!.nextAttemptAt!.getTime() - second.attempts[1]!.endedAt.getTime();
+    expect(secondWait).toBeGreaterThanOrEqual(600 * SECOND);
+    expect(secondWait).toBeLessThanOrEqual(660 * SECOND + SECOND);
+    expect(hop.transactions.map((t) => t.refused)).toEqual([[{ address: 'temp@dest.test', code: 451 }], [{ address: 'temp@dest.test', code: 451 }]]);
+  });
+
+  it('bounces a recipient still deferred after retry.lifetime, with a report to the sender', async () => {
+    const { relay, scheduler, clock, reports } = await setup('rcpt-4xx-5xx', { retry: { lifetime: '1h' } });
+    const id = await submitMessage(relay, { from: 'bob@sender.test', to: ['temp@dest.test'], marker: 'expiry' });
+    expect(await scheduler.runDue()).toBe(1);
+    expect((await queueShow(relay, id)).recipientStates[0]!.state).toBe('deferred');
+
+    clock.advance(3600 * SECOND);
+    // The last attempt, then the report it produced.
+    expect(await scheduler.runDue()).toBe(2);
+    const show = await queueShow(relay, id);
+    expect(show.state).toBe('done');
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply: expect.stringMatching(/^451 4\.2\.0 .*gave up: message expired/) })]);
+
+    const [report] = await reports.waitForMessages(1);
+    expect(report).toMatchObject({ mailFrom: '', rcptTo: ['bob@sender.test'] });
+    const text = report!.message!.toString('latin1');
+    expect(text).toContain('Final-Recipient: rfc822; temp@dest.test\r\nAction: failed\r\n');
+    // Like Postfix, an expired recipient is reported with the last transient status it got.
+    expect(text).toMatch(/\r\nStatus: 4\.\d+\.\d+\r\n/);
+  });
+});
+
+describe('leases', () => {
+  it('takes over a delivery whose lease lapsed (a worker that died holding it)', async () => {
+    const { relay, scheduler, clock, hop } = await setup('starttls-ca-right-name');
+    const id = await submitMessage(relay, { from: 'carol@sender.test', to: ['x@dest.test'], marker: 'lease' });
+    const other = await openQueueStore(relay.config);
+    try {
+      const [claim] = await other.claimDue({ now: clock.now(), limit: 10, leaseMs: 60 * SECOND, owner: 'dead-worker' });
+      expect(claim).toMatchObject({ messageId: id, domain: 'dest.test', leaseOwner: 'dead-worker' });
+
+      // While the dead worker's lease runs, nobody else may take it.
+      expect(await scheduler.runDue()).toBe(0);
+      expect(hop.connections).toHaveLength(0);
+
+      clock.advance(60 * SECOND);
+      expect(await scheduler.runDue()).toBe(1);
+      expect(await hop.waitForMessages(1)).toEqual([expect.objectContaining({ mailFrom: 'carol@sender.test', rcptTo: ['x@dest.test'] })]);
+      expect((await queueShow(relay, id)).state).toBe('done');
+
+      // The dead worker waking up late cannot overwrite what the new owner recorded.
+      const late = await other.recordAttempt(
+        { deliveryId: claim!.deliveryId, owner: 'dead-worker' },
+        { attempts: [], recipients: [{ address: 'x@dest.test', result: 'bounced', reply: '550 5.0.0 late' }], nextAttemptAt: clock.now() },
+      );
+      expect(late).toBe(false);
+      expect((await queueShow(relay, id)).recipientStates[0]!.state).toBe('delivered');
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+describe('concurrency and stop', () => {
+  // perDestination 2 is the control: the held next hop would show two sessions at once if the limit allowed it.
+  it.each([
+    { perDestination: 1, atOnce: 1 },
+    { perDestination: 2, atOnce: 2 },
+  ])('runs at most $perDestination transaction(s) at once to one destination (perDestination: $perDestination)', async ({ perDestination, atOnce }) => {
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { perDestination }, { holdData: true });
+    await submitMessage(relay, { from: 'dave@sender.test', to: ['one@dest.test'], marker: 'first' });
+    await submitMessage(relay, { from: 'dave@sender.test', to: ['two@dest.test'], marker: 'second' });
+
+    const done = scheduler.runDue();
+    await hop.waitForHeld(atOnce);
+    expect(hop.transactions).toHaveLength(atOnce);
+    expect(hop.connections).toHaveLength(atOnce);
+    hop.release();
+    expect(await done).toBe(2);
+    expect(hop.messages).toHaveLength(2);
+    expect(hop.maxConcurrentTransactions).toBe(atOnce);
+  });
+
+  it('stop() waits for the deliveries in flight and returns once they are recorded', async () => {
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', {}, { holdData: true });
+    const id = await submitMessage(relay, { from: 'erin@sender.test', to: ['x@dest.test'], marker: 'stop' });
+    const delivering = scheduler.runDue();
+    await hop.waitForHeld(1);
+
+    let stopped = false;
+    const stopping = scheduler.stop().then(() => (stopped = true));
+    const during = await queueShow(relay, id);
+    expect(during.deliveries[0]!.leasedUntil).toBeDefined();
+    expect(during.recipientStates[0]!.state).toBe('queued');
+    expect(stopped).toBe(false);
+
+    hop.release();
+    await stopping;
+    expect((await queueShow(relay, id)).recipientStates[0]!.state).toBe('delivered');
+    expect(await delivering).toBe(1);
+  });
+});
