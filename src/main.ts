@@ -2,7 +2,9 @@
 // (every one takes --config FILE) and call one module.
 import { Command } from 'commander';
 import { loadConfigOrExit } from './cli/context.ts';
+import { registerHealthCommand } from './cli/health.ts';
 import { changeMessages, listQueue, showMessage, type QueueVerb } from './cli/queue.ts';
+import { registerSendCommand } from './cli/send.ts';
 import { serve } from './cli/serve.ts';
 import { addUser, listUsers, removeUser } from './cli/users.ts';
 
@@ -77,6 +79,9 @@ queue
   .description('attempt every deferred message now (retry --all)')
   .option('--json', 'machine-readable output')
   .action(async (options: { json?: boolean }, command: Command) => changeMessages(config(command), 'retry', [], { ...options, all: true }));
+
+registerSendCommand(program);
+registerHealthCommand(program);
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`postern: ${err instanceof Error ? err.message : String(err)}\n`);

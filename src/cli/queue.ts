@@ -1,9 +1,12 @@
 // `postern queue list|show|retry|hold|release|delete|flush`: the operator's
 // view of the queue, for people (text) or machines (--json). Works beside a
 // running relay: the relay's scheduler sees the changes on its next look
-// (at most a second later).
+// (at most a second later). The relay's HTTP queue API is this same code
+// (createQueueApi), so both answer with the same JSON.
 import type { Config } from '../config/config.ts';
+import type { QueueApi } from '../observability/http-server.ts';
 import { openQueueStore } from '../queue/open-store.ts';
+import { isQueueId } from '../queue/queue-id.ts';
 import type { MessageDetails, MessageSelector, QueuedMessageSummary, QueueStore } from '../queue/queue-store.ts';
 
 type Output = { json?: boolean };
@@ -48,8 +51,7 @@ export async function changeMessages(config: Config, verb: QueueVerb, ids: strin
     return;
   }
   const selector: MessageSelector = options.all ? { all: true } : { ids };
-  const changed = await withStore(config, (store) => applyVerb(store, verb, selector, new Date()));
-  const unchanged = options.all ? [] : ids.filter((id) => !changed.includes(id));
+  const { changed, unchanged } = await withStore(config, (store) => changeResult(store, verb, selector, new Date()));
   if (options.json) print(JSON.stringify({ verb, changed, unchanged }, null, 2) + '\n');
   else {
     print(`${verb}: ${changed.length} message${changed.length === 1 ? '' : 's'}${changed.length ? ` (${changed.join(', ')})` : ''}\n`);
@@ -70,6 +72,23 @@ export function applyVerb(store: QueueStore, verb: QueueVerb, selector: MessageS
     case 'delete':
       return store.deleteMessages(selector);
   }
+}
+
+/** changeResult - a verb applied, as `--json` and the HTTP API report it: the ids that changed and those that did not. */
+export async function changeResult(store: QueueStore, verb: QueueVerb, selector: MessageSelector, now: Date): Promise<{ verb: QueueVerb; changed: string[]; unchanged: string[] }> {
+  const changed = await applyVerb(store, verb, selector, now);
+  const unchanged = 'all' in selector ? [] : selector.ids.filter((id) => !changed.includes(id));
+  return { verb, changed, unchanged };
+}
+
+/** createQueueApi - the HTTP queue API over the relay's store: the same calls and JSON as `postern queue … --json`. */
+export function createQueueApi(store: QueueStore, now: () => Date = () => new Date()): QueueApi {
+  return {
+    isQueueId,
+    list: async () => (await store.listMessages()).map(summaryJson),
+    show: (id) => store.showMessage(id),
+    change: (verb, selector) => changeResult(store, verb, selector, now()),
+  };
 }
 
 function summaryJson(m: QueuedMessageSummary) {

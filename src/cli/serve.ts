@@ -1,8 +1,10 @@
 // `postern serve`: the composition root of the running relay. Builds the
-// real things (store, TLS, users, limiter, listeners) from the config and
-// wires them; no module below does I/O or reads config on import.
+// real things (store, TLS, users, limiter, listeners, scheduler, metrics,
+// the HTTP listener) from the config and wires them; no module below does
+// I/O or reads config on import.
 // Fails: a bad config exits 78 naming the key; a port in use or an
-// unreadable certificate stops the start with the file or port named.
+// unreadable certificate or token file stops the start with the file or
+// port named.
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns';
 import { existsSync, readFileSync } from 'node:fs';
@@ -16,15 +18,20 @@ import { createListener, type InboundListener, type ReverseResolver } from '../i
 import { compileNetworks } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
+import { createHealthChecks } from '../observability/health.ts';
+import { autoconfigXml, createHttpServer, type HttpListener } from '../observability/http-server.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
+import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import { deliver } from '../outbound/deliver.ts';
-import { createResolver } from '../outbound/mx-resolver.ts';
+import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
+import { probeRelayhost } from '../outbound/relayhost-probe.ts';
 import type { SessionSettings } from '../outbound/smtp-session.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import type { QueueStore } from '../queue/queue-store.ts';
 import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
-import { createServerTls } from '../tls/server-tls.ts';
+import { createServerTls, type ServerTls } from '../tls/server-tls.ts';
+import { createQueueApi } from './queue.ts';
 
 export interface RunningRelay {
   listeners: { name: ListenerName; host: string; port: number }[];
@@ -33,6 +40,8 @@ export interface RunningRelay {
   fingerprint: string;
   /** Absent with outbound.enabled false. */
   scheduler?: Scheduler;
+  /** The HTTP listener (admin API, /metrics, health); absent with http.enabled false. */
+  http?: { host: string; port: number };
   stop(): Promise<void>;
 }
 
@@ -47,13 +56,17 @@ export interface RelayOptions {
 
 export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay> {
   await installExactReplies();
+  const now = options.now ?? (() => new Date());
   const caFile = await prepareCertificates(config, logger);
+  const httpToken = readHttpToken(config);
   const store = await openQueueStore(config, { logger, removeOrphans: true });
   const tls = await createServerTls(
     { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
     logger,
   );
-  const scheduler = config.outbound.enabled ? createDeliveryScheduler(config, store, logger, options.now ?? (() => new Date())) : undefined;
+  const metrics = createMetrics();
+  const outbound = config.outbound.enabled ? outboundParts(config) : undefined;
+  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, logger, now, metrics }) : undefined;
   const shared = {
     onQueued: scheduler ? () => scheduler.wake() : undefined,
     config,
@@ -65,9 +78,12 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     trustedNetworks: compileNetworks(config.relay.trustedNetworks),
     logger,
     resolver: reverseResolver(config),
+    metrics,
   };
   const started: InboundListener[] = [];
   const listeners: RunningRelay['listeners'] = [];
+  let http: HttpListener | undefined;
+  let httpAddress: RunningRelay['http'];
   try {
     for (const name of LISTENER_NAMES) {
       if (!config.listeners[name].enabled) continue;
@@ -76,6 +92,11 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
       started.push(listener);
       listeners.push({ name, host: address.address, port: address.port });
     }
+    if (config.http.enabled) {
+      http = buildHttp({ config, token: httpToken, store, tls, metrics, listeners, outbound, logger, now });
+      const address = await http.listen();
+      httpAddress = { host: address.address, port: address.port };
+    }
   } catch (err) {
     await Promise.all(started.map((l) => l.close()));
     tls.close();
@@ -83,29 +104,46 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     throw err;
   }
   scheduler?.start();
-  logger.info({ listeners, fingerprint: tls.fingerprint(), delivering: Boolean(scheduler) }, 'postern ready');
+  logger.info({ listeners, http: httpAddress, fingerprint: tls.fingerprint(), delivering: Boolean(scheduler) }, 'postern ready');
   return {
     listeners,
     caFile,
     fingerprint: tls.fingerprint(),
     scheduler,
+    http: httpAddress,
     async stop() {
       // Stop accepting, let deliveries in flight finish (their leases end with them), then close the queue.
-      await Promise.all([...started.map((l) => l.close()), scheduler?.stop()]);
+      await Promise.all([http?.close(), ...started.map((l) => l.close()), scheduler?.stop()]);
       tls.close();
       await store.close();
     },
   };
 }
 
-/** createDeliveryScheduler - the outbound side: resolver, courier and scheduler over the queue. */
-function createDeliveryScheduler(config: Config, store: QueueStore, logger: Logger, now: () => Date): Scheduler {
+/** What delivery and the smarthost probe share: DNS, extra CAs, smarthost credentials. */
+interface OutboundParts {
+  resolver: DnsResolver;
+  extraCa: string[];
+  relayhostAuth: SessionSettings['auth'];
+}
+
+function outboundParts(config: Config): OutboundParts {
   const outbound = config.outbound;
-  const resolver = createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 });
-  const extraCa = outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [];
+  return {
+    resolver: createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 }),
+    extraCa: outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [],
+    relayhostAuth: relayhostAuth(config),
+  };
+}
+
+/** createDeliveryScheduler - the outbound side: courier and scheduler over the queue. */
+function createDeliveryScheduler(parts: { config: Config; store: QueueStore; outbound: OutboundParts; logger: Logger; now: () => Date; metrics: Metrics }): Scheduler {
+  const { config, store, logger, now, metrics } = parts;
+  const outbound = config.outbound;
+  const { resolver, extraCa, relayhostAuth } = parts.outbound;
   return createScheduler({
     store,
-    courier: (claim) => deliver(claim, { outbound, heloName: outbound.heloName || config.hostname, resolver, extraCa, relayhostAuth: relayhostAuth(config), readBody: (id) => store.readBody(id), logger, now }),
+    courier: (claim) => deliver(claim, { outbound, heloName: outbound.heloName || config.hostname, resolver, extraCa, relayhostAuth, readBody: (id) => store.readBody(id), logger, now, metrics }),
     owner: `${config.hostname}:${process.pid}:${randomBytes(4).toString('hex')}`,
     hostname: config.hostname,
     concurrency: outbound.concurrency,
@@ -115,7 +153,83 @@ function createDeliveryScheduler(config: Config, store: QueueStore, logger: Logg
     pollMs: 1000,
     now,
     logger: logger.child({ component: 'scheduler' }),
+    metrics,
   });
+}
+
+interface HttpParts {
+  config: Config;
+  token: string;
+  store: QueueStore;
+  tls: ServerTls;
+  metrics: Metrics;
+  listeners: RunningRelay['listeners'];
+  /** Present when this node delivers: then /readyz asks the smarthost too. */
+  outbound?: OutboundParts;
+  logger: Logger;
+  now: () => Date;
+}
+
+/** buildHttp - the HTTP listener: queue API, /metrics read at scrape time, health over the started listeners. */
+function buildHttp(parts: HttpParts): HttpListener {
+  const { config, store, tls, metrics, listeners, outbound, logger, now } = parts;
+  const relayhost = config.outbound.relayhost;
+  const health = createHealthChecks({
+    listeners: listeners.map((l) => ({ ...l, implicitTls: l.name === 'submissions' })),
+    queue: store,
+    relayhost:
+      outbound && relayhost.host
+        ? {
+            name: `${relayhost.host}:${relayhost.port}`,
+            probe: () =>
+              probeRelayhost({
+                relayhost,
+                heloName: config.outbound.heloName || config.hostname,
+                resolver: outbound.resolver,
+                extraCa: outbound.extraCa,
+                auth: outbound.relayhostAuth,
+                // A readiness answer should come back well within an orchestrator's timeout.
+                timeoutMs: Math.min(config.outbound.connectTimeout, 10) * 1000,
+                logger: logger.child({ component: 'readyz' }),
+              }),
+          }
+        : undefined,
+    now,
+  });
+  const port = (name: ListenerName) => listeners.find((l) => l.name === name)?.port;
+  return createHttpServer({
+    host: config.http.host,
+    port: config.http.port,
+    token: parts.token,
+    metrics: async () => {
+      const queue = await store.stats().catch((err: unknown) => {
+        logger.warn({ err }, 'metrics: queue stats unavailable');
+        return undefined;
+      });
+      return metrics.render({ now: now(), queue, certificateNotAfter: tls.notAfter() });
+    },
+    health,
+    queue: createQueueApi(store, now),
+    autoconfig: config.http.autoconfig
+      ? autoconfigXml({
+          hostname: config.hostname,
+          domains: [config.hostname, ...config.relay.localDomains.filter((d) => !d.startsWith('*.'))],
+          submissionPort: port('submission'),
+          submissionsPort: port('submissions'),
+        })
+      : undefined,
+    logger,
+  });
+}
+
+// readHttpToken - http.tokenFile (Docker secrets) over http.token; read once at start.
+function readHttpToken(config: Config): string {
+  if (!config.http.enabled || !config.http.tokenFile) return config.http.token;
+  try {
+    return readFileSync(config.http.tokenFile, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`http.tokenFile = ${config.http.tokenFile}: ${(err as Error).message}`);
+  }
 }
 
 // relayhostAuth - smarthost credentials: XOAUTH2 when configured (nodemailer refreshes the token), else user and password.
@@ -179,7 +293,7 @@ export async function serve(config: Config): Promise<void> {
 }
 
 /** describeRelay - the start-up summary a person reads: ports, certificate, a command to try. */
-export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | 'caFile' | 'fingerprint'>): string {
+export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | 'caFile' | 'fingerprint' | 'http'>): string {
   const roles: Record<ListenerName, string> = {
     relay: 'STARTTLS offered, no AUTH, relays for trusted networks',
     submission: 'STARTTLS + AUTH required',
@@ -187,6 +301,10 @@ export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listene
   };
   const lines = ['', `Postern is running as ${config.hostname}`];
   for (const l of relay.listeners) lines.push(`  ${l.name.padEnd(12)} ${l.host}:${l.port}  (${roles[l.name]})`);
+  if (relay.http) {
+    const api = config.http.token || config.http.tokenFile ? ', queue API (bearer token)' : '';
+    lines.push(`  ${'http'.padEnd(12)} ${relay.http.host}:${relay.http.port}  (/metrics, /healthz, /readyz${api}${config.http.autoconfig ? ', autoconfig' : ''})`);
+  }
   lines.push(`  certificate  SHA-256 ${relay.fingerprint}`);
   if (relay.caFile) lines.push(`  trust this CA in clients: ${relay.caFile}`);
   const relayPort = relay.listeners.find((l) => l.name === 'relay');

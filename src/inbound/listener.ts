@@ -1,7 +1,8 @@
 // One SMTP listener (a port with a role: relay, submission, submissions)
 // built on smtp-server. Every hook asks policy.ts for a decision and turns
 // it into smtp-server's callback with smtpError(); onData hands the stream
-// to intake.ts. Nothing here decides policy by itself.
+// to intake.ts. Nothing here decides policy by itself. Every refusal,
+// acceptance, failed AUTH and finished session is counted (deps.metrics).
 // Fails: listen() rejects when the port cannot be bound; a TLS handshake
 // failure or socket error is logged and the server stays up.
 import type { AddressInfo } from 'node:net';
@@ -10,6 +11,7 @@ import { format } from 'node:util';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Config, ListenerName } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
+import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
 import { formatReply, queuedReply, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
@@ -38,6 +40,8 @@ export interface ListenerDeps {
   onQueued?: (queueId: string) => void;
   /** Used for reverse lookups when smtp.reverseLookup is on; the system resolver when absent. */
   resolver?: ReverseResolver;
+  /** Counts accepted and refused messages, failed AUTH and sessions; nothing is counted when absent. */
+  metrics?: RelayMetrics;
   now?: () => number;
 }
 
@@ -52,6 +56,8 @@ interface SessionState {
   ip: string;
   authFailures: number;
   clientCertTrusted: boolean;
+  /** The negotiated protocol (TLSv1.3, ...) once TLS is up. */
+  tlsVersion?: string;
 }
 
 type SmtpError = Error & { responseCode: number };
@@ -65,6 +71,7 @@ function smtpError(reply: Reply): SmtpError {
 export function createListener(deps: ListenerDeps): InboundListener {
   const { name, config } = deps;
   const now = deps.now ?? Date.now;
+  const metrics = deps.metrics ?? NO_METRICS;
   const listenerConfig = config.listeners[name];
   const sessions = new WeakMap<SMTPServerSession, SessionState>();
   const baseLog = deps.logger.child({ listener: name });
@@ -77,6 +84,9 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
   function refuseIf(decision: Decision, s: SessionState, stage: string): SmtpError | null {
     if (decision.accept) return null;
+    // A refused AUTH is a failed login, not a refused message.
+    if (stage === 'auth') metrics.authFailed();
+    else metrics.messageRejected(decision.reason);
     s.log.info({ stage, reason: decision.reason, reply: `${decision.reply.code} ${formatReply(decision.reply)}` }, 'refused');
     return smtpError(decision.reply);
   }
@@ -125,6 +135,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     onSecure(socket, session, callback) {
       const s = state(session);
       s.clientCertTrusted = deps.tls.isClientCertificateTrusted(socket as TLSSocket);
+      s.tlsVersion = (socket as TLSSocket).getProtocol?.() ?? undefined;
       setDisabledCommands(session, name === 'relay' ? ['AUTH'] : []);
       s.log.debug({ tls: session.tlsOptions, clientCertTrusted: s.clientCertTrusted }, 'tls established');
       callback();
@@ -205,9 +216,11 @@ export function createListener(deps: ListenerDeps): InboundListener {
             { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, tlsVersion: tls?.version, tlsCipher: tls?.name, user },
             'queued',
           );
+          metrics.messageAccepted();
           deps.onQueued?.(result.queueId);
           return callback(null, formatReply(queuedReply(result.queueId)));
         }
+        metrics.messageRejected(result.reason);
         s.log.warn({ reason: result.reason, err: result.error }, 'message refused');
         callback(smtpError(result.reply));
       });
@@ -217,6 +230,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const s = sessions.get(session);
       if (!s) return;
       deps.connections.close(s.ip);
+      metrics.smtpSession('inbound', s.tlsVersion);
       s.log.debug('disconnect');
     },
   };

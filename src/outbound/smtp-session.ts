@@ -10,6 +10,7 @@
 //             next hop's host name; checked after the handshake and before
 //             MAIL FROM, so nothing of the message reaches an unverified host.
 // Fails: openSession never throws; it returns why it could not open.
+import { isIP } from 'node:net';
 import { rootCertificates, type TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
@@ -85,7 +86,8 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     host: target.ip,
     port: target.port,
     secure: target.secure,
-    servername: target.host,
+    // SNI carries host names only (RFC 6066 §3); an IP next hop is still checked against its IP SAN.
+    servername: isIP(target.host) ? undefined : target.host,
     name: settings.heloName,
     ignoreTLS: plaintext,
     requireTLS: mustEncrypt,
@@ -96,7 +98,7 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     allowInternalNetworkInterfaces: true,
     logger: false,
     // Verification is decided by us after the handshake, so every level records the same facts.
-    tls: { rejectUnauthorized: false, servername: target.host, minVersion: 'TLSv1.2', ca: [...rootCertificates, ...settings.extraCa] },
+    tls: { rejectUnauthorized: false, ...(isIP(target.host) ? {} : { servername: target.host }), minVersion: 'TLSv1.2', ca: [...rootCertificates, ...settings.extraCa] },
   });
   return new Promise((resolve) => {
     let settled = false;

@@ -99,6 +99,12 @@ export interface MessageDetails extends QueuedMessageSummary {
   attempts: (AttemptRecord & { deliveryId: string; domain: string })[];
 }
 
+/** Queue depth by the state `queue list` shows (every state counted, 0 when none), and the oldest message not done. */
+export interface QueueStats {
+  byState: Record<Exclude<MessageState, 'done'>, number>;
+  oldestReceivedAt?: Date;
+}
+
 /** Which messages a queue verb acts on. */
 export type MessageSelector = { ids: string[] } | { all: true };
 
@@ -146,7 +152,7 @@ export interface QueueStore {
   /** releaseLease - give a claimed delivery back untouched (graceful stop). */
   releaseLease(claim: { deliveryId: string; owner: string }): Promise<void>;
   /** stats - queue depth by state (messages not done) and the oldest such message's arrival, for /metrics. */
-  stats(): Promise<{ byState: Record<Exclude<MessageState, 'done'>, number>; oldestReceivedAt?: Date }>;
+  stats(): Promise<QueueStats>;
   /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */
   nextDueAt(): Promise<Date | undefined>;
   /** holdMessages - stop delivery of messages; returns the ids that changed. */

@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { runDeliveryContract } from './queue-delivery-contract.ts';
-import { bodyOf, commitMessage, digest, envelopeWith, failingBody, randomBody, readAll } from './queue-fixtures.ts';
+import { attemptWith, bodyOf, commitMessage, digest, envelopeWith, failingBody, randomBody, readAll, receivedAtOf } from './queue-fixtures.ts';
 
 export { attemptWith, bodyOf, commitMessage, digest, envelopeWith, failingBody, randomBody, readAll, receivedAtOf } from './queue-fixtures.ts';
 
@@ -189,6 +189,33 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
       await expect(readAll(store.readBody('0000000000000000'))).rejects.toThrow();
       await expect(readAll(store.readBody('../../etc/passwd'))).rejects.toThrow();
       await expect(readAll(store.readBody(''))).rejects.toThrow();
+    });
+
+    it('counts the messages not done by the state `queue list` shows, and names the oldest (stats, for /metrics)', async () => {
+      expect(await store.stats()).toEqual({ byState: { queued: 0, deferred: 0, held: 0 } });
+      expect((await store.stats()).oldestReceivedAt).toBeUndefined();
+
+      const ids: string[] = [];
+      for (const name of ['done', 'deferred', 'held', 'queued', 'queued-too']) {
+        ids.push(await commitMessage(store, [Buffer.from(name)], envelopeWith({ recipients: [`${name}@a.test`] })));
+      }
+      const [doneId, deferredId, heldId] = ids;
+      const at = await Promise.all(ids.map((id) => receivedAtOf(store, id)));
+      const claims = await store.claimDue({ now: new Date(Math.max(...at)), limit: 100, leaseMs: 60_000, owner: 'w' });
+      const claimOf = (id: string | undefined) => claims.find((c) => c.messageId === id)!;
+      const result = (address: string, outcome: 'delivered' | 'deferred') => ({
+        attempts: [attemptWith(at[0]!)],
+        recipients: [{ address, result: outcome, reply: outcome === 'delivered' ? '250 2.0.0 Ok' : '451 4.3.0 later' }],
+        nextAttemptAt: new Date(at[0]! + 300_000),
+      });
+      expect(await store.recordAttempt({ deliveryId: claimOf(doneId).deliveryId, owner: 'w' }, result('done@a.test', 'delivered'))).toBe(true);
+      expect(await store.recordAttempt({ deliveryId: claimOf(deferredId).deliveryId, owner: 'w' }, result('deferred@a.test', 'deferred'))).toBe(true);
+      expect(await store.holdMessages({ ids: [heldId!] })).toEqual([heldId]);
+
+      // The done message was the oldest: the oldest not done is the deferred one.
+      expect(await store.stats()).toEqual({ byState: { queued: 2, deferred: 1, held: 1 }, oldestReceivedAt: new Date(at[1]!) });
+      await store.deleteMessages({ all: true });
+      expect(await store.stats()).toEqual({ byState: { queued: 0, deferred: 0, held: 0 } });
     });
 
     runDeliveryContract(() => harness);

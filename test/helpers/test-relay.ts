@@ -1,6 +1,7 @@
 // A real Postern relay for tests: a temp directory, a test CA and server
-// certificate made here, every listener on an ephemeral port on 127.0.0.1,
-// reverse lookups off (no DNS leaves the machine), logs captured.
+// certificate made here, every listener (the HTTP one too) on an ephemeral
+// port on 127.0.0.1, reverse lookups off (no DNS leaves the machine), logs
+// captured.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +24,8 @@ export interface TestRelay {
   config: Config;
   ca: PemCredentials;
   ports: Record<ListenerName, number>;
+  /** The HTTP listener's port (absent with http.enabled false). */
+  httpPort?: number;
   logs: Record<string, unknown>[];
   addUser(name: string, password: string): Promise<void>;
   /** queued - what a separate reader of the queue sees (a fresh store handle). */
@@ -48,6 +51,7 @@ export async function writeTestConfig(extra: Record<string, unknown> = {}): Prom
       queue: { path: join(dir, 'data', 'queue.db') },
       relay: { users: join(dir, 'data', 'users.json') },
       smtp: { reverseLookup: false },
+      http: { host: '127.0.0.1', port: 0 },
       // No test delivers anywhere unless it configures a route or DNS on loopback; nothing leaves 127.0.0.1.
       outbound: { enabled: false },
     },
@@ -77,6 +81,7 @@ export async function startTestRelay(extra: Record<string, unknown> = {}, option
     config,
     ca,
     ports,
+    httpPort: relay.http?.port,
     logs,
     addUser: (name, password) => new UserStore(config.relay.users).add(name, password),
     async queued() {

@@ -104,6 +104,9 @@ async function serveIn(dir: string): Promise<Serving> {
     POSTERN_LISTENERS_SUBMISSION_PORT: '0',
     POSTERN_LISTENERS_SUBMISSIONS_PORT: '0',
     POSTERN_SMTP_REVERSE_LOOKUP: 'false',
+    // No DNS or delivery leaves the machine, and no fixed HTTP port.
+    POSTERN_OUTBOUND_ENABLED: 'false',
+    POSTERN_HTTP_PORT: '0',
   };
   const child = spawn(process.execPath, [POSTERN_BIN, 'serve'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);

@@ -1,6 +1,6 @@
-// What the SQLite store tells `postern queue list` and `queue show`: the
-// messages still queued, and everything known about one message, done ones
-// included.
+// What the SQLite store tells `postern queue list`, `queue show` and
+// /metrics: the messages still queued, everything known about one message,
+// done ones included, and the queue depth by state.
 //
 // Decides the state a reader sees: the stored one (queued, held, done),
 // except that a queued message with a recipient deferred shows as
@@ -9,14 +9,15 @@
 // How it fails: both functions throw on a database error; showMessage
 // returns undefined for an id no message has.
 //
-//   prepareInspect - the listMessages / showMessage functions over one database.
+//   prepareInspect - the listMessages / showMessage / stats functions over one database.
 import type Database from 'better-sqlite3';
-import type { AttemptRecord, MessageDetails, MessageState, QueuedMessageSummary, RecipientState, StoredEnvelope, TlsLevel } from '../queue-store.ts';
+import type { AttemptRecord, MessageDetails, MessageState, QueuedMessageSummary, QueueStats, RecipientState, StoredEnvelope, TlsLevel } from '../queue-store.ts';
 import { decodeRecipientDsn } from './sqlite-commit.ts';
 
 export interface InspectFunctions {
   listMessages(): QueuedMessageSummary[];
   showMessage(id: string): MessageDetails | undefined;
+  stats(): QueueStats;
 }
 
 // 'deferred' is derived, never stored (sqlite-schema.ts).
@@ -81,7 +82,7 @@ interface AttemptRow {
   outcome: AttemptRecord['outcome'];
 }
 
-/** prepareInspect - the listMessages / showMessage functions over one database. */
+/** prepareInspect - the listMessages / showMessage / stats functions over one database. */
 export function prepareInspect(db: Database.Database): InspectFunctions {
   const selectQueued = db.prepare<[], MessageRow>(`
     SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state
@@ -103,6 +104,11 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
   const selectAttempts = db.prepare<[string], AttemptRow>(`
     SELECT a.*, d.domain FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
      WHERE a.message_id = ? ORDER BY a.started_at, a.id`);
+
+  // One pass over the messages not done (the received_at index does not help: every such row counts).
+  const selectDepth = db.prepare<[], { state: Exclude<MessageState, 'done'>; n: number; oldest: number }>(`
+    SELECT ${SHOWN_STATE} AS state, COUNT(*) AS n, MIN(m.received_at) AS oldest
+      FROM messages m WHERE m.state != 'done' GROUP BY 1`);
 
   const list = db.transaction((): QueuedMessageSummary[] => {
     const rows = selectQueued.all();
@@ -141,7 +147,17 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
     };
   });
 
-  return { listMessages: () => list(), showMessage: (id) => show(id) };
+  const stats = (): QueueStats => {
+    const byState: QueueStats['byState'] = { queued: 0, deferred: 0, held: 0 };
+    let oldest: number | undefined;
+    for (const row of selectDepth.all()) {
+      byState[row.state] = row.n;
+      oldest = oldest === undefined ? row.oldest : Math.min(oldest, row.oldest);
+    }
+    return oldest === undefined ? { byState } : { byState, oldestReceivedAt: new Date(oldest) };
+  };
+
+  return { listMessages: () => list(), showMessage: (id) => show(id), stats };
 }
 
 /** summaryOf - one `queue list` line from a message row. */

@@ -14,7 +14,7 @@
 //
 // The work is split by who asks: sqlite-deliveries.ts (the scheduler's
 // claims and results), sqlite-operator.ts (hold, release, retry, delete),
-// sqlite-inspect.ts (list and show). This file opens, sweeps and delegates.
+// sqlite-inspect.ts (list, show and stats). This file opens, sweeps and delegates.
 //
 // How it fails: openSqliteStore rejects if the database cannot be opened or
 // its schema is newer than this code (nothing is changed then); every method
@@ -38,6 +38,7 @@ import type {
   MessageDraft,
   MessageSelector,
   QueuedMessageSummary,
+  QueueStats,
   QueueStore,
 } from '../queue-store.ts';
 import { prepareCommit } from './sqlite-commit.ts';
@@ -138,6 +139,10 @@ class SqliteQueueStore implements QueueStore {
 
   showMessage(id: string): Promise<MessageDetails | undefined> {
     return this.#run(() => this.#inspect.showMessage(id));
+  }
+
+  stats(): Promise<QueueStats> {
+    return this.#run(() => this.#inspect.stats());
   }
 
   claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {

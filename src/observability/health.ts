@@ -1,0 +1,160 @@
+// Health: what /healthz and /readyz answer (and `postern health` prints).
+//
+//   live  (/healthz) - the process is alive and every SMTP listener answers:
+//                      a connection to each gets a 220 greeting within 2 s
+//                      (over TLS for an implicit-TLS port). Cached for 5 s,
+//                      so a busy orchestrator does not open a session per
+//                      probe.
+//   ready (/readyz)  - the queue is writable (a read of its stats and a
+//                      small draft written and discarded, every time: it is
+//                      cheap) and, when a smarthost is set, it is reachable
+//                      with its TLS level and credentials. The smarthost is
+//                      asked at most once a minute; the result is kept with
+//                      the time it was taken (checkedAt), good or bad.
+// Checks that are already running are shared, never started twice.
+//
+// This module does not know the queue or outbound: the composition root
+// hands it the listener addresses, the store (by its shape) and a smarthost
+// probe.
+//
+// How it fails: live() and ready() never reject; every failure becomes a
+// report with ok false and the reason, which the HTTP server answers 503.
+//
+//   createHealthChecks - live() and ready() over the relay's parts.
+//   probeGreeting      - connect to an SMTP port and wait for its 220.
+//   checkQueueWritable - a store round trip that proves it can store a message.
+import { connect as netConnect, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+
+export interface ProbeTarget {
+  name: string;
+  host: string;
+  port: number;
+  /** TLS from the first byte (submissions). */
+  implicitTls: boolean;
+}
+
+export type CheckResult = { ok: true; detail?: string } | { ok: false; error: string };
+
+/** What the smarthost probe reports: where it went and, when it got in, the TLS version. */
+export type RelayhostResult = { ok: true; address: string; tls?: string } | { ok: false; error: string };
+
+export interface HealthReport {
+  ok: boolean;
+  body: Record<string, unknown>;
+}
+
+/** The part of a QueueStore the readiness check uses (by shape: this module does not import the queue). */
+export interface WritableQueue {
+  stats(): Promise<unknown>;
+  beginMessage(): { writeBody(body: Readable): Promise<number>; discard(): Promise<void> };
+}
+
+export interface HealthDeps {
+  listeners: ProbeTarget[];
+  queue: WritableQueue;
+  /** Present when outbound.relayhost.host is set and this node delivers. */
+  relayhost?: { name: string; probe: () => Promise<RelayhostResult> };
+  now: () => Date;
+  greetingTimeoutMs?: number;
+  liveTtlMs?: number;
+  relayhostTtlMs?: number;
+}
+
+export interface HealthChecks {
+  live(): Promise<HealthReport>;
+  ready(): Promise<HealthReport>;
+}
+
+/** createHealthChecks - live() and ready() over the relay's parts. */
+export function createHealthChecks(deps: HealthDeps): HealthChecks {
+  const greetingTimeoutMs = deps.greetingTimeoutMs ?? 2000;
+  const live = cached(deps.liveTtlMs ?? 5000, deps.now, async () => {
+    const results = await Promise.all(deps.listeners.map(async (l) => [l, await probeGreeting(l, greetingTimeoutMs)] as const));
+    return Object.fromEntries(results.map(([l, r]) => [l.name, { address: `${l.host}:${l.port}`, ...r }]));
+  });
+  const relayhost = deps.relayhost;
+  const smarthost = relayhost ? cached(deps.relayhostTtlMs ?? 60_000, deps.now, () => relayhost.probe()) : undefined;
+
+  return {
+    async live() {
+      const { value, checkedAt } = await live();
+      const failed = Object.entries(value).filter(([, r]) => !r.ok).map(([name]) => name);
+      return { ok: failed.length === 0, body: { status: failed.length ? 'failing' : 'ok', checkedAt, listeners: value, ...(failed.length ? { failed } : {}) } };
+    },
+    async ready() {
+      const [queue, host] = await Promise.all([checkQueueWritable(deps.queue), smarthost?.()]);
+      const body: Record<string, unknown> = { queue: { ...queue, checkedAt: deps.now().toISOString() } };
+      if (host && relayhost) body.relayhost = { host: relayhost.name, ...host.value, checkedAt: host.checkedAt };
+      const ok = queue.ok && (host?.value.ok ?? true);
+      return { ok, body: { status: ok ? 'ready' : 'not ready', ...body } };
+    },
+  };
+}
+
+/** cached - a check run at most once per ttl; concurrent callers share the run in flight. */
+function cached<T>(ttlMs: number, now: () => Date, run: () => Promise<T>): () => Promise<{ value: T; checkedAt: string }> {
+  let last: { value: T; at: number } | undefined;
+  let running: Promise<{ value: T; at: number }> | undefined;
+  return async () => {
+    if (last && now().getTime() - last.at < ttlMs) return { value: last.value, checkedAt: new Date(last.at).toISOString() };
+    running ??= (async () => {
+      const at = now().getTime();
+      try {
+        return (last = { value: await run(), at });
+      } finally {
+        running = undefined;
+      }
+    })();
+    const result = await running;
+    return { value: result.value, checkedAt: new Date(result.at).toISOString() };
+  };
+}
+
+/** probeGreeting - connect to an SMTP port and wait for its 220 (RFC 5321 §4.3.1), then QUIT. */
+export function probeGreeting(target: ProbeTarget, timeoutMs: number): Promise<CheckResult> {
+  // A listener bound to every address is asked on loopback.
+  const host = target.host === '0.0.0.0' ? '127.0.0.1' : target.host === '::' ? '::1' : target.host;
+  return new Promise((resolve) => {
+    // Our own certificate may be a dev one: the probe asks whether the port answers, not whom to trust.
+    const socket: Socket = target.implicitTls ? tlsConnect({ host, port: target.port, rejectUnauthorized: false }) : netConnect({ host, port: target.port });
+    let text = '';
+    let settled = false;
+    const finish = (result: CheckResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (result.ok) socket.end('QUIT\r\n');
+      else socket.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => finish({ ok: false, error: `no greeting within ${timeoutMs / 1000} s` }), timeoutMs);
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      // A reply ends with a line whose code is followed by a space (multiline replies use "220-").
+      const last = text.split('\r\n').slice(0, -1).find((line) => /^\d{3}( |$)/.test(line));
+      if (last) finish(last.startsWith('220') ? { ok: true } : { ok: false, error: `greeting: ${last.slice(0, 200)}` });
+      else if (text.length > 4096) finish({ ok: false, error: 'greeting too long' });
+    });
+    socket.on('error', (err) => finish({ ok: false, error: err.message }));
+    socket.on('close', () => finish({ ok: false, error: 'closed before the greeting' }));
+  });
+}
+
+/** checkQueueWritable - read the stats, write a small draft and discard it: the store can take a message. */
+export async function checkQueueWritable(queue: WritableQueue): Promise<CheckResult> {
+  try {
+    await queue.stats();
+    const draft = queue.beginMessage();
+    try {
+      await draft.writeBody(Readable.from([Buffer.from('postern readiness probe\r\n')]));
+    } finally {
+      await draft.discard();
+    }
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  }
+}
