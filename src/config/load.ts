@@ -67,6 +67,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     else problems.push(`${k.path} = ${JSON.stringify(given?.value)} (${given?.from ?? 'default'}): must be ${result.allowed}`);
   }
   checkPortsDistinct(config as unknown as Config, problems);
+  checkQueueUrl(config as unknown as Config, values.get('queue.url')?.from ?? 'default', problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return { config: config as unknown as Config, source: file, warnings };
 }
@@ -153,4 +154,13 @@ function checkPortsDistinct(config: Config, problems: string[]): void {
     if (other) problems.push(`listeners.${name}.port = ${l.port}: already used by listeners.${other}.port on ${l.host}; each listener needs its own port`);
     seen.set(where, name);
   }
+}
+
+// checkQueueUrl - queue.backend postgres needs queue.url, a postgres:// URL (the password never goes in the message).
+function checkQueueUrl(config: Config, from: string, problems: string[]): void {
+  if (config.queue?.backend !== 'postgres') return;
+  const url = config.queue.url;
+  if (/^postgres(ql)?:\/\/./i.test(url)) return;
+  const shown = JSON.stringify(url.replace(/^([a-z]+:\/\/[^:/@]*):[^@/]*@/i, '$1:***@'));
+  problems.push(`queue.url = ${shown} (${from}): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres`);
 }

@@ -1,6 +1,8 @@
-// The queue backend named by queue.backend, opened.
+// The queue backend named by queue.backend, opened: sqlite (embedded, one
+// node) or postgres (several nodes share queue.url).
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
+import { openPostgresStore } from './postgres/pg-store.ts';
 import type { QueueStore } from './queue-store.ts';
 import { openSqliteStore } from './sqlite/sqlite-store.ts';
 
@@ -9,12 +11,15 @@ export interface OpenStoreOptions {
   /**
    * Remove body files no committed message names (left by a crash). Only the
    * relay itself does this, at start: a CLI reading the queue beside a
-   * running relay would otherwise delete its drafts in progress.
+   * running relay would otherwise delete its drafts in progress. (PostgreSQL
+   * has nothing to sweep: a draft is a transaction.)
    */
   removeOrphans?: boolean;
 }
 
 /** openQueueStore - open (and migrate) the configured queue. */
 export function openQueueStore(config: Config, options: OpenStoreOptions = {}): Promise<QueueStore> {
-  return openSqliteStore({ path: config.queue.path, logger: options.logger, removeOrphans: options.removeOrphans ?? false });
+  const removeOrphans = options.removeOrphans ?? false;
+  if (config.queue.backend === 'postgres') return openPostgresStore({ url: config.queue.url, logger: options.logger, removeOrphans });
+  return openSqliteStore({ path: config.queue.path, logger: options.logger, removeOrphans });
 }

@@ -1,0 +1,247 @@
+// The scheduler's side of the PostgreSQL store: claim due deliveries under a
+// lease, record what an attempt did, give a lease back, say when the next
+// delivery is due. Several nodes do this at once against one database.
+//
+// Decides who may act on a delivery, as the SQLite store does
+// (sqlite-deliveries.ts): a claim takes due, unfinished, unleased (or
+// lapsed) deliveries of queued messages, oldest due first; only the lease's
+// owner may record, and once a lapsed lease was claimed by another worker
+// the first one's record is refused (at least once, never zero). A claim is
+// one statement: SELECT … FOR UPDATE SKIP LOCKED picks the rows no other
+// claimer is taking at that moment, and the UPDATE sets the lease in the
+// same transaction, so two nodes never lease the same delivery while its
+// lease runs, and never wait for each other.
+//
+// Lock order, so that nothing deadlocks: a transaction that changes a
+// message and its deliveries locks the message row first (recordAttempt,
+// the operator's verbs, DELETE's cascade); a claim locks only delivery
+// rows, and skips rather than waits. recordAttempt's lock on the message
+// also makes "all deliveries finished → done" exact when two nodes finish
+// the last two deliveries of one message at once.
+//
+// All times come from the arguments, never the database's clock.
+//
+// How it fails: every function rejects on a database error, with its
+// transaction rolled back; claimDue rejects a limit, lease or owner that
+// makes no sense. recordAttempt resolves false, changing nothing, for a
+// delivery that is unknown (deleted), finished, or leased by someone else.
+//
+//   claimDue      - lease up to `limit` due deliveries and describe each.
+//   recordAttempt - store attempts and outcomes, end the lease, finish the delivery and message.
+//   releaseLease  - give a lease back untouched.
+//   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
+import type pg from 'pg';
+import type { AttemptRecord, ClaimedDelivery, RecipientDsn, RecipientOutcome } from '../queue-store.ts';
+import { decodeRecipientDsn } from '../sqlite/sqlite-commit.ts';
+import { inTransaction } from './pg-connection.ts';
+
+export interface ClaimOptions {
+  now: Date;
+  limit: number;
+  leaseMs: number;
+  owner: string;
+}
+
+export interface LeaseClaim {
+  deliveryId: string;
+  owner: string;
+}
+
+export interface AttemptResult {
+  attempts: AttemptRecord[];
+  recipients: RecipientOutcome[];
+  nextAttemptAt: Date;
+}
+
+/** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
+export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
+
+interface ClaimRow {
+  id: string;
+  message_id: string;
+  domain: string;
+  attempts: number;
+  mail_from: string;
+  received_at: Date;
+  body_type: '7BIT' | '8BITMIME';
+  smtp_utf8: boolean;
+  require_tls: boolean;
+  dsn_ret: 'FULL' | 'HDRS' | null;
+  dsn_envid: string | null;
+  recipients: { address: string; notify: string | null; orcpt: string | null }[];
+}
+
+// Lock and lease in one statement; the outer SELECT describes what was leased.
+// The recipients subquery sees the rows as they were when the statement began:
+// nobody else can change them, since recording needs the lease we now hold.
+const CLAIM = `
+  WITH due AS (
+    SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE NOT d.finished AND d.next_attempt_at <= $1
+       AND (d.lease_until IS NULL OR d.lease_until <= $1)
+       AND m.state = 'queued'
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT $2
+       FOR UPDATE OF d SKIP LOCKED
+  ), leased AS (
+    UPDATE deliveries d SET lease_owner = $3, lease_until = $4 FROM due WHERE d.id = due.id
+    RETURNING d.id, d.message_id, d.domain, d.attempts, d.next_attempt_at
+  )
+  SELECT l.id, l.message_id, l.domain, l.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
+         m.require_tls, m.dsn_ret, m.dsn_envid,
+         (SELECT coalesce(json_agg(json_build_object('address', r.address, 'notify', r.dsn_notify, 'orcpt', r.dsn_orcpt) ORDER BY r.position), '[]')
+            FROM recipients r WHERE r.delivery_id = l.id AND r.state IN ('queued', 'deferred')) AS recipients
+    FROM leased l JOIN messages m ON m.id = l.message_id
+   ORDER BY l.next_attempt_at, l.id`;
+
+/** claimDue - lease up to `limit` due deliveries (one statement, SKIP LOCKED) and describe each with its pending recipients. */
+export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<ClaimedDelivery[]> {
+  checkClaimOptions(options);
+  if (options.limit === 0) return [];
+  const { now, limit, leaseMs, owner } = options;
+  const result = await pool.query<ClaimRow>(CLAIM, [now, limit, owner, new Date(now.getTime() + leaseMs)]);
+  return result.rows.map((row) => {
+    const dsn: ClaimedDelivery['dsn'] = {};
+    if (row.dsn_ret !== null) dsn.ret = row.dsn_ret;
+    if (row.dsn_envid !== null) dsn.envid = row.dsn_envid;
+    return {
+      deliveryId: row.id,
+      messageId: row.message_id,
+      domain: row.domain,
+      mailFrom: row.mail_from,
+      recipients: row.recipients.map((r) => {
+        const parameters: RecipientDsn | undefined = decodeRecipientDsn(r.notify, r.orcpt);
+        return parameters ? { address: r.address, dsn: parameters } : { address: r.address };
+      }),
+      attempts: row.attempts,
+      receivedAt: row.received_at,
+      bodyType: row.body_type,
+      smtpUtf8: row.smtp_utf8,
+      requireTls: row.require_tls,
+      dsn,
+      leaseOwner: owner,
+    };
+  });
+}
+
+/** recordAttempt - the recordAttempt transaction; see the module header for when it refuses. */
+export async function recordAttempt(pool: pg.Pool, { deliveryId, owner }: LeaseClaim, result: AttemptResult): Promise<RecordVerdict> {
+  if (!isDeliveryId(deliveryId)) return { recorded: false };
+  return inTransaction(pool, async (client) => {
+    const found = await client.query<{ message_id: string }>('SELECT message_id FROM deliveries WHERE id = $1', [deliveryId]);
+    const messageId = found.rows[0]?.message_id;
+    if (messageId === undefined) return { recorded: false };
+    // The message first (see the lock order above), then the delivery, as it is now.
+    const message = await client.query('SELECT 1 FROM messages WHERE id = $1 FOR UPDATE', [messageId]);
+    if (message.rowCount === 0) return { recorded: false };
+    const delivery = await client.query<{ finished: boolean; lease_owner: string | null }>('SELECT finished, lease_owner FROM deliveries WHERE id = $1 FOR UPDATE', [deliveryId]);
+    const row = delivery.rows[0];
+    if (!row || row.finished || row.lease_owner !== owner) return { recorded: false };
+
+    for (const attempt of result.attempts) await client.query(INSERT_ATTEMPT, attemptValues(attempt, deliveryId, messageId));
+    const updatedAt = outcomeTime(result.attempts);
+    const outcomes = effectiveOutcomes(result.recipients);
+    if (outcomes.length > 0) {
+      await client.query(UPDATE_RECIPIENTS, [deliveryId, outcomes.map((o) => o.address), outcomes.map((o) => o.result), outcomes.map((o) => o.reply), updatedAt]);
+    }
+    const finished = await client.query<{ finished: boolean }>(FINISH_ATTEMPT, [deliveryId, result.nextAttemptAt]);
+    if (finished.rows[0]?.finished !== true) return { recorded: true };
+    const done = await client.query(MARK_DONE, [messageId, updatedAt]);
+    if (done.rowCount === 0) return { recorded: true };
+    // The body goes with the COMMIT that makes the message done.
+    await client.query('DELETE FROM message_chunks WHERE message_id = $1', [messageId]);
+    return { recorded: true, doneMessageId: messageId };
+  });
+}
+
+const INSERT_ATTEMPT = `
+  INSERT INTO attempts (delivery_id, message_id, started_at, ended_at, host, ip, port, tls_version, tls_cipher,
+                        tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
+
+// Only a pending recipient changes: one already delivered or bounced stays so.
+const UPDATE_RECIPIENTS = `
+  UPDATE recipients r SET state = o.state, reply = o.reply, updated_at = $5
+    FROM unnest($2::text[], $3::text[], $4::text[]) AS o(address, state, reply)
+   WHERE r.delivery_id = $1 AND r.address = o.address AND r.state IN ('queued', 'deferred')`;
+
+const FINISH_ATTEMPT = `
+  UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, next_attempt_at = $2,
+         finished = NOT EXISTS (SELECT 1 FROM recipients WHERE delivery_id = $1 AND state IN ('queued', 'deferred'))
+   WHERE id = $1
+  RETURNING finished`;
+
+const MARK_DONE = `
+  UPDATE messages SET state = 'done', done_at = $2
+   WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1 AND NOT finished)`;
+
+/** releaseLease - give a claimed delivery back untouched, if `owner` still holds it. */
+export async function releaseLease(pool: pg.Pool, { deliveryId, owner }: LeaseClaim): Promise<void> {
+  if (!isDeliveryId(deliveryId)) return;
+  await pool.query('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [deliveryId, owner]);
+}
+
+/** nextDueAt - the earliest due time of a pending delivery of a queued message; a leased one is due when its lease lapses, if later. */
+export async function nextDueAt(pool: pg.Pool): Promise<Date | undefined> {
+  // GREATEST ignores NULL: an unleased delivery is due at next_attempt_at.
+  const result = await pool.query<{ due: Date | null }>(`
+    SELECT min(greatest(d.next_attempt_at, d.lease_until)) AS due
+      FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE NOT d.finished AND m.state = 'queued'`);
+  return result.rows[0]?.due ?? undefined;
+}
+
+/**
+ * effectiveOutcomes - one outcome per address, the one the SQLite store ends with when it applies them in order:
+ * the first final (delivered, bounced) one, else the last deferral.
+ */
+function effectiveOutcomes(outcomes: RecipientOutcome[]): RecipientOutcome[] {
+  const byAddress = new Map<string, RecipientOutcome>();
+  for (const outcome of outcomes) {
+    const earlier = byAddress.get(outcome.address);
+    if (earlier === undefined || earlier.result === 'deferred') byAddress.set(outcome.address, outcome);
+  }
+  return [...byAddress.values()];
+}
+
+/** attemptValues - one AttemptRecord as INSERT_ATTEMPT's parameters. */
+function attemptValues(attempt: AttemptRecord, deliveryId: string, messageId: string): unknown[] {
+  return [
+    deliveryId,
+    messageId,
+    attempt.startedAt,
+    attempt.endedAt,
+    attempt.host ?? null,
+    attempt.ip ?? null,
+    attempt.port ?? null,
+    attempt.tls?.version ?? null,
+    attempt.tls?.cipher ?? null,
+    // NULL, not false: "plaintext" and "TLS, not verified" are different facts.
+    attempt.tls ? attempt.tls.verified : null,
+    attempt.tls?.verifyError ?? null,
+    attempt.policy.level,
+    attempt.policy.source,
+    attempt.reply,
+    attempt.outcome,
+  ];
+}
+
+/** outcomeTime - when the outcomes became known: the end of the last attempt, or now if there was none (expiry). */
+function outcomeTime(attempts: AttemptRecord[]): Date {
+  if (attempts.length === 0) return new Date();
+  return new Date(Math.max(...attempts.map((a) => a.endedAt.getTime())));
+}
+
+/** checkClaimOptions - refuse a claim that could not mean anything sensible (as the SQLite store does). */
+function checkClaimOptions({ now, limit, leaseMs, owner }: ClaimOptions): void {
+  if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');
+  if (!Number.isSafeInteger(limit) || limit < 0) throw new Error(`claimDue: limit must be a whole number >= 0, not ${limit}`);
+  // A lease of 0 would hand the same delivery to the next claimer at once.
+  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`claimDue: leaseMs must be a whole number > 0, not ${leaseMs}`);
+  if (owner === '') throw new Error('claimDue: owner must not be empty');
+}
+
+/** isDeliveryId - whether a string can name a deliveries row (a bigint identity). */
+function isDeliveryId(deliveryId: string): boolean {
+  return /^[1-9][0-9]{0,17}$/.test(deliveryId);
+}

@@ -1,0 +1,171 @@
+// PostgreSQL queue schema: an ordered list of migrations, and the table
+// schema_version that records which of them a database has had (one row per
+// step). A later change is one entry added at the end of MIGRATIONS; an
+// entry is never edited once released, because databases in the field
+// already ran it.
+//
+// Decides how nodes starting together agree: the whole migration runs in one
+// transaction under a transaction-scoped advisory lock (one key per queue
+// schema), so the second node waits, then finds the schema current.
+// PostgreSQL DDL is transactional: a step that fails leaves nothing.
+//
+// How it fails: migrateSchema throws, changing nothing, when the database
+// records a version newer than this code knows (it names both); and on any
+// database error, with the transaction rolled back.
+//
+//   MIGRATIONS    - the steps, oldest first.
+//   migrateSchema - bring a database to the newest version; returns the version it had.
+import type pg from 'pg';
+
+export interface Migration {
+  /** What the step does, for the log line and the schema_version row. */
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    name: 'messages, message_chunks, deliveries, recipients and attempts',
+    // The same model as the SQLite store (sqlite-schema.ts), in PostgreSQL's
+    // types: times are timestamptz (milliseconds are all we store), flags
+    // boolean, ids of deliveries and attempts identity columns (never reused,
+    // so a worker's stale claim can never name a newer delivery).
+    //
+    // messages.seq is the commit order: the tie-breaker when two messages
+    // have the same received_at millisecond. messages.chunks is how many
+    // rows of message_chunks make the body.
+    //
+    // message_chunks holds the body, ~256 KB a row, written by the draft's
+    // own transaction; its foreign key is checked at COMMIT (DEFERRABLE
+    // INITIALLY DEFERRED), because the chunks arrive before the envelope.
+    // STORAGE EXTERNAL: out of line but not compressed; mail is mostly
+    // already-encoded text seen once, and the CPU is better spent elsewhere.
+    // A message that becomes done loses its chunks in the same transaction.
+    //
+    // 'deferred' is not stored but derived for listings, as in SQLite: a
+    // queued message with a recipient in state 'deferred'.
+    sql: `
+      CREATE TABLE messages (
+        id              text PRIMARY KEY,
+        seq             bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        mail_from       text NOT NULL,
+        body_type       text NOT NULL CHECK (body_type IN ('7BIT', '8BITMIME')),
+        smtp_utf8       boolean NOT NULL,
+        client_address  text NOT NULL,
+        client_helo     text NOT NULL,
+        client_listener text NOT NULL CHECK (client_listener IN ('relay', 'submission', 'submissions')),
+        auth_user       text,
+        tls_version     text,
+        tls_cipher      text,
+        size            bigint NOT NULL CHECK (size >= 0),
+        chunks          integer NOT NULL CHECK (chunks >= 0),
+        received_at     timestamptz NOT NULL,
+        require_tls     boolean NOT NULL DEFAULT false,
+        dsn_ret         text CHECK (dsn_ret IN ('FULL', 'HDRS')),
+        dsn_envid       text,
+        state           text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'held', 'done')),
+        done_at         timestamptz,
+        CHECK ((state = 'done') = (done_at IS NOT NULL))
+      );
+      CREATE INDEX messages_not_done ON messages (received_at, seq) WHERE state <> 'done';
+      CREATE TABLE message_chunks (
+        message_id text NOT NULL REFERENCES messages (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        seq        integer NOT NULL CHECK (seq >= 0),
+        data       bytea NOT NULL,
+        PRIMARY KEY (message_id, seq)
+      );
+      ALTER TABLE message_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+      CREATE TABLE deliveries (
+        id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        message_id      text NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        domain          text NOT NULL,
+        attempts        integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        next_attempt_at timestamptz NOT NULL,
+        lease_owner     text,
+        lease_until     timestamptz,
+        finished        boolean NOT NULL DEFAULT false,
+        UNIQUE (message_id, domain),
+        CHECK ((lease_owner IS NULL) = (lease_until IS NULL))
+      );
+      CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE NOT finished;
+      CREATE TABLE recipients (
+        message_id  text NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        position    integer NOT NULL,
+        address     text NOT NULL,
+        domain      text NOT NULL,
+        delivery_id bigint NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+        state       text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'deferred', 'delivered', 'bounced')),
+        reply       text,
+        updated_at  timestamptz,
+        dsn_notify  text,
+        dsn_orcpt   text,
+        PRIMARY KEY (message_id, position)
+      );
+      CREATE INDEX recipients_by_delivery ON recipients (delivery_id, position);
+      CREATE TABLE attempts (
+        id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        delivery_id      bigint NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+        message_id       text NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        started_at       timestamptz NOT NULL,
+        ended_at         timestamptz NOT NULL,
+        host             text,
+        ip               text,
+        port             integer,
+        tls_version      text,
+        tls_cipher       text,
+        tls_verified     boolean,
+        tls_verify_error text,
+        policy_level     text NOT NULL,
+        policy_source    text NOT NULL,
+        reply            text NOT NULL,
+        outcome          text NOT NULL CHECK (outcome IN ('delivered', 'deferred', 'bounced', 'partial'))
+      );
+      CREATE INDEX attempts_by_message ON attempts (message_id, started_at);
+      CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
+    `,
+  },
+];
+
+/** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. */
+export async function migrateSchema(client: pg.PoolClient, target: { schema?: string; printable: string }): Promise<number> {
+  const table = target.schema === undefined ? 'schema_version' : `${target.schema}.schema_version`;
+  await client.query('BEGIN');
+  try {
+    // Serialise nodes migrating the same queue schema; released by COMMIT or ROLLBACK.
+    await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`postern queue schema ${target.schema ?? '(search_path)'}`]);
+    const from = await readVersion(client, table);
+    if (from > MIGRATIONS.length) {
+      const where = target.schema === undefined ? target.printable : `${target.printable} (schema ${target.schema})`;
+      throw new Error(
+        `queue database ${where} has schema version ${from}, newer than this Postern knows (${MIGRATIONS.length}): ` +
+          'it was written by a newer Postern; run that version, or point queue.url at another database or schema',
+      );
+    }
+    if (from < MIGRATIONS.length) {
+      // The schema name passed the identifier check in parseQueueUrl: safe unquoted.
+      if (target.schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${table} (
+        version    integer PRIMARY KEY,
+        name       text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now())`);
+      for (const [index, migration] of MIGRATIONS.entries()) {
+        if (index < from) continue;
+        await client.query(migration.sql);
+        await client.query(`INSERT INTO ${table} (version, name) VALUES ($1, $2)`, [index + 1, migration.name]);
+      }
+    }
+    await client.query('COMMIT');
+    return from;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+}
+
+/** readVersion - the highest version schema_version records; 0 for a database the queue never used. */
+async function readVersion(client: pg.PoolClient, table: string): Promise<number> {
+  const exists = await client.query<{ found: string | null }>('SELECT to_regclass($1)::text AS found', [table]);
+  if (exists.rows[0]?.found == null) return 0;
+  const result = await client.query<{ version: number | null }>(`SELECT max(version) AS version FROM ${table}`);
+  return result.rows[0]?.version ?? 0;
+}

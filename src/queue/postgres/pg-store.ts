@@ -1,0 +1,175 @@
+// The PostgreSQL queue store: envelopes, bodies, deliveries and attempts as
+// rows of one database that several Postern nodes share. Any node accepts,
+// any node delivers, and `postern queue` on any node sees the whole queue.
+//
+// Decides how a node uses the database: two pools, one for drafts (each
+// holds a connection for its transaction from the first body byte to the
+// COMMIT, pg-draft.ts) and one for everything else (short statements and
+// transactions), so clients slow to send DATA can never starve the
+// scheduler or the CLI. The schema is created or migrated on open
+// (pg-schema.ts, under an advisory lock). The work is split by who asks:
+// pg-deliveries.ts (the scheduler's claims and results), pg-operator.ts
+// (hold, release, retry, delete), pg-inspect.ts (list, show, stats),
+// pg-body.ts (chunked bodies). This file opens and delegates.
+//
+// Nothing here needs an orphan sweep: a draft is one transaction, so a crash
+// before its COMMIT leaves nothing, and a message's body chunks are deleted
+// in the transaction that makes it done (or by the cascade of its delete).
+//
+// How it fails: openPostgresStore rejects, naming the URL (password masked),
+// if the database cannot be reached, the URL is not postgres://, or its
+// schema is newer than this code (nothing is changed then); every method
+// rejects on a database error, and after close; readBody returns a stream
+// that errors for an id that is malformed, unknown, not yet committed or
+// done. Draft failures are described in pg-draft.ts.
+//
+//   openPostgresStore - connect, migrate, and return the queue store on queue.url.
+import type pg from 'pg';
+import { Readable } from 'node:stream';
+import { silentLogger, type Logger } from '../../observability/logger.ts';
+import { newQueueId } from '../queue-id.ts';
+import type { ClaimedDelivery, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore } from '../queue-store.ts';
+import { readBodyChunks } from './pg-body.ts';
+import { createPool, parseQueueUrl, withClient, type QueueConnection } from './pg-connection.ts';
+import * as deliveries from './pg-deliveries.ts';
+import { PgDraft } from './pg-draft.ts';
+import * as inspect from './pg-inspect.ts';
+import * as operator from './pg-operator.ts';
+import { MIGRATIONS, migrateSchema } from './pg-schema.ts';
+
+export interface PostgresStoreOptions {
+  /** postgres://user:password@host:5432/database, optionally ?schema=NAME (created if missing). */
+  url: string;
+  logger?: Logger;
+  /** Accepted for the same options as the SQLite store; there are no orphan bodies to remove here. */
+  removeOrphans?: boolean;
+  /** Connections for short queries (claims, records, the CLI); default 10. */
+  poolSize?: number;
+  /** Connections for drafts: this many messages can be in DATA at once before the next waits; default 20. */
+  draftPoolSize?: number;
+}
+
+/** openPostgresStore - connect, create or migrate the schema, and return the queue store on queue.url. */
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<QueueStore> {
+  const logger = options.logger ?? silentLogger();
+  const connection = parseQueueUrl(options.url);
+  const queries = createPool(connection, options.poolSize ?? 10);
+  const drafts = createPool(connection, options.draftPoolSize ?? 20);
+  // An idle connection the server dropped: the pool discards it; log it, never crash on it.
+  for (const pool of [queries, drafts]) pool.on('error', (err) => logger.warn({ err, url: connection.printable }, 'idle queue database connection failed'));
+  try {
+    const from = await migrate(queries, connection);
+    if (from !== MIGRATIONS.length) {
+      logger.info({ url: connection.printable, schema: connection.schema, from, to: MIGRATIONS.length, steps: MIGRATIONS.slice(from).map((m) => m.name) }, 'queue schema migrated');
+    }
+    logger.info({ url: connection.printable, schema: connection.schema, schemaVersion: MIGRATIONS.length }, 'queue store opened');
+  } catch (error) {
+    await Promise.all([queries.end(), drafts.end()]);
+    throw error;
+  }
+  return new PostgresQueueStore(queries, drafts, logger);
+}
+
+/** migrate - run migrateSchema on one connection; a connection error names the URL. */
+async function migrate(pool: pg.Pool, connection: QueueConnection): Promise<number> {
+  try {
+    return await withClient(pool, (client) => migrateSchema(client, connection));
+  } catch (error) {
+    if (error instanceof Error && error.message.startsWith('queue database ')) throw error;
+    throw new Error(`queue database ${connection.printable}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+class PostgresQueueStore implements QueueStore {
+  readonly #drafts = new Set<PgDraft>();
+  #closed = false;
+
+  constructor(
+    private readonly queries: pg.Pool,
+    private readonly draftPool: pg.Pool,
+    private readonly logger: Logger,
+  ) {}
+
+  beginMessage(): MessageDraft {
+    if (this.#closed) throw new Error('queue store is closed');
+    const id = newQueueId();
+    const draft = new PgDraft(id, {
+      pool: this.draftPool,
+      logger: this.logger.child({ queueId: id }),
+      release: (done) => this.#drafts.delete(done),
+    });
+    this.#drafts.add(draft);
+    return draft;
+  }
+
+  listMessages(): Promise<QueuedMessageSummary[]> {
+    return this.#run(() => inspect.listMessages(this.queries));
+  }
+
+  showMessage(id: string): Promise<MessageDetails | undefined> {
+    return this.#run(() => inspect.showMessage(this.queries, id));
+  }
+
+  stats(): Promise<QueueStats> {
+    return this.#run(() => inspect.queueStats(this.queries));
+  }
+
+  claimDue(options: deliveries.ClaimOptions): Promise<ClaimedDelivery[]> {
+    return this.#run(() => deliveries.claimDue(this.queries, options));
+  }
+
+  async recordAttempt(claim: deliveries.LeaseClaim, result: deliveries.AttemptResult): Promise<boolean> {
+    const verdict = await this.#run(() => deliveries.recordAttempt(this.queries, claim, result));
+    return verdict.recorded;
+  }
+
+  releaseLease(claim: deliveries.LeaseClaim): Promise<void> {
+    return this.#run(() => deliveries.releaseLease(this.queries, claim));
+  }
+
+  nextDueAt(): Promise<Date | undefined> {
+    return this.#run(() => deliveries.nextDueAt(this.queries));
+  }
+
+  holdMessages(selector: MessageSelector): Promise<string[]> {
+    return this.#run(() => operator.holdMessages(this.queries, selector));
+  }
+
+  releaseMessages(selector: MessageSelector): Promise<string[]> {
+    return this.#run(() => operator.releaseMessages(this.queries, selector));
+  }
+
+  retryMessages(selector: MessageSelector, now: Date): Promise<string[]> {
+    return this.#run(() => operator.retryMessages(this.queries, selector, now));
+  }
+
+  deleteMessages(selector: MessageSelector): Promise<string[]> {
+    return this.#run(() => operator.deleteMessages(this.queries, selector));
+  }
+
+  readBody(id: string): Readable {
+    if (this.#closed) return failedStream(new Error('queue store is closed'));
+    return readBodyChunks(this.queries, id);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    // Discard waits for a commit in flight, which still needs its connection.
+    await Promise.all([...this.#drafts].map((draft) => draft.discard()));
+    await Promise.all([this.queries.end(), this.draftPool.end()]);
+  }
+
+  /** run - one database call: rejects after close or when the call does. */
+  #run<T>(call: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error('queue store is closed'));
+    return call();
+  }
+}
+
+/** failedStream - a Readable that errors at once (readBody's answer after close). */
+function failedStream(error: Error): Readable {
+  const stream = new Readable({ read() {} });
+  stream.destroy(error);
+  return stream;
+}

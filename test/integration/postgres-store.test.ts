@@ -1,0 +1,325 @@
+// The PostgreSQL queue store: the shared contract (the same suite the SQLite
+// store runs), then what only this backend has: tables in their own schema,
+// bodies as chunk rows, schema versions and migrations by several nodes at
+// once, drafts as transactions (a vanished connection leaves nothing),
+// claims by several nodes at once, and the session settings durability
+// rests on. Every test works in a fresh schema, dropped afterwards.
+//
+// Skipped, with a message saying how to run it, when no PostgreSQL answers
+// (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
+import { Readable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config/load.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { CHUNK_SIZE } from '../../src/queue/postgres/pg-body.ts';
+import { createPool, parseQueueUrl } from '../../src/queue/postgres/pg-connection.ts';
+import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
+import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
+import type { ClaimedDelivery, QueueStore } from '../../src/queue/queue-store.ts';
+import { createTestSchema, postgresTestUrl, SKIP_MESSAGE, type TestSchema } from '../helpers/postgres.ts';
+import { attemptWith, bodyOf, commitMessage, digest, envelopeWith, randomBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+
+const baseUrl = await postgresTestUrl();
+if (!baseUrl) console.warn(SKIP_MESSAGE);
+
+// No database needed: how queue.url is checked and taken apart.
+describe('queue.url for the postgres backend', () => {
+  it('is required, and must be postgres://, when queue.backend is postgres (file or environment), with the password masked', () => {
+    const problems = (env: Record<string, string>): string => {
+      try {
+        loadConfig({ env: { POSTERN_QUEUE_BACKEND: 'postgres', ...env }, cwd: '/nonexistent' });
+        return '';
+      } catch (error) {
+        return (error as ConfigError).problems.join('\n');
+      }
+    };
+    expect(problems({})).toBe('queue.url = "" (default): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres');
+    expect(problems({ POSTERN_QUEUE_URL: 'mysql://u:hunter2@db/q' })).toBe(
+      'queue.url = "mysql://u:***@db/q" (environment POSTERN_QUEUE_URL): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres',
+    );
+    expect(problems({ POSTERN_QUEUE_URL: 'postgres://u:hunter2@db/q?schema=mail' })).toBe('');
+    expect(problems({ POSTERN_QUEUE_URL: 'postgresql://db/q' })).toBe('');
+    expect(loadConfig({ env: { POSTERN_QUEUE_URL: 'postgres://db/q' }, cwd: '/nonexistent' }).config.queue).toMatchObject({ backend: 'sqlite', url: 'postgres://db/q' });
+  });
+
+  it('is taken apart into a connection string, the schema and session options that come last', () => {
+    expect(parseQueueUrl('postgres://u:pw@db.example:6432/mail?schema=queue_a&sslmode=require&options=-c%20work_mem%3D8MB')).toEqual({
+      connectionString: 'postgres://u:pw@db.example:6432/mail?sslmode=require',
+      schema: 'queue_a',
+      options: '-c work_mem=8MB -c synchronous_commit=on -c search_path=queue_a',
+      printable: 'postgres://u:***@db.example:6432/mail?schema=queue_a&sslmode=require&options=-c%20work_mem%3D8MB',
+    });
+    expect(parseQueueUrl('postgresql://db/mail')).toMatchObject({ schema: undefined, options: '-c synchronous_commit=on' });
+    expect(() => parseQueueUrl('mysql://db/mail')).toThrow(/must start with postgres:\/\/ or postgresql:\/\//);
+    expect(() => parseQueueUrl('postgres://db/mail?schema=Queue;drop')).toThrow(/schema="Queue;drop" must be a lowercase identifier/);
+    expect(() => parseQueueUrl('not a url')).toThrow(/queue.url: not a URL/);
+  });
+});
+
+describe.skipIf(!baseUrl)('postgres', () => {
+  runQueueStoreContract('postgres', async () => {
+    const schema = await createTestSchema(baseUrl!);
+    const opened: QueueStore[] = [];
+    const open = async (): Promise<QueueStore> => {
+      const store = await openPostgresStore({ url: schema.url });
+      opened.push(store);
+      return store;
+    };
+    return {
+      store: await open(),
+      reopen: open,
+      // Another node: its own pools on the same database and schema.
+      openPeer: open,
+      cleanup: async () => {
+        for (const store of opened) await store.close();
+        await schema.drop();
+      },
+    };
+  });
+
+  describe('postgres queue store', () => {
+    let schema: TestSchema;
+    const opened: QueueStore[] = [];
+
+    async function openStore(options: { poolSize?: number } = {}): Promise<QueueStore> {
+      const store = await openPostgresStore({ url: schema.url, logger: createLogger({ level: 'silent' }), ...options });
+      opened.push(store);
+      return store;
+    }
+
+    beforeEach(async () => {
+      schema = await createTestSchema(baseUrl!);
+    });
+    afterEach(async () => {
+      for (const store of opened.splice(0)) await store.close();
+      await schema.drop();
+    });
+
+    it('creates its tables in the schema the URL names, at the newest version', async () => {
+      await openStore();
+      const tables = await schema.query<{ table_name: string }>(
+        'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name',
+        [schema.schema],
+      );
+      expect(tables.rows.map((r) => r.table_name)).toEqual(['attempts', 'deliveries', 'message_chunks', 'messages', 'recipients', 'schema_version']);
+      const versions = await schema.query('SELECT version, name FROM schema_version ORDER BY version');
+      expect(versions.rows).toEqual(MIGRATIONS.map((m, i) => ({ version: i + 1, name: m.name })));
+    });
+
+    it('creates the schema named in the URL when it does not exist yet', async () => {
+      await schema.query(`DROP SCHEMA ${schema.schema}`);
+      await openStore();
+      const found = await schema.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema.schema]);
+      expect(found.rowCount).toBe(1);
+    });
+
+    it('migrates once when several nodes start together', async () => {
+      const stores = await Promise.all(Array.from({ length: 4 }, () => openPostgresStore({ url: schema.url })));
+      opened.push(...stores);
+      const versions = await schema.query('SELECT version FROM schema_version');
+      expect(versions.rows).toEqual([{ version: MIGRATIONS.length }]);
+      const id = await commitMessage(stores[0]!, [Buffer.from('x')], envelopeWith({}));
+      expect((await stores[3]!.listMessages()).map((m) => m.id)).toEqual([id]);
+    });
+
+    it('refuses a database written by a newer schema, names both versions, and leaves it unchanged', async () => {
+      await (await openStore()).close();
+      const future = MIGRATIONS.length + 7;
+      await schema.query("INSERT INTO schema_version (version, name) VALUES ($1, 'from the future')", [future]);
+      await schema.query('DROP TABLE attempts');
+
+      await expect(openStore()).rejects.toThrow(new RegExp(`schema version ${future}, newer than this Postern knows \\(${MIGRATIONS.length}\\)`));
+      const versions = await schema.query('SELECT max(version) AS v FROM schema_version');
+      expect(versions.rows).toEqual([{ v: future }]);
+      // Nothing was re-created either.
+      expect((await schema.query("SELECT to_regclass('attempts') AS t")).rows).toEqual([{ t: null }]);
+    });
+
+    it('says which URL it could not reach, without the password', async () => {
+      const url = 'postgres://postern:s3cret@127.0.0.1:1/queue';
+      await expect(openPostgresStore({ url })).rejects.toThrow(/queue database postgres:\/\/postern:\*\*\*@127\.0\.0\.1:1\/queue: .*ECONNREFUSED/);
+      await expect(openPostgresStore({ url })).rejects.not.toThrow(/s3cret/);
+    });
+
+    it('runs every session with synchronous_commit on and the queue schema first, whatever the URL or PGOPTIONS ask', async () => {
+      const url = new URL(schema.url);
+      url.searchParams.set('options', '-c synchronous_commit=off -c application_name=x');
+      const saved = process.env.PGOPTIONS;
+      process.env.PGOPTIONS = '-c synchronous_commit=off';
+      const pool = createPool(parseQueueUrl(url.toString()), 2);
+      try {
+        const settings = await pool.query("SELECT current_setting('synchronous_commit') AS sync, current_setting('search_path') AS path");
+        expect(settings.rows).toEqual([{ sync: 'on', path: schema.schema }]);
+      } finally {
+        if (saved === undefined) delete process.env.PGOPTIONS;
+        else process.env.PGOPTIONS = saved;
+        await pool.end();
+      }
+    });
+
+    it('stores a body as chunk rows of CHUNK_SIZE, and removes them when the message is done', async () => {
+      const store = await openStore();
+      const size = 3 * CHUNK_SIZE + 1000;
+      const generated = randomBody(size, 8192);
+      const draft = store.beginMessage();
+      await draft.writeBody(generated.stream);
+      await draft.commit(envelopeWith({ recipients: ['r@a.test'] }));
+
+      const rows = await schema.query<{ seq: number; n: number }>('SELECT seq, length(data) AS n FROM message_chunks WHERE message_id = $1 ORDER BY seq', [draft.id]);
+      expect(rows.rows.map((r) => r.seq)).toEqual([0, 1, 2, 3]);
+      expect(rows.rows.map((r) => r.n)).toEqual([CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE, 1000]);
+      expect(await digest(store.readBody(draft.id))).toEqual({ sha256: generated.sha256(), size });
+
+      const at = await receivedAtOf(store, draft.id);
+      const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
+      const delivered = { address: 'r@a.test', result: 'delivered' as const, reply: '250 2.0.0 Ok' };
+      expect(await store.recordAttempt({ deliveryId: claimed!.deliveryId, owner: 'w' }, { attempts: [attemptWith(at)], recipients: [delivered], nextAttemptAt: new Date(at) })).toBe(true);
+      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
+    });
+
+    it('keeps a draft invisible until COMMIT: its chunks are not seen by anyone else', async () => {
+      const store = await openStore();
+      const draft = store.beginMessage();
+      await draft.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE * 2, 0x61)]));
+      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
+      await draft.commit(envelopeWith({}));
+      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 2 }]);
+    });
+
+    it('leaves nothing when a draft’s connection dies before COMMIT, and keeps working', async () => {
+      const store = await openStore();
+      const draft = store.beginMessage();
+      await draft.writeBody(bodyOf([Buffer.from('Subject: doomed\r\n\r\nnever committed\r\n')]));
+      // The draft's transaction is the only one of ours idle inside a transaction.
+      const killed = await schema.query(
+        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'",
+        [schema.schema],
+      );
+      expect(killed.rows).toEqual([{ done: true }]);
+
+      await expect(draft.commit(envelopeWith({}))).rejects.toThrow();
+      expect(await store.listMessages()).toEqual([]);
+      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
+      const id = await commitMessage(store, [Buffer.from('after')], envelopeWith({}));
+      expect((await readAll(store.readBody(id))).toString()).toBe('after');
+    });
+
+    it('carries on when the database drops every connection of the store', async () => {
+      const store = await openStore();
+      const id = await commitMessage(store, [Buffer.from('before')], envelopeWith({}));
+      await Promise.all([store.listMessages(), store.stats(), store.nextDueAt(), store.showMessage(id)]); // several pooled connections
+      const killed = await schema.query('SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE application_name = $1', [schema.schema]);
+      expect(killed.rows.length).toBeGreaterThan(0);
+      // Dead connections leave the pool; the next calls get new ones.
+      await vi.waitFor(async () => expect((await store.listMessages()).map((m) => m.id)).toEqual([id]));
+      const second = await commitMessage(store, [Buffer.from('after')], envelopeWith({}));
+      expect((await readAll(store.readBody(second))).toString()).toBe('after');
+    });
+
+    it('hands each delivery to exactly one of four nodes claiming at once', async () => {
+      const nodes = await Promise.all(Array.from({ length: 4 }, () => openStore()));
+      const recipients = Array.from({ length: 50 }, (_, i) => `r@d${i}.test`);
+      let now = 0;
+      for (let i = 0; i < 4; i++) {
+        const id = await commitMessage(nodes[i]!, [Buffer.from('b')], envelopeWith({ recipients }));
+        now = Math.max(now, await receivedAtOf(nodes[0]!, id));
+      }
+      const claimAll = async (node: QueueStore, owner: string): Promise<string[]> => {
+        const claimed: string[] = [];
+        for (;;) {
+          const batch = await node.claimDue({ now: new Date(now), limit: 2, leaseMs: 600_000, owner });
+          if (batch.length === 0) return claimed;
+          claimed.push(...batch.map((c) => c.deliveryId));
+        }
+      };
+      // Two claimers per node, eight in all, each looping until nothing is left.
+      const claimed = await Promise.all(nodes.flatMap((node, i) => [claimAll(node, `node-${i}-a`), claimAll(node, `node-${i}-b`)]));
+      const ids = claimed.flat();
+      expect(ids).toHaveLength(200);
+      expect(new Set(ids).size).toBe(200);
+      expect(claimed.filter((c) => c.length > 0).length).toBeGreaterThan(1);
+    });
+
+    it('makes a message done when two nodes finish its last two deliveries at the same moment', async () => {
+      const [a, b] = await Promise.all([openStore(), openStore()]);
+      const ids: string[] = [];
+      for (let i = 0; i < 20; i++) ids.push(await commitMessage(a, [Buffer.from('b')], envelopeWith({ recipients: ['x@one.test', 'y@two.test'] })));
+      const now = new Date(Math.max(...(await Promise.all(ids.map((id) => receivedAtOf(a, id))))));
+      const claims = await a.claimDue({ now, limit: 100, leaseMs: 60_000, owner: 'w' });
+      expect(claims).toHaveLength(40);
+      const record = (node: QueueStore, c: ClaimedDelivery) =>
+        node.recordAttempt({ deliveryId: c.deliveryId, owner: 'w' }, { attempts: [attemptWith(now.getTime())], recipients: c.recipients.map((r) => ({ address: r.address, result: 'delivered' as const, reply: '250 ok' })), nextAttemptAt: now });
+      const results = await Promise.all(claims.map((c) => record(c.domain === 'one.test' ? a : b, c)));
+      expect(results.every(Boolean)).toBe(true);
+      expect(await a.listMessages()).toEqual([]);
+      expect((await schema.query("SELECT count(*)::int AS n FROM messages WHERE state = 'done'")).rows).toEqual([{ n: 20 }]);
+      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
+    });
+
+    it('lets a node see, hold and release what another node accepted', async () => {
+      const [a, b] = await Promise.all([openStore(), openStore()]);
+      const id = await commitMessage(a, [Buffer.from('from a')], envelopeWith({}));
+      expect((await b.listMessages()).map((m) => [m.id, m.state])).toEqual([[id, 'queued']]);
+      expect(await b.holdMessages({ all: true })).toEqual([id]);
+      expect((await a.listMessages()).map((m) => m.state)).toEqual(['held']);
+      expect(await b.releaseMessages({ ids: [id] })).toEqual([id]);
+      expect((await readAll(b.readBody(id))).toString()).toBe('from a');
+    });
+
+    it('streams concurrent large bodies in without holding them in memory', async () => {
+      const gc = exposeGc();
+      const store = await openStore();
+      const count = 6;
+      const size = 8 * 1024 * 1024;
+      // Every body stops before its last chunk until all are there. At that
+      // moment a store that buffered bodies would hold ~48 MB; one that
+      // streams holds a chunk or two per body.
+      const baseline = liveBytes(gc);
+      let arrived = 0;
+      let releaseAll!: () => void;
+      const allArrived = new Promise<void>((resolve) => (releaseAll = resolve));
+      let growth = Number.NaN;
+      const atLastChunk = async (): Promise<void> => {
+        if (++arrived === count) {
+          growth = liveBytes(gc) - baseline;
+          releaseAll();
+        }
+        await allArrived;
+      };
+      const drafts = Array.from({ length: count }, () => store.beginMessage());
+      const sizes = await Promise.all(drafts.map((draft, i) => draft.writeBody(patternBody({ size, chunk: 64 * 1024, fill: i, atLastChunk }))));
+      expect(sizes).toEqual(drafts.map(() => size));
+      expect(growth).toBeLessThan(16 * 1024 * 1024);
+      await Promise.all(drafts.map((draft) => draft.commit(envelopeWith({}))));
+      const read = await Promise.all(drafts.map((draft) => digest(store.readBody(draft.id))));
+      expect(read.map((r) => r.size)).toEqual(drafts.map(() => size));
+    });
+  });
+});
+
+/** patternBody - `size` bytes of `fill` in fresh chunks, awaiting atLastChunk before the last one. */
+function patternBody(options: { size: number; chunk: number; fill: number; atLastChunk: () => Promise<void> }): Readable {
+  async function* chunks(): AsyncGenerator<Buffer> {
+    for (let left = options.size; left > 0; left -= options.chunk) {
+      if (left <= options.chunk) await options.atLastChunk();
+      yield Buffer.alloc(Math.min(options.chunk, left), options.fill);
+    }
+  }
+  return Readable.from(chunks(), { objectMode: false });
+}
+
+/** liveBytes - JS heap plus Buffer memory still reachable, after collecting garbage (twice: see sqlite-store.test.ts). */
+function liveBytes(gc: () => void): number {
+  gc();
+  gc();
+  const usage = process.memoryUsage();
+  return usage.heapUsed + usage.arrayBuffers;
+}
+
+/** exposeGc - the V8 gc() function, without a command-line flag (vitest runs the workers). */
+function exposeGc(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
