@@ -12,10 +12,9 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { Writable } from 'node:stream';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { loadConfigOrExit } from './context.ts';
+import { promptHidden } from './prompt.ts';
 import type { TlsMode } from './send-hints.ts';
 import { composeMessage, readAll, splitPasswordLine } from './send-message.ts';
 import { describeTls, sendMessage, type SendOutcome, type SendTarget } from './send-session.ts';
@@ -209,17 +208,4 @@ function jsonReport(outcome: SendOutcome, target: SendTarget) {
     ...(outcome.error ? { error: outcome.error } : {}),
     ...(outcome.hint ? { hint: outcome.hint } : {}),
   };
-}
-
-function promptHidden(question: string): Promise<string> {
-  process.stderr.write(question);
-  const muted = new Writable({ write: (_chunk, _enc, done) => done() });
-  const rl = createInterface({ input: process.stdin, output: muted, terminal: true });
-  return new Promise((resolve) => {
-    rl.question('', (answer) => {
-      rl.close();
-      process.stderr.write('\n');
-      resolve(answer);
-    });
-  });
 }

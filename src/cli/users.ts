@@ -2,10 +2,9 @@
 // Passwords come from a prompt without echo (asked twice) or, for scripts,
 // from the first line of stdin (--password-stdin); never from argv, where
 // other users of the machine could read them.
-import { createInterface } from 'node:readline';
-import { Writable } from 'node:stream';
 import type { Config } from '../config/config.ts';
 import { UserStore } from '../inbound/user-store.ts';
+import { promptHidden, readFirstLine } from './prompt.ts';
 
 /** addUser - create or replace a user. */
 export async function addUser(config: Config, name: string, options: { passwordStdin?: boolean }): Promise<void> {
@@ -29,32 +28,11 @@ export async function removeUser(config: Config, name: string): Promise<void> {
   process.stdout.write(`user ${name} removed\n`);
 }
 
-async function readFirstLine(input: NodeJS.ReadableStream): Promise<string> {
-  let text = '';
-  for await (const chunk of input) {
-    text += String(chunk);
-    if (text.includes('\n')) break;
-  }
-  return text.split(/\r?\n/)[0] ?? '';
-}
-
+/** promptTwice - a password typed twice without echo; throws with no terminal or when the two differ. */
 async function promptTwice(): Promise<string> {
   if (!process.stdin.isTTY) throw new Error('no terminal to ask for a password: use --password-stdin');
   const first = await promptHidden('Password: ');
   const second = await promptHidden('Again: ');
   if (first !== second) throw new Error('the passwords do not match');
   return first;
-}
-
-function promptHidden(question: string): Promise<string> {
-  process.stderr.write(question);
-  const muted = new Writable({ write: (_chunk, _enc, done) => done() });
-  const rl = createInterface({ input: process.stdin, output: muted, terminal: true });
-  return new Promise((resolve) => {
-    rl.question('', (answer) => {
-      rl.close();
-      process.stderr.write('\n');
-      resolve(answer);
-    });
-  });
 }

@@ -42,6 +42,17 @@ function postern(args: string[], options: { env?: NodeJS.ProcessEnv; input?: str
   });
 }
 
+/** useTestRelay - a relay started before the tests of the describe it is called in and stopped after them, with its postern.yaml. */
+function useTestRelay(): { relay: TestRelay; configFile: string } {
+  const started = {} as { relay: TestRelay; configFile: string };
+  beforeAll(async () => {
+    started.relay = await startTestRelay();
+    started.configFile = join(started.relay.dir, 'postern.yaml');
+  });
+  afterAll(async () => started.relay?.stop());
+  return started;
+}
+
 /** Output - a child's stream collected as text, with a wait for a pattern to appear. */
 class Output {
   text = '';
@@ -155,17 +166,12 @@ describe.concurrent('postern CLI', () => {
   });
 
   describe.sequential('postern users', () => {
-    let relay: TestRelay;
-    let configFile: string;
-    beforeAll(async () => {
-      relay = await startTestRelay();
-      configFile = join(relay.dir, 'postern.yaml');
-    });
-    afterAll(async () => relay?.stop());
+    const started = useTestRelay();
 
     const password = 'correct horse battery staple';
 
     it('adds, lists and removes a user; the file holds a hash, mode 0600', async () => {
+      const { relay, configFile } = started;
       const usersFile = relay.config.relay.users;
       const added = await postern(['users', 'add', 'bob', '--password-stdin', '--config', configFile], { input: `${password}\n` });
       expect(added).toMatchObject({ code: 0, stdout: `user bob saved in ${usersFile}\n` });
@@ -185,6 +191,7 @@ describe.concurrent('postern CLI', () => {
     });
 
     it('a user added while the relay runs can log in (AUTH PLAIN over STARTTLS), no restart', async () => {
+      const { relay, configFile } = started;
       expect((await postern(['users', 'add', 'alice', '--password-stdin', '--config', configFile], { input: `${password}\n` })).code).toBe(0);
       const c = await RawSmtp.connect(relay.ports.submission);
       try {
@@ -248,15 +255,10 @@ describe.concurrent('postern CLI', () => {
   });
 
   describe('postern queue list', () => {
-    let relay: TestRelay;
-    let configFile: string;
-    beforeAll(async () => {
-      relay = await startTestRelay();
-      configFile = join(relay.dir, 'postern.yaml');
-    });
-    afterAll(async () => relay?.stop());
+    const started = useTestRelay();
 
     it('says the queue is empty, then lists a message as JSON and as a table', async () => {
+      const { relay, configFile } = started;
       expect(await postern(['queue', 'list', '--config', configFile])).toEqual({ code: 0, stdout: 'Mail queue is empty\n', stderr: '' });
 
       const c = await RawSmtp.connect(relay.ports.relay);

@@ -13,12 +13,11 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCertificateAuthority } from '../../src/tls/dev-certs.ts';
+import { ROOT } from '../helpers/container-files.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DOC = join(ROOT, 'docs', 'clients.md');
 
 interface Example {

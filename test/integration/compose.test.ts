@@ -12,102 +12,14 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseDocument } from 'yaml';
 import { CONFIG_KEYS, envName } from '../../src/config/keys.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { compileNetworks } from '../../src/inbound/networks.ts';
+import { environmentOf, finalImage, finalStage, parseDockerfile, readCompose, ROOT, serviceEnvironment, type Compose, type Image, type Instruction, type Service } from '../helpers/container-files.ts';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-// ---- parsing ---------------------------------------------------------------
-
-interface Instruction {
-  keyword: string;
-  args: string;
-  stage: number;
-}
-
-/** parseDockerfile - instructions with continuation lines joined and comments dropped, numbered by stage. */
-function parseDockerfile(text: string): Instruction[] {
-  const out: Instruction[] = [];
-  let stage = -1;
-  let buffer = '';
-  for (const raw of text.split('\n')) {
-    const line = raw.replace(/\r$/, '');
-    if (/^\s*#/.test(line) || line.trim() === '') continue;
-    if (line.endsWith('\\')) {
-      buffer += line.slice(0, -1) + ' ';
-      continue;
-    }
-    const match = /^\s*([A-Za-z]+)\s+([\s\S]*)$/.exec(buffer + line);
-    buffer = '';
-    if (!match) throw new Error(`Dockerfile: cannot read ${line}`);
-    const keyword = match[1]!.toUpperCase();
-    if (keyword === 'FROM') stage++;
-    out.push({ keyword, args: match[2]!.trim(), stage });
-  }
-  return out;
-}
-
-/** envPairs - `ENV A=1 B="two words"` (or the old `ENV A 1`) as pairs. */
-function envPairs(args: string): [string, string][] {
-  if (!/^\S+=/.test(args)) {
-    const [name, ...rest] = args.split(/\s+/);
-    return [[name!, rest.join(' ')]];
-  }
-  return [...args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)/g)].map((m) => [m[1]!, m[2]!.startsWith('"') ? (JSON.parse(m[2]!) as string) : m[2]!]);
-}
-
-/** interpolate - Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, $VAR and $$. */
-function interpolate(value: string, vars: Record<string, string | undefined>): string {
-  return value.replace(/\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g, (_all, dollar?: string, name?: string, op?: string, arg?: string, bare?: string) => {
-    if (dollar) return '$';
-    const key = (name ?? bare)!;
-    const given = vars[key];
-    const unset = op?.startsWith(':') ? !given : given === undefined;
-    if (op?.endsWith('-') && unset) return arg ?? '';
-    if (op?.endsWith('?') && unset) throw new Error(`${key}: ${arg ?? 'required'}`);
-    return given ?? '';
-  });
-}
-
-/** interpolateAll - every string value in a parsed document (keys are left alone, as Compose does). */
-function interpolateAll<T>(node: T, vars: Record<string, string | undefined>): T {
-  if (typeof node === 'string') return interpolate(node, vars) as T;
-  if (Array.isArray(node)) return node.map((n: unknown) => interpolateAll(n, vars)) as T;
-  if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, interpolateAll(v, vars)])) as T;
-  return node;
-}
-
-interface Service {
-  image?: string;
-  build?: unknown;
-  profiles?: string[];
-  environment?: Record<string, string | number | boolean | null>;
-  ports?: string[];
-  volumes?: string[];
-  secrets?: string[];
-  networks?: string[];
-  depends_on?: Record<string, { condition: string }>;
-  healthcheck?: { test: string[] };
-}
-interface Compose {
-  services: Record<string, Service>;
-  volumes: Record<string, unknown>;
-  secrets: Record<string, { file: string }>;
-  networks: Record<string, { ipam: { config: { subnet: string; ip_range: string; gateway: string }[] } }>;
-}
-
-function readCompose(text: string, vars: Record<string, string | undefined> = {}): Compose {
-  return interpolateAll(parseYaml(text, { merge: true }) as Compose, vars);
-}
-
-function environmentOf(service: Service): Record<string, string> {
-  expect(Array.isArray(service.environment), 'environment is a map').toBe(false);
-  return Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, String(v)]));
-}
+// ---- reading the parsed files (the parsing is in test/helpers/container-files.ts) ----
 
 /** publishedPorts - "HOST:CONTAINER" or "IP:HOST:CONTAINER" as { ip, host, container }. */
 function publishedPorts(service: Service): { ip?: string; host: number; container: number }[] {
@@ -135,6 +47,8 @@ let composeText: string;
 let compose: Compose;
 let dockerfileText: string;
 let instructions: Instruction[];
+let runStage: Instruction[];
+let image: Image;
 let emptyDir: string;
 
 const POSTERN_SERVICES = ['postern', 'postern-1', 'postern-2'];
@@ -145,16 +59,13 @@ beforeAll(async () => {
   compose = readCompose(composeText);
   dockerfileText = await readFile(join(ROOT, 'Dockerfile'), 'utf8');
   instructions = parseDockerfile(dockerfileText);
+  runStage = finalStage(instructions);
+  image = finalImage(instructions);
   emptyDir = await mkdtemp(join(tmpdir(), 'postern-compose-'));
 });
 afterAll(async () => {
   if (emptyDir) await rm(emptyDir, { recursive: true, force: true });
 });
-
-const finalStage = () => instructions.filter((i) => i.stage === Math.max(...instructions.map((x) => x.stage)));
-const imageEnv = () => Object.fromEntries(finalStage().filter((i) => i.keyword === 'ENV').flatMap((i) => envPairs(i.args)));
-const workdir = () => finalStage().filter((i) => i.keyword === 'WORKDIR').at(-1)!.args;
-const imageVolumes = () => finalStage().filter((i) => i.keyword === 'VOLUME').flatMap((i) => JSON.parse(i.args) as string[]);
 
 describe('Dockerfile', () => {
   it('is multi-stage, both stages on one Node.js image (the native module built in one runs in the other)', () => {
@@ -167,32 +78,30 @@ describe('Dockerfile', () => {
     // Reproducible: the lock file is copied and installed exactly (npm ci), runtime dependencies only.
     expect(build.some((i) => i.keyword === 'COPY' && i.args.includes('package-lock.json'))).toBe(true);
     expect(build.some((i) => i.keyword === 'RUN' && /\bnpm ci\b.*--omit=dev/.test(i.args))).toBe(true);
-    expect(finalStage().some((i) => i.keyword === 'COPY' && /--from=build \/app\/node_modules/.test(i.args))).toBe(true);
+    expect(runStage.some((i) => i.keyword === 'COPY' && /--from=build \/app\/node_modules/.test(i.args))).toBe(true);
   });
 
   it('runs as a non-root user, with a HEALTHCHECK, the unprivileged ports exposed and CMD node bin/postern.js serve', () => {
-    const users = finalStage().filter((i) => i.keyword === 'USER');
+    const users = runStage.filter((i) => i.keyword === 'USER');
     expect(users.length).toBeGreaterThan(0);
     const user = users.at(-1)!.args.split(':')[0]!;
     expect(['root', '0']).not.toContain(user);
-    const healthcheck = finalStage().find((i) => i.keyword === 'HEALTHCHECK')!;
-    expect(healthcheck).toBeDefined();
-    expect(JSON.parse(/\bCMD\s+(\[.*\])\s*$/.exec(healthcheck.args)![1]!)).toEqual(HEALTHCHECK.slice(1));
-    const exposed = finalStage().filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/));
+    expect(image.healthcheck).toEqual(HEALTHCHECK.slice(1));
+    const exposed = runStage.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/));
     expect(exposed).toEqual(expect.arrayContaining(['2525', '2587', '2465', '8025']));
-    expect(JSON.parse(finalStage().find((i) => i.keyword === 'CMD')!.args)).toEqual(['node', '/app/bin/postern.js', 'serve']);
+    expect(image.cmd).toEqual(['node', '/app/bin/postern.js', 'serve']);
   });
 
   it('the ENV puts the listeners on 0.0.0.0 at the exposed ports, and every path in the volumes', () => {
-    const env = imageEnv();
-    const exposed = finalStage().filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/));
+    const env = image.env;
+    const exposed = runStage.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/));
     for (const name of ['RELAY', 'SUBMISSION', 'SUBMISSIONS']) {
       expect(env[`POSTERN_LISTENERS_${name}_HOST`]).toBe('0.0.0.0');
       expect(exposed).toContain(env[`POSTERN_LISTENERS_${name}_PORT`]);
     }
     expect(env.POSTERN_HTTP_HOST).toBe('0.0.0.0');
     expect(exposed).toContain(env.POSTERN_HTTP_PORT);
-    const volumes = imageVolumes();
+    const volumes = image.volumes;
     const inVolume = (path: string) => volumes.some((v) => path.startsWith(v + '/'));
     expect(inVolume(env.POSTERN_QUEUE_PATH!)).toBe(true);
     expect(inVolume(env.POSTERN_RELAY_USERS!)).toBe(true);
@@ -201,7 +110,7 @@ describe('Dockerfile', () => {
     expect(env.POSTERN_TLS_KEY).toBeUndefined();
     for (const path of ['tls.cert', 'tls.key']) {
       const relative = CONFIG_KEYS.find((k) => k.path === path)!.default as string;
-      expect(inVolume(posix.join(workdir(), relative)), path).toBe(true);
+      expect(inVolume(posix.join(image.workdir, relative)), path).toBe(true);
     }
   });
 
@@ -230,7 +139,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('postern maps 25, 587 and 465 onto the listeners, and its HTTP only on the host loopback', () => {
-    const env = imageEnv();
+    const env = image.env;
     const ports = publishedPorts(compose.services.postern!);
     expect(ports).toEqual(
       expect.arrayContaining([
@@ -252,7 +161,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('every Postern service keeps its queue, users and certificates in named volumes at the image volume paths', () => {
-    const volumes = imageVolumes();
+    const volumes = image.volumes;
     for (const name of POSTERN_SERVICES) {
       const mounts = (compose.services[name]!.volumes ?? []).map((v) => v.split(':'));
       for (const path of volumes) {
@@ -347,7 +256,7 @@ describe('POSTERN_* variables in the container files', () => {
     expect(unknownPosternVariables(composeText)).toEqual([]);
     expect(unknownPosternVariables(dockerfileText)).toEqual([]);
     // Names are parsed, not just grepped: every environment key of every service and the image.
-    const named = [...Object.keys(imageEnv()), ...Object.values(compose.services).flatMap((s) => Object.keys(s.environment ?? {}))].filter((n) => n.startsWith('POSTERN_'));
+    const named = [...Object.keys(image.env), ...Object.values(compose.services).flatMap((s) => Object.keys(s.environment ?? {}))].filter((n) => n.startsWith('POSTERN_'));
     expect(named.length).toBeGreaterThan(15);
     expect(named.filter((n) => !KEY_VARIABLES.has(n) && !NON_KEY_VARIABLES.has(n))).toEqual([]);
   });
@@ -360,7 +269,7 @@ describe('POSTERN_* variables in the container files', () => {
     it(`each Postern service's environment (image ENV + compose) passes the config loader: ${label}`, () => {
       const resolved = readCompose(composeText, vars);
       for (const name of POSTERN_SERVICES) {
-        const env = { ...imageEnv(), ...environmentOf(resolved.services[name]!) };
+        const env = serviceEnvironment(image, resolved.services[name]!);
         for (const [k, v] of Object.entries(env)) expect(v, `${name} ${k}: uninterpolated`).not.toMatch(/\$\{/);
         const loaded = loadConfig({ env, cwd: emptyDir });
         expect(loaded.warnings, name).toEqual([]);

@@ -19,93 +19,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const POSTERN_BIN = join(ROOT, 'bin', 'postern.js');
-
-// ---- the Dockerfile and the compose file, as data -------------------------
-
-interface Instruction {
-  keyword: string;
-  args: string;
-  stage: number;
-}
-
-/** parseDockerfile - instructions with continuation lines joined and comments dropped, numbered by stage. */
-function parseDockerfile(text: string): Instruction[] {
-  const out: Instruction[] = [];
-  let stage = -1;
-  let buffer = '';
-  for (const raw of text.split('\n')) {
-    const line = raw.replace(/\r$/, '');
-    if (/^\s*#/.test(line) || line.trim() === '') continue;
-    if (line.endsWith('\\')) {
-      buffer += line.slice(0, -1) + ' ';
-      continue;
-    }
-    const match = /^\s*([A-Za-z]+)\s+([\s\S]*)$/.exec(buffer + line);
-    buffer = '';
-    if (!match) continue;
-    const keyword = match[1]!.toUpperCase();
-    if (keyword === 'FROM') stage++;
-    out.push({ keyword, args: match[2]!.trim(), stage });
-  }
-  return out;
-}
-
-/** envPairs - `ENV A=1 B="two words"` (or the old `ENV A 1`) as pairs. */
-function envPairs(args: string): [string, string][] {
-  if (!/^\S+=/.test(args)) {
-    const [name, ...rest] = args.split(/\s+/);
-    return [[name!, rest.join(' ')]];
-  }
-  return [...args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)/g)].map((m) => [m[1]!, m[2]!.startsWith('"') ? (JSON.parse(m[2]!) as string) : m[2]!]);
-}
-
-interface Image {
-  env: Record<string, string>;
-  workdir: string;
-  cmd: string[];
-  healthcheck: string[];
-}
-
-/** finalImage - what the last stage of the Dockerfile runs, and with what. */
-function finalImage(instructions: Instruction[]): Image {
-  const last = Math.max(...instructions.map((i) => i.stage));
-  const stage = instructions.filter((i) => i.stage === last);
-  const env: Record<string, string> = {};
-  for (const i of stage.filter((s) => s.keyword === 'ENV')) Object.assign(env, Object.fromEntries(envPairs(i.args)));
-  const workdir = stage.filter((i) => i.keyword === 'WORKDIR').at(-1)!.args;
-  const cmd = JSON.parse(stage.find((i) => i.keyword === 'CMD')!.args) as string[];
-  const healthcheck = JSON.parse(/\bCMD\s+(\[.*\])\s*$/.exec(stage.find((i) => i.keyword === 'HEALTHCHECK')!.args)![1]!) as string[];
-  return { env, workdir, cmd, healthcheck };
-}
-
-/** interpolate - Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, $VAR and $$. */
-function interpolate(value: string, vars: Record<string, string | undefined>): string {
-  return value.replace(/\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g, (_all, dollar?: string, name?: string, op?: string, arg?: string, bare?: string) => {
-    if (dollar) return '$';
-    const key = (name ?? bare)!;
-    const given = vars[key];
-    const unset = op?.startsWith(':') ? !given : given === undefined;
-    if (op?.endsWith('-') && unset) return arg ?? '';
-    if (op?.endsWith('?') && unset) throw new Error(`${key}: ${arg ?? 'required'}`);
-    return given ?? '';
-  });
-}
-
-/** serviceEnvironment - a compose service's environment (merge keys resolved, variables interpolated). */
-function serviceEnvironment(composeText: string, service: string, vars: Record<string, string | undefined>): Record<string, string> {
-  const doc = parseYaml(composeText, { merge: true }) as { services: Record<string, { environment?: Record<string, unknown> }> };
-  const environment = doc.services[service]?.environment;
-  if (!environment || Array.isArray(environment)) throw new Error(`compose service ${service}: environment must be a map`);
-  return Object.fromEntries(Object.entries(environment).map(([k, v]) => [k, interpolate(String(v), vars)]));
-}
+import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { finalImage, parseDockerfile, readCompose, ROOT, serviceEnvironment, type Image } from '../helpers/container-files.ts';
 
 // ---- the container outside Docker ------------------------------------------
 
@@ -123,9 +41,9 @@ interface Container {
 /** inRoot - an absolute path of the container, inside the temp root. */
 const inRoot = (root: string, path: string) => join(root, path);
 
-/** containerEnv - image ENV, then compose environment; ports to 0 (HTTP to httpPort), absolute paths into the root. */
-function containerEnv(image: Image, compose: Record<string, string>, root: string, httpPort: number): Record<string, string> {
-  const merged = { ...image.env, ...compose };
+/** containerEnv - the service's environment with ports to 0 (HTTP to httpPort) and absolute paths into the root. */
+function containerEnv(service: Record<string, string>, root: string, httpPort: number): Record<string, string> {
+  const merged = { ...service };
   for (const [name, value] of Object.entries(merged)) {
     if (/^POSTERN_LISTENERS_[A-Z]+_PORT$/.test(name)) merged[name] = '0';
     else if (name === 'POSTERN_HTTP_PORT') merged[name] = String(httpPort);
@@ -286,7 +204,7 @@ async function prepare(vars: Record<string, string>, secrets: { smarthostPasswor
   await writeFile(join(root, 'run', 'secrets', 'smarthost_password'), `${secrets.smarthostPassword}\n`);
   await writeFile(join(root, 'run', 'secrets', 'http_token'), randomBytes(32).toString('hex') + '\n');
   const httpPort = healthCommand ? await freePort() : 0;
-  const env = containerEnv(image, serviceEnvironment(composeText, 'postern', vars), root, httpPort);
+  const env = containerEnv(serviceEnvironment(image, readCompose(composeText, vars).services.postern!), root, httpPort);
   return { root, env, httpPort };
 }
 

@@ -38,6 +38,15 @@ async function openData(port: number, envelope = { from: 'sender@example.test', 
   return c;
 }
 
+/** expectRefused - after EHLO (and a MAIL first when it is an RCPT), `command` gets exactly `reply`. */
+async function expectRefused(port: number, command: string, reply: string): Promise<void> {
+  const c = await open(port);
+  expect((await c.command('EHLO client.test')).code).toBe(250);
+  if (command.startsWith('RCPT')) expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+  expect((await c.command(command)).text).toBe(reply);
+  c.close();
+}
+
 /** queueIdOf - the id in "250 2.0.0 Ok: queued as <id>", failing the test on any other reply. */
 function queueIdOf(reply: SmtpReply): string {
   expect(reply.text).toMatch(QUEUED);
@@ -175,13 +184,7 @@ describe('default limits', () => {
       ['MAIL FROM:<a\0b@x>', SENDER_SYNTAX],
       ['RCPT TO:<a\0b@local.test>', RECIPIENT_SYNTAX],
       ['\0\0\0', '502 5.5.2 Error: command not recognized'],
-    ])('refuses %j', async (command, reply) => {
-      const c = await open(relay.ports.relay);
-      expect((await c.command('EHLO client.test')).code).toBe(250);
-      if (command.startsWith('RCPT')) expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
-      expect((await c.command(command)).text).toBe(reply);
-      c.close();
-    });
+    ])('refuses %j', (command, reply) => expectRefused(relay.ports.relay, command, reply));
 
     it('keeps NUL bytes inside DATA byte for byte', async () => {
       const c = await openData(relay.ports.relay);
@@ -204,13 +207,7 @@ describe('default limits', () => {
       { name: 'a recipient with no local part', command: 'RCPT TO:<@x>', reply: RECIPIENT_SYNTAX },
       { name: 'two @ in the recipient', command: 'RCPT TO:<a@b@local.test>', reply: RECIPIENT_SYNTAX },
       { name: 'a 1000-octet recipient local part', command: `RCPT TO:<${longLocal}@local.test>`, reply: RECIPIENT_SYNTAX },
-    ])('refuses $name', async ({ command, reply }) => {
-      const c = await open(relay.ports.relay);
-      expect((await c.command('EHLO client.test')).code).toBe(250);
-      if (command.startsWith('RCPT')) expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
-      expect((await c.command(command)).text).toBe(reply);
-      c.close();
-    });
+    ])('refuses $name', ({ command, reply }) => expectRefused(relay.ports.relay, command, reply));
   });
 
   // A client that vanishes mid-message must leave nothing: no queue entry,
