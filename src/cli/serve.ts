@@ -23,6 +23,7 @@ import { autoconfigXml, createHttpServer, type HttpListener } from '../observabi
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import { deliver } from '../outbound/deliver.ts';
+import { SessionPool } from '../outbound/session-pool.ts';
 import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
 import { probeRelayhost } from '../outbound/relayhost-probe.ts';
 import type { SessionSettings } from '../outbound/smtp-session.ts';
@@ -114,6 +115,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     async stop() {
       // Stop accepting, let deliveries in flight finish (their leases end with them), then close the queue.
       await Promise.all([http?.close(), ...started.map((l) => l.close()), scheduler?.stop()]);
+      outbound?.pool.closeAll();
       tls.close();
       await store.close();
     },
@@ -125,11 +127,13 @@ interface OutboundParts {
   resolver: DnsResolver;
   extraCa: string[];
   relayhostAuth: SessionSettings['auth'];
+  pool: SessionPool;
 }
 
 function outboundParts(config: Config): OutboundParts {
   const outbound = config.outbound;
   return {
+    pool: new SessionPool({ idleMs: outbound.connectionCacheTime * 1000, maxIdlePerKey: outbound.perDestination }),
     resolver: createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 }),
     extraCa: outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [],
     relayhostAuth: relayhostAuth(config),
@@ -140,10 +144,10 @@ function outboundParts(config: Config): OutboundParts {
 function createDeliveryScheduler(parts: { config: Config; store: QueueStore; outbound: OutboundParts; logger: Logger; now: () => Date; metrics: Metrics }): Scheduler {
   const { config, store, logger, now, metrics } = parts;
   const outbound = config.outbound;
-  const { resolver, extraCa, relayhostAuth } = parts.outbound;
+  const { resolver, extraCa, relayhostAuth, pool } = parts.outbound;
   return createScheduler({
     store,
-    courier: (claim) => deliver(claim, { outbound, heloName: outbound.heloName || config.hostname, resolver, extraCa, relayhostAuth, readBody: (id) => store.readBody(id), logger, now, metrics }),
+    courier: (claim) => deliver(claim, { outbound, heloName: outbound.heloName || config.hostname, resolver, extraCa, relayhostAuth, readBody: (id) => store.readBody(id), logger, now, metrics, pool }),
     owner: `${config.hostname}:${process.pid}:${randomBytes(4).toString('hex')}`,
     hostname: config.hostname,
     concurrency: outbound.concurrency,

@@ -29,6 +29,7 @@ export interface OutboundConfig {
   /** seconds */
   connectTimeout: number;
   socketTimeout: number;
+  connectionCacheTime: number;
   lease: number;
   retry: { initial: number; max: number; lifetime: number };
   relayhost: {

@@ -15,6 +15,7 @@ import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
+import type { SessionPool } from './session-pool.ts';
 import { openSession, type OutboundSession, type SessionSettings, type SessionTarget } from './smtp-session.ts';
 
 export interface DeliveryOutcome {
@@ -36,6 +37,8 @@ export interface DeliverDeps {
   now(): Date;
   /** Counts the sessions opened to next hops, by TLS version; nothing is counted when absent. */
   metrics?: RelayMetrics;
+  /** Idle sessions to reuse (several messages to one next hop share a connection); none: one session per attempt. */
+  pool?: SessionPool;
 }
 
 type Targets = { ok: true; targets: SessionTarget[] } | { ok: false; reply: string };
@@ -56,15 +59,20 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   let lastReply = '4.4.1 no host tried';
   for (const target of found.targets) {
     const attemptStart = deps.now();
-    const opened = await openSession(target, {
-      level: policy.level,
-      heloName: deps.heloName,
-      extraCa: deps.extraCa,
-      connectTimeoutMs: deps.outbound.connectTimeout * 1000,
-      socketTimeoutMs: deps.outbound.socketTimeout * 1000,
-      auth: nextHop.kind === 'relayhost' ? deps.relayhostAuth : undefined,
-      logger: log,
-    });
+    const auth = nextHop.kind === 'relayhost' ? deps.relayhostAuth : undefined;
+    const poolKey = JSON.stringify([target.host, target.ip, target.port, target.secure, policy.level, auth?.user ?? '']);
+    const reused = await deps.pool?.take(poolKey);
+    const opened = reused
+      ? ({ ok: true, session: reused } as const)
+      : await openSession(target, {
+          level: policy.level,
+          heloName: deps.heloName,
+          extraCa: deps.extraCa,
+          connectTimeoutMs: deps.outbound.connectTimeout * 1000,
+          socketTimeoutMs: deps.outbound.socketTimeout * 1000,
+          auth,
+          logger: log,
+        });
     const where = { host: target.host, ip: target.ip, port: target.port };
     if (!opened.ok) {
       lastReply = opened.reply;
@@ -72,9 +80,10 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       log.info({ ...where, reply: opened.reply, tlsLevel: policy.level }, 'next hop not usable, trying the next one');
       continue;
     }
-    (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
+    if (!reused) (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
     const recipients = await sendAll(opened.session, claim, deps);
-    opened.session.close();
+    if (deps.pool) deps.pool.give(poolKey, opened.session);
+    else opened.session.close();
     const results = new Set(recipients.map((r) => r.result));
     attempts.push({
       startedAt: attemptStart,
@@ -85,8 +94,12 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       reply: recipients.map((r) => r.reply).find((r) => r) ?? '',
       outcome: results.size === 1 ? [...results][0]! : 'partial',
     });
-    log.info({ ...where, tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
+    log.info({ ...where, reused: Boolean(reused), tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
     return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN') };
+  }
+  // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
+  if (claim.requireTls && lastReply.includes('4.7.5')) {
+    return { attempts, recipients: everyone(claim, `550 5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false };
   }
   // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).
   const deferral = lastReply.startsWith('5') ? `451 4.4.0 no next hop took the message; last reply: ${lastReply}` : lastReply;

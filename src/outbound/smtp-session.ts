@@ -62,7 +62,11 @@ export interface TransactionResult {
 export interface OutboundSession {
   readonly tls?: TlsFacts;
   readonly extensions: readonly string[];
+  /** False once the connection failed or closed: it must not be reused. */
+  readonly usable: boolean;
   send(request: TransactionRequest): Promise<TransactionResult>;
+  /** reset - RSET before the next transaction on a reused session; false if the session is gone. */
+  reset(): Promise<boolean>;
   close(): void;
 }
 
@@ -163,9 +167,22 @@ function tlsFacts(socket: TLSSocket): TlsFacts {
 
 function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSession {
   const extensions = [...((connection as unknown as ConnectionInternals)._supportedExtensions ?? [])];
+  let usable = true;
+  const lost = () => {
+    usable = false;
+  };
+  connection.on('error', lost);
+  connection.on('end', lost);
   return {
     tls,
     extensions,
+    get usable() {
+      return usable;
+    },
+    reset() {
+      if (!usable) return Promise.resolve(false);
+      return new Promise((resolve) => connection.reset((err) => resolve(!err && usable)));
+    },
     send(request) {
       return new Promise((resolve) => {
         const notify = request.recipients[0]?.dsn?.notify;
@@ -181,12 +198,15 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
           const byAddress = new Map<string, { code: number; reply: string }>();
           const rejected = (err)?.rejectedErrors ?? (info?.rejectedErrors) ?? [];
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: r.response ?? describeError(r) });
+          // A failure with no SMTP reply is the connection's: never reuse it.
+          if (err && !(err as SmtpError).responseCode) usable = false;
           const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) } : { code: 250, reply: info?.response ?? '250 ok' };
           resolve({ recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
         });
       });
     },
     close() {
+      usable = false;
       connection.quit();
     },
   };

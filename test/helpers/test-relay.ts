@@ -52,8 +52,10 @@ export async function writeTestConfig(extra: Record<string, unknown> = {}): Prom
       relay: { users: join(dir, 'data', 'users.json') },
       smtp: { reverseLookup: false },
       http: { host: '127.0.0.1', port: 0 },
-      // No test delivers anywhere unless it configures a route or DNS on loopback; nothing leaves 127.0.0.1.
+      // No test delivers anywhere unless it configures a route or DNS on loopback; nothing leaves 127.0.0.1:
+      // a lookup a test did not point at its own DNS server goes to a closed loopback port and fails.
       outbound: { enabled: false },
+      dns: { servers: ['127.0.0.1:1'] },
     },
     extra,
   );

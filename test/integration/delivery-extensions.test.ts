@@ -1,0 +1,169 @@
+// Delivery details beyond the TLS matrix: connection reuse, REQUIRETLS
+// (RFC 8689), 8-bit bodies to a next hop without 8BITMIME (RFC 6152),
+// NOTIFY=NEVER (RFC 3461), and the queue verbs of the CLI.
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { SMTPServer } from 'smtp-server';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { writeFile } from 'node:fs/promises';
+import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { startDnsServer } from '../helpers/dns-server.ts';
+import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, testMessage, writeTestCa, type NextHop } from '../helpers/next-hop.ts';
+import { RawSmtp } from '../helpers/raw-smtp.ts';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
+
+const run = promisify(execFile);
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((c) => c()));
+});
+
+// relayRoutingTo - a relay sending example.test to a next hop (named mx.test, which a loopback DNS server resolves),
+// and the senders' domain sender.test to `reports` when given.
+async function relayRoutingTo(port: number, options: { caFile?: string; reports?: number } = {}): Promise<TestRelay> {
+  const dns = await startDnsServer({ [NEXT_HOP_NAME]: { a: ['127.0.0.1'] } });
+  cleanups.push(() => dns.close());
+  const routes: Record<string, unknown> = { 'example.test': { host: NEXT_HOP_NAME, port, tls: 'may' } };
+  if (options.reports) routes['sender.test'] = { host: '127.0.0.1', port: options.reports, tls: 'none' };
+  const relay = await startTestRelay({
+    outbound: { enabled: true, perDestination: 1, routes, dns: { servers: [dns.address] }, ...(options.caFile ? { tls: { caFile: options.caFile } } : {}) },
+  });
+  cleanups.push(() => relay.stop());
+  return relay;
+}
+
+async function nextHop(kind: Parameters<typeof startNextHop>[0], options: Parameters<typeof startNextHop>[1] = {}): Promise<NextHop> {
+  const hop = await startNextHop(kind, options);
+  cleanups.push(() => hop.close());
+  return hop;
+}
+
+describe('connection reuse', () => {
+  it('sends several messages to one next hop over one connection, STARTTLS once, RSET between', async () => {
+    const ca = await writeTestCa();
+    cleanups.push(ca.remove);
+    const hop = await nextHop('starttls-ca-right-name', { ca: ca.ca });
+    const relay = await relayRoutingTo(hop.port, { caFile: ca.caFile });
+    const scheduler = await driveByHand(relay);
+    for (const marker of ['one', 'two', 'three']) await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker });
+    await scheduler.runDue();
+    await hop.waitForMessages(3);
+    expect(hop.messages.every((m) => m.secure)).toBe(true);
+    expect(hop.connections).toHaveLength(1);
+    const wire = hop.wire().toString('latin1');
+    expect(wire.match(/STARTTLS/g)).toHaveLength(1);
+  });
+});
+
+describe('REQUIRETLS (RFC 8689)', () => {
+  it('bounces with 5.7.30 when the next hop does not offer REQUIRETLS, and sends it nothing', async () => {
+    const ca = await writeTestCa();
+    cleanups.push(ca.remove);
+    const hop = await nextHop('starttls-ca-right-name', { ca: ca.ca });
+    const relay = await relayRoutingTo(hop.port, { caFile: ca.caFile });
+    const scheduler = await driveByHand(relay);
+    const c = await RawSmtp.connect(relay.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    await c.startTls({ ca: relay.ca.certPem });
+    expect((await c.command('EHLO client.test')).lines).toContain('250-REQUIRETLS');
+    expect((await c.command('MAIL FROM:<a@sender.test> REQUIRETLS')).code).toBe(250);
+    await c.command('RCPT TO:<rcpt@example.test>');
+    await c.command('DATA');
+    const id = /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls')}.`)).text)![1]!;
+    c.close();
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(shown.envelope.requireTls).toBe(true);
+    expect(shown.recipientStates[0]).toMatchObject({ state: 'bounced' });
+    expect(shown.recipientStates[0]!.reply).toMatch(/^550 5\.7\.30 REQUIRETLS support required/);
+    expect(shown.attempts.at(-1)!.policy).toEqual({ level: 'verify', source: 'REQUIRETLS' });
+    expect(hop.transactions).toHaveLength(0);
+  });
+});
+
+describe('8-bit message to a next hop without 8BITMIME', () => {
+  it('bounces with 5.6.3 (Postern does not convert) and sends nothing', async () => {
+    const seen: string[] = [];
+    const server = new SMTPServer({ hide8BITMIME: true, disabledCommands: ['STARTTLS', 'AUTH'], logger: false, onMailFrom: (a, _s, cb) => (seen.push(a.address), cb()) });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const port = (server.server.address() as { port: number }).port;
+    const relay = await relayRoutingTo(port);
+    const scheduler = await driveByHand(relay);
+    const c = await RawSmtp.connect(relay.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    await c.command('MAIL FROM:<a@sender.test> BODY=8BITMIME');
+    await c.command('RCPT TO:<rcpt@example.test>');
+    await c.command('DATA');
+    const id = /queued as (\w+)/.exec((await c.command('Subject: caf\xe9\r\n\r\nna\xefve\r\n.')).text)![1]!;
+    c.close();
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(shown.recipientStates[0]!.reply).toBe('554 5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
+    expect(seen).toEqual([]);
+  });
+});
+
+describe('NOTIFY=NEVER (RFC 3461)', () => {
+  it('sends no report for a bounced recipient that asked for none, and one for the recipient that did not', async () => {
+    const hop = await nextHop('rcpt-4xx-5xx');
+    const reportSink = await nextHop('plain');
+    const relay = await relayRoutingTo(hop.port, { reports: reportSink.port });
+    const scheduler = await driveByHand(relay);
+    const c = await RawSmtp.connect(relay.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    await c.command('MAIL FROM:<a@sender.test>');
+    expect((await c.command('RCPT TO:<bad-quiet@example.test> NOTIFY=NEVER')).code).toBe(250);
+    await c.command('DATA');
+    await c.command(`${testMessage('never')}.`);
+    await c.command('MAIL FROM:<a@sender.test>');
+    await c.command('RCPT TO:<bad-loud@example.test>');
+    await c.command('DATA');
+    await c.command(`${testMessage('default')}.`);
+    c.close();
+    await scheduler.runDue();
+    const reports = await reportSink.waitForMessages(1);
+    expect(reportSink.messages).toHaveLength(1);
+    expect(reports[0]!.mailFrom).toBe('');
+    const report = reports[0]!.message!.toString();
+    expect(report).toContain('Final-Recipient: rfc822; bad-loud@example.test');
+    expect(report).not.toContain('bad-quiet@example.test');
+  });
+});
+
+describe('queue verbs from the command line', () => {
+  let relay: TestRelay;
+  afterAll(async () => relay?.stop());
+
+  async function postern(...args: string[]): Promise<{ code: number; out: string }> {
+    const file = join(relay.dir, 'cli.yaml');
+    await writeFile(file, stringify({ queue: { path: relay.config.queue.path } }));
+    return run(process.execPath, [POSTERN_BIN, 'queue', ...args, '--config', file]).then(
+      (r) => ({ code: 0, out: r.stdout }),
+      (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
+    );
+  }
+
+  it('show, hold, release, retry, delete and flush, each with --json', async () => {
+    relay = await startTestRelay();
+    const a = await submitMessage(relay, { from: 'a@sender.test', to: ['x@example.test'], marker: 'a' });
+    const b = await submitMessage(relay, { from: 'a@sender.test', to: ['y@example.test'], marker: 'b' });
+    const shown = JSON.parse((await postern('show', a, '--json')).out) as { id: string; recipientStates: { address: string; state: string }[] };
+    expect(shown).toMatchObject({ id: a, recipientStates: [{ address: 'x@example.test', state: 'queued' }] });
+    expect(JSON.parse((await postern('hold', a, '--json')).out)).toEqual({ verb: 'hold', changed: [a], unchanged: [] });
+    expect((await relay.queued()).find((m) => m.id === a)?.state).toBe('held');
+    expect(await postern('hold', a, '--json')).toMatchObject({ code: 1 });
+    expect(JSON.parse((await postern('release', a, '--json')).out)).toEqual({ verb: 'release', changed: [a], unchanged: [] });
+    expect((JSON.parse((await postern('retry', '--all', '--json')).out) as { changed: string[] }).changed.sort()).toEqual([a, b].sort());
+    expect(JSON.parse((await postern('flush', '--json')).out).verb).toBe('retry');
+    expect(JSON.parse((await postern('delete', b, '--json')).out)).toEqual({ verb: 'delete', changed: [b], unchanged: [] });
+    expect((await relay.queued()).map((m) => m.id)).toEqual([a]);
+    expect(await postern('show', b)).toMatchObject({ code: 1 });
+    expect((await postern('show', a)).out).toMatch(new RegExp(`^Message ${a} \\(queued\\)`));
+  });
+});
