@@ -1,5 +1,6 @@
 // Fixtures for the queue-store suites: envelopes, attempts, bodies as
-// streams (well-formed, failing, random and large), and reading them back.
+// streams (well-formed, failing, random and large), reading them back, and
+// a batch of messages to many domains for the concurrent-claim tests.
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { AttemptRecord, QueueStore, StoredEnvelope } from '../../src/queue/queue-store.ts';
@@ -102,4 +103,15 @@ export async function receivedAtOf(store: QueueStore, id: string): Promise<numbe
   const details = await store.showMessage(id);
   if (!details) throw new Error(`no message ${id}`);
   return details.receivedAt.getTime();
+}
+
+/** commitToManyDomains - `messages` messages, each to one address at each of `domains` domains, committed through the stores in turn; returns when the last was received (all are due then). */
+export async function commitToManyDomains(stores: QueueStore[], options: { messages: number; domains: number }): Promise<number> {
+  const recipients = Array.from({ length: options.domains }, (_, i) => `r@d${i}.test`);
+  let lastReceived = 0;
+  for (let i = 0; i < options.messages; i++) {
+    const id = await commitMessage(stores[i % stores.length]!, [Buffer.from('b')], envelopeWith({ recipients }));
+    lastReceived = Math.max(lastReceived, await receivedAtOf(stores[0]!, id));
+  }
+  return lastReceived;
 }

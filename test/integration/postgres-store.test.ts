@@ -7,9 +7,6 @@
 //
 // Skipped, with a message saying how to run it, when no PostgreSQL answers
 // (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
-import { Readable } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/observability/logger.ts';
@@ -19,7 +16,8 @@ import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
 import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
 import type { ClaimedDelivery, QueueStore } from '../../src/queue/queue-store.ts';
 import { createTestSchema, postgresTestUrl, SKIP_MESSAGE, type TestSchema } from '../helpers/postgres.ts';
-import { attemptWith, bodyOf, commitMessage, digest, envelopeWith, randomBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+import { measureStreamingWrites } from '../helpers/queue-memory.ts';
+import { attemptWith, bodyOf, commitMessage, commitToManyDomains, digest, envelopeWith, randomBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
 
 const baseUrl = await postgresTestUrl();
 if (!baseUrl) console.warn(SKIP_MESSAGE);
@@ -220,12 +218,7 @@ describe.skipIf(!baseUrl)('postgres', () => {
 
     it('hands each delivery to exactly one of four nodes claiming at once', async () => {
       const nodes = await Promise.all(Array.from({ length: 4 }, () => openStore()));
-      const recipients = Array.from({ length: 50 }, (_, i) => `r@d${i}.test`);
-      let now = 0;
-      for (let i = 0; i < 4; i++) {
-        const id = await commitMessage(nodes[i]!, [Buffer.from('b')], envelopeWith({ recipients }));
-        now = Math.max(now, await receivedAtOf(nodes[0]!, id));
-      }
+      const now = await commitToManyDomains(nodes, { messages: 4, domains: 50 });
       const claimAll = async (node: QueueStore, owner: string): Promise<string[]> => {
         const claimed: string[] = [];
         for (;;) {
@@ -269,27 +262,10 @@ describe.skipIf(!baseUrl)('postgres', () => {
     });
 
     it('streams concurrent large bodies in without holding them in memory', async () => {
-      const gc = exposeGc();
       const store = await openStore();
-      const count = 6;
       const size = 8 * 1024 * 1024;
-      // Every body stops before its last chunk until all are there. At that
-      // moment a store that buffered bodies would hold ~48 MB; one that
-      // streams holds a chunk or two per body.
-      const baseline = liveBytes(gc);
-      let arrived = 0;
-      let releaseAll!: () => void;
-      const allArrived = new Promise<void>((resolve) => (releaseAll = resolve));
-      let growth = Number.NaN;
-      const atLastChunk = async (): Promise<void> => {
-        if (++arrived === count) {
-          growth = liveBytes(gc) - baseline;
-          releaseAll();
-        }
-        await allArrived;
-      };
-      const drafts = Array.from({ length: count }, () => store.beginMessage());
-      const sizes = await Promise.all(drafts.map((draft, i) => draft.writeBody(patternBody({ size, chunk: 64 * 1024, fill: i, atLastChunk }))));
+      // A store that buffered bodies would hold ~48 MB; one that streams holds a chunk or two per body.
+      const { drafts, sizes, growth } = await measureStreamingWrites(store, { count: 6, size, chunk: 64 * 1024 });
       expect(sizes).toEqual(drafts.map(() => size));
       expect(growth).toBeLessThan(16 * 1024 * 1024);
       await Promise.all(drafts.map((draft) => draft.commit(envelopeWith({}))));
@@ -298,28 +274,3 @@ describe.skipIf(!baseUrl)('postgres', () => {
     });
   });
 });
-
-/** patternBody - `size` bytes of `fill` in fresh chunks, awaiting atLastChunk before the last one. */
-function patternBody(options: { size: number; chunk: number; fill: number; atLastChunk: () => Promise<void> }): Readable {
-  async function* chunks(): AsyncGenerator<Buffer> {
-    for (let left = options.size; left > 0; left -= options.chunk) {
-      if (left <= options.chunk) await options.atLastChunk();
-      yield Buffer.alloc(Math.min(options.chunk, left), options.fill);
-    }
-  }
-  return Readable.from(chunks(), { objectMode: false });
-}
-
-/** liveBytes - JS heap plus Buffer memory still reachable, after collecting garbage (twice: see sqlite-store.test.ts). */
-function liveBytes(gc: () => void): number {
-  gc();
-  gc();
-  const usage = process.memoryUsage();
-  return usage.heapUsed + usage.arrayBuffers;
-}
-
-/** exposeGc - the V8 gc() function, without a command-line flag (vitest runs the workers). */
-function exposeGc(): () => void {
-  setFlagsFromString('--expose-gc');
-  return runInNewContext('gc') as () => void;
-}

@@ -1,8 +1,10 @@
 // The SQLite queue store: the shared contract, then what only this backend
 // has: body files and their modes, the orphan sweep (of done messages' files
 // too), schema versions, cascading deletes, claims from several processes at
-// once, and a bound on memory while bodies stream in. (Past 400 lines because
-// each of these needs the same temporary store set-up; split by topic if it grows.)
+// once, and a bound on memory while bodies stream in (measured by
+// test/helpers/queue-memory.ts, as the PostgreSQL store's is). Near 400
+// lines because each of these needs the same temporary store set-up; split
+// by topic if it grows.
 import Database from 'better-sqlite3';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -11,15 +13,14 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Readable, Writable } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.ts';
 import { newQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
-import { attemptWith, bodyOf, commitMessage, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+import { measureStreamingWrites } from '../helpers/queue-memory.ts';
+import { attemptWith, bodyOf, commitMessage, commitToManyDomains, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'postern-sqlite-'));
@@ -294,12 +295,7 @@ describe('sqlite queue store', () => {
 
   it('hands each delivery to exactly one of four processes claiming at once', async () => {
     const store = await openStore();
-    const recipients = Array.from({ length: 50 }, (_, i) => `r@d${i}.test`);
-    let now = 0;
-    for (let i = 0; i < 4; i++) {
-      const id = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients }));
-      now = Math.max(now, await receivedAtOf(store, id));
-    }
+    const now = await commitToManyDomains([store], { messages: 4, domains: 50 });
 
     const claimers = Array.from({ length: 4 }, (_, i) => startClaimer({ path: dbPath, owner: `process-${i}`, now }));
     children.push(...claimers.map((c) => c.child));
@@ -330,67 +326,16 @@ describe('sqlite queue store', () => {
   });
 
   it('streams ten concurrent 10 MB bodies without holding them in memory', async () => {
-    const gc = exposeGc();
     const store = await openStore();
-    const count = 10;
-    const size = 10 * 1024 * 1024;
-    const chunk = 64 * 1024;
-
-    // Every body stops before its last chunk until all ten are there. At that
-    // moment a store that buffered bodies would hold ~100 MB; one that streams
-    // holds a few chunks per body (measured: about 1 MB in all).
-    const baseline = liveBytes(gc);
-    let arrived = 0;
-    let releaseAll!: () => void;
-    const allArrived = new Promise<void>((resolve) => (releaseAll = resolve));
-    let growth = Number.NaN;
-    const atLastChunk = async (): Promise<void> => {
-      arrived++;
-      if (arrived === count) {
-        growth = liveBytes(gc) - baseline;
-        releaseAll();
-      }
-      await allArrived;
-    };
-
-    const drafts = Array.from({ length: count }, () => store.beginMessage());
-    const sizes = await Promise.all(drafts.map((draft, i) => draft.writeBody(patternBody({ size, chunk, fill: i, atLastChunk }))));
-
-    expect(sizes).toEqual(Array.from({ length: count }, () => size));
-    expect(arrived).toBe(count);
-    expect(growth).toBeLessThan(30 * 1024 * 1024);
-    await Promise.all(drafts.map((draft) => draft.discard()));
+    // A store that buffered bodies would hold ~100 MB; one that streams holds
+    // a few chunks per body (measured: about 1 MB in all).
+    const measured = await measureStreamingWrites(store, { count: 10, size: 10 * 1024 * 1024, chunk: 64 * 1024 });
+    expect(measured.sizes).toEqual(Array.from({ length: 10 }, () => 10 * 1024 * 1024));
+    expect(measured.arrived).toBe(10);
+    expect(measured.growth).toBeLessThan(30 * 1024 * 1024);
+    await Promise.all(measured.drafts.map((draft) => draft.discard()));
   });
 });
-
-/** patternBody - `size` bytes of `fill` in fresh chunks, awaiting atLastChunk before the last one. */
-function patternBody(options: { size: number; chunk: number; fill: number; atLastChunk: () => Promise<void> }): Readable {
-  async function* chunks(): AsyncGenerator<Buffer> {
-    for (let left = options.size; left > 0; left -= options.chunk) {
-      if (left <= options.chunk) await options.atLastChunk();
-      yield Buffer.alloc(Math.min(options.chunk, left), options.fill);
-    }
-  }
-  return Readable.from(chunks(), { objectMode: false });
-}
-
-/** liveBytes - JS heap plus Buffer memory still reachable, after collecting garbage. */
-function liveBytes(gc: () => void): number {
-  // Buffers live outside the JS heap, so heapUsed alone would not see a store
-  // that buffers: count arrayBuffers too. Two collections, because V8 frees
-  // ArrayBuffer memory on a background sweeper that the next GC finishes;
-  // after one, up to ~30 MB of garbage was still counted.
-  gc();
-  gc();
-  const usage = process.memoryUsage();
-  return usage.heapUsed + usage.arrayBuffers;
-}
-
-/** exposeGc - the V8 gc() function, without a command-line flag (vitest runs the workers). */
-function exposeGc(): () => void {
-  setFlagsFromString('--expose-gc');
-  return runInNewContext('gc') as () => void;
-}
 
 const STORE_MODULE = new URL('../../src/queue/sqlite/sqlite-store.ts', import.meta.url).href;
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));

@@ -2,18 +2,18 @@
 // one delivery per recipient domain and one recipient row per RCPT, in one
 // statement on the draft's client, before its COMMIT.
 //
-// Decides nothing of its own: recipients group into deliveries exactly as in
-// the SQLite store (domainOf: the lowercased domain, '' for a bare
-// <postmaster>; deliveries numbered in the order their domain first
-// appears), each due at once (received_at, this node's clock, as `now` is
-// in every claim).
+// Decides nothing of its own: the columns are the ones both stores write
+// (stored-columns.ts), and recipients group into deliveries exactly as in
+// the SQLite store (by their domain column; deliveries numbered in the
+// order their domain first appears), each due at once (received_at, this
+// node's clock, as `now` is in every claim).
 //
 // How it fails: rejects on any database error (the caller rolls back).
 //
 //   insertEnvelope - insert the message, its deliveries and its recipients.
 import type pg from 'pg';
-import type { RecipientDsn, StoredEnvelope } from '../queue-store.ts';
-import { domainOf } from '../sqlite/sqlite-commit.ts';
+import type { StoredEnvelope } from '../queue-store.ts';
+import { messageColumns, recipientColumns } from '../stored-columns.ts';
 
 export interface EnvelopeRow {
   id: string;
@@ -44,38 +44,30 @@ const INSERT_ENVELOPE = `
 
 /** insertEnvelope - insert the message, its deliveries and its recipients (on the draft's client, inside its transaction). */
 export async function insertEnvelope(client: pg.PoolClient, row: EnvelopeRow): Promise<void> {
-  const { envelope } = row;
-  const domains = envelope.recipients.map(domainOf);
-  const dsns = envelope.recipients.map((address) => recipientDsn(envelope, address));
+  const m = messageColumns(row.envelope);
+  const recipients = recipientColumns(row.envelope);
+  const domains = recipients.map((r) => r.domain);
   await client.query(INSERT_ENVELOPE, [
     row.id,
-    envelope.mailFrom,
-    envelope.bodyType,
-    envelope.smtpUtf8,
-    envelope.client.address,
-    envelope.client.helo,
-    envelope.client.listener,
-    envelope.client.authUser ?? null,
-    envelope.client.tlsVersion ?? null,
-    envelope.client.tlsCipher ?? null,
+    m.mailFrom,
+    m.bodyType,
+    m.smtpUtf8,
+    m.clientAddress,
+    m.clientHelo,
+    m.clientListener,
+    m.authUser,
+    m.tlsVersion,
+    m.tlsCipher,
     row.size,
     row.chunks,
     new Date(),
-    envelope.requireTls === true,
-    envelope.dsn?.ret ?? null,
-    envelope.dsn?.envid ?? null,
+    m.requireTls,
+    m.dsnRet,
+    m.dsnEnvid,
     [...new Set(domains)],
-    envelope.recipients,
+    recipients.map((r) => r.address),
     domains,
-    // Stored as the SQLite store stores them: a comma list ('' is an empty list), read back by decodeRecipientDsn.
-    dsns.map((dsn) => (dsn?.notify ? dsn.notify.join(',') : null)),
-    dsns.map((dsn) => dsn?.orcpt ?? null),
+    recipients.map((r) => r.dsnNotify),
+    recipients.map((r) => r.dsnOrcpt),
   ]);
-}
-
-/** recipientDsn - the DSN parameters the envelope gives this address, if any. */
-function recipientDsn(envelope: StoredEnvelope, address: string): RecipientDsn | undefined {
-  const byAddress = envelope.dsn?.recipients;
-  // hasOwn: an address is client input, and "__proto__" must not find Object.prototype.
-  return byAddress && Object.hasOwn(byAddress, address) ? byAddress[address] : undefined;
 }

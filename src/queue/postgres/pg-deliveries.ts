@@ -23,53 +23,20 @@
 //
 // How it fails: every function rejects on a database error, with its
 // transaction rolled back; claimDue rejects a limit, lease or owner that
-// makes no sense. recordAttempt resolves false, changing nothing, for a
-// delivery that is unknown (deleted), finished, or leased by someone else.
+// makes no sense (delivery-rules.ts, as the SQLite store does).
+// recordAttempt resolves false, changing nothing, for a delivery that is
+// unknown (deleted), finished, or leased by someone else.
 //
 //   claimDue      - lease up to `limit` due deliveries and describe each.
 //   recordAttempt - store attempts and outcomes, end the lease, finish the delivery and message.
 //   releaseLease  - give a lease back untouched.
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import type pg from 'pg';
-import type { AttemptRecord, ClaimedDelivery, RecipientDsn, RecipientOutcome } from '../queue-store.ts';
-import { decodeRecipientDsn } from '../sqlite/sqlite-commit.ts';
+import { checkClaimOptions, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
+import { attemptColumns } from '../stored-columns.ts';
+import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
-
-export interface ClaimOptions {
-  now: Date;
-  limit: number;
-  leaseMs: number;
-  owner: string;
-}
-
-export interface LeaseClaim {
-  deliveryId: string;
-  owner: string;
-}
-
-export interface AttemptResult {
-  attempts: AttemptRecord[];
-  recipients: RecipientOutcome[];
-  nextAttemptAt: Date;
-}
-
-/** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
-export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
-
-interface ClaimRow {
-  id: string;
-  message_id: string;
-  domain: string;
-  attempts: number;
-  mail_from: string;
-  received_at: Date;
-  body_type: '7BIT' | '8BITMIME';
-  smtp_utf8: boolean;
-  require_tls: boolean;
-  dsn_ret: 'FULL' | 'HDRS' | null;
-  dsn_envid: string | null;
-  recipients: { address: string; notify: string | null; orcpt: string | null }[];
-}
 
 // Lock and lease in one statement; the outer SELECT describes what was leased.
 // The recipients subquery sees the rows as they were when the statement began:
@@ -89,7 +56,7 @@ const CLAIM = `
   )
   SELECT l.id, l.message_id, l.domain, l.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
          m.require_tls, m.dsn_ret, m.dsn_envid,
-         (SELECT coalesce(json_agg(json_build_object('address', r.address, 'notify', r.dsn_notify, 'orcpt', r.dsn_orcpt) ORDER BY r.position), '[]')
+         (SELECT coalesce(json_agg(json_build_object('address', r.address, 'dsn_notify', r.dsn_notify, 'dsn_orcpt', r.dsn_orcpt) ORDER BY r.position), '[]')
             FROM recipients r WHERE r.delivery_id = l.id AND r.state IN ('queued', 'deferred')) AS recipients
     FROM leased l JOIN messages m ON m.id = l.message_id
    ORDER BY l.next_attempt_at, l.id`;
@@ -100,28 +67,7 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
   if (options.limit === 0) return [];
   const { now, limit, leaseMs, owner } = options;
   const result = await pool.query<ClaimRow>(CLAIM, [now, limit, owner, new Date(now.getTime() + leaseMs)]);
-  return result.rows.map((row) => {
-    const dsn: ClaimedDelivery['dsn'] = {};
-    if (row.dsn_ret !== null) dsn.ret = row.dsn_ret;
-    if (row.dsn_envid !== null) dsn.envid = row.dsn_envid;
-    return {
-      deliveryId: row.id,
-      messageId: row.message_id,
-      domain: row.domain,
-      mailFrom: row.mail_from,
-      recipients: row.recipients.map((r) => {
-        const parameters: RecipientDsn | undefined = decodeRecipientDsn(r.notify, r.orcpt);
-        return parameters ? { address: r.address, dsn: parameters } : { address: r.address };
-      }),
-      attempts: row.attempts,
-      receivedAt: row.received_at,
-      bodyType: row.body_type,
-      smtpUtf8: row.smtp_utf8,
-      requireTls: row.require_tls,
-      dsn,
-      leaseOwner: owner,
-    };
-  });
+  return result.rows.map((row) => claimedDeliveryOf(row, owner));
 }
 
 /** recordAttempt - the recordAttempt transaction; see the module header for when it refuses. */
@@ -206,39 +152,24 @@ function effectiveOutcomes(outcomes: RecipientOutcome[]): RecipientOutcome[] {
 
 /** attemptValues - one AttemptRecord as INSERT_ATTEMPT's parameters. */
 function attemptValues(attempt: AttemptRecord, deliveryId: string, messageId: string): unknown[] {
+  const a = attemptColumns(attempt);
   return [
     deliveryId,
     messageId,
-    attempt.startedAt,
-    attempt.endedAt,
-    attempt.host ?? null,
-    attempt.ip ?? null,
-    attempt.port ?? null,
-    attempt.tls?.version ?? null,
-    attempt.tls?.cipher ?? null,
-    // NULL, not false: "plaintext" and "TLS, not verified" are different facts.
-    attempt.tls ? attempt.tls.verified : null,
-    attempt.tls?.verifyError ?? null,
-    attempt.policy.level,
-    attempt.policy.source,
-    attempt.reply,
-    attempt.outcome,
+    a.startedAt,
+    a.endedAt,
+    a.host,
+    a.ip,
+    a.port,
+    a.tlsVersion,
+    a.tlsCipher,
+    a.tlsVerified,
+    a.tlsVerifyError,
+    a.policyLevel,
+    a.policySource,
+    a.reply,
+    a.outcome,
   ];
-}
-
-/** outcomeTime - when the outcomes became known: the end of the last attempt, or now if there was none (expiry). */
-function outcomeTime(attempts: AttemptRecord[]): Date {
-  if (attempts.length === 0) return new Date();
-  return new Date(Math.max(...attempts.map((a) => a.endedAt.getTime())));
-}
-
-/** checkClaimOptions - refuse a claim that could not mean anything sensible (as the SQLite store does). */
-function checkClaimOptions({ now, limit, leaseMs, owner }: ClaimOptions): void {
-  if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');
-  if (!Number.isSafeInteger(limit) || limit < 0) throw new Error(`claimDue: limit must be a whole number >= 0, not ${limit}`);
-  // A lease of 0 would hand the same delivery to the next claimer at once.
-  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`claimDue: leaseMs must be a whole number > 0, not ${leaseMs}`);
-  if (owner === '') throw new Error('claimDue: owner must not be empty');
 }
 
 /** isDeliveryId - whether a string can name a deliveries row (a bigint identity). */

@@ -10,18 +10,14 @@
 // PostgreSQL DDL is transactional: a step that fails leaves nothing.
 //
 // How it fails: migrateSchema throws, changing nothing, when the database
-// records a version newer than this code knows (it names both); and on any
-// database error, with the transaction rolled back.
+// records a version newer than this code knows (it names both:
+// migrations.ts); and on any database error, with the transaction rolled
+// back.
 //
 //   MIGRATIONS    - the steps, oldest first.
 //   migrateSchema - bring a database to the newest version; returns the version it had.
 import type pg from 'pg';
-
-export interface Migration {
-  /** What the step does, for the log line and the schema_version row. */
-  name: string;
-  sql: string;
-}
+import { refuseNewerSchema, type Migration } from '../migrations.ts';
 
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -134,13 +130,8 @@ export async function migrateSchema(client: pg.PoolClient, target: { schema?: st
     // Serialise nodes migrating the same queue schema; released by COMMIT or ROLLBACK.
     await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`postern queue schema ${target.schema ?? '(search_path)'}`]);
     const from = await readVersion(client, table);
-    if (from > MIGRATIONS.length) {
-      const where = target.schema === undefined ? target.printable : `${target.printable} (schema ${target.schema})`;
-      throw new Error(
-        `queue database ${where} has schema version ${from}, newer than this Postern knows (${MIGRATIONS.length}): ` +
-          'it was written by a newer Postern; run that version, or point queue.url at another database or schema',
-      );
-    }
+    const where = target.schema === undefined ? target.printable : `${target.printable} (schema ${target.schema})`;
+    refuseNewerSchema(from, MIGRATIONS, where, 'point queue.url at another database or schema');
     if (from < MIGRATIONS.length) {
       // The schema name passed the identifier check in parseQueueUrl: safe unquoted.
       if (target.schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);

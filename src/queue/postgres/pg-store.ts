@@ -4,13 +4,14 @@
 //
 // Decides how a node uses the database: two pools, one for drafts (each
 // holds a connection for its transaction from the first body byte to the
-// COMMIT, pg-draft.ts) and one for everything else (short statements and
-// transactions), so clients slow to send DATA can never starve the
-// scheduler or the CLI. The schema is created or migrated on open
-// (pg-schema.ts, under an advisory lock). The work is split by who asks:
-// pg-deliveries.ts (the scheduler's claims and results), pg-operator.ts
-// (hold, release, retry, delete), pg-inspect.ts (list, show, stats),
-// pg-body.ts (chunked bodies). This file opens and delegates.
+// COMMIT, pg-draft.ts under the shared draft-lifecycle.ts) and one for
+// everything else (short statements and transactions), so clients slow to
+// send DATA can never starve the scheduler or the CLI. The schema is
+// created or migrated on open (pg-schema.ts, under an advisory lock). The
+// work is split by who asks: pg-deliveries.ts (the scheduler's claims and
+// results), pg-operator.ts (hold, release, retry, delete), pg-inspect.ts
+// (list, show, stats), pg-body.ts (chunked bodies). This file opens and
+// delegates.
 //
 // Nothing here needs an orphan sweep: a draft is one transaction, so a crash
 // before its COMMIT leaves nothing, and a message's body chunks are deleted
@@ -21,18 +22,21 @@
 // schema is newer than this code (nothing is changed then); every method
 // rejects on a database error, and after close; readBody returns a stream
 // that errors for an id that is malformed, unknown, not yet committed or
-// done. Draft failures are described in pg-draft.ts.
+// done. Draft failures are described in draft-lifecycle.ts and pg-draft.ts.
 //
 //   openPostgresStore - connect, migrate, and return the queue store on queue.url.
 import type pg from 'pg';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
+import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
+import { OpenDrafts } from '../draft-lifecycle.ts';
+import { logMigration } from '../migrations.ts';
 import { newQueueId } from '../queue-id.ts';
 import type { ClaimedDelivery, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore } from '../queue-store.ts';
 import { readBodyChunks } from './pg-body.ts';
 import { createPool, parseQueueUrl, withClient, type QueueConnection } from './pg-connection.ts';
 import * as deliveries from './pg-deliveries.ts';
-import { PgDraft } from './pg-draft.ts';
+import { PgDraftTransaction } from './pg-draft.ts';
 import * as inspect from './pg-inspect.ts';
 import * as operator from './pg-operator.ts';
 import { MIGRATIONS, migrateSchema } from './pg-schema.ts';
@@ -58,10 +62,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // An idle connection the server dropped: the pool discards it; log it, never crash on it.
   for (const pool of [queries, drafts]) pool.on('error', (err) => logger.warn({ err, url: connection.printable }, 'idle queue database connection failed'));
   try {
-    const from = await migrate(queries, connection);
-    if (from !== MIGRATIONS.length) {
-      logger.info({ url: connection.printable, schema: connection.schema, from, to: MIGRATIONS.length, steps: MIGRATIONS.slice(from).map((m) => m.name) }, 'queue schema migrated');
-    }
+    logMigration(logger, { url: connection.printable, schema: connection.schema }, await migrate(queries, connection), MIGRATIONS);
     logger.info({ url: connection.printable, schema: connection.schema, schemaVersion: MIGRATIONS.length }, 'queue store opened');
   } catch (error) {
     await Promise.all([queries.end(), drafts.end()]);
@@ -81,7 +82,7 @@ async function migrate(pool: pg.Pool, connection: QueueConnection): Promise<numb
 }
 
 class PostgresQueueStore implements QueueStore {
-  readonly #drafts = new Set<PgDraft>();
+  readonly #drafts = new OpenDrafts();
   #closed = false;
 
   constructor(
@@ -93,13 +94,7 @@ class PostgresQueueStore implements QueueStore {
   beginMessage(): MessageDraft {
     if (this.#closed) throw new Error('queue store is closed');
     const id = newQueueId();
-    const draft = new PgDraft(id, {
-      pool: this.draftPool,
-      logger: this.logger.child({ queueId: id }),
-      release: (done) => this.#drafts.delete(done),
-    });
-    this.#drafts.add(draft);
-    return draft;
+    return this.#drafts.begin(id, new PgDraftTransaction(id, { pool: this.draftPool, logger: this.logger.child({ queueId: id }) }));
   }
 
   listMessages(): Promise<QueuedMessageSummary[]> {
@@ -114,16 +109,16 @@ class PostgresQueueStore implements QueueStore {
     return this.#run(() => inspect.queueStats(this.queries));
   }
 
-  claimDue(options: deliveries.ClaimOptions): Promise<ClaimedDelivery[]> {
+  claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     return this.#run(() => deliveries.claimDue(this.queries, options));
   }
 
-  async recordAttempt(claim: deliveries.LeaseClaim, result: deliveries.AttemptResult): Promise<boolean> {
+  async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
     const verdict = await this.#run(() => deliveries.recordAttempt(this.queries, claim, result));
     return verdict.recorded;
   }
 
-  releaseLease(claim: deliveries.LeaseClaim): Promise<void> {
+  releaseLease(claim: LeaseClaim): Promise<void> {
     return this.#run(() => deliveries.releaseLease(this.queries, claim));
   }
 
@@ -156,7 +151,7 @@ class PostgresQueueStore implements QueueStore {
     if (this.#closed) return;
     this.#closed = true;
     // Discard waits for a commit in flight, which still needs its connection.
-    await Promise.all([...this.#drafts].map((draft) => draft.discard()));
+    await this.#drafts.discardAll();
     await Promise.all([this.queries.end(), this.draftPool.end()]);
   }
 

@@ -17,29 +17,11 @@
 //
 //   prepareDeliveries - the claim / record / release / next-due functions over one database.
 import type Database from 'better-sqlite3';
-import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
-import { decodeRecipientDsn } from './sqlite-commit.ts';
-
-export interface ClaimOptions {
-  now: Date;
-  limit: number;
-  leaseMs: number;
-  owner: string;
-}
-
-export interface LeaseClaim {
-  deliveryId: string;
-  owner: string;
-}
-
-export interface AttemptResult {
-  attempts: AttemptRecord[];
-  recipients: RecipientOutcome[];
-  nextAttemptAt: Date;
-}
-
-/** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
-export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
+import { checkClaimOptions, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import type { ClaimedDelivery } from '../queue-store.ts';
+import { attemptColumns } from '../stored-columns.ts';
+import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
+import { sqliteValues } from './sqlite-values.ts';
 
 export interface DeliveryFunctions {
   claimDue(options: ClaimOptions): ClaimedDelivery[];
@@ -48,19 +30,8 @@ export interface DeliveryFunctions {
   nextDueAt(): Date | undefined;
 }
 
-interface DueRow {
-  id: number;
-  message_id: string;
-  domain: string;
-  attempts: number;
-  mail_from: string;
-  received_at: number;
-  body_type: '7BIT' | '8BITMIME';
-  smtp_utf8: number;
-  require_tls: number;
-  dsn_ret: 'FULL' | 'HDRS' | null;
-  dsn_envid: string | null;
-}
+/** A due delivery with its message's columns (ClaimRow but for the recipients, read for each). */
+type DueRow = Omit<ClaimRow, 'recipients'> & { id: number };
 
 /** prepareDeliveries - the claim / record / release / next-due functions over one database. */
 export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
@@ -98,7 +69,7 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
      ORDER BY d.next_attempt_at, d.id
      LIMIT @limit`);
   const lease = db.prepare<[string, number, number]>('UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?');
-  const selectPending = db.prepare<[number], { address: string; dsn_notify: string | null; dsn_orcpt: string | null }>(`
+  const selectPending = db.prepare<[number], RecipientDsnRow>(`
     SELECT address, dsn_notify, dsn_orcpt FROM recipients
      WHERE delivery_id = ? AND state IN ('queued', 'deferred') ORDER BY position`);
 
@@ -106,27 +77,7 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
     const rows = selectDue.all({ now: now.getTime(), limit });
     return rows.map((row) => {
       lease.run(owner, now.getTime() + leaseMs, row.id);
-      const recipients = selectPending.all(row.id).map((r) => {
-        const dsn = decodeRecipientDsn(r.dsn_notify, r.dsn_orcpt);
-        return dsn ? { address: r.address, dsn } : { address: r.address };
-      });
-      const dsn: ClaimedDelivery['dsn'] = {};
-      if (row.dsn_ret !== null) dsn.ret = row.dsn_ret;
-      if (row.dsn_envid !== null) dsn.envid = row.dsn_envid;
-      return {
-        deliveryId: String(row.id),
-        messageId: row.message_id,
-        domain: row.domain,
-        mailFrom: row.mail_from,
-        recipients,
-        attempts: row.attempts,
-        receivedAt: new Date(row.received_at),
-        bodyType: row.body_type,
-        smtpUtf8: row.smtp_utf8 === 1,
-        requireTls: row.require_tls === 1,
-        dsn,
-        leaseOwner: owner,
-      };
+      return claimedDeliveryOf({ ...row, recipients: selectPending.all(row.id) }, owner);
     });
   });
   return (options) => {
@@ -164,8 +115,8 @@ function prepareRecord(db: Database.Database): (claim: LeaseClaim, result: Attem
     const delivery = selectDelivery.get(id);
     if (!delivery || delivery.finished === 1 || delivery.lease_owner !== owner) return { recorded: false };
     const messageId = delivery.message_id;
-    for (const attempt of result.attempts) insertAttempt.run(attemptColumns(attempt, id, messageId));
-    const updatedAt = outcomeTime(result.attempts);
+    for (const attempt of result.attempts) insertAttempt.run({ deliveryId: id, messageId, ...sqliteValues(attemptColumns(attempt)) });
+    const updatedAt = outcomeTime(result.attempts).getTime();
     for (const outcome of result.recipients) {
       updateRecipient.run({ deliveryId: id, address: outcome.address, state: outcome.result, reply: outcome.reply, updatedAt });
     }
@@ -180,45 +131,6 @@ function prepareRecord(db: Database.Database): (claim: LeaseClaim, result: Attem
     if (id === undefined) return { recorded: false };
     return record.immediate(id, owner, result);
   };
-}
-
-/** attemptColumns - one AttemptRecord as the attempts row's named parameters. */
-function attemptColumns(attempt: AttemptRecord, deliveryId: number, messageId: string): Record<string, string | number | null> {
-  return {
-    deliveryId,
-    messageId,
-    startedAt: attempt.startedAt.getTime(),
-    endedAt: attempt.endedAt.getTime(),
-    host: attempt.host ?? null,
-    ip: attempt.ip ?? null,
-    port: attempt.port ?? null,
-    tlsVersion: attempt.tls?.version ?? null,
-    tlsCipher: attempt.tls?.cipher ?? null,
-    // NULL, not 0: "plaintext" and "TLS, not verified" are different facts.
-    tlsVerified: attempt.tls ? (attempt.tls.verified ? 1 : 0) : null,
-    tlsVerifyError: attempt.tls?.verifyError ?? null,
-    policyLevel: attempt.policy.level,
-    policySource: attempt.policy.source,
-    reply: attempt.reply,
-    outcome: attempt.outcome,
-  };
-}
-
-/** outcomeTime - when the outcomes became known: the end of the last attempt, or now if there was none (expiry). */
-function outcomeTime(attempts: AttemptRecord[]): number {
-  // recordAttempt takes no `now`: the attempts' own times are the honest
-  // answer; only an outcome without any attempt falls back to the clock.
-  if (attempts.length === 0) return Date.now();
-  return Math.max(...attempts.map((a) => a.endedAt.getTime()));
-}
-
-/** checkClaimOptions - refuse a claim that could not mean anything sensible. */
-function checkClaimOptions({ now, limit, leaseMs, owner }: ClaimOptions): void {
-  if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');
-  if (!Number.isSafeInteger(limit) || limit < 0) throw new Error(`claimDue: limit must be a whole number >= 0, not ${limit}`);
-  // A lease of 0 would hand the same delivery to the next claimer at once.
-  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`claimDue: leaseMs must be a whole number > 0, not ${leaseMs}`);
-  if (owner === '') throw new Error('claimDue: owner must not be empty');
 }
 
 /** parseDeliveryId - a delivery id string back to its row id; undefined if it cannot name a delivery. */

@@ -5,19 +5,14 @@
 // migration 1 still holds the whole first schema.)
 //
 // How it fails: readSchemaVersion/migrateSchema throw on a database written
-// by a newer Postern (its user_version is past the end of the list), before
-// changing anything; a migration that fails rolls back whole, leaving the
+// by a newer Postern (its user_version is past the end of the list:
+// migrations.ts), before changing anything; a migration that fails rolls back whole, leaving the
 // database at the version it had.
 //
 //   readSchemaVersion - the database's user_version, refused if newer than this code.
 //   migrateSchema     - apply the missing migrations in one transaction.
 import type Database from 'better-sqlite3';
-
-export interface Migration {
-  /** What the step does, for the log line. */
-  name: string;
-  sql: string;
-}
+import { refuseNewerSchema, type Migration } from '../migrations.ts';
 
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -116,12 +111,7 @@ export const MIGRATIONS: readonly Migration[] = [
 /** readSchemaVersion - the database's user_version; throws if it is newer than MIGRATIONS knows. */
 export function readSchemaVersion(db: Database.Database, file: string): number {
   const version = Number(db.pragma('user_version', { simple: true }));
-  if (version > MIGRATIONS.length) {
-    throw new Error(
-      `queue database ${file} has schema version ${version}, newer than this Postern knows (${MIGRATIONS.length}): ` +
-        'it was written by a newer Postern; run that version, or point queue.path at another database',
-    );
-  }
+  refuseNewerSchema(version, MIGRATIONS, file, 'point queue.path at another database');
   return version;
 }
 

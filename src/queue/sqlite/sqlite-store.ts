@@ -4,9 +4,10 @@
 //
 // Decides where a message lives and the order in which it becomes durable:
 // body fsynced, directory fsynced, then message, delivery and recipient rows
-// inserted in one transaction (sqlite-draft.ts, sqlite-commit.ts). A crash can
-// therefore leave a body without a row, which the next open sweeps away, but
-// never a row without its body. The same holds at the other end: a message
+// inserted in one transaction (sqlite-draft.ts under the shared
+// draft-lifecycle.ts, sqlite-commit.ts). A crash can therefore leave a body
+// without a row, which the next open sweeps away, but never a row without
+// its body. The same holds at the other end: a message
 // becomes 'done' (or is deleted) in a transaction and its body is removed
 // after the COMMIT; a crash in between leaves a file the sweep treats as an
 // orphan. The database runs in WAL mode with synchronous=FULL, so a COMMIT
@@ -22,7 +23,7 @@
 // that errors for an id that is malformed, unknown, not yet committed or
 // done (its body is gone). A body file that cannot be removed after done or
 // delete is logged, not an error: the next sweep removes it. Draft failures
-// are described in sqlite-draft.ts.
+// are described in draft-lifecycle.ts and sqlite-draft.ts.
 //
 //   openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path.
 import Database from 'better-sqlite3';
@@ -31,6 +32,9 @@ import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
+import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
+import { OpenDrafts } from '../draft-lifecycle.ts';
+import { logMigration } from '../migrations.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
 import type {
   ClaimedDelivery,
@@ -42,8 +46,8 @@ import type {
   QueueStore,
 } from '../queue-store.ts';
 import { prepareCommit } from './sqlite-commit.ts';
-import { prepareDeliveries, type AttemptResult, type ClaimOptions, type DeliveryFunctions, type LeaseClaim } from './sqlite-deliveries.ts';
-import { SqliteDraft, syncDirectory } from './sqlite-draft.ts';
+import { prepareDeliveries, type DeliveryFunctions } from './sqlite-deliveries.ts';
+import { SqliteBodyFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
 import { prepareOperator, type OperatorFunctions } from './sqlite-operator.ts';
 import { MIGRATIONS, migrateSchema, readSchemaVersion } from './sqlite-schema.ts';
@@ -81,10 +85,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
     if (journal !== 'wal') logger.warn({ path: file, journal }, 'queue database is not in WAL mode');
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
-    const from = migrateSchema(db, file);
-    if (from !== MIGRATIONS.length) {
-      logger.info({ path: file, from, to: MIGRATIONS.length, steps: MIGRATIONS.slice(from).map((m) => m.name) }, 'queue schema migrated');
-    }
+    logMigration(logger, { path: file }, migrateSchema(db, file), MIGRATIONS);
     const removed = options.removeOrphans === false ? 0 : await sweepOrphanBodies(db, messagesDir, logger);
     logger.info({ path: file, schemaVersion: MIGRATIONS.length, orphansRemoved: removed }, 'queue store opened');
   } catch (error) {
@@ -98,7 +99,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
 const BODY_KEPT = "SELECT id FROM messages WHERE id = ? AND state != 'done'";
 
 class SqliteQueueStore implements QueueStore {
-  readonly #drafts = new Set<SqliteDraft>();
+  readonly #drafts = new OpenDrafts();
   #closed = false;
   readonly #commit: ReturnType<typeof prepareCommit>;
   readonly #deliveries: DeliveryFunctions;
@@ -122,15 +123,13 @@ class SqliteQueueStore implements QueueStore {
   beginMessage(): MessageDraft {
     if (this.#closed) throw new Error('queue store is closed');
     const id = newQueueId();
-    const draft = new SqliteDraft(id, {
+    const bodyFile = new SqliteBodyFile(id, {
       bodyPath: join(this.messagesDir, id),
       messagesDir: this.messagesDir,
       logger: this.logger.child({ queueId: id }),
       insertMessage: this.#commit,
-      release: (done) => this.#drafts.delete(done),
     });
-    this.#drafts.add(draft);
-    return draft;
+    return this.#drafts.begin(id, bodyFile);
   }
 
   listMessages(): Promise<QueuedMessageSummary[]> {
@@ -195,7 +194,7 @@ class SqliteQueueStore implements QueueStore {
     if (this.#closed) return;
     this.#closed = true;
     // Discard waits for a commit in flight, which still needs the database.
-    await Promise.all([...this.#drafts].map((draft) => draft.discard()));
+    await this.#drafts.discardAll();
     this.db.close();
   }
 

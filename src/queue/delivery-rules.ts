@@ -1,0 +1,52 @@
+// The scheduler's calls as both queue backends take them: the arguments of
+// claimDue, recordAttempt and releaseLease, what a record did, and the two
+// rules every backend applies the same way before its own SQL runs.
+//
+// Decides which claims make sense (a valid `now`, a whole limit >= 0, a
+// lease > 0, an owner) and when an attempt's outcomes became known (the end
+// of its last attempt; the clock only when there was no attempt at all).
+//
+// How it fails: checkClaimOptions throws, naming the argument, on a claim
+// that makes no sense; outcomeTime does not fail.
+//
+//   checkClaimOptions - refuse a claim that could not mean anything sensible.
+//   outcomeTime       - when the outcomes of a recorded attempt became known.
+import type { AttemptRecord, RecipientOutcome } from './queue-store.ts';
+
+export interface ClaimOptions {
+  now: Date;
+  limit: number;
+  leaseMs: number;
+  owner: string;
+}
+
+export interface LeaseClaim {
+  deliveryId: string;
+  owner: string;
+}
+
+export interface AttemptResult {
+  attempts: AttemptRecord[];
+  recipients: RecipientOutcome[];
+  nextAttemptAt: Date;
+}
+
+/** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
+export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
+
+/** checkClaimOptions - refuse a claim that could not mean anything sensible. */
+export function checkClaimOptions({ now, limit, leaseMs, owner }: ClaimOptions): void {
+  if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');
+  if (!Number.isSafeInteger(limit) || limit < 0) throw new Error(`claimDue: limit must be a whole number >= 0, not ${limit}`);
+  // A lease of 0 would hand the same delivery to the next claimer at once.
+  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`claimDue: leaseMs must be a whole number > 0, not ${leaseMs}`);
+  if (owner === '') throw new Error('claimDue: owner must not be empty');
+}
+
+/** outcomeTime - when the outcomes became known: the end of the last attempt, or now if there was none (expiry). */
+export function outcomeTime(attempts: AttemptRecord[]): Date {
+  // recordAttempt takes no `now`: the attempts' own times are the honest
+  // answer; only an outcome without any attempt falls back to the clock.
+  if (attempts.length === 0) return new Date();
+  return new Date(Math.max(...attempts.map((a) => a.endedAt.getTime())));
+}
