@@ -158,42 +158,13 @@ export function certificateFingerprint(certPem: string): string {
   return new NodeX509Certificate(certPem).fingerprint256;
 }
 
-// loadX509 - import @peculiar/x509 on first use, after the reflect shim.
-// Loading it lazily keeps this module free of side effects at import time.
+// loadX509 - import @peculiar/x509 on first use, after reflect-metadata: its
+// tsyringe registry refuses to load without that API (the library's README
+// asks for the package). Loading lazily keeps this module free of side
+// effects at import time.
 async function loadX509(): Promise<X509Module> {
-  installReflectMetadataShim();
+  await import('reflect-metadata');
   return import('@peculiar/x509');
-}
-
-// tsyringe, which @peculiar/x509 2.x uses for its algorithm registry, refuses
-// to load unless the reflect-metadata API exists (the library's README asks
-// for the reflect-metadata package). x509 only reads metadata that nothing
-// writes (no emitDecoratorMetadata), so an empty, working store is enough.
-// A real polyfill, if one is loaded, is left alone.
-function installReflectMetadataShim(): void {
-  const reflect = Reflect as unknown as Record<string, unknown>;
-  if (typeof reflect.getMetadata === 'function') return;
-  const store = new WeakMap<object, Map<unknown, unknown>>();
-  const own = (key: unknown, target: object): unknown => store.get(target)?.get(key);
-  const lookup = (key: unknown, target: object | null): unknown => {
-    for (let t = target; t !== null; t = Reflect.getPrototypeOf(t)) {
-      const value = own(key, t);
-      if (value !== undefined) return value;
-    }
-    return undefined;
-  };
-  const shim: Record<string, unknown> = {
-    getOwnMetadata: own,
-    getMetadata: lookup,
-    defineMetadata: (key: unknown, value: unknown, target: object): void => {
-      const map = store.get(target) ?? new Map<unknown, unknown>();
-      map.set(key, value);
-      store.set(target, map);
-    },
-  };
-  for (const [name, value] of Object.entries(shim)) {
-    Object.defineProperty(Reflect, name, { value, configurable: true, writable: true });
-  }
 }
 
 // issueLeaf - sign a fresh (or given) key pair as an end-entity certificate.
