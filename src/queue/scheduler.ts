@@ -169,6 +169,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     looking = claimAndRun();
     try {
       await looking;
+      // While deliveries are in flight each one's end triggers the next look; the
+      // earliest due time (a scan of the pending deliveries) matters only when idle.
+      if (inFlight.size > 0) return;
       const due = await store.nextDueAt();
       const wait = due ? Math.max(0, due.getTime() - options.now().getTime()) : options.pollMs;
       schedule(Math.min(wait, options.pollMs));

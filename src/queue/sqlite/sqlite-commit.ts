@@ -11,7 +11,8 @@
 // the body file is no longer the one the draft wrote (another opener's sweep
 // took it), or on any database error.
 //
-//   prepareCommit - the commit function a draft calls (BodyFileContext.insertMessage).
+//   prepareCommit     - the batch insert (one transaction, a savepoint per row).
+//   createGroupCommit - the commit function a draft calls (BodyFileContext.commitMessage).
 import type Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -27,7 +28,7 @@ export interface CommitRow {
 }
 
 /** prepareCommit - the commit transaction: body check, message row, deliveries, recipient rows. */
-export function prepareCommit(db: Database.Database, messagesDir: string): (row: CommitRow) => void {
+export function prepareCommit(db: Database.Database, messagesDir: string): (rows: CommitRow[]) => (Error | undefined)[] {
   const insertMessage = db.prepare(`
     INSERT INTO messages (id, mail_from, body_type, smtp_utf8, client_address, client_helo, client_listener,
                           auth_user, tls_version, tls_cipher, size, received_at, require_tls, dsn_ret, dsn_envid, state)
@@ -61,6 +62,60 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (row:
       insertRecipient.run({ messageId: row.id, position, deliveryId, ...recipient });
     });
   });
-  // IMMEDIATE: hold the write lock from the body check to the COMMIT.
-  return (row: CommitRow): void => insert.immediate(row);
+  // Group commit: the rows of every draft that finished while the previous
+  // batch was being written go in one transaction, so one fsync of the WAL
+  // makes them all durable (a nested transaction is a SAVEPOINT: one row's
+  // failure rolls back that row only). IMMEDIATE: hold the write lock from the
+  // body checks to the COMMIT.
+  const insertAll = db.transaction((rows: CommitRow[]): (Error | undefined)[] =>
+    rows.map((row) => {
+      try {
+        insert(row);
+        return undefined;
+      } catch (error) {
+        return error as Error;
+      }
+    }),
+  );
+  return (rows: CommitRow[]): (Error | undefined)[] => insertAll.immediate(rows);
+}
+
+/**
+ * createGroupCommit - commit(row) resolves once the row is durable. The first
+ * commit starts a batch at once; commits that arrive while a batch is being
+ * made durable (the directory fsync, then the transaction) wait for the next
+ * one, so under load many messages share each fsync and alone each pays one.
+ */
+export function createGroupCommit(insertRows: (rows: CommitRow[]) => (Error | undefined)[], syncMessagesDir: () => Promise<void>): (row: CommitRow) => Promise<void> {
+  let queue: { row: CommitRow; resolve: () => void; reject: (error: Error) => void }[] = [];
+  let flushing = false;
+
+  async function flush(): Promise<void> {
+    flushing = true;
+    while (queue.length > 0) {
+      const batch = queue;
+      queue = [];
+      try {
+        // The new body files' names, before any row names them.
+        await syncMessagesDir();
+      } catch (error) {
+        for (const entry of batch) entry.reject(Object.assign(error as Error, { phase: 'sync' }));
+        continue;
+      }
+      let results: (Error | undefined)[];
+      try {
+        results = insertRows(batch.map((entry) => entry.row));
+      } catch (error) {
+        results = batch.map(() => error as Error);
+      }
+      batch.forEach((entry, i) => (results[i] ? entry.reject(results[i]) : entry.resolve()));
+    }
+    flushing = false;
+  }
+
+  return (row) =>
+    new Promise<void>((resolve, reject) => {
+      queue.push({ row, resolve, reject });
+      if (!flushing) void flush();
+    });
 }

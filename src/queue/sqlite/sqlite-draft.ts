@@ -32,8 +32,8 @@ export interface BodyFileContext {
   /** The directory holding body files (fsynced so the new name survives a crash). */
   messagesDir: string;
   logger: Logger;
-  /** insertMessage - insert the envelope row, after checking the body file is still the one with inode `ino`. */
-  insertMessage(row: { id: string; envelope: StoredEnvelope; size: number; ino: number }): void;
+  /** commitMessage - fsync messagesDir, then insert the envelope row after checking the body file is still the one with inode `ino`; rejects with `phase: 'sync'` when the fsync failed. */
+  commitMessage(row: { id: string; envelope: StoredEnvelope; size: number; ino: number }): Promise<void>;
 }
 
 export class SqliteBodyFile implements DraftStorage {
@@ -73,22 +73,17 @@ export class SqliteBodyFile implements DraftStorage {
     return size;
   }
 
-  /** commit - fsync the directory, then insert the row; only then resolve. */
+  /** commit - fsync the directory, then insert the row (both shared with concurrent drafts: group commit); only then resolve. */
   async commit(envelope: StoredEnvelope): Promise<void> {
     try {
-      // The bytes were fsynced by write; now the name, so the file is found after a crash.
-      await syncDirectory(this.ctx.messagesDir);
+      await this.ctx.commitMessage({ id: this.id, envelope, size: this.#size, ino: this.#ino });
     } catch (error) {
-      await this.#removeFile();
-      throw error;
-    }
-    try {
-      this.ctx.insertMessage({ id: this.id, envelope, size: this.#size, ino: this.#ino });
-    } catch (error) {
-      // The transaction rolled back, so no row names the body; but the file is
-      // left for the sweep on the next open, which decides under the database
-      // write lock. Cheaper than being wrong about a half-failed COMMIT.
-      this.ctx.logger.warn({ queueId: this.id, err: error }, 'commit failed; body file left for the next sweep');
+      // A failed directory fsync: no row can name the body, remove it. A failed
+      // insert rolled back, but the file is left for the sweep on the next
+      // open, which decides under the database write lock: cheaper than being
+      // wrong about a half-failed COMMIT.
+      if ((error as { phase?: string }).phase === 'sync') await this.#removeFile();
+      else this.ctx.logger.warn({ queueId: this.id, err: error }, 'commit failed; body file left for the next sweep');
       throw error;
     }
   }

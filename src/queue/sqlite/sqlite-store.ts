@@ -45,7 +45,7 @@ import type {
   QueueStats,
   QueueStore,
 } from '../queue-store.ts';
-import { prepareCommit } from './sqlite-commit.ts';
+import { createGroupCommit, prepareCommit } from './sqlite-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
@@ -101,7 +101,7 @@ const BODY_KEPT = "SELECT id FROM messages WHERE id = ? AND state != 'done'";
 class SqliteQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   #closed = false;
-  readonly #commit: ReturnType<typeof prepareCommit>;
+  readonly #commit: ReturnType<typeof createGroupCommit>;
   readonly #deliveries: DeliveryFunctions;
   readonly #operator: OperatorFunctions;
   readonly #inspect: InspectFunctions;
@@ -113,7 +113,7 @@ class SqliteQueueStore implements QueueStore {
     private readonly messagesDir: string,
     private readonly logger: Logger,
   ) {
-    this.#commit = prepareCommit(db, messagesDir);
+    this.#commit = createGroupCommit(prepareCommit(db, messagesDir), () => syncDirectory(messagesDir));
     this.#deliveries = prepareDeliveries(db);
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
@@ -127,7 +127,7 @@ class SqliteQueueStore implements QueueStore {
       bodyPath: join(this.messagesDir, id),
       messagesDir: this.messagesDir,
       logger: this.logger.child({ queueId: id }),
-      insertMessage: this.#commit,
+      commitMessage: this.#commit,
     });
     return this.#drafts.begin(id, bodyFile);
   }
