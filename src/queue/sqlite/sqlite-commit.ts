@@ -11,13 +11,13 @@
 // the body file is no longer the one the draft wrote (another opener's sweep
 // took it), or on any database error.
 //
-//   prepareCommit     - the batch insert (one transaction, a savepoint per row).
-//   createGroupCommit - the commit function a draft calls (BodyFileContext.commitMessage).
+//   prepareCommit - the batch insert (one transaction, a savepoint per row) behind BodyFileContext.commitMessage.
 import type Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StoredEnvelope } from '../queue-store.ts';
 import { messageColumns, recipientColumns } from '../stored-columns.ts';
+import { eachInSavepoint } from './sqlite-group-commit.ts';
 import { sqliteValues } from './sqlite-values.ts';
 
 export interface CommitRow {
@@ -62,60 +62,12 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (rows
       insertRecipient.run({ messageId: row.id, position, deliveryId, ...recipient });
     });
   });
-  // Group commit: the rows of every draft that finished while the previous
-  // batch was being written go in one transaction, so one fsync of the WAL
-  // makes them all durable (a nested transaction is a SAVEPOINT: one row's
-  // failure rolls back that row only). IMMEDIATE: hold the write lock from the
-  // body checks to the COMMIT.
-  const insertAll = db.transaction((rows: CommitRow[]): (Error | undefined)[] =>
-    rows.map((row) => {
-      try {
-        insert(row);
-        return undefined;
-      } catch (error) {
-        return error as Error;
-      }
-    }),
-  );
+  // One transaction for a batch of drafts (sqlite-group-commit.ts); a nested
+  // transaction is a SAVEPOINT, so one row's failure rolls back that row only.
+  // IMMEDIATE: hold the write lock from the body checks to the COMMIT.
+  const insertAll = db.transaction((rows: CommitRow[]): (Error | undefined)[] => eachInSavepoint(rows, (row): undefined => {
+    insert(row);
+    return undefined;
+  }));
   return (rows: CommitRow[]): (Error | undefined)[] => insertAll.immediate(rows);
-}
-
-/**
- * createGroupCommit - commit(row) resolves once the row is durable. The first
- * commit starts a batch at once; commits that arrive while a batch is being
- * made durable (the directory fsync, then the transaction) wait for the next
- * one, so under load many messages share each fsync and alone each pays one.
- */
-export function createGroupCommit(insertRows: (rows: CommitRow[]) => (Error | undefined)[], syncMessagesDir: () => Promise<void>): (row: CommitRow) => Promise<void> {
-  let queue: { row: CommitRow; resolve: () => void; reject: (error: Error) => void }[] = [];
-  let flushing = false;
-
-  async function flush(): Promise<void> {
-    flushing = true;
-    while (queue.length > 0) {
-      const batch = queue;
-      queue = [];
-      try {
-        // The new body files' names, before any row names them.
-        await syncMessagesDir();
-      } catch (error) {
-        for (const entry of batch) entry.reject(Object.assign(error as Error, { phase: 'sync' }));
-        continue;
-      }
-      let results: (Error | undefined)[];
-      try {
-        results = insertRows(batch.map((entry) => entry.row));
-      } catch (error) {
-        results = batch.map(() => error as Error);
-      }
-      batch.forEach((entry, i) => (results[i] ? entry.reject(results[i]) : entry.resolve()));
-    }
-    flushing = false;
-  }
-
-  return (row) =>
-    new Promise<void>((resolve, reject) => {
-      queue.push({ row, resolve, reject });
-      if (!flushing) void flush();
-    });
 }

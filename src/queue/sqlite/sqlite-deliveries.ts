@@ -21,11 +21,13 @@ import { checkClaimOptions, outcomeTime, type AttemptResult, type ClaimOptions, 
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
+import { eachInSavepoint } from './sqlite-group-commit.ts';
 import { sqliteValues } from './sqlite-values.ts';
 
 export interface DeliveryFunctions {
   claimDue(options: ClaimOptions): ClaimedDelivery[];
-  recordAttempt(claim: LeaseClaim, result: AttemptResult): RecordVerdict;
+  /** recordAttempts - several recordAttempt calls in one transaction (group commit), a verdict or an error each. */
+  recordAttempts(items: { claim: LeaseClaim; result: AttemptResult }[]): (RecordVerdict | Error)[];
   releaseLease(claim: LeaseClaim): void;
   nextDueAt(): Date | undefined;
 }
@@ -45,7 +47,7 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
      WHERE d.finished = 0 AND m.state = 'queued'`);
   return {
     claimDue: claim,
-    recordAttempt: record,
+    recordAttempts: record,
     releaseLease: ({ deliveryId, owner }) => {
       const id = parseDeliveryId(deliveryId);
       if (id !== undefined) withoutFsync(db, () => release.run(id, owner));
@@ -105,7 +107,7 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
 }
 
 /** prepareRecord - the recordAttempt transaction; see the module header for when it refuses. */
-function prepareRecord(db: Database.Database): (claim: LeaseClaim, result: AttemptResult) => RecordVerdict {
+function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; result: AttemptResult }[]) => (RecordVerdict | Error)[] {
   const selectDelivery = db.prepare<[number], { message_id: string; finished: number; lease_owner: string | null }>(
     'SELECT message_id, finished, lease_owner FROM deliveries WHERE id = ?',
   );
@@ -141,11 +143,13 @@ function prepareRecord(db: Database.Database): (claim: LeaseClaim, result: Attem
     markDone.run(updatedAt, messageId);
     return { recorded: true, doneMessageId: messageId };
   });
-  return ({ deliveryId, owner }, result) => {
-    const id = parseDeliveryId(deliveryId);
-    if (id === undefined) return { recorded: false };
-    return record.immediate(id, owner, result);
-  };
+  const recordAll = db.transaction((items: { claim: LeaseClaim; result: AttemptResult }[]) =>
+    eachInSavepoint(items, ({ claim, result }): RecordVerdict => {
+      const id = parseDeliveryId(claim.deliveryId);
+      return id === undefined ? { recorded: false } : record(id, claim.owner, result);
+    }),
+  );
+  return (items) => recordAll.immediate(items);
 }
 
 /** parseDeliveryId - a delivery id string back to its row id; undefined if it cannot name a delivery. */

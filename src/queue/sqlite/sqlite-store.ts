@@ -32,7 +32,7 @@ import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
-import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
+import type { AttemptResult, ClaimOptions, LeaseClaim, RecordVerdict } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { logMigration } from '../migrations.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
@@ -45,7 +45,8 @@ import type {
   QueueStats,
   QueueStore,
 } from '../queue-store.ts';
-import { createGroupCommit, prepareCommit } from './sqlite-commit.ts';
+import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
+import { createGroupCommit } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
@@ -101,7 +102,8 @@ const BODY_KEPT = "SELECT id FROM messages WHERE id = ? AND state != 'done'";
 class SqliteQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   #closed = false;
-  readonly #commit: ReturnType<typeof createGroupCommit>;
+  readonly #commit: (row: CommitRow) => Promise<undefined>;
+  readonly #record: (item: { claim: LeaseClaim; result: AttemptResult }) => Promise<RecordVerdict>;
   readonly #deliveries: DeliveryFunctions;
   readonly #operator: OperatorFunctions;
   readonly #inspect: InspectFunctions;
@@ -113,7 +115,20 @@ class SqliteQueueStore implements QueueStore {
     private readonly messagesDir: string,
     private readonly logger: Logger,
   ) {
-    this.#commit = createGroupCommit(prepareCommit(db, messagesDir), () => syncDirectory(messagesDir));
+    const insertRows = prepareCommit(db, messagesDir);
+    this.#commit = createGroupCommit<CommitRow, undefined>(async (rows) => {
+      try {
+        // The new body files' names, before any row names them: one fsync for the batch.
+        await syncDirectory(messagesDir);
+      } catch (error) {
+        const failed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
+        return rows.map(() => failed);
+      }
+      return this.#closed ? rows.map(() => new Error('queue store is closed')) : insertRows(rows);
+    });
+    this.#record = createGroupCommit((items: { claim: LeaseClaim; result: AttemptResult }[]) =>
+      Promise.resolve(this.#closed ? items.map(() => new Error('queue store is closed')) : this.#deliveries.recordAttempts(items)),
+    );
     this.#deliveries = prepareDeliveries(db);
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
@@ -149,7 +164,8 @@ class SqliteQueueStore implements QueueStore {
   }
 
   async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
-    const verdict = await this.#run(() => this.#deliveries.recordAttempt(claim, result));
+    if (this.#closed) throw new Error('queue store is closed');
+    const verdict = await this.#record({ claim, result });
     if (!verdict.recorded) return false;
     if (verdict.doneMessageId !== undefined) await this.#removeBodies([verdict.doneMessageId]);
     return true;
