@@ -51,8 +51,9 @@ const queue = program.command('queue').description('the mail queue');
 queue
   .command('list')
   .description('list queued messages')
+  .option('--all', 'also delivered and bounced messages, with their outcome')
   .option('--json', 'machine-readable output')
-  .action(async (options: { json?: boolean }, command: Command) => listQueue(config(command), options));
+  .action(async (options: { all?: boolean; json?: boolean }, command: Command) => listQueue(config(command), options));
 
 queue
   .command('show <id>')

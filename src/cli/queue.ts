@@ -24,10 +24,19 @@ function print(text: string): void {
   process.stdout.write(text);
 }
 
-/** listQueue - print the queue, oldest first. */
-export async function listQueue(config: Config, options: Output): Promise<void> {
-  const messages = await withStore(config, (store) => store.listMessages());
-  print(options.json ? JSON.stringify(messages.map(summaryJson), null, 2) + '\n' : formatTable(messages, Date.now()));
+/**
+ * listQueue - print the queue, oldest first; with --all the done messages too, with their outcome. An empty
+ * plain listing says how many finished messages `--all` would show.
+ */
+export async function listQueue(config: Config, options: Output & { all?: boolean }): Promise<void> {
+  const includeDone = options.all === true;
+  const { messages, finished } = await withStore(config, async (store) => {
+    const listed = await store.listMessages({ includeDone });
+    if (options.json || includeDone || listed.length > 0) return { messages: listed, finished: 0 };
+    return { messages: listed, finished: (await store.listMessages({ includeDone: true })).filter((m) => m.state === 'done').length };
+  });
+  if (options.json) print(JSON.stringify(messages.map(summaryJson), null, 2) + '\n');
+  else print(formatTable(messages, Date.now()) + (finished > 0 ? `(${finished} finished message${finished === 1 ? '' : 's'}: postern queue list --all)\n` : ''));
 }
 
 /** showMessage - everything about one message, attempts and TLS facts included; exit 1 if unknown. */
@@ -85,20 +94,33 @@ export async function changeResult(store: QueueStore, verb: QueueVerb, selector:
 export function createQueueApi(store: QueueStore, now: () => Date = () => new Date()): QueueApi {
   return {
     isQueueId,
-    list: async () => (await store.listMessages()).map(summaryJson),
+    list: async (options) => (await store.listMessages(options)).map(summaryJson),
     show: (id) => store.showMessage(id),
     change: (verb, selector) => changeResult(store, verb, selector, now()),
   };
 }
 
 function summaryJson(m: QueuedMessageSummary) {
-  return { id: m.id, sender: m.mailFrom, recipients: m.recipients, size: m.size, receivedAt: m.receivedAt.toISOString(), state: m.state };
+  return {
+    id: m.id,
+    sender: m.mailFrom,
+    recipients: m.recipients,
+    size: m.size,
+    receivedAt: m.receivedAt.toISOString(),
+    state: m.state,
+    ...(m.outcome !== undefined && { outcome: m.outcome }),
+  };
+}
+
+/** stateText - the STATE column: the state, and for a done message what became of it ("done: delivered"). */
+function stateText(m: QueuedMessageSummary): string {
+  return m.outcome === undefined ? m.state : `${m.state}: ${m.outcome}`;
 }
 
 /** formatTable - the human listing, like postqueue -p but one line per message. */
 export function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
   if (messages.length === 0) return 'Mail queue is empty\n';
-  const rows = messages.map((m) => [m.id, m.state, String(m.size), formatAge(nowMs - m.receivedAt.getTime()), m.mailFrom || '<>', m.recipients.join(', ')]);
+  const rows = messages.map((m) => [m.id, stateText(m), String(m.size), formatAge(nowMs - m.receivedAt.getTime()), m.mailFrom || '<>', m.recipients.join(', ')]);
   const header = ['ID', 'STATE', 'SIZE', 'AGE', 'SENDER', 'RECIPIENTS'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n';
@@ -108,7 +130,7 @@ export function formatTable(messages: QueuedMessageSummary[], nowMs: number): st
 /** formatDetails - `queue show` for people: envelope, recipients, then every attempt with its TLS record. */
 export function formatDetails(d: MessageDetails): string {
   const out = [
-    `Message ${d.id} (${d.state}), ${d.size} bytes, received ${d.receivedAt.toISOString()}`,
+    `Message ${d.id} (${stateText(d)}), ${d.size} bytes, received ${d.receivedAt.toISOString()}`,
     `  from ${d.mailFrom || '<>'} via ${d.envelope.client.listener} from ${d.envelope.client.address}${d.envelope.client.authUser ? ` as ${d.envelope.client.authUser}` : ''}${d.envelope.client.tlsVersion ? ` over ${d.envelope.client.tlsVersion}` : ' in plaintext'}`,
     `  body ${d.envelope.bodyType}${d.envelope.smtpUtf8 ? ', SMTPUTF8' : ''}${d.envelope.requireTls ? ', REQUIRETLS' : ''}`,
     'Recipients:',

@@ -5,7 +5,7 @@
 //   GET    /healthz, /readyz              health.ts reports, 200 or 503 (no token)
 //   GET    /mail/config-v1.1.xml          Mozilla autoconfig, when http.autoconfig
 //          /.well-known/autoconfig/mail/config-v1.1.xml
-//   GET    /api/queue                     `postern queue list --json`
+//   GET    /api/queue                     `postern queue list --json`; ?all=1: `queue list --all --json`
 //   GET    /api/queue/:id                 `queue show ID --json`; 404 if unknown
 //   POST   /api/queue/:id/retry|hold|release
 //   DELETE /api/queue/:id                 {verb, changed, unchanged}; 404 if unknown
@@ -36,7 +36,8 @@ export type QueueSelector = { ids: string[] } | { all: true };
 /** The queue operations the API exposes; implemented by the CLI's code, so both give the same answers. */
 export interface QueueApi {
   isQueueId(id: string): boolean;
-  list(): Promise<unknown>;
+  /** list - includeDone: the done messages too (`queue list --all`). */
+  list(options: { includeDone: boolean }): Promise<unknown>;
   /** show - undefined for an unknown id. */
   show(id: string): Promise<unknown>;
   change(verb: QueueVerb, selector: QueueSelector): Promise<unknown>;
@@ -90,7 +91,8 @@ export function createHttpServer(deps: HttpServerDeps): HttpListener {
   const tokenDigest = deps.token ? sha256(deps.token) : undefined;
 
   async function route(req: IncomingMessage): Promise<Answer> {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const path = url.pathname;
     const method = req.method ?? 'GET';
     if (path === '/metrics') return only(method, 'GET', async () => ({ status: 200, text: await deps.metrics() }));
     if (path === '/healthz') return only(method, 'GET', async () => report(await deps.health.live()));
@@ -101,7 +103,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpListener {
     }
     if (path === '/api/queue' || path.startsWith('/api/queue/')) {
       authorize(req.headers.authorization);
-      return routeQueue(req, method, path.split('/').slice(3).map(decodeSegment));
+      return routeQueue(req, method, path.split('/').slice(3).map(decodeSegment), url.searchParams);
     }
     throw new HttpError(404, `no such endpoint: ${path}`);
   }
@@ -116,10 +118,10 @@ export function createHttpServer(deps: HttpServerDeps): HttpListener {
     }
   }
 
-  async function routeQueue(req: IncomingMessage, method: string, rest: string[]): Promise<Answer> {
+  async function routeQueue(req: IncomingMessage, method: string, rest: string[], query: URLSearchParams): Promise<Answer> {
     const [first, second, ...extra] = rest;
     if (extra.length > 0 || rest.includes('')) throw new HttpError(404, 'no such endpoint');
-    if (first === undefined) return only(method, 'GET', async () => ({ status: 200, json: await deps.queue.list() }));
+    if (first === undefined) return only(method, 'GET', async () => ({ status: 200, json: await deps.queue.list({ includeDone: flagOf(query, 'all') }) }));
     if (second === undefined && BULK_VERBS.has(first)) {
       return only(method, 'POST', async () => {
         const body = await readJson(req);
@@ -151,6 +153,14 @@ export function createHttpServer(deps: HttpServerDeps): HttpListener {
   function checkedId(id: string): string {
     if (!deps.queue.isQueueId(id)) throw new HttpError(400, `not a queue id: ${JSON.stringify(id.slice(0, 64))}`);
     return id;
+  }
+
+  // flagOf - a boolean query parameter: absent, 0 or false is false; 1, true or empty (?all) is true; else 400.
+  function flagOf(query: URLSearchParams, name: string): boolean {
+    const value = query.get(name);
+    if (value === null || value === '0' || value === 'false') return false;
+    if (value === '' || value === '1' || value === 'true') return true;
+    throw new HttpError(400, `${name} must be 1 or 0, not ${JSON.stringify(value.slice(0, 64))}`);
   }
 
   function selectorOf(body: unknown): QueueSelector {

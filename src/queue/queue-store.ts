@@ -108,6 +108,9 @@ export interface QueueStats {
 /** Which messages a queue verb acts on. */
 export type MessageSelector = { ids: string[] } | { all: true };
 
+/** What became of a done message, from its recipients: all delivered, all bounced, or some of each. */
+export type MessageOutcome = 'delivered' | 'bounced' | 'partly bounced';
+
 /** One line of `postern queue list`. */
 export interface QueuedMessageSummary {
   id: string;
@@ -116,6 +119,8 @@ export interface QueuedMessageSummary {
   size: number;
   receivedAt: Date;
   state: MessageState;
+  /** Only when state is 'done'. */
+  outcome?: MessageOutcome;
 }
 
 /** A message being received: its id is fixed first so the Received header can name it. */
@@ -132,8 +137,8 @@ export interface MessageDraft {
 export interface QueueStore {
   /** beginMessage - start a draft with a fresh queue id. */
   beginMessage(): MessageDraft;
-  /** listMessages - committed messages not yet done, oldest first. */
-  listMessages(): Promise<QueuedMessageSummary[]>;
+  /** listMessages - committed messages not yet done, oldest first; with includeDone, the done ones (with their outcome) too. */
+  listMessages(options?: { includeDone?: boolean }): Promise<QueuedMessageSummary[]>;
   /** showMessage - everything known about one message (also after it is done); undefined if unknown. */
   showMessage(id: string): Promise<MessageDetails | undefined>;
   /**

@@ -16,7 +16,8 @@
 //
 // How it fails: it does not; rows are trusted to be what the schema allows.
 //
-//   summaryOf          - one `queue list` line from a message row.
+//   summaryOf          - one `queue list` line from a message row (a done one with its outcome).
+//   outcomeOf          - what became of a done message, from its recipients' states.
 //   detailsOf          - `queue show` from a message's rows.
 //   statsOf            - QueueStats from the per-state counts.
 //   claimedDeliveryOf  - what a worker gets for one leased delivery.
@@ -25,6 +26,7 @@ import type {
   AttemptRecord,
   ClaimedDelivery,
   MessageDetails,
+  MessageOutcome,
   MessageState,
   QueuedMessageSummary,
   QueueStats,
@@ -128,16 +130,35 @@ export interface ClaimRow {
   recipients: RecipientDsnRow[];
 }
 
-/** summaryOf - one `queue list` line from a message row. */
-export function summaryOf(row: MessageRow, recipients: string[]): QueuedMessageSummary {
-  return { id: row.id, mailFrom: row.mail_from, recipients, size: Number(row.size), receivedAt: toDate(row.received_at), state: row.state };
+/** summaryOf - one `queue list` line from a message row; a done message gets its outcome from `recipientStates`. */
+export function summaryOf(row: MessageRow, recipients: string[], recipientStates: readonly RecipientState[] = []): QueuedMessageSummary {
+  return {
+    id: row.id,
+    mailFrom: row.mail_from,
+    recipients,
+    size: Number(row.size),
+    receivedAt: toDate(row.received_at),
+    state: row.state,
+    ...(row.state === 'done' && { outcome: outcomeOf(recipientStates) }),
+  };
+}
+
+/** outcomeOf - a done message's outcome: 'delivered' when no recipient bounced, 'bounced' when none was delivered, else 'partly bounced'. */
+export function outcomeOf(recipientStates: readonly RecipientState[]): MessageOutcome {
+  const bounced = recipientStates.filter((s) => s === 'bounced').length;
+  if (bounced === 0) return 'delivered';
+  return bounced === recipientStates.length ? 'bounced' : 'partly bounced';
 }
 
 /** detailsOf - everything `queue show` prints, from one message's rows (each list in its display order). */
 export function detailsOf(rows: { message: MessageDetailRow; recipients: RecipientRow[]; deliveries: DeliveryRow[]; attempts: AttemptRow[] }): MessageDetails {
   const { message, recipients } = rows;
   return {
-    ...summaryOf(message, recipients.map((r) => r.address)),
+    ...summaryOf(
+      message,
+      recipients.map((r) => r.address),
+      recipients.map((r) => r.state),
+    ),
     envelope: envelopeOf(message, recipients),
     recipientStates: recipients.map((r) => ({
       address: r.address,

@@ -243,6 +243,7 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       const details = (await store.showMessage(id))!;
       expect(details).toEqual({
         id, mailFrom: envelope.mailFrom, recipients: envelope.recipients, size: Buffer.byteLength(body), receivedAt: new Date(at), state: 'done',
+        outcome: 'partly bounced',
         envelope: { ...envelope, requireTls: false },
         recipientStates: [
           { address: 'ok@a.test', state: 'delivered', reply: REPLY.delivered, updatedAt: unverified.endedAt },
@@ -261,6 +262,42 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
         { id: a!.deliveryId, domain: 'a.test', attempts: 1 },
         { id: b!.deliveryId, domain: 'b.test', attempts: 1 },
       ]);
+    });
+
+    it('lists done messages too when asked, oldest first, each with its outcome from its recipients', async () => {
+      /** settle - queue a message and give every recipient its final result (one claim per domain, all due now). */
+      async function settle(results: Record<string, 'delivered' | 'bounced'>): Promise<string> {
+        const { id, at } = await queue(Object.keys(results));
+        for (const claimed of await claim(at)) {
+          expect(claimed.messageId).toBe(id);
+          expect(await record(claimed, at, claimed.recipients.map((r) => outcome(r.address, results[r.address]!)), at)).toBe(true);
+        }
+        return id;
+      }
+      const delivered = await settle({ 'one@a.test': 'delivered', 'two@b.test': 'delivered' });
+      const bounced = await settle({ 'gone@a.test': 'bounced' });
+      const partly = await settle({ 'ok@a.test': 'delivered', 'gone@a.test': 'bounced', 'far@b.test': 'delivered' });
+      const held = await queue(['r@a.test']);
+      await store.holdMessages({ ids: [held.id] });
+      const waiting = await queue(['r@b.test']);
+
+      expect(await states()).toEqual([[held.id, 'held'], [waiting.id, 'queued']]);
+      expect(await store.listMessages({ includeDone: false })).toEqual(await store.listMessages());
+      const all = await store.listMessages({ includeDone: true });
+      expect(all.map((m) => [m.id, m.state, m.outcome])).toEqual([
+        [delivered, 'done', 'delivered'],
+        [bounced, 'done', 'bounced'],
+        [partly, 'done', 'partly bounced'],
+        [held.id, 'held', undefined],
+        [waiting.id, 'queued', undefined],
+      ]);
+      expect(all[2]).toEqual({
+        id: partly, mailFrom: 'alice@example.org', recipients: ['ok@a.test', 'gone@a.test', 'far@b.test'], size: expect.any(Number),
+        receivedAt: expect.any(Date), state: 'done', outcome: 'partly bounced',
+      });
+      expect(all[4]).not.toHaveProperty('outcome'); // absent, not undefined: a listing not done keeps its old shape
+      expect((await store.showMessage(bounced))!.outcome).toBe('bounced');
+      expect(await store.showMessage(waiting.id)).not.toHaveProperty('outcome');
     });
 
     it('records an attempt that reached no host (no address, no TLS)', async () => {

@@ -1,6 +1,7 @@
 // What the PostgreSQL store tells `postern queue list`, `queue show` and
-// /metrics: the messages still queued (on every node), everything known
-// about one message, done ones included, and the queue depth by state.
+// /metrics: the messages still queued (on every node; with --all the done
+// ones too, each with its outcome), everything known about one message,
+// done ones included, and the queue depth by state.
 //
 // Decides the state a reader sees, as the SQLite store does: the stored one
 // (queued, held, done), except that a queued message with a recipient
@@ -12,11 +13,11 @@
 // How it fails: every function rejects on a database error; showMessage
 // resolves undefined for an id no message has.
 //
-//   listMessages - the messages not done, oldest first.
+//   listMessages - the messages not done (includeDone: every message), oldest first.
 //   showMessage  - one message with its recipients, deliveries and attempts.
 //   queueStats   - how many messages not done are in each shown state, and the oldest.
 import type pg from 'pg';
-import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
+import type { MessageDetails, QueuedMessageSummary, QueueStats, RecipientState } from '../queue-store.ts';
 import { detailsOf, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
 
@@ -24,13 +25,18 @@ import { inTransaction } from './pg-connection.ts';
 const SHOWN_STATE = `CASE WHEN m.state = 'queued' AND EXISTS (
     SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = 'deferred') THEN 'deferred' ELSE m.state END`;
 
-/** listMessages - the messages not done, oldest first, each with its recipients in RCPT order (one statement). */
-export async function listMessages(pool: pg.Pool): Promise<QueuedMessageSummary[]> {
-  const result = await pool.query<MessageRow & { recipients: string[] }>(`
+/**
+ * listMessages - the messages not done (includeDone: every message), oldest first, each with its recipients in
+ * RCPT order and, for a done one, their states (one statement).
+ */
+export async function listMessages(pool: pg.Pool, options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
+  const result = await pool.query<MessageRow & { recipients: string[]; recipient_states: RecipientState[] | null }>(`
     SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state,
-           ARRAY(SELECT r.address FROM recipients r WHERE r.message_id = m.id ORDER BY r.position) AS recipients
-      FROM messages m WHERE m.state <> 'done' ORDER BY m.received_at, m.seq`);
-  return result.rows.map((row) => summaryOf(row, row.recipients));
+           ARRAY(SELECT r.address FROM recipients r WHERE r.message_id = m.id ORDER BY r.position) AS recipients,
+           CASE WHEN m.state = 'done' THEN ARRAY(SELECT r.state FROM recipients r WHERE r.message_id = m.id ORDER BY r.position) END
+             AS recipient_states
+      FROM messages m ${options.includeDone ? '' : "WHERE m.state <> 'done'"} ORDER BY m.received_at, m.seq`);
+  return result.rows.map((row) => summaryOf(row, row.recipients, row.recipient_states ?? []));
 }
 
 /** showMessage - everything known about one message, read in one snapshot; undefined if unknown. */

@@ -97,8 +97,8 @@ class PostgresQueueStore implements QueueStore {
     return this.#drafts.begin(id, new PgDraftTransaction(id, { pool: this.draftPool, logger: this.logger.child({ queueId: id }) }));
   }
 
-  listMessages(): Promise<QueuedMessageSummary[]> {
-    return this.#run(() => inspect.listMessages(this.queries));
+  listMessages(options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
+    return this.#run(() => inspect.listMessages(this.queries, options));
   }
 
   showMessage(id: string): Promise<MessageDetails | undefined> {

@@ -1,6 +1,7 @@
 // What the SQLite store tells `postern queue list`, `queue show` and
-// /metrics: the messages still queued, everything known about one message,
-// done ones included, and the queue depth by state.
+// /metrics: the messages still queued (with --all the done ones too, each
+// with its outcome), everything known about one message, done ones
+// included, and the queue depth by state.
 //
 // Decides the state a reader sees: the stored one (queued, held, done),
 // except that a queued message with a recipient deferred shows as
@@ -12,11 +13,11 @@
 //
 //   prepareInspect - the listMessages / showMessage / stats functions over one database.
 import type Database from 'better-sqlite3';
-import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
+import type { MessageDetails, QueuedMessageSummary, QueueStats, RecipientState } from '../queue-store.ts';
 import { detailsOf, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 
 export interface InspectFunctions {
-  listMessages(): QueuedMessageSummary[];
+  listMessages(options?: { includeDone?: boolean }): QueuedMessageSummary[];
   showMessage(id: string): MessageDetails | undefined;
   stats(): QueueStats;
 }
@@ -27,12 +28,17 @@ const SHOWN_STATE = `CASE WHEN m.state = 'queued' AND EXISTS (
 
 /** prepareInspect - the listMessages / showMessage / stats functions over one database. */
 export function prepareInspect(db: Database.Database): InspectFunctions {
-  const selectQueued = db.prepare<[], MessageRow>(`
-    SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state
-      FROM messages m WHERE m.state != 'done' ORDER BY m.received_at, m.rowid`);
-  const selectQueuedRecipients = db.prepare<[], { message_id: string; address: string }>(`
-    SELECT r.message_id, r.address FROM recipients r JOIN messages m ON m.id = r.message_id
-     WHERE m.state != 'done' ORDER BY r.message_id, r.position`);
+  // The listing without done messages, and (includeDone) with them: the same columns and order.
+  const listing = (where: string) => ({
+    messages: db.prepare<[], MessageRow>(`
+      SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state
+        FROM messages m ${where} ORDER BY m.received_at, m.rowid`),
+    recipients: db.prepare<[], { message_id: string; address: string; state: RecipientState }>(`
+      SELECT r.message_id, r.address, r.state FROM recipients r JOIN messages m ON m.id = r.message_id
+        ${where} ORDER BY r.message_id, r.position`),
+  });
+  const notDone = listing("WHERE m.state != 'done'");
+  const everyMessage = listing('');
   const selectMessage = db.prepare<[string], MessageDetailRow>(`
     SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state, m.body_type, m.smtp_utf8,
            m.client_address, m.client_helo, m.client_listener, m.auth_user, m.tls_version, m.tls_cipher,
@@ -53,15 +59,18 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
     SELECT ${SHOWN_STATE} AS state, COUNT(*) AS n, MIN(m.received_at) AS oldest
       FROM messages m WHERE m.state != 'done' GROUP BY 1`);
 
-  const list = db.transaction((): QueuedMessageSummary[] => {
-    const rows = selectQueued.all();
-    const byMessage = new Map<string, string[]>();
-    for (const r of selectQueuedRecipients.all()) {
-      const addresses = byMessage.get(r.message_id);
-      if (addresses) addresses.push(r.address);
-      else byMessage.set(r.message_id, [r.address]);
+  const list = db.transaction((includeDone: boolean): QueuedMessageSummary[] => {
+    const statements = includeDone ? everyMessage : notDone;
+    const rows = statements.messages.all();
+    const byMessage = new Map<string, { addresses: string[]; states: RecipientState[] }>();
+    for (const r of statements.recipients.all()) {
+      const recipients = byMessage.get(r.message_id);
+      if (recipients) {
+        recipients.addresses.push(r.address);
+        recipients.states.push(r.state);
+      } else byMessage.set(r.message_id, { addresses: [r.address], states: [r.state] });
     }
-    return rows.map((row) => summaryOf(row, byMessage.get(row.id) ?? []));
+    return rows.map((row) => summaryOf(row, byMessage.get(row.id)?.addresses ?? [], byMessage.get(row.id)?.states));
   });
 
   const show = db.transaction((id: string): MessageDetails | undefined => {
@@ -70,5 +79,5 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
     return detailsOf({ message, recipients: selectRecipients.all(id), deliveries: selectDeliveries.all(id), attempts: selectAttempts.all(id) });
   });
 
-  return { listMessages: () => list(), showMessage: (id) => show(id), stats: () => statsOf(selectDepth.all()) };
+  return { listMessages: (options) => list(options?.includeDone === true), showMessage: (id) => show(id), stats: () => statsOf(selectDepth.all()) };
 }

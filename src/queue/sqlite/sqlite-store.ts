@@ -147,8 +147,8 @@ class SqliteQueueStore implements QueueStore {
     return this.#drafts.begin(id, bodyFile);
   }
 
-  listMessages(): Promise<QueuedMessageSummary[]> {
-    return this.#run(() => this.#inspect.listMessages());
+  listMessages(options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
+    return this.#run(() => this.#inspect.listMessages(options));
   }
 
   showMessage(id: string): Promise<MessageDetails | undefined> {
