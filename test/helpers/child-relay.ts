@@ -1,8 +1,11 @@
 // Postern as a separate process, started the way users start it
 // (bin/postern.js serve --config FILE), for tests that kill it.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
 import type { ListenerName } from '../../src/config/config.ts';
 
 export const POSTERN_BIN = fileURLToPath(new URL('../../bin/postern.js', import.meta.url));
@@ -29,4 +32,15 @@ export async function startChildRelay(configFile: string, env: NodeJS.ProcessEnv
     void exited.then((how) => reject(new Error(`postern exited (${String(how)}) before it was ready: ${stderr}`)));
   });
   return { process: child, ports, exited };
+}
+
+/** queueCli - `postern queue ARGS` in a child process on a relay's queue; exit code and stdout. */
+export async function queueCli(relay: { dir: string; config: { queue: { path: string } } }, ...args: string[]): Promise<{ code: number; out: string }> {
+  const file = join(relay.dir, 'cli.yaml');
+  await writeFile(file, stringify({ queue: { path: relay.config.queue.path } }));
+  return new Promise((resolve) => {
+    execFile(process.execPath, [POSTERN_BIN, 'queue', ...args, '--config', file], (err, stdout) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: stdout });
+    });
+  });
 }

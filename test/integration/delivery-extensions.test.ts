@@ -1,20 +1,14 @@
 // Delivery details beyond the TLS matrix: connection reuse, REQUIRETLS
 // (RFC 8689), 8-bit bodies to a next hop without 8BITMIME (RFC 6152),
 // NOTIFY=NEVER (RFC 3461), and the queue verbs of the CLI.
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { writeFile } from 'node:fs/promises';
-import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { queueCli } from '../helpers/child-relay.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, testMessage, writeTestCa, type NextHop } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
-const run = promisify(execFile);
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   await Promise.all(cleanups.splice(0).map((c) => c()));
@@ -140,30 +134,22 @@ describe('queue verbs from the command line', () => {
   let relay: TestRelay;
   afterAll(async () => relay?.stop());
 
-  async function postern(...args: string[]): Promise<{ code: number; out: string }> {
-    const file = join(relay.dir, 'cli.yaml');
-    await writeFile(file, stringify({ queue: { path: relay.config.queue.path } }));
-    return run(process.execPath, [POSTERN_BIN, 'queue', ...args, '--config', file]).then(
-      (r) => ({ code: 0, out: r.stdout }),
-      (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
-    );
-  }
 
   it('show, hold, release, retry, delete and flush, each with --json', async () => {
     relay = await startTestRelay();
     const a = await submitMessage(relay, { from: 'a@sender.test', to: ['x@example.test'], marker: 'a' });
     const b = await submitMessage(relay, { from: 'a@sender.test', to: ['y@example.test'], marker: 'b' });
-    const shown = JSON.parse((await postern('show', a, '--json')).out) as { id: string; recipientStates: { address: string; state: string }[] };
+    const shown = JSON.parse((await queueCli(relay, 'show', a, '--json')).out) as { id: string; recipientStates: { address: string; state: string }[] };
     expect(shown).toMatchObject({ id: a, recipientStates: [{ address: 'x@example.test', state: 'queued' }] });
-    expect(JSON.parse((await postern('hold', a, '--json')).out)).toEqual({ verb: 'hold', changed: [a], unchanged: [] });
+    expect(JSON.parse((await queueCli(relay, 'hold', a, '--json')).out)).toEqual({ verb: 'hold', changed: [a], unchanged: [] });
     expect((await relay.queued()).find((m) => m.id === a)?.state).toBe('held');
-    expect(await postern('hold', a, '--json')).toMatchObject({ code: 1 });
-    expect(JSON.parse((await postern('release', a, '--json')).out)).toEqual({ verb: 'release', changed: [a], unchanged: [] });
-    expect((JSON.parse((await postern('retry', '--all', '--json')).out) as { changed: string[] }).changed.sort()).toEqual([a, b].sort());
-    expect(JSON.parse((await postern('flush', '--json')).out).verb).toBe('retry');
-    expect(JSON.parse((await postern('delete', b, '--json')).out)).toEqual({ verb: 'delete', changed: [b], unchanged: [] });
+    expect(await queueCli(relay, 'hold', a, '--json')).toMatchObject({ code: 1 });
+    expect(JSON.parse((await queueCli(relay, 'release', a, '--json')).out)).toEqual({ verb: 'release', changed: [a], unchanged: [] });
+    expect((JSON.parse((await queueCli(relay, 'retry', '--all', '--json')).out) as { changed: string[] }).changed.sort()).toEqual([a, b].sort());
+    expect(JSON.parse((await queueCli(relay, 'flush', '--json')).out).verb).toBe('retry');
+    expect(JSON.parse((await queueCli(relay, 'delete', b, '--json')).out)).toEqual({ verb: 'delete', changed: [b], unchanged: [] });
     expect((await relay.queued()).map((m) => m.id)).toEqual([a]);
-    expect(await postern('show', b)).toMatchObject({ code: 1 });
-    expect((await postern('show', a)).out).toMatch(new RegExp(`^Message ${a} \\(queued\\)`));
+    expect(await queueCli(relay, 'show', b)).toMatchObject({ code: 1 });
+    expect((await queueCli(relay, 'show', a)).out).toMatch(new RegExp(`^Message ${a} \\(queued\\)`));
   });
 });

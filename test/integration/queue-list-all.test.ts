@@ -3,18 +3,12 @@
 // server) leaves the plain listing, which then says how many finished
 // messages --all shows; --all lists it as done, with its outcome.
 // Deliveries run through scheduler.runDue(), never the relay's timer.
-import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { queueCli } from '../helpers/child-relay.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { driveByHand, NEXT_HOP_NAME, startNextHop, submitMessage } from '../helpers/next-hop.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
-const run = promisify(execFile);
 const TOKEN = 'test-token-queue-list-all';
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -24,15 +18,6 @@ afterAll(async () => {
 describe('listing finished messages', () => {
   let relay: TestRelay;
 
-  /** postern - `postern queue …` in a child process, on the relay's queue. */
-  async function postern(...args: string[]): Promise<{ code: number; out: string }> {
-    const file = join(relay.dir, 'cli.yaml');
-    await writeFile(file, stringify({ queue: { path: relay.config.queue.path } }));
-    return run(process.execPath, [POSTERN_BIN, 'queue', ...args, '--config', file]).then(
-      (r) => ({ code: 0, out: r.stdout }),
-      (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
-    );
-  }
 
   /** api - GET a queue API path with the token; the status and parsed body. */
   async function api(path: string): Promise<{ status: number; json: unknown }> {
@@ -52,23 +37,23 @@ describe('listing finished messages', () => {
     cleanups.push(() => relay.stop());
     const scheduler = await driveByHand(relay);
 
-    expect(await postern('list')).toEqual({ code: 0, out: 'Mail queue is empty\n' }); // nothing finished yet: no hint
+    expect(await queueCli(relay, 'list')).toEqual({ code: 0, out: 'Mail queue is empty\n' }); // nothing finished yet: no hint
     const id = await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker: 'list-all' });
-    expect((await postern('list')).out).toMatch(new RegExp(`^${id}  queued `, 'm'));
+    expect((await queueCli(relay, 'list')).out).toMatch(new RegExp(`^${id}  queued `, 'm'));
     await scheduler.runDue();
     await hop.waitForMessages(1);
 
-    expect(await postern('list')).toEqual({ code: 0, out: 'Mail queue is empty\n(1 finished message: postern queue list --all)\n' });
-    expect(JSON.parse((await postern('list', '--json')).out)).toEqual([]);
+    expect(await queueCli(relay, 'list')).toEqual({ code: 0, out: 'Mail queue is empty\n(1 finished message: postern queue list --all)\n' });
+    expect(JSON.parse((await queueCli(relay, 'list', '--json')).out)).toEqual([]);
 
-    const all = JSON.parse((await postern('list', '--all', '--json')).out) as Record<string, unknown>[];
+    const all = JSON.parse((await queueCli(relay, 'list', '--all', '--json')).out) as Record<string, unknown>[];
     expect(all).toEqual([
       { id, sender: 'a@sender.test', recipients: ['rcpt@example.test'], size: expect.any(Number), receivedAt: expect.any(String), state: 'done', outcome: 'delivered' },
     ]);
-    const table = (await postern('list', '--all')).out;
+    const table = (await queueCli(relay, 'list', '--all')).out;
     expect(table).toMatch(new RegExp(`^${id}  done: delivered  `, 'm'));
     expect(table).toMatch(/^-- 1 message\n$/m);
-    expect((await postern('show', id)).out).toMatch(new RegExp(`^Message ${id} \\(done: delivered\\)`));
+    expect((await queueCli(relay, 'show', id)).out).toMatch(new RegExp(`^Message ${id} \\(done: delivered\\)`));
 
     expect(await api('/api/queue')).toEqual({ status: 200, json: [] });
     expect(await api('/api/queue?all=1')).toEqual({ status: 200, json: all });
