@@ -8,10 +8,8 @@
 //    (Postfix wording, exact codes);
 //  - anything else keeps the library's derived code.
 // Fails: throws at start if the library no longer has the method we wrap.
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
+import { smtpConnectionPrototypes } from '../smtp/smtp-server-builds.ts';
 
 type SendContext = string | false | undefined;
 interface ConnectionPrototype {
@@ -47,15 +45,8 @@ export function replaceLibraryReply(text: string): Reply | undefined {
 
 /** installExactReplies - wrap send() in both builds of smtp-server (ESM and CJS); idempotent. */
 export async function installExactReplies(): Promise<void> {
-  const require = createRequire(import.meta.url);
-  const cjsDir = dirname(require.resolve('smtp-server'));
-  const builds = [
-    require(join(cjsDir, 'smtp-connection.js')) as { SMTPConnection?: { prototype: ConnectionPrototype } },
-    (await import(pathToFileURL(join(cjsDir, '..', 'esm', 'smtp-connection.js')).href)) as { SMTPConnection?: { prototype: ConnectionPrototype } },
-  ];
-  for (const build of builds) {
-    const proto = build.SMTPConnection?.prototype;
-    if (!proto || typeof proto.send !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.send not found');
+  for (const proto of await smtpConnectionPrototypes<ConnectionPrototype>()) {
+    if (typeof proto.send !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.send not found');
     if (proto.__posternExactReplies) continue;
     const librarySend = proto.send;
     proto.send = function send(this: unknown, code: number, data?: string | string[], context?: SendContext): void {
