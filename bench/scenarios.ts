@@ -1,0 +1,68 @@
+// The bench's scenarios, as data (issue 6): the four throughput scenarios
+// (plaintext and STARTTLS, 4 KB and 100 KB: 5,000 messages over 20
+// concurrent sessions of 10 messages), STARTTLS with TLS session
+// resumption, 10 MB messages over 20 sessions, and 1,000 idle
+// connections. The quick set (`npm run bench`) is the two 4 KB scenarios
+// with 1,000 messages and one run.
+//
+//   scenariosFor - the scenarios of the quick or the full bench, optionally filtered by name.
+//
+// How it fails: scenariosFor throws on an unknown scenario name.
+
+export interface Scenario {
+  name: string;
+  title: string;
+  kind: 'throughput' | 'idle';
+  messages: number;
+  concurrency: number;
+  perSession: number;
+  size: number;
+  starttls: boolean;
+  resume: boolean;
+  /** The issue's latency targets (p50 < 50 ms, p99 < 250 ms) apply. */
+  latencyTargets: boolean;
+  /** Peak RSS target in MB for Postern. */
+  rssTargetMb: number;
+  /** Idle scenario: connections held open. */
+  idleConnections?: number;
+}
+
+const KB = 1024;
+
+const throughput = (name: string, title: string, size: number, starttls: boolean, extra: Partial<Scenario> = {}): Scenario => ({
+  name,
+  title,
+  kind: 'throughput',
+  messages: 5000,
+  concurrency: 20,
+  perSession: 10,
+  size,
+  starttls,
+  resume: false,
+  latencyTargets: size <= 4 * KB,
+  rssTargetMb: 150,
+  ...extra,
+});
+
+export const ALL_SCENARIOS: readonly Scenario[] = [
+  throughput('plain-4k', 'plaintext, 4 KB', 4 * KB, false),
+  throughput('plain-100k', 'plaintext, 100 KB', 100 * KB, false),
+  throughput('tls-4k', 'STARTTLS in and out, 4 KB', 4 * KB, true),
+  throughput('tls-100k', 'STARTTLS in and out, 100 KB', 100 * KB, true),
+  throughput('tls-4k-resume', 'STARTTLS in and out, 4 KB, client resumes TLS sessions', 4 * KB, true, { resume: true }),
+  throughput('big-10m', '10 MB messages, 20 concurrent sessions', 10 * KB * KB, false, { messages: 100, perSession: 5, rssTargetMb: 300 }),
+  { ...throughput('idle-1000', '1,000 idle connections (memory)', 4 * KB, false), kind: 'idle', idleConnections: 1000, rssTargetMb: 100 },
+];
+
+const QUICK = ['plain-4k', 'tls-4k'];
+
+/** scenariosFor - the quick set (1,000 messages) or the full set; `only` picks by name from the full set. */
+export function scenariosFor(options: { full: boolean; only?: string[]; messages?: number }): Scenario[] {
+  const names = options.only ?? (options.full ? ALL_SCENARIOS.map((s) => s.name) : QUICK);
+  return names.map((name) => {
+    const scenario = ALL_SCENARIOS.find((s) => s.name === name);
+    if (!scenario) throw new Error(`unknown scenario ${name}; known: ${ALL_SCENARIOS.map((s) => s.name).join(', ')}`);
+    const messages = options.messages ?? (options.full || scenario.kind !== 'throughput' || scenario.size > 100 * KB ? scenario.messages : 1000);
+    return { ...scenario, messages };
+  });
+}
