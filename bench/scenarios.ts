@@ -8,17 +8,13 @@
 //   scenariosFor - the scenarios of the quick or the full bench, optionally filtered by name.
 //
 // How it fails: scenariosFor throws on an unknown scenario name.
+import type { LoadOptions } from './load.ts';
 
-export interface Scenario {
+/** A scenario is a load (the generator's own options) plus what it is judged by. */
+export interface Scenario extends Pick<LoadOptions, 'messages' | 'concurrency' | 'perSession' | 'size' | 'starttls' | 'resume'> {
   name: string;
   title: string;
   kind: 'throughput' | 'idle';
-  messages: number;
-  concurrency: number;
-  perSession: number;
-  size: number;
-  starttls: boolean;
-  resume: boolean;
   /** The latency targets (p50 < 50 ms, p99 < 250 ms) apply. */
   latencyTargets: boolean;
   /** Peak RSS target in MB for Postern. */
