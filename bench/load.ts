@@ -51,6 +51,8 @@ export interface LoadResult {
   /** Reply code to the final "." (or the refused envelope command); 0: not sent or connection lost. */
   code: Int16Array;
   sessions: number;
+  /** Per session: connect → greeting → EHLO (→ STARTTLS → EHLO) done, ms. */
+  sessionSetup: number[];
   tlsResumed: number;
   sessionErrors: number;
   /** The first few session errors, for the report. */
@@ -87,6 +89,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     replied: new Float64Array(n).fill(NaN),
     code: new Int16Array(n),
     sessions: 0,
+    sessionSetup: [],
     tlsResumed: 0,
     sessionErrors: 0,
     errorSamples: [],
@@ -106,12 +109,14 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const worker = async () => {
     while (next < n && result.sessionErrors < maxErrors) {
       let session: Session;
+      const opening = nowMs();
       try {
         session = await openSession(sessionOptions);
       } catch (err) {
         noteError(err);
         continue;
       }
+      result.sessionSetup.push(nowMs() - opening);
       result.sessions++;
       if (session.tlsResumed) result.tlsResumed++;
       try {

@@ -73,6 +73,8 @@ export interface Measurement {
   /** Connections the relay opened to the sink, and how many messages each carried on average. */
   sinkConnections: number;
   inboundSessions: number;
+  /** Median time from connect to a session ready for MAIL (greeting, EHLO, STARTTLS), ms. */
+  sessionSetupP50: number;
   inboundTlsResumed: number;
   /** Share of the load's STARTTLS sessions that resumed a TLS session (%). */
   inboundResumedPct: number;
@@ -250,6 +252,7 @@ export function summarize(result: LoadResult, arrivals: Arrivals, direct: boolea
     e2eP50: direct ? NaN : percentile(e2eLatency, 50),
     e2eP99: direct ? NaN : percentile(e2eLatency, 99),
     inboundSessions: result.sessions,
+    sessionSetupP50: percentile(result.sessionSetup, 50),
     inboundTlsResumed: result.tlsResumed,
     inboundResumedPct: result.sessions ? (100 * result.tlsResumed) / result.sessions : NaN,
     problems,
@@ -294,6 +297,6 @@ function settle(ms: number): Promise<void> {
 /** emptyMeasurement - a measurement with nothing measured (a server that failed to start, or the idle scenario's unused fields). */
 export function emptyMeasurement(scenario: string, server: ServerKind, run: number, problem?: string): Measurement {
   const none = { acceptRate: NaN, e2eRate: NaN, acceptP50: NaN, acceptP99: NaN, e2eP50: NaN, e2eP99: NaN, cpuMsPerMessage: NaN, toolsCpuMsPerMessage: NaN, peakRssMb: NaN, peakPssMb: NaN, sinkConnections: NaN };
-  const counts = { sent: 0, accepted: 0, refused: 0, arrived: 0, undelivered: 0, duplicates: 0, inboundSessions: 0, inboundTlsResumed: 0, inboundResumedPct: NaN };
+  const counts = { sent: 0, accepted: 0, refused: 0, arrived: 0, undelivered: 0, duplicates: 0, inboundSessions: 0, sessionSetupP50: NaN, inboundTlsResumed: 0, inboundResumedPct: NaN };
   return { scenario, server, run, ...none, ...counts, problems: problem ? [problem] : [] };
 }

@@ -32,6 +32,7 @@ const under = (limit: number) => (s: Scenario, postern: number): [string, boolea
 const THROUGHPUT_ROWS: Row[] = [
   { label: 'accepted msg/s', metric: 'acceptRate', digits: 0, target: atLeastTwice, ceiling: true },
   { label: 'end-to-end msg/s', metric: 'e2eRate', digits: 0, target: atLeastTwice },
+  { label: 'session setup p50 (ms): connect to ready for MAIL', metric: 'sessionSetupP50', digits: 1, ceiling: true },
   { label: 'accept latency p50 (ms)', metric: 'acceptP50', digits: 1, ceiling: true },
   { label: 'accept latency p99 (ms)', metric: 'acceptP99', digits: 1, ceiling: true },
   { label: 'end-to-end latency p50 (ms)', metric: 'e2eP50', digits: 0, target: under(50) },
