@@ -229,10 +229,16 @@ function buildHttp(parts: HttpParts): HttpListener {
 // readHttpToken - http.tokenFile (Docker secrets) over http.token; read once at start.
 function readHttpToken(config: Config): string {
   if (!config.http.enabled || !config.http.tokenFile) return config.http.token;
+  return readSecretFile('http.tokenFile', config.http.tokenFile);
+}
+
+// readSecretFile - a secret kept in a file (Docker secrets): its contents without the final line break;
+// an unreadable file stops the start naming the key.
+function readSecretFile(key: string, path: string): string {
   try {
-    return readFileSync(config.http.tokenFile, 'utf8').trim();
+    return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
   } catch (err) {
-    throw new Error(`http.tokenFile = ${config.http.tokenFile}: ${(err as Error).message}`);
+    throw new Error(`${key} = ${path}: ${(err as Error).message}`);
   }
 }
 
@@ -241,7 +247,7 @@ function relayhostAuth(config: Config): SessionSettings['auth'] {
   const auth = config.outbound.relayhost.auth;
   if (!auth.user) return undefined;
   if (Object.keys(auth.oauth2).length > 0) return { type: 'OAuth2', user: auth.user, ...auth.oauth2 };
-  const pass = auth.passFile ? readFileSync(auth.passFile, 'utf8').replace(/\r?\n$/, '') : auth.pass;
+  const pass = auth.passFile ? readSecretFile('outbound.relayhost.auth.passFile', auth.passFile) : auth.pass;
   return { user: auth.user, pass };
 }
 

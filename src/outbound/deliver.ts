@@ -6,7 +6,6 @@
 // attempt record per host tried, with the TLS facts of each session.
 // Fails: never throws; DNS and network trouble become deferrals (4.x.x),
 // null MX / nonexistent domains / refused recipients become bounces (5.x.x).
-import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { OutboundConfig } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -146,7 +145,6 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets
 }
 
 async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true; addresses: string[] } | { ok: false; reply: string }> {
-  if (isIP(host)) return { ok: true, addresses: [host] };
   const found = await lookupAddresses(host, deps.resolver);
   if (found.kind === 'addresses') return { ok: true, addresses: found.addresses };
   if (found.kind === 'temporary') return { ok: false, reply: `451 4.4.3 DNS lookup for ${host} failed: ${found.reason}` };

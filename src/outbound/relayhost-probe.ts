@@ -8,7 +8,6 @@
 // the level or rejected login becomes { ok: false, error } with the reply.
 //
 //   probeRelayhost - one session to the smarthost, closed at once.
-import { isIP } from 'node:net';
 import type { OutboundConfig } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { lookupAddresses, type DnsResolver } from './mx-resolver.ts';
@@ -49,7 +48,6 @@ export async function probeRelayhost(deps: RelayhostProbeDeps): Promise<Relayhos
 }
 
 async function addressesOf(host: string, resolver: DnsResolver): Promise<{ ok: true; list: string[] } | { ok: false; error: string }> {
-  if (isIP(host)) return { ok: true, list: [host] };
   const found = await lookupAddresses(host, resolver);
   if (found.kind === 'addresses') return { ok: true, list: found.addresses };
   return { ok: false, error: found.kind === 'temporary' ? `DNS lookup for ${host} failed: ${found.reason}` : `no address for ${host}` };

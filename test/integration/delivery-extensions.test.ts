@@ -34,13 +34,18 @@ async function nextHop(kind: Parameters<typeof startNextHop>[0], options: Parame
   return hop;
 }
 
+// relayToVerifiedNextHop - a next hop with a certificate from a test CA the relay trusts; delivery driven by hand.
+async function relayToVerifiedNextHop() {
+  const ca = await writeTestCa();
+  cleanups.push(ca.remove);
+  const hop = await nextHop('starttls-ca-right-name', { ca: ca.ca });
+  const relay = await relayRoutingTo(hop.port, { caFile: ca.caFile });
+  return { hop, relay, scheduler: await driveByHand(relay) };
+}
+
 describe('connection reuse', () => {
   it('sends several messages to one next hop over one connection, STARTTLS once, RSET between', async () => {
-    const ca = await writeTestCa();
-    cleanups.push(ca.remove);
-    const hop = await nextHop('starttls-ca-right-name', { ca: ca.ca });
-    const relay = await relayRoutingTo(hop.port, { caFile: ca.caFile });
-    const scheduler = await driveByHand(relay);
+    const { hop, relay, scheduler } = await relayToVerifiedNextHop();
     for (const marker of ['one', 'two', 'three']) await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker });
     await scheduler.runDue();
     await hop.waitForMessages(3);
@@ -53,11 +58,7 @@ describe('connection reuse', () => {
 
 describe('REQUIRETLS (RFC 8689)', () => {
   it('bounces with 5.7.30 when the next hop does not offer REQUIRETLS, and sends it nothing', async () => {
-    const ca = await writeTestCa();
-    cleanups.push(ca.remove);
-    const hop = await nextHop('starttls-ca-right-name', { ca: ca.ca });
-    const relay = await relayRoutingTo(hop.port, { caFile: ca.caFile });
-    const scheduler = await driveByHand(relay);
+    const { hop, relay, scheduler } = await relayToVerifiedNextHop();
     const c = await RawSmtp.connect(relay.ports.relay);
     await c.reply();
     await c.command('EHLO client.test');
