@@ -10,6 +10,7 @@ import { request } from 'node:http';
 import type { Command } from 'commander';
 import type { Config } from '../config/config.ts';
 import { loadConfigOrExit } from './context.ts';
+import { reachableHost } from '../observability/health.ts';
 
 const TIMEOUT_MS = 20_000;
 
@@ -49,7 +50,7 @@ export async function checkHealth(config: Config): Promise<{ healthy: boolean; t
 
 // urlHost - where to reach a listener bound to every address, in URL form (IPv6 in brackets).
 function urlHost(host: string): string {
-  const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  const reachable = reachableHost(host);
   return reachable.includes(':') ? `[${reachable}]` : reachable;
 }
 

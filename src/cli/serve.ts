@@ -128,11 +128,14 @@ interface OutboundParts {
   extraCa: string[];
   relayhostAuth: SessionSettings['auth'];
   pool: SessionPool;
+  /** Name in our EHLO: outbound.heloName, else hostname. */
+  heloName: string;
 }
 
 function outboundParts(config: Config): OutboundParts {
   const outbound = config.outbound;
   return {
+    heloName: outbound.heloName || config.hostname,
     pool: new SessionPool({ idleMs: outbound.connectionCacheTime * 1000, maxIdlePerKey: outbound.perDestination }),
     resolver: createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 }),
     extraCa: outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [],
@@ -144,10 +147,12 @@ function outboundParts(config: Config): OutboundParts {
 function createDeliveryScheduler(parts: { config: Config; store: QueueStore; outbound: OutboundParts; logger: Logger; now: () => Date; metrics: Metrics }): Scheduler {
   const { config, store, logger, now, metrics } = parts;
   const outbound = config.outbound;
-  const { resolver, extraCa, relayhostAuth, pool } = parts.outbound;
+  const { resolver, extraCa, relayhostAuth, pool, heloName } = parts.outbound;
+  // Built once: nothing in it changes after start.
+  const deliverDeps = { outbound, heloName, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), logger, now, metrics, pool };
   return createScheduler({
     store,
-    courier: (claim) => deliver(claim, { outbound, heloName: outbound.heloName || config.hostname, resolver, extraCa, relayhostAuth, readBody: (id) => store.readBody(id), logger, now, metrics, pool }),
+    courier: (claim) => deliver(claim, deliverDeps),
     owner: `${config.hostname}:${process.pid}:${randomBytes(4).toString('hex')}`,
     hostname: config.hostname,
     concurrency: outbound.concurrency,
@@ -188,7 +193,7 @@ function buildHttp(parts: HttpParts): HttpListener {
             probe: () =>
               probeRelayhost({
                 relayhost,
-                heloName: config.outbound.heloName || config.hostname,
+                heloName: outbound.heloName,
                 resolver: outbound.resolver,
                 extraCa: outbound.extraCa,
                 auth: outbound.relayhostAuth,

@@ -13,13 +13,14 @@ import type { Config, ListenerName } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
-import { formatReply, queuedReply, type Reply } from '../smtp/replies.ts';
+import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
 import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
-import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideRcpt, domainOf, type Decision } from './policy.ts';
+import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideRcpt, type Decision } from './policy.ts';
+import { domainOf } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
 export interface ReverseResolver {
@@ -160,7 +161,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
         },
         (err: unknown) => {
           s.log.error({ err }, 'user store failed');
-          callback(smtpError({ code: 454, status: '4.7.0', text: 'Temporary authentication failure' }));
+          callback(smtpError(replies.authTemporaryFailure));
         },
       );
     },

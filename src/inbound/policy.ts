@@ -70,9 +70,3 @@ export function isLocalDomain(domain: string, localDomains: readonly string[]): 
   if (d === '') return false;
   return localDomains.some((entry) => (entry.startsWith('*.') ? d.endsWith(entry.slice(1)) : d === entry));
 }
-
-/** domainOf - the domain of an address; '' for a domainless one such as "postmaster". */
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at === -1 ? '' : address.slice(at + 1).toLowerCase();
-}

@@ -21,6 +21,7 @@
 // report with ok false and the reason, which the HTTP server answers 503.
 //
 //   createHealthChecks - live() and ready() over the relay's parts.
+//   reachableHost      - loopback for a listener bound to every address.
 //   probeGreeting      - connect to an SMTP port and wait for its 220.
 //   checkQueueWritable - a store round trip that proves it can store a message.
 import { connect as netConnect, type Socket } from 'node:net';
@@ -112,10 +113,14 @@ function cached<T>(ttlMs: number, now: () => Date, run: () => Promise<T>): () =>
   };
 }
 
+/** reachableHost - where to reach a listener bound to every address: loopback of the same family. */
+export function reachableHost(bindHost: string): string {
+  return bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost === '::' ? '::1' : bindHost;
+}
+
 /** probeGreeting - connect to an SMTP port and wait for its 220 (RFC 5321 §4.3.1), then QUIT. */
 export function probeGreeting(target: ProbeTarget, timeoutMs: number): Promise<CheckResult> {
-  // A listener bound to every address is asked on loopback.
-  const host = target.host === '0.0.0.0' ? '127.0.0.1' : target.host === '::' ? '::1' : target.host;
+  const host = reachableHost(target.host);
   return new Promise((resolve) => {
     // Our own certificate may be a dev one: the probe asks whether the port answers, not whom to trust.
     const socket: Socket = target.implicitTls ? tlsConnect({ host, port: target.port, rejectUnauthorized: false }) : netConnect({ host, port: target.port });

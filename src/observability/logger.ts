@@ -15,7 +15,7 @@ export interface LoggerOptions {
 /** createLogger - the process's root logger. */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const settings = {
-    level: options.level ?? process.env.POSTERN_LOG_LEVEL ?? 'info',
+    level: options.level ?? 'info',
     base: { service: 'postern' },
     redact: { paths: ['*.password', '*.pass', '*.token', '*.secret', 'password', 'auth.pass'], censor: '[redacted]' },
   };

@@ -11,18 +11,12 @@ import type { OutboundConfig } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/queue-store.ts';
+import type { CourierOutcome } from '../queue/scheduler.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
 import type { SessionPool } from './session-pool.ts';
 import { openSession, type OutboundSession, type SessionSettings, type SessionTarget } from './smtp-session.ts';
-
-export interface DeliveryOutcome {
-  attempts: AttemptRecord[];
-  recipients: RecipientOutcome[];
-  /** Whether the host that took the message offered DSN (RFC 3461 §6.2: else we report "relayed" ourselves). */
-  nextHopOffersDsn: boolean;
-}
 
 export interface DeliverDeps {
   outbound: OutboundConfig;
@@ -43,7 +37,7 @@ export interface DeliverDeps {
 type Targets = { ok: true; targets: SessionTarget[] } | { ok: false; reply: string };
 
 /** deliver - one attempt for a claimed delivery. */
-export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promise<DeliveryOutcome> {
+export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promise<CourierOutcome> {
   const nextHop = decideNextHop(claim.domain, deps.outbound);
   const policy = decideTlsLevel({ requireTls: claim.requireTls, domain: claim.domain, nextHop, outbound: deps.outbound });
   const log = deps.logger.child({ queueId: claim.messageId, domain: claim.domain, delivery: claim.deliveryId });

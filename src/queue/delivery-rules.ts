@@ -11,25 +11,9 @@
 //
 //   checkClaimOptions - refuse a claim that could not mean anything sensible.
 //   outcomeTime       - when the outcomes of a recorded attempt became known.
-import type { AttemptRecord, RecipientOutcome } from './queue-store.ts';
+import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim } from './queue-store.ts';
 
-export interface ClaimOptions {
-  now: Date;
-  limit: number;
-  leaseMs: number;
-  owner: string;
-}
-
-export interface LeaseClaim {
-  deliveryId: string;
-  owner: string;
-}
-
-export interface AttemptResult {
-  attempts: AttemptRecord[];
-  recipients: RecipientOutcome[];
-  nextAttemptAt: Date;
-}
+export type { AttemptResult, ClaimOptions, LeaseClaim };
 
 /** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
 export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };

@@ -105,6 +105,27 @@ export interface QueueStats {
   oldestReceivedAt?: Date;
 }
 
+/** claimDue's arguments. */
+export interface ClaimOptions {
+  now: Date;
+  limit: number;
+  leaseMs: number;
+  owner: string;
+}
+
+/** A claimed delivery as its worker names it when recording or giving it back. */
+export interface LeaseClaim {
+  deliveryId: string;
+  owner: string;
+}
+
+/** What one attempt did, as recordAttempt stores it. */
+export interface AttemptResult {
+  attempts: AttemptRecord[];
+  recipients: RecipientOutcome[];
+  nextAttemptAt: Date;
+}
+
 /** Which messages a queue verb acts on. */
 export type MessageSelector = { ids: string[] } | { all: true };
 
@@ -146,16 +167,16 @@ export interface QueueStore {
    * that no unexpired lease holds; oldest due first. A lease lasts `leaseMs`; when it lapses (a crashed worker)
    * the delivery is claimable again.
    */
-  claimDue(options: { now: Date; limit: number; leaseMs: number; owner: string }): Promise<ClaimedDelivery[]>;
+  claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]>;
   /**
    * recordAttempt - store the attempts and per-recipient outcomes of a claimed delivery and end the lease.
    * Recipients deferred get `nextAttemptAt`; a delivery with no recipient left pending is finished, and a
    * message whose deliveries are all finished becomes 'done' and its body is removed. Ignored (resolves false)
    * when the lease is no longer this owner's (it lapsed and someone else claimed it) or the message was deleted.
    */
-  recordAttempt(claim: { deliveryId: string; owner: string }, result: { attempts: AttemptRecord[]; recipients: RecipientOutcome[]; nextAttemptAt: Date }): Promise<boolean>;
+  recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean>;
   /** releaseLease - give a claimed delivery back untouched (graceful stop). */
-  releaseLease(claim: { deliveryId: string; owner: string }): Promise<void>;
+  releaseLease(claim: LeaseClaim): Promise<void>;
   /** stats - queue depth by state (messages not done) and the oldest such message's arrival, for /metrics. */
   stats(): Promise<QueueStats>;
   /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */

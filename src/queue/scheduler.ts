@@ -18,8 +18,16 @@ import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
 import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
 
+/** What one attempt for one claimed delivery produced. */
+export interface CourierOutcome {
+  attempts: AttemptRecord[];
+  recipients: RecipientOutcome[];
+  /** Whether the host that took the message offered DSN (RFC 3461 §6.2: else we report "relayed" ourselves). */
+  nextHopOffersDsn: boolean;
+}
+
 /** What the scheduler needs from outbound: one attempt for one claimed delivery. */
-export type Courier = (claim: ClaimedDelivery) => Promise<{ attempts: AttemptRecord[]; recipients: RecipientOutcome[]; nextHopOffersDsn: boolean }>;
+export type Courier = (claim: ClaimedDelivery) => Promise<CourierOutcome>;
 
 export interface SchedulerOptions {
   store: QueueStore;
@@ -106,12 +114,13 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     }
   }
 
-  async function sendReports(claim: ClaimedDelivery, recipients: RecipientOutcome[], outcome: Awaited<ReturnType<Courier>>, now: Date, log: Logger): Promise<void> {
+  async function sendReports(claim: ClaimedDelivery, recipients: RecipientOutcome[], outcome: CourierOutcome, now: Date, log: Logger): Promise<void> {
     if (claim.mailFrom === '') return;
     const lastAttempt = outcome.attempts.at(-1);
     type Candidate = { address: string; dsn?: RecipientDsn; action: DsnRecipient['action']; reply: string };
+    const dsnOf = new Map(claim.recipients.map((c) => [c.address, c.dsn]));
     const candidates = recipients.flatMap((r): Candidate[] => {
-      const dsn = claim.recipients.find((c) => c.address === r.address)?.dsn;
+      const dsn = dsnOf.get(r.address);
       if (r.result === 'bounced') return [{ address: r.address, dsn, action: 'failed', reply: r.reply }];
       // RFC 3461 §6.2.3.1: a next hop without DSN cannot report success, so we say "relayed".
       if (r.result === 'delivered' && !outcome.nextHopOffersDsn) return [{ address: r.address, dsn, action: 'relayed', reply: r.reply }];

@@ -12,11 +12,11 @@
 // How it fails: it does not; every function is total over a StoredEnvelope
 // or an AttemptRecord.
 //
-//   domainOf         - the lowercased domain of an address.
 //   messageColumns   - the message row's envelope columns.
 //   recipientColumns - one row per RCPT, in order: address, domain, DSN columns.
 //   attemptColumns   - one AttemptRecord as the attempts row's columns.
 import type { AttemptRecord, RecipientDsn, StoredEnvelope } from './queue-store.ts';
+import { domainOf } from '../smtp/address.ts';
 
 /** The envelope columns of a messages row (the backend adds id, size, received_at and its own). */
 export interface MessageColumns {
@@ -57,12 +57,6 @@ export interface AttemptColumns {
   policySource: string;
   reply: string;
   outcome: AttemptRecord['outcome'];
-}
-
-/** domainOf - the lowercased domain of an address ('' for a bare <postmaster>). */
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
 }
 
 /** messageColumns - the envelope's facts as the message row's columns. */
