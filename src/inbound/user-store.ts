@@ -53,15 +53,15 @@ export function isValidUserName(name: string): boolean {
 
 export class UserStore {
   private cache: { mtimeMs: number; data: UserFile } | undefined;
-  private readonly dummyHash: Promise<string>;
+  // Made on the first verify: `postern users` commands never need it.
+  private dummyHash: Promise<string> | undefined;
 
-  constructor(private readonly path: string) {
-    this.dummyHash = hashPassword(randomBytes(16).toString('hex'));
-  }
+  constructor(private readonly path: string) {}
 
   /** verify - true when the user exists and the password matches. */
   async verify(name: string, password: string): Promise<boolean> {
     const record = (await this.read()).users[name];
+    this.dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
     const ok = await verifyPassword(password, record?.hash ?? (await this.dummyHash));
     return ok && record !== undefined;
   }
@@ -75,14 +75,14 @@ export class UserStore {
   async add(name: string, password: string): Promise<void> {
     if (!isValidUserName(name)) throw new Error(`user name ${JSON.stringify(name)}: use 1-128 letters, digits or . _ @ + -`);
     if (password.length === 0) throw new Error('the password must not be empty');
-    const data = await this.read();
+    const data = structuredClone(await this.read());
     data.users[name] = { hash: await hashPassword(password), created: new Date().toISOString() };
     await this.write(data);
   }
 
   /** remove - delete a user; false when there was none. */
   async remove(name: string): Promise<boolean> {
-    const data = await this.read();
+    const data = structuredClone(await this.read());
     if (!(name in data.users)) return false;
     delete data.users[name];
     await this.write(data);
@@ -96,7 +96,8 @@ export class UserStore {
     } catch {
       return { version: 1, users: {} };
     }
-    if (this.cache?.mtimeMs === mtimeMs) return structuredClone(this.cache.data);
+    // The cached data is shared and read-only: add and remove copy it before changing it.
+    if (this.cache?.mtimeMs === mtimeMs) return this.cache.data;
     const text = await readFile(this.path, 'utf8');
     let data: UserFile;
     try {
@@ -106,7 +107,7 @@ export class UserStore {
     }
     if (data.version !== 1 || typeof data.users !== 'object' || data.users === null) throw new Error(`${this.path}: not a valid user file (expected {"version":1,"users":{...}})`);
     this.cache = { mtimeMs, data };
-    return structuredClone(data);
+    return data;
   }
 
   private async write(data: UserFile): Promise<void> {
