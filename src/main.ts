@@ -3,7 +3,8 @@
 import { Command } from 'commander';
 import { loadConfigOrExit } from './cli/context.ts';
 import { registerHealthCommand } from './cli/health.ts';
-import { changeMessages, listQueue, showMessage, type QueueVerb } from './cli/queue.ts';
+import { changeMessages, listQueue, showMessage } from './cli/queue.ts';
+import type { QueueVerb } from './queue/queue-store.ts';
 import { registerSendCommand } from './cli/send.ts';
 import { serve } from './cli/serve.ts';
 import { addUser, listUsers, removeUser } from './cli/users.ts';

@@ -7,7 +7,7 @@ import type { Config } from '../config/config.ts';
 import type { QueueApi } from '../observability/http-server.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import { isQueueId } from '../queue/queue-id.ts';
-import type { MessageDetails, MessageSelector, QueuedMessageSummary, QueueStore } from '../queue/queue-store.ts';
+import type { MessageDetails, MessageSelector, QueuedMessageSummary, QueueStore, QueueVerb } from '../queue/queue-store.ts';
 
 type Output = { json?: boolean };
 
@@ -50,7 +50,6 @@ export async function showMessage(config: Config, id: string, options: Output): 
   print(options.json ? JSON.stringify(details, null, 2) + '\n' : formatDetails(details));
 }
 
-export type QueueVerb = 'hold' | 'release' | 'retry' | 'delete';
 
 /** changeMessages - apply a verb to ids or to every message; reports ids that did not change (exit 1 if any). */
 export async function changeMessages(config: Config, verb: QueueVerb, ids: string[], options: Output & { all?: boolean }): Promise<void> {

@@ -28,10 +28,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HealthChecks } from './health.ts';
+import type { MessageSelector, QueueVerb } from '../queue/queue-store.ts';
 import type { Logger } from './logger.ts';
 
-export type QueueVerb = 'retry' | 'hold' | 'release' | 'delete';
-export type QueueSelector = { ids: string[] } | { all: true };
 
 /** The queue operations the API exposes; implemented by the CLI's code, so both give the same answers. */
 export interface QueueApi {
@@ -40,7 +39,7 @@ export interface QueueApi {
   list(options: { includeDone: boolean }): Promise<unknown>;
   /** show - undefined for an unknown id. */
   show(id: string): Promise<unknown>;
-  change(verb: QueueVerb, selector: QueueSelector): Promise<unknown>;
+  change(verb: QueueVerb, selector: MessageSelector): Promise<unknown>;
 }
 
 export interface HttpServerDeps {
@@ -163,7 +162,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpListener {
     throw new HttpError(400, `${name} must be 1 or 0, not ${JSON.stringify(value.slice(0, 64))}`);
   }
 
-  function selectorOf(body: unknown): QueueSelector {
+  function selectorOf(body: unknown): MessageSelector {
     const b = body as { ids?: unknown; all?: unknown } | null;
     const shape = 'the body must be {"ids": ["ID", ...]} or {"all": true}';
     if (!b || typeof b !== 'object' || Array.isArray(b)) throw new HttpError(400, shape);
@@ -176,7 +175,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpListener {
     return { ids: b.ids as string[] };
   }
 
-  function flushSelector(body: unknown): QueueSelector {
+  function flushSelector(body: unknown): MessageSelector {
     if (body === undefined || (typeof body === 'object' && body !== null && !Array.isArray(body) && (Object.keys(body).length === 0 || (body as { all?: unknown }).all === true))) {
       return { all: true };
     }

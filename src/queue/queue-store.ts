@@ -126,6 +126,9 @@ export interface AttemptResult {
   nextAttemptAt: Date;
 }
 
+/** The operator's queue verbs (CLI and HTTP API alike); flush is retry of everything. */
+export type QueueVerb = 'hold' | 'release' | 'retry' | 'delete';
+
 /** Which messages a queue verb acts on. */
 export type MessageSelector = { ids: string[] } | { all: true };
 
