@@ -16,6 +16,7 @@
 //
 // How it fails: it does not; rows are trusted to be what the schema allows.
 //
+//   SHOWN_STATE_SQL    - the state a reader sees, as SQL both dialects run (m = messages).
 //   summaryOf          - one `queue list` line from a message row (a done one with its outcome).
 //   outcomeOf          - what became of a done message, from its recipients' states.
 //   detailsOf          - `queue show` from a message's rows.
@@ -35,6 +36,10 @@ import type {
   StoredEnvelope,
   TlsLevel,
 } from './queue-store.ts';
+
+/** SHOWN_STATE_SQL - a queued message with a deferred recipient shows as 'deferred'; otherwise its stored state. */
+export const SHOWN_STATE_SQL = `CASE WHEN m.state = 'queued' AND EXISTS (
+    SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = 'deferred') THEN 'deferred' ELSE m.state END`;
 
 /** A time column: timestamptz (Date) in PostgreSQL, milliseconds since the epoch in SQLite. */
 export type StoredTime = Date | number;

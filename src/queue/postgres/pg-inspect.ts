@@ -18,12 +18,10 @@
 //   queueStats   - how many messages not done are in each shown state, and the oldest.
 import type pg from 'pg';
 import type { MessageDetails, QueuedMessageSummary, QueueStats, RecipientState } from '../queue-store.ts';
-import { detailsOf, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
+import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
 
 // 'deferred' is derived, never stored (pg-schema.ts).
-const SHOWN_STATE = `CASE WHEN m.state = 'queued' AND EXISTS (
-    SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = 'deferred') THEN 'deferred' ELSE m.state END`;
 
 /**
  * listMessages - the messages not done (includeDone: every message), oldest first, each with its recipients in
@@ -31,7 +29,7 @@ const SHOWN_STATE = `CASE WHEN m.state = 'queued' AND EXISTS (
  */
 export async function listMessages(pool: pg.Pool, options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
   const result = await pool.query<MessageRow & { recipients: string[]; recipient_states: RecipientState[] | null }>(`
-    SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state,
+    SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state,
            ARRAY(SELECT r.address FROM recipients r WHERE r.message_id = m.id ORDER BY r.position) AS recipients,
            CASE WHEN m.state = 'done' THEN ARRAY(SELECT r.state FROM recipients r WHERE r.message_id = m.id ORDER BY r.position) END
              AS recipient_states
@@ -46,7 +44,7 @@ export function showMessage(pool: pg.Pool, id: string): Promise<MessageDetails |
     async (client) => {
       const message = (
         await client.query<MessageDetailRow>(
-          `SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state, m.body_type, m.smtp_utf8,
+          `SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state, m.body_type, m.smtp_utf8,
                   m.client_address, m.client_helo, m.client_listener, m.auth_user, m.tls_version, m.tls_cipher,
                   m.require_tls, m.dsn_ret, m.dsn_envid
              FROM messages m WHERE m.id = $1`,
@@ -76,7 +74,7 @@ export function showMessage(pool: pg.Pool, id: string): Promise<MessageDetails |
 /** queueStats - how many messages not done are in each shown state, and the oldest one's arrival (one statement). */
 export async function queueStats(pool: pg.Pool): Promise<QueueStats> {
   const result = await pool.query<DepthRow>(`
-    SELECT ${SHOWN_STATE} AS state, count(*)::integer AS n, min(m.received_at) AS oldest
+    SELECT ${SHOWN_STATE_SQL} AS state, count(*)::integer AS n, min(m.received_at) AS oldest
       FROM messages m WHERE m.state <> 'done' GROUP BY 1`);
   return statsOf(result.rows);
 }

@@ -14,7 +14,7 @@
 //   prepareInspect - the listMessages / showMessage / stats functions over one database.
 import type Database from 'better-sqlite3';
 import type { MessageDetails, QueuedMessageSummary, QueueStats, RecipientState } from '../queue-store.ts';
-import { detailsOf, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
+import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 
 export interface InspectFunctions {
   listMessages(options?: { includeDone?: boolean }): QueuedMessageSummary[];
@@ -23,15 +23,13 @@ export interface InspectFunctions {
 }
 
 // 'deferred' is derived, never stored (sqlite-schema.ts).
-const SHOWN_STATE = `CASE WHEN m.state = 'queued' AND EXISTS (
-    SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = 'deferred') THEN 'deferred' ELSE m.state END`;
 
 /** prepareInspect - the listMessages / showMessage / stats functions over one database. */
 export function prepareInspect(db: Database.Database): InspectFunctions {
   // The listing without done messages, and (includeDone) with them: the same columns and order.
   const listing = (where: string) => ({
     messages: db.prepare<[], MessageRow>(`
-      SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state
+      SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state
         FROM messages m ${where} ORDER BY m.received_at, m.rowid`),
     recipients: db.prepare<[], { message_id: string; address: string; state: RecipientState }>(`
       SELECT r.message_id, r.address, r.state FROM recipients r JOIN messages m ON m.id = r.message_id
@@ -40,7 +38,7 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
   const notDone = listing("WHERE m.state != 'done'");
   const everyMessage = listing('');
   const selectMessage = db.prepare<[string], MessageDetailRow>(`
-    SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE} AS state, m.body_type, m.smtp_utf8,
+    SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state, m.body_type, m.smtp_utf8,
            m.client_address, m.client_helo, m.client_listener, m.auth_user, m.tls_version, m.tls_cipher,
            m.require_tls, m.dsn_ret, m.dsn_envid
       FROM messages m WHERE m.id = ?`);
@@ -56,7 +54,7 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
 
   // One pass over the messages not done (the received_at index does not help: every such row counts).
   const selectDepth = db.prepare<[], DepthRow>(`
-    SELECT ${SHOWN_STATE} AS state, COUNT(*) AS n, MIN(m.received_at) AS oldest
+    SELECT ${SHOWN_STATE_SQL} AS state, COUNT(*) AS n, MIN(m.received_at) AS oldest
       FROM messages m WHERE m.state != 'done' GROUP BY 1`);
 
   const list = db.transaction((includeDone: boolean): QueuedMessageSummary[] => {
