@@ -117,7 +117,7 @@ function stateText(m: QueuedMessageSummary): string {
 }
 
 /** formatTable - the human listing, like postqueue -p but one line per message. */
-export function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
+function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
   if (messages.length === 0) return 'Mail queue is empty\n';
   const rows = messages.map((m) => [m.id, stateText(m), String(m.size), formatAge(nowMs - m.receivedAt.getTime()), m.mailFrom || '<>', m.recipients.join(', ')]);
   const header = ['ID', 'STATE', 'SIZE', 'AGE', 'SENDER', 'RECIPIENTS'];
@@ -127,7 +127,7 @@ export function formatTable(messages: QueuedMessageSummary[], nowMs: number): st
 }
 
 /** formatDetails - `queue show` for people: envelope, recipients, then every attempt with its TLS record. */
-export function formatDetails(d: MessageDetails): string {
+function formatDetails(d: MessageDetails): string {
   const out = [
     `Message ${d.id} (${stateText(d)}), ${d.size} bytes, received ${d.receivedAt.toISOString()}`,
     `  from ${d.mailFrom || '<>'} via ${d.envelope.client.listener} from ${d.envelope.client.address}${d.envelope.client.authUser ? ` as ${d.envelope.client.authUser}` : ''}${d.envelope.client.tlsVersion ? ` over ${d.envelope.client.tlsVersion}` : ' in plaintext'}`,
@@ -151,7 +151,7 @@ export function formatDetails(d: MessageDetails): string {
 }
 
 /** formatAge - "42s", "7m", "3h", "2d". */
-export function formatAge(ms: number): string {
+function formatAge(ms: number): string {
   const s = Math.max(0, Math.floor(ms / 1000));
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m`;

@@ -308,7 +308,7 @@ export async function serve(config: Config): Promise<void> {
 }
 
 /** describeRelay - the start-up summary a person reads: ports, certificate, a command to try. */
-export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | 'caFile' | 'fingerprint' | 'http'>): string {
+function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | 'caFile' | 'fingerprint' | 'http'>): string {
   const roles: Record<ListenerName, string> = {
     relay: 'STARTTLS offered, no AUTH, relays for trusted networks',
     submission: 'STARTTLS + AUTH required',

@@ -26,7 +26,7 @@ export function compileNetworks(networks: readonly string[]): NetworkMatcher {
 }
 
 /** unmapIpv4 - "::ffff:127.0.0.1" (a v4 client on a dual-stack socket) -> "127.0.0.1". */
-export function unmapIpv4(address: string): string {
+function unmapIpv4(address: string): string {
   const match = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   return match ? match[1]! : address;
 }

@@ -55,7 +55,7 @@ export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: 
 
 const END_OF_HEADERS = Buffer.from('\r\n\r\n');
 /** Header blocks larger than this are not inspected further (Postfix's header_size_limit is 100 KB). */
-export const HEADER_INSPECTION_LIMIT = 256 * 1024;
+const HEADER_INSPECTION_LIMIT = 256 * 1024;
 
 /** HeaderPrepender - emits `prefix(headerBlock)` then the message, unchanged. */
 export class HeaderPrepender extends Transform {

@@ -31,14 +31,14 @@ function scrypt(password: string, salt: Buffer, options: ScryptOptions): Promise
 }
 
 /** hashPassword - "scrypt$N$r$p$salt$hash" (base64 parts). */
-export async function hashPassword(password: string): Promise<string> {
+async function hashPassword(password: string): Promise<string> {
   const salt = randomBytes(16);
   const key = await scrypt(password, salt, PARAMS);
   return ['scrypt', PARAMS.N, PARAMS.r, PARAMS.p, salt.toString('base64'), key.toString('base64')].join('$');
 }
 
 /** verifyPassword - constant-time comparison against a stored hash. */
-export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const [scheme, n, r, p, salt, hash] = stored.split('$');
   if (scheme !== 'scrypt' || !salt || !hash) return false;
   const expected = Buffer.from(hash, 'base64');
@@ -47,7 +47,7 @@ export async function verifyPassword(password: string, stored: string): Promise<
 }
 
 /** isValidUserName - names we store (no spaces or control characters). */
-export function isValidUserName(name: string): boolean {
+function isValidUserName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }
 

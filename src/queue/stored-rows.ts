@@ -18,7 +18,6 @@
 //
 //   SHOWN_STATE_SQL    - the state a reader sees, as SQL both dialects run (m = messages).
 //   summaryOf          - one `queue list` line from a message row (a done one with its outcome).
-//   outcomeOf          - what became of a done message, from its recipients' states.
 //   detailsOf          - `queue show` from a message's rows.
 //   statsOf            - QueueStats from the per-state counts.
 //   claimedDeliveryOf  - what a worker gets for one leased delivery.
@@ -149,7 +148,7 @@ export function summaryOf(row: MessageRow, recipients: string[], recipientStates
 }
 
 /** outcomeOf - a done message's outcome: 'delivered' when no recipient bounced, 'bounced' when none was delivered, else 'partly bounced'. */
-export function outcomeOf(recipientStates: readonly RecipientState[]): MessageOutcome {
+function outcomeOf(recipientStates: readonly RecipientState[]): MessageOutcome {
   const bounced = recipientStates.filter((s) => s === 'bounced').length;
   if (bounced === 0) return 'delivered';
   return bounced === recipientStates.length ? 'bounced' : 'partly bounced';

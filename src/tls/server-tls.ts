@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 export const TLS_MIN_VERSION: tls.SecureVersion = 'TLSv1.2';
 
 /** TLS 1.2 suites: forward secret (ECDHE) and AEAD only (Mozilla "intermediate"). */
-export const TLS12_CIPHERS = [
+const TLS12_CIPHERS = [
   'ECDHE-ECDSA-AES128-GCM-SHA256',
   'ECDHE-RSA-AES128-GCM-SHA256',
   'ECDHE-ECDSA-AES256-GCM-SHA384',
@@ -32,13 +32,13 @@ export const TLS12_CIPHERS = [
 ].join(':');
 
 /** TLS 1.3 suites: all of them are forward secret and AEAD. */
-export const TLS13_CIPHERSUITES = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256';
+const TLS13_CIPHERSUITES = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256';
 
 /** The `ciphers` option: Node takes the TLS 1.3 and 1.2 lists in one string. */
-export const TLS_CIPHERS = `${TLS13_CIPHERSUITES}:${TLS12_CIPHERS}`;
+const TLS_CIPHERS = `${TLS13_CIPHERSUITES}:${TLS12_CIPHERS}`;
 
 /** Key exchange groups, preferred first. */
-export const TLS_ECDH_CURVES = 'X25519:P-256:P-384';
+const TLS_ECDH_CURVES = 'X25519:P-256:P-384';
 
 // One session id context for every context we build: a client certificate
 // request (verify mode) without one makes OpenSSL fail session resumption.

@@ -74,7 +74,7 @@ export function createPool(connection: QueueConnection, max: number): pg.Pool {
 }
 
 /** redactUrl - the URL without its password, for logs and errors. */
-export function redactUrl(url: string): string {
+function redactUrl(url: string): string {
   return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@/]*@/i, '$1:***@');
 }
 
