@@ -126,7 +126,9 @@ function createConnection(target: SendTarget, transcript: Transcript, onTls: (tl
     ignoreTLS: target.mode === 'plain',
     connectionTimeout: target.timeoutMs,
     greetingTimeout: target.timeoutMs,
-    socketTimeout: target.timeoutMs,
+    // Longer than the greeting timer, so a silent implicit-TLS port is reported as
+    // "Greeting never received" (which the hints recognise), not a bare idle "Timeout".
+    socketTimeout: target.timeoutMs * 2,
     allowInternalNetworkInterfaces: true,
     transactionLog: true,
     logger: transcript.logger((message) => {

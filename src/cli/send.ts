@@ -71,7 +71,7 @@ export function registerSendCommand(program: Command): void {
     .option('--attach <file>', 'attach a file (repeat for more)', collect)
     .addOption(new Option('--ca <file>', `trust this CA (PEM) besides the system's (default ${DEFAULT_CA} when present)`).conflicts('insecure'))
     .option('--insecure', 'send even when the certificate does not verify (the result is still shown)')
-    .option('--timeout <seconds>', 'give up connecting, waiting for the greeting or a reply after this long', parseSeconds, 30)
+    .option('--timeout <seconds>', 'give up connecting or waiting for the greeting after this long, waiting for a reply after twice this', parseSeconds, 30)
     .option('--json', 'one JSON object on stdout: accepted, queueId, server, tls, transcript, error')
     // Usage errors exit 3, not commander's 1 (which means "rejected" here); help still exits 0.
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE))
