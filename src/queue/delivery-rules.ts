@@ -10,6 +10,7 @@
 // that makes no sense; outcomeTime does not fail.
 //
 //   checkClaimOptions - refuse a claim that could not mean anything sensible.
+//   destinationSlots  - how many more deliveries to one domain a claim may take.
 //   outcomeTime       - when the outcomes of a recorded attempt became known.
 import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim } from './queue-store.ts';
 
@@ -19,12 +20,21 @@ export type { AttemptResult, ClaimOptions, LeaseClaim };
 export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
 
 /** checkClaimOptions - refuse a claim that could not mean anything sensible. */
-export function checkClaimOptions({ now, limit, leaseMs, owner }: ClaimOptions): void {
+export function checkClaimOptions({ now, limit, leaseMs, owner, perDestination }: ClaimOptions): void {
   if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');
   if (!Number.isSafeInteger(limit) || limit < 0) throw new Error(`claimDue: limit must be a whole number >= 0, not ${limit}`);
   // A lease of 0 would hand the same delivery to the next claimer at once.
   if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`claimDue: leaseMs must be a whole number > 0, not ${leaseMs}`);
   if (owner === '') throw new Error('claimDue: owner must not be empty');
+  if (perDestination && (!Number.isSafeInteger(perDestination.limit) || perDestination.limit < 1)) {
+    throw new Error(`claimDue: perDestination.limit must be a whole number >= 1, not ${perDestination.limit}`);
+  }
+}
+
+/** destinationSlots - how many more deliveries to `domain` a claim may take (Infinity without a per-destination limit). */
+export function destinationSlots({ perDestination }: ClaimOptions, domain: string): number {
+  if (!perDestination) return Infinity;
+  return Math.max(0, perDestination.limit - (perDestination.busy[domain] ?? 0));
 }
 
 /** outcomeTime - when the outcomes became known: the end of the last attempt, or now if there was none (expiry). */

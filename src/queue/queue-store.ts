@@ -111,6 +111,11 @@ export interface ClaimOptions {
   limit: number;
   leaseMs: number;
   owner: string;
+  /**
+   * At most `limit` deliveries in flight per recipient domain, counting the `busy` ones the caller already
+   * runs (by domain): a domain at its limit is passed over, and deliveries further down the order are taken.
+   */
+  perDestination?: { limit: number; busy: Record<string, number> };
 }
 
 /** A claimed delivery as its worker names it when recording or giving it back. */

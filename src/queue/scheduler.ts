@@ -6,7 +6,7 @@
 // itself queued and delivered like any other message; never a report for
 // a message from the null sender (RFC 5321 §4.5.5).
 // Concurrency: at most `concurrency` deliveries at once, `perDestination`
-// per recipient domain; a claim over the per-domain limit is handed back.
+// per recipient domain (the store's claim passes over a domain at its limit).
 // Every recorded recipient result is counted (deps.metrics), delivered ones
 // with their latency from acceptance.
 // Fails: a courier that throws, or a store error, is logged and the
@@ -71,18 +71,21 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   async function claimAndRun(): Promise<number> {
     const free = options.concurrency - inFlight.size;
     if (free <= 0) return 0;
-    const claims = await store.claimDue({ now: options.now(), limit: free, leaseMs: options.leaseMs, owner: options.owner });
+    const claims = await store.claimDue({
+      now: options.now(),
+      limit: free,
+      leaseMs: options.leaseMs,
+      owner: options.owner,
+      perDestination: { limit: options.perDestination, busy: Object.fromEntries(perDomain) },
+    });
     let started = 0;
     for (const claim of claims) {
-      const busy = perDomain.get(claim.domain) ?? 0;
-      if (busy >= options.perDestination) {
-        await store.releaseLease({ deliveryId: claim.deliveryId, owner: options.owner });
-        continue;
-      }
-      perDomain.set(claim.domain, busy + 1);
+      perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
       const task = runOne(claim).finally(() => {
         inFlight.delete(claim.deliveryId);
-        perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 1) - 1);
+        const left = (perDomain.get(claim.domain) ?? 1) - 1;
+        if (left > 0) perDomain.set(claim.domain, left);
+        else perDomain.delete(claim.domain);
         if (running) schedule(0);
       });
       inFlight.set(claim.deliveryId, task);

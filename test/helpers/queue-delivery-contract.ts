@@ -120,6 +120,21 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       expect(await claim(now, WORKER, 2)).toEqual([]);
     });
 
+    it('passes over a domain at its per-destination limit, counting the busy ones, and takes the domains after it', async () => {
+      const a1 = await queue(['r1@a.test']);
+      const a2 = await queue(['r2@a.test']);
+      const a3 = await queue(['r3@a.test']);
+      const b = await queue(['r@b.test']);
+      const claimWith = (busy: Record<string, number>, limit = 2) =>
+        store.claimDue({ now: new Date(b.at), limit: 10, leaseMs: LEASE, owner: WORKER, perDestination: { limit, busy } });
+
+      // One a.test delivery already in flight: one more of it, then b.test from further down the order.
+      expect((await claimWith({ 'a.test': 1 })).map((c) => c.messageId)).toEqual([a1.id, b.id]);
+      expect(await claimWith({ 'a.test': 2 })).toEqual([]);
+      expect((await claimWith({ 'b.test': 5 })).map((c) => c.messageId)).toEqual([a2.id, a3.id]);
+      await expect(claimWith({}, 0)).rejects.toThrow('perDestination.limit must be a whole number >= 1, not 0');
+    });
+
     it('keeps a leased delivery from other workers until the lease lapses; the first owner then cannot record', async () => {
       const { id, at } = await queue(['r@a.test']);
       const [first] = await claim(at, 'worker-a');

@@ -4,7 +4,9 @@
 //
 // Decides who may act on a delivery, as the SQLite store does
 // (sqlite-deliveries.ts): a claim takes due, unfinished, unleased (or
-// lapsed) deliveries of queued messages, oldest due first; only the lease's
+// lapsed) deliveries of queued messages, oldest due first, passing over a
+// domain at its per-destination limit (each due delivery's place within its
+// domain, by a window function); only the lease's
 // owner may record, and once a lapsed lease was claimed by another worker
 // the first one's record is refused (at least once, never zero). A claim is
 // one statement: SELECT … FOR UPDATE SKIP LOCKED picks the rows no other
@@ -39,19 +41,29 @@ import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
 
 // Lock and lease in one statement; the outer SELECT describes what was leased.
+// $5 is the per-destination limit (NULL: none), $6 the deliveries in flight by domain (JSON).
 // The recipients subquery sees the rows as they were when the statement began:
 // nobody else can change them, since recording needs the lease we now hold.
 const CLAIM = `
   WITH due AS (
-    SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id
+    SELECT d.id, d.domain, d.next_attempt_at FROM deliveries d JOIN messages m ON m.id = d.message_id
      WHERE NOT d.finished AND d.next_attempt_at <= $1
        AND (d.lease_until IS NULL OR d.lease_until <= $1)
        AND m.state = 'queued'
-     ORDER BY d.next_attempt_at, d.id
+  ), ranked AS (
+    SELECT id, next_attempt_at, domain,
+           row_number() OVER (PARTITION BY domain ORDER BY next_attempt_at, id) AS place
+      FROM due
+  ), chosen AS (
+    SELECT d.id FROM deliveries d JOIN ranked r ON r.id = d.id
+     WHERE ($5::int IS NULL OR r.place <= $5::int - coalesce(($6::jsonb ->> r.domain)::int, 0))
+       -- Again on the row itself: FOR UPDATE re-checks these against a version another claim just committed.
+       AND NOT d.finished AND d.next_attempt_at <= $1 AND (d.lease_until IS NULL OR d.lease_until <= $1)
+     ORDER BY r.next_attempt_at, r.id
      LIMIT $2
        FOR UPDATE OF d SKIP LOCKED
   ), leased AS (
-    UPDATE deliveries d SET lease_owner = $3, lease_until = $4 FROM due WHERE d.id = due.id
+    UPDATE deliveries d SET lease_owner = $3, lease_until = $4 FROM chosen WHERE d.id = chosen.id
     RETURNING d.id, d.message_id, d.domain, d.attempts, d.next_attempt_at
   )
   SELECT l.id, l.message_id, l.domain, l.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
@@ -61,12 +73,14 @@ const CLAIM = `
     FROM leased l JOIN messages m ON m.id = l.message_id
    ORDER BY l.next_attempt_at, l.id`;
 
-/** claimDue - lease up to `limit` due deliveries (one statement, SKIP LOCKED) and describe each with its pending recipients. */
+/** claimDue - lease up to `limit` due deliveries (one statement, SKIP LOCKED), within the per-destination limit, and describe each with its pending recipients. */
 export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<ClaimedDelivery[]> {
   checkClaimOptions(options);
   if (options.limit === 0) return [];
-  const { now, limit, leaseMs, owner } = options;
-  const result = await pool.query<ClaimRow>(CLAIM, [now, limit, owner, new Date(now.getTime() + leaseMs)]);
+  const { now, limit, leaseMs, owner, perDestination } = options;
+  const result = await pool.query<ClaimRow>(CLAIM, [
+    now, limit, owner, new Date(now.getTime() + leaseMs), perDestination?.limit ?? null, JSON.stringify(perDestination?.busy ?? {}),
+  ]);
   return result.rows.map((row) => claimedDeliveryOf(row, owner));
 }
 

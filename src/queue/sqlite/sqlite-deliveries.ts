@@ -3,9 +3,10 @@
 // delivery is due.
 //
 // Decides who may act on a delivery: a claim takes due, unfinished,
-// unleased (or lapsed) deliveries of queued messages, oldest due first, in
-// one IMMEDIATE transaction, so two workers (threads, processes) never get
-// the same delivery while its lease runs. Only the lease's owner may record;
+// unleased (or lapsed) deliveries of queued messages, oldest due first,
+// passing over a domain at its per-destination limit, in one IMMEDIATE
+// transaction, so two workers (threads, processes) never get the same
+// delivery while its lease runs. Only the lease's owner may record;
 // once the lease lapsed and another worker claimed, the first one's record
 // is refused (at-least-once: the second worker delivers again, never zero).
 // All times come from the arguments, never the clock, so a test controls them.
@@ -17,7 +18,7 @@
 //
 //   prepareDeliveries - the claim / record / release / next-due functions over one database.
 import type Database from 'better-sqlite3';
-import { checkClaimOptions, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import { checkClaimOptions, destinationSlots, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
@@ -50,7 +51,7 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
     recordAttempts: record,
     releaseLease: ({ deliveryId, owner }) => {
       const id = parseDeliveryId(deliveryId);
-      if (id !== undefined) withoutFsync(db, () => release.run(id, owner));
+      if (id !== undefined) release.run(id, owner);
     },
     nextDueAt: () => {
       const due = nextDue.get()?.due ?? null;
@@ -59,40 +60,35 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
   };
 }
 
-// withoutFsync - run a write whose loss in a crash costs nothing: a lease that
-// is not on disk after a restart is simply no lease, and the delivery is
-// claimed again (at-least-once). In WAL mode synchronous=NORMAL skips the fsync
-// at commit; the next FULL commit (an accepted message, a recorded attempt)
-// makes these frames durable too. Saves one fsync, which blocks the event
-// loop, per claim.
-function withoutFsync<T>(db: Database.Database, work: () => T): T {
-  db.pragma('synchronous = NORMAL');
-  try {
-    return work();
-  } finally {
-    db.pragma('synchronous = FULL');
-  }
-}
-
-/** prepareClaim - lease up to `limit` due deliveries and describe each with its pending recipients. */
+/** prepareClaim - lease up to `limit` due deliveries (within the per-destination limit) and describe each with its pending recipients. */
 function prepareClaim(db: Database.Database): (options: ClaimOptions) => ClaimedDelivery[] {
-  const selectDue = db.prepare<{ now: number; limit: number }, DueRow>(`
+  const selectDue = db.prepare<{ now: number }, DueRow>(`
     SELECT d.id, d.message_id, d.domain, d.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
            m.require_tls, m.dsn_ret, m.dsn_envid
       FROM deliveries d JOIN messages m ON m.id = d.message_id
      WHERE d.finished = 0 AND d.next_attempt_at <= @now
        AND (d.lease_until IS NULL OR d.lease_until <= @now)
        AND m.state = 'queued'
-     ORDER BY d.next_attempt_at, d.id
-     LIMIT @limit`);
+     ORDER BY d.next_attempt_at, d.id`);
   const lease = db.prepare<[string, number, number]>('UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?');
   const selectPending = db.prepare<[number], RecipientDsnRow>(`
     SELECT address, dsn_notify, dsn_orcpt FROM recipients
      WHERE delivery_id = ? AND state IN ('queued', 'deferred') ORDER BY position`);
 
-  const claimAll = db.transaction(({ now, limit, leaseMs, owner }: ClaimOptions): ClaimedDelivery[] => {
-    const rows = selectDue.all({ now: now.getTime(), limit });
-    return rows.map((row) => {
+  const claimAll = db.transaction((options: ClaimOptions): ClaimedDelivery[] => {
+    const { now, limit, leaseMs, owner } = options;
+    // Read in due order, passing over domains at their limit, until `limit` are chosen
+    // (the statement is stepped lazily: a long queue is not read past that point).
+    const chosen: DueRow[] = [];
+    const taken = new Map<string, number>();
+    for (const row of selectDue.iterate({ now: now.getTime() })) {
+      const already = taken.get(row.domain) ?? 0;
+      if (already >= destinationSlots(options, row.domain)) continue;
+      taken.set(row.domain, already + 1);
+      chosen.push(row);
+      if (chosen.length === limit) break;
+    }
+    return chosen.map((row) => {
       lease.run(owner, now.getTime() + leaseMs, row.id);
       return claimedDeliveryOf({ ...row, recipients: selectPending.all(row.id) }, owner);
     });
@@ -102,7 +98,7 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
     if (options.limit === 0) return [];
     // IMMEDIATE: take the write lock before the SELECT, so no other
     // connection can lease the same rows between our read and our update.
-    return withoutFsync(db, () => claimAll.immediate(options));
+    return claimAll.immediate(options);
   };
 }
 

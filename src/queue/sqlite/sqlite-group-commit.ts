@@ -1,11 +1,10 @@
-// Group commit for the SQLite store: synchronous=FULL makes every COMMIT
-// fsync the WAL, and better-sqlite3 waits for that fsync on the event loop.
-// Writes that arrive close together (accepted messages, recorded attempts)
-// therefore share one transaction and one fsync: the first write of an idle
-// moment starts a batch on the next turn of the event loop; writes arriving
-// while a batch is being made durable form the next one. Each item's own
-// failure is its own (a SAVEPOINT per item inside the transaction); a
-// failure of the batch as a whole fails every item in it.
+// Group commit for the SQLite store: writes that arrive close together
+// (accepted messages, recorded attempts) share one transaction and one fsync
+// of the WAL (sqlite-wal-sync.ts): the first write of an idle moment starts
+// a batch on the next turn of the event loop; writes arriving while a batch
+// is being made durable form the next one. Each item's own failure is its
+// own (a SAVEPOINT per item inside the transaction); a failure of the batch
+// as a whole (the fsync) fails every item in it.
 
 /** createGroupCommit - run(item) resolves once the batch holding it is durable. */
 export function createGroupCommit<T, R>(runBatch: (items: T[]) => Promise<(R | Error)[]>): (item: T) => Promise<R> {

@@ -10,8 +10,8 @@
 // its body. The same holds at the other end: a message
 // becomes 'done' (or is deleted) in a transaction and its body is removed
 // after the COMMIT; a crash in between leaves a file the sweep treats as an
-// orphan. The database runs in WAL mode with synchronous=FULL, so a COMMIT
-// that returned is on disk.
+// orphan. The database runs in WAL mode; a write is reported durable only
+// after the store fsynced the WAL (sqlite-wal-sync.ts), off the event loop.
 //
 // The work is split by who asks: sqlite-deliveries.ts (the scheduler's
 // claims and results), sqlite-operator.ts (hold, release, retry, delete),
@@ -52,6 +52,7 @@ import { SqliteBodyFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
 import { prepareOperator, type OperatorFunctions } from './sqlite-operator.ts';
 import { MIGRATIONS, migrateSchema, readSchemaVersion } from './sqlite-schema.ts';
+import { openWalSync, type WalSync } from './sqlite-wal-sync.ts';
 
 export interface SqliteStoreOptions {
   /** The database file, e.g. data/queue.db; bodies go to messages/ in the same directory. */
@@ -84,16 +85,19 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
     db.pragma('busy_timeout = 5000');
     const journal = String(db.pragma('journal_mode = WAL', { simple: true }));
     if (journal !== 'wal') logger.warn({ path: file, journal }, 'queue database is not in WAL mode');
-    db.pragma('synchronous = FULL');
+    // NORMAL: a COMMIT does not fsync; the store fsyncs the WAL itself, asynchronously (sqlite-wal-sync.ts).
+    db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
     logMigration(logger, { path: file }, migrateSchema(db, file), MIGRATIONS);
+    const wal = await openWalSync(file);
+    await wal.sync(); // the migration, if there was one
     const removed = options.removeOrphans === false ? 0 : await sweepOrphanBodies(db, messagesDir, logger);
     logger.info({ path: file, schemaVersion: MIGRATIONS.length, orphansRemoved: removed }, 'queue store opened');
+    return new SqliteQueueStore(db, wal, messagesDir, logger);
   } catch (error) {
     db.close();
     throw error;
   }
-  return new SqliteQueueStore(db, messagesDir, logger);
 }
 
 /** Whose body file is kept: a committed message not yet done. Everything else in messages/ is an orphan. */
@@ -112,6 +116,7 @@ class SqliteQueueStore implements QueueStore {
 
   constructor(
     private readonly db: Database.Database,
+    private readonly wal: WalSync,
     private readonly messagesDir: string,
     private readonly logger: Logger,
   ) {
@@ -124,10 +129,11 @@ class SqliteQueueStore implements QueueStore {
         const failed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
         return rows.map(() => failed);
       }
-      return this.#closed ? rows.map(() => new Error('queue store is closed')) : insertRows(rows);
+      if (this.#closed) return rows.map(() => new Error('queue store is closed'));
+      return this.#durable(insertRows(rows));
     });
     this.#record = createGroupCommit((items: { claim: LeaseClaim; result: AttemptResult }[]) =>
-      Promise.resolve(this.#closed ? items.map(() => new Error('queue store is closed')) : this.#deliveries.recordAttempts(items)),
+      this.#closed ? Promise.resolve(items.map(() => new Error('queue store is closed'))) : this.#durable(this.#deliveries.recordAttempts(items)),
     );
     this.#deliveries = prepareDeliveries(db);
     this.#operator = prepareOperator(db);
@@ -180,19 +186,19 @@ class SqliteQueueStore implements QueueStore {
   }
 
   holdMessages(selector: MessageSelector): Promise<string[]> {
-    return this.#run(() => this.#operator.holdMessages(selector));
+    return this.#run(() => this.#operator.holdMessages(selector)).then((ids) => this.#durable(ids));
   }
 
   releaseMessages(selector: MessageSelector): Promise<string[]> {
-    return this.#run(() => this.#operator.releaseMessages(selector));
+    return this.#run(() => this.#operator.releaseMessages(selector)).then((ids) => this.#durable(ids));
   }
 
   retryMessages(selector: MessageSelector, now: Date): Promise<string[]> {
-    return this.#run(() => this.#operator.retryMessages(selector, now));
+    return this.#run(() => this.#operator.retryMessages(selector, now)).then((ids) => this.#durable(ids));
   }
 
   async deleteMessages(selector: MessageSelector): Promise<string[]> {
-    const removed = await this.#run(() => this.#operator.deleteMessages(selector));
+    const removed = await this.#durable(await this.#run(() => this.#operator.deleteMessages(selector)));
     await this.#removeBodies(removed);
     return removed;
   }
@@ -212,6 +218,13 @@ class SqliteQueueStore implements QueueStore {
     // Discard waits for a commit in flight, which still needs the database.
     await this.#drafts.discardAll();
     this.db.close();
+    await this.wal.close();
+  }
+
+  /** durable - `result` of a write just committed, once the WAL holding it is on disk; rejects if the fsync fails. */
+  async #durable<T>(result: T): Promise<T> {
+    await this.wal.sync();
+    return result;
   }
 
   /** run - one synchronous database call as a promise: rejects after close or when the call throws. */
