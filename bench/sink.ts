@@ -6,7 +6,6 @@
 // resumptions and messages, so outbound connection reuse shows.
 //
 //   startSink   - both listeners up; resolves with their ports and the arrival book.
-//   greetAtOnce - make smtp-server greet without its 100 ms early-talker pause.
 //   ArrivalBook - arrivals by id prefix: wait for a count, collect, forget.
 //
 // How it fails: startSink rejects when a port cannot be bound. A message
@@ -19,8 +18,8 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { parseArgs } from 'node:util';
-import { SMTPServer } from 'smtp-server';
-import { smtpConnectionPrototypes } from '../src/smtp/smtp-server-builds.ts';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { installGreetingPause, type GreetingPauseOption } from '../src/smtp/greeting-pause.ts';
 import { isIpcChild, serveRequests } from './ipc.ts';
 import { nowMs } from './stats.ts';
 
@@ -126,36 +125,11 @@ function findBenchId(head: Buffer): string | undefined {
   return end < 0 ? undefined : head.toString('latin1', from, end);
 }
 
-interface ConnectionPrototype {
-  init(this: ConnectionInternals): void;
-  __benchGreetAtOnce?: true;
-}
-interface ConnectionInternals {
-  _setListeners(callback: () => void): void;
-  connectionReady(): void;
-}
-
-/**
- * greetAtOnce - smtp-server waits 100 ms before its 220 greeting (to catch
- * clients that talk first); a real next hop (Postfix's smtpd) greets at
- * once, and the pause would cost every relay connection 100 ms. Wrapped in
- * both builds (ESM and CJS) through src/smtp/smtp-server-builds.ts, as wire-replies.ts wraps send().
- */
-export async function greetAtOnce(): Promise<void> {
-  for (const proto of await smtpConnectionPrototypes<ConnectionPrototype>()) {
-    if (typeof proto.init !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.init not found');
-    if (proto.__benchGreetAtOnce) continue;
-    // The sink's maxClients is far above any bench load, so the library's limit check is not repeated here.
-    proto.init = function init(this: ConnectionInternals): void {
-      this._setListeners(() => this.connectionReady());
-    };
-    proto.__benchGreetAtOnce = true;
-  }
-}
-
 function createServer(book: ArrivalBook, tls: { key: string; cert: string } | undefined): SMTPServer {
-  return new SMTPServer({
+  const options: SMTPServerOptions & GreetingPauseOption = {
     ...(tls ?? {}),
+    // A real next hop (Postfix's smtpd) greets at once.
+    greetingPauseMs: 0,
     secure: false,
     hideSTARTTLS: !tls,
     name: 'sink.bench.test',
@@ -190,7 +164,8 @@ function createServer(book: ArrivalBook, tls: { key: string; cert: string } | un
         callback(null, 'Ok: sunk');
       });
     },
-  });
+  };
+  return new SMTPServer(options);
 }
 
 function listen(server: SMTPServer, port: number): Promise<number> {
@@ -209,7 +184,7 @@ export interface RunningSink {
 
 /** startSink - the plaintext and STARTTLS listeners on 127.0.0.1 (ports 0: chosen by the system). */
 export async function startSink(options: { key?: string; cert?: string; plainPort?: number; tlsPort?: number }): Promise<RunningSink> {
-  await greetAtOnce();
+  await installGreetingPause();
   const book = new ArrivalBook();
   const plain = createServer(book, undefined);
   const secure = createServer(book, options.key && options.cert ? { key: options.key, cert: options.cert } : undefined);

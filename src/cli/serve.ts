@@ -18,6 +18,7 @@ import { createListener, type InboundListener, type ReverseResolver } from '../i
 import { compileNetworks } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
+import { installGreetingPause } from '../smtp/greeting-pause.ts';
 import { createHealthChecks } from '../observability/health.ts';
 import { autoconfigXml, createHttpServer, type HttpListener } from '../observability/http-server.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
@@ -57,6 +58,7 @@ export interface RelayOptions {
 
 export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay> {
   await installExactReplies();
+  await installGreetingPause();
   const now = options.now ?? (() => new Date());
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);

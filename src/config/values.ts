@@ -38,12 +38,12 @@ export const check = {
         ? { ok: true, value: v as T }
         : { ok: false, allowed: `one of ${choices.join(', ')}` };
   },
-  duration(maxSeconds: number): Check<number> {
+  duration(maxSeconds: number, { zero = false } = {}): Check<number> {
     return (v) => {
       const seconds = parseDurationSeconds(v);
-      return seconds !== undefined && seconds > 0 && seconds <= maxSeconds
+      return seconds !== undefined && (seconds > 0 || (zero && seconds === 0)) && seconds <= maxSeconds
         ? { ok: true, value: seconds }
-        : { ok: false, allowed: `a duration such as 300s, 5m, 2h or 5d (at most ${maxSeconds}s)` };
+        : { ok: false, allowed: `a duration such as ${zero ? '0s, ' : ''}300s, 5m, 2h or 5d (at most ${maxSeconds}s)` };
     };
   },
   list<T>(item: Check<T>, itemAllowed: string): Check<T[]> {

@@ -13,6 +13,7 @@ import type { Config, ListenerName } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
+import type { GreetingPauseOption } from '../smtp/greeting-pause.ts';
 import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
@@ -96,7 +97,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     return { listener: name, secure: session.secure, authenticated: Boolean(session.user), clientCertTrusted: s.clientCertTrusted };
   }
 
-  const options: SMTPServerOptions = {
+  const options: SMTPServerOptions & GreetingPauseOption = {
     ...deps.tls.options(),
     secure: name === 'submissions',
     name: config.hostname,
@@ -118,6 +119,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     hideDSN: false,
     hideREQUIRETLS: false,
     disableReverseLookup: !config.smtp.reverseLookup,
+    greetingPauseMs: config.smtp.greetingPause * 1000,
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
     ...(deps.resolver ? { resolver: deps.resolver } : {}),

@@ -28,6 +28,7 @@ const LIBRARY_REPLIES: ReadonlyArray<[string, Reply]> = [
   ['Timeout - closing connection', replies.timeout],
   ['Server shutting down', replies.shuttingDown],
   ['* Too many connected clients, try again in a moment', replies.serverBusy],
+  ['* You talk too soon', replies.talkedBeforeGreeting],
   ['Error: message exceeds fixed maximum message size *', replies.messageTooBig],
   ['Error: Bad sender address syntax', replies.senderSyntax],
   ['Error: Bad recipient address syntax', replies.recipientSyntax],

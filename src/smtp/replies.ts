@@ -32,6 +32,7 @@ export const replies = {
   commandTooLong: reply(421, '4.7.0', 'Error: command line too long'),
   serverBusy: reply(421, '4.7.0', 'Error: too many connections, try again later'),
   timeout: reply(421, '4.4.2', 'Error: timeout exceeded'),
+  talkedBeforeGreeting: reply(421, '4.7.0', 'Error: command sent before the greeting, closing'),
   queueWriteFailed: reply(451, '4.3.0', 'Error: queue file write error'),
   shuttingDown: reply(421, '4.3.2', 'Service shutting down, closing transmission channel'),
   clientCertNotTrusted: reply(554, '5.7.1', 'Client certificate not trusted'),

@@ -359,6 +359,28 @@ describe('idle timeout', () => {
   });
 });
 
+// A client that talks before the greeting (a bot that does not wait for
+// 220): with smtp.greetingPause set it is caught in the pause, answered 421
+// and closed; the default greets at once, as Postfix's smtpd does.
+describe('smtp.greetingPause', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ smtp: { reverseLookup: false, greetingPause: '2s' } });
+  });
+  afterAll(async () => relay?.stop());
+
+  it('answers a command sent before the greeting with 421 4.7.0 and closes', async () => {
+    const c = await RawSmtp.connect(relay.ports.relay);
+    c.write('EHLO bot.test\r\n');
+    expect((await c.reply()).text).toBe('421 4.7.0 Error: command sent before the greeting, closing');
+    await c.closedByServer();
+  });
+
+  it('greets a client that waits, after the pause', async () => {
+    await expectServerUp(relay.ports.relay);
+  });
+});
+
 // Password guessing on the submissions port (implicit TLS): a few tries per
 // connection, a few more per IP, then the IP is locked out even with the
 // right password. The log names the user and never holds the password.
