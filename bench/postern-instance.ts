@@ -3,7 +3,7 @@
 // under the bench's temp directory (same disk as Postfix's), the relay
 // listener alone on 127.0.0.1 (port 0), every domain routed to the sink,
 // outbound on, reverse lookups and HTTP off. Everything else is Postern's
-// default (outbound.concurrency 20, perDestination 5, log level info), so
+// default (outbound.concurrency 100, perDestination 20, log level info), so
 // the bench measures what a user gets; POSTERN_* variables in the bench's
 // environment still override, as for any start.
 //

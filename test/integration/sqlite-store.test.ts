@@ -17,10 +17,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.ts';
 import { newQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
+import { INLINE_BODY_LIMIT } from '../../src/queue/sqlite/sqlite-draft.ts';
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
 import { attemptWith, bodyOf, commitMessage, commitToManyDomains, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+
+/** A body one byte too large for the message row: it gets a file. */
+const FILE_BODY = Buffer.alloc(INLINE_BODY_LIMIT + 1, 0x61);
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'postern-sqlite-'));
@@ -99,6 +103,7 @@ describe('sqlite queue store', () => {
           client_address: '192.0.2.10', client_helo: 'client.example.org', client_listener: 'submission',
           auth_user: 'alice', tls_version: 'TLSv1.3', tls_cipher: 'TLS_AES_256_GCM_SHA384',
           size: 4, received_at: expect.any(Number), require_tls: 0, dsn_ret: null, dsn_envid: null, state: 'queued', done_at: null,
+          body: Buffer.from('body'),
         },
       ]);
       const deliveries = db.prepare('SELECT * FROM deliveries ORDER BY id').all() as { id: number }[];
@@ -153,9 +158,34 @@ describe('sqlite queue store', () => {
     }
   });
 
+  it('keeps a body of up to INLINE_BODY_LIMIT bytes in its row, a larger one in a file, and clears either when the message is done', async () => {
+    const store = await openStore();
+    const small = await commitMessage(store, [Buffer.alloc(INLINE_BODY_LIMIT - 10, 0x62), Buffer.alloc(10, 0x63)], envelopeWith({ recipients: ['r@a.test'] }));
+    const large = await commitMessage(store, [FILE_BODY.subarray(0, 1000), FILE_BODY.subarray(1000)], envelopeWith({ recipients: ['r@a.test'] }));
+    expect(await readdir(messagesDir)).toEqual([large]);
+    const db = new Database(dbPath, { readonly: true });
+    const bodies = () => db.prepare('SELECT id, length(body) AS inline FROM messages ORDER BY received_at, rowid').all();
+    try {
+      expect(bodies()).toEqual([{ id: small, inline: INLINE_BODY_LIMIT }, { id: large, inline: null }]);
+      expect((await readAll(store.readBody(small))).equals(Buffer.concat([Buffer.alloc(INLINE_BODY_LIMIT - 10, 0x62), Buffer.alloc(10, 0x63)]))).toBe(true);
+      expect((await readAll(store.readBody(large))).equals(FILE_BODY)).toBe(true);
+
+      const at = await receivedAtOf(store, large);
+      const delivered = (address: string) => ({ address, result: 'delivered' as const, reply: '250 2.0.0 Ok' });
+      for (const claimed of await store.claimDue({ now: new Date(at), limit: 10, leaseMs: 60_000, owner: 'w' })) {
+        const result = { attempts: [attemptWith(at)], recipients: claimed.recipients.map((r) => delivered(r.address)), nextAttemptAt: new Date(at) };
+        expect(await store.recordAttempt({ deliveryId: claimed.deliveryId, owner: 'w' }, result)).toBe(true);
+      }
+      expect(bodies()).toEqual([{ id: small, inline: null }, { id: large, inline: null }]);
+      expect(await readdir(messagesDir)).toEqual([]);
+    } finally {
+      db.close();
+    }
+  });
+
   it('writes body files and the database readable by the owner only', async () => {
     const store = await openStore();
-    const id = await commitMessage(store, [Buffer.from('secret')], envelopeWith({}));
+    const id = await commitMessage(store, [FILE_BODY], envelopeWith({}));
     expect((await stat(join(messagesDir, id))).mode & 0o777).toBe(0o600);
     expect((await stat(dbPath)).mode & 0o777).toBe(0o600);
     expect((await stat(`${dbPath}-wal`)).mode & 0o777).toBe(0o600);
@@ -174,9 +204,9 @@ describe('sqlite queue store', () => {
   it('removes a written draft’s file on discard and on close', async () => {
     const store = await openStore();
     const discarded = store.beginMessage();
-    await discarded.writeBody(bodyOf([Buffer.from('one')]));
+    await discarded.writeBody(bodyOf([FILE_BODY]));
     const open = store.beginMessage();
-    await open.writeBody(bodyOf([Buffer.from('two')]));
+    await open.writeBody(bodyOf([FILE_BODY]));
     expect((await readdir(messagesDir)).sort()).toEqual([discarded.id, open.id].sort());
 
     await discarded.discard();
@@ -202,14 +232,14 @@ describe('sqlite queue store', () => {
     const store = await openStore();
     const draft = store.beginMessage();
     await writeFile(join(messagesDir, draft.id), 'another message');
-    await expect(draft.writeBody(bodyOf([Buffer.from('mine')]))).rejects.toThrow(/EEXIST/);
+    await expect(draft.writeBody(bodyOf([FILE_BODY]))).rejects.toThrow(/EEXIST/);
     await draft.discard();
     expect(await readFile(join(messagesDir, draft.id), 'utf8')).toBe('another message');
   });
 
   it('removes orphan body files on open, counts them in the log, and keeps committed ones', async () => {
     let store = await openStore();
-    const kept = await commitMessage(store, [Buffer.from('committed')], envelopeWith({}));
+    const kept = await commitMessage(store, [FILE_BODY], envelopeWith({}));
     await store.close();
     const orphan = newQueueId();
     await writeFile(join(messagesDir, orphan), 'crashed before the row was inserted');
@@ -226,13 +256,13 @@ describe('sqlite queue store', () => {
 
     expect((await readdir(messagesDir)).sort()).toEqual([kept, 'notes.txt'].sort());
     expect(lines.find((line) => line.msg === 'queue store opened')).toMatchObject({ orphansRemoved: 1 });
-    expect((await readAll(store.readBody(kept))).toString()).toBe('committed');
+    expect((await readAll(store.readBody(kept))).equals(FILE_BODY)).toBe(true);
   });
 
   it('a second opener’s sweep and a commit never leave a row without its body', async () => {
     const server = await openStore();
     const draft = server.beginMessage();
-    await draft.writeBody(bodyOf([Buffer.from('in flight')]));
+    await draft.writeBody(bodyOf([FILE_BODY]));
 
     // e.g. `postern queue list` opening the store while the server receives
     const cli = await openStore();
@@ -244,17 +274,17 @@ describe('sqlite queue store', () => {
   it('with removeOrphans: false, a second opener leaves the server’s drafts alone', async () => {
     const server = await openStore();
     const draft = server.beginMessage();
-    await draft.writeBody(bodyOf([Buffer.from('in flight')]));
+    await draft.writeBody(bodyOf([FILE_BODY]));
 
     const cli = await openStore(undefined, false);
     await draft.commit(envelopeWith({}));
     expect((await cli.listMessages()).map((m) => m.id)).toEqual([draft.id]);
-    expect((await readAll(cli.readBody(draft.id))).toString()).toBe('in flight');
+    expect((await readAll(cli.readBody(draft.id))).equals(FILE_BODY)).toBe(true);
   });
 
   it('removes a done message’s body at once, and sweeps one a crash left behind', async () => {
     let store = await openStore();
-    const id = await commitMessage(store, [Buffer.from('delivered soon')], envelopeWith({ recipients: ['r@a.test'] }));
+    const id = await commitMessage(store, [FILE_BODY], envelopeWith({ recipients: ['r@a.test'] }));
     const at = await receivedAtOf(store, id);
     const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
     const outcome = { address: 'r@a.test', result: 'delivered' as const, reply: '250 2.0.0 Ok' };

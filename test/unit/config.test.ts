@@ -38,7 +38,7 @@ describe('loadConfig', () => {
     expect(config.queue).toEqual({ backend: 'sqlite', path: 'data/queue.db', url: '' });
     expect(config.relay.trustedNetworks).toEqual(['127.0.0.0/8', '::1/128']);
     expect(config.limits).toMatchObject({ messageSize: 26214400, recipients: 100, connectionsPerIp: 20 });
-    expect(config.smtp).toEqual({ reverseLookup: true, bareLineFeed: 'normalize' });
+    expect(config.smtp).toEqual({ reverseLookup: true, greetingPause: 0, bareLineFeed: 'normalize' });
   });
 
   it('reads the documented example file', () => {
@@ -83,6 +83,14 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
       `listeners.relay.port = 70000 (${file}): must be an integer from 0 to 65535`,
       `relay.trustedNetworks = ["10.0.0.0/33"] (${file}): must be a list of CIDR networks (bad entry: "10.0.0.0/33")`,
       `smtp.bareLineFeed = "allow" (${file}): must be one of normalize, reject`,
+    ]);
+  });
+
+  it('takes smtp.greetingPause from 0 (greet at once) to 60 s, and names what is allowed otherwise', () => {
+    expect(loadConfig({ file: yamlFile('smtp: { greetingPause: 0 }\n'), env: {} }).config.smtp.greetingPause).toBe(0);
+    expect(loadConfig({ file: yamlFile('smtp: { greetingPause: 0.5s }\n'), env: {} }).config.smtp.greetingPause).toBe(0.5);
+    expect(problems(() => loadConfig({ file: yamlFile('smtp: { greetingPause: 2m }\n'), env: {} }))).toEqual([
+      expect.stringMatching(/^smtp\.greetingPause = "2m" \(.*\): must be a duration such as 0s, 300s, 5m, 2h or 5d \(at most 60s\)$/),
     ]);
   });
 

@@ -1,6 +1,6 @@
-// The commit transaction of the SQLite store: a draft's envelope becomes one
-// message row, one delivery per recipient domain and one recipient row per
-// RCPT, all or nothing, under the write lock.
+// The commit transaction of the SQLite store: a draft's envelope (and a
+// small body) becomes one message row, one delivery per recipient domain and
+// one recipient row per RCPT, all or nothing, under the write lock.
 //
 // Decides how recipients group into deliveries: by their domain column
 // (stored-columns.ts: the lowercased domain, '' for a bare <postmaster>),
@@ -16,6 +16,7 @@ import type Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StoredEnvelope } from '../queue-store.ts';
+import type { StoredBody } from './sqlite-draft.ts';
 import { messageColumns, recipientColumns } from '../stored-columns.ts';
 import { eachInSavepoint } from './sqlite-group-commit.ts';
 import { sqliteValues } from './sqlite-values.ts';
@@ -24,16 +25,16 @@ export interface CommitRow {
   id: string;
   envelope: StoredEnvelope;
   size: number;
-  ino: number;
+  body: StoredBody;
 }
 
 /** prepareCommit - the commit transaction: body check, message row, deliveries, recipient rows. */
 export function prepareCommit(db: Database.Database, messagesDir: string): (rows: CommitRow[]) => (Error | undefined)[] {
   const insertMessage = db.prepare(`
     INSERT INTO messages (id, mail_from, body_type, smtp_utf8, client_address, client_helo, client_listener,
-                          auth_user, tls_version, tls_cipher, size, received_at, require_tls, dsn_ret, dsn_envid, state)
+                          auth_user, tls_version, tls_cipher, size, received_at, require_tls, dsn_ret, dsn_envid, state, body)
     VALUES (@id, @mailFrom, @bodyType, @smtpUtf8, @clientAddress, @clientHelo, @clientListener,
-            @authUser, @tlsVersion, @tlsCipher, @size, @receivedAt, @requireTls, @dsnRet, @dsnEnvid, 'queued')`);
+            @authUser, @tlsVersion, @tlsCipher, @size, @receivedAt, @requireTls, @dsnRet, @dsnEnvid, 'queued', @body)`);
   const insertDelivery = db.prepare<[string, string, number]>(
     'INSERT INTO deliveries (message_id, domain, attempts, next_attempt_at, finished) VALUES (?, ?, 0, ?, 0)',
   );
@@ -42,16 +43,18 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (rows
     VALUES (@messageId, @position, @address, @domain, @deliveryId, 'queued', @dsnNotify, @dsnOrcpt)`);
 
   const insert = db.transaction((row: CommitRow) => {
-    // Under the write lock, the body must still be the file this draft wrote:
+    // Under the write lock, a body file must still be the file this draft wrote:
     // another process's sweep (a `postern queue` command opening the store)
     // may have taken it for an orphan. The sweep checks for the row under the
     // same lock, so exactly one of the two wins. Synchronous on purpose: an
     // await here would let other statements into the transaction.
-    const ino = statSync(join(messagesDir, row.id), { throwIfNoEntry: false })?.ino;
-    if (ino !== row.ino) throw new Error(`draft ${row.id}: body file vanished before commit`);
-    const { envelope } = row;
+    const { envelope, body } = row;
+    if ('fileIno' in body && statSync(join(messagesDir, row.id), { throwIfNoEntry: false })?.ino !== body.fileIno) {
+      throw new Error(`draft ${row.id}: body file vanished before commit`);
+    }
     const receivedAt = Date.now();
-    insertMessage.run({ id: row.id, ...sqliteValues(messageColumns(envelope)), size: row.size, receivedAt });
+    const inline = 'inline' in body ? body.inline : null;
+    insertMessage.run({ id: row.id, ...sqliteValues(messageColumns(envelope)), size: row.size, receivedAt, body: inline });
     const deliveryOf = new Map<string, number | bigint>();
     recipientColumns(envelope).forEach((recipient, position) => {
       let deliveryId = deliveryOf.get(recipient.domain);

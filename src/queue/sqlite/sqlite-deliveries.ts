@@ -28,10 +28,13 @@ import { sqliteValues } from './sqlite-values.ts';
 export interface DeliveryFunctions {
   claimDue(options: ClaimOptions): ClaimedDelivery[];
   /** recordAttempts - several recordAttempt calls in one transaction (group commit), a verdict or an error each. */
-  recordAttempts(items: { claim: LeaseClaim; result: AttemptResult }[]): (RecordVerdict | Error)[];
+  recordAttempts(items: { claim: LeaseClaim; result: AttemptResult }[]): (SqliteRecordVerdict | Error)[];
   releaseLease(claim: LeaseClaim): void;
   nextDueAt(): Date | undefined;
 }
+
+/** What a record did, and for a message it made done whether its body is a file (for the store to remove). */
+export type SqliteRecordVerdict = RecordVerdict & { bodyInFile?: boolean };
 
 /** A due delivery with its message's columns (ClaimRow but for the recipients, read for each). */
 type DueRow = Omit<ClaimRow, 'recipients'> & { id: number };
@@ -103,7 +106,7 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
 }
 
 /** prepareRecord - the recordAttempt transaction; see the module header for when it refuses. */
-function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; result: AttemptResult }[]) => (RecordVerdict | Error)[] {
+function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; result: AttemptResult }[]) => (SqliteRecordVerdict | Error)[] {
   const selectDelivery = db.prepare<[number], { message_id: string; finished: number; lease_owner: string | null }>(
     'SELECT message_id, finished, lease_owner FROM deliveries WHERE id = ?',
   );
@@ -122,9 +125,11 @@ function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; resu
                           next_attempt_at = @nextAttemptAt, finished = @finished
      WHERE id = @id`);
   const countUnfinished = db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM deliveries WHERE message_id = ? AND finished = 0');
-  const markDone = db.prepare<[number, string]>("UPDATE messages SET state = 'done', done_at = ? WHERE id = ?");
+  // A done message's body goes: from the row here, from its file after the COMMIT (the store).
+  const bodyInFile = db.prepare<[string], { in_file: number }>('SELECT body IS NULL AS in_file FROM messages WHERE id = ?');
+  const markDone = db.prepare<[number, string]>("UPDATE messages SET state = 'done', done_at = ?, body = NULL WHERE id = ?");
 
-  const record = db.transaction((id: number, owner: string, result: AttemptResult): RecordVerdict => {
+  const record = db.transaction((id: number, owner: string, result: AttemptResult): SqliteRecordVerdict => {
     const delivery = selectDelivery.get(id);
     if (!delivery || delivery.finished === 1 || delivery.lease_owner !== owner) return { recorded: false };
     const messageId = delivery.message_id;
@@ -136,11 +141,12 @@ function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; resu
     const finished = (countPending.get(id)?.n ?? 0) === 0;
     finishAttempt.run({ id, nextAttemptAt: result.nextAttemptAt.getTime(), finished: finished ? 1 : 0 });
     if (!finished || (countUnfinished.get(messageId)?.n ?? 0) > 0) return { recorded: true };
+    const inFile = bodyInFile.get(messageId)?.in_file === 1;
     markDone.run(updatedAt, messageId);
-    return { recorded: true, doneMessageId: messageId };
+    return { recorded: true, doneMessageId: messageId, bodyInFile: inFile };
   });
   const recordAll = db.transaction((items: { claim: LeaseClaim; result: AttemptResult }[]) =>
-    eachInSavepoint(items, ({ claim, result }): RecordVerdict => {
+    eachInSavepoint(items, ({ claim, result }): SqliteRecordVerdict => {
       const id = parseDeliveryId(claim.deliveryId);
       return id === undefined ? { recorded: false } : record(id, claim.owner, result);
     }),

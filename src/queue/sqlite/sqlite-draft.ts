@@ -2,47 +2,53 @@
 // which it becomes durable: the DraftStorage under the shared draft
 // lifecycle (draft-lifecycle.ts decides the states and what discard does).
 //
-// Decides the durable order: the body goes straight to its final name
-// (messages/<queue id>, mode 0600), streamed with back-pressure, never held
-// whole in memory, and fsynced before write resolves. commit fsyncs the
-// directory (so the name survives a crash too) and only then asks the store
-// to insert the row: a row never names a body that a crash could lose.
+// Decides where a body lives: up to INLINE_BODY_LIMIT bytes it is held in
+// memory and stored in the message row by the commit transaction (one WAL
+// fsync for a whole batch of messages, no file to open, sync, read and
+// remove). A larger body goes to its own file (messages/<queue id>, mode
+// 0600) as soon as it passes the limit, streamed with back-pressure, never
+// held whole in memory, and fsynced before write resolves; commit then
+// fsyncs the directory (so the name survives a crash too) before the row
+// is inserted: a row never names a body file that a crash could lose.
 //
-// How it fails: write rejects if the body stream errors or ends early, or
-// the disk does (the lifecycle then abandons: the partial file is removed at
-// once); commit rejects on an fsync error (the file is removed) or a
-// database error (no row is left, and the file is left for the next open's
-// sweep). abandon never rejects for a missing file, and never removes a file
-// this draft did not create.
+// How it fails: write rejects if the body stream errors or ends early, the
+// draft is discarded (the signal aborts), or the disk fails (the lifecycle
+// then abandons: a partial file is removed at once); commit rejects on an
+// fsync error (the file is removed) or a database error (no row is left,
+// and a file is left for the next open's sweep). abandon never rejects for
+// a missing file, and never removes a file this draft did not create.
 //
-//   SqliteBodyFile - the DraftStorage of the SQLite store (built by the store only).
-//   syncDirectory  - fsync a directory, making the names created in it durable.
+//   SqliteBodyFile    - the DraftStorage of the SQLite store (built by the store only).
+//   INLINE_BODY_LIMIT - the largest body kept in the database row.
+//   syncDirectory     - fsync a directory, making the names created in it durable.
 import type { FileHandle } from 'node:fs/promises';
 import { open, rm } from 'node:fs/promises';
-import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { DraftStorage } from '../draft-lifecycle.ts';
 import type { StoredEnvelope } from '../queue-store.ts';
 
+/** The largest body stored in its message row; a larger one gets a file. Most mail is smaller. */
+export const INLINE_BODY_LIMIT = 128 * 1024;
+
+/** Where a committed body is: in the row, or in the file with this inode (commit checks it is still that file). */
+export type StoredBody = { inline: Buffer } | { fileIno: number };
+
 /** What a draft's body file needs from its store. */
 export interface BodyFileContext {
-  /** Where this draft's body lives. */
+  /** Where this draft's body lives if it is too large for the row. */
   bodyPath: string;
-  /** The directory holding body files (fsynced so the new name survives a crash). */
-  messagesDir: string;
   logger: Logger;
-  /** commitMessage - fsync messagesDir, then insert the envelope row after checking the body file is still the one with inode `ino`; rejects with `phase: 'sync'` when the fsync failed. */
-  commitMessage(row: { id: string; envelope: StoredEnvelope; size: number; ino: number }): Promise<void>;
+  /** commitMessage - (for a body file: fsync the directory, check the file) insert the envelope row; rejects with `phase: 'sync'` when the fsync failed. */
+  commitMessage(row: { id: string; envelope: StoredEnvelope; size: number; body: StoredBody }): Promise<void>;
 }
 
 export class SqliteBodyFile implements DraftStorage {
   /** The body file while write has it open. */
   #file: FileHandle | undefined;
-  /** The body file's inode: commit checks the file at bodyPath is still this one. */
-  #ino = 0;
   /** Whether this draft created bodyPath: only then may it remove it. */
   #created = false;
+  #body: StoredBody | undefined;
   #size = 0;
 
   constructor(
@@ -50,54 +56,75 @@ export class SqliteBodyFile implements DraftStorage {
     private readonly ctx: BodyFileContext,
   ) {}
 
-  /** write - stream the body to messages/<id> and fsync it; resolves with the byte count. */
+  /** write - hold the body, or stream it to messages/<id> and fsync it once it is too large; resolves with the byte count. */
   async write(body: Readable, signal: AbortSignal): Promise<number> {
-    // 'wx': a queue id names one message only; never write into an existing file.
-    this.#file = await open(this.ctx.bodyPath, 'wx', 0o600);
-    this.#created = true;
-    this.#ino = (await this.#file.stat()).ino;
-    let size = 0;
-    const count = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
+    const stop = () => body.destroy(new Error(`draft ${this.id}: discarded while its body was being written`));
+    if (signal.aborted) stop();
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      let held: Buffer[] = [];
+      let size = 0;
+      let ino = 0;
+      for await (const chunk of body as AsyncIterable<Buffer>) {
         size += chunk.length;
-        done(null, chunk);
-      },
-    });
-    // flush: fsync before the stream closes the handle, and pipeline
-    // resolves only after that close. (autoClose: false would keep the
-    // handle for commit to sync, but the stream's reference on the handle
-    // then makes FileHandle.close() wait forever.)
-    await pipeline(body, count, this.#file.createWriteStream({ flush: true }), { signal });
-    this.#file = undefined;
-    this.#size = size;
-    return size;
+        if (this.#file) {
+          await this.#file.write(chunk);
+          continue;
+        }
+        held.push(chunk);
+        if (size <= INLINE_BODY_LIMIT) continue;
+        // 'wx': a queue id names one message only; never write into an existing file.
+        this.#file = await open(this.ctx.bodyPath, 'wx', 0o600);
+        this.#created = true;
+        ino = (await this.#file.stat()).ino;
+        await this.#file.writev(held);
+        held = [];
+      }
+      if (this.#file) {
+        await this.#file.sync();
+        await this.#closeFile();
+        this.#body = { fileIno: ino };
+      } else {
+        this.#body = { inline: Buffer.concat(held, size) };
+      }
+      this.#size = size;
+      return size;
+    } finally {
+      signal.removeEventListener('abort', stop);
+    }
   }
 
-  /** commit - fsync the directory, then insert the row (both shared with concurrent drafts: group commit); only then resolve. */
+  /** commit - insert the row (shared with concurrent drafts: group commit), after the directory fsync for a body file; only then resolve. */
   async commit(envelope: StoredEnvelope): Promise<void> {
+    if (!this.#body) throw new Error(`draft ${this.id}: commit before the body was written`);
     try {
-      await this.ctx.commitMessage({ id: this.id, envelope, size: this.#size, ino: this.#ino });
+      await this.ctx.commitMessage({ id: this.id, envelope, size: this.#size, body: this.#body });
     } catch (error) {
       // A failed directory fsync: no row can name the body, remove it. A failed
-      // insert rolled back, but the file is left for the sweep on the next
+      // insert rolled back, but a file is left for the sweep on the next
       // open, which decides under the database write lock: cheaper than being
       // wrong about a half-failed COMMIT.
       if ((error as { phase?: string }).phase === 'sync') await this.#removeFile();
-      else this.ctx.logger.warn({ queueId: this.id, err: error }, 'commit failed; body file left for the next sweep');
+      else if (this.#created) this.ctx.logger.warn({ queueId: this.id, err: error }, 'commit failed; body file left for the next sweep');
       throw error;
     }
   }
 
-  /** abandon - remove the body file (a failed write, or a written draft discarded). */
+  /** abandon - drop the body (a failed write, or a written draft discarded): remove the file, if there is one. */
   abandon(): Promise<void> {
+    this.#body = undefined;
     return this.#removeFile();
+  }
+
+  async #closeFile(): Promise<void> {
+    const file = this.#file;
+    this.#file = undefined;
+    await file?.close();
   }
 
   /** removeFile - close the handle if still open and delete the body file this draft created; a missing file is fine. */
   async #removeFile(): Promise<void> {
-    const file = this.#file;
-    this.#file = undefined;
-    if (file) await file.close().catch(() => undefined);
+    await this.#closeFile().catch(() => undefined);
     // Never a file this draft did not create: after EEXIST the name is another message's.
     if (this.#created) await rm(this.ctx.bodyPath, { force: true });
   }

@@ -1,8 +1,7 @@
 // SQLite queue schema: an ordered list of migrations; PRAGMA user_version
 // counts how many of them a database has had. A later change is one entry
 // added at the end of MIGRATIONS; an entry is never edited once released,
-// because databases in the field already ran it. (Nothing is released yet:
-// migration 1 still holds the whole first schema.)
+// because databases in the field already ran it.
 //
 // How it fails: readSchemaVersion/migrateSchema throw on a database written
 // by a newer Postern (its user_version is past the end of the list:
@@ -105,6 +104,12 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX attempts_by_message ON attempts (message_id, started_at);
       CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
     `,
+  },
+  {
+    name: 'small bodies in the message row',
+    // A body up to sqlite-draft.ts's INLINE_BODY_LIMIT lives here (NULL: in
+    // messages/<id>). Set to NULL when the message is done, as a file is removed.
+    sql: 'ALTER TABLE messages ADD COLUMN body BLOB;',
   },
 ];
 

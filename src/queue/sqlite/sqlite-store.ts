@@ -1,13 +1,13 @@
 // The SQLite queue store: envelopes, deliveries and attempts as rows in one
-// SQLite file, bodies as files beside it (<dir of the db>/messages/<queue id>,
-// mode 0600).
+// SQLite file; a body in its message row up to 128 KB, else as a file beside
+// it (<dir of the db>/messages/<queue id>, mode 0600): sqlite-draft.ts decides.
 //
 // Decides where a message lives and the order in which it becomes durable:
-// body fsynced, directory fsynced, then message, delivery and recipient rows
-// inserted in one transaction (sqlite-draft.ts under the shared
-// draft-lifecycle.ts, sqlite-commit.ts). A crash can therefore leave a body
-// without a row, which the next open sweeps away, but never a row without
-// its body. The same holds at the other end: a message
+// a body file fsynced, directory fsynced, then message (with a small body),
+// delivery and recipient rows inserted in one transaction (sqlite-draft.ts
+// under the shared draft-lifecycle.ts, sqlite-commit.ts). A crash can
+// therefore leave a body file without a row, which the next open sweeps
+// away, but never a row without its body. The same holds at the other end: a message
 // becomes 'done' (or is deleted) in a transaction and its body is removed
 // after the COMMIT; a crash in between leaves a file the sweep treats as an
 // orphan. The database runs in WAL mode; a write is reported durable only
@@ -32,7 +32,7 @@ import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
-import type { AttemptResult, ClaimOptions, LeaseClaim, RecordVerdict } from '../delivery-rules.ts';
+import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { logMigration } from '../migrations.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
@@ -47,7 +47,7 @@ import type {
 } from '../queue-store.ts';
 import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
 import { createGroupCommit } from './sqlite-group-commit.ts';
-import { prepareDeliveries, type DeliveryFunctions } from './sqlite-deliveries.ts';
+import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
 import { prepareOperator, type OperatorFunctions } from './sqlite-operator.ts';
@@ -107,12 +107,12 @@ class SqliteQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   #closed = false;
   readonly #commit: (row: CommitRow) => Promise<undefined>;
-  readonly #record: (item: { claim: LeaseClaim; result: AttemptResult }) => Promise<RecordVerdict>;
+  readonly #record: (item: { claim: LeaseClaim; result: AttemptResult }) => Promise<SqliteRecordVerdict>;
   readonly #deliveries: DeliveryFunctions;
   readonly #operator: OperatorFunctions;
   readonly #inspect: InspectFunctions;
-  /** A message whose body may be read: committed and not done. */
-  readonly #bodyKept: Database.Statement<[string], { id: string }>;
+  /** The body of a message that may be read (committed and not done): in the row, or NULL for a file. */
+  readonly #keptBody: Database.Statement<[string], { body: Buffer | null }>;
 
   constructor(
     private readonly db: Database.Database,
@@ -123,8 +123,8 @@ class SqliteQueueStore implements QueueStore {
     const insertRows = prepareCommit(db, messagesDir);
     this.#commit = createGroupCommit<CommitRow, undefined>(async (rows) => {
       try {
-        // The new body files' names, before any row names them: one fsync for the batch.
-        await syncDirectory(messagesDir);
+        // The new body files' names, before any row names them: one fsync for the batch (none when every body is in its row).
+        if (rows.some((row) => 'fileIno' in row.body)) await syncDirectory(messagesDir);
       } catch (error) {
         const failed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
         return rows.map(() => failed);
@@ -138,7 +138,7 @@ class SqliteQueueStore implements QueueStore {
     this.#deliveries = prepareDeliveries(db);
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
-    this.#bodyKept = db.prepare(BODY_KEPT);
+    this.#keptBody = db.prepare("SELECT body FROM messages WHERE id = ? AND state != 'done'");
   }
 
   beginMessage(): MessageDraft {
@@ -146,8 +146,7 @@ class SqliteQueueStore implements QueueStore {
     const id = newQueueId();
     const bodyFile = new SqliteBodyFile(id, {
       bodyPath: join(this.messagesDir, id),
-      messagesDir: this.messagesDir,
-      logger: this.logger.child({ queueId: id }),
+      logger: this.logger,
       commitMessage: this.#commit,
     });
     return this.#drafts.begin(id, bodyFile);
@@ -173,7 +172,7 @@ class SqliteQueueStore implements QueueStore {
     if (this.#closed) throw new Error('queue store is closed');
     const verdict = await this.#record({ claim, result });
     if (!verdict.recorded) return false;
-    if (verdict.doneMessageId !== undefined) await this.#removeBodies([verdict.doneMessageId]);
+    if (verdict.doneMessageId !== undefined && verdict.bodyInFile) await this.#removeBodies([verdict.doneMessageId]);
     return true;
   }
 
@@ -208,8 +207,9 @@ class SqliteQueueStore implements QueueStore {
     if (this.#closed) return failedStream(new Error('queue store is closed'));
     if (!isQueueId(id)) return failedStream(new Error(`not a queue id: ${JSON.stringify(id)}`));
     // A draft's file exists before its row does, and a done message's body is gone.
-    if (!this.#bodyKept.get(id)) return failedStream(new Error(`no such message in the queue (unknown, or done): ${id}`));
-    return createReadStream(join(this.messagesDir, id));
+    const kept = this.#keptBody.get(id);
+    if (!kept) return failedStream(new Error(`no such message in the queue (unknown, or done): ${id}`));
+    return kept.body ? Readable.from([kept.body]) : createReadStream(join(this.messagesDir, id));
   }
 
   async close(): Promise<void> {
