@@ -19,6 +19,14 @@ export type { AttemptResult, ClaimOptions, LeaseClaim };
 /** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
 export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
 
+// How far past `limit` a claim looks for deliveries to other domains when the
+// first ones due belong to a domain with few slots left. A domain with no
+// slot left is skipped by the query itself, however many of its deliveries
+// are due; this bounds the rest (a deep backlog to one busy domain is not
+// read on every claim). Postfix's queue manager bounds what it reads in the
+// same way (qmgr_message_active_limit).
+export const CLAIM_LOOK_AHEAD = 500;
+
 /** checkClaimOptions - refuse a claim that could not mean anything sensible. */
 export function checkClaimOptions({ now, limit, leaseMs, owner, perDestination }: ClaimOptions): void {
   if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');

@@ -34,14 +34,16 @@
 //   releaseLease  - give a lease back untouched.
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import type pg from 'pg';
-import { checkClaimOptions, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
 
 // Lock and lease in one statement; the outer SELECT describes what was leased.
-// $5 is the per-destination limit (NULL: none), $6 the deliveries in flight by domain (JSON).
+// $5 is the per-destination limit (NULL: none), $6 the deliveries in flight by domain (JSON),
+// $7 the domains with no slot left (skipped outright), $8 how far past the limit to look
+// for other domains (CLAIM_LOOK_AHEAD, as the SQLite store does).
 // The recipients subquery sees the rows as they were when the statement began:
 // nobody else can change them, since recording needs the lease we now hold.
 const CLAIM = `
@@ -50,6 +52,9 @@ const CLAIM = `
      WHERE NOT d.finished AND d.next_attempt_at <= $1
        AND (d.lease_until IS NULL OR d.lease_until <= $1)
        AND m.state = 'queued'
+       AND NOT (d.domain = ANY($7::text[]))
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT $2::int + $8::int
   ), ranked AS (
     SELECT id, next_attempt_at, domain,
            row_number() OVER (PARTITION BY domain ORDER BY next_attempt_at, id) AS place
@@ -78,8 +83,9 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
   checkClaimOptions(options);
   if (options.limit === 0) return [];
   const { now, limit, leaseMs, owner, perDestination } = options;
+  const full = Object.keys(perDestination?.busy ?? {}).filter((domain) => destinationSlots(options, domain) === 0);
   const result = await pool.query<ClaimRow>(CLAIM, [
-    now, limit, owner, new Date(now.getTime() + leaseMs), perDestination?.limit ?? null, JSON.stringify(perDestination?.busy ?? {}),
+    now, limit, owner, new Date(now.getTime() + leaseMs), perDestination?.limit ?? null, JSON.stringify(perDestination?.busy ?? {}), full, CLAIM_LOOK_AHEAD,
   ]);
   return result.rows.map((row) => claimedDeliveryOf(row, owner));
 }

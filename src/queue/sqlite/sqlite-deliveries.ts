@@ -18,7 +18,7 @@
 //
 //   prepareDeliveries - the claim / record / release / next-due functions over one database.
 import type Database from 'better-sqlite3';
-import { checkClaimOptions, destinationSlots, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
@@ -65,14 +65,20 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
 
 /** prepareClaim - lease up to `limit` due deliveries (within the per-destination limit) and describe each with its pending recipients. */
 function prepareClaim(db: Database.Database): (options: ClaimOptions) => ClaimedDelivery[] {
-  const selectDue = db.prepare<{ now: number }, DueRow>(`
-    SELECT d.id, d.message_id, d.domain, d.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
-           m.require_tls, m.dsn_ret, m.dsn_envid
+  const selectDue = db.prepare<{ now: number; full: string; window: number }, [number, string]>(`
+    SELECT d.id, d.domain
       FROM deliveries d JOIN messages m ON m.id = d.message_id
      WHERE d.finished = 0 AND d.next_attempt_at <= @now
        AND (d.lease_until IS NULL OR d.lease_until <= @now)
        AND m.state = 'queued'
-     ORDER BY d.next_attempt_at, d.id`);
+       AND d.domain NOT IN (SELECT value FROM json_each(@full))
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT @window`).raw();
+  const selectClaimed = db.prepare<[number], DueRow>(`
+    SELECT d.id, d.message_id, d.domain, d.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
+           m.require_tls, m.dsn_ret, m.dsn_envid
+      FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE d.id = ?`);
   const lease = db.prepare<[string, number, number]>('UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?');
   const selectPending = db.prepare<[number], RecipientDsnRow>(`
     SELECT address, dsn_notify, dsn_orcpt FROM recipients
@@ -80,20 +86,22 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
 
   const claimAll = db.transaction((options: ClaimOptions): ClaimedDelivery[] => {
     const { now, limit, leaseMs, owner } = options;
-    // Read in due order, passing over domains at their limit, until `limit` are chosen
-    // (the statement is stepped lazily: a long queue is not read past that point).
-    const chosen: DueRow[] = [];
+    const busy = options.perDestination?.busy ?? {};
+    const full = Object.keys(busy).filter((domain) => destinationSlots(options, domain) === 0);
+    // In due order, passing over domains at their limit, until `limit` are chosen.
+    const chosen: number[] = [];
     const taken = new Map<string, number>();
-    for (const row of selectDue.iterate({ now: now.getTime() })) {
-      const already = taken.get(row.domain) ?? 0;
-      if (already >= destinationSlots(options, row.domain)) continue;
-      taken.set(row.domain, already + 1);
-      chosen.push(row);
+    for (const [id, domain] of selectDue.iterate({ now: now.getTime(), full: JSON.stringify(full), window: limit + CLAIM_LOOK_AHEAD })) {
+      const already = taken.get(domain) ?? 0;
+      if (already >= destinationSlots(options, domain)) continue;
+      taken.set(domain, already + 1);
+      chosen.push(id);
       if (chosen.length === limit) break;
     }
-    return chosen.map((row) => {
-      lease.run(owner, now.getTime() + leaseMs, row.id);
-      return claimedDeliveryOf({ ...row, recipients: selectPending.all(row.id) }, owner);
+    return chosen.map((id) => {
+      lease.run(owner, now.getTime() + leaseMs, id);
+      const row = selectClaimed.get(id) as DueRow;
+      return claimedDeliveryOf({ ...row, recipients: selectPending.all(id) }, owner);
     });
   });
   return (options) => {
