@@ -19,7 +19,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     base: { service: 'postern' },
     redact: { paths: ['*.password', '*.pass', '*.token', '*.secret', 'password', 'auth.pass'], censor: '[redacted]' },
   };
-  return options.destination ? pino(settings, options.destination) : pino(settings);
+  // stdout written asynchronously: a sync write per line was three syscalls per relayed message on
+  // the event loop. pino flushes what is buffered when the process exits; a SIGKILL can lose the last lines.
+  return pino(settings, options.destination ?? pino.destination({ dest: 1, sync: false }));
 }
 
 /** silentLogger - for tests and CLI subcommands that print their own output. */

@@ -25,7 +25,7 @@ export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageI
 // are due; this bounds the rest (a deep backlog to one busy domain is not
 // read on every claim). Postfix's queue manager bounds what it reads in the
 // same way (qmgr_message_active_limit).
-export const CLAIM_LOOK_AHEAD = 500;
+export const CLAIM_LOOK_AHEAD = 100;
 
 /** checkClaimOptions - refuse a claim that could not mean anything sensible. */
 export function checkClaimOptions({ now, limit, leaseMs, owner, perDestination }: ClaimOptions): void {

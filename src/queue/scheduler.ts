@@ -58,6 +58,13 @@ export interface Scheduler {
   stop(): Promise<void>;
 }
 
+// A look at the queue is a claim: a write transaction that reads the due
+// deliveries. Under load every finished delivery and every accepted message
+// asks for one; looking at most once per LOOK_INTERVAL_MS turns those into
+// one claim for a batch (a delivery waits at most this long for its turn),
+// as Postfix's queue manager scans its incoming queue in batches.
+const LOOK_INTERVAL_MS = 5;
+
 /** createScheduler - a scheduler over a store and a courier. */
 export function createScheduler(options: SchedulerOptions): Scheduler {
   const { store, logger } = options;
@@ -66,6 +73,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const perDomain = new Map<string, number>();
   let running = false;
   let timer: NodeJS.Timeout | undefined;
+  /** When the pending timer fires (Date.now() time), and when the last look began. */
+  let timerAt = 0;
+  let lastLookAt = 0;
   let looking: Promise<number> | undefined;
 
   async function claimAndRun(): Promise<number> {
@@ -170,14 +180,22 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     }
   }
 
+  /** schedule - look at the queue in `delayMs` (or sooner, if a look is already set for sooner); never twice within LOOK_INTERVAL_MS. */
   function schedule(delayMs: number): void {
     if (!running) return;
+    const at = Math.max(Date.now() + delayMs, lastLookAt + LOOK_INTERVAL_MS);
+    if (timer !== undefined && at >= timerAt) return;
     clearTimeout(timer);
-    timer = setTimeout(() => void look(), delayMs);
+    timerAt = at;
+    timer = setTimeout(() => {
+      timer = undefined;
+      void look();
+    }, at - Date.now());
   }
 
   async function look(): Promise<void> {
     if (looking) return;
+    lastLookAt = Date.now();
     looking = claimAndRun();
     try {
       await looking;
@@ -215,6 +233,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     async stop() {
       running = false;
       clearTimeout(timer);
+      timer = undefined;
       await looking;
       await Promise.all(inFlight.values());
     },
