@@ -28,6 +28,7 @@ import { SessionPool } from '../outbound/session-pool.ts';
 import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
 import { probeRelayhost } from '../outbound/relayhost-probe.ts';
 import type { SessionSettings } from '../outbound/smtp-session.ts';
+import { createInFlowGate, type InFlowGate } from '../queue/in-flow.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import type { QueueStore } from '../queue/queue-store.ts';
 import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
@@ -69,9 +70,12 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   );
   const metrics = createMetrics();
   const outbound = config.outbound.enabled ? outboundParts(config) : undefined;
-  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, logger, now, metrics }) : undefined;
+  // Arrivals are slowed to the delivery rate only where this process delivers.
+  const inFlow = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000) : undefined;
+  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, inFlow, logger, now, metrics }) : undefined;
   const shared = {
     onQueued: scheduler ? () => scheduler.wake() : undefined,
+    inFlow,
     config,
     tls,
     store,
@@ -146,8 +150,8 @@ function outboundParts(config: Config): OutboundParts {
 }
 
 /** createDeliveryScheduler - the outbound side: courier and scheduler over the queue. */
-function createDeliveryScheduler(parts: { config: Config; store: QueueStore; outbound: OutboundParts; logger: Logger; now: () => Date; metrics: Metrics }): Scheduler {
-  const { config, store, logger, now, metrics } = parts;
+function createDeliveryScheduler(parts: { config: Config; store: QueueStore; outbound: OutboundParts; inFlow?: InFlowGate; logger: Logger; now: () => Date; metrics: Metrics }): Scheduler {
+  const { config, store, inFlow, logger, now, metrics } = parts;
   const outbound = config.outbound;
   const { resolver, extraCa, relayhostAuth, pool, heloName } = parts.outbound;
   // Built once: nothing in it changes after start.
@@ -162,6 +166,7 @@ function createDeliveryScheduler(parts: { config: Config; store: QueueStore; out
     leaseMs: outbound.lease * 1000,
     retry: outbound.retry,
     pollMs: 1000,
+    inFlow,
     now,
     logger: logger.child({ component: 'scheduler' }),
     metrics,

@@ -12,6 +12,7 @@ import { SMTPServer, type SMTPServerAuthentication, type SMTPServerOptions, type
 import type { Config, ListenerName } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
+import type { InFlowGate } from '../queue/in-flow.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
 import type { GreetingPauseOption } from '../smtp/greeting-pause.ts';
 import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
@@ -40,6 +41,8 @@ export interface ListenerDeps {
   logger: Logger;
   /** Called after a message is committed (the scheduler wakes up). */
   onQueued?: (queueId: string) => void;
+  /** In-flow control: an accepted MAIL FROM waits here while delivery is behind (absent: never). */
+  inFlow?: Pick<InFlowGate, 'enter'>;
   /** Used for reverse lookups when smtp.reverseLookup is on; the system resolver when absent. */
   resolver?: ReverseResolver;
   /** Counts accepted and refused messages, failed AUTH and sessions; nothing is counted when absent. */
@@ -170,7 +173,12 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onMailFrom(_address, session, callback) {
       const s = state(session);
-      callback(refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail'));
+      const refusal = refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail');
+      if (refusal || !deps.inFlow) return callback(refusal);
+      void deps.inFlow.enter().then((waited) => {
+        if (waited) s.log.debug('in-flow delay: delivery is behind arrivals');
+        callback();
+      });
     },
 
     onRcptTo(address, session, callback) {

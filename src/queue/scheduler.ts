@@ -16,6 +16,7 @@ import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
+import type { InFlowGate } from './in-flow.ts';
 import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
 
 /** What one attempt for one claimed delivery produced. */
@@ -45,6 +46,8 @@ export interface SchedulerOptions {
   logger: Logger;
   /** Counts recipient results and delivery latency; nothing is counted when absent. */
   metrics?: RelayMetrics;
+  /** Given a token for every delivery taken from the queue (in-flow control, in-flow.ts). */
+  inFlow?: Pick<InFlowGate, 'feed'>;
 }
 
 export interface Scheduler {
@@ -88,6 +91,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       owner: options.owner,
       perDestination: { limit: options.perDestination, busy: Object.fromEntries(perDomain) },
     });
+    options.inFlow?.feed(claims.length);
     let started = 0;
     for (const claim of claims) {
       perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
