@@ -54,27 +54,37 @@ export class BareLineEndings extends Transform {
         parts.push(CRLF);
       }
     }
-    for (; i < chunk.length; i++) {
-      const byte = chunk[i];
-      if (byte === CR) {
-        if (i + 1 === chunk.length) {
-          parts.push(chunk.subarray(start, i));
+    // From line end to line end with indexOf (native), not byte by byte: a
+    // message is mostly CRLF pairs, and only bare ones make a copy.
+    let nextCr = chunk.indexOf(CR, i);
+    let nextLf = chunk.indexOf(LF, i);
+    while (nextCr !== -1 || nextLf !== -1) {
+      if (nextLf === -1 || (nextCr !== -1 && nextCr < nextLf)) {
+        if (nextCr + 1 === chunk.length) {
+          // The chunk ends in a CR: the next chunk decides whether it is bare.
+          parts.push(chunk.subarray(start, nextCr));
           this.pendingCr = true;
           start = chunk.length;
-        } else if (chunk[i + 1] === LF) {
-          i++;
+          break;
+        }
+        if (nextLf === nextCr + 1) {
+          nextLf = chunk.indexOf(LF, nextCr + 2);
         } else {
           this.found = true;
-          parts.push(chunk.subarray(start, i), CRLF);
-          start = i + 1;
+          parts.push(chunk.subarray(start, nextCr), CRLF);
+          start = nextCr + 1;
         }
-      } else if (byte === LF) {
+        nextCr = chunk.indexOf(CR, nextCr + 1);
+      } else {
+        // An LF not right after a CR (the CR of a pair takes its LF along above).
         this.found = true;
-        parts.push(chunk.subarray(start, i), CRLF);
-        start = i + 1;
+        parts.push(chunk.subarray(start, nextLf), CRLF);
+        start = nextLf + 1;
+        nextLf = chunk.indexOf(LF, start);
       }
     }
     if (start < chunk.length) parts.push(chunk.subarray(start));
+    if (parts.length === 0) return chunk.subarray(0, 0);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
 }

@@ -1,8 +1,8 @@
 // The life of a message being received, the same in every queue backend:
 // the states a draft goes through, which call is allowed in which, and what
 // discard does at each step. Where the bytes go and what makes them durable
-// is the backend's DraftStorage (a body file and a row in SQLite, one
-// transaction in PostgreSQL).
+// is the backend's DraftStorage (in SQLite a row holding a small body, or a
+// row and a body file; in PostgreSQL one transaction).
 //
 // Decides the draft's life: open → writing → written → committing →
 // committed, or discarded / failed from any step before committed. writeBody

@@ -217,7 +217,7 @@ describe('default limits', () => {
     const refusedBefore = logLines(relay, 'message refused').length;
     const messagesDir = join(relay.dir, 'data', 'messages');
     const c = await openData(relay.ports.relay);
-    // Larger than a body kept in the queue row (128 KB), so it has a file before the drop and the cleanup is real.
+    // Larger than a body kept in the queue row (32 KB), so it has a file before the drop and the cleanup is real.
     await new Promise<void>((resolve) => c.socket.write(`Subject: dropped\r\n\r\n${'half of a message\r\n'.repeat(10_000)}`, () => resolve()));
     await waitFor('the draft body file', async () => (await readdir(messagesDir)).some((f) => !committed.includes(f)));
     c.close();

@@ -26,4 +26,26 @@ describe('BareLineEndings', () => {
   it.each(rows)('reject: %s (bytes unchanged, detection same)', async (_name, input, _expected, found) => {
     expect(await run('reject', input)).toEqual({ out: input.join(''), found });
   });
+
+  // Every line end in every split: random text of a, ., CR and LF cut into random chunks, against the
+  // same rule written as one regular expression over the whole text. Seeded, so a failure repeats.
+  it('agrees with the rule written as a regular expression, for 2,000 random texts in random chunks', async () => {
+    let seed = 42;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 2000; round++) {
+      const text = Array.from({ length: random(40) }, () => 'a.\r\n'[random(4)]).join('');
+      const chunks: string[] = [];
+      for (let at = 0; at < text.length; ) {
+        const size = 1 + random(8);
+        chunks.push(text.slice(at, at + size));
+        at += size;
+      }
+      const found = /\r(?!\n)|(?<!\r)\n/.test(text);
+      expect(await run('normalize', chunks), JSON.stringify(chunks)).toEqual({ out: text.replace(/\r\n|\r|\n/g, '\r\n'), found });
+      expect((await run('reject', chunks)).found, JSON.stringify(chunks)).toBe(found);
+    }
+  });
 });

@@ -8,7 +8,7 @@
 // once (received_at).
 //
 // How it fails: the insert throws, and the transaction rolls back whole, if
-// the body file is no longer the one the draft wrote (another opener's sweep
+// a body file is no longer the one the draft wrote (another opener's sweep
 // took it), or on any database error.
 //
 //   prepareCommit - the batch insert (one transaction, a savepoint per row) behind BodyFileContext.commitMessage.
