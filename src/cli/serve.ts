@@ -18,12 +18,12 @@ import { createListener, type InboundListener, type ReverseResolver } from '../i
 import { compileNetworks } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
-import { installGreetingPause } from '../smtp/greeting-pause.ts';
 import { createHealthChecks } from '../observability/health.ts';
 import { autoconfigXml, createHttpServer, type HttpListener } from '../observability/http-server.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import { deliver } from '../outbound/deliver.ts';
+import { installFastDotStuffing } from '../outbound/dot-stuffing.ts';
 import { SessionPool } from '../outbound/session-pool.ts';
 import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
 import { probeRelayhost } from '../outbound/relayhost-probe.ts';
@@ -33,6 +33,7 @@ import { openQueueStore } from '../queue/open-store.ts';
 import type { QueueStore } from '../queue/queue-store.ts';
 import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
+import { installGreetingPause } from '../smtp/greeting-pause.ts';
 import { createServerTls, type ServerTls } from '../tls/server-tls.ts';
 import { createQueueApi } from './queue.ts';
 
@@ -60,6 +61,7 @@ export interface RelayOptions {
 export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay> {
   await installExactReplies();
   await installGreetingPause();
+  await installFastDotStuffing();
   const now = options.now ?? (() => new Date());
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);

@@ -1,0 +1,113 @@
+// The DATA phase of nodemailer's SMTPConnection#send goes through its
+// DataStream, which stuffs leading dots and turns bare CR and LF into CRLF
+// with a JavaScript loop over every byte: 12% of the event loop with 100 KB
+// messages. Only bytes at a line end and right after one can change
+// anything, so installFastDotStuffing gives DataStream (both builds, ESM and
+// CJS, as smtp/smtp-server-builds.ts does for smtp-server) a _transform that
+// finds line ends with indexOf and applies nodemailer's own three rules at
+// those places only. The bytes out are the same: test/unit/dot-stuffing.test.ts
+// compares it with the library's loop on random input in random chunks.
+// Fails: throws at start if the library no longer has the class we change.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { TransformCallback } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+// What nodemailer inserts, by rule.
+const INSERT_LF = Buffer.from('\n');
+const INSERT_LF_DOT = Buffer.from('\n.');
+const INSERT_CR = Buffer.from('\r');
+const INSERT_DOT = Buffer.from('.');
+
+/** DataStream's state, as the library keeps it. */
+interface DataStreamState {
+  inByteCount: number;
+  outByteCount: number;
+  /** The last byte of the previous chunk; false before the first. */
+  lastByte: number | false;
+  push(chunk: Buffer): boolean;
+}
+
+interface DataStreamPrototype {
+  _transform(this: DataStreamState, chunk: Buffer | string, encoding: BufferEncoding, done: TransformCallback): void;
+  __posternFastStuffing?: true;
+}
+
+/** insertionBefore - nodemailer's rule for byte `byte` after `prev` (false: the first byte of the message). */
+function insertionBefore(prev: number | false, byte: number): Buffer | undefined {
+  // A bare CR becomes CRLF, and a dot after it is stuffed like at any line start (SMTP smuggling).
+  if (prev === CR && byte !== LF) return byte === DOT ? INSERT_LF_DOT : INSERT_LF;
+  if (byte === LF && prev !== CR) return INSERT_CR;
+  if (byte === DOT && (prev === LF || prev === false)) return INSERT_DOT;
+  return undefined;
+}
+
+/** stuffedChunk - the chunk as nodemailer's loop would push it. */
+export function stuffedChunk(chunk: Buffer, lastByte: number | false): Buffer {
+  const parts: Buffer[] = [];
+  let copiedTo = 0;
+  let checkedTo = -1;
+  const check = (i: number) => {
+    if (i <= checkedTo || i >= chunk.length) return;
+    checkedTo = i;
+    const insert = insertionBefore(i === 0 ? lastByte : chunk[i - 1]!, chunk[i]!);
+    if (!insert) return;
+    if (i > copiedTo) parts.push(chunk.subarray(copiedTo, i));
+    parts.push(insert);
+    copiedTo = i;
+  };
+  // Where a rule can apply: the first byte, every LF, and every byte after a CR or an LF.
+  check(0);
+  let nextCr = chunk.indexOf(CR);
+  let nextLf = chunk.indexOf(LF);
+  while (nextCr !== -1 || nextLf !== -1) {
+    if (nextLf === -1 || (nextCr !== -1 && nextCr < nextLf)) {
+      check(nextCr + 1);
+      nextCr = chunk.indexOf(CR, nextCr + 1);
+    } else {
+      check(nextLf);
+      check(nextLf + 1);
+      nextLf = chunk.indexOf(LF, nextLf + 1);
+    }
+  }
+  if (parts.length === 0) return chunk;
+  if (copiedTo < chunk.length) parts.push(chunk.subarray(copiedTo));
+  return Buffer.concat(parts);
+}
+
+/** installFastDotStuffing - replace DataStream#_transform in both nodemailer builds; idempotent. */
+export async function installFastDotStuffing(): Promise<void> {
+  for (const proto of await dataStreamPrototypes()) {
+    if (typeof proto._transform !== 'function') throw new Error('nodemailer changed: DataStream.prototype._transform not found');
+    if (proto.__posternFastStuffing) continue;
+    proto._transform = function _transform(this: DataStreamState, input: Buffer | string, _encoding: BufferEncoding, done: TransformCallback): void {
+      if (!input || !input.length) return done();
+      const chunk = typeof input === 'string' ? Buffer.from(input) : input;
+      this.inByteCount += chunk.length;
+      const out = stuffedChunk(chunk, this.lastByte);
+      this.outByteCount += out.length;
+      this.push(out);
+      this.lastByte = chunk[chunk.length - 1]!;
+      done();
+    };
+    proto.__posternFastStuffing = true;
+  }
+}
+
+/** dataStreamPrototypes - DataStream.prototype of the CJS and the ESM build. */
+export async function dataStreamPrototypes(): Promise<DataStreamPrototype[]> {
+  const require = createRequire(import.meta.url);
+  const cjsDir = dirname(require.resolve('nodemailer'));
+  const builds = [
+    require(join(cjsDir, 'smtp-connection', 'data-stream.js')) as { prototype?: DataStreamPrototype },
+    ((await import(pathToFileURL(join(cjsDir, '..', 'esm', 'smtp-connection', 'data-stream.js')).href)) as { default?: { prototype?: DataStreamPrototype } }).default,
+  ];
+  return builds.map((build) => {
+    const proto = build?.prototype;
+    if (!proto) throw new Error('nodemailer changed: DataStream not found in its build');
+    return proto;
+  });
+}
