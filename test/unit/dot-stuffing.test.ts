@@ -5,6 +5,7 @@
 import { Readable, type Transform } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { dataStreamPrototypes, installFastDotStuffing } from '../../src/outbound/dot-stuffing.ts';
+import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
 type DataStream = Transform & { inByteCount: number; outByteCount: number };
 type TransformFunction = (this: DataStream, chunk: Buffer, encoding: BufferEncoding, done: () => void) => void;
@@ -25,21 +26,7 @@ describe('fast dot-stuffing', () => {
     await installFastDotStuffing();
     for (const { DataStream, libraryTransform } of builds) expect(DataStream.prototype._transform).not.toBe(libraryTransform);
 
-    let state = 7; // xorshift32: exact in 32-bit integer arithmetic
-    const random = (n: number) => {
-      state ^= state << 13;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      return (state >>> 0) % n;
-    };
-    for (let round = 0; round < 3000; round++) {
-      const text = Buffer.from(Array.from({ length: random(60) }, () => 'a.\r\n'[random(4)]).join(''), 'latin1');
-      const chunks: Buffer[] = [];
-      for (let at = 0; at < text.length; ) {
-        const size = 1 + random(10);
-        chunks.push(text.subarray(at, at + size));
-        at += size;
-      }
+    for (const { text, chunks } of randomLineEndTexts(7, 3000, 60, 10)) {
       for (const { DataStream, libraryTransform } of builds) {
         const library = new DataStream();
         library._transform = libraryTransform;

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { BareLineEndings } from '../../src/inbound/line-endings.ts';
+import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
 async function run(mode: 'normalize' | 'reject', chunks: string[]): Promise<{ out: string; found: boolean }> {
   const t = new BareLineEndings(mode);
@@ -30,21 +31,9 @@ describe('BareLineEndings', () => {
   // Every line end in every split: random text of a, ., CR and LF cut into random chunks, against the
   // same rule written as one regular expression over the whole text. Seeded, so a failure repeats.
   it('agrees with the rule written as a regular expression, for 2,000 random texts in random chunks', async () => {
-    let state = 42; // xorshift32: exact in 32-bit integer arithmetic
-    const random = (n: number) => {
-      state ^= state << 13;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      return (state >>> 0) % n;
-    };
-    for (let round = 0; round < 2000; round++) {
-      const text = Array.from({ length: random(40) }, () => 'a.\r\n'[random(4)]).join('');
-      const chunks: string[] = [];
-      for (let at = 0; at < text.length; ) {
-        const size = 1 + random(8);
-        chunks.push(text.slice(at, at + size));
-        at += size;
-      }
+    for (const { text: bytes, chunks: pieces } of randomLineEndTexts(42, 2000, 40, 8)) {
+      const text = bytes.toString('latin1');
+      const chunks = pieces.map((piece) => piece.toString('latin1'));
       const found = /\r(?!\n)|(?<!\r)\n/.test(text);
       expect(await run('normalize', chunks), JSON.stringify(chunks)).toEqual({ out: text.replace(/\r\n|\r|\n/g, '\r\n'), found });
       expect((await run('reject', chunks)).found, JSON.stringify(chunks)).toBe(found);
