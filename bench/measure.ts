@@ -158,11 +158,16 @@ export async function warmTools(ctx: BenchContext): Promise<void> {
   await ctx.sink.channel.request<SinkCounters>({ type: 'counters' } satisfies SinkRequest);
 }
 
-/** measureThroughput - one run of a throughput scenario against one server. */
-export async function measureThroughput(ctx: BenchContext, server: ServerKind, scenario: Scenario, run: number): Promise<Measurement> {
+/** startRun - the server fresh for one run, in a directory named after the run (the label also prefixes its message ids). */
+async function startRun(ctx: BenchContext, server: ServerKind, scenario: Scenario, run: number): Promise<{ label: string; dir: string; target: Target }> {
   const label = `${scenario.name}-${server}-r${run}`;
   const dir = join(ctx.base, label);
-  const target = await startTarget(ctx, server, dir, scenario);
+  return { label, dir, target: await startTarget(ctx, server, dir, scenario) };
+}
+
+/** measureThroughput - one run of a throughput scenario against one server. */
+export async function measureThroughput(ctx: BenchContext, server: ServerKind, scenario: Scenario, run: number): Promise<Measurement> {
+  const { label, dir, target } = await startRun(ctx, server, scenario, run);
   try {
     const warm = loadOptions(scenario, target.port, ctx, `${label}-warm`);
     warm.messages = Math.min(100, Math.ceil(scenario.messages / 10));
@@ -261,9 +266,7 @@ export function summarize(result: LoadResult, arrivals: Arrivals, direct: boolea
 
 /** measureIdle - memory added by the scenario's idle connections (greeted, EHLO'd, then silent). */
 export async function measureIdle(ctx: BenchContext, server: ServerKind, scenario: Scenario, run: number): Promise<Measurement> {
-  const label = `${scenario.name}-${server}-r${run}`;
-  const dir = join(ctx.base, label);
-  const target = await startTarget(ctx, server, dir, scenario);
+  const { label, dir, target } = await startRun(ctx, server, scenario, run);
   try {
     const warm = loadOptions(scenario, target.port, ctx, `${label}-warm`);
     warm.messages = 100;

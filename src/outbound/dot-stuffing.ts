@@ -46,7 +46,7 @@ function insertionBefore(prev: number | false, byte: number): Buffer | undefined
 }
 
 /** stuffedChunk - the chunk as nodemailer's loop would push it. */
-export function stuffedChunk(chunk: Buffer, lastByte: number | false): Buffer {
+function stuffedChunk(chunk: Buffer, lastByte: number | false): Buffer {
   const parts: Buffer[] = [];
   let copiedTo = 0;
   let checkedTo = -1;
