@@ -22,10 +22,14 @@ WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
-COPY package.json package-lock.json ./
-# Exactly the locked versions, runtime dependencies only (tsx included: the
-# TypeScript sources run through it, so there is no compile step).
-RUN npm ci --omit=dev --build-from-source --no-audit --no-fund \
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
+COPY src ./src
+# Exactly the locked versions; npm ci's prepare step compiles src/ to dist/
+# (npm run build), then the development dependencies are dropped: the image
+# runs plain JavaScript.
+RUN npm ci --build-from-source --no-audit --no-fund \
+ && npm prune --omit=dev --no-audit --no-fund \
  && node -e "new (require('better-sqlite3'))(':memory:').close()" \
  && npm cache clean --force
 
@@ -43,7 +47,7 @@ WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY package.json package-lock.json ./
 COPY --chmod=0755 bin ./bin
-COPY src ./src
+COPY --from=build /app/dist ./dist
 
 # Listeners on unprivileged ports, reachable from outside the container (the
 # host maps 25/587/465 onto them); HTTP (admin API, /metrics, /healthz,

@@ -20,20 +20,22 @@ import { copyFile, cp, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { buildDist } from '../scripts/build.ts';
 import type { BenchCertificates } from './certs.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 
 /**
- * snapshotPostern - the Postern every measurement of one bench runs: src/,
- * bin/ and package.json copied into dir at the start (node_modules linked),
- * so an edit made in the repository during a long bench cannot change, or
- * break, Postern halfway through. Resolves with the snapshot's root.
+ * snapshotPostern - the Postern every measurement of one bench runs: dist/
+ * (built from src/ first), bin/ and package.json copied into dir at the
+ * start (node_modules linked), so an edit made in the repository during a
+ * long bench cannot change, or break, Postern halfway through. Resolves with the snapshot's root.
  */
 export async function snapshotPostern(dir: string): Promise<string> {
+  buildDist();
   await mkdir(dir, { recursive: true });
-  for (const part of ['src', 'bin']) await cp(join(REPO, part), join(dir, part), { recursive: true });
-  for (const file of ['package.json', 'tsconfig.json']) await copyFile(join(REPO, file), join(dir, file));
+  for (const part of ['dist', 'bin']) await cp(join(REPO, part), join(dir, part), { recursive: true });
+  await copyFile(join(REPO, 'package.json'), join(dir, 'package.json'));
   await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
   return dir;
 }

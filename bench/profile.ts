@@ -23,12 +23,12 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** areaOf - the package, src/ directory or runtime part a script URL belongs to. */
+/** areaOf - the package, src/ (or compiled dist/) directory or runtime part a script URL belongs to. */
 function areaOf(url: string, name: string): string {
   if (!url) return name.startsWith('(') ? name : '(native)';
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1]!;
-  const src = /\/(src|bench)\/([^/]+)\//.exec(url) ?? /\/(src)\/([^/]+\.ts)/.exec(url);
+  const src = /\/(src|dist|bench)\/([^/]+)\//.exec(url) ?? /\/(src|dist)\/([^/]+\.[tj]s)/.exec(url);
   if (src) return `${src[1]}/${src[2]}`;
   if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[0]}`;
   return url.split('/').slice(-2).join('/');
@@ -36,7 +36,7 @@ function areaOf(url: string, name: string): string {
 
 function functionKey(node: ProfileNode): string {
   const { functionName, url, lineNumber } = node.callFrame;
-  const where = url ? `${url.replace(/^file:\/\/.*?\/(node_modules|src)\//, '$1/').replace(/^file:\/\//, '')}:${lineNumber + 1}` : '';
+  const where = url ? `${url.replace(/^file:\/\/.*?\/(node_modules|src|dist)\//, '$1/').replace(/^file:\/\//, '')}:${lineNumber + 1}` : '';
   return `${functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
 }
 
