@@ -17,7 +17,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.ts';
 import { newQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
-import { INLINE_BODY_LIMIT } from '../../src/queue/sqlite/sqlite-draft.ts';
+import { INLINE_BODY_LIMIT, WRITE_BATCH } from '../../src/queue/sqlite/sqlite-draft.ts';
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
@@ -181,6 +181,32 @@ describe('sqlite queue store', () => {
     } finally {
       db.close();
     }
+  });
+
+  it('writes a body larger than WRITE_BATCH to its file in batches, byte for byte, readable after a reopen', async () => {
+    const store = await openStore();
+    // Odd-sized chunks whose bytes depend on their offset: a batch written twice, dropped or out of order shows.
+    const body = Buffer.alloc(3 * WRITE_BATCH + 17);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31 + (i >> 12)) & 0xff;
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < body.length; at += 65_521) chunks.push(body.subarray(at, at + 65_521));
+    const id = await commitMessage(store, chunks, envelopeWith({}));
+    expect((await readFile(join(messagesDir, id))).equals(body)).toBe(true);
+    expect((await readAll(store.readBody(id))).equals(body)).toBe(true);
+    await store.close();
+    expect((await readAll((await openStore()).readBody(id))).equals(body)).toBe(true);
+  });
+
+  it('serves a just-committed body only while its message is queued: not once another process deleted it', async () => {
+    const store = await openStore();
+    const inFile = Buffer.alloc(WRITE_BATCH, 0x64);
+    const ids = [await commitMessage(store, [FILE_BODY], envelopeWith({})), await commitMessage(store, [inFile], envelopeWith({}))];
+    const small = await commitMessage(store, [Buffer.from('Subject: s\r\n\r\nhi\r\n')], envelopeWith({}));
+    expect((await readAll(store.readBody(ids[1]!))).equals(inFile)).toBe(true);
+    // The body file is gone too, so only memory could still answer with the bytes.
+    const peer = await openStore(undefined, false);
+    expect(await peer.deleteMessages({ ids: [...ids, small] })).toHaveLength(3);
+    for (const id of [...ids, small]) await expect(readAll(store.readBody(id))).rejects.toThrow(/no such message/);
   });
 
   it('writes body files and the database readable by the owner only', async () => {

@@ -2,14 +2,17 @@
 // which it becomes durable: the DraftStorage under the shared draft
 // lifecycle (draft-lifecycle.ts decides the states and what discard does).
 //
-// Decides where a body lives: up to INLINE_BODY_LIMIT bytes it is held in
-// memory and stored in the message row by the commit transaction (one WAL
-// fsync for a whole batch of messages, no file to open, sync, read and
-// remove). A larger body goes to its own file (messages/<queue id>, mode
-// 0600) as soon as it passes the limit, streamed with back-pressure, never
-// held whole in memory, and fsynced before write resolves; commit then
-// fsyncs the directory (so the name survives a crash too) before the row
-// is inserted: a row never names a body file that a crash could lose.
+// Decides where a body lives: up to INLINE_BODY_LIMIT bytes it is stored in
+// the message row by the commit transaction (one WAL fsync for a whole batch
+// of messages, no file to open, sync, read and remove). A larger body goes
+// to its own file (messages/<queue id>, mode 0600), written in batches of
+// up to WRITE_BATCH bytes (one writev each: every file operation is a trip
+// to the thread pool) with back-pressure, never held whole in memory when
+// larger, and fsynced before write resolves; commit then fsyncs the
+// directory (so the name survives a crash too) before the row is inserted:
+// a row never names a body file that a crash could lose. A body of at most
+// WRITE_BATCH bytes was held whole: commit hands it to the store with the
+// row, for its recent-bodies cache.
 //
 // How it fails: write rejects if the body stream errors or ends early, the
 // draft is discarded (the signal aborts), or the disk fails (the lifecycle
@@ -20,9 +23,11 @@
 //
 //   SqliteBodyFile    - the DraftStorage of the SQLite store (built by the store only).
 //   INLINE_BODY_LIMIT - the largest body kept in the database row.
+//   WRITE_BATCH       - the most bytes held before a write to a body file; a body this small is held whole.
 //   syncDirectory     - fsync a directory, making the names created in it durable.
+//   removeFile        - unlink a body file; one that is already gone is fine.
 import type { FileHandle } from 'node:fs/promises';
-import { open, rm } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { DraftStorage } from '../draft-lifecycle.ts';
@@ -36,6 +41,9 @@ import type { StoredEnvelope } from '../queue-store.ts';
  */
 export const INLINE_BODY_LIMIT = 32 * 1024;
 
+/** The most bytes held in memory before they are written to a body file (one writev). */
+export const WRITE_BATCH = 256 * 1024;
+
 /** Where a committed body is: in the row, or in the file with this inode (commit checks it is still that file). */
 export type StoredBody = { inline: Buffer } | { fileIno: number };
 
@@ -44,8 +52,11 @@ export interface BodyFileContext {
   /** Where this draft's body lives if it is too large for the row. */
   bodyPath: string;
   logger: Logger;
-  /** commitMessage - (for a body file: fsync the directory, check the file) insert the envelope row; rejects with `phase: 'sync'` when the fsync failed. */
-  commitMessage(row: { id: string; envelope: StoredEnvelope; size: number; body: StoredBody }): Promise<void>;
+  /**
+   * commitMessage - (for a body file: fsync the directory, check the file) insert the envelope row; rejects
+   * with `phase: 'sync'` when the fsync failed. `held`: the whole body, when it was held in memory.
+   */
+  commitMessage(row: { id: string; envelope: StoredEnvelope; size: number; body: StoredBody; held: Buffer[] | undefined }): Promise<void>;
 }
 
 export class SqliteBodyFile implements DraftStorage {
@@ -54,6 +65,8 @@ export class SqliteBodyFile implements DraftStorage {
   /** Whether this draft created bodyPath: only then may it remove it. */
   #created = false;
   #body: StoredBody | undefined;
+  /** The whole body, when it was never more than WRITE_BATCH bytes. */
+  #held: Buffer[] | undefined;
   #size = 0;
 
   constructor(
@@ -61,36 +74,36 @@ export class SqliteBodyFile implements DraftStorage {
     private readonly ctx: BodyFileContext,
   ) {}
 
-  /** write - hold the body, or stream it to messages/<id> and fsync it once it is too large; resolves with the byte count. */
+  /** write - hold the body, or stream it to messages/<id> in WRITE_BATCH writes and fsync it once it is too large; resolves with the byte count. */
   async write(body: Readable, signal: AbortSignal): Promise<number> {
     const stop = () => body.destroy(new Error(`draft ${this.id}: discarded while its body was being written`));
     if (signal.aborted) stop();
     signal.addEventListener('abort', stop, { once: true });
     try {
       let held: Buffer[] = [];
+      let heldBytes = 0;
       let size = 0;
-      let ino = 0;
       for await (const chunk of body as AsyncIterable<Buffer>) {
         size += chunk.length;
-        if (this.#file) {
-          await this.#file.write(chunk);
-          continue;
-        }
         held.push(chunk);
-        if (size <= INLINE_BODY_LIMIT) continue;
-        // 'wx': a queue id names one message only; never write into an existing file.
-        this.#file = await open(this.ctx.bodyPath, 'wx', 0o600);
-        this.#created = true;
-        ino = (await this.#file.stat()).ino;
-        await this.#file.writev(held);
+        heldBytes += chunk.length;
+        if (heldBytes <= WRITE_BATCH) continue;
+        await (this.#file ?? (await this.#createFile())).writev(held);
         held = [];
+        heldBytes = 0;
       }
-      if (this.#file) {
-        await this.#file.sync();
+      const file = this.#file ?? (size > INLINE_BODY_LIMIT ? await this.#createFile() : undefined);
+      if (file) {
+        if (held.length > 0) await file.writev(held);
+        await file.sync();
+        const { ino } = await file.stat();
         await this.#closeFile();
         this.#body = { fileIno: ino };
+        if (size <= WRITE_BATCH) this.#held = held;
       } else {
-        this.#body = { inline: Buffer.concat(held, size) };
+        const inline = Buffer.concat(held, size);
+        this.#body = { inline };
+        this.#held = [inline];
       }
       this.#size = size;
       return size;
@@ -103,7 +116,7 @@ export class SqliteBodyFile implements DraftStorage {
   async commit(envelope: StoredEnvelope): Promise<void> {
     if (!this.#body) throw new Error(`draft ${this.id}: commit before the body was written`);
     try {
-      await this.ctx.commitMessage({ id: this.id, envelope, size: this.#size, body: this.#body });
+      await this.ctx.commitMessage({ id: this.id, envelope, size: this.#size, body: this.#body, held: this.#held });
     } catch (error) {
       // A failed directory fsync: no row can name the body, remove it. A failed
       // insert rolled back, but a file is left for the sweep on the next
@@ -118,7 +131,16 @@ export class SqliteBodyFile implements DraftStorage {
   /** abandon - drop the body (a failed write, or a written draft discarded): remove the file, if there is one. */
   abandon(): Promise<void> {
     this.#body = undefined;
+    this.#held = undefined;
     return this.#removeFile();
+  }
+
+  /** createFile - open messages/<id> for this draft alone. */
+  async #createFile(): Promise<FileHandle> {
+    // 'wx': a queue id names one message only; never write into an existing file.
+    this.#file = await open(this.ctx.bodyPath, 'wx', 0o600);
+    this.#created = true;
+    return this.#file;
   }
 
   async #closeFile(): Promise<void> {
@@ -131,7 +153,7 @@ export class SqliteBodyFile implements DraftStorage {
   async #removeFile(): Promise<void> {
     await this.#closeFile().catch(() => undefined);
     // Never a file this draft did not create: after EEXIST the name is another message's.
-    if (this.#created) await rm(this.ctx.bodyPath, { force: true });
+    if (this.#created) await removeFile(this.ctx.bodyPath);
   }
 }
 
@@ -142,5 +164,14 @@ export async function syncDirectory(dir: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/** removeFile - unlink a body file (one syscall: rm would lstat first); one that is already gone is fine. */
+export async function removeFile(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
 }

@@ -28,7 +28,7 @@
 //   openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path.
 import Database from 'better-sqlite3';
 import { rmSync, createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rm } from 'node:fs/promises';
+import { mkdir, open, readdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
@@ -36,6 +36,7 @@ import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { logMigration } from '../migrations.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
+import { RecentBodies } from '../recent-bodies.ts';
 import type {
   ClaimedDelivery,
   MessageDetails,
@@ -48,7 +49,7 @@ import type {
 import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
 import { createGroupCommit } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
-import { SqliteBodyFile, syncDirectory } from './sqlite-draft.ts';
+import { SqliteBodyFile, removeFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
 import { prepareOperator, type OperatorFunctions } from './sqlite-operator.ts';
 import { MIGRATIONS, migrateSchema, readSchemaVersion } from './sqlite-schema.ts';
@@ -103,6 +104,9 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
 /** Whose body file is kept: a committed message not yet done. Everything else in messages/ is an orphan. */
 const BODY_KEPT = "SELECT id FROM messages WHERE id = ? AND state != 'done'";
 
+/** The most bytes of recently committed bodies held in memory for their deliveries (recent-bodies.ts). */
+const RECENT_BODIES_LIMIT = 8 * 1024 * 1024;
+
 class SqliteQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   #closed = false;
@@ -113,6 +117,9 @@ class SqliteQueueStore implements QueueStore {
   readonly #inspect: InspectFunctions;
   /** The body of a message that may be read (committed and not done): in the row, or NULL for a file. */
   readonly #keptBody: Database.Statement<[string], { body: Buffer | null }>;
+  /** Whether a message may be read (committed and not done), for a body served from #recentBodies. */
+  readonly #isKept: Database.Statement<[string], { id: string }>;
+  readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
 
   constructor(
     private readonly db: Database.Database,
@@ -139,6 +146,7 @@ class SqliteQueueStore implements QueueStore {
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
     this.#keptBody = db.prepare("SELECT body FROM messages WHERE id = ? AND state != 'done'");
+    this.#isKept = db.prepare(BODY_KEPT);
   }
 
   beginMessage(): MessageDraft {
@@ -147,7 +155,10 @@ class SqliteQueueStore implements QueueStore {
     const bodyFile = new SqliteBodyFile(id, {
       bodyPath: join(this.messagesDir, id),
       logger: this.logger,
-      commitMessage: this.#commit,
+      commitMessage: async (row) => {
+        await this.#commit(row);
+        if (row.held) this.#recentBodies.add(row.id, row.held);
+      },
     });
     return this.#drafts.begin(id, bodyFile);
   }
@@ -172,7 +183,10 @@ class SqliteQueueStore implements QueueStore {
     if (this.#closed) throw new Error('queue store is closed');
     const verdict = await this.#record({ claim, result });
     if (!verdict.recorded) return false;
-    if (verdict.doneMessageId !== undefined && verdict.bodyInFile) await this.#removeBodies([verdict.doneMessageId]);
+    if (verdict.doneMessageId !== undefined) {
+      this.#recentBodies.delete(verdict.doneMessageId);
+      if (verdict.bodyInFile) await this.#removeBodies([verdict.doneMessageId]);
+    }
     return true;
   }
 
@@ -198,6 +212,7 @@ class SqliteQueueStore implements QueueStore {
 
   async deleteMessages(selector: MessageSelector): Promise<string[]> {
     const removed = await this.#durable(await this.#run(() => this.#operator.deleteMessages(selector)));
+    for (const id of removed) this.#recentBodies.delete(id);
     await this.#removeBodies(removed);
     return removed;
   }
@@ -207,6 +222,8 @@ class SqliteQueueStore implements QueueStore {
     if (this.#closed) return failedStream(new Error('queue store is closed'));
     if (!isQueueId(id)) return failedStream(new Error(`not a queue id: ${JSON.stringify(id)}`));
     // A draft's file exists before its row does, and a done message's body is gone.
+    const recent = this.#recentBodies.get(id);
+    if (recent && this.#isKept.get(id)) return Readable.from([recent]);
     const kept = this.#keptBody.get(id);
     if (!kept) return failedStream(new Error(`no such message in the queue (unknown, or done): ${id}`));
     return kept.body ? Readable.from([kept.body]) : createReadStream(join(this.messagesDir, id));
@@ -241,7 +258,7 @@ class SqliteQueueStore implements QueueStore {
   async #removeBodies(ids: string[]): Promise<void> {
     // Ids came from our own rows, but they become paths: check them anyway.
     const paths = ids.filter(isQueueId);
-    const results = await Promise.allSettled(paths.map((id) => rm(join(this.messagesDir, id), { force: true })));
+    const results = await Promise.allSettled(paths.map((id) => removeFile(join(this.messagesDir, id))));
     results.forEach((result, i) => {
       if (result.status === 'rejected') this.logger.warn({ queueId: paths[i], err: result.reason as unknown }, 'body file not removed; the next sweep removes it');
     });

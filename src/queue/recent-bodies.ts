@@ -1,0 +1,50 @@
+// The bodies of messages this process has just committed, kept in memory
+// until they are delivered: with in-flow control a message is usually
+// delivered a few milliseconds after its 250, and reading its body back
+// (open, read, read, close on the thread pool for a body file; a blob read
+// for one in its row) cost more than any other step of a 100 KB delivery.
+// A read cache only: the queue's copy on disk is the truth, and a store
+// still checks that the message is queued before it serves a body from here.
+//
+// Bounded by bytes: when a new body would pass the limit, the oldest ones
+// go first (a body nobody claims, because another node delivers it or its
+// domain is deferred, simply ages out).
+//
+//   RecentBodies - bodies by queue id, oldest out first beyond a byte limit.
+
+export class RecentBodies {
+  readonly #bodies = new Map<string, Buffer>();
+  #bytes = 0;
+
+  constructor(readonly limitBytes: number) {}
+
+  /** add - keep a committed message's body (a body larger than the whole limit is not kept). */
+  add(id: string, chunks: readonly Buffer[]): void {
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    if (body.length > this.limitBytes) return;
+    this.delete(id);
+    this.#bodies.set(id, body);
+    this.#bytes += body.length;
+    for (const [oldest] of this.#bodies) {
+      if (this.#bytes <= this.limitBytes) break;
+      this.delete(oldest);
+    }
+  }
+
+  get(id: string): Buffer | undefined {
+    return this.#bodies.get(id);
+  }
+
+  /** delete - forget a body (its message is done or deleted). */
+  delete(id: string): void {
+    const body = this.#bodies.get(id);
+    if (!body) return;
+    this.#bodies.delete(id);
+    this.#bytes -= body.length;
+  }
+
+  /** The bytes held now. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+}

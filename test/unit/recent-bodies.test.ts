@@ -1,0 +1,40 @@
+// RecentBodies: the store's in-memory copies of just-committed bodies,
+// bounded by bytes with the oldest out first.
+import { describe, expect, it } from 'vitest';
+import { RecentBodies } from '../../src/queue/recent-bodies.ts';
+
+const bytes = (n: number, fill = 0x61) => Buffer.alloc(n, fill);
+
+describe('RecentBodies', () => {
+  it('keeps a body made of several chunks as one, until it is deleted', () => {
+    const recent = new RecentBodies(100);
+    recent.add('a', [Buffer.from('ab'), Buffer.from('cd')]);
+    expect(recent.get('a')?.toString()).toBe('abcd');
+    expect(recent.bytes).toBe(4);
+    recent.delete('a');
+    expect(recent.get('a')).toBeUndefined();
+    expect(recent.bytes).toBe(0);
+  });
+
+  it('drops the oldest bodies first when a new one passes the limit, and never keeps one larger than the limit', () => {
+    const recent = new RecentBodies(100);
+    recent.add('a', [bytes(40)]);
+    recent.add('b', [bytes(40)]);
+    recent.add('c', [bytes(40)]);
+    expect([recent.get('a'), recent.get('b') !== undefined, recent.get('c') !== undefined]).toEqual([undefined, true, true]);
+    expect(recent.bytes).toBe(80);
+    recent.add('huge', [bytes(101)]);
+    expect(recent.get('huge')).toBeUndefined();
+    expect(recent.bytes).toBe(80);
+  });
+
+  it('counts a body added twice under one id once', () => {
+    const recent = new RecentBodies(100);
+    recent.add('a', [bytes(30)]);
+    recent.add('a', [bytes(50, 0x62)]);
+    expect(recent.bytes).toBe(50);
+    expect(recent.get('a')?.[0]).toBe(0x62);
+    recent.delete('missing');
+    expect(recent.bytes).toBe(50);
+  });
+});
