@@ -7,15 +7,29 @@
 //  - the library's own replies listed below are swapped for catalogue ones
 //    (Postfix wording, exact codes);
 //  - anything else keeps the library's derived code.
+// The same wrapper coalesces writes: the replies to a pipelined group
+// (MAIL, RCPT…, DATA arrive in one packet) leave in one write at the end of
+// the event loop's turn instead of one write, and one loopback segment,
+// each: the socket is corked at the first reply and uncorked by
+// setImmediate. A 220 (greeting, STARTTLS: the TLS handshake takes the socket
+// over right after it), 221 and 421 (the connection ends) flush what is held
+// and go out at once.
 // Fails: throws at start if the library no longer has the method we wrap.
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { smtpConnectionPrototypes } from '../smtp/smtp-server-builds.ts';
 
 type SendContext = string | false | undefined;
 interface ConnectionPrototype {
-  send: (this: unknown, code: number, data?: string | string[], context?: SendContext) => void;
+  send: (this: Connection, code: number, data?: string | string[], context?: SendContext) => void;
   __posternExactReplies?: true;
 }
+/** The part of smtp-server's SMTPConnection the wrapper touches: the socket send() writes to. */
+interface Connection {
+  _socket?: { writableCorked: number; destroyed: boolean; cork(): void; uncork(): void };
+}
+
+/** Replies after which the socket changes hands (TLS) or closes: never held back. */
+const FLUSHING_CODES = new Set([220, 221, 421]);
 
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -50,7 +64,8 @@ export async function installExactReplies(): Promise<void> {
     if (typeof proto.send !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.send not found');
     if (proto.__posternExactReplies) continue;
     const librarySend = proto.send;
-    proto.send = function send(this: unknown, code: number, data?: string | string[], context?: SendContext): void {
+    proto.send = function send(this: Connection, code: number, data?: string | string[], context?: SendContext): void {
+      coalesceWrites(this._socket, code);
       if (typeof data === 'string') {
         if (ENHANCED_PREFIX.test(data)) return librarySend.call(this, code, data, false);
         const replacement = replaceLibraryReply(data);
@@ -60,4 +75,19 @@ export async function installExactReplies(): Promise<void> {
     };
     proto.__posternExactReplies = true;
   }
+}
+
+/** coalesceWrites - before a reply is written: hold it with the others of this turn of the event loop, or flush them all for a FLUSHING_CODES reply. */
+export function coalesceWrites(socket: Connection['_socket'], code: number): void {
+  if (!socket || socket.destroyed) return;
+  if (FLUSHING_CODES.has(code)) {
+    if (socket.writableCorked > 0) socket.uncork();
+    return;
+  }
+  if (socket.writableCorked > 0) return;
+  socket.cork();
+  // A no-op if a flushing reply uncorked it first.
+  setImmediate(() => {
+    if (socket.writableCorked > 0) socket.uncork();
+  });
 }

@@ -217,8 +217,8 @@ describe('default limits', () => {
     const refusedBefore = logLines(relay, 'message refused').length;
     const messagesDir = join(relay.dir, 'data', 'messages');
     const c = await openData(relay.ports.relay);
-    // Larger than a body kept in the queue row (32 KB), so it has a file before the drop and the cleanup is real.
-    await new Promise<void>((resolve) => c.socket.write(`Subject: dropped\r\n\r\n${'half of a message\r\n'.repeat(10_000)}`, () => resolve()));
+    // Larger than the store holds before it writes a body file (256 KB), so there is a file before the drop and the cleanup is real.
+    await new Promise<void>((resolve) => c.socket.write(`Subject: dropped\r\n\r\n${'half of a message\r\n'.repeat(20_000)}`, () => resolve()));
     await waitFor('the draft body file', async () => (await readdir(messagesDir)).some((f) => !committed.includes(f)));
     c.close();
     await waitFor('the refusal in the log', () => logLines(relay, 'message refused').length > refusedBefore);
