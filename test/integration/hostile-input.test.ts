@@ -5,7 +5,7 @@
 // One relay per configuration; nothing here sleeps for correctness, it waits
 // on replies, on the server closing, or on log lines and files (with a deadline).
 // Over 400 lines because it is the one catalogue of attacks, one describe each.
-import { readdir } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RawSmtp, type SmtpReply } from '../helpers/raw-smtp.ts';
@@ -335,6 +335,34 @@ describe('small limits', () => {
     expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
     await c.closedByServer();
     expect(c.unread()).toBe('');
+  });
+});
+
+// The queue cannot take a body (here: messages/ replaced by a file, so the
+// body file cannot be created; as root, permissions would not stop it).
+// The client hears 451 4.3.0 once it has sent the whole message, and the
+// session goes on.
+describe('a queue that cannot write a body', () => {
+  let relay: TestRelay;
+  let messagesDir: string;
+  beforeAll(async () => {
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] } });
+    messagesDir = join(relay.dir, 'data', 'messages');
+    await rm(messagesDir, { recursive: true });
+    await writeFile(messagesDir, 'not a directory');
+  });
+  afterAll(() => relay.stop());
+
+  it('answers 451 4.3.0 for a message too large for the row, and the session goes on', async () => {
+    const c = await openData(relay.ports.relay);
+    // More than the store holds before it creates the body file (256 KB).
+    c.write(`Subject: no room\r\n\r\n${'a line of a large message\r\n'.repeat(15_000)}.\r\n`);
+    expect((await c.reply()).text).toBe('451 4.3.0 Error: queue file write error');
+    expect((await c.command('RSET')).code).toBe(250);
+    expect((await c.command('QUIT')).text).toBe('221 2.0.0 Bye');
+    await rm(messagesDir);
+    await mkdir(messagesDir);
+    expect(await relay.queued()).toEqual([]);
   });
 });
 

@@ -297,6 +297,19 @@ describe('sqlite queue store', () => {
     expect(await cli.listMessages()).toEqual([]);
   });
 
+  it('commits the other messages of a batch when one of them fails', async () => {
+    const store = await openStore();
+    const drafts = [store.beginMessage(), store.beginMessage(), store.beginMessage()];
+    for (const draft of drafts) await draft.writeBody(bodyOf([FILE_BODY]));
+    await rm(join(messagesDir, drafts[1]!.id));
+    // Committed in one turn of the event loop: one batch, one transaction.
+    const results = await Promise.allSettled(drafts.map((draft) => draft.commit(envelopeWith({ recipients: ['r@a.test'] }))));
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(String((results[1] as PromiseRejectedResult).reason)).toMatch(/vanished/);
+    expect((await store.listMessages()).map((m) => m.id).sort()).toEqual([drafts[0]!.id, drafts[2]!.id].sort());
+    expect((await readAll(store.readBody(drafts[2]!.id))).equals(FILE_BODY)).toBe(true);
+  });
+
   it('with removeOrphans: false, a second opener leaves the server’s drafts alone', async () => {
     const server = await openStore();
     const draft = server.beginMessage();

@@ -11,14 +11,14 @@
 // a body file is no longer the one the draft wrote (another opener's sweep
 // took it), or on any database error.
 //
-//   prepareCommit - the batch insert (one transaction, a savepoint per row) behind BodyFileContext.commitMessage.
+//   prepareCommit - the batch insert (one transaction, each row's failure its own) behind BodyFileContext.commitMessage.
 import type Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StoredEnvelope } from '../queue-store.ts';
 import type { StoredBody } from './sqlite-draft.ts';
 import { messageColumns, recipientColumns } from '../stored-columns.ts';
-import { eachInSavepoint } from './sqlite-group-commit.ts';
+import { batchTransaction } from './sqlite-group-commit.ts';
 import { sqliteValues } from './sqlite-values.ts';
 
 export interface CommitRow {
@@ -42,7 +42,7 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (rows
     INSERT INTO recipients (message_id, position, address, domain, delivery_id, state, dsn_notify, dsn_orcpt)
     VALUES (@messageId, @position, @address, @domain, @deliveryId, 'queued', @dsnNotify, @dsnOrcpt)`);
 
-  const insert = db.transaction((row: CommitRow) => {
+  const insert = (row: CommitRow): undefined => {
     // Under the write lock, a body file must still be the file this draft wrote:
     // another process's sweep (a `postern queue` command opening the store)
     // may have taken it for an orphan. The sweep checks for the row under the
@@ -64,13 +64,9 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (rows
       }
       insertRecipient.run({ messageId: row.id, position, deliveryId, ...recipient });
     });
-  });
-  // One transaction for a batch of drafts (sqlite-group-commit.ts); a nested
-  // transaction is a SAVEPOINT, so one row's failure rolls back that row only.
-  // IMMEDIATE: hold the write lock from the body checks to the COMMIT.
-  const insertAll = db.transaction((rows: CommitRow[]): (Error | undefined)[] => eachInSavepoint(rows, (row): undefined => {
-    insert(row);
-    return undefined;
-  }));
-  return (rows: CommitRow[]): (Error | undefined)[] => insertAll.immediate(rows);
+  };
+  // One IMMEDIATE transaction for a batch of drafts (sqlite-group-commit.ts),
+  // holding the write lock from the body checks to the COMMIT; one row's
+  // failure rolls back that row only.
+  return batchTransaction(db, insert);
 }

@@ -22,7 +22,7 @@ import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, outcomeTime, typ
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
-import { eachInSavepoint } from './sqlite-group-commit.ts';
+import { batchTransaction } from './sqlite-group-commit.ts';
 import { sqliteValues } from './sqlite-values.ts';
 
 export interface DeliveryFunctions {
@@ -115,9 +115,11 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
 
 /** prepareRecord - the recordAttempt transaction; see the module header for when it refuses. */
 function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; result: AttemptResult }[]) => (SqliteRecordVerdict | Error)[] {
-  const selectDelivery = db.prepare<[number], { message_id: string; finished: number; lease_owner: string | null }>(
-    'SELECT message_id, finished, lease_owner FROM deliveries WHERE id = ?',
-  );
+  // With whether the message's body is a file: the store removes a done message's file after the COMMIT.
+  const selectDelivery = db.prepare<[number], { message_id: string; finished: number; lease_owner: string | null; in_file: number }>(`
+    SELECT d.message_id, d.finished, d.lease_owner, m.body IS NULL AS in_file
+      FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE d.id = ?`);
   const insertAttempt = db.prepare(`
     INSERT INTO attempts (delivery_id, message_id, started_at, ended_at, host, ip, port, tls_version, tls_cipher,
                           tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome)
@@ -127,39 +129,32 @@ function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; resu
   const updateRecipient = db.prepare<{ deliveryId: number; address: string; state: string; reply: string; updatedAt: number }>(`
     UPDATE recipients SET state = @state, reply = @reply, updated_at = @updatedAt
      WHERE delivery_id = @deliveryId AND address = @address AND state IN ('queued', 'deferred')`);
-  const countPending = db.prepare<[number], { n: number }>("SELECT COUNT(*) AS n FROM recipients WHERE delivery_id = ? AND state IN ('queued', 'deferred')");
-  const finishAttempt = db.prepare<{ id: number; nextAttemptAt: number; finished: number }>(`
-    UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL,
-                          next_attempt_at = @nextAttemptAt, finished = @finished
-     WHERE id = @id`);
-  const countUnfinished = db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM deliveries WHERE message_id = ? AND finished = 0');
-  // A done message's body goes: from the row here, from its file after the COMMIT (the store).
-  const bodyInFile = db.prepare<[string], { in_file: number }>('SELECT body IS NULL AS in_file FROM messages WHERE id = ?');
-  const markDone = db.prepare<[number, string]>("UPDATE messages SET state = 'done', done_at = ?, body = NULL WHERE id = ?");
+  // A delivery is finished when none of its recipients is pending any more.
+  const finishAttempt = db.prepare<{ id: number; nextAttemptAt: number }, { finished: number }>(`
+    UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, next_attempt_at = @nextAttemptAt,
+                          finished = NOT EXISTS (SELECT 1 FROM recipients WHERE delivery_id = @id AND state IN ('queued', 'deferred'))
+     WHERE id = @id
+    RETURNING finished`);
+  // A message is done when none of its deliveries is unfinished; its body goes from the row here.
+  const markDoneIfFinished = db.prepare<{ id: string; doneAt: number }>(`
+    UPDATE messages SET state = 'done', done_at = @doneAt, body = NULL
+     WHERE id = @id AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = @id AND finished = 0)`);
 
-  const record = db.transaction((id: number, owner: string, result: AttemptResult): SqliteRecordVerdict => {
-    const delivery = selectDelivery.get(id);
-    if (!delivery || delivery.finished === 1 || delivery.lease_owner !== owner) return { recorded: false };
+  const record = ({ claim, result }: { claim: LeaseClaim; result: AttemptResult }): SqliteRecordVerdict => {
+    const id = parseDeliveryId(claim.deliveryId);
+    const delivery = id === undefined ? undefined : selectDelivery.get(id);
+    if (id === undefined || !delivery || delivery.finished === 1 || delivery.lease_owner !== claim.owner) return { recorded: false };
     const messageId = delivery.message_id;
     for (const attempt of result.attempts) insertAttempt.run({ deliveryId: id, messageId, ...sqliteValues(attemptColumns(attempt)) });
     const updatedAt = outcomeTime(result.attempts).getTime();
     for (const outcome of result.recipients) {
       updateRecipient.run({ deliveryId: id, address: outcome.address, state: outcome.result, reply: outcome.reply, updatedAt });
     }
-    const finished = (countPending.get(id)?.n ?? 0) === 0;
-    finishAttempt.run({ id, nextAttemptAt: result.nextAttemptAt.getTime(), finished: finished ? 1 : 0 });
-    if (!finished || (countUnfinished.get(messageId)?.n ?? 0) > 0) return { recorded: true };
-    const inFile = bodyInFile.get(messageId)?.in_file === 1;
-    markDone.run(updatedAt, messageId);
-    return { recorded: true, doneMessageId: messageId, bodyInFile: inFile };
-  });
-  const recordAll = db.transaction((items: { claim: LeaseClaim; result: AttemptResult }[]) =>
-    eachInSavepoint(items, ({ claim, result }): SqliteRecordVerdict => {
-      const id = parseDeliveryId(claim.deliveryId);
-      return id === undefined ? { recorded: false } : record(id, claim.owner, result);
-    }),
-  );
-  return (items) => recordAll.immediate(items);
+    const finished = finishAttempt.get({ id, nextAttemptAt: result.nextAttemptAt.getTime() })?.finished === 1;
+    if (!finished || markDoneIfFinished.run({ id: messageId, doneAt: updatedAt }).changes === 0) return { recorded: true };
+    return { recorded: true, doneMessageId: messageId, bodyInFile: delivery.in_file === 1 };
+  };
+  return batchTransaction(db, record);
 }
 
 /** parseDeliveryId - a delivery id string back to its row id; undefined if it cannot name a delivery. */
