@@ -70,8 +70,8 @@ USER 10025:10025
 
 # `postern health` asks the HTTP listener for /healthz and /readyz; exit 0 or 1.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-  CMD ["node", "/app/bin/postern.js", "health"]
+  CMD ["/app/bin/postern.js", "health"]
 
 # SIGTERM (docker stop) lets deliveries in flight finish and exits 0.
 STOPSIGNAL SIGTERM
-CMD ["node", "/app/bin/postern.js", "serve"]
+CMD ["/app/bin/postern.js", "serve"]

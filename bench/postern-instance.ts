@@ -83,10 +83,12 @@ export async function startPostern(options: PosternOptions): Promise<PosternInst
   await writeFile(configFile, stringify(posternConfig(options)));
   const logFile = join(options.dir, 'postern.log');
   const log = openSync(logFile, 'a');
-  const nodeFlags = options.profileDir ? ['--cpu-prof', '--cpu-prof-dir', options.profileDir] : [];
+  // The script itself, as users run it (its shebang carries Postern's node flags); a profile's flags ride in NODE_OPTIONS.
+  const nodeOptions = options.profileDir ? `--cpu-prof --cpu-prof-dir=${options.profileDir}` : '';
   const bin = join(options.root ?? REPO, 'bin', 'postern.js');
-  const child = spawn(process.execPath, [...nodeFlags, bin, 'serve', '--config', configFile], {
+  const child = spawn(bin, ['serve', '--config', configFile], {
     cwd: options.dir,
+    env: { ...process.env, NODE_OPTIONS: nodeOptions },
     stdio: ['ignore', log, log],
   });
   closeSync(log);

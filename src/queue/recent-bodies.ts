@@ -13,26 +13,28 @@
 //   RecentBodies - bodies by queue id, oldest out first beyond a byte limit.
 
 export class RecentBodies {
-  readonly #bodies = new Map<string, Buffer>();
+  /** The chunks as they were received (not copied into one buffer: a copy per message is garbage per message). */
+  readonly #bodies = new Map<string, { chunks: readonly Buffer[]; size: number }>();
   #bytes = 0;
 
   constructor(readonly limitBytes: number) {}
 
   /** add - keep a committed message's body (a body larger than the whole limit is not kept). */
   add(id: string, chunks: readonly Buffer[]): void {
-    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    if (body.length > this.limitBytes) return;
+    const size = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    if (size > this.limitBytes) return;
     this.delete(id);
-    this.#bodies.set(id, body);
-    this.#bytes += body.length;
+    this.#bodies.set(id, { chunks, size });
+    this.#bytes += size;
     for (const [oldest] of this.#bodies) {
       if (this.#bytes <= this.limitBytes) break;
       this.delete(oldest);
     }
   }
 
-  get(id: string): Buffer | undefined {
-    return this.#bodies.get(id);
+  /** get - the body's chunks, in order. */
+  get(id: string): readonly Buffer[] | undefined {
+    return this.#bodies.get(id)?.chunks;
   }
 
   /** delete - forget a body (its message is done or deleted). */
@@ -40,7 +42,7 @@ export class RecentBodies {
     const body = this.#bodies.get(id);
     if (!body) return;
     this.#bodies.delete(id);
-    this.#bytes -= body.length;
+    this.#bytes -= body.size;
   }
 
   /** The bytes held now. */

@@ -6,10 +6,10 @@ import { RecentBodies } from '../../src/queue/recent-bodies.ts';
 const bytes = (n: number, fill = 0x61) => Buffer.alloc(n, fill);
 
 describe('RecentBodies', () => {
-  it('keeps a body made of several chunks as one, until it is deleted', () => {
+  it('keeps a body made of several chunks, in order, until it is deleted', () => {
     const recent = new RecentBodies(100);
     recent.add('a', [Buffer.from('ab'), Buffer.from('cd')]);
-    expect(recent.get('a')?.toString()).toBe('abcd');
+    expect(Buffer.concat(recent.get('a') ?? []).toString()).toBe('abcd');
     expect(recent.bytes).toBe(4);
     recent.delete('a');
     expect(recent.get('a')).toBeUndefined();
@@ -33,7 +33,7 @@ describe('RecentBodies', () => {
     recent.add('a', [bytes(30)]);
     recent.add('a', [bytes(50, 0x62)]);
     expect(recent.bytes).toBe(50);
-    expect(recent.get('a')?.[0]).toBe(0x62);
+    expect(recent.get('a')?.[0]?.[0]).toBe(0x62);
     recent.delete('missing');
     expect(recent.bytes).toBe(50);
   });

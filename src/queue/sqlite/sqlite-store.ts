@@ -223,7 +223,7 @@ class SqliteQueueStore implements QueueStore {
     if (!isQueueId(id)) return failedStream(new Error(`not a queue id: ${JSON.stringify(id)}`));
     // A draft's file exists before its row does, and a done message's body is gone.
     const recent = this.#recentBodies.get(id);
-    if (recent && this.#isKept.get(id)) return Readable.from([recent]);
+    if (recent && this.#isKept.get(id)) return Readable.from(recent);
     const kept = this.#keptBody.get(id);
     if (!kept) return failedStream(new Error(`no such message in the queue (unknown, or done): ${id}`));
     return kept.body ? Readable.from([kept.body]) : createReadStream(join(this.messagesDir, id));
