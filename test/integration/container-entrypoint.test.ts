@@ -1,5 +1,5 @@
 // The container's command line and environment, run outside Docker (there is
-// no Docker engine here): `node /app/bin/postern.js serve` exactly as the
+// no Docker engine here): `/app/bin/postern.js serve` exactly as the
 // Dockerfile's CMD says, with the Dockerfile's ENV and the compose `postern`
 // service's environment, both parsed from the files themselves. Only ports
 // (to 0, or a free one for HTTP) and absolute paths (into a temp dir standing
