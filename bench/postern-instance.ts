@@ -16,7 +16,7 @@
 // ready, or is not ready within 30 s; the log's tail is quoted.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import { copyFile, cp, mkdir, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
@@ -83,12 +83,10 @@ export async function startPostern(options: PosternOptions): Promise<PosternInst
   await writeFile(configFile, stringify(posternConfig(options)));
   const logFile = join(options.dir, 'postern.log');
   const log = openSync(logFile, 'a');
-  // The script itself, as users run it (its shebang carries Postern's node flags); a profile's flags ride in NODE_OPTIONS.
-  const nodeOptions = options.profileDir ? `--cpu-prof --cpu-prof-dir=${options.profileDir}` : '';
   const bin = join(options.root ?? REPO, 'bin', 'postern.js');
-  const child = spawn(bin, ['serve', '--config', configFile], {
+  const profileFlags = options.profileDir ? ['--cpu-prof', '--cpu-prof-dir', options.profileDir] : [];
+  const child = spawn(process.execPath, [...(await shebangFlags(bin)), ...profileFlags, bin, 'serve', '--config', configFile], {
     cwd: options.dir,
-    env: { ...process.env, NODE_OPTIONS: nodeOptions },
     stdio: ['ignore', log, log],
   });
   closeSync(log);
@@ -134,4 +132,12 @@ function readyPort(log: string): number | undefined {
 /** stopPosternNow - SIGKILL, for process 'exit' handlers. */
 export function stopPosternNow(instance: Pick<PosternInstance, 'child'>): void {
   if (instance.child.exitCode === null && instance.child.signalCode === null) instance.child.kill('SIGKILL');
+}
+
+/** shebangFlags - the node flags on bin/postern.js's `#!/usr/bin/env -S node …` line: Postern runs with them as users run it. */
+async function shebangFlags(bin: string): Promise<string[]> {
+  const first = (await readFile(bin, 'utf8')).split('\n', 1)[0]!;
+  const match = /^#!\/usr\/bin\/env -S node((?: --?[\w-]+(?:=\S+)?)*)$/.exec(first);
+  if (!match) throw new Error(`${bin}: first line is not "#!/usr/bin/env -S node [flags]": ${first}`);
+  return match[1]!.trim().split(/\s+/).filter(Boolean);
 }
