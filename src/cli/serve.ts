@@ -33,6 +33,7 @@ import { openQueueStore } from '../queue/open-store.ts';
 import type { QueueStore } from '../queue/queue-store.ts';
 import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
+import { installFastDataScan } from '../smtp/fast-data-scan.ts';
 import { installGreetingPause } from '../smtp/greeting-pause.ts';
 import { createServerTls, type ServerTls } from '../tls/server-tls.ts';
 import { createQueueApi } from './queue.ts';
@@ -62,6 +63,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   await installExactReplies();
   await installGreetingPause();
   await installFastDotStuffing();
+  await installFastDataScan();
   const now = options.now ?? (() => new Date());
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);

@@ -1,0 +1,70 @@
+// Postern's SMTPStream#_feedDataStream (smtp/fast-data-scan.ts) against
+// smtp-server's own loop: random messages of a, ., CR and LF, ended by the
+// terminator and followed by a command, cut into random chunks (seeded, so a
+// failure repeats), fed to a real SMTPStream of each build in data mode.
+// Both must give the same body bytes, the same byte count, and the same
+// commands after the data: where the data ends is the security-relevant
+// part (SMTP smuggling), so a random text may hold a terminator of its own.
+import type { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { installFastDataScan, smtpStreamPrototypes, type SmtpStreamState } from '../../src/smtp/fast-data-scan.ts';
+import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
+
+type Parser = SmtpStreamState & {
+  startDataMode(maxBytes?: number): PassThrough;
+  continue(): void;
+  oncommand: (command: Buffer, next?: () => void) => void;
+  dataBytes: number;
+  write(chunk: Buffer): boolean;
+  end(): void;
+  once(event: 'finish', listener: () => void): void;
+};
+type Feed = SmtpStreamState['_feedDataStream'];
+
+const AFTER = Buffer.from('\r\n.\r\nNOOP\r\nQUIT\r\n');
+
+/** parse - feed `chunks` to a parser in data mode; what it gave as data, how many bytes it counted, and the commands after. */
+async function parse(parser: Parser, chunks: Buffer[]): Promise<{ body: string; dataBytes: number; commands: string[] }> {
+  const commands: string[] = [];
+  parser.oncommand = (command, next) => {
+    commands.push(command.toString('latin1'));
+    next?.();
+  };
+  const data = parser.startDataMode();
+  const parts: Buffer[] = [];
+  data.on('data', (part: Buffer) => parts.push(part));
+  data.once('end', () => parser.continue());
+  for (const chunk of chunks) parser.write(chunk);
+  parser.end();
+  await new Promise<void>((resolve) => parser.once('finish', resolve));
+  return { body: Buffer.concat(parts).toString('latin1'), dataBytes: parser.dataBytes, commands };
+}
+
+describe('fast DATA scan', () => {
+  it('ends, unstuffs and counts exactly as smtp-server’s loop does, for 3,000 random messages in random chunks', async () => {
+    const builds = (await smtpStreamPrototypes()).map((proto) => ({
+      SMTPStream: proto.constructor as new () => Parser,
+      libraryFeed: Object.getOwnPropertyDescriptor(proto, '_feedDataStream')?.value as Feed,
+    }));
+    await installFastDataScan();
+    for (const { SMTPStream, libraryFeed } of builds) expect(SMTPStream.prototype._feedDataStream).not.toBe(libraryFeed);
+
+    let endedEarly = 0;
+    for (const { text, chunks } of randomLineEndTexts(11, 3000, 80, 12)) {
+      // The terminator and two commands, split where the text's length says, sometimes inside the terminator.
+      const cut = text.length % AFTER.length;
+      const last = chunks.pop() ?? Buffer.alloc(0);
+      const input = [...chunks, Buffer.concat([last, AFTER.subarray(0, cut)]), AFTER.subarray(cut)];
+      for (const { SMTPStream, libraryFeed } of builds) {
+        const library = new SMTPStream();
+        library._feedDataStream = libraryFeed;
+        const expected = await parse(library, input);
+        const actual = await parse(new SMTPStream(), input);
+        expect(actual, JSON.stringify(text.toString('latin1'))).toEqual(expected);
+        if (expected.commands[0] !== 'NOOP') endedEarly++;
+      }
+    }
+    // Some texts carried a terminator of their own: the early end was compared too.
+    expect(endedEarly).toBeGreaterThan(0);
+  });
+});
