@@ -1,5 +1,6 @@
 // Intake: one message from the DATA stream to the queue, streamed (memory
-// does not grow with message size), with the trace headers prepended and
+// does not grow with message size: a store holds at most 256 KB of a body
+// before it writes it out), with the trace headers prepended and
 // bare line endings handled. Answers with the queue id only after the
 // store committed (durable); on any failure the draft is discarded, so a
 // dropped connection or a refused message leaves nothing behind.

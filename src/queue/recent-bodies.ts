@@ -4,7 +4,8 @@
 // (open, read, read, close on the thread pool for a body file; a blob read
 // for one in its row) cost more than any other step of a 100 KB delivery.
 // A read cache only: the queue's copy on disk is the truth, and a store
-// still checks that the message is queued before it serves a body from here.
+// still checks that the message is kept (committed, not done) before it
+// serves a body from here.
 //
 // Bounded by bytes: when a new body would pass the limit, the oldest ones
 // go first (a body nobody claims, because another node delivers it or its

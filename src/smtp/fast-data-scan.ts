@@ -14,12 +14,9 @@
 // Installed on both builds of smtp-server (ESM and CJS), like
 // inbound/wire-replies.ts. Throws at start if the library's layout changed.
 //
-//   installFastDataScan  - replace _feedDataStream in both builds; idempotent.
-//   smtpStreamPrototypes - SMTPStream.prototype of the CJS and the ESM build.
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+//   installFastDataScan - replace _feedDataStream in both builds; idempotent.
 import type { PassThrough } from 'node:stream';
-import { pathToFileURL } from 'node:url';
+import { smtpServerPrototypes } from './smtp-server-builds.ts';
 
 /** The parser's state that _feedDataStream reads and writes (smtp-server's SMTPStream). */
 export interface SmtpStreamState {
@@ -31,7 +28,7 @@ export interface SmtpStreamState {
   _feedDataStream(chunk: Buffer, done: () => void): void;
 }
 
-interface SmtpStreamPrototype extends SmtpStreamState {
+export interface SmtpStreamPrototype extends SmtpStreamState {
   __posternFastDataScan?: true;
 }
 
@@ -97,25 +94,10 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
 
 /** installFastDataScan - replace _feedDataStream in both builds of smtp-server; idempotent. */
 export async function installFastDataScan(): Promise<void> {
-  for (const proto of await smtpStreamPrototypes()) {
+  for (const proto of await smtpServerPrototypes<SmtpStreamPrototype>('SMTPStream')) {
     if (typeof proto._feedDataStream !== 'function') throw new Error('smtp-server changed: SMTPStream.prototype._feedDataStream not found');
     if (proto.__posternFastDataScan) continue;
     proto._feedDataStream = feedDataStream;
     proto.__posternFastDataScan = true;
   }
-}
-
-/** smtpStreamPrototypes - SMTPStream.prototype of the CJS and the ESM build. */
-export async function smtpStreamPrototypes(): Promise<SmtpStreamPrototype[]> {
-  const require = createRequire(import.meta.url);
-  const cjsDir = dirname(require.resolve('smtp-server'));
-  const builds = [
-    require(join(cjsDir, 'smtp-stream.js')) as { SMTPStream?: { prototype: SmtpStreamPrototype } },
-    (await import(pathToFileURL(join(cjsDir, '..', 'esm', 'smtp-stream.js')).href)) as { SMTPStream?: { prototype: SmtpStreamPrototype } },
-  ];
-  return builds.map((build) => {
-    const proto = build.SMTPStream?.prototype;
-    if (!proto) throw new Error('smtp-server changed: SMTPStream not found in its build');
-    return proto;
-  });
 }

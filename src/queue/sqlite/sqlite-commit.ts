@@ -47,7 +47,8 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (rows
     // another process's sweep (a `postern queue` command opening the store)
     // may have taken it for an orphan. The sweep checks for the row under the
     // same lock, so exactly one of the two wins. Synchronous on purpose: an
-    // await here would let other statements into the transaction.
+    // await here would let other statements into the transaction. (A read
+    // only, so batchTransaction may run it twice.)
     const { envelope, body } = row;
     if ('fileIno' in body && statSync(join(messagesDir, row.id), { throwIfNoEntry: false })?.ino !== body.fileIno) {
       throw new Error(`draft ${row.id}: body file vanished before commit`);

@@ -41,7 +41,7 @@ import type { StoredEnvelope } from '../queue-store.ts';
  */
 export const INLINE_BODY_LIMIT = 32 * 1024;
 
-/** The most bytes held in memory before they are written to a body file (one writev). */
+/** The most bytes kept in memory before they are written to a body file (one writev). */
 export const WRITE_BATCH = 256 * 1024;
 
 /** Where a committed body is: in the row, or in the file with this inode (commit checks it is still that file). */
@@ -54,9 +54,9 @@ export interface BodyFileContext {
   logger: Logger;
   /**
    * commitMessage - (for a body file: fsync the directory, check the file) insert the envelope row; rejects
-   * with `phase: 'sync'` when the fsync failed. `held`: the whole body, when it was held in memory.
+   * with `phase: 'sync'` when the fsync failed. `wholeBody`: the body's chunks, when it was never larger than WRITE_BATCH.
    */
-  commitMessage(row: { id: string; envelope: StoredEnvelope; size: number; body: StoredBody; held: Buffer[] | undefined }): Promise<void>;
+  commitMessage(row: { id: string; envelope: StoredEnvelope; size: number; body: StoredBody; wholeBody: Buffer[] | undefined }): Promise<void>;
 }
 
 export class SqliteBodyFile implements DraftStorage {
@@ -66,7 +66,7 @@ export class SqliteBodyFile implements DraftStorage {
   #created = false;
   #body: StoredBody | undefined;
   /** The whole body, when it was never more than WRITE_BATCH bytes. */
-  #held: Buffer[] | undefined;
+  #wholeBody: Buffer[] | undefined;
   #size = 0;
 
   constructor(
@@ -80,30 +80,30 @@ export class SqliteBodyFile implements DraftStorage {
     if (signal.aborted) stop();
     signal.addEventListener('abort', stop, { once: true });
     try {
-      let held: Buffer[] = [];
-      let heldBytes = 0;
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
       let size = 0;
       for await (const chunk of body as AsyncIterable<Buffer>) {
         size += chunk.length;
-        held.push(chunk);
-        heldBytes += chunk.length;
-        if (heldBytes <= WRITE_BATCH) continue;
-        await (this.#file ?? (await this.#createFile())).writev(held);
-        held = [];
-        heldBytes = 0;
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (pendingBytes <= WRITE_BATCH) continue;
+        await (this.#file ?? (await this.#createFile())).writev(pending);
+        pending = [];
+        pendingBytes = 0;
       }
       const file = this.#file ?? (size > INLINE_BODY_LIMIT ? await this.#createFile() : undefined);
       if (file) {
-        if (held.length > 0) await file.writev(held);
+        if (pending.length > 0) await file.writev(pending);
         await file.sync();
         const { ino } = await file.stat();
         await this.#closeFile();
         this.#body = { fileIno: ino };
-        if (size <= WRITE_BATCH) this.#held = held;
+        if (size <= WRITE_BATCH) this.#wholeBody = pending;
       } else {
-        const inline = Buffer.concat(held, size);
+        const inline = Buffer.concat(pending, size);
         this.#body = { inline };
-        this.#held = [inline];
+        this.#wholeBody = [inline];
       }
       this.#size = size;
       return size;
@@ -116,7 +116,7 @@ export class SqliteBodyFile implements DraftStorage {
   async commit(envelope: StoredEnvelope): Promise<void> {
     if (!this.#body) throw new Error(`draft ${this.id}: commit before the body was written`);
     try {
-      await this.ctx.commitMessage({ id: this.id, envelope, size: this.#size, body: this.#body, held: this.#held });
+      await this.ctx.commitMessage({ id: this.id, envelope, size: this.#size, body: this.#body, wholeBody: this.#wholeBody });
     } catch (error) {
       // A failed directory fsync: no row can name the body, remove it. A failed
       // insert rolled back, but a file is left for the sweep on the next
@@ -131,7 +131,7 @@ export class SqliteBodyFile implements DraftStorage {
   /** abandon - drop the body (a failed write, or a written draft discarded): remove the file, if there is one. */
   abandon(): Promise<void> {
     this.#body = undefined;
-    this.#held = undefined;
+    this.#wholeBody = undefined;
     return this.#removeFile();
   }
 

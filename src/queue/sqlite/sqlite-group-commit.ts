@@ -42,13 +42,22 @@ export function createGroupCommit<T, R>(runBatch: (items: T[]) => Promise<(R | E
 
 /**
  * batchTransaction - one IMMEDIATE transaction applying `one` to every item of a batch, each item's failure
- * its own. Optimistic: the items run straight; only if one throws does the transaction roll back and run
- * again with a SAVEPOINT per item, so one failure rolls back that item alone. (A SAVEPOINT and its RELEASE
- * were two of the ten or so statements per item, and items almost never fail.) `one` may run twice: it must
- * touch nothing but the database.
+ * its own. Optimistic: the items run straight; only if one of them throws does the transaction roll back
+ * and run again with a SAVEPOINT per item, so the failure rolls back that item alone. (A SAVEPOINT and its
+ * RELEASE were two of the ten or so statements per item, and items almost never fail.) A failure of the
+ * transaction itself (the write lock not had in busy_timeout, COMMIT) is thrown at once, not retried. `one`
+ * may run twice: it must change nothing but the database.
  */
 export function batchTransaction<T, R>(db: Database.Database, one: (item: T) => R): (items: T[]) => (R | Error)[] {
-  const straight = db.transaction((items: T[]): (R | Error)[] => items.map(one));
+  const straight = db.transaction((items: T[]): (R | Error)[] =>
+    items.map((item) => {
+      try {
+        return one(item);
+      } catch (error) {
+        throw new ItemFailed(error);
+      }
+    }),
+  );
   const inSavepoint = db.transaction(one); // called inside a transaction: a SAVEPOINT
   const isolated = db.transaction((items: T[]): (R | Error)[] =>
     items.map((item) => {
@@ -62,8 +71,16 @@ export function batchTransaction<T, R>(db: Database.Database, one: (item: T) => 
   return (items) => {
     try {
       return straight.immediate(items);
-    } catch {
+    } catch (error) {
+      if (!(error instanceof ItemFailed)) throw error;
       return isolated.immediate(items);
     }
   };
+}
+
+/** One item of a straight batch threw: the batch runs again, item by item. */
+class ItemFailed extends Error {
+  constructor(cause: unknown) {
+    super('an item of the batch failed', { cause });
+  }
 }

@@ -101,8 +101,9 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
   }
 }
 
-/** Whose body file is kept: a committed message not yet done. Everything else in messages/ is an orphan. */
-const BODY_KEPT = "SELECT id FROM messages WHERE id = ? AND state != 'done'";
+/** A message whose body is kept: committed and not done. A body file no such message names is an orphan. */
+const KEPT = "id = ? AND state != 'done'";
+const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
 
 /** The most bytes of recently committed bodies held in memory for their deliveries (recent-bodies.ts). */
 const RECENT_BODIES_LIMIT = 8 * 1024 * 1024;
@@ -145,7 +146,7 @@ class SqliteQueueStore implements QueueStore {
     this.#deliveries = prepareDeliveries(db);
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
-    this.#keptBody = db.prepare("SELECT body FROM messages WHERE id = ? AND state != 'done'");
+    this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
     this.#isKept = db.prepare(BODY_KEPT);
   }
 
@@ -157,7 +158,7 @@ class SqliteQueueStore implements QueueStore {
       logger: this.logger,
       commitMessage: async (row) => {
         await this.#commit(row);
-        if (row.held) this.#recentBodies.add(row.id, row.held);
+        if (row.wholeBody) this.#recentBodies.add(row.id, row.wholeBody);
       },
     });
     return this.#drafts.begin(id, bodyFile);
@@ -223,7 +224,10 @@ class SqliteQueueStore implements QueueStore {
     if (!isQueueId(id)) return failedStream(new Error(`not a queue id: ${JSON.stringify(id)}`));
     // A draft's file exists before its row does, and a done message's body is gone.
     const recent = this.#recentBodies.get(id);
-    if (recent && this.#isKept.get(id)) return Readable.from(recent);
+    if (recent) {
+      if (this.#isKept.get(id)) return Readable.from(recent);
+      this.#recentBodies.delete(id); // done or deleted by another process
+    }
     const kept = this.#keptBody.get(id);
     if (!kept) return failedStream(new Error(`no such message in the queue (unknown, or done): ${id}`));
     return kept.body ? Readable.from([kept.body]) : createReadStream(join(this.messagesDir, id));
