@@ -4,7 +4,7 @@
 // Prints one Markdown table per scenario (medians over the runs, the ratio
 // Postern/Postfix, the targets).
 //
-//   npm run bench        quick: plaintext and STARTTLS 4 KB, 1,000 messages, 1 run
+//   npm run bench        quick: plaintext and STARTTLS 4 KB, 3,000 messages, 1 run
 //   npm run bench:full   every scenario, 5,000 messages, 3 runs
 //   tsx bench/run.ts [--full] [--runs N] [--messages N] [--scenarios a,b]
 //                    [--servers postfix,postern,direct] [--soak MINUTES]
