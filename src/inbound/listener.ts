@@ -61,7 +61,7 @@ interface SessionState {
   ip: string;
   authFailures: number;
   clientCertTrusted: boolean;
-  /** The negotiated protocol (TLSv1.3, ...) once TLS is up. */
+  /** The negotiated protocol (TLSv1.3, ...) once TLS is up: the one place it is kept (session.tlsOptions.version is the cipher's, not the session's). */
   tlsVersion?: string;
 }
 
@@ -210,7 +210,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
           smtpUtf8: Boolean(session.envelope.smtpUtf8),
           requireTls: Boolean(session.envelope.requireTLS),
           dsn: envelopeDsn(session),
-          client: { address: s.ip, helo: session.hostNameAppearsAs, listener: name, authUser: user, tlsVersion: tls ? tls.version : undefined, tlsCipher: tls ? tls.name : undefined },
+          client: { address: s.ip, helo: session.hostNameAppearsAs, listener: name, authUser: user, tlsVersion: s.tlsVersion, tlsCipher: tls ? tls.name : undefined },
         },
         received: {
           helo: session.hostNameAppearsAs,
@@ -218,13 +218,13 @@ export function createListener(deps: ListenerDeps): InboundListener {
           clientHostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : 'unknown',
           clientAddress: s.ip,
           protocol: session.transmissionType,
-          tlsVersion: tls ? tls.version : undefined,
+          tlsVersion: s.tlsVersion,
           tlsCipher: tls ? tls.name : undefined,
         },
       }).then((result) => {
         if (result.ok) {
           s.log.info(
-            { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, tlsVersion: tls?.version, tlsCipher: tls?.name, user },
+            { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, tlsVersion: s.tlsVersion, tlsCipher: tls?.name, user },
             'queued',
           );
           metrics.messageAccepted();

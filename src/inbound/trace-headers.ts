@@ -7,6 +7,7 @@
 //    §8.2-8.3); never on the relay port, where mail is in transit.
 // HeaderPrepender buffers only the header block (bounded), then streams.
 import { Transform, type TransformCallback } from 'node:stream';
+import { headerBlockLength } from '../smtp/header-block.ts';
 import { formatRfc5322Date } from '../smtp/rfc5322-date.ts';
 
 export interface ReceivedFacts {
@@ -53,14 +54,10 @@ export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: 
   return out;
 }
 
-const END_OF_HEADERS = Buffer.from('\r\n\r\n');
-/** Header blocks larger than this are not inspected further (Postfix's header_size_limit is 100 KB). */
-const HEADER_INSPECTION_LIMIT = 256 * 1024;
 
 /** HeaderPrepender - emits `prefix(headerBlock)` then the message, unchanged. */
 export class HeaderPrepender extends Transform {
   private buffered: Buffer[] = [];
-  private bufferedBytes = 0;
   private done = false;
 
   constructor(private readonly prefix: (headerBlock: string) => string) {
@@ -70,21 +67,17 @@ export class HeaderPrepender extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (this.done) return callback(null, chunk);
     this.buffered.push(chunk);
-    this.bufferedBytes += chunk.length;
     const joined = Buffer.concat(this.buffered);
     this.buffered = [joined];
-    const end = joined.indexOf(END_OF_HEADERS);
-    const startsWithBody = joined.length >= 2 && joined[0] === 0x0d && joined[1] === 0x0a;
-    if (end !== -1 || startsWithBody || this.bufferedBytes >= HEADER_INSPECTION_LIMIT) {
-      this.release(joined, end === -1 ? (startsWithBody ? 0 : joined.length) : end + 2);
-    }
+    const headerEnd = headerBlockLength(joined, false);
+    if (headerEnd !== undefined) this.release(joined, headerEnd);
     callback();
   }
 
   override _flush(callback: TransformCallback): void {
     if (!this.done) {
       const joined = Buffer.concat(this.buffered);
-      this.release(joined, joined.length);
+      this.release(joined, headerBlockLength(joined, true) ?? joined.length);
     }
     callback();
   }

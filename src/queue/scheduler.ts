@@ -14,6 +14,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
+import { headerBlockLength } from '../smtp/header-block.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
 import type { InFlowGate } from './in-flow.ts';
@@ -252,20 +253,17 @@ function describeSeconds(seconds: number): string {
 
 // readHeaderBlock - the original message's header block, for the report's text/rfc822-headers part.
 async function readHeaderBlock(store: QueueStore, id: string): Promise<Buffer> {
-  const limit = 256 * 1024;
   const parts: Buffer[] = [];
-  let size = 0;
   const stream = store.readBody(id);
   try {
     for await (const chunk of stream) {
       parts.push(chunk as Buffer);
-      size += (chunk as Buffer).length;
       const joined = Buffer.concat(parts);
-      const end = joined.indexOf('\r\n\r\n');
-      if (end !== -1) return joined.subarray(0, end + 2);
-      if (size >= limit) return joined.subarray(0, limit);
+      const length = headerBlockLength(joined, false);
+      if (length !== undefined) return joined.subarray(0, length);
     }
-    return Buffer.concat(parts);
+    const whole = Buffer.concat(parts);
+    return whole.subarray(0, headerBlockLength(whole, true));
   } finally {
     stream.destroy();
   }

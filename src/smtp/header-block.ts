@@ -1,0 +1,26 @@
+// Where a message's header block ends (RFC 5322 §2.1: the header fields,
+// then an empty line, then the body), read from the start of the message.
+// One answer for both places that need it: the trace headers added on the
+// way in (inbound/trace-headers.ts) and the headers a bounce quotes
+// (queue/scheduler.ts). Bounded: a header block larger than
+// HEADER_BLOCK_LIMIT is taken as those first bytes (Postfix's
+// header_size_limit is 100 KB).
+//
+//   headerBlockLength  - the header block's length in the bytes read so far, or undefined while more could change it.
+//   HEADER_BLOCK_LIMIT - the most bytes taken as a header block.
+
+export const HEADER_BLOCK_LIMIT = 256 * 1024;
+
+const END_OF_HEADERS = Buffer.from('\r\n\r\n');
+
+/**
+ * headerBlockLength - how many bytes at the start of `data` are the header block, with the CRLF that ends
+ * its last field; 0 for a message that starts with its body. `complete`: `data` is the whole message.
+ */
+export function headerBlockLength(data: Buffer, complete: boolean): number | undefined {
+  const end = data.indexOf(END_OF_HEADERS);
+  if (end !== -1) return Math.min(end + 2, HEADER_BLOCK_LIMIT);
+  if (data.length >= 2 && data[0] === 0x0d && data[1] === 0x0a) return 0;
+  if (complete || data.length >= HEADER_BLOCK_LIMIT) return Math.min(data.length, HEADER_BLOCK_LIMIT);
+  return undefined;
+}

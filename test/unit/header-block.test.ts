@@ -1,0 +1,28 @@
+// headerBlockLength (smtp/header-block.ts): where the header block ends, for
+// the trace headers on the way in and the headers a bounce quotes.
+import { describe, expect, it } from 'vitest';
+import { HEADER_BLOCK_LIMIT, headerBlockLength } from '../../src/smtp/header-block.ts';
+
+const bytes = (text: string) => Buffer.from(text, 'latin1');
+
+describe('headerBlockLength', () => {
+  it('ends after the CRLF of the last field, before the empty line', () => {
+    expect(headerBlockLength(bytes('Subject: a\r\nTo: b\r\n\r\nbody\r\n'), false)).toBe(19);
+  });
+
+  it('is 0 for a message that starts with its body', () => {
+    expect(headerBlockLength(bytes('\r\nonly a body\r\n'), false)).toBe(0);
+  });
+
+  it('waits for more while the empty line may still come, and takes everything at the end of the message', () => {
+    expect(headerBlockLength(bytes('Subject: a\r\nTo: b\r\n'), false)).toBeUndefined();
+    expect(headerBlockLength(bytes('Subject: a\r\nTo: b\r\n'), true)).toBe(19);
+  });
+
+  it('takes the first HEADER_BLOCK_LIMIT bytes of a larger header block', () => {
+    const huge = bytes(`X-Long: ${'a'.repeat(HEADER_BLOCK_LIMIT)}\r\n\r\nbody`);
+    expect(headerBlockLength(huge, false)).toBe(HEADER_BLOCK_LIMIT);
+    expect(headerBlockLength(huge.subarray(0, HEADER_BLOCK_LIMIT + 5), false)).toBe(HEADER_BLOCK_LIMIT);
+    expect(headerBlockLength(huge.subarray(0, HEADER_BLOCK_LIMIT - 5), false)).toBeUndefined();
+  });
+});
