@@ -13,7 +13,7 @@
 //
 //   prepareCommit - the batch insert (one transaction, each row's failure its own) behind BodyFileContext.commitMessage.
 import type Database from 'better-sqlite3';
-import { statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StoredEnvelope } from '../queue-store.ts';
 import type { StoredBody } from './sqlite-draft.ts';
@@ -43,14 +43,16 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (rows
     VALUES (@messageId, @position, @address, @domain, @deliveryId, 'queued', @dsnNotify, @dsnOrcpt)`);
 
   const insert = (row: CommitRow): undefined => {
-    // Under the write lock, a body file must still be the file this draft wrote:
-    // another process's sweep (a `postern queue` command opening the store)
-    // may have taken it for an orphan. The sweep checks for the row under the
-    // same lock, so exactly one of the two wins. Synchronous on purpose: an
-    // await here would let other statements into the transaction. (A read
-    // only, so batchTransaction may run it twice.)
+    // Under the write lock, a body file must still be there: another
+    // process's sweep (a `postern queue` command opening the store) may have
+    // taken it for an orphan. The sweep checks for the row under the same
+    // lock, so exactly one of the two wins. A file by this name is this
+    // draft's: a queue id names one message, and the draft created the file
+    // with O_EXCL. Synchronous on purpose: an await here would let other
+    // statements into the transaction. (A read only, so batchTransaction may
+    // run it twice.)
     const { envelope, body } = row;
-    if ('fileIno' in body && statSync(join(messagesDir, row.id), { throwIfNoEntry: false })?.ino !== body.fileIno) {
+    if ('file' in body && !existsSync(join(messagesDir, row.id))) {
       throw new Error(`draft ${row.id}: body file vanished before commit`);
     }
     const receivedAt = Date.now();

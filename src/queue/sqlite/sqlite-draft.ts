@@ -44,8 +44,8 @@ export const INLINE_BODY_LIMIT = 32 * 1024;
 /** The most bytes kept in memory before they are written to a body file (one writev). */
 export const WRITE_BATCH = 256 * 1024;
 
-/** Where a committed body is: in the row, or in the file with this inode (commit checks it is still that file). */
-export type StoredBody = { inline: Buffer } | { fileIno: number };
+/** Where a committed body is: in the row, or in its file (commit checks the file is still there). */
+export type StoredBody = { inline: Buffer } | { file: true };
 
 /** What a draft's body file needs from its store. */
 export interface BodyFileContext {
@@ -96,9 +96,8 @@ export class SqliteBodyFile implements DraftStorage {
       if (file) {
         if (pending.length > 0) await file.writev(pending);
         await file.sync();
-        const { ino } = await file.stat();
         await this.#closeFile();
-        this.#body = { fileIno: ino };
+        this.#body = { file: true };
         if (size <= WRITE_BATCH) this.#wholeBody = pending;
       } else {
         const inline = Buffer.concat(pending, size);

@@ -28,7 +28,7 @@
 //   openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path.
 import Database from 'better-sqlite3';
 import { rmSync, createReadStream } from 'node:fs';
-import { mkdir, open, readdir } from 'node:fs/promises';
+import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
@@ -81,6 +81,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
   await (await open(file, 'a', 0o600)).close();
 
   const db = new Database(file);
+  let wal: WalSync | undefined;
   try {
     readSchemaVersion(db, file); // refuse a newer database before any pragma writes to it
     db.pragma('busy_timeout = 5000');
@@ -90,13 +91,16 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
     logMigration(logger, { path: file }, migrateSchema(db, file), MIGRATIONS);
-    const wal = await openWalSync(file);
+    wal = await openWalSync(file);
     await wal.sync(); // the migration, if there was one
     const removed = options.removeOrphans === false ? 0 : await sweepOrphanBodies(db, messagesDir, logger);
     logger.info({ path: file, schemaVersion: MIGRATIONS.length, orphansRemoved: removed }, 'queue store opened');
-    return new SqliteQueueStore(db, wal, messagesDir, logger);
+    // Kept open for the store's life: one fsync per batch that made body files, no open and close around it.
+    const messagesDirHandle = await open(messagesDir, 'r');
+    return new SqliteQueueStore(db, wal, messagesDir, messagesDirHandle, logger);
   } catch (error) {
     db.close();
+    await wal?.close();
     throw error;
   }
 }
@@ -126,13 +130,14 @@ class SqliteQueueStore implements QueueStore {
     private readonly db: Database.Database,
     private readonly wal: WalSync,
     private readonly messagesDir: string,
+    private readonly messagesDirHandle: FileHandle,
     private readonly logger: Logger,
   ) {
     const insertRows = prepareCommit(db, messagesDir);
     this.#commit = createGroupCommit<CommitRow, undefined>(async (rows) => {
       try {
         // The new body files' names, before any row names them: one fsync for the batch (none when every body is in its row).
-        if (rows.some((row) => 'fileIno' in row.body)) await syncDirectory(messagesDir);
+        if (rows.some((row) => 'file' in row.body)) await this.messagesDirHandle.sync();
       } catch (error) {
         const failed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
         return rows.map(() => failed);
@@ -240,6 +245,7 @@ class SqliteQueueStore implements QueueStore {
     await this.#drafts.discardAll();
     this.db.close();
     await this.wal.close();
+    await this.messagesDirHandle.close();
   }
 
   /** durable - `result` of a write just committed, once the WAL holding it is on disk; rejects if the fsync fails. */
