@@ -67,7 +67,8 @@ export class HeaderPrepender extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (this.done) return callback(null, chunk);
     this.buffered.push(chunk);
-    const joined = Buffer.concat(this.buffered);
+    // Most header blocks end in the first chunk: no copy then.
+    const joined = this.buffered.length === 1 ? chunk : Buffer.concat(this.buffered);
     this.buffered = [joined];
     const headerEnd = headerBlockLength(joined, false);
     if (headerEnd !== undefined) this.release(joined, headerEnd);
