@@ -16,7 +16,7 @@
 // and go out at once.
 // Fails: throws at start if the library no longer has the method we wrap.
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
-import { smtpServerPrototypes } from '../smtp/smtp-server-builds.ts';
+import { classPrototypes } from '../smtp/library-builds.ts';
 
 type SendContext = string | false | undefined;
 interface ConnectionPrototype {
@@ -60,7 +60,7 @@ export function replaceLibraryReply(text: string): Reply | undefined {
 
 /** installExactReplies - wrap send() in both builds of smtp-server (ESM and CJS); idempotent. */
 export async function installExactReplies(): Promise<void> {
-  for (const proto of await smtpServerPrototypes<ConnectionPrototype>('SMTPConnection')) {
+  for (const proto of await classPrototypes<ConnectionPrototype>('smtp-server', 'smtp-connection.js', 'SMTPConnection')) {
     if (typeof proto.send !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.send not found');
     if (proto.__posternExactReplies) continue;
     const librarySend = proto.send;

@@ -3,15 +3,14 @@
 // with a JavaScript loop over every byte: 12% of the event loop with 100 KB
 // messages. Only bytes at a line end and right after one can change
 // anything, so installFastDotStuffing gives DataStream (both builds, ESM and
-// CJS, as smtp/smtp-server-builds.ts does for smtp-server) a _transform that
+// CJS, through smtp/library-builds.ts) a _transform that
 // finds line ends with indexOf and applies nodemailer's own three rules at
 // those places only. The bytes out are the same: test/unit/dot-stuffing.test.ts
 // compares it with the library's loop on random input in random chunks.
 // Fails: throws at start if the library no longer has the class we change.
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { TransformCallback } from 'node:stream';
-import { pathToFileURL } from 'node:url';
+import { classPrototypes } from '../smtp/library-builds.ts';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -98,16 +97,6 @@ export async function installFastDotStuffing(): Promise<void> {
 }
 
 /** dataStreamPrototypes - DataStream.prototype of the CJS and the ESM build. */
-export async function dataStreamPrototypes(): Promise<DataStreamPrototype[]> {
-  const require = createRequire(import.meta.url);
-  const cjsDir = dirname(require.resolve('nodemailer'));
-  const builds = [
-    require(join(cjsDir, 'smtp-connection', 'data-stream.js')) as { prototype?: DataStreamPrototype },
-    ((await import(pathToFileURL(join(cjsDir, '..', 'esm', 'smtp-connection', 'data-stream.js')).href)) as { default?: { prototype?: DataStreamPrototype } }).default,
-  ];
-  return builds.map((build) => {
-    const proto = build?.prototype;
-    if (!proto) throw new Error('nodemailer changed: DataStream not found in its build');
-    return proto;
-  });
+export function dataStreamPrototypes(): Promise<DataStreamPrototype[]> {
+  return classPrototypes<DataStreamPrototype>('nodemailer', join('smtp-connection', 'data-stream.js'), 'default');
 }

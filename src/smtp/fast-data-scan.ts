@@ -16,7 +16,7 @@
 //
 //   installFastDataScan - replace _feedDataStream in both builds; idempotent.
 import type { PassThrough } from 'node:stream';
-import { smtpServerPrototypes } from './smtp-server-builds.ts';
+import { classPrototypes } from './library-builds.ts';
 
 /** The parser's state that _feedDataStream reads and writes (smtp-server's SMTPStream). */
 export interface SmtpStreamState {
@@ -94,7 +94,7 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
 
 /** installFastDataScan - replace _feedDataStream in both builds of smtp-server; idempotent. */
 export async function installFastDataScan(): Promise<void> {
-  for (const proto of await smtpServerPrototypes<SmtpStreamPrototype>('SMTPStream')) {
+  for (const proto of await classPrototypes<SmtpStreamPrototype>('smtp-server', 'smtp-stream.js', 'SMTPStream')) {
     if (typeof proto._feedDataStream !== 'function') throw new Error('smtp-server changed: SMTPStream.prototype._feedDataStream not found');
     if (proto.__posternFastDataScan) continue;
     proto._feedDataStream = feedDataStream;

@@ -11,7 +11,7 @@
 // is still refused with 421 whatever the pause: smtp-server accepts input
 // only once it has greeted.
 // Fails: throws at start if the library no longer has the method we wrap.
-import { smtpServerPrototypes } from './smtp-server-builds.ts';
+import { classPrototypes } from './library-builds.ts';
 
 /** The option this adds to SMTPServerOptions. */
 export interface GreetingPauseOption {
@@ -36,7 +36,7 @@ interface ConnectionPrototype {
 
 /** installGreetingPause - make every SMTPServer's greeting pause its `greetingPauseMs` option; idempotent. */
 export async function installGreetingPause(): Promise<void> {
-  for (const proto of await smtpServerPrototypes<ConnectionPrototype>('SMTPConnection')) {
+  for (const proto of await classPrototypes<ConnectionPrototype>('smtp-server', 'smtp-connection.js', 'SMTPConnection')) {
     if (typeof proto.init !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.init not found');
     if (proto.__posternGreetingPause) continue;
     // The library's init, with its fixed timer replaced by the option.

@@ -8,7 +8,7 @@
 import type { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { installFastDataScan, type SmtpStreamPrototype, type SmtpStreamState } from '../../src/smtp/fast-data-scan.ts';
-import { smtpServerPrototypes } from '../../src/smtp/smtp-server-builds.ts';
+import { classPrototypes } from '../../src/smtp/library-builds.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
 type Parser = SmtpStreamState & {
@@ -43,7 +43,7 @@ async function parse(parser: Parser, chunks: Buffer[]): Promise<{ body: string; 
 
 describe('fast DATA scan', () => {
   it('ends, unstuffs and counts exactly as smtp-server’s loop does, for 3,000 random messages in random chunks', async () => {
-    const builds = (await smtpServerPrototypes<SmtpStreamPrototype>('SMTPStream')).map((proto) => ({
+    const builds = (await classPrototypes<SmtpStreamPrototype>('smtp-server', 'smtp-stream.js', 'SMTPStream')).map((proto) => ({
       SMTPStream: proto.constructor as new () => Parser,
       libraryFeed: Object.getOwnPropertyDescriptor(proto, '_feedDataStream')?.value as Feed,
     }));
