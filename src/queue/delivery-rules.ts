@@ -11,6 +11,7 @@
 //
 //   checkClaimOptions - refuse a claim that could not mean anything sensible.
 //   destinationSlots  - how many more deliveries to one domain a claim may take.
+//   fullDestinations  - the domains a claim must pass over: no slot left.
 //   outcomeTime       - when the outcomes of a recorded attempt became known.
 import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim } from './queue-store.ts';
 
@@ -43,6 +44,11 @@ export function checkClaimOptions({ now, limit, leaseMs, owner, perDestination }
 export function destinationSlots({ perDestination }: ClaimOptions, domain: string): number {
   if (!perDestination) return Infinity;
   return Math.max(0, perDestination.limit - (perDestination.busy[domain] ?? 0));
+}
+
+/** fullDestinations - the domains with no slot left, which a claim's query skips whatever their backlog. */
+export function fullDestinations(options: ClaimOptions): string[] {
+  return Object.keys(options.perDestination?.busy ?? {}).filter((domain) => destinationSlots(options, domain) === 0);
 }
 
 /** outcomeTime - when the outcomes became known: the end of the last attempt, or now if there was none (expiry). */

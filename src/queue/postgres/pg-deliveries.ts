@@ -34,7 +34,7 @@
 //   releaseLease  - give a lease back untouched.
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import type pg from 'pg';
-import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
@@ -83,7 +83,7 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
   checkClaimOptions(options);
   if (options.limit === 0) return [];
   const { now, limit, leaseMs, owner, perDestination } = options;
-  const full = Object.keys(perDestination?.busy ?? {}).filter((domain) => destinationSlots(options, domain) === 0);
+  const full = fullDestinations(options);
   const result = await pool.query<ClaimRow>(CLAIM, [
     now, limit, owner, new Date(now.getTime() + leaseMs), perDestination?.limit ?? null, JSON.stringify(perDestination?.busy ?? {}), full, CLAIM_LOOK_AHEAD,
   ]);

@@ -18,7 +18,7 @@
 //
 //   prepareDeliveries - the claim / record / release / next-due functions over one database.
 import type Database from 'better-sqlite3';
-import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
@@ -86,8 +86,7 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
 
   const claimAll = db.transaction((options: ClaimOptions): ClaimedDelivery[] => {
     const { now, limit, leaseMs, owner } = options;
-    const busy = options.perDestination?.busy ?? {};
-    const full = Object.keys(busy).filter((domain) => destinationSlots(options, domain) === 0);
+    const full = fullDestinations(options);
     // In due order, passing over domains at their limit, until `limit` are chosen.
     const chosen: number[] = [];
     const taken = new Map<string, number>();
