@@ -294,16 +294,35 @@ function setDisabledCommands(session: SMTPServerSession, commands: string[]): vo
   (session as SMTPServerSession & { disabledCommands?: string[] }).disabledCommands = commands;
 }
 
+/**
+ * A client's own connection failing: it reset or dropped the connection (many send QUIT and then reset
+ * without waiting for the close, Postfix's smtp-source among them). Logged at info, like Postfix's
+ * "lost connection": smtp-server logs every socket error at error level, and an error line per normal
+ * session would bury the real ones.
+ */
+const CLIENT_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+
+type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+// The level a line of smtp-server's gets here: protocol traces and its own info lines (per-command noise
+// at info) go to debug, a client's connection failure to info.
+function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>): LogLevel {
+  if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info') return 'debug';
+  const code = (fields.err as { code?: unknown } | undefined)?.code;
+  if (fields.tnx === 'error' && typeof code === 'string' && CLIENT_CONNECTION_ERRORS.has(code)) return 'info';
+  return level;
+}
+
 // smtp-server logs with printf-style arguments; pino would drop them (LIBRARIES.md).
 function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
   const child = log.child({ component: 'smtp-server' });
-  const at = (level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal') => (entry: unknown, ...args: unknown[]) => {
-    if (!child.isLevelEnabled(level)) return;
+  const at = (level: LogLevel) => (entry: unknown, ...args: unknown[]) => {
     const fields = entry && typeof entry === 'object' ? (entry as Record<string, unknown>) : {};
+    const lineLevel = libraryLineLevel(level, fields);
+    if (!child.isLevelEnabled(lineLevel)) return;
     const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
-    // Protocol traces go to debug: they are per-command noise at info.
     // cid is smtp-server's connection id, the same value as session.id: our lines and its lines share one key.
-    child[fields.tnx === 'send' || fields.tnx === 'command' ? 'debug' : level === 'info' ? 'debug' : level]({ tnx: fields.tnx, ...(fields.cid ? { session: fields.cid } : {}) }, message);
+    child[lineLevel]({ tnx: fields.tnx, ...(fields.cid ? { session: fields.cid } : {}) }, message);
   };
   return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' };
 }

@@ -108,3 +108,30 @@ describe('session logging', () => {
     expect(linesContainingSecrets(relay.logs)).toEqual([]);
   });
 });
+
+describe('a client that resets its connection', () => {
+  it('is logged at info, not as an error (smtp-source resets after every message)', async () => {
+    const from = relay.logs.length;
+    const c = await RawSmtp.connect(relay.ports.relay);
+    expect((await c.reply()).code).toBe(220);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.test>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<b@example.org>')).code).toBe(250);
+    expect((await c.command('DATA')).code).toBe(354);
+    expect((await c.command('Subject: reset\r\n\r\nhello\r\n.')).code).toBe(250);
+    // An RST instead of QUIT and FIN: the server's next read fails with ECONNRESET.
+    c.socket.resetAndDestroy();
+    await waitFor(() => relay.logs.slice(from).some((l) => l.tnx === 'error'));
+    const recent = relay.logs.slice(from);
+    expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 30, msg: expect.stringMatching(/ECONNRESET$/) })]);
+    expect(recent.filter((l) => Number(l.level) >= 50)).toEqual([]);
+  });
+});
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
