@@ -1,0 +1,195 @@
+// The comparison as an outside harness would make it, with Postfix's own
+// test tools instead of ours: smtp-source sends (HELO, no PIPELINING, 80-byte
+// lines, by default one message per connection), the relay forwards to
+// smtp-sink, which counts. Postfix and Postern run alternately, each fresh,
+// in the same run. What it reports per case, medians of the runs: accepted
+// msg/s (smtp-source's wall time), end-to-end msg/s (until smtp-sink has
+// every message), CPU per message of the relay's process tree over both,
+// peak RSS of that tree, and the ratio Postern/Postfix.
+// Plaintext only: smtp-source has no STARTTLS.
+//
+//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--runs R]
+//
+// Needs Debian's postfix package (smtp-source, smtp-sink, a private Postfix
+// instance as in run.ts) and root. Clean-up as in run.ts (cleanup.ts).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeBenchCertificates, type BenchCertificates } from './certs.ts';
+import { Cleanup } from './cleanup.ts';
+import { startPostfix, stopPostfixNow } from './postfix-instance.ts';
+import { snapshotPostern, startPostern, stopPosternNow } from './postern-instance.ts';
+import { startMemorySampler, treeCpuMs } from './proc-tree.ts';
+import { median, nowMs } from './stats.ts';
+
+type Relay = 'postfix' | 'postern';
+
+interface Case {
+  size: number;
+  /** smtp-source -d: the session sends its next message over the same connection. */
+  reuse: boolean;
+}
+
+interface Result {
+  accepted: number;
+  endToEnd: number;
+  cpuMsPerMessage: number;
+  peakRssMb: number;
+}
+
+const { values: args } = parseArgs({
+  options: {
+    messages: { type: 'string', default: '3000' },
+    sessions: { type: 'string', default: '20' },
+    sizes: { type: 'string', default: '4096,102400' },
+    runs: { type: 'string', default: '3' },
+  },
+});
+const MESSAGES = Number(args.messages);
+const SESSIONS = Number(args.sessions);
+const RUNS = Number(args.runs);
+const WARM_UP = Math.min(300, Math.ceil(MESSAGES / 10));
+
+/** smtp-sink on loopback, counting what it accepted (its -c counter needs a terminal: `script` gives it one). */
+class SmtpSink {
+  count = 0;
+  readonly #child: ChildProcess;
+
+  constructor(readonly port: number) {
+    this.#child = spawn('script', ['-qfc', `smtp-sink -u nobody -c 127.0.0.1:${port} 1000`, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.#child.stdout!.on('data', (data: Buffer) => {
+      const counted = /mesg=(\d+)\s*$/.exec(data.toString());
+      if (counted) this.count = Number(counted[1]);
+    });
+  }
+
+  async waitFor(count: number, timeoutMs: number): Promise<number> {
+    const deadline = nowMs() + timeoutMs;
+    while (this.count < count && nowMs() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    return nowMs();
+  }
+
+  /** stop - smtp-sink itself (a child of `script`), then script. */
+  stop(): void {
+    spawnSync('pkill', ['-f', `smtp-sink -u nobody -c 127.0.0.1:${this.port} `]);
+    this.#child.kill();
+  }
+}
+
+function smtpSource(port: number, messages: number, sessions: number, testCase: Case): Promise<void> {
+  const args = ['-s', String(sessions), '-m', String(messages), '-l', String(testCase.size), '-f', 'sender@source.test', '-t', 'rcpt@sink.test'];
+  if (testCase.reuse) args.push('-d');
+  return new Promise((resolve, reject) => {
+    const child = spawn('smtp-source', [...args, `127.0.0.1:${port}`], { stdio: 'inherit' });
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`smtp-source exited ${code}`))));
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function measure(relayName: Relay, testCase: Case, base: string, certs: BenchCertificates, posternRoot: string, cleanup: Cleanup): Promise<Result> {
+  const dir = await mkdtemp(join(base, `${relayName}-`));
+  await chmod(dir, 0o755);
+  const sink = new SmtpSink(await freePort());
+  const stopSink = cleanup.add(`smtp-sink ${sink.port}`, () => Promise.resolve(sink.stop()), () => sink.stop());
+  try {
+    const relay =
+      relayName === 'postfix'
+        ? await startPostfix({ dir, port: await freePort(), sinkPort: sink.port, certs })
+        : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs });
+    const stopRelay = cleanup.add(`${relayName} ${dir}`, () => relay.stop(), () => ('configDir' in relay ? stopPostfixNow(relay) : stopPosternNow(relay)));
+    try {
+      await smtpSource(relay.port, WARM_UP, 5, testCase);
+      await sink.waitFor(WARM_UP, 60_000);
+      const before = sink.count;
+      const cpuBefore = treeCpuMs(relay.rootPid);
+      const memory = startMemorySampler(relay.rootPid);
+      const started = nowMs();
+      await smtpSource(relay.port, MESSAGES, SESSIONS, testCase);
+      const acceptedAt = nowMs();
+      const deliveredAt = await sink.waitFor(before + MESSAGES, 300_000);
+      const cpu = treeCpuMs(relay.rootPid) - cpuBefore;
+      const peaks = memory.stop();
+      if (sink.count < before + MESSAGES) throw new Error(`${relayName}: only ${sink.count - before} of ${MESSAGES} messages reached smtp-sink`);
+      return {
+        accepted: (MESSAGES * 1000) / (acceptedAt - started),
+        endToEnd: (MESSAGES * 1000) / (deliveredAt - started),
+        cpuMsPerMessage: cpu / MESSAGES,
+        peakRssMb: peaks.peakRssMb,
+      };
+    } finally {
+      await stopRelay();
+    }
+  } finally {
+    await stopSink();
+  }
+}
+
+function describeCase(testCase: Case): string {
+  const size = testCase.size >= 1024 ? `${Math.round(testCase.size / 1024)} KB` : `${testCase.size} B`;
+  return `${size}, ${testCase.reuse ? 'messages share a connection (smtp-source -d)' : 'one message per connection (smtp-source default)'}`;
+}
+
+function table(testCase: Case, results: Record<Relay, Result[]>): string {
+  const row = (name: string, pick: (r: Result) => number, digits: number, better: 'higher' | 'lower') => {
+    const [postfix, postern] = (['postfix', 'postern'] as const).map((relay) => median(results[relay].map(pick)));
+    const ratio = postern! / postfix!;
+    const format = (v: number) => v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+    return `| ${name} | ${format(postfix!)} | ${format(postern!)} | ${ratio.toFixed(2)}× (${better} is better) |`;
+  };
+  return [
+    `#### ${describeCase(testCase)}`,
+    '',
+    `${MESSAGES} messages over ${SESSIONS} concurrent smtp-source sessions, next hop smtp-sink; medians of ${RUNS} runs.`,
+    '',
+    '| metric | Postfix | Postern | Postern/Postfix |',
+    '|---|--:|--:|--:|',
+    row('accepted msg/s', (r) => r.accepted, 0, 'higher'),
+    row('end-to-end msg/s', (r) => r.endToEnd, 0, 'higher'),
+    row('CPU ms per message', (r) => r.cpuMsPerMessage, 2, 'lower'),
+    row('peak RSS (MB)', (r) => r.peakRssMb, 0, 'lower'),
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const cleanup = new Cleanup();
+  cleanup.install();
+  const base = await mkdtemp('/var/tmp/postern-tools-bench-');
+  await chmod(base, 0o755);
+  cleanup.add(`remove ${base}`, () => rm(base, { recursive: true, force: true }), () => rmSync(base, { recursive: true, force: true }));
+  const certs = await writeBenchCertificates(join(base, 'certs'));
+  const posternRoot = await snapshotPostern(join(base, 'postern'));
+  const cases: Case[] = args.sizes.split(',').flatMap((size) => [false, true].map((reuse) => ({ size: Number(size), reuse })));
+  const out: string[] = [`## Postfix's smtp-source → relay → smtp-sink (${new Date().toISOString().slice(0, 16).replace('T', ' ')})`, ''];
+  for (const testCase of cases) {
+    const results: Record<Relay, Result[]> = { postfix: [], postern: [] };
+    for (let run = 0; run < RUNS && !cleanup.stopping; run++) {
+      // Alternate which relay goes first.
+      const order: Relay[] = run % 2 === 0 ? ['postfix', 'postern'] : ['postern', 'postfix'];
+      for (const relay of order) {
+        const result = await measure(relay, testCase, base, certs, posternRoot, cleanup);
+        results[relay].push(result);
+        process.stderr.write(
+          `${describeCase(testCase)} run ${run + 1}/${RUNS} ${relay}: accepted ${result.accepted.toFixed(0)} msg/s, end to end ${result.endToEnd.toFixed(0)} msg/s, CPU ${result.cpuMsPerMessage.toFixed(2)} ms/msg, RSS ${result.peakRssMb.toFixed(0)} MB\n`,
+        );
+      }
+    }
+    out.push(table(testCase, results));
+  }
+  process.stdout.write(out.join('\n'));
+  await cleanup.runAll();
+}
+
+await main();
