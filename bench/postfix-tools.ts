@@ -8,7 +8,7 @@
 // peak RSS of that tree, and the ratio Postern/Postfix.
 // Plaintext only: smtp-source has no STARTTLS.
 //
-//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--runs R]
+//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern]
 //
 // Needs Debian's postfix package (smtp-source, smtp-sink, a private Postfix
 // instance as in run.ts) and root. Clean-up as in run.ts (cleanup.ts).
@@ -46,11 +46,14 @@ const { values: args } = parseArgs({
     sessions: { type: 'string', default: '20' },
     sizes: { type: 'string', default: '4096,102400' },
     runs: { type: 'string', default: '3' },
+    relays: { type: 'string', default: 'postfix,postern' },
+    reuse: { type: 'string', default: 'no,yes' },
   },
 });
 const MESSAGES = Number(args.messages);
 const SESSIONS = Number(args.sessions);
 const RUNS = Number(args.runs);
+const RELAYS = args.relays.split(',') as Relay[];
 const WARM_UP = Math.min(300, Math.ceil(MESSAGES / 10));
 
 /** smtp-sink on loopback, counting what it accepted (its -c counter needs a terminal: `script` gives it one). */
@@ -171,13 +174,13 @@ async function main(): Promise<void> {
   cleanup.add(`remove ${base}`, () => rm(base, { recursive: true, force: true }), () => rmSync(base, { recursive: true, force: true }));
   const certs = await writeBenchCertificates(join(base, 'certs'));
   const posternRoot = await snapshotPostern(join(base, 'postern'));
-  const cases: Case[] = args.sizes.split(',').flatMap((size) => [false, true].map((reuse) => ({ size: Number(size), reuse })));
+  const cases: Case[] = args.sizes.split(',').flatMap((size) => args.reuse.split(',').map((reuse) => ({ size: Number(size), reuse: reuse === 'yes' })));
   const out: string[] = [`## Postfix's smtp-source → relay → smtp-sink (${new Date().toISOString().slice(0, 16).replace('T', ' ')})`, ''];
   for (const testCase of cases) {
     const results: Record<Relay, Result[]> = { postfix: [], postern: [] };
     for (let run = 0; run < RUNS && !cleanup.stopping; run++) {
       // Alternate which relay goes first.
-      const order: Relay[] = run % 2 === 0 ? ['postfix', 'postern'] : ['postern', 'postfix'];
+      const order = run % 2 === 0 ? RELAYS : [...RELAYS].reverse();
       for (const relay of order) {
         const result = await measure(relay, testCase, base, certs, posternRoot, cleanup);
         results[relay].push(result);
@@ -186,7 +189,7 @@ async function main(): Promise<void> {
         );
       }
     }
-    out.push(table(testCase, results));
+    if (RELAYS.length === 2) out.push(table(testCase, results));
   }
   process.stdout.write(out.join('\n'));
   await cleanup.runAll();
