@@ -322,7 +322,9 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
     if (!child.isLevelEnabled(lineLevel)) return;
     const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
     // cid is smtp-server's connection id, the same value as session.id: our lines and its lines share one key.
-    child[lineLevel]({ tnx: fields.tnx, ...(fields.cid ? { session: fields.cid } : {}) }, message);
+    // Its socket-error line has no cid; the id is the first value of its format ('%s %s %s': id, address, error).
+    const session = fields.cid ?? (fields.tnx === 'error' && typeof args[1] === 'string' ? args[1] : undefined);
+    child[lineLevel]({ tnx: fields.tnx, ...(session ? { session } : {}) }, message);
   };
   return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' };
 }

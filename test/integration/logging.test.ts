@@ -123,7 +123,9 @@ describe('a client that resets its connection', () => {
     c.socket.resetAndDestroy();
     await waitFor(() => relay.logs.slice(from).some((l) => l.tnx === 'error'));
     const recent = relay.logs.slice(from);
-    expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 30, msg: expect.stringMatching(/ECONNRESET$/) })]);
+    const session = recent.find((l) => l.msg === 'connect')?.session;
+    expect(session).toEqual(expect.any(String));
+    expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 30, session, msg: expect.stringMatching(/ECONNRESET$/) })]);
     expect(recent.filter((l) => Number(l.level) >= 50)).toEqual([]);
   });
 });
