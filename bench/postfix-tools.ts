@@ -11,7 +11,8 @@
 //   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern]
 //
 // Needs Debian's postfix package (smtp-source, smtp-sink, a private Postfix
-// instance as in run.ts) and root. Clean-up as in run.ts (cleanup.ts).
+// instance as in run.ts), `script` (util-linux: smtp-sink prints its counter
+// only to a terminal) and root. Clean-up as in run.ts (cleanup.ts).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
