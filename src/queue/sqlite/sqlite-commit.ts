@@ -11,14 +11,13 @@
 // a body file is no longer the one the draft wrote (another opener's sweep
 // took it), or on any database error.
 //
-//   prepareCommit - the batch insert (one transaction, each row's failure its own) behind BodyFileContext.commitMessage.
+//   prepareCommit - the insert of one message, run by the store's group commit (sqlite-store.ts) inside its batch transaction.
 import type Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StoredEnvelope } from '../queue-store.ts';
 import type { StoredBody } from './sqlite-draft.ts';
 import { messageColumns, recipientColumns } from '../stored-columns.ts';
-import { batchTransaction } from './sqlite-group-commit.ts';
 import { sqliteValues } from './sqlite-values.ts';
 
 export interface CommitRow {
@@ -28,8 +27,8 @@ export interface CommitRow {
   body: StoredBody;
 }
 
-/** prepareCommit - the commit transaction: body check, message row, deliveries, recipient rows. */
-export function prepareCommit(db: Database.Database, messagesDir: string): (rows: CommitRow[]) => (Error | undefined)[] {
+/** prepareCommit - one message's insert: body check, message row, deliveries, recipient rows (throws to refuse it). */
+export function prepareCommit(db: Database.Database, messagesDir: string): (row: CommitRow) => undefined {
   const insertMessage = db.prepare(`
     INSERT INTO messages (id, mail_from, body_type, smtp_utf8, client_address, client_helo, client_listener,
                           auth_user, tls_version, tls_cipher, size, received_at, require_tls, dsn_ret, dsn_envid, state, body)
@@ -68,8 +67,5 @@ export function prepareCommit(db: Database.Database, messagesDir: string): (rows
       insertRecipient.run({ messageId: row.id, position, deliveryId, ...recipient });
     });
   };
-  // One IMMEDIATE transaction for a batch of drafts (sqlite-group-commit.ts),
-  // holding the write lock from the body checks to the COMMIT; one row's
-  // failure rolls back that row only.
-  return batchTransaction(db, insert);
+  return insert;
 }

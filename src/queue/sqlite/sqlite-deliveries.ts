@@ -22,13 +22,12 @@ import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, fullDestinations
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
-import { batchTransaction } from './sqlite-group-commit.ts';
 import { sqliteValues } from './sqlite-values.ts';
 
 export interface DeliveryFunctions {
   claimDue(options: ClaimOptions): ClaimedDelivery[];
-  /** recordAttempts - several recordAttempt calls in one transaction (group commit), a verdict or an error each. */
-  recordAttempts(items: { claim: LeaseClaim; result: AttemptResult }[]): (SqliteRecordVerdict | Error)[];
+  /** recordAttempt - one attempt's results, run by the store's group commit inside its batch transaction. */
+  recordAttempt(item: { claim: LeaseClaim; result: AttemptResult }): SqliteRecordVerdict;
   releaseLease(claim: LeaseClaim): void;
   nextDueAt(): Date | undefined;
 }
@@ -51,7 +50,7 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
      WHERE d.finished = 0 AND m.state = 'queued'`);
   return {
     claimDue: claim,
-    recordAttempts: record,
+    recordAttempt: record,
     releaseLease: ({ deliveryId, owner }) => {
       const id = parseDeliveryId(deliveryId);
       if (id !== undefined) release.run(id, owner);
@@ -112,8 +111,8 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
   };
 }
 
-/** prepareRecord - the recordAttempt transaction; see the module header for when it refuses. */
-function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; result: AttemptResult }[]) => (SqliteRecordVerdict | Error)[] {
+/** prepareRecord - one recordAttempt (the caller's transaction holds the write lock); see the module header for when it refuses. */
+function prepareRecord(db: Database.Database): (item: { claim: LeaseClaim; result: AttemptResult }) => SqliteRecordVerdict {
   // With whether the message's body is a file: the store removes a done message's file after the COMMIT.
   const selectDelivery = db.prepare<[number], { message_id: string; finished: number; lease_owner: string | null; in_file: number }>(`
     SELECT d.message_id, d.finished, d.lease_owner, m.body IS NULL AS in_file
@@ -153,7 +152,7 @@ function prepareRecord(db: Database.Database): (items: { claim: LeaseClaim; resu
     if (!finished || markDoneIfFinished.run({ id: messageId, doneAt: updatedAt }).changes === 0) return { recorded: true };
     return { recorded: true, doneMessageId: messageId, bodyInFile: delivery.in_file === 1 };
   };
-  return batchTransaction(db, record);
+  return record;
 }
 
 /** parseDeliveryId - a delivery id string back to its row id; undefined if it cannot name a delivery. */

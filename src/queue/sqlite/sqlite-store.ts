@@ -12,6 +12,9 @@
 // after the COMMIT; a crash in between leaves a file the sweep treats as an
 // orphan. The database runs in WAL mode; a write is reported durable only
 // after the store fsynced the WAL (sqlite-wal-sync.ts), off the event loop.
+// Accepted messages and recorded attempts go through one group commit
+// (sqlite-group-commit.ts): those that arrive together share a transaction,
+// the b-tree pages both touch, and one fsync.
 //
 // The work is split by who asks: sqlite-deliveries.ts (the scheduler's
 // claims and results), sqlite-operator.ts (hold, release, retry, delete),
@@ -47,7 +50,7 @@ import type {
   QueueStore,
 } from '../queue-store.ts';
 import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
-import { createGroupCommit } from './sqlite-group-commit.ts';
+import { batchTransaction, createGroupCommit } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, removeFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
@@ -105,6 +108,9 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
   }
 }
 
+/** What the store's one writer queue takes: a message to insert, or an attempt to record. */
+type WriteItem = { kind: 'commit'; row: CommitRow } | { kind: 'record'; claim: LeaseClaim; result: AttemptResult };
+
 /** A message whose body is kept: committed and not done. A body file no such message names is an orphan. */
 const KEPT = "id = ? AND state != 'done'";
 const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
@@ -118,8 +124,8 @@ const READ_CHUNK = 256 * 1024;
 class SqliteQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   #closed = false;
-  readonly #commit: (row: CommitRow) => Promise<undefined>;
-  readonly #record: (item: { claim: LeaseClaim; result: AttemptResult }) => Promise<SqliteRecordVerdict>;
+  /** Accepted messages and recorded attempts, in one queue: a batch of both is one transaction and one WAL fsync. */
+  readonly #write: (item: WriteItem) => Promise<SqliteRecordVerdict | undefined>;
   readonly #deliveries: DeliveryFunctions;
   readonly #operator: OperatorFunctions;
   readonly #inspect: InspectFunctions;
@@ -136,21 +142,19 @@ class SqliteQueueStore implements QueueStore {
     private readonly messagesDirHandle: FileHandle,
     private readonly logger: Logger,
   ) {
-    const insertRows = prepareCommit(db, messagesDir);
-    this.#commit = createGroupCommit<CommitRow, undefined>(async (rows) => {
+    const insertMessage = prepareCommit(db, messagesDir);
+    const writeAll = batchTransaction(db, (item: WriteItem) => (item.kind === 'commit' ? insertMessage(item.row) : this.#deliveries.recordAttempt(item)));
+    this.#write = createGroupCommit<WriteItem, SqliteRecordVerdict | undefined>(async (items) => {
       try {
         // The new body files' names, before any row names them: one fsync for the batch (none when every body is in its row).
-        if (rows.some((row) => 'file' in row.body)) await this.messagesDirHandle.sync();
+        if (items.some((item) => item.kind === 'commit' && 'file' in item.row.body)) await this.messagesDirHandle.sync();
       } catch (error) {
         const failed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
-        return rows.map(() => failed);
+        return items.map(() => failed);
       }
-      if (this.#closed) return rows.map(() => new Error('queue store is closed'));
-      return this.#durable(insertRows(rows));
+      if (this.#closed) return items.map(() => new Error('queue store is closed'));
+      return this.#durable(writeAll(items));
     });
-    this.#record = createGroupCommit((items: { claim: LeaseClaim; result: AttemptResult }[]) =>
-      this.#closed ? Promise.resolve(items.map(() => new Error('queue store is closed'))) : this.#durable(this.#deliveries.recordAttempts(items)),
-    );
     this.#deliveries = prepareDeliveries(db);
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
@@ -165,7 +169,7 @@ class SqliteQueueStore implements QueueStore {
       bodyPath: join(this.messagesDir, id),
       logger: this.logger,
       commitMessage: async (row) => {
-        await this.#commit(row);
+        await this.#write({ kind: 'commit', row });
         if (row.wholeBody) this.#recentBodies.add(row.id, row.wholeBody);
       },
     });
@@ -190,7 +194,7 @@ class SqliteQueueStore implements QueueStore {
 
   async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
     if (this.#closed) throw new Error('queue store is closed');
-    const verdict = await this.#record({ claim, result });
+    const verdict = (await this.#write({ kind: 'record', claim, result })) as SqliteRecordVerdict;
     if (!verdict.recorded) return false;
     if (verdict.doneMessageId !== undefined) {
       this.#recentBodies.delete(verdict.doneMessageId);
