@@ -310,6 +310,31 @@ describe('sqlite queue store', () => {
     expect((await readAll(store.readBody(drafts[2]!.id))).equals(FILE_BODY)).toBe(true);
   });
 
+  it('records an attempt and commits messages in one batch, a failing commit leaving the attempt alone', async () => {
+    const store = await openStore();
+    const delivered = await commitMessage(store, [Buffer.from('Subject: a\r\n\r\nbody\r\n')], envelopeWith({ recipients: ['r@a.test'] }));
+    const [claim] = await store.claimDue({ now: new Date(Date.now() + 1000), limit: 1, leaseMs: 60_000, owner: 'w' });
+    expect(claim?.messageId).toBe(delivered);
+    const drafts = [store.beginMessage(), store.beginMessage()];
+    for (const draft of drafts) await draft.writeBody(bodyOf([FILE_BODY]));
+    await rm(join(messagesDir, drafts[0]!.id));
+    // Called in one turn of the event loop: one batch, one transaction.
+    const envelope = envelopeWith({ recipients: ['r@b.test'] });
+    const results = await Promise.allSettled([
+      drafts[0]!.commit(envelope),
+      store.recordAttempt({ deliveryId: claim!.deliveryId, owner: 'w' }, {
+        attempts: [attemptWith(Date.now())],
+        recipients: [{ address: 'r@a.test', result: 'delivered', reply: '250 2.0.0 Ok' }],
+        nextAttemptAt: new Date(Date.now() + 300_000),
+      }),
+      drafts[1]!.commit(envelope),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+    expect((results[1] as PromiseFulfilledResult<boolean>).value).toBe(true);
+    expect((await store.showMessage(delivered))?.state).toBe('done');
+    expect((await store.listMessages()).map((m) => m.id)).toEqual([drafts[1]!.id]);
+  });
+
   it('with removeOrphans: false, a second opener leaves the server’s drafts alone', async () => {
     const server = await openStore();
     const draft = server.beginMessage();

@@ -1,14 +1,15 @@
-// The commit transaction of the SQLite store: a draft's envelope (and a
+// The commit of one message in the SQLite store: a draft's envelope (and a
 // small body) becomes one message row, one delivery per recipient domain and
-// one recipient row per RCPT, all or nothing, under the write lock.
+// one recipient row per RCPT, all or nothing (the store's batch transaction
+// gives each item a savepoint when one fails), under the write lock.
 //
 // Decides how recipients group into deliveries: by their domain column
 // (stored-columns.ts: the lowercased domain, '' for a bare <postmaster>),
 // deliveries numbered in the order their domain first appears, each due at
 // once (received_at).
 //
-// How it fails: the insert throws, and the transaction rolls back whole, if
-// a body file is no longer the one the draft wrote (another opener's sweep
+// How it fails: the insert throws, and what it wrote is rolled back, if a
+// body file is no longer the one the draft wrote (another opener's sweep
 // took it), or on any database error.
 //
 //   prepareCommit - the insert of one message, run by the store's group commit (sqlite-store.ts) inside its batch transaction.

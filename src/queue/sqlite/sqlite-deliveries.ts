@@ -11,8 +11,10 @@
 // is refused (at-least-once: the second worker delivers again, never zero).
 // All times come from the arguments, never the clock, so a test controls them.
 //
-// How it fails: every function throws on a database error, with its
-// transaction rolled back; claimDue throws on a limit, lease or owner that
+// How it fails: every function throws on a database error, with what it
+// wrote rolled back (recordAttempt runs inside the store's batch
+// transaction, in a savepoint of its own when an item of the batch
+// failed); claimDue throws on a limit, lease or owner that
 // make no sense. recordAttempt returns false, changing nothing, for a
 // delivery that is unknown (deleted), finished, or leased by someone else.
 //

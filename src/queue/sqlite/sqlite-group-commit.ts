@@ -64,6 +64,9 @@ export function batchTransaction<T, R>(db: Database.Database, one: (item: T) => 
       try {
         return inSavepoint(item);
       } catch (error) {
+        // SQLite rolls the whole transaction back by itself on some errors (a full disk, an I/O error): the
+        // rest would then run outside it, each committed on its own while the batch reports failure.
+        if (!db.inTransaction) throw error;
         return error instanceof Error ? error : new Error(String(error));
       }
     }),

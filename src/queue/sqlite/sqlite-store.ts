@@ -143,19 +143,26 @@ class SqliteQueueStore implements QueueStore {
     private readonly logger: Logger,
   ) {
     const insertMessage = prepareCommit(db, messagesDir);
-    const writeAll = batchTransaction(db, (item: WriteItem) => (item.kind === 'commit' ? insertMessage(item.row) : this.#deliveries.recordAttempt(item)));
+    const deliveries = prepareDeliveries(db);
+    this.#deliveries = deliveries;
+    const writeAll = batchTransaction(db, (item: WriteItem) => (item.kind === 'commit' ? insertMessage(item.row) : deliveries.recordAttempt(item)));
+    // A message whose body is a file may be inserted only once the file's name is durable.
+    const needsDirectorySync = (item: WriteItem) => item.kind === 'commit' && 'file' in item.row.body;
     this.#write = createGroupCommit<WriteItem, SqliteRecordVerdict | undefined>(async (items) => {
+      let syncFailed: Error | undefined;
       try {
-        // The new body files' names, before any row names them: one fsync for the batch (none when every body is in its row).
-        if (items.some((item) => item.kind === 'commit' && 'file' in item.row.body)) await this.messagesDirHandle.sync();
+        // One fsync of messages/ for the batch (none when every body is in its row).
+        if (items.some(needsDirectorySync)) await this.messagesDirHandle.sync();
       } catch (error) {
-        const failed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
-        return items.map(() => failed);
+        syncFailed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
       }
       if (this.#closed) return items.map(() => new Error('queue store is closed'));
-      return this.#durable(writeAll(items));
+      // A failed fsync fails the messages that needed it; the batch's other items go in.
+      const written = syncFailed ? items.filter((item) => !needsDirectorySync(item)) : items;
+      const results = written.length > 0 ? await this.#durable(writeAll(written)) : [];
+      let next = 0;
+      return items.map((item) => (syncFailed && needsDirectorySync(item) ? syncFailed : results[next++]!));
     });
-    this.#deliveries = prepareDeliveries(db);
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
     this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
