@@ -54,7 +54,10 @@ const { values: args } = parseArgs({
 const MESSAGES = Number(args.messages);
 const SESSIONS = Number(args.sessions);
 const RUNS = Number(args.runs);
-const RELAYS = args.relays.split(',') as Relay[];
+const RELAYS = args.relays.split(',').map((name): Relay => {
+  if (name !== 'postfix' && name !== 'postern') throw new Error(`--relays: ${name} is not postfix or postern`);
+  return name;
+});
 const WARM_UP = Math.min(300, Math.ceil(MESSAGES / 10));
 
 /** smtp-sink on loopback, counting what it accepted (its -c counter needs a terminal: `script` gives it one). */
@@ -64,9 +67,16 @@ class SmtpSink {
 
   constructor(readonly port: number) {
     this.#child = spawn('script', ['-qfc', `smtp-sink -u nobody -c 127.0.0.1:${port} 1000`, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.#child.once('error', (error) => {
+      process.stderr.write(`smtp-sink (through script) did not start: ${error.message}\n`);
+      process.exitCode = 1;
+    });
+    // The counter line is rewritten in place ("sess=… quit=… mesg=N\r"); a chunk may end inside one.
+    let text = '';
     this.#child.stdout!.on('data', (data: Buffer) => {
-      const counted = /mesg=(\d+)\s*$/.exec(data.toString());
-      if (counted) this.count = Number(counted[1]);
+      text = (text + data.toString()).slice(-200);
+      const counts = [...text.matchAll(/mesg=(\d+)\s/g)];
+      if (counts.length > 0) this.count = Number(counts[counts.length - 1]![1]);
     });
   }
 
@@ -116,6 +126,7 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
     try {
       await smtpSource(relay.port, WARM_UP, 5, testCase);
       await sink.waitFor(WARM_UP, 60_000);
+      if (sink.count < WARM_UP) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP} warm-up messages reached smtp-sink`);
       const before = sink.count;
       const cpuBefore = treeCpuMs(relay.rootPid);
       const memory = startMemorySampler(relay.rootPid);
