@@ -7,9 +7,13 @@
 //   Cleanup.add     - register an action; returns a function that runs it now and forgets it.
 //   Cleanup.runAll  - run every pending action, newest first.
 //   Cleanup.install - hook process exit, signals and uncaught errors.
+//   Cleanup.tempDir - a bench's working directory, removed on every way out.
 //
 // How it fails: an action that throws is reported on stderr and the
 // others still run; runAll never rejects.
+
+import { rmSync } from 'node:fs';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 
 interface Action {
   name: string;
@@ -60,6 +64,17 @@ export class Cleanup {
         process.stderr.write(`bench clean-up "${action.name}" failed: ${(err as Error).message}\n`);
       }
     }
+  }
+
+  /**
+   * tempDir - a new directory /var/tmp/PREFIX…, removed on every way out unless `keep`. /var/tmp: the same
+   * disk as /tmp here; 0755 because Postfix's daemons (user postfix) must reach the queue inside it.
+   */
+  async tempDir(prefix: string, keep = false): Promise<string> {
+    const dir = await mkdtemp(`/var/tmp/${prefix}`);
+    await chmod(dir, 0o755);
+    if (!keep) this.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }), () => rmSync(dir, { recursive: true, force: true }));
+    return dir;
   }
 
   /** install - clean up on exit, on SIGINT/SIGTERM (then exit 130/143) and on an uncaught error (exit 1). */

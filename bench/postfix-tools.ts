@@ -14,14 +14,13 @@
 // instance as in run.ts), `script` (util-linux: smtp-sink prints its counter
 // only to a terminal) and root. Clean-up as in run.ts (cleanup.ts).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeBenchCertificates, type BenchCertificates } from './certs.ts';
 import { Cleanup } from './cleanup.ts';
 import { startPostfix, stopPostfixNow } from './postfix-instance.ts';
+import { freePort } from './probe.ts';
 import { snapshotPostern, startPostern, stopPosternNow } from './postern-instance.ts';
 import { startMemorySampler, treeCpuMs } from './proc-tree.ts';
 import { median, nowMs } from './stats.ts';
@@ -58,6 +57,8 @@ const RELAYS = args.relays.split(',').map((name): Relay => {
   if (name !== 'postfix' && name !== 'postern') throw new Error(`--relays: ${name} is not postfix or postern`);
   return name;
 });
+/** Measurements made so far: each gets a directory of its own under the bench's. */
+let measurements = 0;
 const WARM_UP = Math.min(300, Math.ceil(MESSAGES / 10));
 
 /** smtp-sink on loopback, counting what it accepted (its -c counter needs a terminal: `script` gives it one). */
@@ -103,18 +104,9 @@ function smtpSource(port: number, messages: number, sessions: number, testCase: 
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 async function measure(relayName: Relay, testCase: Case, base: string, certs: BenchCertificates, posternRoot: string, cleanup: Cleanup): Promise<Result> {
-  const dir = await mkdtemp(join(base, `${relayName}-`));
-  await chmod(dir, 0o755);
+  const dir = join(base, `${relayName}-${++measurements}`);
+  await mkdir(dir);
   const sink = new SmtpSink(await freePort());
   const stopSink = cleanup.add(`smtp-sink ${sink.port}`, () => Promise.resolve(sink.stop()), () => sink.stop());
   try {
@@ -181,9 +173,7 @@ function table(testCase: Case, results: Record<Relay, Result[]>): string {
 async function main(): Promise<void> {
   const cleanup = new Cleanup();
   cleanup.install();
-  const base = await mkdtemp('/var/tmp/postern-tools-bench-');
-  await chmod(base, 0o755);
-  cleanup.add(`remove ${base}`, () => rm(base, { recursive: true, force: true }), () => rmSync(base, { recursive: true, force: true }));
+  const base = await cleanup.tempDir('postern-tools-bench-');
   const certs = await writeBenchCertificates(join(base, 'certs'));
   const posternRoot = await snapshotPostern(join(base, 'postern'));
   const cases: Case[] = args.sizes.split(',').flatMap((size) => args.reuse.split(',').map((reuse) => ({ size: Number(size), reuse: reuse === 'yes' })));

@@ -15,8 +15,7 @@
 // out (return, exception, SIGINT/SIGTERM, exit) stops Postfix and Postern
 // and removes the temp directory (kept with --keep).
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -115,10 +114,7 @@ async function main(): Promise<void> {
   const options = parseOptions();
   const cleanup = new Cleanup();
   cleanup.install();
-  // /var/tmp: the same disk as /tmp here, and Postfix's daemons (user postfix) must reach the queue: 0755.
-  const base = await mkdtemp('/var/tmp/postern-bench-');
-  await chmod(base, 0o755);
-  if (!options.keep) cleanup.add(`remove ${base}`, () => rm(base, { recursive: true, force: true }), () => rmSync(base, { recursive: true, force: true }));
+  const base = await cleanup.tempDir('postern-bench-', options.keep);
   const certs = await writeBenchCertificates(join(base, 'certs'));
   const posternRoot = await snapshotPostern(join(base, 'postern'));
   const children = await startChildren({ certs, cleanup });
