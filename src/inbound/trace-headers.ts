@@ -54,7 +54,6 @@ export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: 
   return out;
 }
 
-
 /** HeaderPrepender - emits `prefix(headerBlock)` then the message, unchanged. */
 export class HeaderPrepender extends Transform {
   private buffered: Buffer[] = [];
