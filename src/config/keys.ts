@@ -90,7 +90,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('relay.users', 'data/users.json', check.string('a file path'), 'string', 'User file written by `postern users`; scrypt hashes.'),
   key('limits.messageSize', 26214400, check.integer(1024, 2 ** 31), 'number', 'Largest message in bytes (SIZE); larger gets 552 5.3.4.'),
   key('limits.recipients', 100, check.integer(1, 10000), 'number', 'Recipients per message; more get 452 4.5.3.'),
-  key('limits.connectionsPerIp', 20, check.integer(1, 100000), 'number', 'Simultaneous connections from one IP; more get 421 4.7.0.'),
+  key('limits.connectionsPerIp', 20, check.integer(1, 100000), 'number', 'Simultaneous connections from one IP outside relay.trustedNetworks; more get 421 4.7.0 (Postfix smtpd_client_connection_count_limit; trusted networks are exempt, as $mynetworks is).'),
   key('limits.connections', 1000, check.integer(1, 1000000), 'number', 'Simultaneous connections in all.'),
   key('limits.idleTimeout', 300, check.duration(3600), 'string', 'Idle time before 421 4.4.2 and close (Postfix smtpd_timeout).'),
   key('limits.authFailuresPerConnection', 3, check.integer(1, 100), 'number', 'Failed AUTH attempts in one session before 421 and close.'),

@@ -135,7 +135,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       if (!session.secure) setDisabledCommands(session, ['AUTH']);
       const fromIp = deps.connections.open(ip);
       s.log.debug({ connectionsFromIp: fromIp }, 'connect');
-      callback(refuseIf(decideConnect({ connectionsFromIp: fromIp, perIpLimit: config.limits.connectionsPerIp }), s, 'connect'));
+      callback(refuseIf(decideConnect({ connectionsFromIp: fromIp, perIpLimit: config.limits.connectionsPerIp, clientTrusted: deps.trustedNetworks(ip) }), s, 'connect'));
     },
 
     onSecure(socket, session, callback) {

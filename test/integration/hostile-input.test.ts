@@ -275,7 +275,8 @@ describe('smtp.bareLineFeed: reject', () => {
 describe('small limits', () => {
   let relay: TestRelay;
   beforeAll(async () => {
-    relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, limits: { messageSize: 10000, recipients: 3, connectionsPerIp: 3 } });
+    // No trusted networks: the per-IP connection limit spares them, and these clients are on loopback.
+    relay = await startTestRelay({ relay: { trustedNetworks: [], localDomains: ['local.test'] }, limits: { messageSize: 10000, recipients: 3, connectionsPerIp: 3 } });
   });
   afterAll(async () => relay?.stop());
   afterEach(async () => expectServerUp(relay.ports.relay));
@@ -335,6 +336,26 @@ describe('small limits', () => {
     expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
     await c.closedByServer();
     expect(c.unread()).toBe('');
+  });
+});
+
+// Postfix exempts $mynetworks from its per-client limits: a trusted app, or
+// a load test such as smtp-source with a connection per message, opens the
+// next connection before the server has counted the last one out.
+describe('the per-IP connection limit and trusted networks', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ relay: { trustedNetworks: ['127.0.0.0/8', '::1/128'] }, limits: { connectionsPerIp: 2 } });
+  });
+  afterAll(async () => relay?.stop());
+
+  it('greets more simultaneous connections than limits.connectionsPerIp from a trusted address', async () => {
+    const held = await Promise.all([1, 2, 3, 4].map(() => open(relay.ports.relay)));
+    expect(openSessions(relay)).toBe(4);
+    expect((await held[3]!.command('EHLO client.test')).code).toBe(250);
+    expect((await held[3]!.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    for (const c of held) c.close();
+    await waitFor('all sessions to close', () => openSessions(relay) === 0);
   });
 });
 

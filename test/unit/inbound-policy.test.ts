@@ -53,9 +53,13 @@ describe('decideMailFrom', () => {
 
 describe('connection and AUTH limits', () => {
   it('allows up to the per-IP limit and refuses the next with 421 4.7.0', () => {
-    expect(decideConnect({ connectionsFromIp: 20, perIpLimit: 20 })).toEqual({ accept: true });
-    const d = decideConnect({ connectionsFromIp: 21, perIpLimit: 20 });
+    expect(decideConnect({ connectionsFromIp: 20, perIpLimit: 20, clientTrusted: false })).toEqual({ accept: true });
+    const d = decideConnect({ connectionsFromIp: 21, perIpLimit: 20, clientTrusted: false });
     expect(d.accept ? null : [d.reply.code, d.reply.status, d.reason]).toEqual([421, '4.7.0', 'connection-limit-per-ip']);
+  });
+  it('does not count a client in the trusted networks against the per-IP limit (Postfix: $mynetworks exempt)', () => {
+    expect(decideConnect({ connectionsFromIp: 21, perIpLimit: 20, clientTrusted: true })).toEqual({ accept: true });
+    expect(decideConnect({ connectionsFromIp: 5000, perIpLimit: 1, clientTrusted: true })).toEqual({ accept: true });
   });
   it('answers a failed AUTH with 535 5.7.8 until the session limit, then 421 4.7.0', () => {
     const at = (n: number) => {
