@@ -1,0 +1,91 @@
+// The SQLite queue store alone, without sockets: what one message costs the
+// store in CPU and wall time, for a given group-commit batch size. Each
+// round commits `batch` messages at once (one group commit), claims them
+// (one claim transaction) and records each delivered (one group commit),
+// as the relay does when `batch` messages arrive together. 50 rounds warm
+// up first. Measures the whole process (the store runs on this event loop
+// and libuv's thread pool), so nothing else should run meanwhile; compare
+// two commits by alternating runs (bench/README.md, "Fifth round").
+//
+//   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096]
+//
+// How it fails: rejects when the store cannot be opened in a temporary
+// directory under /var/tmp, or a claim does not return every message just
+// committed (the temporary directory is removed either way).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import type { QueueStore, StoredEnvelope } from '../src/queue/queue-store.ts';
+import { openSqliteStore } from '../src/queue/sqlite/sqlite-store.ts';
+
+const WARM_UP_ROUNDS = 50;
+
+const ENVELOPE: StoredEnvelope = {
+  mailFrom: 'sender@source.test',
+  recipients: ['rcpt@sink.test'],
+  bodyType: '7BIT',
+  smtpUtf8: false,
+  client: { address: '127.0.0.1', helo: 'client.test', listener: 'relay' },
+};
+
+/** runRound - commit `batch` messages together, claim them, record each delivered. */
+async function runRound(store: QueueStore, batch: number, body: Buffer): Promise<void> {
+  await Promise.all(
+    Array.from({ length: batch }, async () => {
+      const draft = store.beginMessage();
+      await draft.writeBody(Readable.from([body]));
+      await draft.commit(ENVELOPE);
+    }),
+  );
+  const now = new Date();
+  const claims = await store.claimDue({ now, limit: batch, leaseMs: 600_000, owner: 'bench', perDestination: { limit: 1000, busy: {} } });
+  if (claims.length !== batch) throw new Error(`claimed ${claims.length} of the ${batch} messages just committed`);
+  const attempt = { startedAt: now, endedAt: now, host: '127.0.0.1', ip: '127.0.0.1', port: 25, policy: { level: 'none' as const, source: 'bench' } };
+  await Promise.all(
+    claims.map((claim) =>
+      store.recordAttempt(
+        { deliveryId: claim.deliveryId, owner: 'bench' },
+        {
+          attempts: [{ ...attempt, reply: '250 2.0.0 Ok: queued', outcome: 'delivered' }],
+          recipients: [{ address: ENVELOPE.recipients[0]!, result: 'delivered', reply: '250 2.0.0 Ok: queued' }],
+          nextAttemptAt: now,
+        },
+      ),
+    ),
+  );
+}
+
+/** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up. */
+async function measureStore(batch: number, rounds: number, size: number): Promise<string> {
+  const dir = await mkdtemp('/var/tmp/postern-store-bench-');
+  try {
+    const store = await openSqliteStore({ path: join(dir, 'queue.db') });
+    try {
+      const body = Buffer.alloc(size, 'x\r\n');
+      for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body);
+      const cpuBefore = process.cpuUsage();
+      const wallBefore = performance.now();
+      for (let i = 0; i < rounds; i++) await runRound(store, batch, body);
+      const cpu = process.cpuUsage(cpuBefore);
+      const messages = rounds * batch;
+      const perMessage = (micros: number) => (micros / messages).toFixed(0);
+      return `batch ${batch}, ${size} bytes, ${messages} messages: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const { values } = parseArgs({
+  options: {
+    batch: { type: 'string', default: '10' },
+    messages: { type: 'string', default: '3000' },
+    size: { type: 'string', default: '4096' },
+  },
+});
+const batch = Number(values.batch);
+if (!Number.isSafeInteger(batch) || batch < 1) throw new Error(`--batch must be a whole number >= 1, not ${values.batch}`);
+process.stdout.write(`${await measureStore(batch, Math.max(1, Math.round(Number(values.messages) / batch)), Number(values.size))}\n`);
