@@ -60,6 +60,8 @@ interface SessionState {
   log: Logger;
   ip: string;
   authFailures: number;
+  /** The client's address is in relay.trustedNetworks (decided once, at connect). */
+  clientTrusted: boolean;
   clientCertTrusted: boolean;
   /** The negotiated protocol (TLSv1.3, ...) once TLS is up: the one place it is kept (session.tlsOptions.version is the cipher's, not the session's). */
   tlsVersion?: string;
@@ -129,13 +131,13 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onConnect(session, callback) {
       const ip = session.remoteAddress;
-      const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientCertTrusted: false };
+      const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientTrusted: deps.trustedNetworks(ip), clientCertTrusted: false };
       sessions.set(session, s);
       // AUTH is never offered before TLS (RFC 4954 §4, Postfix smtpd_tls_auth_only); onSecure lifts this.
       if (!session.secure) setDisabledCommands(session, ['AUTH']);
       const fromIp = deps.connections.open(ip);
       s.log.debug({ connectionsFromIp: fromIp }, 'connect');
-      callback(refuseIf(decideConnect({ connectionsFromIp: fromIp, perIpLimit: config.limits.connectionsPerIp, clientTrusted: deps.trustedNetworks(ip) }), s, 'connect'));
+      callback(refuseIf(decideConnect({ connectionsFromIp: fromIp, perIpLimit: config.limits.connectionsPerIp, clientTrusted: s.clientTrusted }), s, 'connect'));
     },
 
     onSecure(socket, session, callback) {
@@ -185,7 +187,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const s = state(session);
       const decision = decideRcpt({
         ...senderFacts(session, s),
-        clientTrusted: deps.trustedNetworks(s.ip),
+        clientTrusted: s.clientTrusted,
         recipientDomain: domainOf(address.address),
         localDomains: config.relay.localDomains,
       });
