@@ -86,6 +86,14 @@ const { values } = parseArgs({
     size: { type: 'string', default: '4096' },
   },
 });
-const batch = Number(values.batch);
-if (!Number.isSafeInteger(batch) || batch < 1) throw new Error(`--batch must be a whole number >= 1, not ${values.batch}`);
-process.stdout.write(`${await measureStore(batch, Math.max(1, Math.round(Number(values.messages) / batch)), Number(values.size))}\n`);
+
+/** wholeNumber - an option's value as a whole number >= 1, or a thrown error naming the option. */
+function wholeNumber(option: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${option} must be a whole number >= 1, not ${value}`);
+  return n;
+}
+
+const batch = wholeNumber('batch', values.batch);
+const messageCount = wholeNumber('messages', values.messages);
+process.stdout.write(`${await measureStore(batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size))}\n`);
