@@ -11,13 +11,13 @@
 //
 // How it fails: rejects when the store cannot be opened in a temporary
 // directory under /var/tmp, or a claim does not return every message just
-// committed (the temporary directory is removed either way).
-import { mkdtemp, rm } from 'node:fs/promises';
+// committed; the directory is removed on every way out (cleanup.ts).
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import type { QueueStore, StoredEnvelope } from '../src/queue/queue-store.ts';
 import { openSqliteStore } from '../src/queue/sqlite/sqlite-store.ts';
+import { Cleanup } from './cleanup.ts';
 
 const WARM_UP_ROUNDS = 50;
 
@@ -56,26 +56,21 @@ async function runRound(store: QueueStore, batch: number, body: Buffer): Promise
   );
 }
 
-/** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up. */
-async function measureStore(batch: number, rounds: number, size: number): Promise<string> {
-  const dir = await mkdtemp('/var/tmp/postern-store-bench-');
+/** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up, in a store under `dir`. */
+async function measureStore(dir: string, batch: number, rounds: number, size: number): Promise<string> {
+  const store = await openSqliteStore({ path: join(dir, 'queue.db') });
   try {
-    const store = await openSqliteStore({ path: join(dir, 'queue.db') });
-    try {
-      const body = Buffer.alloc(size, 'x\r\n');
-      for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body);
-      const cpuBefore = process.cpuUsage();
-      const wallBefore = performance.now();
-      for (let i = 0; i < rounds; i++) await runRound(store, batch, body);
-      const cpu = process.cpuUsage(cpuBefore);
-      const messages = rounds * batch;
-      const perMessage = (micros: number) => (micros / messages).toFixed(0);
-      return `batch ${batch}, ${size} bytes, ${messages} messages: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
-    } finally {
-      await store.close();
-    }
+    const body = Buffer.alloc(size, 'x\r\n');
+    for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body);
+    const cpuBefore = process.cpuUsage();
+    const wallBefore = performance.now();
+    for (let i = 0; i < rounds; i++) await runRound(store, batch, body);
+    const cpu = process.cpuUsage(cpuBefore);
+    const messages = rounds * batch;
+    const perMessage = (micros: number) => (micros / messages).toFixed(0);
+    return `batch ${batch}, ${size} bytes, ${messages} messages: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await store.close();
   }
 }
 
@@ -96,4 +91,8 @@ function wholeNumber(option: string, value: string): number {
 
 const batch = wholeNumber('batch', values.batch);
 const messageCount = wholeNumber('messages', values.messages);
-process.stdout.write(`${await measureStore(batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size))}\n`);
+const cleanup = new Cleanup();
+cleanup.install();
+const dir = await cleanup.tempDir('postern-store-bench-');
+process.stdout.write(`${await measureStore(dir, batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size))}\n`);
+await cleanup.runAll();
