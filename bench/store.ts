@@ -6,15 +6,22 @@
 // up first. Measures the whole process (the store runs on this event loop
 // and libuv's thread pool), so nothing else should run meanwhile; compare
 // two commits by alternating runs (bench/README.md, "Fifth round").
+// Then every message, all done, is purged as the relay's retention sweep
+// does (done-purge.ts, RELAY_SWEEP's batch size): CPU per message purged,
+// the longest the event loop was held (how long arrivals can wait behind a
+// batch), and the database's size per done message before the purge.
 //
 //   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096]
 //
 // How it fails: rejects when the store cannot be opened in a temporary
 // directory under /var/tmp, or a claim does not return every message just
 // committed; the directory is removed on every way out (cleanup.ts).
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
+import { RELAY_SWEEP } from '../src/queue/done-purge.ts';
 import type { QueueStore, StoredEnvelope } from '../src/queue/queue-store.ts';
 import { openSqliteStore } from '../src/queue/sqlite/sqlite-store.ts';
 import { Cleanup } from './cleanup.ts';
@@ -56,9 +63,10 @@ async function runRound(store: QueueStore, batch: number, body: Buffer): Promise
   );
 }
 
-/** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up, in a store under `dir`. */
+/** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up, then the purge of them all, in a store under `dir`. */
 async function measureStore(dir: string, batch: number, rounds: number, size: number): Promise<string> {
-  const store = await openSqliteStore({ path: join(dir, 'queue.db') });
+  const file = join(dir, 'queue.db');
+  const store = await openSqliteStore({ path: file });
   try {
     const body = Buffer.alloc(size, 'x\r\n');
     for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body);
@@ -68,10 +76,32 @@ async function measureStore(dir: string, batch: number, rounds: number, size: nu
     const cpu = process.cpuUsage(cpuBefore);
     const messages = rounds * batch;
     const perMessage = (micros: number) => (micros / messages).toFixed(0);
-    return `batch ${batch}, ${size} bytes, ${messages} messages: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
+    const stored = `batch ${batch}, ${size} bytes, ${messages} messages: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
+    return `${stored}\n${await measurePurge(store, file, messages + WARM_UP_ROUNDS * batch)}`;
   } finally {
     await store.close();
   }
+}
+
+/** measurePurge - purge every done message in RELAY_SWEEP's batches: CPU per message, the longest event-loop block, bytes per done message before. */
+async function measurePurge(store: QueueStore, file: string, done: number): Promise<string> {
+  // The WAL is folded into the database by the purge's own writes: count both.
+  const size = async () => (await stat(file)).size + (await stat(`${file}-wal`).catch(() => ({ size: 0 }))).size;
+  const bytesPerMessage = (await size()) / done;
+  const cpuBefore = process.cpuUsage();
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
+  let purged = 0;
+  for (;;) {
+    const count = await store.purgeDone(new Date(Date.now() + 1000), RELAY_SWEEP.batch);
+    purged += count;
+    if (count < RELAY_SWEEP.batch) break;
+  }
+  loopDelay.disable();
+  if (purged !== done) throw new Error(`purged ${purged} of the ${done} done messages`);
+  const cpu = process.cpuUsage(cpuBefore);
+  const held = (loopDelay.max / 1e6).toFixed(1);
+  return `purge in batches of ${RELAY_SWEEP.batch}: CPU ${((cpu.user + cpu.system) / purged).toFixed(0)} µs per message, event loop held at most ${held} ms; database before it: ${(bytesPerMessage / 1024).toFixed(2)} KB per done message`;
 }
 
 const { values } = parseArgs({

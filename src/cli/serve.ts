@@ -28,6 +28,7 @@ import { SessionPool } from '../outbound/session-pool.ts';
 import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
 import { probeRelayhost } from '../outbound/relayhost-probe.ts';
 import type { SessionSettings } from '../outbound/smtp-session.ts';
+import { createDonePurge, RELAY_SWEEP, type DonePurge } from '../queue/done-purge.ts';
 import { createInFlowGate, type InFlowGate } from '../queue/in-flow.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import type { QueueStore } from '../queue/queue-store.ts';
@@ -45,6 +46,8 @@ export interface RunningRelay {
   fingerprint: string;
   /** Absent with outbound.enabled false. */
   scheduler?: Scheduler;
+  /** The retention sweep of done messages (queue.keepDone). */
+  donePurge: DonePurge;
   /** The HTTP listener (admin API, /metrics, health); absent with http.enabled false. */
   http?: { host: string; port: number };
   stop(): Promise<void>;
@@ -115,16 +118,25 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     throw err;
   }
   scheduler?.start();
+  const donePurge = createDonePurge({
+    store,
+    keepMs: config.queue.keepDone * 1000,
+    ...RELAY_SWEEP,
+    now,
+    logger: logger.child({ component: 'done-purge' }),
+  });
+  donePurge.start();
   logger.info({ listeners, http: httpAddress, fingerprint: tls.fingerprint(), delivering: Boolean(scheduler) }, 'postern ready');
   return {
     listeners,
     caFile,
     fingerprint: tls.fingerprint(),
     scheduler,
+    donePurge,
     http: httpAddress,
     async stop() {
       // Stop accepting, let deliveries in flight finish (their leases end with them), then close the queue.
-      await Promise.all([http?.close(), ...started.map((l) => l.close()), scheduler?.stop()]);
+      await Promise.all([http?.close(), ...started.map((l) => l.close()), scheduler?.stop(), donePurge.stop()]);
       outbound?.pool.closeAll();
       tls.close();
       await store.close();

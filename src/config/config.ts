@@ -50,7 +50,8 @@ export interface Config {
   hostname: string;
   listeners: Record<ListenerName, ListenerConfig>;
   tls: { cert: string; key: string; sni: Record<string, { cert: string; key: string }>; clientCa: string };
-  queue: { backend: 'sqlite' | 'postgres'; path: string; url: string };
+  /** keepDone: seconds */
+  queue: { backend: 'sqlite' | 'postgres'; path: string; url: string; keepDone: number };
   relay: { trustedNetworks: string[]; localDomains: string[]; users: string };
   limits: {
     messageSize: number;

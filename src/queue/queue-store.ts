@@ -197,6 +197,12 @@ export interface QueueStore {
   retryMessages(selector: MessageSelector, now: Date): Promise<string[]>;
   /** deleteMessages - remove messages, bodies and history; returns the ids removed. */
   deleteMessages(selector: MessageSelector): Promise<string[]>;
+  /**
+   * purgeDone - forget up to `limit` messages that became done before `doneBefore`, the longest done first:
+   * their rows, recipients and attempts (the history `queue show` prints); returns how many. A message not done is
+   * never touched. The retention sweep (done-purge.ts) calls it in batches.
+   */
+  purgeDone(doneBefore: Date, limit: number): Promise<number>;
   /** readBody - the stored bytes of a committed message; the stream errors if the id is unknown. */
   readBody(id: string): Readable;
   /** close - release files and handles; drafts not committed are discarded. */

@@ -435,6 +435,81 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       expect(await claim(latest, 'worker-late')).toEqual([]);
     });
 
+    it('purges messages done before the cutoff, longest done first, a batch at a time, and never one not done', async () => {
+      /** claimOf - the delivery of message `id` to `domain` due at `now`; the other deliveries claimed with it are given back. */
+      async function claimOf(id: string, now: number, domain = 'a.test'): Promise<ClaimedDelivery> {
+        const claimed = await claim(now);
+        const wanted = claimed.find((c) => c.messageId === id && c.domain === domain);
+        for (const other of claimed) if (other !== wanted) await store.releaseLease({ deliveryId: other.deliveryId, owner: WORKER });
+        if (!wanted) throw new Error(`no delivery of ${id} to ${domain} due at ${now}`);
+        return wanted;
+      }
+      /** doneAt - queue a message and deliver it with an attempt that ends at `end`: it is done then. */
+      async function doneAt(end: number): Promise<string> {
+        const { id, at } = await queue(['r@a.test']);
+        const claimed = await claimOf(id, at);
+        const attempt = attemptWith(end - 1500, { endedAt: new Date(end) });
+        expect(await store.recordAttempt({ deliveryId: claimed.deliveryId, owner: WORKER }, { attempts: [attempt], recipients: [outcome('r@a.test', 'delivered')], nextAttemptAt: new Date(end) })).toBe(true);
+        return id;
+      }
+      const t = Date.now() + DAY;
+      const waiting = await queue(['w@a.test']);
+      const held = await queue(['h@a.test']);
+      await store.holdMessages({ ids: [held.id] });
+      const deferred = await queue(['d@a.test']);
+      expect(await record(await claimOf(deferred.id, deferred.at), deferred.at, [outcome('d@a.test', 'deferred')], t + DAY)).toBe(true);
+      const partly = await queue(['p@a.test', 'p@b.test']);
+      expect(await record(await claimOf(partly.id, partly.at), partly.at, [outcome('p@a.test', 'delivered')], partly.at)).toBe(true);
+      // Done in the order second, first, third: the purge follows when they became done, not when they arrived.
+      const first = await doneAt(t + 10);
+      const second = await doneAt(t);
+      const third = await doneAt(t + 20);
+      const notDone = [waiting.id, held.id, deferred.id, partly.id];
+      const historyBefore = await Promise.all(notDone.map((id) => store.showMessage(id)));
+      expect(historyBefore.map((m) => m!.attempts.length)).toEqual([0, 0, 1, 1]);
+
+      expect(await store.purgeDone(new Date(t + 15), 1)).toBe(1);
+      expect(await store.showMessage(second)).toBeUndefined();
+      expect((await store.showMessage(first))!.state).toBe('done');
+      expect(await store.purgeDone(new Date(t + 15), 10)).toBe(1);
+      expect(await store.showMessage(first)).toBeUndefined();
+      expect(await store.purgeDone(new Date(t + 20), 10)).toBe(0); // done at the cutoff itself: kept
+      expect((await store.showMessage(third))!.attempts).toHaveLength(1);
+      expect(await store.purgeDone(new Date(t + 21), 10)).toBe(1);
+      expect(await store.showMessage(third)).toBeUndefined();
+
+      expect(await store.purgeDone(new Date(t + 100 * DAY), 100)).toBe(0);
+      expect((await store.listMessages({ includeDone: true })).map((m) => m.id)).toEqual(notDone);
+      expect(await Promise.all(notDone.map((id) => store.showMessage(id)))).toEqual(historyBefore);
+      // The rest of a message that was partly delivered is still to be delivered.
+      expect((await claimOf(partly.id, partly.at, 'b.test')).recipients.map((r) => r.address)).toEqual(['p@b.test']);
+    });
+
+    it('purges each done message once when two stores sweep at the same moment', async () => {
+      const peer = await current().openPeer();
+      const recipients = Array.from({ length: 7 }, (_, i) => `r@d${i}.test`);
+      const { id, at } = await queue(recipients);
+      await finishAll(at);
+      const others = [];
+      for (let i = 0; i < 6; i++) {
+        const next = await queue(['r@a.test']);
+        await finishAll(next.at);
+        others.push(next.id);
+      }
+      const cutoff = new Date(Date.now() + DAY);
+      const counts = await Promise.all([store.purgeDone(cutoff, 4), peer.purgeDone(cutoff, 4)]);
+      expect(counts[0] + counts[1]).toBe(7);
+      expect(await store.listMessages({ includeDone: true })).toEqual([]);
+      for (const gone of [id, ...others]) expect(await peer.showMessage(gone)).toBeUndefined();
+    });
+
+    it('refuses a purge with an invalid cutoff or a limit that is not a whole number >= 1', async () => {
+      await expect(store.purgeDone(new Date(Number.NaN), 1)).rejects.toThrow(/doneBefore is not a valid date/);
+      for (const limit of [0, -1, 1.5, Number.POSITIVE_INFINITY]) {
+        await expect(store.purgeDone(new Date(), limit)).rejects.toThrow(/limit must be a whole number >= 1/);
+      }
+    });
+
     it('shows nothing for an unknown id', async () => {
       expect(await store.showMessage('0000000000000000')).toBeUndefined();
       expect(await store.showMessage('not an id')).toBeUndefined();

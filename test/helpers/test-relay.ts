@@ -12,6 +12,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { UserStore } from '../../src/inbound/user-store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { startRelay, type RelayOptions } from '../../src/cli/serve.ts';
+import type { DonePurge } from '../../src/queue/done-purge.ts';
 import type { Scheduler } from '../../src/queue/scheduler.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import type { QueuedMessageSummary } from '../../src/queue/queue-store.ts';
@@ -20,6 +21,8 @@ import { generateCertificateAuthority, issueServerCertificate, type PemCredentia
 export interface TestRelay {
   /** The relay's scheduler (absent with outbound.enabled false). */
   scheduler?: Scheduler;
+  /** The relay's retention sweep of done messages (queue.keepDone). */
+  donePurge: DonePurge;
   dir: string;
   config: Config;
   ca: PemCredentials;
@@ -79,6 +82,7 @@ export async function startTestRelay(extra: Record<string, unknown> = {}, option
   const ports = Object.fromEntries(relay.listeners.map((l) => [l.name, l.port])) as Record<ListenerName, number>;
   return {
     scheduler: relay.scheduler,
+    donePurge: relay.donePurge,
     dir,
     config,
     ca,

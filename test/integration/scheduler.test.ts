@@ -9,24 +9,8 @@ import type { Scheduler } from '../../src/queue/scheduler.ts';
 import type { PemCredentials } from '../../src/tls/dev-certs.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, writeTestCa, type NextHop, type NextHopKind, type NextHopOptions } from '../helpers/next-hop.ts';
+import { testClock, type TestClock } from '../helpers/test-clock.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
-
-/** TestClock - real time plus an offset the test moves; the store stamps arrivals with real time, so it never runs behind. */
-interface TestClock {
-  now: () => Date;
-  advance: (ms: number) => void;
-  /** setTo - now() reads `at` (and moves on with real time from there). */
-  setTo: (at: Date) => void;
-}
-
-function testClock(): TestClock {
-  let offsetMs = 0;
-  return {
-    now: () => new Date(Date.now() + offsetMs),
-    advance: (ms) => (offsetMs += ms),
-    setTo: (at) => (offsetMs = at.getTime() - Date.now()),
-  };
-}
 
 const SECOND = 1000;
 

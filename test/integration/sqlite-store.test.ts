@@ -1,6 +1,6 @@
 // The SQLite queue store: the shared contract, then what only this backend
 // has: body files and their modes, the orphan sweep (of done messages' files
-// too), schema versions, cascading deletes, claims from several processes at
+// too), schema versions, cascading deletes and purges, claims from several processes at
 // once, and a bound on memory while bodies stream in (measured by
 // test/helpers/queue-memory.ts, as the PostgreSQL store's is). Near 400
 // lines because each of these needs the same temporary store set-up; split
@@ -22,6 +22,8 @@ import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
 import { attemptWith, bodyOf, commitMessage, commitToManyDomains, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+
+const DAY_MS = 86_400_000;
 
 /** A body one byte too large for the message row: it gets a file. */
 const FILE_BODY = Buffer.alloc(INLINE_BODY_LIMIT + 1, 0x61);
@@ -385,6 +387,56 @@ describe('sqlite queue store', () => {
       db.close();
     }
     expect(await readdir(messagesDir)).toEqual([]);
+  });
+
+  it('purges a done message’s deliveries, recipients and attempts with it, finding done messages by the messages_done index', async () => {
+    const store = await openStore();
+    const id = await commitMessage(store, [FILE_BODY], envelopeWith({ recipients: ['r@a.test', 's@a.test'] }));
+    const at = await receivedAtOf(store, id);
+    const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
+    const delivered = claimed!.recipients.map((r) => ({ address: r.address, result: 'delivered' as const, reply: '250 2.0.0 Ok' }));
+    await store.recordAttempt({ deliveryId: claimed!.deliveryId, owner: 'w' }, { attempts: [attemptWith(at)], recipients: delivered, nextAttemptAt: new Date(at) });
+    const kept = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['k@b.test'] }));
+
+    expect(await store.purgeDone(new Date(at + DAY_MS), 10)).toBe(1);
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      const count = (table: string) => db.prepare<[string], { n: number }>(`SELECT COUNT(*) AS n FROM ${table} WHERE message_id = ?`).get(id)!.n;
+      for (const table of ['deliveries', 'recipients', 'attempts']) expect(count(table), table).toBe(0);
+      expect(db.prepare('SELECT id FROM messages').all()).toEqual([{ id: kept }]);
+      const plan = db.prepare("EXPLAIN QUERY PLAN SELECT id FROM messages WHERE state = 'done' AND done_at < 1 ORDER BY done_at LIMIT 1").all() as { detail: string }[];
+      expect(plan.map((row) => row.detail).join('; ')).toMatch(/USING (COVERING )?INDEX messages_done/);
+    } finally {
+      db.close();
+    }
+    expect(await readdir(messagesDir)).toEqual([]);
+  });
+
+  it('migrates a database of the previous schema version, keeping its messages, and purges its done ones', async () => {
+    const store = await openStore();
+    const id = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['r@a.test'] }));
+    const at = await receivedAtOf(store, id);
+    const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
+    await store.recordAttempt(
+      { deliveryId: claimed!.deliveryId, owner: 'w' },
+      { attempts: [attemptWith(at)], recipients: [{ address: 'r@a.test', result: 'delivered', reply: '250 2.0.0 Ok' }], nextAttemptAt: new Date(at) },
+    );
+    await store.close();
+    const db = new Database(dbPath);
+    db.exec('DROP INDEX messages_done');
+    db.pragma(`user_version = ${MIGRATIONS.length - 1}`);
+    db.close();
+
+    const reopened = await openStore();
+    expect((await reopened.showMessage(id))!.state).toBe('done');
+    expect(await reopened.purgeDone(new Date(at + DAY_MS), 10)).toBe(1);
+    const after = new Database(dbPath, { readonly: true });
+    try {
+      expect(after.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
+      expect(after.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'messages_done'").get()).toEqual({ name: 'messages_done' });
+    } finally {
+      after.close();
+    }
   });
 
   it('hands each delivery to exactly one of four processes claiming at once', async () => {

@@ -35,7 +35,7 @@ describe('loadConfig', () => {
       submission: { enabled: true, host: '127.0.0.1', port: 2587 },
       submissions: { enabled: true, host: '127.0.0.1', port: 2465 },
     });
-    expect(config.queue).toEqual({ backend: 'sqlite', path: 'data/queue.db', url: '' });
+    expect(config.queue).toEqual({ backend: 'sqlite', path: 'data/queue.db', url: '', keepDone: 7 * 86400 });
     expect(config.relay.trustedNetworks).toEqual(['127.0.0.0/8', '::1/128']);
     expect(config.limits).toMatchObject({ messageSize: 26214400, recipients: 100, connectionsPerIp: 20 });
     expect(config.smtp).toEqual({ reverseLookup: true, greetingPause: 0, inFlowDelay: 1, bareLineFeed: 'normalize' });
@@ -91,6 +91,14 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     expect(loadConfig({ file: yamlFile('smtp: { greetingPause: 0.5s }\n'), env: {} }).config.smtp.greetingPause).toBe(0.5);
     expect(problems(() => loadConfig({ file: yamlFile('smtp: { greetingPause: 2m }\n'), env: {} }))).toEqual([
       expect.stringMatching(/^smtp\.greetingPause = "2m" \(.*\): must be a duration such as 0s, 300s, 5m, 2h or 5d \(at most 60s\)$/),
+    ]);
+  });
+
+  it('takes queue.keepDone from 0 (removed at the next sweep) to 366 days, from the file or POSTERN_QUEUE_KEEP_DONE', () => {
+    expect(loadConfig({ file: yamlFile('queue: { keepDone: 0 }\n'), env: {} }).config.queue.keepDone).toBe(0);
+    expect(loadConfig({ env: { POSTERN_QUEUE_KEEP_DONE: '2d' }, cwd: emptyDir }).config.queue.keepDone).toBe(2 * 86400);
+    expect(problems(() => loadConfig({ file: yamlFile('queue: { keepDone: forever }\n'), env: {} }))).toEqual([
+      expect.stringMatching(/^queue\.keepDone = "forever" \(.*\): must be a duration such as 0s, 300s, 5m, 2h or 5d \(at most 31622400s\)$/),
     ]);
   });
 

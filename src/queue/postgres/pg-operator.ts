@@ -13,6 +13,8 @@
 //   delete  - the message's rows (body chunks, deliveries, recipients,
 //             attempts go with it, ON DELETE CASCADE). By id any message,
 //             done ones included; "all" means the messages `queue list` shows.
+// Beside the verbs, purgeDone: the retention sweep's delete of messages done
+// before a given time (done-purge.ts), through the messages_done index.
 // Each verb locks the messages it acts on (FOR UPDATE, oldest first, so two
 // verbs at once cannot deadlock) and rechecks their state under the lock.
 //
@@ -20,7 +22,9 @@
 // (one transaction per call). Unknown ids are not errors.
 //
 //   holdMessages, releaseMessages, retryMessages, deleteMessages - the verbs.
+//   purgeDone - remove messages done before a time, a batch at a time.
 import type pg from 'pg';
+import { checkPurgeArguments } from '../done-purge.ts';
 import type { MessageSelector } from '../queue-store.ts';
 import { inTransaction } from './pg-connection.ts';
 
@@ -58,6 +62,19 @@ export function retryMessages(pool: pg.Pool, selector: MessageSelector, now: Dat
 /** deleteMessages - remove messages with their bodies and history; returns the ids removed. */
 export function deleteMessages(pool: pg.Pool, selector: MessageSelector): Promise<string[]> {
   return applyVerb(pool, 'all' in selector ? DELETE_ALL : DELETE_BY_ID, selector, new Date(0));
+}
+
+/** purgeDone - remove up to `limit` messages done before `doneBefore`, longest done first; returns how many. */
+export async function purgeDone(pool: pg.Pool, doneBefore: Date, limit: number): Promise<number> {
+  checkPurgeArguments(doneBefore, limit);
+  // SKIP LOCKED: two nodes sweeping at once take different messages instead of waiting on each other.
+  // Deliveries, recipients and attempts go with their message (ON DELETE CASCADE).
+  const result = await pool.query(
+    `DELETE FROM messages WHERE id IN (
+       SELECT id FROM messages WHERE state = 'done' AND done_at < $1 ORDER BY done_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+    [doneBefore, limit],
+  );
+  return result.rowCount ?? 0;
 }
 
 /** applyVerb - lock the messages the verb applies to and apply it to them, in one transaction. */

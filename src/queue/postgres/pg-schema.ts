@@ -120,6 +120,11 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
     `,
   },
+  {
+    name: 'done messages by when they became done',
+    // For the retention sweep (purgeDone), as in SQLite: only done messages are in it.
+    sql: "CREATE INDEX messages_done ON messages (done_at) WHERE state = 'done';",
+  },
 ];
 
 /** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. */

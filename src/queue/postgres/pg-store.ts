@@ -9,9 +9,9 @@
 // send DATA can never starve the scheduler or the CLI. The schema is
 // created or migrated on open (pg-schema.ts, under an advisory lock). The
 // work is split by who asks: pg-deliveries.ts (the scheduler's claims and
-// results), pg-operator.ts (hold, release, retry, delete), pg-inspect.ts
-// (list, show, stats), pg-body.ts (chunked bodies). This file opens and
-// delegates.
+// results), pg-operator.ts (hold, release, retry, delete, purge of done
+// messages), pg-inspect.ts (list, show, stats), pg-body.ts (chunked
+// bodies). This file opens and delegates.
 //
 // Nothing here needs an orphan sweep: a draft is one transaction, so a crash
 // before its COMMIT leaves nothing, and a message's body chunks are deleted
@@ -140,6 +140,10 @@ class PostgresQueueStore implements QueueStore {
 
   deleteMessages(selector: MessageSelector): Promise<string[]> {
     return this.#run(() => operator.deleteMessages(this.queries, selector));
+  }
+
+  purgeDone(doneBefore: Date, limit: number): Promise<number> {
+    return this.#run(() => operator.purgeDone(this.queries, doneBefore, limit));
   }
 
   readBody(id: string): Readable {

@@ -17,12 +17,15 @@
 //             messages `queue list` shows, not the history of done ones.
 // A verb on a leased delivery does not stop the attempt in flight: its
 // worker's recordAttempt is refused after a delete, recorded after a hold.
+// Beside the verbs, purgeDone: the retention sweep's delete of messages done
+// before a given time (done-purge.ts), through the messages_done index.
 //
 // How it fails: each verb throws on a database error, with nothing changed
 // (one IMMEDIATE transaction per call). Unknown ids are not errors.
 //
-//   prepareOperator - the hold / release / retry / delete functions over one database.
+//   prepareOperator - the hold / release / retry / delete / purgeDone functions over one database.
 import type Database from 'better-sqlite3';
+import { checkPurgeArguments } from '../done-purge.ts';
 import type { MessageSelector } from '../queue-store.ts';
 
 export interface OperatorFunctions {
@@ -30,6 +33,7 @@ export interface OperatorFunctions {
   releaseMessages(selector: MessageSelector): string[];
   retryMessages(selector: MessageSelector, now: Date): string[];
   deleteMessages(selector: MessageSelector): string[];
+  purgeDone(doneBefore: Date, limit: number): number;
 }
 
 /** One verb: which messages it applies to (an SQL condition on m), and what it does to one. */
@@ -38,7 +42,7 @@ interface Verb {
   apply: (id: string, now: number) => void;
 }
 
-/** prepareOperator - the hold / release / retry / delete functions over one database. */
+/** prepareOperator - the hold / release / retry / delete / purgeDone functions over one database. */
 export function prepareOperator(db: Database.Database): OperatorFunctions {
   const setState = db.prepare<[string, string]>('UPDATE messages SET state = ? WHERE id = ?');
   const makeDue = db.prepare<[number, string]>('UPDATE deliveries SET next_attempt_at = MIN(next_attempt_at, ?) WHERE message_id = ? AND finished = 0');
@@ -52,6 +56,10 @@ export function prepareOperator(db: Database.Database): OperatorFunctions {
   });
   const removeById = prepareVerb(db, { where: '1', apply: (id) => remove.run(id) });
   const removeAll = prepareVerb(db, { where: "m.state != 'done'", apply: (id) => remove.run(id) });
+  // Deliveries, recipients and attempts go with their message (ON DELETE CASCADE); a done message has no body left.
+  const purge = db.prepare<[number, number]>(`
+    DELETE FROM messages WHERE id IN (
+      SELECT id FROM messages WHERE state = 'done' AND done_at < ? ORDER BY done_at LIMIT ?)`);
 
   return {
     holdMessages: (selector) => hold(selector, 0),
@@ -61,6 +69,10 @@ export function prepareOperator(db: Database.Database): OperatorFunctions {
       return retry(selector, now.getTime());
     },
     deleteMessages: (selector) => ('all' in selector ? removeAll(selector, 0) : removeById(selector, 0)),
+    purgeDone: (doneBefore, limit) => {
+      checkPurgeArguments(doneBefore, limit);
+      return purge.run(doneBefore.getTime(), limit).changes;
+    },
   };
 }
 

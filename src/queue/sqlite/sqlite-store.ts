@@ -17,8 +17,9 @@
 // the b-tree pages both touch, and one fsync.
 //
 // The work is split by who asks: sqlite-deliveries.ts (the scheduler's
-// claims and results), sqlite-operator.ts (hold, release, retry, delete),
-// sqlite-inspect.ts (list, show and stats). This file opens, sweeps and delegates.
+// claims and results), sqlite-operator.ts (hold, release, retry, delete, and
+// the retention purge of done messages), sqlite-inspect.ts (list, show and
+// stats). This file opens, sweeps and delegates.
 //
 // How it fails: openSqliteStore rejects if the database cannot be opened or
 // its schema is newer than this code (nothing is changed then); every method
@@ -235,6 +236,10 @@ class SqliteQueueStore implements QueueStore {
     for (const id of removed) this.#recentBodies.delete(id);
     await this.#removeBodies(removed);
     return removed;
+  }
+
+  purgeDone(doneBefore: Date, limit: number): Promise<number> {
+    return this.#run(() => this.#operator.purgeDone(doneBefore, limit)).then((count) => this.#durable(count));
   }
 
   readBody(id: string): Readable {
