@@ -28,7 +28,7 @@ describe('the sweep of done messages', () => {
   let lines: Record<string, unknown>[];
   const logger = () =>
     createLogger({
-      level: 'info',
+      level: 'debug',
       destination: new Writable({
         write(chunk: Buffer, _encoding, done) {
           lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
@@ -59,7 +59,7 @@ describe('the sweep of done messages', () => {
   }
 
   function purge(changes: Partial<DonePurgeOptions>) {
-    return createDonePurge({ store, keepMs: HOUR, intervalMs: 60_000, batch: 2, now: () => new Date(), logger: logger(), ...changes });
+    return createDonePurge({ store, keepMs: HOUR, intervalMs: 60_000, batch: 2, maxBatches: 10, now: () => new Date(), logger: logger(), ...changes });
   }
 
   it('removes, a batch at a time, every message done longer than keepMs ago, and nothing else', async () => {
@@ -78,6 +78,16 @@ describe('the sweep of done messages', () => {
     ]);
     expect(await purge({ now: () => new Date(t) }).sweep()).toBe(0);
     expect(lines.filter((l) => l.msg === 'done messages removed from the queue history')).toHaveLength(1); // nothing removed, nothing said
+  });
+
+  it('removes at most maxBatches × batch in one sweep, and the rest in the next', async () => {
+    const t = Date.now() - 2 * HOUR;
+    for (let i = 0; i < 5; i++) await deliverNow(t + i);
+    const sweeper = purge({ batch: 2, maxBatches: 2 });
+    expect(await sweeper.sweep()).toBe(4);
+    expect(await store.listMessages({ includeDone: true })).toHaveLength(1);
+    expect(await sweeper.sweep()).toBe(1);
+    expect(await sweeper.sweep()).toBe(0);
   });
 
   it('keeps nothing with keepMs 0, and sweeps on its own every interval, also after a sweep that failed', async () => {
