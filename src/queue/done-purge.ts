@@ -16,7 +16,7 @@
 // How it fails: a sweep that fails is logged and tried again at the next
 // interval; only history can be lost, never a message not done.
 //
-//   RELAY_SWEEP         - the interval and batch size the relay uses.
+//   RELAY_SWEEP         - the interval, batch size and batches per sweep the relay uses.
 //   createDonePurge     - the periodic sweep: start, stop, and sweep now.
 //   checkPurgeArguments - purgeDone's arguments, the same rule in both backends.
 import type { Logger } from '../observability/logger.ts';
