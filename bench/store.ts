@@ -6,10 +6,10 @@
 // up first. Measures the whole process (the store runs on this event loop
 // and libuv's thread pool), so nothing else should run meanwhile; compare
 // two commits by alternating runs (bench/README.md, "Fifth round").
-// Then every message, all done, is purged as the relay's retention sweep
-// does (done-purge.ts, RELAY_SWEEP's batch size): CPU per message purged,
-// the longest the event loop was held (how long arrivals can wait behind a
-// batch), and the database's size per done message before the purge.
+// Then every message, all done, is purged by the relay's retention sweep
+// (done-purge.ts, RELAY_SWEEP's batch size, no bound on batches): CPU per
+// message purged, the event loop's delay meanwhile (how long arrivals can
+// wait behind a batch), and the database's size per done message before.
 //
 //   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096]
 //
@@ -21,7 +21,8 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
-import { RELAY_SWEEP } from '../src/queue/done-purge.ts';
+import { silentLogger } from '../src/observability/logger.ts';
+import { createDonePurge, RELAY_SWEEP } from '../src/queue/done-purge.ts';
 import type { QueueStore, StoredEnvelope } from '../src/queue/queue-store.ts';
 import { openSqliteStore } from '../src/queue/sqlite/sqlite-store.ts';
 import { Cleanup } from './cleanup.ts';
@@ -83,7 +84,7 @@ async function measureStore(dir: string, batch: number, rounds: number, size: nu
   }
 }
 
-/** measurePurge - purge every done message in RELAY_SWEEP's batches: CPU per message, the longest event-loop block, bytes per done message before. */
+/** measurePurge - purge every done message in RELAY_SWEEP's batches: CPU per message, the event loop's delay, bytes per done message before. */
 async function measurePurge(store: QueueStore, file: string, done: number): Promise<string> {
   // The WAL is folded into the database by the purge's own writes: count both.
   const size = async () => (await stat(file)).size + (await stat(`${file}-wal`).catch(() => ({ size: 0 }))).size;
@@ -91,12 +92,9 @@ async function measurePurge(store: QueueStore, file: string, done: number): Prom
   const cpuBefore = process.cpuUsage();
   const loopDelay = monitorEventLoopDelay({ resolution: 1 });
   loopDelay.enable();
-  let purged = 0;
-  for (;;) {
-    const count = await store.purgeDone(new Date(Date.now() + 1000), RELAY_SWEEP.batch);
-    purged += count;
-    if (count < RELAY_SWEEP.batch) break;
-  }
+  // The relay's own sweep, with no bound on batches and every done message old enough.
+  const sweeper = createDonePurge({ ...RELAY_SWEEP, maxBatches: Number.MAX_SAFE_INTEGER, store, keepMs: 0, now: () => new Date(Date.now() + 1000), logger: silentLogger() });
+  const purged = await sweeper.sweep();
   loopDelay.disable();
   if (purged !== done) throw new Error(`purged ${purged} of the ${done} done messages`);
   const cpu = process.cpuUsage(cpuBefore);

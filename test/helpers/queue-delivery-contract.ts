@@ -7,7 +7,7 @@
 // sleeps or depends on the clock beyond the commit itself.
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { ClaimedDelivery, QueueStore, RecipientOutcome, StoredEnvelope } from '../../src/queue/queue-store.ts';
-import { attemptWith, commitMessage, envelopeWith, readAll, receivedAtOf } from './queue-fixtures.ts';
+import { attemptWith, commitMessage, deliverMessage, envelopeWith, readAll, receivedAtOf } from './queue-fixtures.ts';
 import type { QueueStoreHarness } from './queue-store-contract.ts';
 
 const LEASE = 60_000;
@@ -446,10 +446,8 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       }
       /** doneAt - queue a message and deliver it with an attempt that ends at `end`: it is done then. */
       async function doneAt(end: number): Promise<string> {
-        const { id, at } = await queue(['r@a.test']);
-        const claimed = await claimOf(id, at);
-        const attempt = attemptWith(end - 1500, { endedAt: new Date(end) });
-        expect(await store.recordAttempt({ deliveryId: claimed.deliveryId, owner: WORKER }, { attempts: [attempt], recipients: [outcome('r@a.test', 'delivered')], nextAttemptAt: new Date(end) })).toBe(true);
+        const { id } = await queue(['r@a.test']);
+        await deliverMessage(store, id, end);
         return id;
       }
       const t = Date.now() + DAY;

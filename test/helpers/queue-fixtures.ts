@@ -115,3 +115,24 @@ export async function commitToManyDomains(stores: QueueStore[], options: { messa
   }
   return lastReceived;
 }
+
+/**
+ * deliverMessage - claim every delivery of message `id` due at its arrival and record all its recipients
+ * delivered by an attempt ending at `doneAt` (default: 1.5 s after arrival), so it is done then; deliveries
+ * of other messages claimed on the way are given back untouched. Throws if a record is refused.
+ */
+export async function deliverMessage(store: QueueStore, id: string, doneAt?: number): Promise<void> {
+  const at = await receivedAtOf(store, id);
+  const end = doneAt ?? at + 1500;
+  const owner = 'fixture-deliverer';
+  for (const claimed of await store.claimDue({ now: new Date(at), limit: 1000, leaseMs: 60_000, owner })) {
+    const claim = { deliveryId: claimed.deliveryId, owner };
+    if (claimed.messageId !== id) {
+      await store.releaseLease(claim);
+      continue;
+    }
+    const recipients = claimed.recipients.map((r) => ({ address: r.address, result: 'delivered' as const, reply: '250 2.0.0 Ok' }));
+    const attempts = [attemptWith(end - 1500, { endedAt: new Date(end) })];
+    if (!(await store.recordAttempt(claim, { attempts, recipients, nextAttemptAt: new Date(end) }))) throw new Error(`delivery ${claimed.deliveryId} of ${id} not recorded`);
+  }
+}

@@ -14,7 +14,7 @@ import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { runDeliveryContract } from './queue-delivery-contract.ts';
 import { attemptWith, bodyOf, commitMessage, digest, envelopeWith, failingBody, randomBody, readAll, receivedAtOf } from './queue-fixtures.ts';
 
-export { attemptWith, bodyOf, commitMessage, commitToManyDomains, digest, envelopeWith, failingBody, randomBody, readAll, receivedAtOf } from './queue-fixtures.ts';
+export { attemptWith, bodyOf, commitMessage, commitToManyDomains, deliverMessage, digest, envelopeWith, failingBody, randomBody, readAll, receivedAtOf } from './queue-fixtures.ts';
 
 export interface QueueStoreHarness {
   store: QueueStore;

@@ -15,7 +15,7 @@ import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, writeTestCa, driveByHand, type NextHop } from '../helpers/next-hop.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
-import { attemptWith, commitMessage, envelopeWith, receivedAtOf } from '../helpers/queue-fixtures.ts';
+import { commitMessage, deliverMessage, envelopeWith } from '../helpers/queue-fixtures.ts';
 import { testClock } from '../helpers/test-clock.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
@@ -51,10 +51,7 @@ describe('the sweep of done messages', () => {
   /** deliverNow - commit a message and record it delivered, by an attempt ending at `doneAt`; returns its id. */
   async function deliverNow(doneAt: number): Promise<string> {
     const id = await commitMessage(store, [Buffer.from('Subject: x\r\n\r\nx\r\n')], envelopeWith({ recipients: ['r@a.test'] }));
-    const at = await receivedAtOf(store, id);
-    const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
-    const attempt = attemptWith(doneAt - 1500, { endedAt: new Date(doneAt) });
-    await store.recordAttempt({ deliveryId: claimed!.deliveryId, owner: 'w' }, { attempts: [attempt], recipients: [{ address: 'r@a.test', result: 'delivered', reply: '250 2.0.0 Ok' }], nextAttemptAt: new Date(doneAt) });
+    await deliverMessage(store, id, doneAt);
     return id;
   }
 

@@ -21,7 +21,7 @@ import { INLINE_BODY_LIMIT, WRITE_BATCH } from '../../src/queue/sqlite/sqlite-dr
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
-import { attemptWith, bodyOf, commitMessage, commitToManyDomains, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+import { attemptWith, bodyOf, commitMessage, commitToManyDomains, deliverMessage, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
 
 const DAY_MS = 86_400_000;
 
@@ -393,9 +393,7 @@ describe('sqlite queue store', () => {
     const store = await openStore();
     const id = await commitMessage(store, [FILE_BODY], envelopeWith({ recipients: ['r@a.test', 's@a.test'] }));
     const at = await receivedAtOf(store, id);
-    const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
-    const delivered = claimed!.recipients.map((r) => ({ address: r.address, result: 'delivered' as const, reply: '250 2.0.0 Ok' }));
-    await store.recordAttempt({ deliveryId: claimed!.deliveryId, owner: 'w' }, { attempts: [attemptWith(at)], recipients: delivered, nextAttemptAt: new Date(at) });
+    await deliverMessage(store, id);
     const kept = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['k@b.test'] }));
 
     expect(await store.purgeDone(new Date(at + DAY_MS), 10)).toBe(1);
@@ -416,11 +414,7 @@ describe('sqlite queue store', () => {
     const store = await openStore();
     const id = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['r@a.test'] }));
     const at = await receivedAtOf(store, id);
-    const [claimed] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
-    await store.recordAttempt(
-      { deliveryId: claimed!.deliveryId, owner: 'w' },
-      { attempts: [attemptWith(at)], recipients: [{ address: 'r@a.test', result: 'delivered', reply: '250 2.0.0 Ok' }], nextAttemptAt: new Date(at) },
-    );
+    await deliverMessage(store, id);
     await store.close();
     const db = new Database(dbPath);
     db.exec('DROP INDEX messages_done');
