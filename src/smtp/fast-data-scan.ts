@@ -5,7 +5,8 @@
 // only the line starts that begin with a dot are looked at, and the
 // library's rules applied there unchanged: the terminator CRLF.CRLF ends the
 // data, a doubled dot loses its first dot, the last four bytes are held
-// back for the next chunk, the start-of-data cases are as before (an
+// back for the next chunk (and go out ahead of it, uncopied, when no dot
+// line starts at the seam), the start-of-data cases are as before (an
 // attacker who controls TCP segmentation must not end DATA early: the
 // terminator and dot handling below is the library's, line for line).
 // test/unit/fast-data-scan.test.ts feeds random messages in random chunks
@@ -40,9 +41,17 @@ const EMPTY_BODY = Buffer.from('.\r\n');
 function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void): void {
   const dataStream = this._dataStream;
   let chunk = input;
-  if (this._lastBytes && this._lastBytes.length) {
-    chunk = Buffer.concat([this._lastBytes, chunk], this._lastBytes.length + chunk.length);
+  const held = this._lastBytes;
+  if (held && held.length) {
     this._lastBytes = false;
+    if (!this._atDataStart && input.length >= 4 && !seamHasDotLine(held, input)) {
+      // Nothing at the seam for the library's rules to act on: the held bytes go out as they are and the
+      // chunk is scanned alone, instead of being copied behind them (a copy of every chunk of a long message).
+      this._countDataBytes(held.length);
+      if (dataStream.writable) dataStream.write(held);
+    } else {
+      chunk = Buffer.concat([held, chunk], held.length + chunk.length);
+    }
   }
   let len = chunk.length;
   // The data must not start with the terminator (see the library's note on _atDataStart).
@@ -90,6 +99,17 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
   };
   dataStream.once('drain', onDrain);
   dataStream.once('close', onDrain);
+}
+
+/**
+ * seamHasDotLine - whether the held bytes and the next chunk's first two bytes hold a dot after a LF that the
+ * library's loop over their concatenation would look at (the LF at index 1 … held.length); the loop over the
+ * chunk alone looks at every later one, with the same bytes around it.
+ */
+function seamHasDotLine(held: Buffer, chunk: Buffer): boolean {
+  const at = (i: number) => (i < held.length ? held[i] : chunk[i - held.length]);
+  for (let lf = 1; lf <= held.length; lf++) if (at(lf) === 0x0a && at(lf + 1) === 0x2e) return true;
+  return false;
 }
 
 /** installFastDataScan - replace _feedDataStream in both builds of smtp-server; idempotent. */

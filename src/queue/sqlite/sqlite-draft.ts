@@ -5,18 +5,21 @@
 // Decides where a body lives: up to INLINE_BODY_LIMIT bytes it is stored in
 // the message row by the commit transaction (one WAL fsync for a whole batch
 // of messages, no file to open, sync, read and remove). A larger body goes
-// to its own file (messages/<queue id>, mode 0600), written in batches of
-// up to WRITE_BATCH bytes (one writev each: every file operation is a trip
-// to the thread pool) with back-pressure, never held whole in memory when
-// larger, and fsynced before write resolves; commit then fsyncs the
+// to its own file (messages/<queue id>, mode 0600), durable before write
+// resolves: a body of at most WRITE_BATCH bytes is held whole and written
+// with one writev to a file opened O_DSYNC (every file operation is a trip
+// to the thread pool: open, write, close); a larger one is written in
+// batches of up to WRITE_BATCH bytes with back-pressure, never held whole
+// in memory, and fsynced once at the end. Commit then fsyncs the
 // directory (so the name survives a crash too) before the row is inserted:
 // a row never names a body file that a crash could lose. A body of at most
 // WRITE_BATCH bytes was held whole: commit hands it to the store with the
 // row, for its recent-bodies cache.
 //
 // How it fails: write rejects if the body stream errors or ends early, the
-// draft is discarded (the signal aborts), or the disk fails (the lifecycle
-// then abandons: a partial file is removed at once); commit rejects on an
+// draft is discarded (the signal aborts), or the disk fails or fills (a
+// short write is an error); the lifecycle then abandons: a partial file is
+// removed at once. Commit rejects on an
 // fsync error (the file is removed) or a database error (no row is left,
 // and a file is left for the next open's sweep). abandon never rejects for
 // a missing file, and never removes a file this draft did not create.
@@ -27,6 +30,7 @@
 //   syncDirectory     - fsync a directory, making the names created in it durable.
 //   removeFile        - unlink a body file; one that is already gone is fine.
 import type { FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -88,17 +92,22 @@ export class SqliteBodyFile implements DraftStorage {
         pending.push(chunk);
         pendingBytes += chunk.length;
         if (pendingBytes <= WRITE_BATCH) continue;
-        await (this.#file ?? (await this.#createFile())).writev(pending);
+        await writeAll(this.#file ?? (await this.#createFile(STREAMED)), pending, pendingBytes);
         pending = [];
         pendingBytes = 0;
       }
-      const file = this.#file ?? (size > INLINE_BODY_LIMIT ? await this.#createFile() : undefined);
-      if (file) {
-        if (pending.length > 0) await file.writev(pending);
-        await file.sync();
+      if (this.#file || size > INLINE_BODY_LIMIT) {
+        if (this.#file) {
+          // Streamed in batches: one fsync at the end.
+          await writeAll(this.#file, pending, pendingBytes);
+          await this.#file.sync();
+        } else {
+          // Held whole: one write that returns once the bytes are on disk (O_DSYNC), a trip to the thread pool fewer.
+          await writeAll(await this.#createFile(WRITTEN_AT_ONCE), pending, pendingBytes);
+          this.#wholeBody = pending;
+        }
         await this.#closeFile();
         this.#body = { file: true };
-        if (size <= WRITE_BATCH) this.#wholeBody = pending;
       } else {
         const inline = Buffer.concat(pending, size);
         this.#body = { inline };
@@ -135,9 +144,8 @@ export class SqliteBodyFile implements DraftStorage {
   }
 
   /** createFile - open messages/<id> for this draft alone. */
-  async #createFile(): Promise<FileHandle> {
-    // 'wx': a queue id names one message only; never write into an existing file.
-    this.#file = await open(this.ctx.bodyPath, 'wx', 0o600);
+  async #createFile(flags: number): Promise<FileHandle> {
+    this.#file = await open(this.ctx.bodyPath, flags, 0o600);
     this.#created = true;
     return this.#file;
   }
@@ -154,6 +162,18 @@ export class SqliteBodyFile implements DraftStorage {
     // Never a file this draft did not create: after EEXIST the name is another message's.
     if (this.#created) await removeFile(this.ctx.bodyPath);
   }
+}
+
+// O_EXCL: a queue id names one message only; never write into an existing file.
+const STREAMED = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+/** O_DSYNC: each write returns once its bytes (and the size that reads them back) are on disk, as after fdatasync. */
+const WRITTEN_AT_ONCE = STREAMED | constants.O_DSYNC;
+
+/** writeAll - one writev of `chunks`; a short write (a full disk) is an error, never a silently shorter body. */
+async function writeAll(file: FileHandle, chunks: Buffer[], bytes: number): Promise<void> {
+  if (chunks.length === 0) return;
+  const { bytesWritten } = await file.writev(chunks);
+  if (bytesWritten !== bytes) throw new Error(`body file: wrote ${bytesWritten} of ${bytes} bytes`);
 }
 
 /** syncDirectory - fsync a directory, making the names created in it durable. */
