@@ -126,7 +126,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         const latency = (now.getTime() - claim.receivedAt.getTime()) / 1000;
         for (const r of recipients) metrics.deliveryRecorded(r.result, r.result === 'delivered' ? latency : undefined);
       }
-      log.info({ recorded, results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
+      log.info({ recorded, relay: relayOf(outcome.attempts.at(-1)), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
     } catch (err) {
       log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
     }
@@ -267,4 +267,11 @@ async function readHeaderBlock(store: QueueStore, id: string): Promise<Buffer> {
   } finally {
     stream.destroy();
   }
+}
+
+/** relayOf - the last next hop tried, as Postfix's relay= field (host[ip]:port, with the TLS version when there was TLS). */
+function relayOf(attempt: AttemptRecord | undefined): string | undefined {
+  if (!attempt?.host) return undefined;
+  const where = `${attempt.host}[${attempt.ip ?? ''}]:${attempt.port ?? ''}`;
+  return attempt.tls ? `${where} ${attempt.tls.version}` : where;
 }

@@ -98,6 +98,9 @@ describe('TLS level × next hop (DESIGN.md table)', () => {
     // queue show: where the attempt went, and which policy applied, from where.
     expect(seen.show.attempts).toHaveLength(1);
     expect(seen.attempt).toMatchObject({ domain, host: NEXT_HOP_NAME, ip: '127.0.0.1', port: hops[hop].port, policy: { level, source: `outbound.routes["${domain}"].tls` } });
+    // The log's one line per delivery names the same next hop, as Postfix's relay= does, with the session's TLS version.
+    const relayField = `${NEXT_HOP_NAME}[127.0.0.1]:${hops[hop].port}${seen.attempt.tls ? ` ${seen.attempt.tls.version}` : ''}`;
+    expect(relay.logs.find((l) => l.msg === 'delivery recorded' && l.queueId === seen.show.id)).toMatchObject({ relay: relayField });
 
     // The invariant: when the level forbids plaintext, nothing of the message crossed the wire readable.
     if (level === 'encrypt' || level === 'verify') {
