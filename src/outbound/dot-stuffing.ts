@@ -44,8 +44,27 @@ function insertionBefore(prev: number | false, byte: number): Buffer | undefined
   return undefined;
 }
 
+/**
+ * untouched - whether no rule applies anywhere in the chunk, the usual case for a queued body (bare line
+ * ends were made CRLF when it was received): every LF follows a CR, every CR is followed by an LF (or ends
+ * the chunk, for the next one to decide), and no line starts with a dot. Two indexOf per line.
+ */
+function untouched(chunk: Buffer, lastByte: number | false): boolean {
+  if (insertionBefore(lastByte, chunk[0]!)) return false;
+  let cr = chunk.indexOf(CR);
+  let lf = chunk.indexOf(LF);
+  while (lf !== -1) {
+    // An LF first in the chunk follows the previous chunk's last byte, which the line above checked.
+    if ((lf > 0 && cr !== lf - 1) || chunk[lf + 1] === DOT) return false;
+    cr = chunk.indexOf(CR, lf + 1);
+    lf = chunk.indexOf(LF, lf + 1);
+  }
+  return cr === -1 || cr === chunk.length - 1;
+}
+
 /** stuffedChunk - the chunk as nodemailer's loop would push it. */
 function stuffedChunk(chunk: Buffer, lastByte: number | false): Buffer {
+  if (untouched(chunk, lastByte)) return chunk;
   const parts: Buffer[] = [];
   let copiedTo = 0;
   let checkedTo = -1;

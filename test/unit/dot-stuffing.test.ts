@@ -3,7 +3,7 @@
 // LF cut into random chunks, seeded so a failure repeats. Both builds must
 // carry the replacement.
 import { Readable, type Transform } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { dataStreamPrototypes, installFastDotStuffing } from '../../src/outbound/dot-stuffing.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
@@ -17,16 +17,23 @@ async function through(stream: DataStream, chunks: Buffer[]): Promise<{ out: Buf
 }
 
 describe('fast dot-stuffing', () => {
-  it('writes exactly what nodemailer’s loop writes, for 3,000 random messages in random chunks', async () => {
+  let builds: { DataStream: new () => DataStream; libraryTransform: TransformFunction }[];
+  beforeAll(async () => {
     // The classes of both builds, and the library's own loop, taken before the replacement.
-    const builds = (await dataStreamPrototypes()).map((proto) => ({
+    builds = (await dataStreamPrototypes()).map((proto) => ({
       DataStream: proto.constructor as new () => DataStream,
       libraryTransform: Object.getOwnPropertyDescriptor(proto, '_transform')?.value as TransformFunction,
     }));
     await installFastDotStuffing();
-    for (const { DataStream, libraryTransform } of builds) expect(DataStream.prototype._transform).not.toBe(libraryTransform);
+  });
 
-    for (const { text, chunks } of randomLineEndTexts(7, 3000, 60, 10)) {
+  // 'bytes': every rule within a few bytes; 'lines': mail-like text, long chunks with nothing to change.
+  it.each([
+    { shape: 'bytes', seed: 7, maxLength: 60, maxChunk: 10, count: 3000 },
+    { shape: 'lines', seed: 8, maxLength: 3000, maxChunk: 700, count: 500 },
+  ] as const)('writes exactly what nodemailer’s loop writes, for $count random messages ($shape) in random chunks', async ({ shape, seed, maxLength, maxChunk, count }) => {
+    for (const { DataStream, libraryTransform } of builds) expect(DataStream.prototype._transform).not.toBe(libraryTransform);
+    for (const { text, chunks } of randomLineEndTexts(seed, count, maxLength, maxChunk, shape)) {
       for (const { DataStream, libraryTransform } of builds) {
         const library = new DataStream();
         library._transform = libraryTransform;

@@ -6,7 +6,7 @@
 // commands after the data: where the data ends is the security-relevant
 // part (SMTP smuggling), so a random text may hold a terminator of its own.
 import type { PassThrough } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { installFastDataScan, type SmtpStreamPrototype, type SmtpStreamState } from '../../src/smtp/fast-data-scan.ts';
 import { classPrototypes } from '../../src/smtp/library-builds.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
@@ -42,16 +42,25 @@ async function parse(parser: Parser, chunks: Buffer[]): Promise<{ body: string; 
 }
 
 describe('fast DATA scan', () => {
-  it('ends, unstuffs and counts exactly as smtp-server’s loop does, for 3,000 random messages in random chunks', async () => {
-    const builds = (await classPrototypes<SmtpStreamPrototype>('smtp-server', 'smtp-stream.js', 'SMTPStream')).map((proto) => ({
+  let builds: { SMTPStream: new () => Parser; libraryFeed: Feed }[];
+  beforeAll(async () => {
+    // The classes of both builds, and the library's own method, taken before the replacement.
+    builds = (await classPrototypes<SmtpStreamPrototype>('smtp-server', 'smtp-stream.js', 'SMTPStream')).map((proto) => ({
       SMTPStream: proto.constructor as new () => Parser,
       libraryFeed: Object.getOwnPropertyDescriptor(proto, '_feedDataStream')?.value as Feed,
     }));
     await installFastDataScan();
+  });
+
+  // 'bytes': every case within a few bytes; 'lines': mail-like text, long chunks whose seams mostly hold nothing.
+  it.each([
+    { shape: 'bytes', seed: 11, maxLength: 80, maxChunk: 12 },
+    { shape: 'lines', seed: 12, maxLength: 3000, maxChunk: 700 },
+  ] as const)('ends, unstuffs and counts exactly as smtp-server’s loop does, for 3,000 random messages ($shape) in random chunks', async ({ shape, seed, maxLength, maxChunk }) => {
     for (const { SMTPStream, libraryFeed } of builds) expect(SMTPStream.prototype._feedDataStream).not.toBe(libraryFeed);
 
     let endedEarly = 0;
-    for (const { text, chunks } of randomLineEndTexts(11, 3000, 80, 12)) {
+    for (const { text, chunks } of randomLineEndTexts(seed, 3000, maxLength, maxChunk, shape)) {
       // The terminator and two commands, split where the text's length says, sometimes inside the terminator.
       const cut = text.length % AFTER.length;
       const last = chunks.pop() ?? Buffer.alloc(0);
