@@ -5,7 +5,9 @@
 // anything, so installFastDotStuffing gives DataStream (both builds, ESM and
 // CJS, through smtp/library-builds.ts) a _transform that
 // finds line ends with indexOf and applies nodemailer's own three rules at
-// those places only. The bytes out are the same: test/unit/dot-stuffing.test.ts
+// those places only; a chunk where no rule applies (the usual case: a queued
+// body's line ends are CRLF) is first recognised in two indexOf per line and
+// passed on as it is. The bytes out are the same: test/unit/dot-stuffing.test.ts
 // compares it with the library's loop on random input in random chunks.
 // Fails: throws at start if the library no longer has the class we change.
 import { join } from 'node:path';
