@@ -8,7 +8,10 @@
 // peak RSS of that tree, and the ratio Postern/Postfix.
 // Plaintext only: smtp-source has no STARTTLS.
 //
-//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern]
+//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--profile]
+//
+// --profile: Postern runs under node --cpu-prof; each run's profile goes to
+// /tmp/postern-bench-profiles/tools-<size>-<one|shared>-<n>/ (`npx tsx bench/profile.ts FILE`).
 //
 // Needs Debian's postfix package (smtp-source, smtp-sink, a private Postfix
 // instance as in run.ts), `script` (util-linux: smtp-sink prints its counter
@@ -48,6 +51,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '3' },
     relays: { type: 'string', default: 'postfix,postern' },
     reuse: { type: 'string', default: 'no,yes' },
+    profile: { type: 'boolean', default: false },
   },
 });
 const MESSAGES = Number(args.messages);
@@ -113,7 +117,7 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
     const relay =
       relayName === 'postfix'
         ? await startPostfix({ dir, port: await freePort(), sinkPort: sink.port, certs })
-        : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs });
+        : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs, profileDir: profileDirFor(testCase) });
     const stopRelay = cleanup.add(`${relayName} ${dir}`, () => relay.stop(), () => ('configDir' in relay ? stopPostfixNow(relay) : stopPosternNow(relay)));
     try {
       await smtpSource(relay.port, WARM_UP, 5, testCase);
@@ -141,6 +145,14 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
   } finally {
     await stopSink();
   }
+}
+
+/** profileDirFor - where this measurement's CPU profile goes, with --profile (written when Postern stops). */
+function profileDirFor(testCase: Case): string | undefined {
+  if (!args.profile) return undefined;
+  const dir = join('/tmp/postern-bench-profiles', `tools-${testCase.size}-${testCase.reuse ? 'shared' : 'one'}-${measurements}`);
+  process.stderr.write(`profile: ${dir}\n`);
+  return dir;
 }
 
 function describeCase(testCase: Case): string {
