@@ -29,8 +29,8 @@
 //   WRITE_BATCH       - the most bytes held before a write to a body file; a body this small is held whole.
 //   syncDirectory     - fsync a directory, making the names created in it durable.
 //   removeFile        - unlink a body file; one that is already gone is fine.
-import type { FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { open, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
