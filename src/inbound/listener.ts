@@ -297,35 +297,40 @@ function setDisabledCommands(session: SMTPServerSession, commands: string[]): vo
 }
 
 /**
- * A client's own connection failing: it reset or dropped the connection (many send QUIT and then reset
- * without waiting for the close, Postfix's smtp-source among them). Logged at info, like Postfix's
+ * A client's own connection failing: it reset or dropped the connection. Logged at info, like Postfix's
  * "lost connection": smtp-server logs every socket error at error level, and an error line per normal
- * session would bury the real ones.
+ * session would bury the real ones. After QUIT it is at debug: many clients send QUIT and then reset
+ * without waiting for the close (Postfix's smtp-source among them), a normal end that Postfix does not log.
  */
 const CLIENT_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
 
 type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
 // The level a line of smtp-server's gets here: protocol traces and its own info lines (per-command noise
-// at info) go to debug, a client's connection failure to info.
-function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>): LogLevel {
+// at info) go to debug, a client's connection failure to info (to debug once the client sent QUIT).
+function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>, afterQuit: boolean): LogLevel {
   if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info') return 'debug';
   const code = (fields.err as { code?: unknown } | undefined)?.code;
-  if (fields.tnx === 'error' && typeof code === 'string' && CLIENT_CONNECTION_ERRORS.has(code)) return 'info';
+  if (fields.tnx === 'error' && typeof code === 'string' && CLIENT_CONNECTION_ERRORS.has(code)) return afterQuit ? 'debug' : 'info';
   return level;
 }
 
 // smtp-server logs with printf-style arguments; pino would drop them (LIBRARIES.md).
 function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
   const child = log.child({ component: 'smtp-server' });
+  // Sessions whose client sent QUIT, until smtp-server logs their close (its command trace is the one place
+  // the logger learns of a QUIT).
+  const quitSent = new Set<unknown>();
   const at = (level: LogLevel) => (entry: unknown, ...args: unknown[]) => {
     const fields = entry && typeof entry === 'object' ? (entry as Record<string, unknown>) : {};
-    const lineLevel = libraryLineLevel(level, fields);
-    if (!child.isLevelEnabled(lineLevel)) return;
-    const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
     // cid is smtp-server's connection id, the same value as session.id: our lines and its lines share one key.
     // Its socket-error line has no cid; the id is the first value of its format ('%s %s %s': id, address, error).
     const session = fields.cid ?? (fields.tnx === 'error' && typeof args[1] === 'string' ? args[1] : undefined);
+    if (fields.tnx === 'command' && fields.command === 'QUIT') quitSent.add(session);
+    else if (fields.tnx === 'close') quitSent.delete(session);
+    const lineLevel = libraryLineLevel(level, fields, quitSent.has(session));
+    if (!child.isLevelEnabled(lineLevel)) return;
+    const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
     child[lineLevel]({ tnx: fields.tnx, ...(session ? { session } : {}) }, message);
   };
   return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' };

@@ -110,7 +110,7 @@ describe('session logging', () => {
 });
 
 describe('a client that resets its connection', () => {
-  it('is logged at info, not as an error (smtp-source resets after every message)', async () => {
+  it('mid-session is logged at info, not as an error', async () => {
     const from = relay.logs.length;
     const c = await RawSmtp.connect(relay.ports.relay);
     expect((await c.reply()).code).toBe(220);
@@ -127,6 +127,20 @@ describe('a client that resets its connection', () => {
     expect(session).toEqual(expect.any(String));
     expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 30, session, msg: expect.stringMatching(/ECONNRESET$/) })]);
     expect(recent.filter((l) => Number(l.level) >= 50)).toEqual([]);
+  });
+
+  it('after QUIT is logged at debug only: a normal end for such clients, as Postfix has it', async () => {
+    const from = relay.logs.length;
+    const c = await RawSmtp.connect(relay.ports.relay);
+    expect((await c.reply()).code).toBe(220);
+    await c.command('EHLO client.test');
+    expect((await c.command('QUIT')).code).toBe(221);
+    c.socket.resetAndDestroy();
+    await waitFor(() => relay.logs.slice(from).some((l) => l.tnx === 'close'));
+    const recent = relay.logs.slice(from);
+    const session = recent.find((l) => l.msg === 'connect')?.session;
+    expect(session).toEqual(expect.any(String));
+    expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 20, session, msg: expect.stringMatching(/ECONNRESET$/) })]);
   });
 });
 
