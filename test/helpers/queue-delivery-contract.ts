@@ -6,6 +6,7 @@
 // (read back with showMessage), and every claim names its `now`, so no test
 // sleeps or depends on the clock beyond the commit itself.
 import { beforeEach, describe, expect, it } from 'vitest';
+import { CLAIM_LOOK_AHEAD } from '../../src/queue/delivery-rules.ts';
 import type { ClaimedDelivery, QueueStore, RecipientOutcome, StoredEnvelope } from '../../src/queue/queue-store.ts';
 import { attemptWith, commitMessage, deliverMessage, envelopeWith, readAll, receivedAtOf } from './queue-fixtures.ts';
 import type { QueueStoreHarness } from './queue-store-contract.ts';
@@ -133,6 +134,21 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       expect(await claimWith({ 'a.test': 2 })).toEqual([]);
       expect((await claimWith({ 'b.test': 5 })).map((c) => c.messageId)).toEqual([a2.id, a3.id]);
       await expect(claimWith({}, 0)).rejects.toThrow('perDestination.limit must be a whole number >= 1, not 0');
+    });
+
+    it('reads at most `limit` + CLAIM_LOOK_AHEAD due deliveries past a domain with slots left: one further down waits', async () => {
+      // A backlog to a.test, which has one slot: the claim takes one of it and passes over the rest, as far as
+      // the window reaches (3 + CLAIM_LOOK_AHEAD rows). b.test's delivery is the window's last row, c.test's the
+      // first past it.
+      const backlog: string[] = [];
+      for (let i = 0; i < 2 + CLAIM_LOOK_AHEAD; i++) backlog.push((await queue([`r${i}@a.test`])).id);
+      const b = await queue(['r@b.test']);
+      const c = await queue(['r@c.test']);
+      const claimWith = (busy: Record<string, number>) =>
+        store.claimDue({ now: new Date(c.at), limit: 3, leaseMs: LEASE, owner: WORKER, perDestination: { limit: 1, busy } });
+      expect((await claimWith({})).map((d) => d.messageId)).toEqual([backlog[0], b.id]);
+      // With a.test at its limit, the query itself leaves its deliveries out: c.test is next.
+      expect((await claimWith({ 'a.test': 1 })).map((d) => d.messageId)).toEqual([c.id]);
     });
 
     it('keeps a leased delivery from other workers until the lease lapses; the first owner then cannot record', async () => {
