@@ -67,7 +67,7 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
 /** prepareClaim - lease up to `limit` due deliveries (within the per-destination limit) and describe each with its pending recipients. */
 function prepareClaim(db: Database.Database): (options: ClaimOptions) => ClaimedDelivery[] {
   // No LIMIT: SQLite re-prepares a statement whose LIMIT is a bound parameter on every run (half the
-  // query's time in a profile). The index gives the order, so rows come one at a time and the loop below
+  // query's CPU under perf). The index gives the order, so rows come one at a time and the loop below
   // stops at the window.
   const selectDue = db.prepare<{ now: number; full: string }, [number, string]>(`
     SELECT d.id, d.domain
