@@ -50,6 +50,8 @@ export interface PosternOptions {
   certs: BenchCertificates;
   /** Write a V8 CPU profile (node --cpu-prof) into this directory at exit. */
   profileDir?: string;
+  /** Name JavaScript frames for perf (node --perf-basic-prof: a map in /tmp/perf-PID.map). */
+  perfMap?: boolean;
 }
 
 export interface PosternInstance {
@@ -84,7 +86,7 @@ export async function startPostern(options: PosternOptions): Promise<PosternInst
   const logFile = join(options.dir, 'postern.log');
   const log = openSync(logFile, 'a');
   const bin = join(options.root ?? REPO, 'bin', 'postern.js');
-  const profileFlags = options.profileDir ? ['--cpu-prof', '--cpu-prof-dir', options.profileDir] : [];
+  const profileFlags = [...(options.profileDir ? ['--cpu-prof', '--cpu-prof-dir', options.profileDir] : []), ...(options.perfMap ? ['--perf-basic-prof'] : [])];
   const child = spawn(process.execPath, [...(await shebangFlags(bin)), ...profileFlags, bin, 'serve', '--config', configFile], {
     cwd: options.dir,
     stdio: ['ignore', log, log],

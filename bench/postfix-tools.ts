@@ -8,10 +8,15 @@
 // peak RSS of that tree, and the ratio Postern/Postfix.
 // Plaintext only: smtp-source has no STARTTLS.
 //
-//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--profile]
+//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--profile] [--perf]
 //
 // --profile: Postern runs under node --cpu-prof; each run's profile goes to
 // /tmp/postern-bench-profiles/tools-<size>-<one|shared>-<n>/ (`npx tsx bench/profile.ts FILE`).
+// --perf: `perf record` samples Postern's CPU from the end of the warm-up to
+// the last delivery, into /tmp/postern-bench-profiles/tools-<size>-<one|shared>-<n>.perf.data,
+// and the top symbols are printed (perf-record.ts says why perf). perf's own
+// CPU is not in the relay's, but it shares the cores: read the rates of such
+// a run as a profile's, not as a measurement.
 //
 // Needs Debian's postfix package (smtp-source, smtp-sink, a private Postfix
 // instance as in run.ts), `script` (util-linux: smtp-sink prints its counter
@@ -25,6 +30,7 @@ import { Cleanup } from './cleanup.ts';
 import { startPostfix, stopPostfixNow } from './postfix-instance.ts';
 import { freePort } from './probe.ts';
 import { snapshotPostern, startPostern, stopPosternNow } from './postern-instance.ts';
+import { perfTopSymbols, startPerfRecord } from './perf-record.ts';
 import { startMemorySampler, treeCpuMs } from './proc-tree.ts';
 import { median, nowMs } from './stats.ts';
 
@@ -52,6 +58,7 @@ const { values: args } = parseArgs({
     relays: { type: 'string', default: 'postfix,postern' },
     reuse: { type: 'string', default: 'no,yes' },
     profile: { type: 'boolean', default: false },
+    perf: { type: 'boolean', default: false },
   },
 });
 const MESSAGES = Number(args.messages);
@@ -64,6 +71,8 @@ const RELAYS = args.relays.split(',').map((name): Relay => {
 /** Measurements made so far: each gets a directory of its own under the bench's. */
 let measurements = 0;
 const WARM_UP = Math.min(300, Math.ceil(MESSAGES / 10));
+/** Where --profile and --perf write. */
+const PROFILES = '/tmp/postern-bench-profiles';
 
 /** smtp-sink on loopback, counting what it accepted (its -c counter needs a terminal: `script` gives it one). */
 class SmtpSink {
@@ -117,13 +126,15 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
     const relay =
       relayName === 'postfix'
         ? await startPostfix({ dir, port: await freePort(), sinkPort: sink.port, certs })
-        : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs, profileDir: profileDirFor(testCase) });
+        : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs, profileDir: profileDirFor(testCase), perfMap: args.perf });
     const stopRelay = cleanup.add(`${relayName} ${dir}`, () => relay.stop(), () => ('configDir' in relay ? stopPostfixNow(relay) : stopPosternNow(relay)));
     try {
       await smtpSource(relay.port, WARM_UP, 5, testCase);
       await sink.waitFor(WARM_UP, 60_000);
       if (sink.count < WARM_UP) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP} warm-up messages reached smtp-sink`);
       const before = sink.count;
+      const perfFile = args.perf && relayName === 'postern' ? await perfFileFor(testCase) : undefined;
+      const perf = perfFile ? await startPerfRecord(relay.rootPid, perfFile) : undefined;
       const cpuBefore = treeCpuMs(relay.rootPid);
       const memory = startMemorySampler(relay.rootPid);
       const started = nowMs();
@@ -132,6 +143,10 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
       const deliveredAt = await sink.waitFor(before + MESSAGES, 300_000);
       const cpu = treeCpuMs(relay.rootPid) - cpuBefore;
       const peaks = memory.stop();
+      if (perf && perfFile) {
+        await perf.stop();
+        process.stderr.write(`perf: ${perfFile} (perf report -i ${perfFile}); CPU of its own by symbol:\n${perfTopSymbols(perfFile, 25)}\n`);
+      }
       if (sink.count < before + MESSAGES) throw new Error(`${relayName}: only ${sink.count - before} of ${MESSAGES} messages reached smtp-sink`);
       return {
         accepted: (MESSAGES * 1000) / (acceptedAt - started),
@@ -150,9 +165,15 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
 /** profileDirFor - where this measurement's CPU profile goes, with --profile (written when Postern stops). */
 function profileDirFor(testCase: Case): string | undefined {
   if (!args.profile) return undefined;
-  const dir = join('/tmp/postern-bench-profiles', `tools-${testCase.size}-${testCase.reuse ? 'shared' : 'one'}-${measurements}`);
+  const dir = join(PROFILES, `tools-${testCase.size}-${testCase.reuse ? 'shared' : 'one'}-${measurements}`);
   process.stderr.write(`profile: ${dir}\n`);
   return dir;
+}
+
+/** perfFileFor - where this measurement's perf recording goes, with --perf. */
+async function perfFileFor(testCase: Case): Promise<string> {
+  await mkdir(PROFILES, { recursive: true });
+  return join(PROFILES, `tools-${testCase.size}-${testCase.reuse ? 'shared' : 'one'}-${measurements}.perf.data`);
 }
 
 function describeCase(testCase: Case): string {
