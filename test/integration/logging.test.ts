@@ -30,6 +30,14 @@ async function submissionSession(): Promise<RawSmtp> {
   return c;
 }
 
+/** relaySession - connected to the relay port, EHLO sent. */
+async function relaySession(): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(relay.ports.relay);
+  expect((await c.reply()).code).toBe(220);
+  await c.command('EHLO client.test');
+  return c;
+}
+
 /** quit - QUIT and wait until the server has closed the connection. */
 async function quit(c: RawSmtp): Promise<void> {
   expect((await c.command('QUIT')).code).toBe(221);
@@ -112,9 +120,7 @@ describe('session logging', () => {
 describe('a client that resets its connection', () => {
   it('mid-session is logged at info, not as an error', async () => {
     const from = relay.logs.length;
-    const c = await RawSmtp.connect(relay.ports.relay);
-    expect((await c.reply()).code).toBe(220);
-    await c.command('EHLO client.test');
+    const c = await relaySession();
     expect((await c.command('MAIL FROM:<a@example.test>')).code).toBe(250);
     expect((await c.command('RCPT TO:<b@example.org>')).code).toBe(250);
     expect((await c.command('DATA')).code).toBe(354);
@@ -131,9 +137,7 @@ describe('a client that resets its connection', () => {
 
   it('after QUIT is logged at debug only: a normal end for such clients, as Postfix has it', async () => {
     const from = relay.logs.length;
-    const c = await RawSmtp.connect(relay.ports.relay);
-    expect((await c.reply()).code).toBe(220);
-    await c.command('EHLO client.test');
+    const c = await relaySession();
     expect((await c.command('QUIT')).code).toBe(221);
     c.socket.resetAndDestroy();
     await waitFor(() => relay.logs.slice(from).some((l) => l.tnx === 'close'));
