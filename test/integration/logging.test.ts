@@ -126,11 +126,7 @@ describe('a client that resets its connection', () => {
     expect((await c.command('DATA')).code).toBe(354);
     expect((await c.command('Subject: reset\r\n\r\nhello\r\n.')).code).toBe(250);
     // An RST instead of QUIT and FIN: the server's next read fails with ECONNRESET.
-    c.socket.resetAndDestroy();
-    await waitFor(() => relay.logs.slice(from).some((l) => l.tnx === 'error'));
-    const recent = relay.logs.slice(from);
-    const session = recent.find((l) => l.msg === 'connect')?.session;
-    expect(session).toEqual(expect.any(String));
+    const { recent, session } = await resetAndWait(c, from, (l) => l.tnx === 'error');
     expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 30, session, msg: expect.stringMatching(/ECONNRESET$/) })]);
     expect(recent.filter((l) => Number(l.level) >= 50)).toEqual([]);
   });
@@ -139,14 +135,20 @@ describe('a client that resets its connection', () => {
     const from = relay.logs.length;
     const c = await relaySession();
     expect((await c.command('QUIT')).code).toBe(221);
-    c.socket.resetAndDestroy();
-    await waitFor(() => relay.logs.slice(from).some((l) => l.tnx === 'close'));
-    const recent = relay.logs.slice(from);
-    const session = recent.find((l) => l.msg === 'connect')?.session;
-    expect(session).toEqual(expect.any(String));
+    const { recent, session } = await resetAndWait(c, from, (l) => l.tnx === 'close');
     expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 20, session, msg: expect.stringMatching(/ECONNRESET$/) })]);
   });
 });
+
+/** resetAndWait - reset the connection, wait for the line `until`; the lines logged since `from` and the session's id. */
+async function resetAndWait(c: RawSmtp, from: number, until: (line: Record<string, unknown>) => boolean): Promise<{ recent: Record<string, unknown>[]; session: unknown }> {
+  c.socket.resetAndDestroy();
+  await waitFor(() => relay.logs.slice(from).some(until));
+  const recent = relay.logs.slice(from);
+  const session = recent.find((l) => l.msg === 'connect')?.session;
+  expect(session).toEqual(expect.any(String));
+  return { recent, session };
+}
 
 async function waitFor(condition: () => boolean): Promise<void> {
   const deadline = Date.now() + 10_000;
