@@ -15,6 +15,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 
 export interface PerfRecording {
+  /** Where the samples go. */
+  readonly file: string;
   /** stop - end the recording (SIGINT, as perf expects) and resolve once the file is written. */
   stop(): Promise<void>;
 }
@@ -29,6 +31,7 @@ export function startPerfRecord(pid: number, file: string): Promise<PerfRecordin
     child.once('error', (error) => reject(new Error(`perf did not start (Debian's linux-perf package): ${error.message}`)));
     child.once('spawn', () =>
       resolve({
+        file,
         async stop() {
           child.kill('SIGINT');
           const { code, signal } = await exited;

@@ -133,8 +133,7 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
       await sink.waitFor(WARM_UP, 60_000);
       if (sink.count < WARM_UP) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP} warm-up messages reached smtp-sink`);
       const before = sink.count;
-      const perfFile = args.perf && relayName === 'postern' ? await perfFileFor(testCase) : undefined;
-      const perf = perfFile ? await startPerfRecord(relay.rootPid, perfFile) : undefined;
+      const perf = args.perf && relayName === 'postern' ? await startPerfRecord(relay.rootPid, await perfFileFor(testCase)) : undefined;
       const cpuBefore = treeCpuMs(relay.rootPid);
       const memory = startMemorySampler(relay.rootPid);
       const started = nowMs();
@@ -143,9 +142,9 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
       const deliveredAt = await sink.waitFor(before + MESSAGES, 300_000);
       const cpu = treeCpuMs(relay.rootPid) - cpuBefore;
       const peaks = memory.stop();
-      if (perf && perfFile) {
+      if (perf) {
         await perf.stop();
-        process.stderr.write(`perf: ${perfFile} (perf report -i ${perfFile}); CPU of its own by symbol:\n${perfTopSymbols(perfFile, 25)}\n`);
+        process.stderr.write(`perf: ${perf.file} (perf report -i ${perf.file}); CPU of its own by symbol:\n${perfTopSymbols(perf.file, 25)}\n`);
       }
       if (sink.count < before + MESSAGES) throw new Error(`${relayName}: only ${sink.count - before} of ${MESSAGES} messages reached smtp-sink`);
       return {
@@ -165,7 +164,7 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
 /** profileDirFor - where this measurement's CPU profile goes, with --profile (written when Postern stops). */
 function profileDirFor(testCase: Case): string | undefined {
   if (!args.profile) return undefined;
-  const dir = join(PROFILES, `tools-${testCase.size}-${testCase.reuse ? 'shared' : 'one'}-${measurements}`);
+  const dir = join(PROFILES, measurementName(testCase));
   process.stderr.write(`profile: ${dir}\n`);
   return dir;
 }
@@ -173,7 +172,12 @@ function profileDirFor(testCase: Case): string | undefined {
 /** perfFileFor - where this measurement's perf recording goes, with --perf. */
 async function perfFileFor(testCase: Case): Promise<string> {
   await mkdir(PROFILES, { recursive: true });
-  return join(PROFILES, `tools-${testCase.size}-${testCase.reuse ? 'shared' : 'one'}-${measurements}.perf.data`);
+  return join(PROFILES, `${measurementName(testCase)}.perf.data`);
+}
+
+/** measurementName - tools-<size>-<one|shared>-<n>, the name of this measurement's profile or recording. */
+function measurementName(testCase: Case): string {
+  return `tools-${testCase.size}-${testCase.reuse ? 'shared' : 'one'}-${measurements}`;
 }
 
 function describeCase(testCase: Case): string {
