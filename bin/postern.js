@@ -1,12 +1,17 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=48
 // The `postern` command: runs the compiled entry point (`npm run build`
 // makes dist/ from src/; `npm start` and `npm test` build first).
 // The young generation is capped at 4 MB per semi-space (V8's default grows
 // to 16): with 100 KB messages the heap stayed near 30 MB instead of 54, and
 // peak RSS in the bench was 139-140 MB against 150-171 without the flag, at
-// the same throughput (bench/README.md, "Memory"). Run this file itself
-// (npm start, npx postern, the image) for the flag to apply;
-// `node bin/postern.js` runs without it.
+// the same throughput (bench/README.md, "Memory").
+// The old generation's limit starts at 48 MB, not at what a 14 MB heap
+// gets: below it V8 began a full collection for every 16 MB or so of mail
+// moved (socket reads and body-file reads are new buffers), with the heap
+// itself at 14 of its 26 MB. With smtp-source as the client that was 86-89
+// ms of CPU per 10 MB message (55-60 with the flag), and less at 4 KB and
+// 100 KB too, for a few MB more peak RSS (bench/README.md, "Ninth round"). Run this file itself (npm start, npx postern, the image) for the
+// flags to apply; `node bin/postern.js` runs without them.
 import { existsSync } from 'node:fs';
 
 const entry = new URL('../dist/main.js', import.meta.url);
