@@ -10,8 +10,8 @@
 // moved (socket reads and body-file reads are new buffers), with the heap
 // itself at 14 of its 26 MB. With smtp-source as the client that was 86-89
 // ms of CPU per 10 MB message (55-60 with the flag); at 100 KB the flag
-// saved 10-20%. The price: garbage waits for the higher limit, about 15 MB more
-// RSS in a long run at 4 KB (bench/README.md, "Ninth round").
+// saved 10-20%. The price: garbage waits for the higher limit, about 15 MB
+// more RSS in a long run at 4 KB (bench/README.md, "Ninth round").
 // Run this file itself (npm start, npx postern, the image) for the flags to
 // apply; `node bin/postern.js` runs without them.
 import { existsSync } from 'node:fs';
