@@ -1,10 +1,9 @@
 // The queue backend named by queue.backend, opened: sqlite (embedded, one
-// node) or postgres (several nodes share queue.url).
+// node) or postgres (several nodes share queue.url). Only the configured
+// backend's module is loaded: pg alone is about 5 MB of a relay's RSS.
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
-import { openPostgresStore } from './postgres/pg-store.ts';
 import type { QueueStore } from './queue-store.ts';
-import { openSqliteStore } from './sqlite/sqlite-store.ts';
 
 export interface OpenStoreOptions {
   logger?: Logger;
@@ -18,8 +17,12 @@ export interface OpenStoreOptions {
 }
 
 /** openQueueStore - open (and migrate) the configured queue. */
-export function openQueueStore(config: Config, options: OpenStoreOptions = {}): Promise<QueueStore> {
+export async function openQueueStore(config: Config, options: OpenStoreOptions = {}): Promise<QueueStore> {
   const removeOrphans = options.removeOrphans ?? false;
-  if (config.queue.backend === 'postgres') return openPostgresStore({ url: config.queue.url, logger: options.logger, removeOrphans });
+  if (config.queue.backend === 'postgres') {
+    const { openPostgresStore } = await import('./postgres/pg-store.ts');
+    return openPostgresStore({ url: config.queue.url, logger: options.logger, removeOrphans });
+  }
+  const { openSqliteStore } = await import('./sqlite/sqlite-store.ts');
   return openSqliteStore({ path: config.queue.path, logger: options.logger, removeOrphans });
 }
