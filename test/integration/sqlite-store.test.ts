@@ -7,7 +7,7 @@
 // by topic if it grows.
 import Database from 'better-sqlite3';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -241,6 +241,25 @@ describe('sqlite queue store', () => {
     expect(await readdir(messagesDir)).toEqual([open.id]);
     await store.close();
     expect(await readdir(messagesDir)).toEqual([]);
+  });
+
+  it('closes every body file it opens: written whole, streamed, failed mid-stream, discarded', async () => {
+    // The descriptors this process holds on files in messages/ (the directory itself stays open for its fsyncs).
+    const bodyDescriptors = async () => {
+      const targets = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+      return targets.filter((target) => target.startsWith(`${messagesDir}/`));
+    };
+    const store = await openStore();
+    await commitMessage(store, [FILE_BODY], envelopeWith({}));
+    await commitMessage(store, [Buffer.alloc(2 * WRITE_BATCH + 1, 0x63)], envelopeWith({}));
+    const failed = store.beginMessage();
+    await expect(failed.writeBody(failingBody(Buffer.alloc(WRITE_BATCH + 1), new Error('connection reset')))).rejects.toThrow('connection reset');
+    await failed.discard();
+    const discarded = store.beginMessage();
+    await discarded.writeBody(bodyOf([FILE_BODY]));
+    await discarded.discard();
+    expect((await readdir(messagesDir)).length).toBe(2);
+    expect(await bodyDescriptors()).toEqual([]);
   });
 
   it('aborts a write in progress on discard, and writeBody rejects', async () => {
