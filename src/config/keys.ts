@@ -83,7 +83,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('tls.sni', {}, sniMap, 'json', 'Extra certificates per SNI name: { "mail.example.com": { cert, key } }.'),
   key('tls.clientCa', '', check.optionalString('a file path (empty: client certificates are not requested)'), 'string', 'CA whose client certificates may relay like an authenticated user.'),
   key('queue.backend', 'sqlite', check.oneOf(['sqlite', 'postgres'] as const), 'string', 'Queue store: sqlite (embedded, one node) or postgres (several nodes share it).'),
-  key('queue.path', 'data/queue.db', check.string('a file path'), 'string', 'SQLite queue file; bodies up to 32 KB are stored in it, larger ones in messages/ beside it.'),
+  key('queue.path', 'data/queue.db', check.string('a file path'), 'string', 'SQLite queue file; bodies up to 128 KB are stored in it, larger ones in messages/ beside it.'),
   key('queue.url', '', check.optionalString('a postgres:// URL'), 'string', 'PostgreSQL connection URL for queue.backend postgres (postgres://user@host:5432/db).'),
   key('queue.keepDone', 7 * 86400, check.duration(366 * 86400, { zero: true }), 'string', 'How long a delivered or bounced message\'s history (envelope, recipients, attempts: `queue show`) is kept before it is removed; 0: at the next sweep, within a second (Postfix keeps none: its log is the history).'),
   key('relay.trustedNetworks', ['127.0.0.0/8', '::1/128'], check.list(check.network(), 'CIDR networks'), 'list', 'Clients in these networks may relay anywhere without AUTH.'),

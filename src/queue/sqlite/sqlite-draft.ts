@@ -38,12 +38,14 @@ import type { DraftStorage } from '../draft-lifecycle.ts';
 import type { StoredEnvelope } from '../queue-store.ts';
 
 /**
- * The largest body stored in its message row; a larger one gets a file. For a small body the fixed cost of
- * a file (open, fsync, close, directory fsync, unlink) dominates; a large one SQLite writes twice (WAL, then
- * checkpoint) on the event loop, where a file is written from the thread pool (bench: 100 KB bodies in the
- * row cost 6.5-7.3 ms CPU per message, 5.1 as files). Most mail is smaller than this.
+ * The largest body stored in its message row; a larger one gets a file. A file costs open, fsync, close,
+ * a directory fsync and an unlink, each a thread-pool trip whose wake-up competes with the event loop for
+ * two cores; a body in the row costs SQLite writing it twice (WAL, then checkpoint) on the event loop.
+ * Alternating bench runs (eleventh round, bench/README): 100 KB bodies in the row took 1.38-1.42 ms of CPU
+ * per message against 1.49-1.56 as files (STARTTLS 1.79-1.84 against 2.11-2.21), 120 KB 1.76-1.78 against
+ * 1.85-1.98, but 200 KB 2.29-2.31 against 2.25-2.28 at a lower rate.
  */
-export const INLINE_BODY_LIMIT = 32 * 1024;
+export const INLINE_BODY_LIMIT = 128 * 1024;
 
 /** The most bytes kept in memory before they are written to a body file (one writev). */
 export const WRITE_BATCH = 256 * 1024;

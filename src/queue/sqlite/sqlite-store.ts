@@ -1,5 +1,5 @@
 // The SQLite queue store: envelopes, deliveries and attempts as rows in one
-// SQLite file; a body in its message row up to 32 KB, else as a file beside
+// SQLite file; a body in its message row up to 128 KB, else as a file beside
 // it (<dir of the db>/messages/<queue id>, mode 0600): sqlite-draft.ts decides.
 //
 // Decides where a message lives and the order in which it becomes durable:
