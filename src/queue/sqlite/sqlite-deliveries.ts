@@ -120,8 +120,10 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
 /** prepareRecord - one recordAttempt (the caller's transaction holds the write lock); see the module header for when it refuses. */
 function prepareRecord(db: Database.Database): (item: { claim: LeaseClaim; result: AttemptResult }) => SqliteRecordVerdict {
   // With whether the message's body is a file: the store removes a done message's file after the COMMIT.
+  // typeof, not IS NULL: SQLite answers typeof from the row's header, where IS NULL reads a body's
+  // whole overflow chain (a 100 KB body: 19.5 µs against 2.6 per call, cached, in a micro-benchmark).
   const selectDelivery = db.prepare<[number], { message_id: string; finished: number; lease_owner: string | null; in_file: number }>(`
-    SELECT d.message_id, d.finished, d.lease_owner, m.body IS NULL AS in_file
+    SELECT d.message_id, d.finished, d.lease_owner, typeof(m.body) = 'null' AS in_file
       FROM deliveries d JOIN messages m ON m.id = d.message_id
      WHERE d.id = ?`);
   const insertAttempt = db.prepare(`
