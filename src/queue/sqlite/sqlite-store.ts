@@ -11,9 +11,7 @@
 // becomes 'done' (or is deleted) in a transaction and its body is removed
 // after the COMMIT; a crash in between leaves a file the sweep treats as an
 // orphan. The database runs in WAL mode; a write is reported durable only
-// after the store fsynced the WAL (sqlite-wal-sync.ts), off the event loop,
-// and the store checkpoints the WAL itself (sqlite-checkpoint.ts): the
-// database calls wait while a checkpoint runs.
+// after the store fsynced the WAL (sqlite-wal-sync.ts), off the event loop.
 // Accepted messages and recorded attempts go through one group commit
 // (sqlite-group-commit.ts): those that arrive together share a transaction,
 // the b-tree pages both touch, and one fsync.
@@ -53,7 +51,6 @@ import type {
   QueueStore,
 } from '../queue-store.ts';
 import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
-import { openWalCheckpointer, type WalCheckpointer } from './sqlite-checkpoint.ts';
 import { batchTransaction, createGroupCommit } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, removeFile, syncDirectory } from './sqlite-draft.ts';
@@ -89,7 +86,6 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
 
   const db = new Database(file);
   let wal: WalSync | undefined;
-  let checkpointer: WalCheckpointer | undefined;
   try {
     readSchemaVersion(db, file); // refuse a newer database before any pragma writes to it
     db.pragma('busy_timeout = 5000');
@@ -101,14 +97,12 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
     logMigration(logger, { path: file }, migrateSchema(db, file), MIGRATIONS);
     wal = await openWalSync(file);
     await wal.sync(); // the migration, if there was one
-    checkpointer = await openWalCheckpointer({ db, file, wal, logger });
     const removed = options.removeOrphans === false ? 0 : await sweepOrphanBodies(db, messagesDir, logger);
     logger.info({ path: file, schemaVersion: MIGRATIONS.length, orphansRemoved: removed }, 'queue store opened');
     // Kept open for the store's life: one fsync per batch that made body files, no open and close around it.
     const messagesDirHandle = await open(messagesDir, 'r');
-    return new SqliteQueueStore(db, wal, checkpointer, messagesDir, messagesDirHandle, logger);
+    return new SqliteQueueStore(db, wal, messagesDir, messagesDirHandle, logger);
   } catch (error) {
-    await checkpointer?.close();
     db.close();
     await wal?.close();
     throw error;
@@ -145,7 +139,6 @@ class SqliteQueueStore implements QueueStore {
   constructor(
     private readonly db: Database.Database,
     private readonly wal: WalSync,
-    private readonly checkpointer: WalCheckpointer,
     private readonly messagesDir: string,
     private readonly messagesDirHandle: FileHandle,
     private readonly logger: Logger,
@@ -164,12 +157,10 @@ class SqliteQueueStore implements QueueStore {
       } catch (error) {
         syncFailed = Object.assign(error instanceof Error ? error : new Error(String(error)), { phase: 'sync' });
       }
-      await this.checkpointer.writesPaused;
       if (this.#closed) return items.map(() => new Error('queue store is closed'));
       // A failed fsync fails the messages that needed it; the batch's other items go in.
       const written = syncFailed ? items.filter((item) => !needsDirectorySync(item)) : items;
       const results = written.length > 0 ? await this.#durable(writeAll(written)) : [];
-      this.checkpointer.afterDurable();
       let next = 0;
       return items.map((item) => (syncFailed && needsDirectorySync(item) ? syncFailed : results[next++]!));
     });
@@ -271,7 +262,6 @@ class SqliteQueueStore implements QueueStore {
     this.#closed = true;
     // Discard waits for a commit in flight, which still needs the database.
     await this.#drafts.discardAll();
-    await this.checkpointer.close();
     this.db.close();
     await this.wal.close();
     await this.messagesDirHandle.close();
@@ -283,11 +273,9 @@ class SqliteQueueStore implements QueueStore {
     return result;
   }
 
-  /** run - one synchronous database call as a promise, after a checkpoint in flight: rejects after close or when the call throws. */
+  /** run - one synchronous database call as a promise: rejects after close or when the call throws. */
   #run<T>(call: () => T): Promise<T> {
     if (this.#closed) return Promise.reject(new Error('queue store is closed'));
-    const paused = this.checkpointer.writesPaused;
-    if (paused) return paused.then(() => this.#run(call));
     try {
       return Promise.resolve(call());
     } catch (error) {
