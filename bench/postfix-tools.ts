@@ -8,8 +8,11 @@
 // peak RSS of that tree, and the ratio Postern/Postfix.
 // Plaintext only: smtp-source has no STARTTLS.
 //
-//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--profile] [--perf]
+//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--sink-delay S] [--profile] [--perf]
 //
+// --sink-delay S: smtp-sink waits S seconds before it answers each DATA
+// (smtp-sink -w), a next hop slower than the senders, such as a smarthost
+// far away: what the relay's queue is for.
 // --profile: Postern runs under node --cpu-prof; each run's profile goes to
 // /tmp/postern-bench-profiles/tools-<size>-<one|shared>-<n>/ (`npx tsx bench/profile.ts FILE`).
 // --perf: `perf record` samples Postern's CPU from the end of the warm-up to
@@ -57,6 +60,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '3' },
     relays: { type: 'string', default: 'postfix,postern' },
     reuse: { type: 'string', default: 'no,yes' },
+    'sink-delay': { type: 'string', default: '0' },
     profile: { type: 'boolean', default: false },
     perf: { type: 'boolean', default: false },
   },
@@ -64,6 +68,8 @@ const { values: args } = parseArgs({
 const MESSAGES = Number(args.messages);
 const SESSIONS = Number(args.sessions);
 const RUNS = Number(args.runs);
+const SINK_DELAY = Number(args['sink-delay']);
+if (!Number.isInteger(SINK_DELAY) || SINK_DELAY < 0) throw new Error(`--sink-delay: ${args['sink-delay']} is not a whole number of seconds`);
 const RELAYS = args.relays.split(',').map((name): Relay => {
   if (name !== 'postfix' && name !== 'postern') throw new Error(`--relays: ${name} is not postfix or postern`);
   return name;
@@ -78,9 +84,12 @@ const PROFILES = '/tmp/postern-bench-profiles';
 class SmtpSink {
   count = 0;
   readonly #child: ChildProcess;
+  /** The command line up to the address, which pkill finds it by. */
+  readonly #listen: string;
 
   constructor(readonly port: number) {
-    this.#child = spawn('script', ['-qfc', `smtp-sink -u nobody -c 127.0.0.1:${port} 1000`, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    this.#listen = `smtp-sink -u nobody ${SINK_DELAY > 0 ? `-w ${SINK_DELAY} ` : ''}-c 127.0.0.1:${port}`;
+    this.#child = spawn('script', ['-qfc', `${this.#listen} 1000`, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
     this.#child.once('error', (error) => {
       process.stderr.write(`smtp-sink (through script) did not start: ${error.message}\n`);
       process.exitCode = 1;
@@ -102,7 +111,7 @@ class SmtpSink {
 
   /** stop - smtp-sink itself (a child of `script`), then script. */
   stop(): void {
-    spawnSync('pkill', ['-f', `smtp-sink -u nobody -c 127.0.0.1:${this.port} `]);
+    spawnSync('pkill', ['-f', `${this.#listen} `]);
     this.#child.kill();
   }
 }
@@ -195,7 +204,7 @@ function table(testCase: Case, results: Record<Relay, Result[]>): string {
   return [
     `#### ${describeCase(testCase)}`,
     '',
-    `${MESSAGES} messages over ${SESSIONS} concurrent smtp-source sessions, next hop smtp-sink; medians of ${RUNS} runs.`,
+    `${MESSAGES} messages over ${SESSIONS} concurrent smtp-source sessions, next hop smtp-sink${SINK_DELAY > 0 ? `, which waits ${SINK_DELAY} s before it answers each DATA` : ''}; medians of ${RUNS} runs.`,
     '',
     '| metric | Postfix | Postern | Postern/Postfix |',
     '|---|--:|--:|--:|',

@@ -47,7 +47,7 @@ export interface SchedulerOptions {
   logger: Logger;
   /** Counts recipient results and delivery latency; nothing is counted when absent. */
   metrics?: RelayMetrics;
-  /** Given a token for every delivery taken from the queue (in-flow control, in-flow.ts). */
+  /** Given a token for every delivery taken from the queue, and told when the slots are full (in-flow control, in-flow.ts). */
   inFlow?: Pick<InFlowGate, 'feed'>;
 }
 
@@ -84,7 +84,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 
   async function claimAndRun(): Promise<number> {
     const free = options.concurrency - inFlight.size;
-    if (free <= 0) return 0;
+    if (free <= 0) {
+      options.inFlow?.feed(0, true);
+      return 0;
+    }
     const claims = await store.claimDue({
       now: options.now(),
       limit: free,
@@ -92,7 +95,6 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       owner: options.owner,
       perDestination: { limit: options.perDestination, busy: Object.fromEntries(perDomain) },
     });
-    options.inFlow?.feed(claims.length);
     let started = 0;
     for (const claim of claims) {
       perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
@@ -106,7 +108,15 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       inFlight.set(claim.deliveryId, task);
       started++;
     }
+    options.inFlow?.feed(claims.length, slotsFull());
     return started;
+  }
+
+  /** slotsFull - whether delivery now waits for slots: every one busy, or every one of some destination. */
+  function slotsFull(): boolean {
+    if (inFlight.size >= options.concurrency) return true;
+    for (const busy of perDomain.values()) if (busy >= options.perDestination) return true;
+    return false;
   }
 
   async function runOne(claim: ClaimedDelivery): Promise<void> {

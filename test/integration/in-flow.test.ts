@@ -1,57 +1,63 @@
-// In-flow control with a real relay: delivery is stuck (one delivery slot,
-// a next hop that never greets), so the queue stops taking mail out. The
-// first 21 transactions (20 tokens, and one for the delivery the scheduler
-// took) are answered at once; the 22nd MAIL FROM waits up to
-// smtp.inFlowDelay, is then accepted all the same, and the wait is logged.
-// Nothing is ever refused for it.
+// In-flow control with a real relay whose delivery is held by its slots:
+// one delivery slot (all of them, or all of the destination's), and a next hop that never greets, so the queue stops
+// taking mail out. That is the next hop's pace, not this process's: once
+// the slot has been full for SLOTS_FULL_MS, MAIL FROM is answered at once
+// however many messages wait (the queue takes the burst, as Postfix's
+// active queue does), and no in-flow delay is logged. Before this, the 22nd
+// transaction (past 20 tokens and one for the delivery taken) waited up to
+// smtp.inFlowDelay. Waiting for tokens while the slots are free is
+// test/unit/in-flow.test.ts's.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SLOTS_FULL_MS } from '../../src/queue/in-flow.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
-import { NEXT_HOP_NAME, startNextHop, type NextHop } from '../helpers/next-hop.ts';
+import { NEXT_HOP_NAME, startNextHop } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
-import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
+import { startTestRelay } from '../helpers/test-relay.ts';
 
 describe('smtp.inFlowDelay', () => {
   let dns: DnsServer;
-  let stuck: NextHop;
-  let relay: TestRelay;
-
   beforeAll(async () => {
-    stuck = await startNextHop('slow-greeting', { greetingDelayMs: 60_000 });
     dns = await startDnsServer({ [NEXT_HOP_NAME]: { a: ['127.0.0.1'] } });
-    relay = await startTestRelay({
+  });
+  afterAll(async () => {
+    await dns?.close();
+  });
+
+  // The one slot: all of them (concurrency), or all of the destination's (perDestination).
+  it.each([{ concurrency: 1 }, { perDestination: 1 }])('does not slow MAIL FROM while the queue waits for the next hop, and accepts every message (%o)', async (slots) => {
+    const stuck = await startNextHop('slow-greeting', { greetingDelayMs: 60_000 });
+    const relay = await startTestRelay({
       relay: { localDomains: ['dest.test'] },
       smtp: { reverseLookup: false, inFlowDelay: '1s' },
       outbound: {
-        enabled: true, concurrency: 1, connectTimeout: '60s',
+        enabled: true, ...slots, connectTimeout: '60s',
         routes: { 'dest.test': { host: NEXT_HOP_NAME, port: stuck.port, tls: 'none' } },
         dns: { servers: [dns.address] },
       },
     });
-  });
-  afterAll(async () => {
-    // The stuck next hop first: the relay's stop waits for the delivery in flight, which then fails at once.
-    await stuck?.close();
-    await relay?.stop();
-    await dns?.close();
-  });
-
-  const delays = () => relay.logs.filter((l) => l.msg === 'in-flow delay: delivery is behind arrivals').length;
-
-  it('slows MAIL FROM once the queue stops draining, and still accepts', async () => {
-    const c = await RawSmtp.connect(relay.ports.relay);
-    expect((await c.reply()).code).toBe(220);
-    expect((await c.command('EHLO client.test')).code).toBe(250);
-    for (let i = 1; i <= 22; i++) {
-      expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe('250 2.1.0 Accepted');
-      expect(delays()).toBe(i <= 21 ? 0 : 1);
-      expect((await c.command('RCPT TO:<rcpt@dest.test>')).text).toBe('250 2.1.5 Accepted');
-      expect((await c.command('DATA')).code).toBe(354);
-      expect((await c.command(`Subject: ${i}\r\n\r\nbody\r\n.`)).text).toMatch(/^250 2\.0\.0 Ok: queued as /);
-      // The scheduler takes the first message (its one slot) before the client goes on.
-      if (i === 1) await waitFor(() => stuck.connections.length === 1);
+    try {
+      const c = await RawSmtp.connect(relay.ports.relay);
+      expect((await c.reply()).code).toBe(220);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      const send = async (i: number) => {
+        expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe('250 2.1.0 Accepted');
+        expect((await c.command('RCPT TO:<rcpt@dest.test>')).text).toBe('250 2.1.5 Accepted');
+        expect((await c.command('DATA')).code).toBe(354);
+        expect((await c.command(`Subject: ${i}\r\n\r\nbody\r\n.`)).text).toMatch(/^250 2\.0\.0 Ok: queued as /);
+      };
+      await send(1);
+      // The scheduler takes the first message into its one slot, which stays full.
+      await waitFor(() => stuck.connections.length === 1);
+      await new Promise((resolve) => setTimeout(resolve, SLOTS_FULL_MS + 100));
+      for (let i = 2; i <= 31; i++) await send(i);
+      expect(relay.logs.filter((l) => l.msg === 'in-flow delay: delivery is behind arrivals')).toHaveLength(0);
+      c.close();
+      expect((await relay.queued()).length).toBe(31);
+    } finally {
+      // The stuck next hop first: the relay's stop waits for the delivery in flight, which then fails at once.
+      await stuck.close();
+      await relay.stop();
     }
-    c.close();
-    expect((await relay.queued()).length).toBe(22);
   });
 });
 
