@@ -8,50 +8,71 @@
 // most that many accepted messages wait in the queue for a free delivery
 // slot before senders are slowed.
 //
-// Senders are not slowed while the delivery slots are what holds delivery
-// back (every slot, or every slot of a destination, busy for SLOTS_FULL_MS
-// on end): the next hops set the pace then, not this process, and the queue
-// is there to take the burst. Postfix does the same in effect: its queue
-// manager gives a token for each message it moves into its active queue,
-// which holds up to 20,000 messages whatever the next hops' pace. Without
-// this, a next hop that takes a second per message held every sender to
-// the slots' 20 messages a second (bench/README.md, "Twelfth round").
+// Senders are not slowed while the next hops set the pace: every delivery
+// slot busy (or every slot of a destination) with deliveries that have run
+// SLOW_DELIVERY_MS on average. A delivery through a busy event loop takes
+// tens of milliseconds; one to a slow next hop takes seconds, and the
+// queue is there to take the burst. Postfix does the same in effect: its
+// queue manager gives a token for each message it moves into its active
+// queue, which holds up to 20,000 messages whatever the next hops' pace.
+// Without this, a next hop that took a second per message held every
+// sender to the slots' 20 messages a second (bench/README.md, "Twelfth
+// round"). Slots full alone is not the sign: a relay short of CPU fills
+// them too, and letting senders in then only grows the queue.
 //
 //   createInFlowGate - the token count shared by the listeners and the scheduler.
-//   mustWait         - whether a new transaction waits for a token (the policy, without the clock).
+//   nextHopsSetPace  - whether the deliveries in flight show the next hops, not this process, as the limit.
 
 /** Tokens kept (and given at start): the queue's allowance for mail not yet taken for delivery. */
 const CAPACITY = 20;
 
-/** How long the delivery slots must have been full, without a break, before senders stop waiting for tokens. */
-export const SLOTS_FULL_MS = 200;
+/** How long the deliveries holding the full slots must have run, on average, for the next hops to be the limit. */
+export const SLOW_DELIVERY_MS = 250;
 
 export interface InFlowGate {
   /** enter - take a token, waiting up to the delay for one; resolves true if it had to wait. */
   enter(): Promise<boolean>;
-  /**
-   * feed - a look at the queue took `count` deliveries: as many tokens come back. `slotsFull`: after it,
-   * delivery waits for slots (all of them busy, or all of one destination's).
-   */
-  feed(count: number, slotsFull: boolean): void;
+  /** feed - `count` deliveries were taken from the queue: as many tokens come back. */
+  feed(count: number): void;
 }
 
-/** mustWait - a transaction waits for a token when none is left, waiting is on, and the slots have not been full for SLOTS_FULL_MS. */
-export function mustWait(state: { tokens: number; delayMs: number; slotsFullForMs: number | undefined }): boolean {
-  if (state.tokens > 0 || state.delayMs <= 0) return false;
-  return state.slotsFullForMs === undefined || state.slotsFullForMs < SLOTS_FULL_MS;
+/** A delivery in flight, as nextHopsSetPace weighs it. */
+export interface DeliveryInFlight {
+  domain: string;
+  /** How long it has been running. */
+  ageMs: number;
 }
 
-/** createInFlowGate - a gate that makes a sender wait at most `delayMs` for a token (0: never waits). */
-export function createInFlowGate(delayMs: number): InFlowGate {
+/**
+ * nextHopsSetPace - whether delivery waits for slots held by slow deliveries: all `concurrency` slots, or
+ * all `perDestination` slots of one domain, busy with deliveries that have run SLOW_DELIVERY_MS on average.
+ */
+export function nextHopsSetPace(inFlight: readonly DeliveryInFlight[], limits: { concurrency: number; perDestination: number }): boolean {
+  const slow = ({ count, totalAgeMs }: { count: number; totalAgeMs: number }) => totalAgeMs >= SLOW_DELIVERY_MS * count;
+  const all = { count: 0, totalAgeMs: 0 };
+  const byDomain = new Map<string, { count: number; totalAgeMs: number }>();
+  for (const d of inFlight) {
+    const domain = byDomain.get(d.domain) ?? { count: 0, totalAgeMs: 0 };
+    byDomain.set(d.domain, { count: domain.count + 1, totalAgeMs: domain.totalAgeMs + d.ageMs });
+    all.count++;
+    all.totalAgeMs += d.ageMs;
+  }
+  if (all.count >= limits.concurrency) return slow(all);
+  for (const domain of byDomain.values()) if (domain.count >= limits.perDestination && slow(domain)) return true;
+  return false;
+}
+
+/**
+ * createInFlowGate - a gate that makes a sender wait at most `delayMs` for a token (0: never waits), and not at
+ * all while `nextHopsPace()` (the scheduler's nextHopsSetPace over its deliveries in flight) says the next hops set the pace.
+ */
+export function createInFlowGate(delayMs: number, nextHopsPace: () => boolean): InFlowGate {
   let tokens = CAPACITY;
-  /** Since when (Date.now()) every look found the slots full; undefined after a look that did not. */
-  let slotsFullSince: number | undefined;
   const waiting: (() => void)[] = [];
-  const waitNow = () => mustWait({ tokens, delayMs, slotsFullForMs: slotsFullSince === undefined ? undefined : Date.now() - slotsFullSince });
+  const mustWait = () => tokens === 0 && delayMs > 0 && !nextHopsPace();
   return {
     enter() {
-      if (!waitNow()) {
+      if (!mustWait()) {
         tokens = Math.max(0, tokens - 1);
         return Promise.resolve(false);
       }
@@ -67,17 +88,15 @@ export function createInFlowGate(delayMs: number): InFlowGate {
         waiting.push(go);
       });
     },
-    feed(count, slotsFull) {
-      if (!slotsFull) slotsFullSince = undefined;
-      else slotsFullSince ??= Date.now();
+    feed(count) {
       let left = count;
       while (left > 0 && waiting.length > 0) {
         waiting.shift()?.();
         left--;
       }
       tokens = Math.min(CAPACITY, tokens + left);
-      // The slots have been full long enough: nobody waits any more.
-      if (!waitNow()) waiting.splice(0).forEach((go) => go());
+      // The next hops set the pace now: nobody waits any more.
+      if (waiting.length > 0 && nextHopsPace()) waiting.splice(0).forEach((go) => go());
     },
   };
 }

@@ -1,14 +1,14 @@
 // In-flow control with a real relay whose delivery is held by its slots:
 // one delivery slot (all of them, or all of the destination's), and a next hop that never greets, so the queue stops
 // taking mail out. That is the next hop's pace, not this process's: once
-// the slot has been full for SLOTS_FULL_MS, MAIL FROM is answered at once
+// the delivery in the slot has run SLOW_DELIVERY_MS, MAIL FROM is answered at once
 // however many messages wait (the queue takes the burst, as Postfix's
 // active queue does), and no in-flow delay is logged. Before this, the 22nd
 // transaction (past 20 tokens and one for the delivery taken) waited up to
 // smtp.inFlowDelay. Waiting for tokens while the slots are free is
 // test/unit/in-flow.test.ts's.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SLOTS_FULL_MS } from '../../src/queue/in-flow.ts';
+import { SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { NEXT_HOP_NAME, startNextHop } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
@@ -48,7 +48,7 @@ describe('smtp.inFlowDelay', () => {
       await send(1);
       // The scheduler takes the first message into its one slot, which stays full.
       await waitFor(() => stuck.connections.length === 1);
-      await new Promise((resolve) => setTimeout(resolve, SLOTS_FULL_MS + 100));
+      await new Promise((resolve) => setTimeout(resolve, SLOW_DELIVERY_MS + 100));
       for (let i = 2; i <= 31; i++) await send(i);
       expect(relay.logs.filter((l) => l.msg === 'in-flow delay: delivery is behind arrivals')).toHaveLength(0);
       c.close();

@@ -1,8 +1,8 @@
-// In-flow control without sockets: the token count, the bounded wait, and
-// no wait while the delivery slots are full, on vitest's fake clock (nothing
-// here measures time).
+// In-flow control without sockets: the token count, the bounded wait, no
+// wait while the next hops set the pace (on vitest's fake clock: nothing
+// here measures time), and the rule that says when they do.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createInFlowGate, mustWait, SLOTS_FULL_MS } from '../../src/queue/in-flow.ts';
+import { createInFlowGate, nextHopsSetPace, SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
 
 describe('in-flow gate', () => {
   beforeEach(() => {
@@ -22,18 +22,18 @@ describe('in-flow gate', () => {
   }
 
   it('lets 20 transactions in at once, then holds the next until a delivery is taken from the queue', async () => {
-    const gate = createInFlowGate(1000);
+    const gate = createInFlowGate(1000, () => false);
     for (let i = 0; i < 20; i++) expect(await gate.enter()).toBe(false);
     const next = track(gate.enter());
     await vi.advanceTimersByTimeAsync(500);
     expect(next.settled).toBeUndefined();
-    gate.feed(1, false);
+    gate.feed(1);
     await vi.advanceTimersByTimeAsync(0);
     expect(next.settled).toBe(true);
   });
 
   it('holds a transaction at most the delay, then lets it in anyway', async () => {
-    const gate = createInFlowGate(1000);
+    const gate = createInFlowGate(1000, () => false);
     for (let i = 0; i < 20; i++) await gate.enter();
     const held = track(gate.enter());
     await vi.advanceTimersByTimeAsync(999);
@@ -41,67 +41,64 @@ describe('in-flow gate', () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(held.settled).toBe(true);
     // Its timer is gone: a later feed becomes a token for the next sender.
-    gate.feed(1, false);
+    gate.feed(1);
     expect(await gate.enter()).toBe(false);
   });
 
   it('releases waiting senders first, in order, and keeps at most 20 tokens', async () => {
-    const gate = createInFlowGate(1000);
+    const gate = createInFlowGate(1000, () => false);
     for (let i = 0; i < 20; i++) await gate.enter();
     const first = track(gate.enter());
     const second = track(gate.enter());
-    gate.feed(1, false);
+    gate.feed(1);
     await vi.advanceTimersByTimeAsync(0);
     expect([first.settled, second.settled]).toEqual([true, undefined]);
-    gate.feed(100, false);
+    gate.feed(100);
     await vi.advanceTimersByTimeAsync(0);
     expect(second.settled).toBe(true);
     for (let i = 0; i < 20; i++) expect(await gate.enter()).toBe(false);
     expect(track(gate.enter()).settled).toBeUndefined();
   });
 
-  it('stops holding senders once every delivery slot has been busy for SLOTS_FULL_MS on end', async () => {
-    const gate = createInFlowGate(1000);
+  it('lets senders in without tokens while the next hops set the pace, and holds them again after', async () => {
+    let pace = false;
+    const gate = createInFlowGate(1000, () => pace);
     for (let i = 0; i < 20; i++) await gate.enter();
-    gate.feed(0, true);
     const held = track(gate.enter());
-    await vi.advanceTimersByTimeAsync(SLOTS_FULL_MS - 1);
-    gate.feed(0, true);
-    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(100);
     expect(held.settled).toBeUndefined();
-    await vi.advanceTimersByTimeAsync(1);
-    gate.feed(0, true);
+    pace = true;
+    gate.feed(0);
     await vi.advanceTimersByTimeAsync(0);
-    // Released by the look that found the slots full long enough, long before its delay ran out.
+    // Released by the look, long before its delay ran out.
     expect(held.settled).toBe(true);
     for (let i = 0; i < 50; i++) expect(await gate.enter()).toBe(false);
-  });
-
-  it('holds senders again after a look finds a free slot, and counts the full time afresh', async () => {
-    const gate = createInFlowGate(1000);
-    for (let i = 0; i < 20; i++) await gate.enter();
-    gate.feed(0, true);
-    await vi.advanceTimersByTimeAsync(SLOTS_FULL_MS);
-    expect(await gate.enter()).toBe(false);
-    gate.feed(0, false);
-    expect(track(gate.enter()).settled).toBeUndefined();
-    gate.feed(0, true);
-    await vi.advanceTimersByTimeAsync(SLOTS_FULL_MS - 1);
+    pace = false;
     expect(track(gate.enter()).settled).toBeUndefined();
   });
 
   it('never waits with a delay of 0', async () => {
-    const gate = createInFlowGate(0);
+    const gate = createInFlowGate(0, () => false);
     for (let i = 0; i < 50; i++) expect(await gate.enter()).toBe(false);
   });
 });
 
-describe('mustWait', () => {
-  it('waits only with no token left, a delay set, and the slots not full for SLOTS_FULL_MS', () => {
-    expect(mustWait({ tokens: 0, delayMs: 1000, slotsFullForMs: undefined })).toBe(true);
-    expect(mustWait({ tokens: 0, delayMs: 1000, slotsFullForMs: SLOTS_FULL_MS - 1 })).toBe(true);
-    expect(mustWait({ tokens: 0, delayMs: 1000, slotsFullForMs: SLOTS_FULL_MS })).toBe(false);
-    expect(mustWait({ tokens: 1, delayMs: 1000, slotsFullForMs: undefined })).toBe(false);
-    expect(mustWait({ tokens: 0, delayMs: 0, slotsFullForMs: undefined })).toBe(false);
+describe('nextHopsSetPace', () => {
+  const limits = { concurrency: 4, perDestination: 2 };
+  const slow = SLOW_DELIVERY_MS;
+  it('says so when every slot is busy with deliveries that have run SLOW_DELIVERY_MS on average', () => {
+    const four = (ageMs: number) => ['a.test', 'b.test', 'c.test', 'd.test'].map((domain) => ({ domain, ageMs }));
+    expect(nextHopsSetPace(four(slow), limits)).toBe(true);
+    expect(nextHopsSetPace(four(slow - 1), limits)).toBe(false);
+    expect(nextHopsSetPace(four(slow).slice(1), limits)).toBe(false);
+  });
+  it('says so when every slot of one destination is busy with slow deliveries, whatever the others do', () => {
+    const fast = [{ domain: 'fast.test', ageMs: 5 }];
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 }, { domain: 'slow.test', ageMs: 0 }], limits)).toBe(true);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 - 2 }, { domain: 'slow.test', ageMs: 0 }], limits)).toBe(false);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 10 }], limits)).toBe(false);
+  });
+  it('is false with nothing in flight', () => {
+    expect(nextHopsSetPace([], limits)).toBe(false);
   });
 });
