@@ -92,6 +92,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   let looking: Promise<number> | undefined;
   /** Whether, after the last look, the next hops set the pace. */
   let paced = false;
+  /** How long deliveries took lately (wall clock, a moving average over about the last eight); undefined before the first. */
+  let recentDeliveryMs: number | undefined;
 
   async function claimAndRun(): Promise<number> {
     const free = options.concurrency - inFlight.size;
@@ -110,14 +112,17 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     let started = 0;
     for (const claim of claims) {
       perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
+      const startedAt = Date.now();
       const task = runOne(claim).finally(() => {
+        const tookMs = Date.now() - startedAt;
+        recentDeliveryMs = recentDeliveryMs === undefined ? tookMs : recentDeliveryMs + (tookMs - recentDeliveryMs) / 8;
         inFlight.delete(claim.deliveryId);
         const left = (perDomain.get(claim.domain) ?? 1) - 1;
         if (left > 0) perDomain.set(claim.domain, left);
         else perDomain.delete(claim.domain);
         if (running) schedule(0);
       });
-      inFlight.set(claim.deliveryId, { task, domain: claim.domain, startedAt: Date.now() });
+      inFlight.set(claim.deliveryId, { task, domain: claim.domain, startedAt });
       started++;
     }
     paced = nextHopsPace();
@@ -129,7 +134,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   function nextHopsPace(): boolean {
     const now = Date.now();
     const deliveries = [...inFlight.values()].map((d) => ({ domain: d.domain, ageMs: now - d.startedAt }));
-    return nextHopsSetPace(deliveries, { concurrency: options.concurrency, perDestination: options.perDestination });
+    return nextHopsSetPace(deliveries, { concurrency: options.concurrency, perDestination: options.perDestination }, recentDeliveryMs);
   }
 
   async function runOne(claim: ClaimedDelivery): Promise<void> {

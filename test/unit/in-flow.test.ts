@@ -77,6 +77,18 @@ describe('in-flow gate', () => {
     expect(track(gate.enter()).settled).toBeUndefined();
   });
 
+  it('lets a waiting sender in when the next hops come to set the pace, without waiting for a look at the queue', async () => {
+    let pace = false;
+    const gate = createInFlowGate(1000, () => pace);
+    for (let i = 0; i < 20; i++) await gate.enter();
+    const held = track(gate.enter());
+    await vi.advanceTimersByTimeAsync(200);
+    expect(held.settled).toBeUndefined();
+    pace = true;
+    await vi.advanceTimersByTimeAsync(50);
+    expect(held.settled).toBe(true);
+  });
+
   it('never waits with a delay of 0', async () => {
     const gate = createInFlowGate(0, () => false);
     for (let i = 0; i < 50; i++) expect(await gate.enter()).toBe(false);
@@ -88,17 +100,23 @@ describe('nextHopsSetPace', () => {
   const slow = SLOW_DELIVERY_MS;
   it('says so when every slot is busy with deliveries that have run SLOW_DELIVERY_MS on average', () => {
     const four = (ageMs: number) => ['a.test', 'b.test', 'c.test', 'd.test'].map((domain) => ({ domain, ageMs }));
-    expect(nextHopsSetPace(four(slow), limits)).toBe(true);
-    expect(nextHopsSetPace(four(slow - 1), limits)).toBe(false);
-    expect(nextHopsSetPace(four(slow).slice(1), limits)).toBe(false);
+    expect(nextHopsSetPace(four(slow), limits, undefined)).toBe(true);
+    expect(nextHopsSetPace(four(slow - 1), limits, undefined)).toBe(false);
+    expect(nextHopsSetPace(four(slow).slice(1), limits, undefined)).toBe(false);
   });
   it('says so when every slot of one destination is busy with slow deliveries, whatever the others do', () => {
     const fast = [{ domain: 'fast.test', ageMs: 5 }];
-    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 }, { domain: 'slow.test', ageMs: 0 }], limits)).toBe(true);
-    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 - 2 }, { domain: 'slow.test', ageMs: 0 }], limits)).toBe(false);
-    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 10 }], limits)).toBe(false);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 }, { domain: 'slow.test', ageMs: 0 }], limits, undefined)).toBe(true);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 - 2 }, { domain: 'slow.test', ageMs: 0 }], limits, undefined)).toBe(false);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 10 }], limits, undefined)).toBe(false);
+  });
+  it('says so at once, ages aside, when the recent deliveries took SLOW_DELIVERY_MS on average; never with a slot free', () => {
+    const fresh = [{ domain: 'slow.test', ageMs: 0 }, { domain: 'slow.test', ageMs: 0 }];
+    expect(nextHopsSetPace(fresh, limits, slow)).toBe(true);
+    expect(nextHopsSetPace(fresh, limits, slow - 1)).toBe(false);
+    expect(nextHopsSetPace(fresh.slice(1), limits, slow * 10)).toBe(false);
   });
   it('is false with nothing in flight', () => {
-    expect(nextHopsSetPace([], limits)).toBe(false);
+    expect(nextHopsSetPace([], limits, undefined)).toBe(false);
   });
 });
