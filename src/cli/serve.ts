@@ -78,9 +78,10 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   const metrics = createMetrics();
   const outbound = config.outbound.enabled ? outboundParts(config) : undefined;
   // Arrivals are slowed to the delivery rate only where this process delivers, and not while its
-  // deliveries show the next hops as the limit (the scheduler, made next, is asked at each wait).
-  const inFlow: InFlowGate | undefined = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000, (): boolean => scheduler?.nextHopsSetPace() ?? false) : undefined;
-  const scheduler: Scheduler | undefined = outbound ? createDeliveryScheduler({ config, store, outbound, inFlow, logger, now, metrics }) : undefined;
+  // deliveries show the next hops as the limit.
+  const inFlow = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000) : undefined;
+  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, inFlow, logger, now, metrics }) : undefined;
+  if (inFlow && scheduler) inFlow.paceFrom(() => scheduler.nextHopsSetPace());
   const shared = {
     onQueued: scheduler ? () => scheduler.wake() : undefined,
     inFlow,

@@ -9,22 +9,24 @@
 // slot before senders are slowed.
 //
 // Senders are not slowed while the next hops set the pace: every delivery
-// slot busy (or every slot of a destination) with slow deliveries, those in
+// slot (or every slot of a destination) busy with slow deliveries, those in
 // flight having run SLOW_DELIVERY_MS on average, or the recent ones having
-// taken that long. A delivery through a busy event loop takes tens of
-// milliseconds; one to a slow next hop takes seconds, and the queue is
-// there to take the burst. Postfix does the same in effect: its queue
-// manager gives a token for each message it moves into its active queue,
-// which holds up to 20,000 messages whatever the next hops' pace. Without
-// this, a next hop that took a second per message held every sender to the
-// slots' 20 messages a second (bench/README.md, "Twelfth round"). Slots
-// full alone is not the sign: a relay short of CPU fills them too, and
-// letting senders in then only grew the queue. Deliveries age while
-// nothing else happens, so a sender waiting is let in by a check every
-// PACE_CHECK_MS, not only when the scheduler next looks at the queue.
+// taken that long. A 4 KB message to a next hop on the same network takes
+// tens of milliseconds even through a busy event loop; a slow next hop,
+// seconds. Then the queue takes the burst, up to PACED_LIMIT messages let
+// in without a token, as Postfix's queue manager gives a token for each
+// message it moves into its active queue, which holds up to 20,000
+// whatever the next hops' pace. Without this, a next hop that took a second
+// per message held every sender to the slots' 20 messages a second
+// (bench/README.md, "Twelfth round"). Slots full alone is not the sign: a
+// relay short of CPU fills them too, and letting senders in then only grew
+// the queue. The rule cannot tell a slow next hop from large messages that
+// take this process long to send; PACED_LIMIT bounds what that lets in.
+// Deliveries age while nothing else happens, so a sender waiting is let in
+// by a check every PACE_CHECK_MS, not only when the scheduler next looks.
 //
 //   createInFlowGate - the token count shared by the listeners and the scheduler.
-//   nextHopsSetPace  - whether the deliveries in flight show the next hops, not this process, as the limit.
+//   nextHopsSetPace  - whether the deliveries (in flight, and recent) show the next hops, not this process, as the limit.
 
 /** Tokens kept (and given at start): the queue's allowance for mail not yet taken for delivery. */
 const CAPACITY = 20;
@@ -35,11 +37,16 @@ export const SLOW_DELIVERY_MS = 250;
 /** How often a sender waiting for a token is checked against the next hops' pace. */
 const PACE_CHECK_MS = 50;
 
+/** The most messages let in without a token, by the next hops' pace, before senders wait again (Postfix qmgr_message_active_limit). */
+export const PACED_LIMIT = 20_000;
+
 export interface InFlowGate {
   /** enter - take a token, waiting up to the delay for one; resolves true if it had to wait. */
   enter(): Promise<boolean>;
-  /** feed - `count` deliveries were taken from the queue: as many tokens come back. */
+  /** feed - `count` deliveries were taken from the queue: as many tokens come back (after what the pace let in is paid back). */
   feed(count: number): void;
+  /** paceFrom - where the gate asks whether the next hops set the pace (the scheduler's nextHopsSetPace); until then, never. */
+  paceFrom(nextHopsSetPace: () => boolean): void;
 }
 
 /** A delivery in flight, as nextHopsSetPace weighs it. */
@@ -65,22 +72,27 @@ export function nextHopsSetPace(inFlight: readonly DeliveryInFlight[], limits: {
     all.count++;
     all.totalAgeMs += d.ageMs;
   }
-  if (all.count >= limits.concurrency) return slow(all);
+  if (all.count >= limits.concurrency && slow(all)) return true;
   for (const domain of byDomain.values()) if (domain.count >= limits.perDestination && slow(domain)) return true;
   return false;
 }
 
-/**
- * createInFlowGate - a gate that makes a sender wait at most `delayMs` for a token (0: never waits), and not at
- * all while `nextHopsPace()` (the scheduler's nextHopsSetPace over its deliveries in flight) says the next hops set the pace.
- */
-export function createInFlowGate(delayMs: number, nextHopsPace: () => boolean): InFlowGate {
+/** createInFlowGate - a gate that makes a sender wait at most `delayMs` for a token (0: never waits), and not at all while the next hops set the pace. */
+export function createInFlowGate(delayMs: number): InFlowGate {
   let tokens = CAPACITY;
+  /** Messages let in without a token while the next hops set the pace, not yet taken for delivery. */
+  let pacedIn = 0;
+  let nextHopsPace = () => false;
   const waiting: (() => void)[] = [];
   /** While anyone waits: the check that lets them in once the next hops set the pace. */
   let paceCheck: NodeJS.Timeout | undefined;
+  const paced = () => pacedIn < PACED_LIMIT && nextHopsPace();
   const releaseIfPaced = () => {
-    if (waiting.length > 0 && nextHopsPace()) waiting.splice(0).forEach((go) => go());
+    if (waiting.length > 0 && paced()) {
+      const released = waiting.splice(0, PACED_LIMIT - pacedIn);
+      pacedIn += released.length;
+      released.forEach((go) => go());
+    }
     if (waiting.length === 0 && paceCheck !== undefined) {
       clearInterval(paceCheck);
       paceCheck = undefined;
@@ -88,8 +100,12 @@ export function createInFlowGate(delayMs: number, nextHopsPace: () => boolean): 
   };
   return {
     enter() {
-      if (tokens > 0 || delayMs <= 0 || nextHopsPace()) {
+      if (tokens > 0 || delayMs <= 0) {
         tokens = Math.max(0, tokens - 1);
+        return Promise.resolve(false);
+      }
+      if (paced()) {
+        pacedIn++;
         return Promise.resolve(false);
       }
       return new Promise((resolve) => {
@@ -98,7 +114,8 @@ export function createInFlowGate(delayMs: number, nextHopsPace: () => boolean): 
           resolve(true);
         };
         const timer = setTimeout(() => {
-          waiting.splice(waiting.indexOf(go), 1);
+          const index = waiting.indexOf(go);
+          if (index >= 0) waiting.splice(index, 1);
           resolve(true);
         }, delayMs);
         waiting.push(go);
@@ -106,13 +123,19 @@ export function createInFlowGate(delayMs: number, nextHopsPace: () => boolean): 
       });
     },
     feed(count) {
-      let left = count;
+      // What the pace let in leaves the queue first: tokens come back only once the queue is back within CAPACITY.
+      const paidBack = Math.min(pacedIn, count);
+      pacedIn -= paidBack;
+      let left = count - paidBack;
       while (left > 0 && waiting.length > 0) {
         waiting.shift()?.();
         left--;
       }
       tokens = Math.min(CAPACITY, tokens + left);
       releaseIfPaced();
+    },
+    paceFrom(nextHopsSetPace) {
+      nextHopsPace = nextHopsSetPace;
     },
   };
 }

@@ -1,12 +1,11 @@
 // In-flow control with a real relay whose delivery is held by its slots:
-// one delivery slot (all of them, or all of the destination's), and a next hop that never greets, so the queue stops
-// taking mail out. That is the next hop's pace, not this process's: once
-// the delivery in the slot has run SLOW_DELIVERY_MS, MAIL FROM is answered at once
-// however many messages wait (the queue takes the burst, as Postfix's
-// active queue does), and no in-flow delay is logged. Before this, the 22nd
-// transaction (past 20 tokens and one for the delivery taken) waited up to
-// smtp.inFlowDelay. Waiting for tokens while the slots are free is
-// test/unit/in-flow.test.ts's.
+// one delivery slot (all of them, or all of the destination's), and a next
+// hop that never greets, so the queue stops taking mail out. That is the
+// next hop's pace, not this process's: once the delivery in the slot has
+// run SLOW_DELIVERY_MS, MAIL FROM is answered at once however many
+// messages wait (the queue takes the burst, as Postfix's active queue
+// does), and no in-flow delay is logged. Waiting for tokens while the
+// slots are free is test/unit/in-flow.test.ts's.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
@@ -35,15 +34,17 @@ describe('smtp.inFlowDelay', () => {
         dns: { servers: [dns.address] },
       },
     });
+    let c: RawSmtp | undefined;
     try {
-      const c = await RawSmtp.connect(relay.ports.relay);
-      expect((await c.reply()).code).toBe(220);
-      expect((await c.command('EHLO client.test')).code).toBe(250);
+      c = await RawSmtp.connect(relay.ports.relay);
+      const client = c;
+      expect((await client.reply()).code).toBe(220);
+      expect((await client.command('EHLO client.test')).code).toBe(250);
       const send = async (i: number) => {
-        expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe('250 2.1.0 Accepted');
-        expect((await c.command('RCPT TO:<rcpt@dest.test>')).text).toBe('250 2.1.5 Accepted');
-        expect((await c.command('DATA')).code).toBe(354);
-        expect((await c.command(`Subject: ${i}\r\n\r\nbody\r\n.`)).text).toMatch(/^250 2\.0\.0 Ok: queued as /);
+        expect((await client.command('MAIL FROM:<sender@example.test>')).text).toBe('250 2.1.0 Accepted');
+        expect((await client.command('RCPT TO:<rcpt@dest.test>')).text).toBe('250 2.1.5 Accepted');
+        expect((await client.command('DATA')).code).toBe(354);
+        expect((await client.command(`Subject: ${i}\r\n\r\nbody\r\n.`)).text).toMatch(/^250 2\.0\.0 Ok: queued as /);
       };
       await send(1);
       // The scheduler takes the first message into its one slot, which stays full.
@@ -51,9 +52,9 @@ describe('smtp.inFlowDelay', () => {
       await new Promise((resolve) => setTimeout(resolve, SLOW_DELIVERY_MS + 100));
       for (let i = 2; i <= 31; i++) await send(i);
       expect(relay.logs.filter((l) => l.msg === 'in-flow delay: delivery is behind arrivals')).toHaveLength(0);
-      c.close();
       expect((await relay.queued()).length).toBe(31);
     } finally {
+      c?.close();
       // The stuck next hop first: the relay's stop waits for the delivery in flight, which then fails at once.
       await stuck.close();
       await relay.stop();

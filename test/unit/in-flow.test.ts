@@ -2,7 +2,7 @@
 // wait while the next hops set the pace (on vitest's fake clock: nothing
 // here measures time), and the rule that says when they do.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createInFlowGate, nextHopsSetPace, SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
+import { createInFlowGate, nextHopsSetPace, PACED_LIMIT, SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
 
 describe('in-flow gate', () => {
   beforeEach(() => {
@@ -22,7 +22,7 @@ describe('in-flow gate', () => {
   }
 
   it('lets 20 transactions in at once, then holds the next until a delivery is taken from the queue', async () => {
-    const gate = createInFlowGate(1000, () => false);
+    const gate = createInFlowGate(1000);
     for (let i = 0; i < 20; i++) expect(await gate.enter()).toBe(false);
     const next = track(gate.enter());
     await vi.advanceTimersByTimeAsync(500);
@@ -33,7 +33,7 @@ describe('in-flow gate', () => {
   });
 
   it('holds a transaction at most the delay, then lets it in anyway', async () => {
-    const gate = createInFlowGate(1000, () => false);
+    const gate = createInFlowGate(1000);
     for (let i = 0; i < 20; i++) await gate.enter();
     const held = track(gate.enter());
     await vi.advanceTimersByTimeAsync(999);
@@ -46,7 +46,7 @@ describe('in-flow gate', () => {
   });
 
   it('releases waiting senders first, in order, and keeps at most 20 tokens', async () => {
-    const gate = createInFlowGate(1000, () => false);
+    const gate = createInFlowGate(1000);
     for (let i = 0; i < 20; i++) await gate.enter();
     const first = track(gate.enter());
     const second = track(gate.enter());
@@ -62,7 +62,8 @@ describe('in-flow gate', () => {
 
   it('lets senders in without tokens while the next hops set the pace, and holds them again after', async () => {
     let pace = false;
-    const gate = createInFlowGate(1000, () => pace);
+    const gate = createInFlowGate(1000);
+    gate.paceFrom(() => pace);
     for (let i = 0; i < 20; i++) await gate.enter();
     const held = track(gate.enter());
     await vi.advanceTimersByTimeAsync(100);
@@ -79,7 +80,8 @@ describe('in-flow gate', () => {
 
   it('lets a waiting sender in when the next hops come to set the pace, without waiting for a look at the queue', async () => {
     let pace = false;
-    const gate = createInFlowGate(1000, () => pace);
+    const gate = createInFlowGate(1000);
+    gate.paceFrom(() => pace);
     for (let i = 0; i < 20; i++) await gate.enter();
     const held = track(gate.enter());
     await vi.advanceTimersByTimeAsync(200);
@@ -87,10 +89,33 @@ describe('in-flow gate', () => {
     pace = true;
     await vi.advanceTimersByTimeAsync(50);
     expect(held.settled).toBe(true);
+    // Its timer and the pace check are gone with it.
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('lets at most PACED_LIMIT in by the pace; deliveries taken pay them back before tokens come', async () => {
+    const gate = createInFlowGate(1000);
+    gate.paceFrom(() => true);
+    for (let i = 0; i < 20 + PACED_LIMIT; i++) expect(await gate.enter()).toBe(false);
+    const held = track(gate.enter());
+    await vi.advanceTimersByTimeAsync(100);
+    expect(held.settled).toBeUndefined();
+    gate.feed(1);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(held.settled).toBe(true);
+    gate.paceFrom(() => false);
+    gate.feed(PACED_LIMIT);
+    // All the pace let in is paid back, and no token came: the next sender waits, for the next delivery taken.
+    const next = track(gate.enter());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(next.settled).toBeUndefined();
+    gate.feed(1);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(next.settled).toBe(true);
   });
 
   it('never waits with a delay of 0', async () => {
-    const gate = createInFlowGate(0, () => false);
+    const gate = createInFlowGate(0);
     for (let i = 0; i < 50; i++) expect(await gate.enter()).toBe(false);
   });
 });
@@ -115,6 +140,10 @@ describe('nextHopsSetPace', () => {
     expect(nextHopsSetPace(fresh, limits, slow)).toBe(true);
     expect(nextHopsSetPace(fresh, limits, slow - 1)).toBe(false);
     expect(nextHopsSetPace(fresh.slice(1), limits, slow * 10)).toBe(false);
+  });
+  it('finds one destination held by slow deliveries when every slot is busy too', () => {
+    const fastFull = [{ domain: 'fast.test', ageMs: 1 }, { domain: 'fast.test', ageMs: 1 }, { domain: 'fast.test', ageMs: 1 }];
+    expect(nextHopsSetPace([...fastFull, { domain: 'slow.test', ageMs: slow * 3 }], { concurrency: 4, perDestination: 1 }, undefined)).toBe(true);
   });
   it('is false with nothing in flight', () => {
     expect(nextHopsSetPace([], limits, undefined)).toBe(false);
