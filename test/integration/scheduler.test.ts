@@ -1,9 +1,11 @@
 // The scheduler in a running relay, with a real store and an injected clock
 // (RelayOptions.now): backoff is waited out by moving the clock, not by
 // sleeping; expiry bounces; a lapsed lease is taken over; the per-destination
-// limit holds; stop() waits for deliveries in flight. Every test drives the
-// scheduler itself (runDue), on a relay of its own.
+// limit holds; when the next hops set the pace; stop() waits for deliveries
+// in flight. Every test drives the scheduler itself (runDue), on a relay of
+// its own.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import type { Scheduler } from '../../src/queue/scheduler.ts';
 import type { PemCredentials } from '../../src/tls/dev-certs.ts';
@@ -159,6 +161,21 @@ describe('concurrency and stop', () => {
     expect(await done).toBe(2);
     expect(hop.messages).toHaveLength(2);
     expect(hop.maxConcurrentTransactions).toBe(atOnce);
+  });
+
+  // In-flow control asks this (in-flow.ts): a slot full for milliseconds is this process's pace, one held for SLOW_DELIVERY_MS the next hop's.
+  it('says the next hops set the pace only once a full destination has held its slot SLOW_DELIVERY_MS', async () => {
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { perDestination: 1 }, { holdData: true });
+    await submitMessage(relay, { from: 'dave@sender.test', to: ['one@dest.test'], marker: 'pace' });
+    const done = scheduler.runDue();
+    await hop.waitForHeld(1);
+    expect(scheduler.nextHopsSetPace()).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, SLOW_DELIVERY_MS + 50));
+    expect(scheduler.nextHopsSetPace()).toBe(true);
+    hop.release();
+    expect(await done).toBe(1);
+    // The slot is free again.
+    expect(scheduler.nextHopsSetPace()).toBe(false);
   });
 
   it('stop() waits for the deliveries in flight and returns once they are recorded', async () => {
