@@ -2,7 +2,7 @@
 // wait while the next hops set the pace (on vitest's fake clock: nothing
 // here measures time), and the rule that says when they do.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createInFlowGate, nextHopsSetPace, PACED_LIMIT, SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
+import { createInFlowGate, nextHopsSetPace, PACED_LIMIT, SLOW_DELIVERY_MS, type InFlowGate } from '../../src/queue/in-flow.ts';
 
 describe('in-flow gate', () => {
   beforeEach(() => {
@@ -21,6 +21,14 @@ describe('in-flow gate', () => {
     return result;
   }
 
+  /** gateOutOfTokens - a gate (delay 1 s) whose 20 tokens are taken, asking `pace` whether the next hops set it. */
+  async function gateOutOfTokens(pace: () => boolean = () => false): Promise<InFlowGate> {
+    const gate = createInFlowGate(1000);
+    gate.paceFrom(pace);
+    for (let i = 0; i < 20; i++) await gate.enter();
+    return gate;
+  }
+
   it('lets 20 transactions in at once, then holds the next until a delivery is taken from the queue', async () => {
     const gate = createInFlowGate(1000);
     for (let i = 0; i < 20; i++) expect(await gate.enter()).toBe(false);
@@ -33,8 +41,7 @@ describe('in-flow gate', () => {
   });
 
   it('holds a transaction at most the delay, then lets it in anyway', async () => {
-    const gate = createInFlowGate(1000);
-    for (let i = 0; i < 20; i++) await gate.enter();
+    const gate = await gateOutOfTokens();
     const held = track(gate.enter());
     await vi.advanceTimersByTimeAsync(999);
     expect(held.settled).toBeUndefined();
@@ -46,8 +53,7 @@ describe('in-flow gate', () => {
   });
 
   it('releases waiting senders first, in order, and keeps at most 20 tokens', async () => {
-    const gate = createInFlowGate(1000);
-    for (let i = 0; i < 20; i++) await gate.enter();
+    const gate = await gateOutOfTokens();
     const first = track(gate.enter());
     const second = track(gate.enter());
     gate.feed(1);
@@ -62,9 +68,7 @@ describe('in-flow gate', () => {
 
   it('lets senders in without tokens while the next hops set the pace, and holds them again after', async () => {
     let pace = false;
-    const gate = createInFlowGate(1000);
-    gate.paceFrom(() => pace);
-    for (let i = 0; i < 20; i++) await gate.enter();
+    const gate = await gateOutOfTokens(() => pace);
     const held = track(gate.enter());
     await vi.advanceTimersByTimeAsync(100);
     expect(held.settled).toBeUndefined();
@@ -80,9 +84,7 @@ describe('in-flow gate', () => {
 
   it('lets a waiting sender in when the next hops come to set the pace, without waiting for a look at the queue', async () => {
     let pace = false;
-    const gate = createInFlowGate(1000);
-    gate.paceFrom(() => pace);
-    for (let i = 0; i < 20; i++) await gate.enter();
+    const gate = await gateOutOfTokens(() => pace);
     const held = track(gate.enter());
     await vi.advanceTimersByTimeAsync(200);
     expect(held.settled).toBeUndefined();
