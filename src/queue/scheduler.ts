@@ -90,7 +90,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   let timerAt = 0;
   let lastLookAt = 0;
   let looking: Promise<number> | undefined;
-  /** Whether, after the last look, the next hops set the pace. */
+  /** Whether the next hops set the pace, as of the last look (wake() reads it for every accepted message). */
   let paced = false;
   /** How long deliveries took lately (wall clock, a moving average over about the last eight); undefined before the first. */
   let recentDeliveryMs: number | undefined;
@@ -99,7 +99,6 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     const free = options.concurrency - inFlight.size;
     if (free <= 0) {
       paced = nextHopsPace();
-      options.inFlow?.feed(0);
       return 0;
     }
     const claims = await store.claimDue({
