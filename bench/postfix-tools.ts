@@ -8,11 +8,13 @@
 // peak RSS of that tree, and the ratio Postern/Postfix.
 // Plaintext only: smtp-source has no STARTTLS.
 //
-//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--sink-delay S] [--profile] [--perf]
+//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--sink-delay S] [--recipients N] [--profile] [--perf]
 //
 // --sink-delay S: smtp-sink waits S seconds before it answers each DATA
 // (smtp-sink -w), a next hop slower than the senders, such as a smarthost
 // far away: what the relay's queue is for.
+// --recipients N: smtp-source -r N, N recipients per message (1rcpt@sink.test,
+// 2rcpt@sink.test, ...: one destination, so one transaction to the next hop).
 // --profile: Postern runs under node --cpu-prof; each run's profile goes to
 // /tmp/postern-bench-profiles/tools-<size>-<one|shared>-<n>/ (`npx tsx bench/profile.ts FILE`).
 // --perf: `perf record` samples Postern's CPU from the end of the warm-up to
@@ -61,6 +63,7 @@ const { values: args } = parseArgs({
     relays: { type: 'string', default: 'postfix,postern' },
     reuse: { type: 'string', default: 'no,yes' },
     'sink-delay': { type: 'string', default: '0' },
+    recipients: { type: 'string', default: '1' },
     profile: { type: 'boolean', default: false },
     perf: { type: 'boolean', default: false },
   },
@@ -70,6 +73,8 @@ const SESSIONS = Number(args.sessions);
 const RUNS = Number(args.runs);
 const SINK_DELAY = Number(args['sink-delay']);
 if (!Number.isInteger(SINK_DELAY) || SINK_DELAY < 0) throw new Error(`--sink-delay: ${args['sink-delay']} is not a whole number of seconds`);
+const RECIPIENTS = Number(args.recipients);
+if (!Number.isInteger(RECIPIENTS) || RECIPIENTS < 1) throw new Error(`--recipients: ${args.recipients} is not a whole number from 1`);
 const RELAYS = args.relays.split(',').map((name): Relay => {
   if (name !== 'postfix' && name !== 'postern') throw new Error(`--relays: ${name} is not postfix or postern`);
   return name;
@@ -117,7 +122,7 @@ class SmtpSink {
 }
 
 function smtpSource(port: number, messages: number, sessions: number, testCase: Case): Promise<void> {
-  const args = ['-s', String(sessions), '-m', String(messages), '-l', String(testCase.size), '-f', 'sender@source.test', '-t', 'rcpt@sink.test'];
+  const args = ['-s', String(sessions), '-m', String(messages), '-l', String(testCase.size), '-f', 'sender@source.test', '-t', 'rcpt@sink.test', '-r', String(RECIPIENTS)];
   if (testCase.reuse) args.push('-d');
   return new Promise((resolve, reject) => {
     const child = spawn('smtp-source', [...args, `127.0.0.1:${port}`], { stdio: 'inherit' });
@@ -204,7 +209,7 @@ function table(testCase: Case, results: Record<Relay, Result[]>): string {
   return [
     `#### ${describeCase(testCase)}`,
     '',
-    `${MESSAGES} messages over ${SESSIONS} concurrent smtp-source sessions, next hop smtp-sink${SINK_DELAY > 0 ? `, which waits ${SINK_DELAY} s before it answers each DATA` : ''}; medians of ${RUNS} runs.`,
+    `${MESSAGES} messages${RECIPIENTS > 1 ? ` of ${RECIPIENTS} recipients each` : ''} over ${SESSIONS} concurrent smtp-source sessions, next hop smtp-sink${SINK_DELAY > 0 ? `, which waits ${SINK_DELAY} s before it answers each DATA` : ''}; medians of ${RUNS} runs.`,
     '',
     '| metric | Postfix | Postern | Postern/Postfix |',
     '|---|--:|--:|--:|',

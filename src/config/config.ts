@@ -51,7 +51,7 @@ export interface Config {
   listeners: Record<ListenerName, ListenerConfig>;
   tls: { cert: string; key: string; sni: Record<string, { cert: string; key: string }>; clientCa: string };
   /** keepDone: seconds */
-  queue: { backend: 'sqlite' | 'postgres'; path: string; url: string; keepDone: number };
+  queue: { backend: 'sqlite' | 'postgres'; path: string; url: string; keepDone: number; minFree: number };
   relay: { trustedNetworks: string[]; localDomains: string[]; users: string };
   limits: {
     messageSize: number;

@@ -86,6 +86,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('queue.path', 'data/queue.db', check.string('a file path'), 'string', 'SQLite queue file; bodies up to 128 KB are stored in it, larger ones in messages/ beside it.'),
   key('queue.url', '', check.optionalString('a postgres:// URL'), 'string', 'PostgreSQL connection URL for queue.backend postgres (postgres://user@host:5432/db).'),
   key('queue.keepDone', 7 * 86400, check.duration(366 * 86400, { zero: true }), 'string', 'How long a delivered or bounced message\'s history (envelope, recipients, attempts: `queue show`) is kept before it is removed; 0: at the next sweep, within a second (Postfix keeps none: its log is the history).'),
+  key('queue.minFree', 0, check.integer(0, Number.MAX_SAFE_INTEGER), 'number', 'Bytes the SQLite queue\'s file system must keep free: below the larger of this and 1.5 × limits.messageSize, or when a MAIL FROM\'s SIZE would go below it, MAIL FROM gets 452 4.3.1 (Postfix queue_minfree), so that delivery results can still be recorded.'),
   key('relay.trustedNetworks', ['127.0.0.0/8', '::1/128'], check.list(check.network(), 'CIDR networks'), 'list', 'Clients in these networks may relay anywhere without AUTH.'),
   key('relay.localDomains', [], check.list(check.domain(), 'domain names'), 'list', 'Domains accepted from anyone (mail for them is not relaying).'),
   key('relay.users', 'data/users.json', check.string('a file path'), 'string', 'User file written by `postern users`; scrypt hashes.'),

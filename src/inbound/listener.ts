@@ -21,7 +21,7 @@ import type { AuthLimiter } from './auth-limiter.ts';
 import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
-import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideRcpt, type Decision } from './policy.ts';
+import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, type Decision } from './policy.ts';
 import { domainOf } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
@@ -173,12 +173,16 @@ export function createListener(deps: ListenerDeps): InboundListener {
       );
     },
 
-    onMailFrom(_address, session, callback) {
+    onMailFrom(address, session, callback) {
       const s = state(session);
       const refusal = refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail');
-      if (refusal || !deps.inFlow) return callback(refusal);
-      void deps.inFlow.enter().then((waited) => {
-        if (waited) s.log.debug('in-flow delay: delivery is behind arrivals');
+      if (refusal) return callback(refusal);
+      void deps.store.freeSpace().then(async (freeBytes) => {
+        // smtp-server has checked SIZE's syntax (digits) and that it is within limits.messageSize.
+        const declaredSize = address.args && address.args.SIZE ? Number(address.args.SIZE) : undefined;
+        const space = decideQueueSpace({ freeBytes, declaredSize, minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize });
+        if (!space.accept) return callback(refuseIf(space, s, 'mail'));
+        if (deps.inFlow && (await deps.inFlow.enter())) s.log.debug('in-flow delay: delivery is behind arrivals');
         callback();
       });
     },

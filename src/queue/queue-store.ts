@@ -205,6 +205,11 @@ export interface QueueStore {
   purgeDone(doneBefore: Date, limit: number): Promise<number>;
   /** readBody - the stored bytes of a committed message; the stream errors if the id is unknown. */
   readBody(id: string): Readable;
+  /**
+   * freeSpace - bytes left for the queue's files on their file system (read at most once a second, free-space.ts);
+   * undefined where the queue keeps no local files (PostgreSQL: its disk is the database server's) or the reading failed.
+   */
+  freeSpace(): Promise<number | undefined>;
   /** close - release files and handles; drafts not committed are discarded. */
   close(): Promise<void>;
 }

@@ -34,6 +34,7 @@ export const replies = {
   timeout: reply(421, '4.4.2', 'Error: timeout exceeded'),
   talkedBeforeGreeting: reply(421, '4.7.0', 'Error: command sent before the greeting, closing'),
   queueWriteFailed: reply(451, '4.3.0', 'Error: queue file write error'),
+  insufficientStorage: reply(452, '4.3.1', 'Insufficient system storage'),
   shuttingDown: reply(421, '4.3.2', 'Service shutting down, closing transmission channel'),
   clientCertNotTrusted: reply(554, '5.7.1', 'Client certificate not trusted'),
 } as const satisfies Record<string, Reply>;

@@ -5,7 +5,8 @@
 // One relay per configuration; nothing here sleeps for correctness, it waits
 // on replies, on the server closing, or on log lines and files (with a deadline).
 // Over 400 lines because it is the one catalogue of attacks, one describe each.
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RawSmtp, type SmtpReply } from '../helpers/raw-smtp.ts';
@@ -336,6 +337,50 @@ describe('small limits', () => {
     expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
     await c.closedByServer();
     expect(c.unread()).toBe('');
+  });
+});
+
+// A sender that fills the queue's disk (or a next hop that lets it fill):
+// MAIL FROM is refused while the queue's file system has less free space
+// than the larger of queue.minFree and 1.5 × limits.messageSize, counting a
+// declared SIZE, so that delivery results can still be written (Postfix:
+// queue_minfree). The test relays' queues are under the system's temp
+// directory, as the free space read here is.
+const INSUFFICIENT_STORAGE = '452 4.3.1 Insufficient system storage';
+const GB = 1024 * 1024 * 1024;
+const tempFree = await statfs(tmpdir()).then((fs) => fs.bavail * fs.bsize);
+
+describe('a queue disk running low', () => {
+  let relay: TestRelay | undefined;
+  afterEach(async () => {
+    if (relay) await expectServerUp(relay.ports.relay);
+    await relay?.stop();
+    relay = undefined;
+  });
+
+  it('refuses MAIL FROM with 452 4.3.1 when less than queue.minFree is free, and the session goes on', async () => {
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, queue: { minFree: 2 ** 52 } });
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(INSUFFICIENT_STORAGE);
+    expect((await c.command('RCPT TO:<r@local.test>')).text).toBe('503 5.5.1 Error: need MAIL command');
+    expect((await c.command('NOOP')).text).toBe(NOOP_OK);
+    c.close();
+    expect(await relay.queued()).toEqual([]);
+    expect(logLines(relay, 'refused').map((line) => line.reason)).toEqual(['insufficient-storage']);
+  });
+
+  // queue.minFree half a GB under what is free now: a 1 GB message does not fit above it, a 1 KB one does.
+  it.skipIf(tempFree < 2 * GB)('refuses a MAIL FROM whose SIZE would leave less than queue.minFree free, and takes a smaller one', async () => {
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, limits: { messageSize: GB }, queue: { minFree: tempFree - GB / 2 } });
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command(`MAIL FROM:<a@example.test> SIZE=${GB}`)).text).toBe(INSUFFICIENT_STORAGE);
+    expect((await c.command('MAIL FROM:<a@example.test> SIZE=1024')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<r@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    queueIdOf(await c.command('Subject: fits\r\n\r\nhi\r\n.'));
+    c.close();
   });
 });
 

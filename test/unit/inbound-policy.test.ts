@@ -1,6 +1,6 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
-import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideRcpt, isLocalDomain, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -48,6 +48,28 @@ describe('decideMailFrom', () => {
   it.each(rows)('%s', (_name, facts, expected) => {
     const d = decideMailFrom(facts);
     expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+  });
+});
+
+describe('decideQueueSpace', () => {
+  const MB = 1024 * 1024;
+  const INSUFFICIENT = '452 4.3.1 Insufficient system storage';
+  // The limit is 10 MB, so 15 MB must stay free unless minFree asks for more.
+  const facts = (freeBytes: number | undefined, declaredSize: number | undefined, minFree = 0) => ({ freeBytes, declaredSize, minFree, messageSizeLimit: 10 * MB });
+  const rows: [string, Parameters<typeof decideQueueSpace>[0], string][] = [
+    ['free space not known (PostgreSQL, a failed reading)', facts(undefined, 10 * MB, 2 ** 50), 'accept'],
+    ['exactly 1.5 × the size limit free', facts(15 * MB, undefined), 'accept'],
+    ['one byte under 1.5 × the size limit', facts(15 * MB - 1, undefined), INSUFFICIENT],
+    ['a declared SIZE that still leaves 1.5 × the limit', facts(25 * MB, 10 * MB), 'accept'],
+    ['a declared SIZE that would eat into 1.5 × the limit', facts(25 * MB - 1, 10 * MB), INSUFFICIENT],
+    ['queue.minFree above 1.5 × the limit is what counts', facts(100 * MB, undefined, 100 * MB + 1), INSUFFICIENT],
+    ['queue.minFree below 1.5 × the limit changes nothing', facts(15 * MB, undefined, 1 * MB), 'accept'],
+    ['nothing free at all', facts(0, undefined), INSUFFICIENT],
+  ];
+  it.each(rows)('%s', (_name, input, expected) => {
+    const d = decideQueueSpace(input);
+    expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+    if (!d.accept) expect(d.reason).toBe('insufficient-storage');
   });
 });
 

@@ -146,6 +146,10 @@ class PostgresQueueStore implements QueueStore {
     return this.#run(() => operator.purgeDone(this.queries, doneBefore, limit));
   }
 
+  freeSpace(): Promise<number | undefined> {
+    return Promise.resolve(undefined);
+  }
+
   readBody(id: string): Readable {
     if (this.#closed) return failedStream(new Error('queue store is closed'));
     return readBodyChunks(this.queries, id);

@@ -38,6 +38,7 @@ import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
 import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
+import { createFreeSpaceReader } from '../free-space.ts';
 import { logMigration } from '../migrations.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
 import { RecentBodies } from '../recent-bodies.ts';
@@ -135,6 +136,8 @@ class SqliteQueueStore implements QueueStore {
   /** Whether a message may be read (committed and not done), for a body served from #recentBodies. */
   readonly #isKept: Database.Statement<[string], { id: string }>;
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
+  /** The database, its WAL and messages/ share one directory, so one file system. */
+  readonly #freeSpace: () => Promise<number | undefined>;
 
   constructor(
     private readonly db: Database.Database,
@@ -168,6 +171,11 @@ class SqliteQueueStore implements QueueStore {
     this.#inspect = prepareInspect(db);
     this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
     this.#isKept = db.prepare(BODY_KEPT);
+    this.#freeSpace = createFreeSpaceReader(messagesDir);
+  }
+
+  freeSpace(): Promise<number | undefined> {
+    return this.#freeSpace();
   }
 
   beginMessage(): MessageDraft {
