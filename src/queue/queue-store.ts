@@ -206,7 +206,7 @@ export interface QueueStore {
   /** readBody - the stored bytes of a committed message; the stream errors if the id is unknown. */
   readBody(id: string): Readable;
   /**
-   * freeSpace - bytes left for the queue's files on their file system (read at most once a second, free-space.ts);
+   * freeSpace - bytes left for the queue's files on their file system (read at most every 100 ms, free-space.ts);
    * undefined where the queue keeps no local files (PostgreSQL: its disk is the database server's) or the reading failed.
    */
   freeSpace(): Promise<number | undefined>;
