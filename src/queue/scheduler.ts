@@ -90,6 +90,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   let timerAt = 0;
   let lastLookAt = 0;
   let looking: Promise<number> | undefined;
+  /** A look was asked for while one ran (a claim over the network, PostgreSQL): it runs when that one ends. */
+  let lookAgain = false;
   /** Whether the next hops set the pace, as of the last look (wake() reads it for every accepted message). */
   let paced = false;
   /** How long deliveries took lately (wall clock, a moving average over about the last eight); undefined before the first. */
@@ -226,7 +228,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   }
 
   async function look(): Promise<void> {
-    if (looking) return;
+    if (looking) {
+      lookAgain = true;
+      return;
+    }
     lastLookAt = Date.now();
     looking = claimAndRun();
     try {
@@ -242,6 +247,11 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       schedule(options.pollMs);
     } finally {
       looking = undefined;
+      if (lookAgain) {
+        // A delivery that ended during this look freed a slot this look's claim did not see.
+        lookAgain = false;
+        schedule(0);
+      }
     }
   }
 
