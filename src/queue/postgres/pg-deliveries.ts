@@ -35,8 +35,8 @@
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import type pg from 'pg';
 import { CLAIM_LOOK_AHEAD, checkClaimOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
-import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
-import { attemptColumns } from '../stored-columns.ts';
+import type { ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
+import { attemptColumns, type AttemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
 
@@ -90,56 +90,90 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
   return result.rows.map((row) => claimedDeliveryOf(row, owner));
 }
 
-/** recordAttempt - the recordAttempt transaction; see the module header for when it refuses. */
+/**
+ * recordAttempt - the recordAttempt transaction, in three statements between BEGIN and COMMIT (each a round trip,
+ * which is what a record costs: 10 round trips before, 5 now); see the module header for when it refuses.
+ */
 export async function recordAttempt(pool: pg.Pool, { deliveryId, owner }: LeaseClaim, result: AttemptResult): Promise<RecordVerdict> {
   if (!isDeliveryId(deliveryId)) return { recorded: false };
   return inTransaction(pool, async (client) => {
-    const found = await client.query<{ message_id: string }>('SELECT message_id FROM deliveries WHERE id = $1', [deliveryId]);
-    const messageId = found.rows[0]?.message_id;
-    if (messageId === undefined) return { recorded: false };
-    // The message first (see the lock order above), then the delivery, as it is now.
-    const message = await client.query('SELECT 1 FROM messages WHERE id = $1 FOR UPDATE', [messageId]);
-    if (message.rowCount === 0) return { recorded: false };
-    const delivery = await client.query<{ finished: boolean; lease_owner: string | null }>('SELECT finished, lease_owner FROM deliveries WHERE id = $1 FOR UPDATE', [deliveryId]);
-    const row = delivery.rows[0];
+    const locked = await client.query<{ message_id: string; finished: boolean; lease_owner: string | null }>(LOCK_FOR_RECORD, [deliveryId]);
+    const row = locked.rows[0];
     if (!row || row.finished || row.lease_owner !== owner) return { recorded: false };
+    const messageId = row.message_id;
 
-    for (const attempt of result.attempts) await client.query(INSERT_ATTEMPT, attemptValues(attempt, deliveryId, messageId));
     const updatedAt = outcomeTime(result.attempts);
     const outcomes = effectiveOutcomes(result.recipients);
-    if (outcomes.length > 0) {
-      await client.query(UPDATE_RECIPIENTS, [deliveryId, outcomes.map((o) => o.address), outcomes.map((o) => o.result), outcomes.map((o) => o.reply), updatedAt]);
-    }
-    const finished = await client.query<{ finished: boolean }>(FINISH_ATTEMPT, [deliveryId, result.nextAttemptAt]);
-    if (finished.rows[0]?.finished !== true) return { recorded: true };
-    const done = await client.query(MARK_DONE, [messageId, updatedAt]);
-    if (done.rowCount === 0) return { recorded: true };
-    // The body goes with the COMMIT that makes the message done.
-    await client.query('DELETE FROM message_chunks WHERE message_id = $1', [messageId]);
-    return { recorded: true, doneMessageId: messageId };
+    const attempts = result.attempts.map(attemptColumns);
+    await client.query(RECORD_OUTCOMES, [
+      deliveryId,
+      messageId,
+      outcomes.map((o) => o.address),
+      outcomes.map((o) => o.result),
+      outcomes.map((o) => o.reply),
+      updatedAt,
+      ...ATTEMPT_FIELDS.map((field) => attempts.map((a) => a[field])),
+    ]);
+    const finished = await client.query<{ finished: boolean; done: boolean }>(FINISH_ATTEMPT, [deliveryId, result.nextAttemptAt, updatedAt]);
+    return finished.rows[0]?.done === true ? { recorded: true, doneMessageId: messageId } : { recorded: true };
   });
 }
 
-const INSERT_ATTEMPT = `
-  INSERT INTO attempts (delivery_id, message_id, started_at, ended_at, host, ip, port, tls_version, tls_cipher,
-                        tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`;
+// The message row first, then the delivery row (the lock order above): the outer FOR UPDATE locks the
+// delivery only once the join has its row, and the join needs the message row, which the materialized CTE
+// has locked by then. FOR UPDATE hands back the delivery as it is now (READ COMMITTED re-reads a row it
+// waited for). No row: the delivery or its message is gone.
+const LOCK_FOR_RECORD = `
+  WITH message AS MATERIALIZED (
+    SELECT id FROM messages WHERE id = (SELECT message_id FROM deliveries WHERE id = $1) FOR UPDATE
+  )
+  SELECT message.id AS message_id, d.finished, d.lease_owner
+    FROM message JOIN deliveries d ON d.id = $1
+     FOR UPDATE OF d`;
 
+/** The attempts columns after delivery_id and message_id, in INSERT order, as AttemptColumns names them. */
+const ATTEMPT_FIELDS = [
+  'startedAt', 'endedAt', 'host', 'ip', 'port', 'tlsVersion', 'tlsCipher', 'tlsVerified', 'tlsVerifyError', 'policyLevel', 'policySource', 'reply', 'outcome',
+] as const satisfies readonly (keyof AttemptColumns)[];
+
+// The attempts, in their order, and the recipients' outcomes: one statement, two tables.
 // Only a pending recipient changes: one already delivered or bounced stays so.
-const UPDATE_RECIPIENTS = `
-  UPDATE recipients r SET state = o.state, reply = o.reply, updated_at = $5
-    FROM unnest($2::text[], $3::text[], $4::text[]) AS o(address, state, reply)
+const RECORD_OUTCOMES = `
+  WITH attempt AS (
+    INSERT INTO attempts (delivery_id, message_id, started_at, ended_at, host, ip, port, tls_version, tls_cipher,
+                          tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome)
+    SELECT $1, $2, a.started_at, a.ended_at, a.host, a.ip, a.port, a.tls_version, a.tls_cipher,
+           a.tls_verified, a.tls_verify_error, a.policy_level, a.policy_source, a.reply, a.outcome
+      FROM unnest($7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::int[], $12::text[], $13::text[],
+                  $14::boolean[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
+           WITH ORDINALITY AS a(started_at, ended_at, host, ip, port, tls_version, tls_cipher,
+                                tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome, n)
+     ORDER BY a.n
+  )
+  UPDATE recipients r SET state = o.state, reply = o.reply, updated_at = $6
+    FROM unnest($3::text[], $4::text[], $5::text[]) AS o(address, state, reply)
    WHERE r.delivery_id = $1 AND r.address = o.address AND r.state IN ('queued', 'deferred')`;
 
+// This statement sees the recipients RECORD_OUTCOMES changed. The delivery is finished when none of its
+// recipients is pending; the message is done when it was the last delivery not finished (the lock on the
+// message row keeps another node's record of a sibling delivery out until COMMIT), and its body goes with
+// the COMMIT that makes it done.
 const FINISH_ATTEMPT = `
-  UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, next_attempt_at = $2,
-         finished = NOT EXISTS (SELECT 1 FROM recipients WHERE delivery_id = $1 AND state IN ('queued', 'deferred'))
-   WHERE id = $1
-  RETURNING finished`;
-
-const MARK_DONE = `
-  UPDATE messages SET state = 'done', done_at = $2
-   WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = $1 AND NOT finished)`;
+  WITH delivery AS (
+    UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, next_attempt_at = $2,
+           finished = NOT EXISTS (SELECT 1 FROM recipients WHERE delivery_id = $1 AND state IN ('queued', 'deferred'))
+     WHERE id = $1
+    RETURNING message_id, finished
+  ), done AS (
+    UPDATE messages m SET state = 'done', done_at = $3
+      FROM delivery
+     WHERE delivery.finished AND m.id = delivery.message_id
+       AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.message_id = m.id AND o.id <> $1 AND NOT o.finished)
+    RETURNING m.id
+  ), body AS (
+    DELETE FROM message_chunks WHERE message_id IN (SELECT id FROM done)
+  )
+  SELECT delivery.finished, EXISTS (SELECT 1 FROM done) AS done FROM delivery`;
 
 /** releaseLease - give a claimed delivery back untouched, if `owner` still holds it. */
 export async function releaseLease(pool: pg.Pool, { deliveryId, owner }: LeaseClaim): Promise<void> {
@@ -168,28 +202,6 @@ function effectiveOutcomes(outcomes: RecipientOutcome[]): RecipientOutcome[] {
     if (earlier === undefined || earlier.result === 'deferred') byAddress.set(outcome.address, outcome);
   }
   return [...byAddress.values()];
-}
-
-/** attemptValues - one AttemptRecord as INSERT_ATTEMPT's parameters. */
-function attemptValues(attempt: AttemptRecord, deliveryId: string, messageId: string): unknown[] {
-  const a = attemptColumns(attempt);
-  return [
-    deliveryId,
-    messageId,
-    a.startedAt,
-    a.endedAt,
-    a.host,
-    a.ip,
-    a.port,
-    a.tlsVersion,
-    a.tlsCipher,
-    a.tlsVerified,
-    a.tlsVerifyError,
-    a.policyLevel,
-    a.policySource,
-    a.reply,
-    a.outcome,
-  ];
 }
 
 /** isDeliveryId - whether a string can name a deliveries row (a bigint identity). */
