@@ -10,8 +10,11 @@
 //
 // Senders are not slowed while the next hops set the pace: every delivery
 // slot (or every slot of a destination) busy with slow deliveries, those in
-// flight having run SLOW_DELIVERY_MS on average, or the recent ones having
-// taken that long. A 4 KB message to a next hop on the same network takes
+// flight having run SLOW_DELIVERY_MS on average, or the recent ones (of
+// that destination, for its slots) having taken that long. Per destination,
+// because a relay always has a slow or dead one somewhere: its 30-second
+// timeouts must not read as the pace of one whose slots are full because
+// this process is short of CPU. A 4 KB message to a next hop on the same network takes
 // tens of milliseconds even through a busy event loop; a slow next hop,
 // seconds. Then the queue takes the burst, up to PACED_LIMIT messages let
 // in without a token, as Postfix's queue manager gives a token for each
@@ -25,8 +28,9 @@
 // Deliveries age while nothing else happens, so a sender waiting is let in
 // by a check every PACE_CHECK_MS, not only when the scheduler next looks.
 //
-//   createInFlowGate - the token count shared by the listeners and the scheduler.
-//   nextHopsSetPace  - whether the deliveries (in flight, and recent) show the next hops, not this process, as the limit.
+//   createInFlowGate    - the token count shared by the listeners and the scheduler.
+//   nextHopsSetPace     - whether the deliveries (in flight, and recent) show the next hops, not this process, as the limit.
+//   RecentDeliveryTimes - the recent deliveries' average durations, in all and per destination.
 
 /** Tokens kept (and given at start): the queue's allowance for mail not yet taken for delivery. */
 const CAPACITY = 20;
@@ -56,14 +60,42 @@ export interface DeliveryInFlight {
   ageMs: number;
 }
 
+/** How long the recent deliveries took (wall clock, a moving average over about the last eight), in all and per destination; undefined before the first. */
+export interface RecentTimes {
+  readonly all: number | undefined;
+  readonly byDomain: ReadonlyMap<string, number>;
+}
+
+/** Destinations whose recent times are kept: those that finished a delivery last (a relay may send to a great many). */
+export const RECENT_DOMAINS_KEPT = 1000;
+
+/** RecentDeliveryTimes - the scheduler's RecentTimes: record(domain, ms) for each delivery that ends. */
+export class RecentDeliveryTimes implements RecentTimes {
+  all: number | undefined;
+  readonly byDomain = new Map<string, number>();
+
+  record(domain: string, ms: number): void {
+    this.all = averaged(this.all, ms);
+    const previous = this.byDomain.get(domain);
+    // Deleted and set again: the Map's order is then the order of the last delivery, oldest first.
+    this.byDomain.delete(domain);
+    this.byDomain.set(domain, averaged(previous, ms));
+    if (this.byDomain.size > RECENT_DOMAINS_KEPT) this.byDomain.delete(this.byDomain.keys().next().value!);
+  }
+}
+
+function averaged(previous: number | undefined, ms: number): number {
+  return previous === undefined ? ms : previous + (ms - previous) / 8;
+}
+
 /**
  * nextHopsSetPace - whether delivery waits for slots held by slow deliveries: all `concurrency` slots, or all
  * `perDestination` slots of one domain, busy with deliveries that have run SLOW_DELIVERY_MS on average, or
- * while `recentDeliveryMs` (the recent deliveries' average duration, if any finished) is that long.
+ * whose recent deliveries (all of them, or that domain's) took that long on average.
  */
-export function nextHopsSetPace(inFlight: readonly DeliveryInFlight[], limits: { concurrency: number; perDestination: number }, recentDeliveryMs: number | undefined): boolean {
-  const recentSlow = recentDeliveryMs !== undefined && recentDeliveryMs >= SLOW_DELIVERY_MS;
-  const slow = ({ count, totalAgeMs }: { count: number; totalAgeMs: number }) => recentSlow || totalAgeMs >= SLOW_DELIVERY_MS * count;
+export function nextHopsSetPace(inFlight: readonly DeliveryInFlight[], limits: { concurrency: number; perDestination: number }, recent: RecentTimes): boolean {
+  const slow = ({ count, totalAgeMs }: { count: number; totalAgeMs: number }, recentMs: number | undefined) =>
+    (recentMs !== undefined && recentMs >= SLOW_DELIVERY_MS) || totalAgeMs >= SLOW_DELIVERY_MS * count;
   const all = { count: 0, totalAgeMs: 0 };
   const byDomain = new Map<string, { count: number; totalAgeMs: number }>();
   for (const d of inFlight) {
@@ -72,8 +104,8 @@ export function nextHopsSetPace(inFlight: readonly DeliveryInFlight[], limits: {
     all.count++;
     all.totalAgeMs += d.ageMs;
   }
-  if (all.count >= limits.concurrency && slow(all)) return true;
-  for (const domain of byDomain.values()) if (domain.count >= limits.perDestination && slow(domain)) return true;
+  if (all.count >= limits.concurrency && slow(all, recent.all)) return true;
+  for (const [name, domain] of byDomain) if (domain.count >= limits.perDestination && slow(domain, recent.byDomain.get(name))) return true;
   return false;
 }
 

@@ -17,7 +17,7 @@ import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { headerBlockLength } from '../smtp/header-block.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
-import { nextHopsSetPace, type InFlowGate } from './in-flow.ts';
+import { nextHopsSetPace, RecentDeliveryTimes, type InFlowGate } from './in-flow.ts';
 import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
 
 /** What one attempt for one claimed delivery produced. */
@@ -94,8 +94,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   let lookAgain = false;
   /** Whether the next hops set the pace, as of the last look (wake() reads it for every accepted message). */
   let paced = false;
-  /** How long deliveries took lately (wall clock, a moving average over about the last eight); undefined before the first. */
-  let recentDeliveryMs: number | undefined;
+  const recentDeliveryTimes = new RecentDeliveryTimes();
 
   async function claimAndRun(): Promise<number> {
     const free = options.concurrency - inFlight.size;
@@ -115,8 +114,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
       const startedAt = Date.now();
       const task = runOne(claim).finally(() => {
-        const tookMs = Date.now() - startedAt;
-        recentDeliveryMs = recentDeliveryMs === undefined ? tookMs : recentDeliveryMs + (tookMs - recentDeliveryMs) / 8;
+        recentDeliveryTimes.record(claim.domain, Date.now() - startedAt);
         inFlight.delete(claim.deliveryId);
         const left = (perDomain.get(claim.domain) ?? 1) - 1;
         if (left > 0) perDomain.set(claim.domain, left);
@@ -135,7 +133,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   function nextHopsPace(): boolean {
     const now = Date.now();
     const deliveries = [...inFlight.values()].map((d) => ({ domain: d.domain, ageMs: now - d.startedAt }));
-    return nextHopsSetPace(deliveries, { concurrency: options.concurrency, perDestination: options.perDestination }, recentDeliveryMs);
+    return nextHopsSetPace(deliveries, { concurrency: options.concurrency, perDestination: options.perDestination }, recentDeliveryTimes);
   }
 
   async function runOne(claim: ClaimedDelivery): Promise<void> {

@@ -2,7 +2,7 @@
 // wait while the next hops set the pace (on vitest's fake clock: nothing
 // here measures time), and the rule that says when they do.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createInFlowGate, nextHopsSetPace, PACED_LIMIT, SLOW_DELIVERY_MS, type InFlowGate } from '../../src/queue/in-flow.ts';
+import { createInFlowGate, nextHopsSetPace, PACED_LIMIT, RECENT_DOMAINS_KEPT, RecentDeliveryTimes, SLOW_DELIVERY_MS, type InFlowGate, type RecentTimes } from '../../src/queue/in-flow.ts';
 
 describe('in-flow gate', () => {
   beforeEach(() => {
@@ -125,29 +125,67 @@ describe('in-flow gate', () => {
 describe('nextHopsSetPace', () => {
   const limits = { concurrency: 4, perDestination: 2 };
   const slow = SLOW_DELIVERY_MS;
+  const none: RecentTimes = { all: undefined, byDomain: new Map() };
+  /** recent - times as the scheduler keeps them: `all` over every delivery, and each domain's own. */
+  const recent = (all: number, byDomain: Record<string, number> = {}): RecentTimes => ({ all, byDomain: new Map(Object.entries(byDomain)) });
   it('says so when every slot is busy with deliveries that have run SLOW_DELIVERY_MS on average', () => {
     const four = (ageMs: number) => ['a.test', 'b.test', 'c.test', 'd.test'].map((domain) => ({ domain, ageMs }));
-    expect(nextHopsSetPace(four(slow), limits, undefined)).toBe(true);
-    expect(nextHopsSetPace(four(slow - 1), limits, undefined)).toBe(false);
-    expect(nextHopsSetPace(four(slow).slice(1), limits, undefined)).toBe(false);
+    expect(nextHopsSetPace(four(slow), limits, none)).toBe(true);
+    expect(nextHopsSetPace(four(slow - 1), limits, none)).toBe(false);
+    expect(nextHopsSetPace(four(slow).slice(1), limits, none)).toBe(false);
   });
   it('says so when every slot of one destination is busy with slow deliveries, whatever the others do', () => {
     const fast = [{ domain: 'fast.test', ageMs: 5 }];
-    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 }, { domain: 'slow.test', ageMs: 0 }], limits, undefined)).toBe(true);
-    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 - 2 }, { domain: 'slow.test', ageMs: 0 }], limits, undefined)).toBe(false);
-    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 10 }], limits, undefined)).toBe(false);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 }, { domain: 'slow.test', ageMs: 0 }], limits, none)).toBe(true);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 2 - 2 }, { domain: 'slow.test', ageMs: 0 }], limits, none)).toBe(false);
+    expect(nextHopsSetPace([...fast, { domain: 'slow.test', ageMs: slow * 10 }], limits, none)).toBe(false);
   });
-  it('says so at once, ages aside, when the recent deliveries took SLOW_DELIVERY_MS on average; never with a slot free', () => {
+  it('says so at once, ages aside, when the full destination’s recent deliveries took SLOW_DELIVERY_MS on average; never with a slot free', () => {
     const fresh = [{ domain: 'slow.test', ageMs: 0 }, { domain: 'slow.test', ageMs: 0 }];
-    expect(nextHopsSetPace(fresh, limits, slow)).toBe(true);
-    expect(nextHopsSetPace(fresh, limits, slow - 1)).toBe(false);
-    expect(nextHopsSetPace(fresh.slice(1), limits, slow * 10)).toBe(false);
+    expect(nextHopsSetPace(fresh, limits, recent(slow, { 'slow.test': slow }))).toBe(true);
+    expect(nextHopsSetPace(fresh, limits, recent(slow, { 'slow.test': slow - 1 }))).toBe(false);
+    expect(nextHopsSetPace(fresh.slice(1), limits, recent(slow * 10, { 'slow.test': slow * 10 }))).toBe(false);
+  });
+  it('does not take another destination’s slow deliveries for the pace of a full one', () => {
+    // A dead next hop's timeouts make the average over all deliveries long; the full destination's own are quick.
+    const busy = [{ domain: 'busy.test', ageMs: 3 }, { domain: 'busy.test', ageMs: 1 }];
+    expect(nextHopsSetPace(busy, limits, recent(slow * 100, { 'busy.test': 20, 'dead.test': 30_000 }))).toBe(false);
+    // A destination with no recent deliveries of its own goes by its deliveries' ages.
+    expect(nextHopsSetPace(busy, limits, recent(slow * 100, { 'dead.test': 30_000 }))).toBe(false);
+  });
+  it('takes the average over all deliveries when every slot is busy', () => {
+    const four = ['a.test', 'b.test', 'c.test', 'd.test'].map((domain) => ({ domain, ageMs: 0 }));
+    expect(nextHopsSetPace(four, limits, recent(slow))).toBe(true);
+    expect(nextHopsSetPace(four, limits, recent(slow - 1))).toBe(false);
   });
   it('finds one destination held by slow deliveries when every slot is busy too', () => {
     const fastFull = [{ domain: 'fast.test', ageMs: 1 }, { domain: 'fast.test', ageMs: 1 }, { domain: 'fast.test', ageMs: 1 }];
-    expect(nextHopsSetPace([...fastFull, { domain: 'slow.test', ageMs: slow * 3 }], { concurrency: 4, perDestination: 1 }, undefined)).toBe(true);
+    expect(nextHopsSetPace([...fastFull, { domain: 'slow.test', ageMs: slow * 3 }], { concurrency: 4, perDestination: 1 }, none)).toBe(true);
   });
   it('is false with nothing in flight', () => {
-    expect(nextHopsSetPace([], limits, undefined)).toBe(false);
+    expect(nextHopsSetPace([], limits, none)).toBe(false);
+  });
+});
+
+describe('RecentDeliveryTimes', () => {
+  it('averages over about the last eight deliveries, in all and per destination', () => {
+    const times = new RecentDeliveryTimes();
+    expect(times.all).toBeUndefined();
+    times.record('a.test', 800);
+    times.record('b.test', 0);
+    expect(times.all).toBe(700);
+    expect(Object.fromEntries(times.byDomain)).toEqual({ 'a.test': 800, 'b.test': 0 });
+    times.record('a.test', 0);
+    expect(times.byDomain.get('a.test')).toBe(700);
+  });
+  it(`keeps the RECENT_DOMAINS_KEPT destinations that finished a delivery last`, () => {
+    const times = new RecentDeliveryTimes();
+    for (let n = 0; n < RECENT_DOMAINS_KEPT; n++) times.record(`d${n}.test`, n);
+    times.record('d0.test', 0); // d0 finished again: d1 is now the one finished longest ago
+    times.record('new.test', 5);
+    expect(times.byDomain.size).toBe(RECENT_DOMAINS_KEPT);
+    expect(times.byDomain.has('d0.test')).toBe(true);
+    expect(times.byDomain.has('d1.test')).toBe(false);
+    expect(times.byDomain.get('new.test')).toBe(5);
   });
 });
