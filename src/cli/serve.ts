@@ -17,6 +17,7 @@ import { ConnectionCounts } from '../inbound/connection-counts.ts';
 import { createListener, type InboundListener, type ReverseResolver } from '../inbound/listener.ts';
 import { compileNetworks } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
+import { queueSpaceToKeep } from '../inbound/policy.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
 import { createHealthChecks } from '../observability/health.ts';
 import { autoconfigXml, createHttpServer, type HttpListener } from '../observability/http-server.ts';
@@ -71,6 +72,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);
   const store = await openQueueStore(config, { logger, removeOrphans: true });
+  await warnIfQueueSpaceLow(store, config, logger);
   const tls = await createServerTls(
     { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
     logger,
@@ -353,4 +355,13 @@ function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | '
   }
   lines.push('');
   return lines.join('\n') + '\n';
+}
+
+/** warnIfQueueSpaceLow - say at start when the queue's disk already has less free than MAIL FROM needs (every MAIL FROM would get 452 4.3.1). */
+async function warnIfQueueSpaceLow(store: QueueStore, config: Config, logger: Logger): Promise<void> {
+  const freeBytes = await store.freeSpace();
+  const keepFree = queueSpaceToKeep({ minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize });
+  if (freeBytes !== undefined && freeBytes < keepFree) {
+    logger.warn({ path: config.queue.path, freeBytes, keepFree }, 'queue file system has less free than queue.minFree or 1.5 × limits.messageSize: MAIL FROM gets 452 4.3.1 until there is room');
+  }
 }

@@ -98,6 +98,15 @@ export function createListener(deps: ListenerDeps): InboundListener {
     return smtpError(decision.reply);
   }
 
+  /** mailFromAdmitted - room in the queue for the message (refused if not), then in-flow control's wait; resolves with the refusal, if any. */
+  async function mailFromAdmitted(s: SessionState, declaredSize: number | undefined): Promise<SmtpError | null> {
+    const freeBytes = await deps.store.freeSpace();
+    const space = refuseIf(decideQueueSpace({ freeBytes, declaredSize, minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize }), s, 'mail');
+    if (space) return space;
+    if (deps.inFlow && (await deps.inFlow.enter())) s.log.debug('in-flow delay: delivery is behind arrivals');
+    return null;
+  }
+
   function senderFacts(session: SMTPServerSession, s: SessionState) {
     return { listener: name, secure: session.secure, authenticated: Boolean(session.user), clientCertTrusted: s.clientCertTrusted };
   }
@@ -177,14 +186,15 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const s = state(session);
       const refusal = refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail');
       if (refusal) return callback(refusal);
-      void deps.store.freeSpace().then(async (freeBytes) => {
-        // smtp-server has checked SIZE's syntax (digits) and that it is within limits.messageSize.
-        const declaredSize = address.args && address.args.SIZE ? Number(address.args.SIZE) : undefined;
-        const space = decideQueueSpace({ freeBytes, declaredSize, minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize });
-        if (!space.accept) return callback(refuseIf(space, s, 'mail'));
-        if (deps.inFlow && (await deps.inFlow.enter())) s.log.debug('in-flow delay: delivery is behind arrivals');
-        callback();
-      });
+      // smtp-server has checked SIZE's syntax (digits) and that it is within limits.messageSize.
+      const declaredSize = address.args && address.args.SIZE ? Number(address.args.SIZE) : undefined;
+      void mailFromAdmitted(s, declaredSize).then(
+        (spaceRefusal) => callback(spaceRefusal ?? undefined),
+        (err: unknown) => {
+          s.log.error({ err }, 'MAIL FROM check failed; answered 451');
+          callback(smtpError(replies.queueWriteFailed));
+        },
+      );
     },
 
     onRcptTo(address, session, callback) {

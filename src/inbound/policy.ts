@@ -39,15 +39,18 @@ export function decideAuthFailure(facts: { failuresThisSession: number; perSessi
   return refuse(replies.authFailed, 'auth-failed');
 }
 
+/** queueSpaceToKeep - the free bytes the queue's file system keeps (Postfix: at least 1.5 × message_size_limit, or queue_minfree if more). */
+export function queueSpaceToKeep(limits: { minFree: number; messageSizeLimit: number }): number {
+  return Math.max(limits.minFree, 1.5 * limits.messageSizeLimit);
+}
+
 /**
- * decideQueueSpace - refuse a MAIL FROM that the queue's disk may not hold (Postfix: at least 1.5 × message_size_limit
- * or queue_minfree must stay free, and the SIZE the client declared must fit above that). Free space that is not known
- * (PostgreSQL, a failed reading) refuses nothing.
+ * decideQueueSpace - refuse a MAIL FROM that the queue's disk may not hold: less than queueSpaceToKeep free, once
+ * the SIZE the client declared is counted. Free space that is not known (PostgreSQL, a failed reading) refuses nothing.
  */
 export function decideQueueSpace(facts: { freeBytes: number | undefined; declaredSize: number | undefined; minFree: number; messageSizeLimit: number }): Decision {
   if (facts.freeBytes === undefined) return ACCEPT;
-  const keepFree = Math.max(facts.minFree, 1.5 * facts.messageSizeLimit);
-  if (facts.freeBytes - (facts.declaredSize ?? 0) < keepFree) return refuse(replies.insufficientStorage, 'insufficient-storage');
+  if (facts.freeBytes - (facts.declaredSize ?? 0) < queueSpaceToKeep(facts)) return refuse(replies.insufficientStorage, 'insufficient-storage');
   return ACCEPT;
 }
 

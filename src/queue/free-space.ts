@@ -1,11 +1,13 @@
 // How many bytes the file system under the queue still has for it, for the
 // SMTP server's refusal when that runs low (inbound/policy.ts,
 // decideQueueSpace). A statfs is a trip to the thread pool, so one reading
-// serves every MAIL FROM for FREE_SPACE_MAX_AGE_MS; readings that overlap
-// share one call. The age is short because the queue grows fast: 861 4 KB
-// messages (4 MB of database and 4 MB of WAL) filled an 8 MB file system in
-// under a second, so with a reading a second old the disk filled before the
-// refusal began.
+// serves every MAIL FROM for FREE_SPACE_MAX_AGE_MS after it came back, and
+// a reading still running serves everyone who asks meanwhile (a hung disk
+// gets one statfs, not one per MAIL FROM). The age is short because the
+// queue grows fast: 861 4 KB messages (4 MB of database and 4 MB of WAL)
+// filled an 8 MB file system in under a second, so with a reading a second
+// old the disk filled before the refusal began. The age is taken on a
+// monotonic clock: a wall clock set back would keep an old reading.
 //
 //   createFreeSpaceReader - a cached reader of one directory's free bytes.
 //
@@ -14,21 +16,24 @@
 // as a reading is kept. The queue's own writes still fail safely when the
 // disk is full (451 4.3.0 at the end of DATA).
 import { statfs } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 
-/** How long one reading is used. */
+/** How long one reading is used after it came back. */
 export const FREE_SPACE_MAX_AGE_MS = 100;
 
 /** createFreeSpaceReader - bytes available to this process on the file system holding `dir` (statfs bavail × bsize), at most FREE_SPACE_MAX_AGE_MS old. */
-export function createFreeSpaceReader(dir: string, now: () => number = Date.now): () => Promise<number | undefined> {
-  let readAt = -Infinity;
+export function createFreeSpaceReader(dir: string, now: () => number = () => performance.now()): () => Promise<number | undefined> {
   let reading: Promise<number | undefined> | undefined;
+  /** When the last reading came back; undefined while one is running. */
+  let readAt: number | undefined;
   return () => {
-    if (reading && now() - readAt < FREE_SPACE_MAX_AGE_MS) return reading;
-    readAt = now();
+    if (reading && (readAt === undefined || now() - readAt < FREE_SPACE_MAX_AGE_MS)) return reading;
+    readAt = undefined;
     reading = statfs(dir).then(
       (fs) => fs.bavail * fs.bsize,
       () => undefined,
     );
+    void reading.then(() => (readAt = now()));
     return reading;
   };
 }

@@ -8,13 +8,14 @@
 // most that many accepted messages wait in the queue for a free delivery
 // slot before senders are slowed.
 //
-// Senders are not slowed while the next hops set the pace: every delivery
-// slot (or every slot of a destination) busy with slow deliveries, those in
-// flight having run SLOW_DELIVERY_MS on average, or the recent ones (of
-// that destination, for its slots) having taken that long. Per destination,
-// because a relay always has a slow or dead one somewhere: its 30-second
-// timeouts must not read as the pace of one whose slots are full because
-// this process is short of CPU. A 4 KB message to a next hop on the same network takes
+// Senders are not slowed while the next hops set the pace: every slot of a
+// destination busy with slow deliveries (those in flight having run
+// SLOW_DELIVERY_MS on average, or that destination's recent ones having
+// taken that long), or every delivery slot busy, half of them or more with
+// slow deliveries. Each destination by its own deliveries, because a relay
+// always has a slow or dead one somewhere: its 30-second timeouts must not
+// read as the pace of one whose slots are full because this process is
+// short of CPU. A 4 KB message to a next hop on the same network takes
 // tens of milliseconds even through a busy event loop; a slow next hop,
 // seconds. Then the queue takes the burst, up to PACED_LIMIT messages let
 // in without a token, as Postfix's queue manager gives a token for each
@@ -60,9 +61,8 @@ export interface DeliveryInFlight {
   ageMs: number;
 }
 
-/** How long the recent deliveries took (wall clock, a moving average over about the last eight), in all and per destination; undefined before the first. */
+/** How long each destination's recent deliveries took (wall clock, a moving average over about its last eight). */
 export interface RecentTimes {
-  readonly all: number | undefined;
   readonly byDomain: ReadonlyMap<string, number>;
 }
 
@@ -71,41 +71,37 @@ export const RECENT_DOMAINS_KEPT = 1000;
 
 /** RecentDeliveryTimes - the scheduler's RecentTimes: record(domain, ms) for each delivery that ends. */
 export class RecentDeliveryTimes implements RecentTimes {
-  all: number | undefined;
   readonly byDomain = new Map<string, number>();
 
   record(domain: string, ms: number): void {
-    this.all = averaged(this.all, ms);
     const previous = this.byDomain.get(domain);
     // Deleted and set again: the Map's order is then the order of the last delivery, oldest first.
     this.byDomain.delete(domain);
-    this.byDomain.set(domain, averaged(previous, ms));
+    this.byDomain.set(domain, previous === undefined ? ms : previous + (ms - previous) / 8);
     if (this.byDomain.size > RECENT_DOMAINS_KEPT) this.byDomain.delete(this.byDomain.keys().next().value!);
   }
 }
 
-function averaged(previous: number | undefined, ms: number): number {
-  return previous === undefined ? ms : previous + (ms - previous) / 8;
-}
-
 /**
- * nextHopsSetPace - whether delivery waits for slots held by slow deliveries: all `concurrency` slots, or all
- * `perDestination` slots of one domain, busy with deliveries that have run SLOW_DELIVERY_MS on average, or
- * whose recent deliveries (all of them, or that domain's) took that long on average.
+ * nextHopsSetPace - whether delivery waits for slots held by slow deliveries: all `perDestination` slots of one
+ * domain busy with deliveries that have run SLOW_DELIVERY_MS on average, or while that domain's recent deliveries
+ * took that long; or all `concurrency` slots busy, at least half of them with slow deliveries (run that long, or
+ * to a domain whose recent deliveries took that long). Half, not an average over all: one dead next hop's
+ * 30-second timeouts would outweigh many slots held by quick deliveries.
  */
 export function nextHopsSetPace(inFlight: readonly DeliveryInFlight[], limits: { concurrency: number; perDestination: number }, recent: RecentTimes): boolean {
-  const slow = ({ count, totalAgeMs }: { count: number; totalAgeMs: number }, recentMs: number | undefined) =>
-    (recentMs !== undefined && recentMs >= SLOW_DELIVERY_MS) || totalAgeMs >= SLOW_DELIVERY_MS * count;
-  const all = { count: 0, totalAgeMs: 0 };
+  const recentSlow = (domain: string) => (recent.byDomain.get(domain) ?? 0) >= SLOW_DELIVERY_MS;
   const byDomain = new Map<string, { count: number; totalAgeMs: number }>();
+  let slowOnes = 0;
   for (const d of inFlight) {
     const domain = byDomain.get(d.domain) ?? { count: 0, totalAgeMs: 0 };
     byDomain.set(d.domain, { count: domain.count + 1, totalAgeMs: domain.totalAgeMs + d.ageMs });
-    all.count++;
-    all.totalAgeMs += d.ageMs;
+    if (d.ageMs >= SLOW_DELIVERY_MS || recentSlow(d.domain)) slowOnes++;
   }
-  if (all.count >= limits.concurrency && slow(all, recent.all)) return true;
-  for (const [name, domain] of byDomain) if (domain.count >= limits.perDestination && slow(domain, recent.byDomain.get(name))) return true;
+  if (inFlight.length >= limits.concurrency && 2 * slowOnes >= inFlight.length) return true;
+  for (const [name, { count, totalAgeMs }] of byDomain) {
+    if (count >= limits.perDestination && (recentSlow(name) || totalAgeMs >= SLOW_DELIVERY_MS * count)) return true;
+  }
   return false;
 }
 

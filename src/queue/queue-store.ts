@@ -207,7 +207,8 @@ export interface QueueStore {
   readBody(id: string): Readable;
   /**
    * freeSpace - bytes left for the queue's files on their file system (read at most every 100 ms, free-space.ts);
-   * undefined where the queue keeps no local files (PostgreSQL: its disk is the database server's) or the reading failed.
+   * undefined where the queue keeps no local files (PostgreSQL: its disk is the database server's) or the reading
+   * failed. Never rejects.
    */
   freeSpace(): Promise<number | undefined>;
   /** close - release files and handles; drafts not committed are discarded. */

@@ -242,6 +242,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       schedule(Math.min(wait, options.pollMs));
     } catch (err) {
       logger.error({ err }, 'scheduler could not read the queue');
+      // The store failing is waited out; a look asked for meanwhile would only fail again.
+      lookAgain = false;
       schedule(options.pollMs);
     } finally {
       looking = undefined;

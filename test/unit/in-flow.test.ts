@@ -125,14 +125,25 @@ describe('in-flow gate', () => {
 describe('nextHopsSetPace', () => {
   const limits = { concurrency: 4, perDestination: 2 };
   const slow = SLOW_DELIVERY_MS;
-  const none: RecentTimes = { all: undefined, byDomain: new Map() };
-  /** recent - times as the scheduler keeps them: `all` over every delivery, and each domain's own. */
-  const recent = (all: number, byDomain: Record<string, number> = {}): RecentTimes => ({ all, byDomain: new Map(Object.entries(byDomain)) });
-  it('says so when every slot is busy with deliveries that have run SLOW_DELIVERY_MS on average', () => {
-    const four = (ageMs: number) => ['a.test', 'b.test', 'c.test', 'd.test'].map((domain) => ({ domain, ageMs }));
+  const none: RecentTimes = { byDomain: new Map() };
+  /** recent - each domain's recent deliveries' average, as the scheduler keeps them. */
+  const recent = (byDomain: Record<string, number>): RecentTimes => ({ byDomain: new Map(Object.entries(byDomain)) });
+  const four = (ageMs: number) => ['a.test', 'b.test', 'c.test', 'd.test'].map((domain) => ({ domain, ageMs }));
+  it('says so when every slot is busy, half of them or more with deliveries that have run SLOW_DELIVERY_MS', () => {
     expect(nextHopsSetPace(four(slow), limits, none)).toBe(true);
     expect(nextHopsSetPace(four(slow - 1), limits, none)).toBe(false);
     expect(nextHopsSetPace(four(slow).slice(1), limits, none)).toBe(false);
+    const ages = (...ageMs: number[]) => ageMs.map((a, n) => ({ domain: `d${n}.test`, ageMs: a }));
+    expect(nextHopsSetPace(ages(slow, slow, 0, 0), limits, none)).toBe(true);
+    expect(nextHopsSetPace(ages(slow * 100, 0, 0, 0), limits, none)).toBe(false);
+  });
+  it('counts a young delivery as slow, every slot busy, when its destination’s recent deliveries took SLOW_DELIVERY_MS', () => {
+    expect(nextHopsSetPace(four(0), limits, recent({ 'a.test': slow, 'b.test': slow }))).toBe(true);
+    expect(nextHopsSetPace(four(0), limits, recent({ 'a.test': slow, 'b.test': slow - 1 }))).toBe(false);
+  });
+  it('does not let one dead next hop among many quick ones read as the pace when every slot is busy', () => {
+    const quick = ['a.test', 'b.test', 'c.test'].map((domain) => ({ domain, ageMs: 2 }));
+    expect(nextHopsSetPace([...quick, { domain: 'dead.test', ageMs: 29_000 }], limits, recent({ 'dead.test': 30_000, 'a.test': 20, 'b.test': 20, 'c.test': 20 }))).toBe(false);
   });
   it('says so when every slot of one destination is busy with slow deliveries, whatever the others do', () => {
     const fast = [{ domain: 'fast.test', ageMs: 5 }];
@@ -142,21 +153,15 @@ describe('nextHopsSetPace', () => {
   });
   it('says so at once, ages aside, when the full destination’s recent deliveries took SLOW_DELIVERY_MS on average; never with a slot free', () => {
     const fresh = [{ domain: 'slow.test', ageMs: 0 }, { domain: 'slow.test', ageMs: 0 }];
-    expect(nextHopsSetPace(fresh, limits, recent(slow, { 'slow.test': slow }))).toBe(true);
-    expect(nextHopsSetPace(fresh, limits, recent(slow, { 'slow.test': slow - 1 }))).toBe(false);
-    expect(nextHopsSetPace(fresh.slice(1), limits, recent(slow * 10, { 'slow.test': slow * 10 }))).toBe(false);
+    expect(nextHopsSetPace(fresh, limits, recent({ 'slow.test': slow }))).toBe(true);
+    expect(nextHopsSetPace(fresh, limits, recent({ 'slow.test': slow - 1 }))).toBe(false);
+    expect(nextHopsSetPace(fresh.slice(1), limits, recent({ 'slow.test': slow * 10 }))).toBe(false);
   });
   it('does not take another destination’s slow deliveries for the pace of a full one', () => {
-    // A dead next hop's timeouts make the average over all deliveries long; the full destination's own are quick.
     const busy = [{ domain: 'busy.test', ageMs: 3 }, { domain: 'busy.test', ageMs: 1 }];
-    expect(nextHopsSetPace(busy, limits, recent(slow * 100, { 'busy.test': 20, 'dead.test': 30_000 }))).toBe(false);
+    expect(nextHopsSetPace(busy, limits, recent({ 'busy.test': 20, 'dead.test': 30_000 }))).toBe(false);
     // A destination with no recent deliveries of its own goes by its deliveries' ages.
-    expect(nextHopsSetPace(busy, limits, recent(slow * 100, { 'dead.test': 30_000 }))).toBe(false);
-  });
-  it('takes the average over all deliveries when every slot is busy', () => {
-    const four = ['a.test', 'b.test', 'c.test', 'd.test'].map((domain) => ({ domain, ageMs: 0 }));
-    expect(nextHopsSetPace(four, limits, recent(slow))).toBe(true);
-    expect(nextHopsSetPace(four, limits, recent(slow - 1))).toBe(false);
+    expect(nextHopsSetPace(busy, limits, recent({ 'dead.test': 30_000 }))).toBe(false);
   });
   it('finds one destination held by slow deliveries when every slot is busy too', () => {
     const fastFull = [{ domain: 'fast.test', ageMs: 1 }, { domain: 'fast.test', ageMs: 1 }, { domain: 'fast.test', ageMs: 1 }];
@@ -168,12 +173,10 @@ describe('nextHopsSetPace', () => {
 });
 
 describe('RecentDeliveryTimes', () => {
-  it('averages over about the last eight deliveries, in all and per destination', () => {
+  it('averages each destination’s deliveries over about its last eight', () => {
     const times = new RecentDeliveryTimes();
-    expect(times.all).toBeUndefined();
     times.record('a.test', 800);
     times.record('b.test', 0);
-    expect(times.all).toBe(700);
     expect(Object.fromEntries(times.byDomain)).toEqual({ 'a.test': 800, 'b.test': 0 });
     times.record('a.test', 0);
     expect(times.byDomain.get('a.test')).toBe(700);

@@ -1,5 +1,6 @@
 // The queue's free-space reader (src/queue/free-space.ts) on a real directory:
-// what it reads, how long a reading serves, and a directory that is gone.
+// what it reads, how long a reading serves, a reading still running, and a
+// directory that is gone.
 import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-it('reads the bytes available on the directory’s file system, as statfs gives them', async () => {
+it('reads the bytes available on the directory’s file system, as statfs gives them (bavail, not bfree)', async () => {
   const fs = await statfs(dir);
   const read = await createFreeSpaceReader(dir)();
   // Other processes write to the same disk between the two readings.
@@ -22,16 +23,26 @@ it('reads the bytes available on the directory’s file system, as statfs gives 
   expect(Math.abs(read! - fs.bavail * fs.bsize)).toBeLessThan(64 * 1024 * 1024);
 });
 
-it('serves one reading for FREE_SPACE_MAX_AGE_MS, then reads again', async () => {
+it('serves one reading for FREE_SPACE_MAX_AGE_MS after it came back, then reads again', async () => {
   let now = 1_000_000;
   const read = createFreeSpaceReader(dir, () => now);
   const first = read();
+  await first;
   now += FREE_SPACE_MAX_AGE_MS - 1;
   expect(read()).toBe(first);
   now += 1;
   const second = read();
   expect(second).not.toBe(first);
   expect(await second).toBeGreaterThan(0);
+});
+
+it('serves a reading still running to everyone who asks, however long it takes', async () => {
+  let now = 0;
+  const read = createFreeSpaceReader(dir, () => now);
+  const first = read();
+  now += FREE_SPACE_MAX_AGE_MS * 100;
+  expect(read()).toBe(first);
+  await first;
 });
 
 it('reads a directory that is gone as not known, and reads again once it is back', async () => {
