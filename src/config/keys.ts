@@ -101,7 +101,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('dns.servers', [], check.list(check.string('an IP address'), 'resolver addresses'), 'list', 'DNS servers for every lookup; empty: the system resolver.'),
   key('smtp.reverseLookup', true, check.boolean(), 'boolean', 'Look up client hostnames (PTR) for the Received header.'),
   key('smtp.greetingPause', 0, check.duration(60, { zero: true }), 'string', 'Wait before the 220 greeting; a client that talks first gets 421 (Postfix postscreen_greet_wait; 0: greet at once, as smtpd does).'),
-  key('smtp.inFlowDelay', 1, check.duration(10, { zero: true }), 'string', 'When this process falls behind delivering, wait up to this long before answering each MAIL FROM (Postfix in_flow_delay); not while slow deliveries hold every slot (or every slot of a destination): the queue then takes up to 20,000 messages more. 0: never wait.'),
+  key('smtp.inFlowDelay', 1, check.duration(10, { zero: true }), 'string', 'When this process falls behind delivering, wait up to this long before answering each MAIL FROM (Postfix in_flow_delay); not while slow deliveries hold every slot of a destination (or, every slot busy, half of them): the queue then takes up to 20,000 messages more. 0: never wait.'),
   key('smtp.bareLineFeed', 'normalize', check.oneOf(['normalize', 'reject'] as const), 'string', 'Bare CR or LF in DATA: normalize to CRLF (Postfix 3.9+) or reject with 550 5.5.2.'),
   key('outbound.enabled', true, check.boolean(), 'boolean', 'Whether this process delivers queued mail (off: accept only).'),
   key('outbound.concurrency', 100, check.integer(1, 1000), 'number', 'Deliveries in flight at once (Postfix default_process_limit).'),
