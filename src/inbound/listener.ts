@@ -21,7 +21,7 @@ import type { AuthLimiter } from './auth-limiter.ts';
 import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
-import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, type Decision } from './policy.ts';
+import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
 import { domainOf } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
@@ -98,10 +98,12 @@ export function createListener(deps: ListenerDeps): InboundListener {
     return smtpError(decision.reply);
   }
 
+  const keepFree = queueSpaceToKeep({ minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize });
+
   /** mailFromAdmitted - room in the queue for the message (refused if not), then in-flow control's wait; resolves with the refusal, if any. */
   async function mailFromAdmitted(s: SessionState, declaredSize: number | undefined): Promise<SmtpError | null> {
     const freeBytes = await deps.store.freeSpace();
-    const space = refuseIf(decideQueueSpace({ freeBytes, declaredSize, minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize }), s, 'mail');
+    const space = refuseIf(decideQueueSpace({ freeBytes, declaredSize, keepFree }), s, 'mail');
     if (space) return space;
     if (deps.inFlow && (await deps.inFlow.enter())) s.log.debug('in-flow delay: delivery is behind arrivals');
     return null;

@@ -45,12 +45,13 @@ export function queueSpaceToKeep(limits: { minFree: number; messageSizeLimit: nu
 }
 
 /**
- * decideQueueSpace - refuse a MAIL FROM that the queue's disk may not hold: less than queueSpaceToKeep free, once
- * the SIZE the client declared is counted. Free space that is not known (PostgreSQL, a failed reading) refuses nothing.
+ * decideQueueSpace - refuse a MAIL FROM that the queue's disk may not hold: less than `keepFree` (queueSpaceToKeep)
+ * free, once the SIZE the client declared is counted. Free space that is not known (PostgreSQL, a failed reading)
+ * refuses nothing.
  */
-export function decideQueueSpace(facts: { freeBytes: number | undefined; declaredSize: number | undefined; minFree: number; messageSizeLimit: number }): Decision {
+export function decideQueueSpace(facts: { freeBytes: number | undefined; declaredSize: number | undefined; keepFree: number }): Decision {
   if (facts.freeBytes === undefined) return ACCEPT;
-  if (facts.freeBytes - (facts.declaredSize ?? 0) < queueSpaceToKeep(facts)) return refuse(replies.insufficientStorage, 'insufficient-storage');
+  if (facts.freeBytes - (facts.declaredSize ?? 0) < facts.keepFree) return refuse(replies.insufficientStorage, 'insufficient-storage');
   return ACCEPT;
 }
 

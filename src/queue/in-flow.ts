@@ -31,12 +31,12 @@
 //
 //   createInFlowGate    - the token count shared by the listeners and the scheduler.
 //   nextHopsSetPace     - whether the deliveries (in flight, and recent) show the next hops, not this process, as the limit.
-//   RecentDeliveryTimes - the recent deliveries' average durations, in all and per destination.
+//   RecentDeliveryTimes - each destination's recent deliveries' average duration.
 
 /** Tokens kept (and given at start): the queue's allowance for mail not yet taken for delivery. */
 const CAPACITY = 20;
 
-/** How long the deliveries holding the full slots must have run (or the recent ones taken), on average, for the next hops to be the limit. */
+/** How long deliveries must have run, or their destination's recent ones taken, on average, to count as slow: the next hops' pace, not this process's. */
 export const SLOW_DELIVERY_MS = 250;
 
 /** How often a sender waiting for a token is checked against the next hops' pace. */

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 // Random bytes are drawn 4 KB at a time: a call to the generator costs as much for 4 bytes as for 4,096
-// (5 µs alone, about 25 in a busy relay, per message), and an id needs uniqueness, not secrecy.
+// (5 µs alone, about 25 in a busy relay), and an id needs uniqueness, not secrecy.
 const POOL_SIZE = 4096;
 let pool = Buffer.alloc(0);
 let poolOffset = 0;

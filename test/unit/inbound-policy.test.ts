@@ -1,6 +1,6 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
-import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -55,7 +55,7 @@ describe('decideQueueSpace', () => {
   const MB = 1024 * 1024;
   const INSUFFICIENT = '452 4.3.1 Insufficient system storage';
   // The limit is 10 MB, so 15 MB must stay free unless minFree asks for more.
-  const facts = (freeBytes: number | undefined, declaredSize: number | undefined, minFree = 0) => ({ freeBytes, declaredSize, minFree, messageSizeLimit: 10 * MB });
+  const facts = (freeBytes: number | undefined, declaredSize: number | undefined, minFree = 0) => ({ freeBytes, declaredSize, keepFree: queueSpaceToKeep({ minFree, messageSizeLimit: 10 * MB }) });
   const rows: [string, Parameters<typeof decideQueueSpace>[0], string][] = [
     ['free space not known (PostgreSQL, a failed reading)', facts(undefined, 10 * MB, 2 ** 50), 'accept'],
     ['exactly 1.5 × the size limit free', facts(15 * MB, undefined), 'accept'],
