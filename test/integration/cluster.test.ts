@@ -314,6 +314,46 @@ describe.skipIf(!baseUrl)('cluster: several Postern nodes on one PostgreSQL queu
     expect(duplicates.length).toBeLessThanOrEqual(CONCURRENCY);
   }, 600_000);
 
+  it('accepts mail while more clients than its draft connections trickle DATA, small and large', async () => {
+    // The draft pool has 20 connections. Before, each client in DATA held one until its end of DATA, so 20
+    // clients sending slowly (what one address may open) stopped every other message at its end of DATA.
+    const { schema, nodes } = await setUp(1, 600, false);
+    const port = nodes[0]!.relay!.ports.relay;
+    const trickling: RawSmtp[] = [];
+    for (let i = 0; i < 24; i++) {
+      const smtp = await RawSmtp.connect(port);
+      trickling.push(smtp);
+      expect((await smtp.reply()).code).toBe(220);
+      await smtp.command('EHLO slow.test');
+      await smtp.command('MAIL FROM:<slow@client.test>');
+      await smtp.command(`RCPT TO:<slow${i}@sink.test>`);
+      expect((await smtp.command('DATA')).code).toBe(354);
+      // Half of them past a full chunk row (256 KB), whose INSERT is done while the rest trickles.
+      smtp.write(i % 2 === 0 ? 'Subject: slow\r\n' : `Subject: slow\r\n\r\n${'x'.repeat(998)}\r\n`.repeat(300));
+    }
+    const quick = await RawSmtp.connect(port);
+    expect((await quick.reply()).code).toBe(220);
+    await quick.command('EHLO quick.test');
+    await quick.command('MAIL FROM:<quick@client.test>');
+    await quick.command('RCPT TO:<quick@sink.test>');
+    await quick.command('DATA');
+    quick.write('Subject: quick\r\n\r\nnot held up\r\n.\r\n');
+    const reply = await quick.reply();
+    expect(reply.code).toBe(250);
+    quick.close();
+
+    // The slow ones finish too, and every body is whole.
+    for (const smtp of trickling) smtp.write('\r\nthe end\r\n.\r\n');
+    for (const smtp of trickling) expect((await smtp.reply()).code).toBe(250);
+    for (const smtp of trickling) smtp.close();
+    const sizes = await schema.query<{ size: string; stored: string }>(
+      'SELECT m.size, (SELECT sum(length(c.data)) FROM message_chunks c WHERE c.message_id = m.id) AS stored FROM messages m',
+    );
+    expect(sizes.rows).toHaveLength(25);
+    for (const row of sizes.rows) expect(row.stored).toBe(row.size);
+    expect(sizes.rows.filter((r) => Number(r.size) > 256 * 1024)).toHaveLength(12);
+  }, 120_000);
+
   it('lists, holds and releases from node B a message accepted on node A', async () => {
     const { nodes } = await setUp(2, 600, false);
     const [a, b] = nodes;

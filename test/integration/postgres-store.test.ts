@@ -10,7 +10,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import { CHUNK_SIZE } from '../../src/queue/postgres/pg-body.ts';
+import { CHUNK_SIZE, DRAFT_MAX_AGE_MS } from '../../src/queue/postgres/pg-body.ts';
 import { createPool, parseQueueUrl } from '../../src/queue/postgres/pg-connection.ts';
 import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
 import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
@@ -177,31 +177,92 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
     });
 
-    it('keeps a draft invisible until COMMIT: its chunks are not seen by anyone else', async () => {
+    const chunkRows = async (id?: string): Promise<number> =>
+      (await schema.query<{ n: number }>(`SELECT count(*)::int AS n FROM message_chunks${id ? ' WHERE message_id = $1' : ''}`, id ? [id] : [])).rows[0]!.n;
+
+    it('keeps a draft out of the queue until its commit, holding no connection meanwhile; a discarded draft deletes its rows', async () => {
       const store = await openStore();
       const draft = store.beginMessage();
-      await draft.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE * 2, 0x61)]));
-      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
+      await draft.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE * 2 + 10, 0x61)]));
+      // The two full rows are in, each committed on its own; the last one waits for the commit.
+      expect(await chunkRows(draft.id)).toBe(2);
+      expect(await store.listMessages()).toEqual([]);
+      await expect(readAll(store.readBody(draft.id))).rejects.toThrow(/no such message/);
+      // Before, the draft's transaction sat open here, holding a pooled connection.
+      const holding = await schema.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'", [schema.schema]);
+      expect(holding.rows).toEqual([{ n: 0 }]);
+      const connected = await schema.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [schema.schema]);
+      expect(connected.rows[0]!.n).toBeGreaterThan(0);
       await draft.commit(envelopeWith({}));
-      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 2 }]);
+      expect(await chunkRows(draft.id)).toBe(3);
+      expect((await readAll(store.readBody(draft.id))).length).toBe(CHUNK_SIZE * 2 + 10);
+
+      const discarded = store.beginMessage();
+      await discarded.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE * 2, 0x62)]));
+      expect(await chunkRows(discarded.id)).toBe(2);
+      await discarded.discard();
+      expect(await chunkRows(discarded.id)).toBe(0);
     });
 
-    it('leaves nothing when a draft’s connection dies before COMMIT, and keeps working', async () => {
+    it('inserts nothing, and says why, when a chunk row written before the commit is gone', async () => {
       const store = await openStore();
       const draft = store.beginMessage();
-      await draft.writeBody(bodyOf([Buffer.from('Subject: doomed\r\n\r\nnever committed\r\n')]));
-      // The draft's transaction is the only one of ours idle inside a transaction.
-      const killed = await schema.query(
-        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'",
-        [schema.schema],
-      );
-      expect(killed.rows).toEqual([{ done: true }]);
-
-      await expect(draft.commit(envelopeWith({}))).rejects.toThrow();
+      await draft.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE * 2 + 10, 0x61)]));
+      await schema.query('DELETE FROM message_chunks WHERE message_id = $1 AND seq = 1', [draft.id]);
+      await expect(draft.commit(envelopeWith({}))).rejects.toThrow(/of its 2 chunk rows written before, some are gone; nothing was inserted/);
       expect(await store.listMessages()).toEqual([]);
-      expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
-      const id = await commitMessage(store, [Buffer.from('after')], envelopeWith({}));
-      expect((await readAll(store.readBody(id))).toString()).toBe('after');
+      expect((await schema.query('SELECT count(*)::int AS n FROM messages')).rows).toEqual([{ n: 0 }]);
+      expect(await chunkRows(draft.id)).toBe(1); // left for the orphan sweep
+    });
+
+    it('refuses to commit a draft that took longer than DRAFT_MAX_AGE_MS, so the orphan sweep never takes one that can still commit', async () => {
+      vi.useFakeTimers({ toFake: ['performance'] });
+      try {
+        const store = await openStore();
+        const draft = store.beginMessage();
+        await draft.writeBody(bodyOf([Buffer.from('Subject: slow\r\n\r\nvery slow\r\n')]));
+        vi.advanceTimersByTime(DRAFT_MAX_AGE_MS + 1000);
+        await expect(draft.commit(envelopeWith({}))).rejects.toThrow(/more than the 43200 s a draft may take/);
+        expect(await store.listMessages()).toEqual([]);
+      } finally {
+        vi.useRealTimers();
+      }
+    });
+
+    it('removes chunk rows no message claims once a day old: at open, then at most hourly with purgeDone', async () => {
+      const first = await openStore();
+      const kept = await commitMessage(first, [Buffer.alloc(CHUNK_SIZE + 5, 0x63)], envelopeWith({}));
+      const orphan = (id: string, hoursOld: number) =>
+        schema.query(`INSERT INTO message_chunks (message_id, seq, data, written_at) VALUES ($1, 0, 'x', now() - $2 * interval '1 hour')`, [id, hoursOld]);
+      await orphan('01AAAAAAAAAAAAAA', 25);
+      await orphan('01BBBBBBBBBBBBBB', 23);
+      await schema.query("UPDATE message_chunks SET written_at = now() - interval '30 days' WHERE message_id = $1", [kept]);
+
+      await openStore();
+      const left = async () => (await schema.query<{ id: string }>('SELECT DISTINCT message_id AS id FROM message_chunks ORDER BY 1')).rows.map((r) => r.id);
+      expect(await left()).toEqual(['01BBBBBBBBBBBBBB', kept].sort());
+      expect((await readAll(first.readBody(kept))).length).toBe(CHUNK_SIZE + 5);
+
+      vi.useFakeTimers({ toFake: ['performance'] });
+      try {
+        const store = await openStore();
+        await orphan('01CCCCCCCCCCCCCC', 25);
+        await store.purgeDone(new Date(), 10);
+        expect(await left()).toContain('01CCCCCCCCCCCCCC');
+        vi.advanceTimersByTime(3600 * 1000);
+        await store.purgeDone(new Date(), 10);
+        expect(await left()).toEqual(['01BBBBBBBBBBBBBB', kept].sort());
+      } finally {
+        vi.useRealTimers();
+      }
+    });
+
+    it('deletes a message’s chunk rows with it', async () => {
+      const store = await openStore();
+      const id = await commitMessage(store, [Buffer.alloc(CHUNK_SIZE * 2 + 1, 0x64)], envelopeWith({}));
+      expect(await chunkRows(id)).toBe(3);
+      expect(await store.deleteMessages({ ids: [id] })).toEqual([id]);
+      expect(await chunkRows()).toBe(0);
     });
 
     it('carries on when the database drops every connection of the store', async () => {

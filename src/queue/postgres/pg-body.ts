@@ -1,11 +1,21 @@
 // Message bodies in PostgreSQL: written as rows of message_chunks (~256 KB
-// each) inside the draft's transaction, read back one row per query, so no
+// each) while the message is received, read back one row per query, so no
 // whole message is ever in memory on either side.
 //
-// Decides the chunking: bytes are gathered and written as rows of exactly
-// CHUNK_SIZE bytes, numbered from 0; the last row holds what is left. A reader asks
-// for row n only when the consumer wants more (back-pressure), and the first
-// query also checks that the message is committed and not done.
+// Decides the chunking: bytes are gathered and each row of exactly
+// CHUNK_SIZE bytes is inserted as soon as it is full, in a statement of its
+// own on a pooled connection held only for it; what is left at the end (most
+// messages: all of it) goes in with the envelope, in the draft's commit
+// (pg-commit.ts). So a client slow to send DATA holds no connection. A row
+// is committed without waiting for its WAL flush: the draft's commit waits
+// for the flush of its own commit record, which comes after every row's.
+// A reader asks for row n only when the consumer wants more (back-pressure),
+// and the first query also checks that the message is committed and not done.
+// Rows that no message row ever claimed (a draft discarded while its delete
+// failed, or a node that died mid-DATA) are removed by removeOrphanChunks
+// once they are older than ORPHAN_AGE; a draft older than DRAFT_MAX_AGE is
+// refused at its commit, so the sweep never takes a draft that can still
+// commit.
 //
 // How it fails: the chunk writer fails its stream when an INSERT fails; the
 // body stream errors for an id that is malformed, unknown, not yet committed
@@ -13,7 +23,10 @@
 // read (its chunks are gone).
 //
 //   CHUNK_SIZE        - the size of one message_chunks row.
-//   createChunkWriter - a Writable storing what it is given as chunk rows on one client.
+//   DRAFT_MAX_AGE_MS  - how long a draft may take from its first byte to its commit.
+//   createChunkWriter - a Writable inserting each full chunk row as it fills; the rest is for the commit.
+//   deleteChunks      - remove a draft's rows (it was discarded).
+//   removeOrphanChunks - remove rows older than ORPHAN_AGE that no message claims.
 //   readBodyChunks    - a Readable of a committed message's body, one chunk row per query.
 import { Readable, Writable } from 'node:stream';
 import type pg from 'pg';
@@ -21,35 +34,42 @@ import { isQueueId } from '../queue-id.ts';
 
 export const CHUNK_SIZE = 256 * 1024;
 
-/** What a finished chunk writer wrote. */
+/** A draft may take this long from its first body byte to its commit (12 hours; Postfix has no such bound, but no client takes it). */
+export const DRAFT_MAX_AGE_MS = 12 * 3600 * 1000;
+
+/** Rows no message claims are removed once this old: twice DRAFT_MAX_AGE_MS, so node clocks may disagree by hours. */
+const ORPHAN_AGE = '24 hours';
+
+/** What a finished chunk writer wrote: `rows` whole rows already inserted (seq 0 to rows - 1), and `rest` for the commit. */
 export interface WrittenBody {
   size: number;
-  chunks: number;
+  rows: number;
+  rest: Buffer;
 }
 
-/** createChunkWriter - a Writable storing its bytes as message_chunks rows through `client` (inside its transaction). */
-export function createChunkWriter(client: pg.PoolClient, messageId: string): { sink: Writable; written: () => WrittenBody } {
+// Committed without waiting for the WAL flush (see the header); set_config lasts until this statement's
+// implicit transaction ends.
+const INSERT_CHUNK = `
+  INSERT INTO message_chunks (message_id, seq, data)
+  SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`;
+
+/** createChunkWriter - a Writable that inserts each full CHUNK_SIZE row of its bytes through `pool`; `idle` settles when no insert is in flight. */
+export function createChunkWriter(pool: pg.Pool, messageId: string): { sink: Writable; written: () => WrittenBody; idle: () => Promise<void> } {
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   let size = 0;
-  let chunks = 0;
-  const insert = async (data: Buffer): Promise<void> => {
-    await client.query('INSERT INTO message_chunks (message_id, seq, data) VALUES ($1, $2, $3)', [messageId, chunks, data]);
-    chunks++;
-  };
-  /** flush - write whole CHUNK_SIZE rows from what is pending (all of it, the last row shorter, when `all`). */
-  const flush = async (all: boolean): Promise<void> => {
+  let rows = 0;
+  let inFlight: Promise<void> = Promise.resolve();
+  /** insertFull - insert every whole CHUNK_SIZE row of what is pending; the rest stays pending. */
+  const insertFull = async (): Promise<void> => {
     let data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    pending = [];
-    pendingBytes = 0;
-    while (data.length >= CHUNK_SIZE || (all && data.length > 0)) {
-      await insert(data.subarray(0, CHUNK_SIZE));
-      data = data.subarray(Math.min(CHUNK_SIZE, data.length));
+    while (data.length >= CHUNK_SIZE) {
+      await pool.query(INSERT_CHUNK, [messageId, rows, data.subarray(0, CHUNK_SIZE)]);
+      rows++;
+      data = data.subarray(CHUNK_SIZE);
     }
-    if (data.length > 0) {
-      pending = [data];
-      pendingBytes = data.length;
-    }
+    pending = data.length > 0 ? [data] : [];
+    pendingBytes = data.length;
   };
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -61,13 +81,32 @@ export function createChunkWriter(client: pg.PoolClient, messageId: string): { s
         return;
       }
       // The callback waits for the INSERT: that is the back-pressure on the client.
-      flush(false).then(() => done(), done);
-    },
-    final(done) {
-      flush(true).then(() => done(), done);
+      const inserting = insertFull();
+      inFlight = inserting.catch(() => undefined);
+      inserting.then(() => done(), done);
     },
   });
-  return { sink, written: () => ({ size, chunks }) };
+  return {
+    sink,
+    written: () => ({ size, rows, rest: pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes) }),
+    idle: () => inFlight,
+  };
+}
+
+/** deleteChunks - remove every chunk row of `messageId` (a draft that was discarded). */
+export async function deleteChunks(pool: pg.Pool, messageId: string): Promise<void> {
+  await pool.query('DELETE FROM message_chunks WHERE message_id = $1', [messageId]);
+}
+
+/** removeOrphanChunks - remove chunk rows older than ORPHAN_AGE whose message row does not exist; returns how many. */
+export async function removeOrphanChunks(pool: pg.Pool): Promise<number> {
+  const result = await pool.query(
+    `DELETE FROM message_chunks c
+      WHERE c.written_at < now() - $1::interval
+        AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = c.message_id)`,
+    [ORPHAN_AGE],
+  );
+  return result.rowCount ?? 0;
 }
 
 interface FirstRow {

@@ -1,35 +1,49 @@
-// The envelope half of a PostgreSQL draft's transaction: one message row,
-// one delivery per recipient domain and one recipient row per RCPT, in one
-// statement on the draft's client, before its COMMIT.
+// A PostgreSQL draft's commit: one message row, one delivery per recipient
+// domain, one recipient row per RCPT and the body's last chunk row, in one
+// statement, so most messages take one round trip from DATA's end to 250.
 //
-// Decides nothing of its own: the columns are the ones both stores write
-// (stored-columns.ts), and recipients group into deliveries exactly as in
-// the SQLite store (by their domain column; deliveries numbered in the
-// order their domain first appears), each due at once (received_at, this
-// node's clock, as `now` is in every claim).
+// Decides whether the message goes in: only if every chunk row written
+// before (seq 0 to rows - 1) is still there. A row committed without its WAL
+// flush may be gone after a database crash, and the orphan sweep takes rows
+// of drafts past DRAFT_MAX_AGE_MS (pg-body.ts); either way nothing is
+// inserted and the client hears 4xx. The statement waits for its WAL flush
+// (synchronous_commit on, for this transaction, whatever the session says),
+// which makes every earlier chunk row durable too. The columns are the ones
+// both stores write (stored-columns.ts), and recipients group into
+// deliveries exactly as in the SQLite store (by their domain column;
+// deliveries numbered in the order their domain first appears), each due at
+// once (received_at, this node's clock, as `now` is in every claim).
 //
-// How it fails: rejects on any database error (the caller rolls back).
+// How it fails: rejects on any database error (nothing is inserted), and
+// when a chunk row written before is missing.
 //
-//   insertEnvelope - insert the message, its deliveries and its recipients.
+//   insertEnvelope - insert the message, its deliveries, its recipients and its last chunk.
 import type pg from 'pg';
 import type { StoredEnvelope } from '../queue-store.ts';
 import { messageColumns, recipientColumns } from '../stored-columns.ts';
+import type { WrittenBody } from './pg-body.ts';
 
 export interface EnvelopeRow {
   id: string;
   envelope: StoredEnvelope;
-  size: number;
-  chunks: number;
+  body: WrittenBody;
 }
 
-// Data-modifying CTEs: the foreign keys are checked at the end of the
-// statement, when the message row exists.
+// Data-modifying CTEs see the message row of the statement; parameters are cast because an INSERT's
+// SELECT does not give them its columns' types. $22 is how many chunk rows were written before, $23 the
+// last chunk (NULL when there is none).
 const INSERT_ENVELOPE = `
   WITH message AS (
     INSERT INTO messages (id, mail_from, body_type, smtp_utf8, client_address, client_helo, client_listener, auth_user,
                           tls_version, tls_cipher, size, chunks, received_at, require_tls, dsn_ret, dsn_envid)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    SELECT $1::text, $2::text, $3::text, $4::boolean, $5::text, $6::text, $7::text, $8::text,
+           $9::text, $10::text, $11::bigint, $12::integer, $13::timestamptz, $14::boolean, $15::text, $16::text
+      FROM (SELECT set_config('synchronous_commit', 'on', true)) AS durable
+     WHERE (SELECT count(*) FROM message_chunks WHERE message_id = $1::text) = $22::integer
     RETURNING id, received_at
+  ), last_chunk AS (
+    INSERT INTO message_chunks (message_id, seq, data)
+    SELECT message.id, $22::integer, $23::bytea FROM message WHERE $23::bytea IS NOT NULL
   ), delivery AS (
     INSERT INTO deliveries (message_id, domain, next_attempt_at)
     SELECT message.id, t.domain, message.received_at
@@ -42,12 +56,13 @@ const INSERT_ENVELOPE = `
     FROM unnest($18::text[], $19::text[], $20::text[], $21::text[]) WITH ORDINALITY AS t(address, domain, notify, orcpt, position)
     JOIN delivery ON delivery.domain = t.domain`;
 
-/** insertEnvelope - insert the message, its deliveries and its recipients (on the draft's client, inside its transaction). */
-export async function insertEnvelope(client: pg.PoolClient, row: EnvelopeRow): Promise<void> {
+/** insertEnvelope - insert the message, its deliveries, its recipients and its last chunk, durably, in one statement. */
+export async function insertEnvelope(pool: pg.Pool, row: EnvelopeRow): Promise<void> {
   const m = messageColumns(row.envelope);
   const recipients = recipientColumns(row.envelope);
   const domains = recipients.map((r) => r.domain);
-  await client.query(INSERT_ENVELOPE, [
+  const { size, rows, rest } = row.body;
+  const result = await pool.query(INSERT_ENVELOPE, [
     row.id,
     m.mailFrom,
     m.bodyType,
@@ -58,8 +73,8 @@ export async function insertEnvelope(client: pg.PoolClient, row: EnvelopeRow): P
     m.authUser,
     m.tlsVersion,
     m.tlsCipher,
-    row.size,
-    row.chunks,
+    size,
+    rest.length > 0 ? rows + 1 : rows,
     new Date(),
     m.requireTls,
     m.dsnRet,
@@ -69,5 +84,9 @@ export async function insertEnvelope(client: pg.PoolClient, row: EnvelopeRow): P
     domains,
     recipients.map((r) => r.dsnNotify),
     recipients.map((r) => r.dsnOrcpt),
+    rows,
+    rest.length > 0 ? rest : null,
   ]);
+  // A draft commits only with a recipient, so no row inserted means no message row.
+  if (result.rowCount === 0) throw new Error(`message ${row.id}: ${rows === 1 ? 'its chunk row written before is' : `of its ${rows} chunk rows written before, some are`} gone; nothing was inserted`);
 }

@@ -1,115 +1,90 @@
-// Where a message being received by the PostgreSQL store goes: one
-// transaction on one pooled connection, from the first body byte to the
-// COMMIT. The DraftStorage under the shared draft lifecycle
+// Where a message being received by the PostgreSQL store goes: full chunk
+// rows as the body arrives, then one statement that inserts the envelope and
+// the last chunk. The DraftStorage under the shared draft lifecycle
 // (draft-lifecycle.ts decides the states and what discard does).
 //
-// Decides the transaction: write takes a connection, BEGINs, and streams
-// the body into message_chunks with back-pressure (pg-body.ts); commit
-// inserts the envelope rows and COMMITs on the same connection. The session
-// runs with synchronous_commit=on (pg-connection.ts, and SET LOCAL here in
-// case a pooler dropped the startup options), so commit resolves only once
-// the WAL is flushed: only then may the client hear 250. Nothing is visible
-// to anyone before the COMMIT, and a draft that is discarded, fails, or
-// whose process or connection dies is rolled back by PostgreSQL itself:
-// nothing is left to sweep.
+// Decides how long a draft holds a database connection: only for each
+// statement. A draft that held one transaction from the first body byte to
+// the COMMIT held a pooled connection for as long as its client took to send
+// DATA, so as many clients as the pool has connections, sending slowly (20:
+// what one address may open), stopped every other message at the end of
+// DATA. Now write streams the body through the chunk writer (pg-body.ts),
+// which inserts each full row on its own; commit inserts the rest and the
+// envelope in one statement that waits for the WAL flush (pg-commit.ts), so
+// commit resolves only once the message is durable: only then may the
+// client hear 250. Nothing is visible as a message before that statement. A
+// draft discarded before its commit deletes its rows; rows left by a failed
+// commit, a failed delete or a node that died mid-DATA are swept once a day
+// old (pg-body.ts).
 //
 // How it fails: write rejects if the body stream errors or the database
-// does (the lifecycle then abandons: the transaction is rolled back at
-// once); commit rejects on a database error (rolled back; if the connection
-// broke during COMMIT the outcome is unknown, and the client, told 4xx, may
-// send again: at least once). abandon never rejects: a connection that
-// cannot roll back is dropped, not reused.
+// does; commit rejects on a database error, when a row written before is
+// gone, or when the draft is older than DRAFT_MAX_AGE_MS (nothing is
+// inserted, and its rows are left to the sweep; if the connection broke
+// during the statement the outcome is unknown, and the client, told 4xx, may
+// send again: at least once).
+// abandon never rejects: a delete that fails leaves the rows to the sweep.
 //
-//   PgDraftTransaction - the DraftStorage of the PostgreSQL store (built by the store only).
+//   PgDraft - the DraftStorage of the PostgreSQL store (built by the store only).
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import type { Logger } from '../../observability/logger.ts';
 import type { DraftStorage } from '../draft-lifecycle.ts';
 import type { StoredEnvelope } from '../queue-store.ts';
-import { createChunkWriter, type WrittenBody } from './pg-body.ts';
+import { createChunkWriter, deleteChunks, DRAFT_MAX_AGE_MS, type WrittenBody } from './pg-body.ts';
 import { insertEnvelope } from './pg-commit.ts';
 
-/** What a draft's transaction needs from its store. */
-export interface DraftTransactionContext {
-  /** The pool drafts take their connection from (one per draft, held until commit or discard). */
+/** What a draft needs from its store. */
+export interface DraftContext {
+  /** The pool a draft's statements take a connection from, one statement at a time. */
   pool: pg.Pool;
   logger: Logger;
 }
 
-export class PgDraftTransaction implements DraftStorage {
-  /** The connection holding this draft's transaction, from BEGIN to COMMIT or ROLLBACK. */
-  #client: pg.PoolClient | undefined;
-  /** A connection error seen while the client sat idle in our transaction. */
-  #broken: Error | undefined;
-  #body: WrittenBody = { size: 0, chunks: 0 };
-  readonly #onClientError = (error: Error): void => {
-    this.#broken = error;
-  };
+export class PgDraft implements DraftStorage {
+  #writer: ReturnType<typeof createChunkWriter> | undefined;
+  /** When write began, on a monotonic clock. */
+  #startedAt = 0;
 
   constructor(
     readonly id: string,
-    private readonly ctx: DraftTransactionContext,
+    private readonly ctx: DraftContext,
   ) {}
 
-  /** write - BEGIN on a connection of our own and stream the body into chunk rows; resolves with the byte count. */
+  /** write - stream the body into chunk rows, the last one kept for commit; resolves with the byte count. */
   async write(body: Readable, signal: AbortSignal): Promise<number> {
-    const client = await this.ctx.pool.connect();
-    this.#client = client;
-    client.on('error', this.#onClientError);
-    // One round trip; SET LOCAL lasts until this transaction ends.
-    await client.query('BEGIN; SET LOCAL synchronous_commit TO on');
-    const writer = createChunkWriter(client, this.id);
-    // Discarded while waiting for the connection: the signal is aborted and pipeline rejects at once.
-    await pipeline(body, writer.sink, { signal });
-    this.#body = writer.written();
-    return this.#body.size;
+    this.#startedAt = performance.now();
+    this.#writer = createChunkWriter(this.ctx.pool, this.id);
+    await pipeline(body, this.#writer.sink, { signal });
+    return this.#writer.written().size;
   }
 
-  /** commit - insert the envelope rows and COMMIT; resolves once PostgreSQL says the COMMIT is durable. */
+  /** commit - insert the envelope and the last chunk; resolves once PostgreSQL says the message is durable. */
   async commit(envelope: StoredEnvelope): Promise<void> {
-    const client = this.#client;
+    const body: WrittenBody = this.#writer?.written() ?? { size: 0, rows: 0, rest: Buffer.alloc(0) };
     try {
-      if (!client) throw new Error(`draft ${this.id}: no transaction to commit`);
-      if (this.#broken) throw this.#broken;
-      await insertEnvelope(client, { id: this.id, envelope, size: this.#body.size, chunks: this.#body.chunks });
-      // An aborted transaction answers COMMIT with ROLLBACK, not an error.
-      const committed = await client.query('COMMIT');
-      if (committed.command !== 'COMMIT') throw new Error(`draft ${this.id}: the transaction was rolled back (${committed.command})`);
+      const age = performance.now() - this.#startedAt;
+      if (age > DRAFT_MAX_AGE_MS) throw new Error(`draft ${this.id}: ${Math.round(age / 1000)} s since its first byte, more than the ${DRAFT_MAX_AGE_MS / 1000} s a draft may take`);
+      await insertEnvelope(this.ctx.pool, { id: this.id, envelope, body });
     } catch (error) {
-      this.ctx.logger.warn({ queueId: this.id, err: error }, 'commit failed; the transaction is rolled back');
-      await this.#rollback();
+      // The rows stay for the orphan sweep: a statement whose connection broke may still have committed,
+      // and then they are the message's body.
+      this.ctx.logger.warn({ queueId: this.id, err: error }, 'commit failed');
       throw error;
     }
-    this.#releaseClient();
   }
 
-  /** abandon - roll the transaction back (a failed write, or a written draft discarded). */
-  abandon(): Promise<void> {
-    return this.#rollback();
-  }
-
-  /** rollback - end the transaction and give the connection back (or drop it, if it is in doubt); never rejects. */
-  async #rollback(): Promise<void> {
-    const client = this.#client;
-    if (!client) return;
-    let broken = this.#broken;
-    if (!broken) {
-      try {
-        await client.query('ROLLBACK');
-      } catch (error) {
-        broken = error instanceof Error ? error : new Error(String(error));
-      }
+  /** abandon - delete the rows written so far, once no insert is in flight; never rejects. */
+  async abandon(): Promise<void> {
+    const writer = this.#writer;
+    if (!writer) return;
+    await writer.idle();
+    if (writer.written().rows === 0) return;
+    try {
+      await deleteChunks(this.ctx.pool, this.id);
+    } catch (error) {
+      this.ctx.logger.warn({ queueId: this.id, err: error }, 'could not delete a discarded draft’s chunk rows; the orphan sweep will');
     }
-    this.#releaseClient(broken);
-  }
-
-  /** releaseClient - back to the pool, or destroyed when `broken` (a connection in an unknown state is never reused). */
-  #releaseClient(broken?: Error): void {
-    const client = this.#client;
-    if (!client) return;
-    this.#client = undefined;
-    client.off('error', this.#onClientError);
-    client.release(broken ?? this.#broken);
   }
 }

@@ -10,8 +10,8 @@
 //   retry   - every unfinished delivery of a queued message becomes due at
 //             `now` (one due earlier stays so). Held messages are left; a
 //             leased delivery keeps its lease.
-//   delete  - the message's rows (body chunks, deliveries, recipients,
-//             attempts go with it, ON DELETE CASCADE). By id any message,
+//   delete  - the message's rows (its body chunks explicitly; deliveries,
+//             recipients, attempts by ON DELETE CASCADE). By id any message,
 //             done ones included; "all" means the messages `queue list` shows.
 // Beside the verbs, purgeDone: the retention sweep's delete of messages done
 // before a given time (done-purge.ts), through the messages_done index.
@@ -40,7 +40,8 @@ const RETRY: Verb = {
   where: "m.state = 'queued' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND NOT d.finished)",
   apply: 'UPDATE deliveries SET next_attempt_at = least(next_attempt_at, $2) WHERE message_id = ANY($1) AND NOT finished',
 };
-const DELETE_BY_ID: Verb = { where: 'true', apply: 'DELETE FROM messages WHERE id = ANY($1)' };
+// Body chunks have no foreign key (a draft writes them before its message row): they go explicitly.
+const DELETE_BY_ID: Verb = { where: 'true', apply: 'WITH chunks AS (DELETE FROM message_chunks WHERE message_id = ANY($1)) DELETE FROM messages WHERE id = ANY($1)' };
 const DELETE_ALL: Verb = { where: "m.state <> 'done'", apply: DELETE_BY_ID.apply };
 
 /** holdMessages - queued → held; returns the ids that changed. */

@@ -125,6 +125,19 @@ export const MIGRATIONS: readonly Migration[] = [
     // For the retention sweep (purgeDone), as in SQLite: only done messages are in it.
     sql: "CREATE INDEX messages_done ON messages (done_at) WHERE state = 'done';",
   },
+  {
+    name: 'body chunks written before their message row',
+    // A draft no longer holds a connection through DATA (pg-draft.ts): each
+    // full chunk is committed as it arrives, before the message row exists,
+    // so the foreign key goes. A message's chunks are deleted with it
+    // explicitly (pg-operator.ts), as they already were when it became done.
+    // written_at is for the sweep of chunks no message row ever claimed
+    // (pg-body.ts, removeOrphanChunks).
+    sql: `
+      ALTER TABLE message_chunks DROP CONSTRAINT message_chunks_message_id_fkey;
+      ALTER TABLE message_chunks ADD COLUMN written_at timestamptz NOT NULL DEFAULT now();
+    `,
+  },
 ];
 
 /** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. */

@@ -2,20 +2,21 @@
 // rows of one database that several Postern nodes share. Any node accepts,
 // any node delivers, and `postern queue` on any node sees the whole queue.
 //
-// Decides how a node uses the database: two pools, one for drafts (each
-// holds a connection for its transaction from the first body byte to the
-// COMMIT, pg-draft.ts under the shared draft-lifecycle.ts) and one for
-// everything else (short statements and transactions), so clients slow to
-// send DATA can never starve the scheduler or the CLI. The schema is
+// Decides how a node uses the database: two pools, one for drafts (a
+// statement per full body chunk and one to commit, pg-draft.ts under the
+// shared draft-lifecycle.ts; no connection is held while a client sends)
+// and one for everything else (short statements and transactions), so a
+// burst of arriving mail never starves the scheduler or the CLI. The schema is
 // created or migrated on open (pg-schema.ts, under an advisory lock). The
 // work is split by who asks: pg-deliveries.ts (the scheduler's claims and
 // results), pg-operator.ts (hold, release, retry, delete, purge of done
 // messages), pg-inspect.ts (list, show, stats), pg-body.ts (chunked
 // bodies). This file opens and delegates.
 //
-// Nothing here needs an orphan sweep: a draft is one transaction, so a crash
-// before its COMMIT leaves nothing, and a message's body chunks are deleted
-// in the transaction that makes it done (or by the cascade of its delete).
+// A message's body chunks are deleted in the transaction that makes it done,
+// or with the message by `queue delete`. Chunk rows of drafts that never
+// committed (a node died mid-DATA) are removed at open and at most once an
+// hour by the retention sweep's purgeDone, once a day old (pg-body.ts).
 //
 // How it fails: openPostgresStore rejects, naming the URL (password masked),
 // if the database cannot be reached, the URL is not postgres://, or its
@@ -33,10 +34,10 @@ import { OpenDrafts } from '../draft-lifecycle.ts';
 import { logMigration } from '../migrations.ts';
 import { newQueueId } from '../queue-id.ts';
 import type { ClaimedDelivery, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore } from '../queue-store.ts';
-import { readBodyChunks } from './pg-body.ts';
+import { readBodyChunks, removeOrphanChunks } from './pg-body.ts';
 import { createPool, parseQueueUrl, withClient, type QueueConnection } from './pg-connection.ts';
 import * as deliveries from './pg-deliveries.ts';
-import { PgDraftTransaction } from './pg-draft.ts';
+import { PgDraft } from './pg-draft.ts';
 import * as inspect from './pg-inspect.ts';
 import * as operator from './pg-operator.ts';
 import { MIGRATIONS, migrateSchema } from './pg-schema.ts';
@@ -49,7 +50,7 @@ export interface PostgresStoreOptions {
   removeOrphans?: boolean;
   /** Connections for short queries (claims, records, the CLI); default 10. */
   poolSize?: number;
-  /** Connections for drafts: this many messages can be in DATA at once before the next waits; default 20. */
+  /** Connections for drafts' statements (a full body chunk, a commit): this many at once before the next waits; default 20. */
   draftPoolSize?: number;
 }
 
@@ -63,7 +64,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   for (const pool of [queries, drafts]) pool.on('error', (err) => logger.warn({ err, url: connection.printable }, 'idle queue database connection failed'));
   try {
     logMigration(logger, { url: connection.printable, schema: connection.schema }, await migrate(queries, connection), MIGRATIONS);
-    logger.info({ url: connection.printable, schema: connection.schema, schemaVersion: MIGRATIONS.length }, 'queue store opened');
+    const orphansRemoved = await removeOrphanChunks(queries);
+    logger.info({ url: connection.printable, schema: connection.schema, schemaVersion: MIGRATIONS.length, orphansRemoved }, 'queue store opened');
   } catch (error) {
     await Promise.all([queries.end(), drafts.end()]);
     throw error;
@@ -81,9 +83,14 @@ async function migrate(pool: pg.Pool, connection: QueueConnection): Promise<numb
   }
 }
 
+/** How often purgeDone also removes chunk rows no message claims (their age bound is a day: an hour late is nothing). */
+const ORPHAN_SWEEP_INTERVAL_MS = 3600 * 1000;
+
 class PostgresQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   #closed = false;
+  /** When chunk rows no message claims were last removed, on a monotonic clock (at open). */
+  #orphansRemovedAt = performance.now();
 
   constructor(
     private readonly queries: pg.Pool,
@@ -94,7 +101,7 @@ class PostgresQueueStore implements QueueStore {
   beginMessage(): MessageDraft {
     if (this.#closed) throw new Error('queue store is closed');
     const id = newQueueId();
-    return this.#drafts.begin(id, new PgDraftTransaction(id, { pool: this.draftPool, logger: this.logger.child({ queueId: id }) }));
+    return this.#drafts.begin(id, new PgDraft(id, { pool: this.draftPool, logger: this.logger.child({ queueId: id }) }));
   }
 
   listMessages(options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
@@ -143,7 +150,14 @@ class PostgresQueueStore implements QueueStore {
   }
 
   purgeDone(doneBefore: Date, limit: number): Promise<number> {
-    return this.#run(() => operator.purgeDone(this.queries, doneBefore, limit));
+    return this.#run(async () => {
+      if (performance.now() - this.#orphansRemovedAt >= ORPHAN_SWEEP_INTERVAL_MS) {
+        const removed = await removeOrphanChunks(this.queries);
+        this.#orphansRemovedAt = performance.now();
+        if (removed > 0) this.logger.info({ removed }, 'removed chunk rows of drafts that never committed');
+      }
+      return operator.purgeDone(this.queries, doneBefore, limit);
+    });
   }
 
   freeSpace(): Promise<number | undefined> {
