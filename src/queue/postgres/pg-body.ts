@@ -51,7 +51,7 @@ export interface WrittenBody {
 // implicit transaction ends.
 const INSERT_CHUNK = `
   INSERT INTO message_chunks (message_id, seq, data)
-  SELECT $1, $2, $3 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`;
+  SELECT $1::text, $2::integer, $3::bytea FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`;
 
 /** createChunkWriter - a Writable that inserts each full CHUNK_SIZE row of its bytes through `pool`; `idle` settles when no insert is in flight. */
 export function createChunkWriter(pool: pg.Pool, messageId: string): { sink: Writable; written: () => WrittenBody; idle: () => Promise<void> } {

@@ -29,9 +29,9 @@ export interface EnvelopeRow {
   body: WrittenBody;
 }
 
-// Data-modifying CTEs see the message row of the statement; parameters are cast because an INSERT's
-// SELECT does not give them its columns' types. $22 is how many chunk rows were written before, $23 the
-// last chunk (NULL when there is none).
+// The other inserts take the message row from its CTE, so none happens without it. Parameters carry
+// their types: several are used in more than one place. $22 is how many chunk rows were written before,
+// $23 the last chunk (NULL when there is none).
 const INSERT_ENVELOPE = `
   WITH message AS (
     INSERT INTO messages (id, mail_from, body_type, smtp_utf8, client_address, client_helo, client_listener, auth_user,
