@@ -2,7 +2,7 @@
 // the states a draft goes through, which call is allowed in which, and what
 // discard does at each step. Where the bytes go and what makes them durable
 // is the backend's DraftStorage (in SQLite a row holding a small body, or a
-// row and a body file; in PostgreSQL one transaction).
+// row and a body file; in PostgreSQL chunk rows, the last with the envelope).
 //
 // Decides the draft's life: open → writing → written → committing →
 // committed, or discarded / failed from any step before committed. writeBody

@@ -10,7 +10,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import { CHUNK_SIZE, DRAFT_MAX_AGE_MS } from '../../src/queue/postgres/pg-body.ts';
+import { CHUNK_SIZE, DRAFT_MAX_AGE } from '../../src/queue/postgres/pg-body.ts';
 import { createPool, parseQueueUrl } from '../../src/queue/postgres/pg-connection.ts';
 import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
 import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
@@ -209,24 +209,46 @@ describe.skipIf(!baseUrl)('postgres', () => {
       const draft = store.beginMessage();
       await draft.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE * 2 + 10, 0x61)]));
       await schema.query('DELETE FROM message_chunks WHERE message_id = $1 AND seq = 1', [draft.id]);
-      await expect(draft.commit(envelopeWith({}))).rejects.toThrow(/of its 2 chunk rows written before, some are gone; nothing was inserted/);
+      await expect(draft.commit(envelopeWith({}))).rejects.toThrow('of the 2 chunk row(s) written before its commit, one is gone or more than 12 hours old; nothing was inserted');
       expect(await store.listMessages()).toEqual([]);
       expect((await schema.query('SELECT count(*)::int AS n FROM messages')).rows).toEqual([{ n: 0 }]);
       expect(await chunkRows(draft.id)).toBe(1); // left for the orphan sweep
     });
 
-    it('refuses to commit a draft that took longer than DRAFT_MAX_AGE_MS, so the orphan sweep never takes one that can still commit', async () => {
-      vi.useFakeTimers({ toFake: ['performance'] });
+    it('refuses a draft whose first chunk row is older than DRAFT_MAX_AGE, on the database clock the orphan sweep reads', async () => {
+      const store = await openStore();
+      const draft = store.beginMessage();
+      await draft.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE + 10, 0x61)]));
+      await schema.query("UPDATE message_chunks SET written_at = now() - interval '12 hours 1 minute' WHERE message_id = $1", [draft.id]);
+      await expect(draft.commit(envelopeWith({}))).rejects.toThrow(`of the 1 chunk row(s) written before its commit, one is gone or more than ${DRAFT_MAX_AGE} old`);
+      expect(await store.listMessages()).toEqual([]);
+    });
+
+    it('deletes a discarded draft’s rows only once its chunk INSERT in flight has finished', async () => {
+      const store = await openStore();
+      const draft = store.beginMessage();
+      // Another transaction holds the draft's row 0 uncommitted: the draft's INSERT of it waits for that one.
+      const blockerPool = createPool(parseQueueUrl(schema.url), 1);
+      const blocker = await blockerPool.connect();
       try {
-        const store = await openStore();
-        const draft = store.beginMessage();
-        await draft.writeBody(bodyOf([Buffer.from('Subject: slow\r\n\r\nvery slow\r\n')]));
-        vi.advanceTimersByTime(DRAFT_MAX_AGE_MS + 1000);
-        await expect(draft.commit(envelopeWith({}))).rejects.toThrow(/more than the 43200 s a draft may take/);
-        expect(await store.listMessages()).toEqual([]);
+        await blocker.query('BEGIN');
+        await blocker.query("INSERT INTO message_chunks (message_id, seq, data) VALUES ($1, 0, 'x')", [draft.id]);
+        const writing = draft.writeBody(bodyOf([Buffer.alloc(CHUNK_SIZE + 10, 0x61)])).catch((error: unknown) => error);
+        await vi.waitFor(async () => {
+          const waiting = await schema.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", [schema.schema]);
+          expect(waiting.rows).toEqual([{ n: 1 }]);
+        });
+        const discarding = draft.discard();
+        // Time for a delete that did not wait to run first, and find nothing.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await blocker.query('ROLLBACK');
+        await discarding;
+        expect(await writing).toBeInstanceOf(Error);
       } finally {
-        vi.useRealTimers();
+        blocker.release();
+        await blockerPool.end();
       }
+      expect(await chunkRows(draft.id)).toBe(0);
     });
 
     it('removes chunk rows no message claims once a day old: at open, then at most hourly with purgeDone', async () => {

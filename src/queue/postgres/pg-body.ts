@@ -12,10 +12,11 @@
 // A reader asks for row n only when the consumer wants more (back-pressure),
 // and the first query also checks that the message is committed and not done.
 // Rows that no message row ever claimed (a draft discarded while its delete
-// failed, or a node that died mid-DATA) are removed by removeOrphanChunks
-// once they are older than ORPHAN_AGE; a draft older than DRAFT_MAX_AGE is
-// refused at its commit, so the sweep never takes a draft that can still
-// commit.
+// failed, a failed commit, a node that died mid-DATA) are removed by
+// removeOrphanChunks once older than ORPHAN_AGE; a draft with a row older
+// than DRAFT_MAX_AGE is refused at its commit. Both ages are read on the
+// database's clock (written_at, now()), so the sweep never takes a row of a
+// draft that can still commit unless that clock jumps by 12 hours.
 //
 // How it fails: the chunk writer fails its stream when an INSERT fails; the
 // body stream errors for an id that is malformed, unknown, not yet committed
@@ -23,7 +24,7 @@
 // read (its chunks are gone).
 //
 //   CHUNK_SIZE        - the size of one message_chunks row.
-//   DRAFT_MAX_AGE_MS  - how long a draft may take from its first byte to its commit.
+//   DRAFT_MAX_AGE     - how old a draft's first row may be at its commit (an SQL interval).
 //   createChunkWriter - a Writable inserting each full chunk row as it fills; the rest is for the commit.
 //   deleteChunks      - remove a draft's rows (it was discarded).
 //   removeOrphanChunks - remove rows older than ORPHAN_AGE that no message claims.
@@ -34,11 +35,14 @@ import { isQueueId } from '../queue-id.ts';
 
 export const CHUNK_SIZE = 256 * 1024;
 
-/** A draft may take this long from its first body byte to its commit (12 hours; Postfix has no such bound, but no client takes it). */
-export const DRAFT_MAX_AGE_MS = 12 * 3600 * 1000;
+/** A draft's rows may be this old at its commit (Postfix has no such bound, but no client sends DATA for 12 hours). */
+export const DRAFT_MAX_AGE = '12 hours';
 
-/** Rows no message claims are removed once this old: twice DRAFT_MAX_AGE_MS, so node clocks may disagree by hours. */
+/** Rows no message claims are removed once this old: twice DRAFT_MAX_AGE. */
 const ORPHAN_AGE = '24 hours';
+
+/** Rows removed per sweep at most; more wait for the next one (an hour later). */
+const ORPHAN_SWEEP_LIMIT = 1000;
 
 /** What a finished chunk writer wrote: `rows` whole rows already inserted (seq 0 to rows - 1), and `rest` for the commit. */
 export interface WrittenBody {
@@ -98,13 +102,15 @@ export async function deleteChunks(pool: pg.Pool, messageId: string): Promise<vo
   await pool.query('DELETE FROM message_chunks WHERE message_id = $1', [messageId]);
 }
 
-/** removeOrphanChunks - remove chunk rows older than ORPHAN_AGE whose message row does not exist; returns how many. */
+/** removeOrphanChunks - remove up to ORPHAN_SWEEP_LIMIT chunk rows older than ORPHAN_AGE whose message row does not exist; returns how many. */
 export async function removeOrphanChunks(pool: pg.Pool): Promise<number> {
   const result = await pool.query(
-    `DELETE FROM message_chunks c
-      WHERE c.written_at < now() - $1::interval
-        AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = c.message_id)`,
-    [ORPHAN_AGE],
+    `DELETE FROM message_chunks WHERE (message_id, seq) IN (
+       SELECT c.message_id, c.seq FROM message_chunks c
+        WHERE c.written_at < now() - $1::interval
+          AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = c.message_id)
+        LIMIT $2)`,
+    [ORPHAN_AGE, ORPHAN_SWEEP_LIMIT],
   );
   return result.rowCount ?? 0;
 }

@@ -3,10 +3,12 @@
 // statement, so most messages take one round trip from DATA's end to 250.
 //
 // Decides whether the message goes in: only if every chunk row written
-// before (seq 0 to rows - 1) is still there. A row committed without its WAL
-// flush may be gone after a database crash, and the orphan sweep takes rows
-// of drafts past DRAFT_MAX_AGE_MS (pg-body.ts); either way nothing is
-// inserted and the client hears 4xx. The statement waits for its WAL flush
+// before (seq 0 to rows - 1) is still there, and none is older than
+// DRAFT_MAX_AGE. A row committed without its WAL flush may be gone after a
+// database crash, and the orphan sweep takes rows twice that old
+// (pg-body.ts); the age is read on the sweep's clock, the database's, so a
+// row the sweep may be deleting right now is never counted as there. Either
+// way nothing is inserted and the client hears 4xx. The statement waits for its WAL flush
 // (synchronous_commit on, for this transaction, whatever the session says),
 // which makes every earlier chunk row durable too. The columns are the ones
 // both stores write (stored-columns.ts), and recipients group into
@@ -15,13 +17,13 @@
 // once (received_at, this node's clock, as `now` is in every claim).
 //
 // How it fails: rejects on any database error (nothing is inserted), and
-// when a chunk row written before is missing.
+// when a chunk row written before is missing or too old.
 //
 //   insertEnvelope - insert the message, its deliveries, its recipients and its last chunk.
 import type pg from 'pg';
 import type { StoredEnvelope } from '../queue-store.ts';
 import { messageColumns, recipientColumns } from '../stored-columns.ts';
-import type { WrittenBody } from './pg-body.ts';
+import { DRAFT_MAX_AGE, type WrittenBody } from './pg-body.ts';
 
 export interface EnvelopeRow {
   id: string;
@@ -31,7 +33,7 @@ export interface EnvelopeRow {
 
 // The other inserts take the message row from its CTE, so none happens without it. Parameters carry
 // their types: several are used in more than one place. $22 is how many chunk rows were written before,
-// $23 the last chunk (NULL when there is none).
+// $23 the last chunk (NULL when there is none), $24 DRAFT_MAX_AGE.
 const INSERT_ENVELOPE = `
   WITH message AS (
     INSERT INTO messages (id, mail_from, body_type, smtp_utf8, client_address, client_helo, client_listener, auth_user,
@@ -40,6 +42,7 @@ const INSERT_ENVELOPE = `
            $9::text, $10::text, $11::bigint, $12::integer, $13::timestamptz, $14::boolean, $15::text, $16::text
       FROM (SELECT set_config('synchronous_commit', 'on', true)) AS durable
      WHERE (SELECT count(*) FROM message_chunks WHERE message_id = $1::text) = $22::integer
+       AND NOT EXISTS (SELECT 1 FROM message_chunks WHERE message_id = $1::text AND written_at < now() - $24::interval)
     RETURNING id, received_at
   ), last_chunk AS (
     INSERT INTO message_chunks (message_id, seq, data)
@@ -86,7 +89,10 @@ export async function insertEnvelope(pool: pg.Pool, row: EnvelopeRow): Promise<v
     recipients.map((r) => r.dsnOrcpt),
     rows,
     rest.length > 0 ? rest : null,
+    DRAFT_MAX_AGE,
   ]);
   // A draft commits only with a recipient, so no row inserted means no message row.
-  if (result.rowCount === 0) throw new Error(`message ${row.id}: ${rows === 1 ? 'its chunk row written before is' : `of its ${rows} chunk rows written before, some are`} gone; nothing was inserted`);
+  if (result.rowCount === 0) {
+    throw new Error(`message ${row.id}: of the ${rows} chunk row(s) written before its commit, one is gone or more than ${DRAFT_MAX_AGE} old; nothing was inserted`);
+  }
 }

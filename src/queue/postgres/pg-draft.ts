@@ -18,8 +18,8 @@
 // old (pg-body.ts).
 //
 // How it fails: write rejects if the body stream errors or the database
-// does; commit rejects on a database error, when a row written before is
-// gone, or when the draft is older than DRAFT_MAX_AGE_MS (nothing is
+// does; commit rejects on a database error, or when a row written before is
+// gone or older than DRAFT_MAX_AGE (nothing is
 // inserted, and its rows are left to the sweep; if the connection broke
 // during the statement the outcome is unknown, and the client, told 4xx, may
 // send again: at least once).
@@ -32,7 +32,7 @@ import type pg from 'pg';
 import type { Logger } from '../../observability/logger.ts';
 import type { DraftStorage } from '../draft-lifecycle.ts';
 import type { StoredEnvelope } from '../queue-store.ts';
-import { createChunkWriter, deleteChunks, DRAFT_MAX_AGE_MS, type WrittenBody } from './pg-body.ts';
+import { createChunkWriter, deleteChunks, type WrittenBody } from './pg-body.ts';
 import { insertEnvelope } from './pg-commit.ts';
 
 /** What a draft needs from its store. */
@@ -44,8 +44,6 @@ export interface DraftContext {
 
 export class PgDraft implements DraftStorage {
   #writer: ReturnType<typeof createChunkWriter> | undefined;
-  /** When write began, on a monotonic clock. */
-  #startedAt = 0;
 
   constructor(
     readonly id: string,
@@ -54,7 +52,6 @@ export class PgDraft implements DraftStorage {
 
   /** write - stream the body into chunk rows, the last one kept for commit; resolves with the byte count. */
   async write(body: Readable, signal: AbortSignal): Promise<number> {
-    this.#startedAt = performance.now();
     this.#writer = createChunkWriter(this.ctx.pool, this.id);
     await pipeline(body, this.#writer.sink, { signal });
     return this.#writer.written().size;
@@ -64,8 +61,6 @@ export class PgDraft implements DraftStorage {
   async commit(envelope: StoredEnvelope): Promise<void> {
     const body: WrittenBody = this.#writer?.written() ?? { size: 0, rows: 0, rest: Buffer.alloc(0) };
     try {
-      const age = performance.now() - this.#startedAt;
-      if (age > DRAFT_MAX_AGE_MS) throw new Error(`draft ${this.id}: ${Math.round(age / 1000)} s since its first byte, more than the ${DRAFT_MAX_AGE_MS / 1000} s a draft may take`);
       await insertEnvelope(this.ctx.pool, { id: this.id, envelope, body });
     } catch (error) {
       // The rows stay for the orphan sweep: a statement whose connection broke may still have committed,

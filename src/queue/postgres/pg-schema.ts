@@ -132,10 +132,16 @@ export const MIGRATIONS: readonly Migration[] = [
     // so the foreign key goes. A message's chunks are deleted with it
     // explicitly (pg-operator.ts), as they already were when it became done.
     // written_at is for the sweep of chunks no message row ever claimed
-    // (pg-body.ts, removeOrphanChunks).
+    // (pg-body.ts, removeOrphanChunks). The ALTERs need message_chunks to
+    // themselves, and a node of the previous version holds it through each
+    // DATA: waiting, they would hold up every other node's statements on it
+    // behind them, so they give up after 5 s (the node fails to start and is
+    // started again; stopping the older nodes first avoids it).
     sql: `
+      SET LOCAL lock_timeout = '5s';
       ALTER TABLE message_chunks DROP CONSTRAINT message_chunks_message_id_fkey;
       ALTER TABLE message_chunks ADD COLUMN written_at timestamptz NOT NULL DEFAULT now();
+      SET LOCAL lock_timeout TO DEFAULT;
     `,
   },
 ];

@@ -15,8 +15,10 @@
 //
 // A message's body chunks are deleted in the transaction that makes it done,
 // or with the message by `queue delete`. Chunk rows of drafts that never
-// committed (a node died mid-DATA) are removed at open and at most once an
-// hour by the retention sweep's purgeDone, once a day old (pg-body.ts).
+// committed (a node died mid-DATA) are removed once a day old (pg-body.ts):
+// at open (unless removeOrphans is false, as for the CLI) and at most once
+// an hour from the retention sweep's purgeDone. A sweep that fails is
+// logged and does not stop the open or the purge.
 //
 // How it fails: openPostgresStore rejects, naming the URL (password masked),
 // if the database cannot be reached, the URL is not postgres://, or its
@@ -46,7 +48,7 @@ export interface PostgresStoreOptions {
   /** postgres://user:password@host:5432/database, optionally ?schema=NAME (created if missing). */
   url: string;
   logger?: Logger;
-  /** Accepted for the same options as the SQLite store; there are no orphan bodies to remove here. */
+  /** Whether open removes chunk rows no message claims (default true; the CLI passes false, as for SQLite). */
   removeOrphans?: boolean;
   /** Connections for short queries (claims, records, the CLI); default 10. */
   poolSize?: number;
@@ -64,7 +66,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   for (const pool of [queries, drafts]) pool.on('error', (err) => logger.warn({ err, url: connection.printable }, 'idle queue database connection failed'));
   try {
     logMigration(logger, { url: connection.printable, schema: connection.schema }, await migrate(queries, connection), MIGRATIONS);
-    const orphansRemoved = await removeOrphanChunks(queries);
+    const orphansRemoved = options.removeOrphans === false ? 0 : await removeOrphans(queries, logger);
     logger.info({ url: connection.printable, schema: connection.schema, schemaVersion: MIGRATIONS.length, orphansRemoved }, 'queue store opened');
   } catch (error) {
     await Promise.all([queries.end(), drafts.end()]);
@@ -152,9 +154,8 @@ class PostgresQueueStore implements QueueStore {
   purgeDone(doneBefore: Date, limit: number): Promise<number> {
     return this.#run(async () => {
       if (performance.now() - this.#orphansRemovedAt >= ORPHAN_SWEEP_INTERVAL_MS) {
-        const removed = await removeOrphanChunks(this.queries);
         this.#orphansRemovedAt = performance.now();
-        if (removed > 0) this.logger.info({ removed }, 'removed chunk rows of drafts that never committed');
+        await removeOrphans(this.queries, this.logger);
       }
       return operator.purgeDone(this.queries, doneBefore, limit);
     });
@@ -181,6 +182,18 @@ class PostgresQueueStore implements QueueStore {
   #run<T>(call: () => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new Error('queue store is closed'));
     return call();
+  }
+}
+
+/** removeOrphans - removeOrphanChunks, logged; a failure is logged and counts as none removed. */
+async function removeOrphans(pool: pg.Pool, logger: Logger): Promise<number> {
+  try {
+    const removed = await removeOrphanChunks(pool);
+    if (removed > 0) logger.info({ removed }, 'removed chunk rows of drafts that never committed');
+    return removed;
+  } catch (error) {
+    logger.warn({ err: error }, 'could not remove chunk rows of drafts that never committed; trying again in an hour');
+    return 0;
   }
 }
 
