@@ -7,7 +7,10 @@
 // queue grows fast: 861 4 KB messages (4 MB of database and 4 MB of WAL)
 // filled an 8 MB file system in under a second, so with a reading a second
 // old the disk filled before the refusal began. The age is taken on a
-// monotonic clock: a wall clock set back would keep an old reading.
+// monotonic clock: a wall clock set back would keep an old reading. A
+// store that will take more of the disk by itself (SQLite's WAL growing to
+// its checkpoint size) names that as `reserved`, read with each statfs and
+// taken off what it reads.
 //
 //   createFreeSpaceReader - a cached reader of one directory's free bytes.
 //
@@ -21,16 +24,25 @@ import { performance } from 'node:perf_hooks';
 /** How long one reading is used after it came back. */
 export const FREE_SPACE_MAX_AGE_MS = 100;
 
-/** createFreeSpaceReader - bytes available to this process on the file system holding `dir` (statfs bavail × bsize), at most FREE_SPACE_MAX_AGE_MS old. */
-export function createFreeSpaceReader(dir: string, now: () => number = () => performance.now()): () => Promise<number | undefined> {
+export interface FreeSpaceOptions {
+  /** The clock a reading's age is taken on (monotonic; a test's own). */
+  now?: () => number;
+  /** Bytes the store will take by itself and does not hold yet, taken off each reading. */
+  reserved?: () => Promise<number>;
+}
+
+/** createFreeSpaceReader - bytes available to this process on the file system holding `dir` (statfs bavail × bsize, less `reserved`), at most FREE_SPACE_MAX_AGE_MS old. */
+export function createFreeSpaceReader(dir: string, options: FreeSpaceOptions = {}): () => Promise<number | undefined> {
+  const now = options.now ?? (() => performance.now());
+  const reserved = options.reserved ?? (() => Promise.resolve(0));
   let reading: Promise<number | undefined> | undefined;
   /** When the last reading came back; undefined while one is running. */
   let readAt: number | undefined;
   return () => {
     if (reading && (readAt === undefined || now() - readAt < FREE_SPACE_MAX_AGE_MS)) return reading;
     readAt = undefined;
-    reading = statfs(dir).then(
-      (fs) => fs.bavail * fs.bsize,
+    reading = Promise.all([statfs(dir), reserved()]).then(
+      ([fs, taken]) => fs.bavail * fs.bsize - taken,
       () => undefined,
     );
     void reading.then(() => (readAt = now()));

@@ -25,7 +25,7 @@ it('reads the bytes available on the directory’s file system, as statfs gives 
 
 it('serves one reading for FREE_SPACE_MAX_AGE_MS after it came back, then reads again', async () => {
   let now = 1_000_000;
-  const read = createFreeSpaceReader(dir, () => now);
+  const read = createFreeSpaceReader(dir, { now: () => now });
   const first = read();
   await first;
   now += FREE_SPACE_MAX_AGE_MS - 1;
@@ -38,7 +38,7 @@ it('serves one reading for FREE_SPACE_MAX_AGE_MS after it came back, then reads 
 
 it('serves a reading still running to everyone who asks, however long it takes', async () => {
   let now = 0;
-  const read = createFreeSpaceReader(dir, () => now);
+  const read = createFreeSpaceReader(dir, { now: () => now });
   const first = read();
   now += FREE_SPACE_MAX_AGE_MS * 100;
   expect(read()).toBe(first);
@@ -47,7 +47,7 @@ it('serves a reading still running to everyone who asks, however long it takes',
 
 it('reads a directory that is gone as not known, and reads again once it is back', async () => {
   let now = 0;
-  const read = createFreeSpaceReader(dir, () => now);
+  const read = createFreeSpaceReader(dir, { now: () => now });
   await rm(dir, { recursive: true });
   expect(await read()).toBeUndefined();
   await mkdir(dir);

@@ -7,7 +7,7 @@
 // by topic if it grows.
 import Database from 'better-sqlite3';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -15,11 +15,12 @@ import { fileURLToPath } from 'node:url';
 import { Readable, Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.ts';
+import { FREE_SPACE_MAX_AGE_MS } from '../../src/queue/free-space.ts';
 import { newQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { INLINE_BODY_LIMIT, WRITE_BATCH } from '../../src/queue/sqlite/sqlite-draft.ts';
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
-import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
+import { openSqliteStore, WAL_CHECKPOINT_PAGES } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
 import { attemptWith, bodyOf, commitMessage, commitToManyDomains, deliverMessage, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
 
@@ -90,6 +91,24 @@ describe('sqlite queue store', () => {
       db.close();
     }
     expect((await stat(messagesDir)).isDirectory()).toBe(true);
+  });
+
+  it('lets the WAL grow to WAL_CHECKPOINT_PAGES before a checkpoint, and counts the room it will still take as not free', async () => {
+    const store = await openStore();
+    const walSize = async () => (await stat(`${dbPath}-wal`)).size;
+    const free = async () => ({ statfs: await statfs(dir).then((fs) => fs.bavail * fs.bsize), store: (await store.freeSpace())! });
+    const walLimit = 32 + WAL_CHECKPOINT_PAGES * (4096 + 24);
+    const before = await free();
+    // Other test files write to the same disk meanwhile: within 16 MB.
+    expect(Math.abs(before.statfs - before.store - (walLimit - (await walSize())))).toBeLessThan(16 * 2 ** 20);
+    // 120 bodies of 100 KB, in their rows, one transaction each: about 12 MB of WAL. With SQLite's default
+    // of 1,000 pages it would have been copied into the database and rewound at about 4 MB.
+    const body = Buffer.alloc(100 * 1024, 0x62);
+    for (let i = 0; i < 120; i++) await commitMessage(store, [body], envelopeWith({}));
+    expect(await walSize()).toBeGreaterThan(10 * 2 ** 20);
+    await new Promise((resolve) => setTimeout(resolve, FREE_SPACE_MAX_AGE_MS + 10));
+    const after = await free();
+    expect(Math.abs(after.statfs - after.store - (walLimit - (await walSize())))).toBeLessThan(16 * 2 ** 20);
   });
 
   it('stores the whole envelope: client facts, body type, recipients in order with their domain', async () => {

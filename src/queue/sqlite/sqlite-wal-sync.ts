@@ -23,6 +23,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 export interface WalSync {
   /** sync - every transaction committed before this call is on disk when it resolves. */
   sync(): Promise<void>;
+  /** size - the -wal file's size in bytes. */
+  size(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -31,6 +33,7 @@ export async function openWalSync(databaseFile: string): Promise<WalSync> {
   const handle: FileHandle = await open(`${databaseFile}-wal`, 'r');
   return {
     sync: () => handle.sync(),
+    size: async () => (await handle.stat()).size,
     close: () => handle.close(),
   };
 }
