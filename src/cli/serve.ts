@@ -61,6 +61,8 @@ const DEFAULT_KEY = CONFIG_KEYS.find((k) => k.path === 'tls.key')!.default;
 export interface RelayOptions {
   /** The clock the scheduler uses (tests move it forward instead of waiting). */
   now?: () => Date;
+  /** The monotonic clock deliveries' durations are taken on, for in-flow control (tests move it forward). */
+  elapsed?: () => number;
 }
 
 export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay> {
@@ -82,7 +84,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   // Arrivals are slowed to the delivery rate only where this process delivers, and not while its
   // deliveries show the next hops as the limit.
   const inFlow = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000) : undefined;
-  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, inFlow, logger, now, metrics }) : undefined;
+  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, inFlow, logger, now, elapsed: options.elapsed, metrics }) : undefined;
   if (inFlow && scheduler) inFlow.paceFrom(() => scheduler.nextHopsSetPace());
   const shared = {
     onQueued: scheduler ? () => scheduler.wake() : undefined,
@@ -170,8 +172,17 @@ function outboundParts(config: Config): OutboundParts {
 }
 
 /** createDeliveryScheduler - the outbound side: courier and scheduler over the queue. */
-function createDeliveryScheduler(parts: { config: Config; store: QueueStore; outbound: OutboundParts; inFlow?: InFlowGate; logger: Logger; now: () => Date; metrics: Metrics }): Scheduler {
-  const { config, store, inFlow, logger, now, metrics } = parts;
+function createDeliveryScheduler(parts: {
+  config: Config;
+  store: QueueStore;
+  outbound: OutboundParts;
+  inFlow?: InFlowGate;
+  logger: Logger;
+  now: () => Date;
+  elapsed?: () => number;
+  metrics: Metrics;
+}): Scheduler {
+  const { config, store, inFlow, logger, now, elapsed, metrics } = parts;
   const outbound = config.outbound;
   const { resolver, extraCa, relayhostAuth, pool, heloName } = parts.outbound;
   // Built once: nothing in it changes after start.
@@ -188,6 +199,7 @@ function createDeliveryScheduler(parts: { config: Config; store: QueueStore; out
     pollMs: 1000,
     inFlow,
     now,
+    elapsed,
     logger: logger.child({ component: 'scheduler' }),
     metrics,
   });

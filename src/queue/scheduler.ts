@@ -43,6 +43,8 @@ export interface SchedulerOptions {
   /** Longest sleep between looks at the queue (other nodes may add work). */
   pollMs: number;
   now(): Date;
+  /** The monotonic clock deliveries' durations are taken on, in ms (in-flow control); performance.now() unless a test's own. */
+  elapsed?: () => number;
   random?: () => number;
   logger: Logger;
   /** Counts recipient results and delivery latency; nothing is counted when absent. */
@@ -54,7 +56,7 @@ export interface SchedulerOptions {
 export interface Scheduler {
   /** start - begin the loop. */
   start(): void;
-  /** nextHopsSetPace - in-flow.ts's nextHopsSetPace over the deliveries in flight now (their wall-clock ages, not now()'s). */
+  /** nextHopsSetPace - in-flow.ts's nextHopsSetPace over the deliveries in flight now (their ages on `elapsed`, not now()'s). */
   nextHopsSetPace(): boolean;
   /** wake - look at the queue now (a message was just queued, or an operator asked for a retry). */
   wake(): void;
@@ -95,6 +97,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   /** Whether the next hops set the pace, as of the last look (wake() reads it for every accepted message). */
   let paced = false;
   const recentDeliveryTimes = new RecentDeliveryTimes();
+  const elapsed = options.elapsed ?? (() => performance.now());
 
   async function claimAndRun(): Promise<number> {
     const free = options.concurrency - inFlight.size;
@@ -112,9 +115,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     let started = 0;
     for (const claim of claims) {
       perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
-      const startedAt = Date.now();
+      const startedAt = elapsed();
       const task = runOne(claim).finally(() => {
-        recentDeliveryTimes.record(claim.domain, Date.now() - startedAt);
+        recentDeliveryTimes.record(claim.domain, elapsed() - startedAt);
         inFlight.delete(claim.deliveryId);
         const left = (perDomain.get(claim.domain) ?? 1) - 1;
         if (left > 0) perDomain.set(claim.domain, left);
@@ -129,9 +132,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     return started;
   }
 
-  /** nextHopsPace - in-flow.ts's nextHopsSetPace over the deliveries in flight now (their wall-clock ages, not options.now's). */
+  /** nextHopsPace - in-flow.ts's nextHopsSetPace over the deliveries in flight now (their ages on `elapsed`, not options.now's). */
   function nextHopsPace(): boolean {
-    const now = Date.now();
+    const now = elapsed();
     const deliveries = [...inFlight.values()].map((d) => ({ domain: d.domain, ageMs: now - d.startedAt }));
     return nextHopsSetPace(deliveries, { concurrency: options.concurrency, perDestination: options.perDestination }, recentDeliveryTimes);
   }

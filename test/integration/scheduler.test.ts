@@ -48,14 +48,14 @@ afterEach(async () => {
 });
 
 /** setup - a relay on a test clock routing dest.test to a next hop of `kind` and sender.test to a reports sink. */
-async function setup(kind: NextHopKind, outbound: Record<string, unknown> = {}, hopOptions: NextHopOptions = {}): Promise<Setup> {
+async function setup(kind: NextHopKind, outbound: Record<string, unknown> = {}, hopOptions: NextHopOptions = {}, relayOptions: { elapsed?: () => number } = {}): Promise<Setup> {
   const hop = await startNextHop(kind, { ca, ...hopOptions });
   const reports = await startNextHop('starttls-ca-right-name', { ca });
   const clock = testClock();
   const route = (h: NextHop) => ({ host: NEXT_HOP_NAME, port: h.port, tls: 'verify' });
   const relay = await startTestRelay(
     { outbound: { enabled: true, routes: { 'dest.test': route(hop), 'sender.test': route(reports) }, dns: { servers: [dns.address] }, tls: { caFile }, ...outbound } },
-    { now: clock.now },
+    { now: clock.now, ...relayOptions },
   );
   running.push({ relay, hops: [hop, reports] });
   return { relay, scheduler: await driveByHand(relay), clock, hop, reports };
@@ -165,12 +165,15 @@ describe('concurrency and stop', () => {
 
   // In-flow control asks this (in-flow.ts): a slot full for milliseconds is this process's pace, one held for SLOW_DELIVERY_MS the next hop's.
   it('says the next hops set the pace only once a full destination has held its slot SLOW_DELIVERY_MS', async () => {
-    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { perDestination: 1 }, { holdData: true });
+    // Durations on a clock the test moves: how long the delivery takes to reach the hold is the machine's.
+    let elapsed = 0;
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { perDestination: 1 }, { holdData: true }, { elapsed: () => elapsed });
     await submitMessage(relay, { from: 'dave@sender.test', to: ['one@dest.test'], marker: 'pace' });
     const done = scheduler.runDue();
     await hop.waitForHeld(1);
+    elapsed += SLOW_DELIVERY_MS - 1;
     expect(scheduler.nextHopsSetPace()).toBe(false);
-    await new Promise((resolve) => setTimeout(resolve, SLOW_DELIVERY_MS + 50));
+    elapsed += 1;
     expect(scheduler.nextHopsSetPace()).toBe(true);
     hop.release();
     expect(await done).toBe(1);
