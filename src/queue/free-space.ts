@@ -10,7 +10,8 @@
 // monotonic clock: a wall clock set back would keep an old reading. A
 // store that will take more of the disk by itself (SQLite's WAL growing to
 // its checkpoint size) names that as `reserved`, read with each statfs and
-// taken off what it reads.
+// taken off what it reads; a `reserved` that fails makes the reading
+// undefined, as a failed statfs does.
 //
 //   createFreeSpaceReader - a cached reader of one directory's free bytes.
 //
@@ -41,7 +42,7 @@ export function createFreeSpaceReader(dir: string, options: FreeSpaceOptions = {
   return () => {
     if (reading && (readAt === undefined || now() - readAt < FREE_SPACE_MAX_AGE_MS)) return reading;
     readAt = undefined;
-    reading = Promise.all([statfs(dir), reserved()]).then(
+    reading = Promise.all([statfs(dir), Promise.resolve().then(reserved)]).then(
       ([fs, taken]) => fs.bavail * fs.bsize - taken,
       () => undefined,
     );

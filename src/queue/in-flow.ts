@@ -61,7 +61,7 @@ export interface DeliveryInFlight {
   ageMs: number;
 }
 
-/** How long each destination's recent deliveries took (wall clock, a moving average over about its last eight). */
+/** How long each destination's recent deliveries took (the scheduler's monotonic clock, a moving average over about its last eight). */
 export interface RecentTimes {
   readonly byDomain: ReadonlyMap<string, number>;
 }

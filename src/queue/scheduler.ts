@@ -88,7 +88,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const perDomain = new Map<string, number>();
   let running = false;
   let timer: NodeJS.Timeout | undefined;
-  /** When the pending timer fires (Date.now() time), and when the last look began. */
+  /** When the pending timer fires and when the last look began, on performance.now() (a wall clock set back would stall looks). */
   let timerAt = 0;
   let lastLookAt = 0;
   let looking: Promise<number> | undefined;
@@ -218,14 +218,14 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   /** schedule - look at the queue in `delayMs` (or sooner, if a look is already set for sooner); never twice within LOOK_INTERVAL_MS. */
   function schedule(delayMs: number): void {
     if (!running) return;
-    const at = Math.max(Date.now() + delayMs, lastLookAt + LOOK_INTERVAL_MS);
+    const at = Math.max(performance.now() + delayMs, lastLookAt + LOOK_INTERVAL_MS);
     if (timer !== undefined && at >= timerAt) return;
     clearTimeout(timer);
     timerAt = at;
     timer = setTimeout(() => {
       timer = undefined;
       void look();
-    }, at - Date.now());
+    }, at - performance.now());
   }
 
   async function look(): Promise<void> {
@@ -233,7 +233,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       lookAgain = true;
       return;
     }
-    lastLookAt = Date.now();
+    lastLookAt = performance.now();
     looking = claimAndRun();
     try {
       await looking;

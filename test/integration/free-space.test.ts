@@ -55,3 +55,22 @@ it('reads a directory that is gone as not known, and reads again once it is back
   now += FREE_SPACE_MAX_AGE_MS;
   expect(await read()).toBeGreaterThan(0);
 });
+
+it('takes what the store will still take by itself (reserved) off each reading, and reads a reserve that fails as not known', async () => {
+  const GB = 2 ** 30;
+  let now = 0;
+  let reserve = 0;
+  const read = createFreeSpaceReader(dir, { now: () => now, reserved: () => Promise.resolve(reserve) });
+  const plain = (await read())!;
+  reserve = 100 * GB; // far more than other test files' writes move the disk by meanwhile
+  now += FREE_SPACE_MAX_AGE_MS;
+  const reserved = (await read())!;
+  expect(Math.abs(plain - reserved - 100 * GB)).toBeLessThan(GB);
+
+  const failing = createFreeSpaceReader(dir, {
+    reserved: () => {
+      throw new Error('stat failed');
+    },
+  });
+  expect(await failing()).toBeUndefined();
+});

@@ -33,7 +33,7 @@
 //   WAL_CHECKPOINT_PAGES - the WAL size, in pages, at which SQLite copies it into the database.
 import Database from 'better-sqlite3';
 import { rmSync, createReadStream } from 'node:fs';
-import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
@@ -182,13 +182,28 @@ class SqliteQueueStore implements QueueStore {
     this.#inspect = prepareInspect(db);
     this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
     this.#isKept = db.prepare(BODY_KEPT);
-    // The WAL grows to its checkpoint size by itself: that room is not free for mail.
-    const walLimit = 32 + WAL_CHECKPOINT_PAGES * (Number(db.pragma('page_size', { simple: true })) + 24);
-    this.#freeSpace = createFreeSpaceReader(messagesDir, { reserved: async () => Math.max(0, walLimit - (await wal.size())) });
+    this.#freeSpace = createFreeSpaceReader(messagesDir, { reserved: () => this.#selfGrowth() });
   }
 
   freeSpace(): Promise<number | undefined> {
     return this.#freeSpace();
+  }
+
+  /**
+   * selfGrowth - the disk the store will take by itself, which is not free for mail: the WAL growing to its
+   * checkpoint size, and the database file growing at the next checkpoint by the pages only the WAL holds
+   * yet. When it cannot be read, the most it can be.
+   */
+  async #selfGrowth(): Promise<number> {
+    const pageSize = Number(this.db.pragma('page_size', { simple: true }));
+    const walLimit = 32 + WAL_CHECKPOINT_PAGES * (pageSize + 24);
+    try {
+      const [walSize, fileSize] = await Promise.all([this.wal.size(), stat(this.db.name).then((s) => s.size)]);
+      const pages = Number(this.db.pragma('page_count', { simple: true }));
+      return Math.max(0, walLimit - walSize) + Math.max(0, pages * pageSize - fileSize);
+    } catch {
+      return walLimit + WAL_CHECKPOINT_PAGES * pageSize;
+    }
   }
 
   beginMessage(): MessageDraft {
