@@ -244,6 +244,17 @@ function postern(args: string[]): Promise<{ code: number; stdout: string; stderr
 
 const rate = (count: number, ms: number): string => (count / (ms / 1000)).toFixed(0);
 
+/** openInData - a raw session to `port` that has had 354 to DATA, for `to` from `from`. */
+async function openInData(port: number, from: string, to: string): Promise<RawSmtp> {
+  const smtp = await RawSmtp.connect(port);
+  expect((await smtp.reply()).code).toBe(220);
+  expect((await smtp.command('EHLO client.test')).code).toBe(250);
+  expect((await smtp.command(`MAIL FROM:<${from}>`)).code).toBe(250);
+  expect((await smtp.command(`RCPT TO:<${to}>`)).code).toBe(250);
+  expect((await smtp.command('DATA')).code).toBe(354);
+  return smtp;
+}
+
 describe.skipIf(!baseUrl)('cluster: several Postern nodes on one PostgreSQL queue', () => {
   const cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
@@ -321,22 +332,12 @@ describe.skipIf(!baseUrl)('cluster: several Postern nodes on one PostgreSQL queu
     const port = nodes[0]!.relay!.ports.relay;
     const trickling: RawSmtp[] = [];
     for (let i = 0; i < 24; i++) {
-      const smtp = await RawSmtp.connect(port);
+      const smtp = await openInData(port, 'slow@client.test', `slow${i}@sink.test`);
       trickling.push(smtp);
-      expect((await smtp.reply()).code).toBe(220);
-      await smtp.command('EHLO slow.test');
-      await smtp.command('MAIL FROM:<slow@client.test>');
-      await smtp.command(`RCPT TO:<slow${i}@sink.test>`);
-      expect((await smtp.command('DATA')).code).toBe(354);
       // Half of them past a full chunk row (256 KB), whose INSERT is done while the rest trickles.
       smtp.write(i % 2 === 0 ? 'Subject: slow\r\n' : `Subject: slow\r\n\r\n${'x'.repeat(998)}\r\n`.repeat(300));
     }
-    const quick = await RawSmtp.connect(port);
-    expect((await quick.reply()).code).toBe(220);
-    await quick.command('EHLO quick.test');
-    await quick.command('MAIL FROM:<quick@client.test>');
-    await quick.command('RCPT TO:<quick@sink.test>');
-    await quick.command('DATA');
+    const quick = await openInData(port, 'quick@client.test', 'quick@sink.test');
     quick.write('Subject: quick\r\n\r\nnot held up\r\n.\r\n');
     const reply = await quick.reply();
     expect(reply.code).toBe(250);
@@ -357,12 +358,7 @@ describe.skipIf(!baseUrl)('cluster: several Postern nodes on one PostgreSQL queu
   it('lists, holds and releases from node B a message accepted on node A', async () => {
     const { nodes } = await setUp(2, 600, false);
     const [a, b] = nodes;
-    const smtp = await RawSmtp.connect(a!.relay!.ports.relay);
-    expect((await smtp.reply()).code).toBe(220);
-    await smtp.command('EHLO client.test');
-    await smtp.command('MAIL FROM:<alice@client.test>');
-    await smtp.command('RCPT TO:<bob@sink.test>');
-    await smtp.command('DATA');
+    const smtp = await openInData(a!.relay!.ports.relay, 'alice@client.test', 'bob@sink.test');
     smtp.write('Subject: across\r\n\r\nfrom node A\r\n.\r\n');
     const accepted = await smtp.reply();
     expect(accepted.code).toBe(250);
