@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createAuthLimiter } from '../../src/inbound/auth-limiter.ts';
-import { compileNetworks } from '../../src/inbound/networks.ts';
+import { compileNetworks, REMEMBERED_ADDRESSES } from '../../src/inbound/networks.ts';
 import { replaceLibraryReply } from '../../src/inbound/wire-replies.ts';
 
 describe('compileNetworks', () => {
@@ -17,6 +17,14 @@ describe('compileNetworks', () => {
     ['not-an-ip', false],
   ])('%s -> %s', (ip, expected) => expect(trusted(ip)).toBe(expected));
   it('throws on a bad entry', () => expect(() => compileNetworks(['10.0.0.0/33x'])).toThrow(/10.0.0.0\/33x/));
+  it('answers the same when asked again, past REMEMBERED_ADDRESSES addresses', () => {
+    const matcher = compileNetworks(['10.0.0.0/16']);
+    const addresses = Array.from({ length: REMEMBERED_ADDRESSES * 2 + 7 }, (_, i) => `10.${i % 3}.${(i >> 8) & 255}.${i & 255}`);
+    const first = addresses.map((a) => matcher(a));
+    expect(first.filter(Boolean)).toHaveLength(addresses.filter((a) => a.startsWith('10.0.')).length);
+    expect(addresses.map((a) => matcher(a))).toEqual(first);
+    expect(addresses.reverse().map((a) => matcher(a))).toEqual(first.reverse());
+  });
 });
 
 describe('createAuthLimiter', () => {
