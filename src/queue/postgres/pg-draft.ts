@@ -19,11 +19,11 @@
 //
 // How it fails: write rejects if the body stream errors or the database
 // does; commit rejects on a database error, or when a row written before is
-// gone or older than DRAFT_MAX_AGE (nothing is
-// inserted, and its rows are left to the sweep; if the connection broke
-// during the statement the outcome is unknown, and the client, told 4xx, may
-// send again: at least once).
-// abandon never rejects: a delete that fails leaves the rows to the sweep.
+// gone or older than DRAFT_MAX_AGE: nothing is inserted, and its rows are
+// left to the sweep (if the connection broke during the statement the
+// outcome is unknown, and the client, told 4xx, may send again: at least
+// once). abandon never rejects: a delete that fails leaves the rows to the
+// sweep.
 //
 //   PgDraft - the DraftStorage of the PostgreSQL store (built by the store only).
 import type { Readable } from 'node:stream';
