@@ -64,9 +64,11 @@ export function createChunkWriter(pool: pg.Pool, messageId: string): { sink: Wri
   let size = 0;
   let rows = 0;
   let inFlight: Promise<void> = Promise.resolve();
+  /** joined - what is pending, in one buffer. */
+  const joined = (): Buffer => (pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes));
   /** insertFull - insert every whole CHUNK_SIZE row of what is pending; the rest stays pending. */
   const insertFull = async (): Promise<void> => {
-    let data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    let data = joined();
     while (data.length >= CHUNK_SIZE) {
       await pool.query(INSERT_CHUNK, [messageId, rows, data.subarray(0, CHUNK_SIZE)]);
       rows++;
@@ -92,7 +94,7 @@ export function createChunkWriter(pool: pg.Pool, messageId: string): { sink: Wri
   });
   return {
     sink,
-    written: () => ({ size, rows, rest: pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes) }),
+    written: () => ({ size, rows, rest: joined() }),
     idle: () => inFlight,
   };
 }

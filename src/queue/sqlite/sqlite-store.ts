@@ -149,6 +149,8 @@ class SqliteQueueStore implements QueueStore {
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
   /** The database, its WAL and messages/ share one directory, so one file system. */
   readonly #freeSpace: () => Promise<number | undefined>;
+  /** The database's page size, fixed once it exists. */
+  readonly #pageSize: number;
 
   constructor(
     private readonly db: Database.Database,
@@ -182,6 +184,7 @@ class SqliteQueueStore implements QueueStore {
     this.#inspect = prepareInspect(db);
     this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
     this.#isKept = db.prepare(BODY_KEPT);
+    this.#pageSize = Number(db.pragma('page_size', { simple: true }));
     this.#freeSpace = createFreeSpaceReader(messagesDir, { reserved: () => this.#selfGrowth() });
   }
 
@@ -195,7 +198,8 @@ class SqliteQueueStore implements QueueStore {
    * yet. When it cannot be read, the most it can be.
    */
   async #selfGrowth(): Promise<number> {
-    const pageSize = Number(this.db.pragma('page_size', { simple: true }));
+    const pageSize = this.#pageSize;
+    // The WAL's header, then a 24-byte header per page (SQLite's file format).
     const walLimit = 32 + WAL_CHECKPOINT_PAGES * (pageSize + 24);
     try {
       const [walSize, fileSize] = await Promise.all([this.wal.size(), stat(this.db.name).then((s) => s.size)]);
