@@ -15,11 +15,13 @@
 // lease runs, and never wait for each other.
 //
 // Lock order, so that nothing deadlocks: a transaction that changes a
-// message and its deliveries locks the message row first (recordAttempt,
+// message and its deliveries locks the message row first (record_attempt,
 // the operator's verbs, DELETE's cascade); a claim locks only delivery
-// rows, and skips rather than waits. recordAttempt's lock on the message
+// rows, and skips rather than waits. record_attempt's lock on the message
 // also makes "all deliveries finished → done" exact when two nodes finish
-// the last two deliveries of one message at once.
+// the last two deliveries of one message at once. record_attempt is a
+// function in the database (pg-schema.ts, migration 4) so that a record is
+// one round trip.
 //
 // All times come from the arguments, never the database's clock.
 //
@@ -38,7 +40,6 @@ import { CLAIM_LOOK_AHEAD, checkClaimOptions, fullDestinations, outcomeTime, typ
 import type { ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
 import { attemptColumns, type AttemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
-import { inTransaction } from './pg-connection.ts';
 
 // Lock and lease in one statement; the outer SELECT describes what was leased.
 // $5 is the per-destination limit (NULL: none), $6 the deliveries in flight by domain (JSON),
@@ -91,89 +92,39 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
 }
 
 /**
- * recordAttempt - the recordAttempt transaction, in three statements between BEGIN and COMMIT (each a round trip,
- * which is what a record costs: 10 round trips before, 5 now); see the module header for when it refuses.
+ * recordAttempt - one call of the record_attempt function (pg-schema.ts, migration 4): the attempts and
+ * outcomes stored, the lease ended, the delivery and message finished, in one statement and one round trip;
+ * see the module header for when it refuses.
  */
 export async function recordAttempt(pool: pg.Pool, { deliveryId, owner }: LeaseClaim, result: AttemptResult): Promise<RecordVerdict> {
   if (!isDeliveryId(deliveryId)) return { recorded: false };
-  return inTransaction(pool, async (client) => {
-    const locked = await client.query<{ message_id: string; finished: boolean; lease_owner: string | null }>(LOCK_FOR_RECORD, [deliveryId]);
-    const row = locked.rows[0];
-    if (!row || row.finished || row.lease_owner !== owner) return { recorded: false };
-    const messageId = row.message_id;
-
-    const updatedAt = outcomeTime(result.attempts);
-    const outcomes = effectiveOutcomes(result.recipients);
-    const attempts = result.attempts.map(attemptColumns);
-    await client.query(RECORD_OUTCOMES, [
-      deliveryId,
-      messageId,
-      outcomes.map((o) => o.address),
-      outcomes.map((o) => o.result),
-      outcomes.map((o) => o.reply),
-      updatedAt,
-      ...ATTEMPT_FIELDS.map((field) => attempts.map((a) => a[field])),
-    ]);
-    const finished = await client.query<{ finished: boolean; done: boolean }>(FINISH_ATTEMPT, [deliveryId, result.nextAttemptAt, updatedAt]);
-    return finished.rows[0]?.done === true ? { recorded: true, doneMessageId: messageId } : { recorded: true };
-  });
+  const updatedAt = outcomeTime(result.attempts);
+  const outcomes = effectiveOutcomes(result.recipients);
+  const attempts = result.attempts.map(attemptColumns);
+  const { rows } = await pool.query<{ recorded: boolean; done_message: string | null }>(RECORD_ATTEMPT, [
+    deliveryId,
+    owner,
+    outcomes.map((o) => o.address),
+    outcomes.map((o) => o.result),
+    outcomes.map((o) => o.reply),
+    updatedAt,
+    ...ATTEMPT_FIELDS.map((field) => attempts.map((a) => a[field])),
+    result.nextAttemptAt,
+  ]);
+  const verdict = rows[0];
+  if (!verdict?.recorded) return { recorded: false };
+  return verdict.done_message === null ? { recorded: true } : { recorded: true, doneMessageId: verdict.done_message };
 }
 
-// The message row first, then the delivery row (the lock order above): the outer FOR UPDATE locks the
-// delivery only once the join has its row, and the join needs the message row, which the materialized CTE
-// has locked by then. FOR UPDATE hands back the delivery as it is now (READ COMMITTED re-reads a row it
-// waited for). No row: the delivery or its message is gone.
-const LOCK_FOR_RECORD = `
-  WITH message AS MATERIALIZED (
-    SELECT id FROM messages WHERE id = (SELECT message_id FROM deliveries WHERE id = $1) FOR UPDATE
-  )
-  SELECT message.id AS message_id, d.finished, d.lease_owner
-    FROM message JOIN deliveries d ON d.id = $1
-     FOR UPDATE OF d`;
-
-/** The attempts columns after delivery_id and message_id, in INSERT order, as AttemptColumns names them. */
+/** The attempts columns after delivery_id and message_id, in the order record_attempt takes them, as AttemptColumns names them. */
 const ATTEMPT_FIELDS = [
   'startedAt', 'endedAt', 'host', 'ip', 'port', 'tlsVersion', 'tlsCipher', 'tlsVerified', 'tlsVerifyError', 'policyLevel', 'policySource', 'reply', 'outcome',
 ] as const satisfies readonly (keyof AttemptColumns)[];
 
-// The attempts, in their order, and the recipients' outcomes: one statement, two tables.
-// Only a pending recipient changes: one already delivered or bounced stays so.
-const RECORD_OUTCOMES = `
-  WITH attempt AS (
-    INSERT INTO attempts (delivery_id, message_id, started_at, ended_at, host, ip, port, tls_version, tls_cipher,
-                          tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome)
-    SELECT $1, $2, a.started_at, a.ended_at, a.host, a.ip, a.port, a.tls_version, a.tls_cipher,
-           a.tls_verified, a.tls_verify_error, a.policy_level, a.policy_source, a.reply, a.outcome
-      FROM unnest($7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::int[], $12::text[], $13::text[],
-                  $14::boolean[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
-           WITH ORDINALITY AS a(started_at, ended_at, host, ip, port, tls_version, tls_cipher,
-                                tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome, n)
-     ORDER BY a.n
-  )
-  UPDATE recipients r SET state = o.state, reply = o.reply, updated_at = $6
-    FROM unnest($3::text[], $4::text[], $5::text[]) AS o(address, state, reply)
-   WHERE r.delivery_id = $1 AND r.address = o.address AND r.state IN ('queued', 'deferred')`;
-
-// This statement sees the recipients RECORD_OUTCOMES changed. The delivery is finished when none of its
-// recipients is pending; the message is done when it was the last delivery not finished (the lock on the
-// message row keeps another node's record of a sibling delivery out until COMMIT), and its body goes with
-// the COMMIT that makes it done.
-const FINISH_ATTEMPT = `
-  WITH delivery AS (
-    UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, next_attempt_at = $2,
-           finished = NOT EXISTS (SELECT 1 FROM recipients WHERE delivery_id = $1 AND state IN ('queued', 'deferred'))
-     WHERE id = $1
-    RETURNING message_id, finished
-  ), done AS (
-    UPDATE messages m SET state = 'done', done_at = $3
-      FROM delivery
-     WHERE delivery.finished AND m.id = delivery.message_id
-       AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.message_id = m.id AND o.id <> $1 AND NOT o.finished)
-    RETURNING m.id
-  ), body AS (
-    DELETE FROM message_chunks WHERE message_id IN (SELECT id FROM done)
-  )
-  SELECT delivery.finished, EXISTS (SELECT 1 FROM done) AS done FROM delivery`;
+// $1 delivery, $2 owner, $3–$5 the outcomes (address, state, reply), $6 when, $7–$19 the attempts (ATTEMPT_FIELDS), $20 next attempt.
+const RECORD_ATTEMPT = `
+  SELECT recorded, done_message
+    FROM record_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`;
 
 /** releaseLease - give a claimed delivery back untouched, if `owner` still holds it. */
 export async function releaseLease(pool: pg.Pool, { deliveryId, owner }: LeaseClaim): Promise<void> {

@@ -144,6 +144,87 @@ export const MIGRATIONS: readonly Migration[] = [
       SET LOCAL lock_timeout TO DEFAULT;
     `,
   },
+  {
+    name: 'record_attempt: an attempt recorded in one round trip',
+    // What pg-deliveries.ts's recordAttempt did in five round trips (BEGIN,
+    // three statements, COMMIT), as one function called in one statement:
+    // each round trip woke a backend, and on two cores the relay waited for
+    // it. The same three steps in the same order: lock the message row, then
+    // the delivery row (the lock order of pg-deliveries.ts); refuse, changing
+    // nothing, a delivery that is gone, finished or leased by someone else;
+    // store the attempts and the recipients' outcomes; end the lease, finish
+    // the delivery when none of its recipients is pending, and make the
+    // message done (its body chunks deleted) when no other delivery of it is
+    // unfinished. Each statement of a VOLATILE function takes a fresh
+    // snapshot, so, as with separate statements, the last one sees what the
+    // others did and what a sibling delivery's record committed while this
+    // one waited for the message row. Parameters are p_, variables v_: a
+    // name shared with a column would be ambiguous. search_path is fixed at
+    // creation: the queue's schema.
+    sql: `
+      CREATE FUNCTION record_attempt(
+          p_delivery bigint, p_owner text,
+          p_addresses text[], p_states text[], p_replies text[], p_updated timestamptz,
+          p_started_at timestamptz[], p_ended_at timestamptz[], p_host text[], p_ip text[], p_port integer[],
+          p_tls_version text[], p_tls_cipher text[], p_tls_verified boolean[], p_tls_verify_error text[],
+          p_policy_level text[], p_policy_source text[], p_reply text[], p_outcome text[],
+          p_next_attempt timestamptz,
+          OUT recorded boolean, OUT done_message text)
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+      DECLARE
+        v_message text;
+        v_finished boolean;
+        v_lease_owner text;
+      BEGIN
+        recorded := false;
+        -- The outer FOR UPDATE locks the delivery only once the join has its row, which needs the
+        -- message row the materialized CTE has locked by then. FOR UPDATE hands back the delivery
+        -- as it is now (READ COMMITTED re-reads a row it waited for).
+        WITH message AS MATERIALIZED (
+          SELECT id FROM messages WHERE id = (SELECT message_id FROM deliveries WHERE id = p_delivery) FOR UPDATE
+        )
+        SELECT message.id, d.finished, d.lease_owner INTO v_message, v_finished, v_lease_owner
+          FROM message JOIN deliveries d ON d.id = p_delivery
+           FOR UPDATE OF d;
+        IF v_message IS NULL OR v_finished OR v_lease_owner IS DISTINCT FROM p_owner THEN
+          RETURN;
+        END IF;
+
+        INSERT INTO attempts (delivery_id, message_id, started_at, ended_at, host, ip, port, tls_version, tls_cipher,
+                              tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome)
+        SELECT p_delivery, v_message, a.started_at, a.ended_at, a.host, a.ip, a.port, a.tls_version, a.tls_cipher,
+               a.tls_verified, a.tls_verify_error, a.policy_level, a.policy_source, a.reply, a.outcome
+          FROM unnest(p_started_at, p_ended_at, p_host, p_ip, p_port, p_tls_version, p_tls_cipher,
+                      p_tls_verified, p_tls_verify_error, p_policy_level, p_policy_source, p_reply, p_outcome)
+               WITH ORDINALITY AS a(started_at, ended_at, host, ip, port, tls_version, tls_cipher,
+                                    tls_verified, tls_verify_error, policy_level, policy_source, reply, outcome, n)
+         ORDER BY a.n;
+
+        -- Only a pending recipient changes: one already delivered or bounced stays so.
+        UPDATE recipients r SET state = o.state, reply = o.reply, updated_at = p_updated
+          FROM unnest(p_addresses, p_states, p_replies) AS o(address, state, reply)
+         WHERE r.delivery_id = p_delivery AND r.address = o.address AND r.state IN ('queued', 'deferred');
+
+        UPDATE deliveries SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, next_attempt_at = p_next_attempt,
+               finished = NOT EXISTS (SELECT 1 FROM recipients WHERE delivery_id = p_delivery AND state IN ('queued', 'deferred'))
+         WHERE id = p_delivery
+        RETURNING finished INTO v_finished;
+        recorded := true;
+        IF NOT v_finished THEN
+          RETURN;
+        END IF;
+
+        UPDATE messages m SET state = 'done', done_at = p_updated
+         WHERE m.id = v_message
+           AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.message_id = m.id AND o.id <> p_delivery AND NOT o.finished);
+        IF FOUND THEN
+          DELETE FROM message_chunks WHERE message_id = v_message;
+          done_message := v_message;
+        END IF;
+      END
+      $fn$;
+    `,
+  },
 ];
 
 /** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. */
