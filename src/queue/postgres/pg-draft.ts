@@ -40,6 +40,8 @@ export interface DraftContext {
   /** The pool a draft's statements take a connection from, one statement at a time. */
   pool: pg.Pool;
   logger: Logger;
+  /** Called once a body that fit in the commit's own row is durable, with that body. */
+  keepBody(id: string, body: Buffer): void;
 }
 
 export class PgDraft implements DraftStorage {
@@ -62,6 +64,7 @@ export class PgDraft implements DraftStorage {
     const body: WrittenBody = this.#writer?.written() ?? { size: 0, rows: 0, rest: Buffer.alloc(0) };
     try {
       await insertEnvelope(this.ctx.pool, { id: this.id, envelope, body });
+      if (body.rows === 0) this.ctx.keepBody(this.id, body.rest);
     } catch (error) {
       // The rows stay for the orphan sweep: a statement whose connection broke may still have committed,
       // and then they are the message's body.

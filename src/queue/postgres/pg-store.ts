@@ -13,6 +13,11 @@
 // messages), pg-inspect.ts (list, show, stats), pg-body.ts (chunked
 // bodies). This file opens and delegates.
 //
+// A body that fit in its message's own row stays in memory (recent-bodies.ts)
+// for this node's deliveries of it: served without a query to a delivery
+// this node holds a lease on (HeldLeases below), read from the database by
+// anyone else.
+//
 // A message's body chunks are deleted in the transaction that makes it done,
 // or with the message by `queue delete`. Chunk rows of drafts that never
 // committed (a node died mid-DATA) are removed once a day old (pg-body.ts):
@@ -35,6 +40,7 @@ import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { logMigration } from '../migrations.ts';
 import { newQueueId } from '../queue-id.ts';
+import { RECENT_BODIES_LIMIT, RecentBodies } from '../recent-bodies.ts';
 import type { ClaimedDelivery, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore } from '../queue-store.ts';
 import { readBodyChunks, removeOrphanChunks } from './pg-body.ts';
 import { createPool, parseQueueUrl, withClient, type QueueConnection } from './pg-connection.ts';
@@ -90,6 +96,9 @@ const ORPHAN_SWEEP_INTERVAL_MS = 3600 * 1000;
 
 class PostgresQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
+  /** Bodies this node committed in one row, for its own deliveries of them: no query to read them back. */
+  readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
+  readonly #leases = new HeldLeases();
   #closed = false;
   /** When chunk rows no message claims were last removed, on a monotonic clock (at open). */
   #orphansRemovedAt = performance.now();
@@ -103,7 +112,8 @@ class PostgresQueueStore implements QueueStore {
   beginMessage(): MessageDraft {
     if (this.#closed) throw new Error('queue store is closed');
     const id = newQueueId();
-    return this.#drafts.begin(id, new PgDraft(id, { pool: this.draftPool, logger: this.logger.child({ queueId: id }) }));
+    const keepBody = (messageId: string, body: Buffer) => this.#recentBodies.add(messageId, [body]);
+    return this.#drafts.begin(id, new PgDraft(id, { pool: this.draftPool, logger: this.logger.child({ queueId: id }), keepBody }));
   }
 
   listMessages(options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
@@ -118,17 +128,28 @@ class PostgresQueueStore implements QueueStore {
     return this.#run(() => inspect.queueStats(this.queries));
   }
 
-  claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
-    return this.#run(() => deliveries.claimDue(this.queries, options));
+  async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
+    const claimed = await this.#run(() => deliveries.claimDue(this.queries, options));
+    for (const delivery of claimed) this.#leases.take(delivery.deliveryId, delivery.messageId);
+    return claimed;
   }
 
   async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
-    const verdict = await this.#run(() => deliveries.recordAttempt(this.queries, claim, result));
-    return verdict.recorded;
+    try {
+      const verdict = await this.#run(() => deliveries.recordAttempt(this.queries, claim, result));
+      if (verdict.recorded && verdict.doneMessageId !== undefined) this.#recentBodies.delete(verdict.doneMessageId);
+      return verdict.recorded;
+    } finally {
+      this.#leases.end(claim.deliveryId);
+    }
   }
 
-  releaseLease(claim: LeaseClaim): Promise<void> {
-    return this.#run(() => deliveries.releaseLease(this.queries, claim));
+  async releaseLease(claim: LeaseClaim): Promise<void> {
+    try {
+      await this.#run(() => deliveries.releaseLease(this.queries, claim));
+    } finally {
+      this.#leases.end(claim.deliveryId);
+    }
   }
 
   nextDueAt(): Promise<Date | undefined> {
@@ -147,8 +168,10 @@ class PostgresQueueStore implements QueueStore {
     return this.#run(() => operator.retryMessages(this.queries, selector, now));
   }
 
-  deleteMessages(selector: MessageSelector): Promise<string[]> {
-    return this.#run(() => operator.deleteMessages(this.queries, selector));
+  async deleteMessages(selector: MessageSelector): Promise<string[]> {
+    const removed = await this.#run(() => operator.deleteMessages(this.queries, selector));
+    for (const id of removed) this.#recentBodies.delete(id);
+    return removed;
   }
 
   purgeDone(doneBefore: Date, limit: number): Promise<number> {
@@ -167,7 +190,8 @@ class PostgresQueueStore implements QueueStore {
 
   readBody(id: string): Readable {
     if (this.#closed) return failedStream(new Error('queue store is closed'));
-    return readBodyChunks(this.queries, id);
+    const recent = this.#leases.holdsMessage(id) ? this.#recentBodies.get(id) : undefined;
+    return recent ? Readable.from(recent) : readBodyChunks(this.queries, id);
   }
 
   async close(): Promise<void> {
@@ -182,6 +206,35 @@ class PostgresQueueStore implements QueueStore {
   #run<T>(call: () => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new Error('queue store is closed'));
     return call();
+  }
+}
+
+/**
+ * HeldLeases - the deliveries this node has claimed and not yet recorded or released, by message. A body is
+ * served from memory only to a message with one: its claim checked, in the statement that leased it, that
+ * the message is queued, and another node cannot make it done while the lease is held.
+ */
+class HeldLeases {
+  readonly #messageOf = new Map<string, string>();
+  readonly #countOf = new Map<string, number>();
+
+  take(deliveryId: string, messageId: string): void {
+    if (this.#messageOf.has(deliveryId)) return;
+    this.#messageOf.set(deliveryId, messageId);
+    this.#countOf.set(messageId, (this.#countOf.get(messageId) ?? 0) + 1);
+  }
+
+  end(deliveryId: string): void {
+    const messageId = this.#messageOf.get(deliveryId);
+    if (messageId === undefined) return;
+    this.#messageOf.delete(deliveryId);
+    const left = this.#countOf.get(messageId)! - 1;
+    if (left === 0) this.#countOf.delete(messageId);
+    else this.#countOf.set(messageId, left);
+  }
+
+  holdsMessage(messageId: string): boolean {
+    return this.#countOf.has(messageId);
   }
 }
 

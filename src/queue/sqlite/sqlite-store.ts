@@ -42,7 +42,7 @@ import { OpenDrafts } from '../draft-lifecycle.ts';
 import { createFreeSpaceReader } from '../free-space.ts';
 import { logMigration } from '../migrations.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
-import { RecentBodies } from '../recent-bodies.ts';
+import { RECENT_BODIES_LIMIT, RecentBodies } from '../recent-bodies.ts';
 import type {
   ClaimedDelivery,
   MessageDetails,
@@ -127,9 +127,6 @@ const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
  * msg/s, 4,000 → 16,000 +9% (bench/README.md, "Fourteenth round"). The WAL file grows to about 64 MB.
  */
 export const WAL_CHECKPOINT_PAGES = 16_000;
-
-/** The most bytes of recently committed bodies held in memory for their deliveries (recent-bodies.ts). */
-const RECENT_BODIES_LIMIT = 8 * 1024 * 1024;
 
 /** A body file is read in chunks of this size (fs streams default to 64 KB: four times the trips to the thread pool). */
 const READ_CHUNK = 256 * 1024;
