@@ -2,19 +2,25 @@
 // until they are delivered: with in-flow control a message is usually
 // delivered a few milliseconds after its 250, and reading its body back
 // (open, read, read, close on the thread pool for a body file; a blob read
-// for one in its row) cost more than any other step of a 100 KB delivery.
-// A read cache only: the queue's copy on disk is the truth. A store serves
-// a body from here only when the message may still be read: the SQLite
-// store checks that it is kept (committed, not done: a local read), the
-// PostgreSQL store that this node holds a lease on one of its deliveries
-// (the claim checked the message in the statement that leased it; another
-// check would be the round trip the cache saves).
+// for one in its row; a round trip to PostgreSQL) cost more than any other
+// step of a delivery.
+//
+// Decides when memory may answer for the queue: a read cache only, the
+// queue's copy is the truth, and a body is served from here only to a
+// delivery this process holds a lease on (from its claim until its attempt
+// is recorded or the lease given back). The claim checked that the message
+// was queued in the statement that leased it, and no one can make it done
+// while the lease is held; a check at each read would be the very query
+// the cache saves. A message deleted by the operator while its delivery is
+// under way may still go out, as with Postfix's postsuper -d on a message
+// in the active queue. Any other read goes to the store, which sees deletes
+// made by another process or node.
 //
 // Bounded by bytes: when a new body would pass the limit, the oldest ones
 // go first (a body nobody claims, because another node delivers it or its
 // domain is deferred, simply ages out).
 //
-//   RecentBodies        - bodies by queue id, oldest out first beyond a byte limit.
+//   RecentBodies        - bodies by queue id, oldest out first beyond a byte limit, served to leased deliveries.
 //   RECENT_BODIES_LIMIT - the byte limit both stores use.
 
 /** The most bytes of recently committed bodies a store holds in memory for their deliveries. */
@@ -24,6 +30,9 @@ export class RecentBodies {
   /** The chunks as they were received (not copied into one buffer: a copy per message is garbage per message). */
   readonly #bodies = new Map<string, { chunks: readonly Buffer[]; size: number }>();
   #bytes = 0;
+  /** The message of each delivery leased here, and how many leased deliveries each message has. */
+  readonly #messageOfLease = new Map<string, string>();
+  readonly #leasesOfMessage = new Map<string, number>();
 
   constructor(readonly limitBytes: number) {}
 
@@ -40,9 +49,26 @@ export class RecentBodies {
     }
   }
 
-  /** get - the body's chunks, in order. */
+  /** leased - this process claimed delivery `deliveryId` of message `messageId`. */
+  leased(deliveryId: string, messageId: string): void {
+    if (this.#messageOfLease.has(deliveryId)) return;
+    this.#messageOfLease.set(deliveryId, messageId);
+    this.#leasesOfMessage.set(messageId, (this.#leasesOfMessage.get(messageId) ?? 0) + 1);
+  }
+
+  /** leaseEnded - the delivery's attempt was recorded (or refused), or its lease given back. */
+  leaseEnded(deliveryId: string): void {
+    const messageId = this.#messageOfLease.get(deliveryId);
+    if (messageId === undefined) return;
+    this.#messageOfLease.delete(deliveryId);
+    const left = this.#leasesOfMessage.get(messageId)! - 1;
+    if (left === 0) this.#leasesOfMessage.delete(messageId);
+    else this.#leasesOfMessage.set(messageId, left);
+  }
+
+  /** get - the body's chunks, in order, if it is kept and a delivery of it is leased here. */
   get(id: string): readonly Buffer[] | undefined {
-    return this.#bodies.get(id)?.chunks;
+    return this.#leasesOfMessage.has(id) ? this.#bodies.get(id)?.chunks : undefined;
   }
 
   /** delete - forget a body (its message is done or deleted). */

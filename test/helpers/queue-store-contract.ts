@@ -130,6 +130,22 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
       await expect(readAll(store.readBody(draft.id))).rejects.toThrow();
     });
 
+    it('serves a body it committed from memory only to a delivery it holds a lease on', async () => {
+      const body = Buffer.from('Subject: kept\r\n\r\nin memory\r\n');
+      const leased = await commitMessage(store, [body], envelopeWith({ recipients: ['r@a.test'] }));
+      const unleased = await commitMessage(store, [Buffer.from('not leased')], envelopeWith({ recipients: ['r@b.test'] }));
+      const at = await receivedAtOf(store, leased);
+      const [claim] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
+      expect(claim?.messageId).toBe(leased);
+      // Deleted by another worker or node: the queue's copy is gone, so only memory can still answer.
+      const peer = await harness.openPeer();
+      expect((await peer.deleteMessages({ ids: [leased, unleased] })).sort()).toEqual([leased, unleased].sort());
+      expect((await readAll(store.readBody(leased))).equals(body)).toBe(true);
+      await expect(readAll(store.readBody(unleased))).rejects.toThrow();
+      await store.releaseLease({ deliveryId: claim!.deliveryId, owner: 'w' });
+      await expect(readAll(store.readBody(leased))).rejects.toThrow();
+    });
+
     it('keeps a committed message when discard is called afterwards', async () => {
       const draft = store.beginMessage();
       await draft.writeBody(bodyOf([Buffer.from('already accepted')]));

@@ -13,10 +13,9 @@
 // messages), pg-inspect.ts (list, show, stats), pg-body.ts (chunked
 // bodies). This file opens and delegates.
 //
-// A body that fit in its message's own row stays in memory (recent-bodies.ts)
-// for this node's deliveries of it: served without a query to a delivery
-// this node holds a lease on (HeldLeases below), read from the database by
-// anyone else.
+// A body that fit in its message's own row stays in memory for this node's
+// deliveries of it (recent-bodies.ts: served without a query to a delivery
+// this node holds a lease on).
 //
 // A message's body chunks are deleted in the transaction that makes it done,
 // or with the message by `queue delete`. Chunk rows of drafts that never
@@ -30,7 +29,8 @@
 // schema is newer than this code (nothing is changed then); every method
 // rejects on a database error, and after close; readBody returns a stream
 // that errors for an id that is malformed, unknown, not yet committed or
-// done. Draft failures are described in draft-lifecycle.ts and pg-draft.ts.
+// done, but to a delivery leased here, which may get its body from memory.
+// Draft failures are described in draft-lifecycle.ts and pg-draft.ts.
 //
 //   openPostgresStore - connect, migrate, and return the queue store on queue.url.
 import type pg from 'pg';
@@ -96,9 +96,7 @@ const ORPHAN_SWEEP_INTERVAL_MS = 3600 * 1000;
 
 class PostgresQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
-  /** Bodies this node committed in one row, for its own deliveries of them: no query to read them back. */
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
-  readonly #leases = new HeldLeases();
   #closed = false;
   /** When chunk rows no message claims were last removed, on a monotonic clock (at open). */
   #orphansRemovedAt = performance.now();
@@ -130,7 +128,7 @@ class PostgresQueueStore implements QueueStore {
 
   async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     const claimed = await this.#run(() => deliveries.claimDue(this.queries, options));
-    for (const delivery of claimed) this.#leases.take(delivery.deliveryId, delivery.messageId);
+    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId);
     return claimed;
   }
 
@@ -140,7 +138,7 @@ class PostgresQueueStore implements QueueStore {
       if (verdict.recorded && verdict.doneMessageId !== undefined) this.#recentBodies.delete(verdict.doneMessageId);
       return verdict.recorded;
     } finally {
-      this.#leases.end(claim.deliveryId);
+      this.#recentBodies.leaseEnded(claim.deliveryId);
     }
   }
 
@@ -148,7 +146,7 @@ class PostgresQueueStore implements QueueStore {
     try {
       await this.#run(() => deliveries.releaseLease(this.queries, claim));
     } finally {
-      this.#leases.end(claim.deliveryId);
+      this.#recentBodies.leaseEnded(claim.deliveryId);
     }
   }
 
@@ -190,7 +188,7 @@ class PostgresQueueStore implements QueueStore {
 
   readBody(id: string): Readable {
     if (this.#closed) return failedStream(new Error('queue store is closed'));
-    const recent = this.#leases.holdsMessage(id) ? this.#recentBodies.get(id) : undefined;
+    const recent = this.#recentBodies.get(id);
     return recent ? Readable.from(recent) : readBodyChunks(this.queries, id);
   }
 
@@ -206,35 +204,6 @@ class PostgresQueueStore implements QueueStore {
   #run<T>(call: () => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new Error('queue store is closed'));
     return call();
-  }
-}
-
-/**
- * HeldLeases - the deliveries this node has claimed and not yet recorded or released, by message. A body is
- * served from memory only to a message with one: its claim checked, in the statement that leased it, that
- * the message is queued, and another node cannot make it done while the lease is held.
- */
-class HeldLeases {
-  readonly #messageOf = new Map<string, string>();
-  readonly #countOf = new Map<string, number>();
-
-  take(deliveryId: string, messageId: string): void {
-    if (this.#messageOf.has(deliveryId)) return;
-    this.#messageOf.set(deliveryId, messageId);
-    this.#countOf.set(messageId, (this.#countOf.get(messageId) ?? 0) + 1);
-  }
-
-  end(deliveryId: string): void {
-    const messageId = this.#messageOf.get(deliveryId);
-    if (messageId === undefined) return;
-    this.#messageOf.delete(deliveryId);
-    const left = this.#countOf.get(messageId)! - 1;
-    if (left === 0) this.#countOf.delete(messageId);
-    else this.#countOf.set(messageId, left);
-  }
-
-  holdsMessage(messageId: string): boolean {
-    return this.#countOf.has(messageId);
   }
 }
 

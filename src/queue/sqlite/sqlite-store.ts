@@ -25,9 +25,10 @@
 // its schema is newer than this code (nothing is changed then); every method
 // rejects on a database error, and after close; readBody returns a stream
 // that errors for an id that is malformed, unknown, not yet committed or
-// done (its body is gone). A body file that cannot be removed after done or
-// delete is logged, not an error: the next sweep removes it. Draft failures
-// are described in draft-lifecycle.ts and sqlite-draft.ts.
+// done (its body is gone), but to a delivery leased here, which may get its
+// body from memory (recent-bodies.ts). A body file that cannot be removed
+// after done or delete is logged, not an error: the next sweep removes it.
+// Draft failures are described in draft-lifecycle.ts and sqlite-draft.ts.
 //
 //   openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path.
 //   WAL_CHECKPOINT_PAGES - the WAL size, in pages, at which SQLite copies it into the database.
@@ -141,8 +142,6 @@ class SqliteQueueStore implements QueueStore {
   readonly #inspect: InspectFunctions;
   /** The body of a message that may be read (committed and not done): in the row, or NULL for a file. */
   readonly #keptBody: Database.Statement<[string], { body: Buffer | null }>;
-  /** Whether a message may be read (committed and not done), for a body served from #recentBodies. */
-  readonly #isKept: Database.Statement<[string], { id: string }>;
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
   /** The database, its WAL and messages/ share one directory, so one file system. */
   readonly #freeSpace: () => Promise<number | undefined>;
@@ -180,7 +179,6 @@ class SqliteQueueStore implements QueueStore {
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
     this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
-    this.#isKept = db.prepare(BODY_KEPT);
     this.#pageSize = Number(db.pragma('page_size', { simple: true }));
     this.#freeSpace = createFreeSpaceReader(messagesDir, { reserved: () => this.#selfGrowth() });
   }
@@ -233,13 +231,20 @@ class SqliteQueueStore implements QueueStore {
     return this.#run(() => this.#inspect.stats());
   }
 
-  claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
-    return this.#run(() => this.#deliveries.claimDue(options));
+  async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
+    const claimed = await this.#run(() => this.#deliveries.claimDue(options));
+    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId);
+    return claimed;
   }
 
   async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
     if (this.#closed) throw new Error('queue store is closed');
-    const verdict = (await this.#write({ kind: 'record', claim, result })) as SqliteRecordVerdict;
+    let verdict: SqliteRecordVerdict;
+    try {
+      verdict = (await this.#write({ kind: 'record', claim, result })) as SqliteRecordVerdict;
+    } finally {
+      this.#recentBodies.leaseEnded(claim.deliveryId);
+    }
     if (!verdict.recorded) return false;
     if (verdict.doneMessageId !== undefined) {
       this.#recentBodies.delete(verdict.doneMessageId);
@@ -248,8 +253,12 @@ class SqliteQueueStore implements QueueStore {
     return true;
   }
 
-  releaseLease(claim: LeaseClaim): Promise<void> {
-    return this.#run(() => this.#deliveries.releaseLease(claim));
+  async releaseLease(claim: LeaseClaim): Promise<void> {
+    try {
+      await this.#run(() => this.#deliveries.releaseLease(claim));
+    } finally {
+      this.#recentBodies.leaseEnded(claim.deliveryId);
+    }
   }
 
   nextDueAt(): Promise<Date | undefined> {
@@ -283,12 +292,9 @@ class SqliteQueueStore implements QueueStore {
     // The id becomes a path: check its shape first (no '/', no '..').
     if (this.#closed) return failedStream(new Error('queue store is closed'));
     if (!isQueueId(id)) return failedStream(new Error(`not a queue id: ${JSON.stringify(id)}`));
-    // A draft's file exists before its row does, and a done message's body is gone.
     const recent = this.#recentBodies.get(id);
-    if (recent) {
-      if (this.#isKept.get(id)) return Readable.from(recent);
-      this.#recentBodies.delete(id); // done or deleted by another process
-    }
+    if (recent) return Readable.from(recent);
+    // A draft's file exists before its row does, and a done message's body is gone.
     const kept = this.#keptBody.get(id);
     if (!kept) return failedStream(new Error(`no such message in the queue (unknown, or done): ${id}`));
     return kept.body ? Readable.from([kept.body]) : createReadStream(join(this.messagesDir, id), { highWaterMark: READ_CHUNK });
