@@ -8,7 +8,8 @@
 // Decides when memory may answer for the queue: a read cache only, the
 // queue's copy is the truth, and a body is served from here only to a
 // delivery this process holds a lease on (from its claim until its attempt
-// is recorded or the lease given back). The claim checked that the message
+// is recorded or the lease given back, for at most half the lease, after
+// which another node may claim it). The claim checked that the message
 // was queued in the statement that leased it, and no one can make it done
 // while the lease is held; a check at each read would be the very query
 // the cache saves. A message deleted by the operator while its delivery is
@@ -27,21 +28,32 @@
 export const RECENT_BODIES_LIMIT = 8 * 1024 * 1024;
 
 export class RecentBodies {
-  /** The chunks as they were received (not copied into one buffer: a copy per message is garbage per message). */
+  /** The chunks, each holding no more memory than about twice its bytes (see add). */
   readonly #bodies = new Map<string, { chunks: readonly Buffer[]; size: number }>();
   #bytes = 0;
-  /** The message of each delivery leased here, and how many leased deliveries each message has. */
-  readonly #messageOfLease = new Map<string, string>();
-  readonly #leasesOfMessage = new Map<string, number>();
+  /** The leases taken here, by delivery id, oldest first: until when each counts, on the monotonic clock. */
+  readonly #leases = new Map<string, { messageId: string; until: number }>();
+  /** The delivery ids leased here, by message id. */
+  readonly #leasedDeliveries = new Map<string, Set<string>>();
+  readonly #now: () => number;
 
-  constructor(readonly limitBytes: number) {}
+  constructor(
+    readonly limitBytes: number,
+    options: { now?: () => number } = {},
+  ) {
+    this.#now = options.now ?? (() => performance.now());
+  }
 
-  /** add - keep a committed message's body (a body larger than the whole limit is not kept). */
+  /**
+   * add - keep a committed message's body (a body larger than the whole limit is not kept). A chunk that is a
+   * small view of a larger buffer (a short body cut from Node's shared 8 KB pool, or from a large socket read)
+   * is copied, so that the limit bounds the memory held and not only the bytes counted.
+   */
   add(id: string, chunks: readonly Buffer[]): void {
     const size = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
     if (size > this.limitBytes) return;
     this.delete(id);
-    this.#bodies.set(id, { chunks, size });
+    this.#bodies.set(id, { chunks: chunks.map(ownMemory), size });
     this.#bytes += size;
     for (const [oldest] of this.#bodies) {
       if (this.#bytes <= this.limitBytes) break;
@@ -49,26 +61,43 @@ export class RecentBodies {
     }
   }
 
-  /** leased - this process claimed delivery `deliveryId` of message `messageId`. */
-  leased(deliveryId: string, messageId: string): void {
-    if (this.#messageOfLease.has(deliveryId)) return;
-    this.#messageOfLease.set(deliveryId, messageId);
-    this.#leasesOfMessage.set(messageId, (this.#leasesOfMessage.get(messageId) ?? 0) + 1);
+  /**
+   * leased - this process claimed delivery `deliveryId` of message `messageId` for `leaseMs`. It counts for half
+   * of that: a margin for the claim's round trip and for the clocks of the nodes that could claim it once it
+   * lapses. Leases that lapsed without an end (a delivery that failed before its attempt was recorded) go here.
+   */
+  leased(deliveryId: string, messageId: string, leaseMs: number): void {
+    const now = this.#now();
+    for (const [oldest, lease] of this.#leases) {
+      if (lease.until > now) break;
+      this.leaseEnded(oldest);
+    }
+    this.leaseEnded(deliveryId);
+    this.#leases.set(deliveryId, { messageId, until: now + leaseMs / 2 });
+    const deliveries = this.#leasedDeliveries.get(messageId) ?? new Set<string>();
+    deliveries.add(deliveryId);
+    this.#leasedDeliveries.set(messageId, deliveries);
   }
 
   /** leaseEnded - the delivery's attempt was recorded (or refused), or its lease given back. */
   leaseEnded(deliveryId: string): void {
-    const messageId = this.#messageOfLease.get(deliveryId);
-    if (messageId === undefined) return;
-    this.#messageOfLease.delete(deliveryId);
-    const left = this.#leasesOfMessage.get(messageId)! - 1;
-    if (left === 0) this.#leasesOfMessage.delete(messageId);
-    else this.#leasesOfMessage.set(messageId, left);
+    const lease = this.#leases.get(deliveryId);
+    if (!lease) return;
+    this.#leases.delete(deliveryId);
+    const deliveries = this.#leasedDeliveries.get(lease.messageId)!;
+    deliveries.delete(deliveryId);
+    if (deliveries.size === 0) this.#leasedDeliveries.delete(lease.messageId);
   }
 
-  /** get - the body's chunks, in order, if it is kept and a delivery of it is leased here. */
+  /** get - the body's chunks, in order, if it is kept and a delivery of it is leased here and its lease still counts. */
   get(id: string): readonly Buffer[] | undefined {
-    return this.#leasesOfMessage.has(id) ? this.#bodies.get(id)?.chunks : undefined;
+    const deliveries = this.#leasedDeliveries.get(id);
+    if (!deliveries) return undefined;
+    const now = this.#now();
+    for (const deliveryId of deliveries) {
+      if (this.#leases.get(deliveryId)!.until > now) return this.#bodies.get(id)?.chunks;
+    }
+    return undefined;
   }
 
   /** delete - forget a body (its message is done or deleted). */
@@ -83,4 +112,17 @@ export class RecentBodies {
   get bytes(): number {
     return this.#bytes;
   }
+
+  /** The leases held now (ended, or lapsed and swept, ones are not). */
+  get leases(): number {
+    return this.#leases.size;
+  }
+}
+
+/** ownMemory - the chunk, or a copy of it when it keeps alive a buffer more than twice its size. */
+function ownMemory(chunk: Buffer): Buffer {
+  if (chunk.buffer.byteLength <= 2 * chunk.length) return chunk;
+  const copy = Buffer.allocUnsafeSlow(chunk.length);
+  chunk.copy(copy);
+  return copy;
 }

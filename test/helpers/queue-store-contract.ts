@@ -130,20 +130,23 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
       await expect(readAll(store.readBody(draft.id))).rejects.toThrow();
     });
 
-    it('serves a body it committed from memory only to a delivery it holds a lease on', async () => {
-      const body = Buffer.from('Subject: kept\r\n\r\nin memory\r\n');
-      const leased = await commitMessage(store, [body], envelopeWith({ recipients: ['r@a.test'] }));
-      const unleased = await commitMessage(store, [Buffer.from('not leased')], envelopeWith({ recipients: ['r@b.test'] }));
-      const at = await receivedAtOf(store, leased);
-      const [claim] = await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' });
-      expect(claim?.messageId).toBe(leased);
+    it('serves a body it committed from memory only to a delivery it holds a lease on, until its record or release', async () => {
+      const bodies = [Buffer.from('Subject: one\r\n\r\nin memory\r\n'), Buffer.from('Subject: two\r\n\r\nin memory too\r\n')];
+      const leased = [await commitMessage(store, [bodies[0]!], envelopeWith({ recipients: ['r@a.test'] })), await commitMessage(store, [bodies[1]!], envelopeWith({ recipients: ['r@b.test'] }))];
+      const unleased = await commitMessage(store, [Buffer.from('not leased')], envelopeWith({ recipients: ['r@c.test'] }));
+      const at = await receivedAtOf(store, leased[1]!);
+      const claims = await store.claimDue({ now: new Date(at), limit: 2, leaseMs: 60_000, owner: 'w' });
+      expect(claims.map((c) => c.messageId)).toEqual(leased);
       // Deleted by another worker or node: the queue's copy is gone, so only memory can still answer.
       const peer = await harness.openPeer();
-      expect((await peer.deleteMessages({ ids: [leased, unleased] })).sort()).toEqual([leased, unleased].sort());
-      expect((await readAll(store.readBody(leased))).equals(body)).toBe(true);
+      expect((await peer.deleteMessages({ ids: [...leased, unleased] })).sort()).toEqual([...leased, unleased].sort());
+      for (const [i, id] of leased.entries()) expect((await readAll(store.readBody(id))).equals(bodies[i]!)).toBe(true);
       await expect(readAll(store.readBody(unleased))).rejects.toThrow();
-      await store.releaseLease({ deliveryId: claim!.deliveryId, owner: 'w' });
-      await expect(readAll(store.readBody(leased))).rejects.toThrow();
+      // The record is refused (the delivery is gone) and still ends the lease, as a release does.
+      const deferred = { address: 'r@a.test', result: 'deferred' as const, reply: '451 4.3.0 later' };
+      expect(await store.recordAttempt({ deliveryId: claims[0]!.deliveryId, owner: 'w' }, { attempts: [attemptWith(at)], recipients: [deferred], nextAttemptAt: new Date(at) })).toBe(false);
+      await store.releaseLease({ deliveryId: claims[1]!.deliveryId, owner: 'w' });
+      for (const id of leased) await expect(readAll(store.readBody(id))).rejects.toThrow();
     });
 
     it('keeps a committed message when discard is called afterwards', async () => {

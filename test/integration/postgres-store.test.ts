@@ -177,6 +177,18 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
     });
 
+    it('serves a leased body of more than one chunk row whole, from the database', async () => {
+      const store = await openStore();
+      const size = CHUNK_SIZE + 100;
+      const generated = randomBody(size, 8192);
+      const draft = store.beginMessage();
+      await draft.writeBody(generated.stream);
+      await draft.commit(envelopeWith({ recipients: ['r@a.test'] }));
+      const at = await receivedAtOf(store, draft.id);
+      expect(await store.claimDue({ now: new Date(at), limit: 1, leaseMs: 60_000, owner: 'w' })).toHaveLength(1);
+      expect(await digest(store.readBody(draft.id))).toEqual({ sha256: generated.sha256(), size });
+    });
+
     const chunkRows = async (id?: string): Promise<number> =>
       (await schema.query<{ n: number }>(`SELECT count(*)::int AS n FROM message_chunks${id ? ' WHERE message_id = $1' : ''}`, id ? [id] : [])).rows[0]!.n;
 

@@ -128,7 +128,7 @@ class PostgresQueueStore implements QueueStore {
 
   async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     const claimed = await this.#run(() => deliveries.claimDue(this.queries, options));
-    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId);
+    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);
     return claimed;
   }
 

@@ -233,7 +233,7 @@ class SqliteQueueStore implements QueueStore {
 
   async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     const claimed = await this.#run(() => this.#deliveries.claimDue(options));
-    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId);
+    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);
     return claimed;
   }
 
