@@ -7,9 +7,10 @@
 //
 // Skipped, with a message saying how to run it, when no PostgreSQL answers
 // (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
+import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
-import { createLogger } from '../../src/observability/logger.ts';
+import { createLogger, type Logger } from '../../src/observability/logger.ts';
 import { CHUNK_SIZE, DRAFT_MAX_AGE } from '../../src/queue/postgres/pg-body.ts';
 import { createPool, parseQueueUrl } from '../../src/queue/postgres/pg-connection.ts';
 import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
@@ -81,7 +82,7 @@ describe.skipIf(!baseUrl)('postgres', () => {
     let schema: TestSchema;
     const opened: QueueStore[] = [];
 
-    async function openStore(options: { poolSize?: number } = {}): Promise<QueueStore> {
+    async function openStore(options: { poolSize?: number; logger?: Logger } = {}): Promise<QueueStore> {
       const store = await openPostgresStore({ url: schema.url, logger: createLogger({ level: 'silent' }), ...options });
       opened.push(store);
       return store;
@@ -331,7 +332,8 @@ describe.skipIf(!baseUrl)('postgres', () => {
     });
 
     it('makes a message done when two nodes finish its last two deliveries at the same moment', async () => {
-      const [a, b] = await Promise.all([openStore(), openStore()]);
+      const warnings = captureWarnings();
+      const [a, b] = await Promise.all([openStore({ logger: warnings.logger }), openStore({ logger: warnings.logger })]);
       const ids: string[] = [];
       for (let i = 0; i < 20; i++) ids.push(await commitMessage(a, [Buffer.from('b')], envelopeWith({ recipients: ['x@one.test', 'y@two.test'] })));
       const now = new Date(Math.max(...(await Promise.all(ids.map((id) => receivedAtOf(a, id))))));
@@ -339,11 +341,40 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect(claims).toHaveLength(40);
       const record = (node: QueueStore, c: ClaimedDelivery) =>
         node.recordAttempt({ deliveryId: c.deliveryId, owner: 'w' }, { attempts: [attemptWith(now.getTime())], recipients: c.recipients.map((r) => ({ address: r.address, result: 'delivered' as const, reply: '250 ok' })), nextAttemptAt: now });
-      const results = await Promise.all(claims.map((c) => record(c.domain === 'one.test' ? a : b, c)));
+      // Each node records its twenty in one batch; b's in the opposite order, so only locking the batch's
+      // messages in one order first keeps the two batches from waiting for each other in a cycle.
+      const forA = claims.filter((c) => c.domain === 'one.test');
+      const forB = claims.filter((c) => c.domain !== 'one.test').reverse();
+      const results = await Promise.all([...forA.map((c) => record(a, c)), ...forB.map((c) => record(b, c))]);
       expect(results.every(Boolean)).toBe(true);
       expect(await a.listMessages()).toEqual([]);
       expect((await schema.query("SELECT count(*)::int AS n FROM messages WHERE state = 'done'")).rows).toEqual([{ n: 20 }]);
       expect((await schema.query('SELECT count(*)::int AS n FROM message_chunks')).rows).toEqual([{ n: 0 }]);
+      // A deadlock would have failed a batch, recorded then one by one.
+      expect(warnings.lines).toEqual([]);
+    });
+
+    it('records attempts that finish together in one batch, where a record that fails fails alone', async () => {
+      const warnings = captureWarnings();
+      const store = await openStore({ logger: warnings.logger });
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) ids.push(await commitMessage(store, [Buffer.from(`m${i}`)], envelopeWith({ recipients: [`r@d${i}.test`] })));
+      const at = Math.max(...(await Promise.all(ids.map((id) => receivedAtOf(store, id)))));
+      const claims = await store.claimDue({ now: new Date(at), limit: 10, leaseMs: 60_000, owner: 'w' });
+      expect(claims.map((c) => c.messageId)).toEqual(ids);
+      const record = (c: ClaimedDelivery, outcome: string) =>
+        store.recordAttempt(
+          { deliveryId: c.deliveryId, owner: 'w' },
+          { attempts: [attemptWith(at, { outcome: outcome as 'delivered' })], recipients: [{ address: c.recipients[0]!.address, result: 'delivered', reply: '250 ok' }], nextAttemptAt: new Date(at) },
+        );
+      // The second breaks the attempts table's CHECK on outcome.
+      const results = await Promise.allSettled([record(claims[0]!, 'delivered'), record(claims[1]!, 'not an outcome'), record(claims[2]!, 'delivered')]);
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect(results.filter((r) => r.status === 'fulfilled').map((r) => r.value)).toEqual([true, true]);
+      expect((await store.listMessages()).map((m) => m.id)).toEqual([ids[1]]);
+      const leases = await schema.query<{ lease_owner: string | null; attempts: number }>('SELECT lease_owner, attempts FROM deliveries WHERE id = $1', [claims[1]!.deliveryId]);
+      expect(leases.rows).toEqual([{ lease_owner: 'w', attempts: 0 }]);
+      expect(warnings.lines).toMatchObject([{ msg: 'recording a batch of attempts failed; recording them one by one', attempts: 3 }]);
     });
 
     it('lets a node see, hold and release what another node accepted', async () => {
@@ -369,3 +400,15 @@ describe.skipIf(!baseUrl)('postgres', () => {
     });
   });
 });
+
+/** captureWarnings - a logger whose warnings (and worse) are kept, parsed, in `lines`. */
+function captureWarnings(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: createLogger({ level: 'warn', destination }), lines };
+}

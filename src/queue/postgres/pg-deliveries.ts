@@ -26,16 +26,18 @@
 // All times come from the arguments, never the database's clock.
 //
 // How it fails: every function rejects on a database error, with its
-// transaction rolled back; claimDue rejects a limit, lease or owner that
-// makes no sense (delivery-rules.ts, as the SQLite store does).
-// recordAttempt resolves false, changing nothing, for a delivery that is
-// unknown (deleted), finished, or leased by someone else.
+// transaction rolled back (recordAttempts answers that record with the
+// error instead); claimDue rejects a limit, lease or owner that makes no
+// sense (delivery-rules.ts, as the SQLite store does). A record is refused
+// (recorded: false), changing nothing, for a delivery that is unknown
+// (deleted), finished, or leased by someone else.
 //
 //   claimDue      - lease up to `limit` due deliveries and describe each.
-//   recordAttempt - store attempts and outcomes, end the lease, finish the delivery and message.
+//   recordAttempts - for each attempt of a batch: store it and its outcomes, end the lease, finish the delivery and message.
 //   releaseLease  - give a lease back untouched.
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import type pg from 'pg';
+import type { Logger } from '../../observability/logger.ts';
 import { CLAIM_LOOK_AHEAD, checkClaimOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
 import { attemptColumns, type AttemptColumns } from '../stored-columns.ts';
@@ -91,29 +93,53 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
   return result.rows.map((row) => claimedDeliveryOf(row, owner));
 }
 
+/** One delivery's attempt to record: whose lease, and what the attempt did. */
+export interface RecordItem {
+  claim: LeaseClaim;
+  result: AttemptResult;
+}
+
 /**
- * recordAttempt - one call of the record_attempt function (pg-schema.ts, migration 4): the attempts and
- * outcomes stored, the lease ended, the delivery and message finished, in one statement and one round trip;
- * see the module header for when it refuses.
+ * recordAttempts - record a batch of attempts in one statement (record_attempts, pg-schema.ts, migration 5:
+ * record_attempt for each, in order, the messages locked first); answers each with its verdict (see the module
+ * header for when it refuses) or its Error. A record that fails fails the statement, so the batch is then
+ * recorded one by one (logged), and only that record fails.
  */
-export async function recordAttempt(pool: pg.Pool, { deliveryId, owner }: LeaseClaim, result: AttemptResult): Promise<RecordVerdict> {
-  if (!isDeliveryId(deliveryId)) return { recorded: false };
-  const updatedAt = outcomeTime(result.attempts);
+export async function recordAttempts(pool: pg.Pool, items: RecordItem[], logger: Logger): Promise<(RecordVerdict | Error)[]> {
+  const records = items.map(({ claim, result }) => (isDeliveryId(claim.deliveryId) ? recordArguments(claim, result) : undefined));
+  const sent = records.filter((record) => record !== undefined);
+  if (sent.length === 0) return items.map(() => ({ recorded: false }));
+  let rows: { recorded: boolean; done_message: string | null }[];
+  try {
+    ({ rows } = await pool.query<{ recorded: boolean; done_message: string | null }>(RECORD_ATTEMPTS, [JSON.stringify(sent)]));
+  } catch (error) {
+    if (items.length === 1) return [error instanceof Error ? error : new Error(String(error))];
+    logger.warn({ err: error, attempts: items.length }, 'recording a batch of attempts failed; recording them one by one');
+    return Promise.all(items.map(async (item) => (await recordAttempts(pool, [item], logger))[0]!));
+  }
+  let next = 0;
+  return records.map((record): RecordVerdict => {
+    if (record === undefined) return { recorded: false };
+    const verdict = rows[next++];
+    if (!verdict?.recorded) return { recorded: false };
+    return verdict.done_message === null ? { recorded: true } : { recorded: true, doneMessageId: verdict.done_message };
+  });
+}
+
+/** recordArguments - record_attempt's arguments for one attempt, in its order (JSON turns the dates into ISO strings). */
+function recordArguments({ deliveryId, owner }: LeaseClaim, result: AttemptResult): unknown[] {
   const outcomes = effectiveOutcomes(result.recipients);
   const attempts = result.attempts.map(attemptColumns);
-  const { rows } = await pool.query<{ recorded: boolean; done_message: string | null }>(RECORD_ATTEMPT, [
+  return [
     deliveryId,
     owner,
     outcomes.map((o) => o.address),
     outcomes.map((o) => o.result),
     outcomes.map((o) => o.reply),
-    updatedAt,
+    outcomeTime(result.attempts),
     ...ATTEMPT_FIELDS.map((field) => attempts.map((a) => a[field])),
     result.nextAttemptAt,
-  ]);
-  const verdict = rows[0];
-  if (!verdict?.recorded) return { recorded: false };
-  return verdict.done_message === null ? { recorded: true } : { recorded: true, doneMessageId: verdict.done_message };
+  ];
 }
 
 /** The attempts columns after delivery_id and message_id, in the order record_attempt takes them, as AttemptColumns names them. */
@@ -121,10 +147,7 @@ const ATTEMPT_FIELDS = [
   'startedAt', 'endedAt', 'host', 'ip', 'port', 'tlsVersion', 'tlsCipher', 'tlsVerified', 'tlsVerifyError', 'policyLevel', 'policySource', 'reply', 'outcome',
 ] as const satisfies readonly (keyof AttemptColumns)[];
 
-// $1 delivery, $2 owner, $3–$5 the outcomes (address, state, reply), $6 when, $7–$19 the attempts (ATTEMPT_FIELDS), $20 next attempt.
-const RECORD_ATTEMPT = `
-  SELECT recorded, done_message
-    FROM record_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`;
+const RECORD_ATTEMPTS = 'SELECT recorded, done_message FROM record_attempts($1::jsonb)';
 
 /** releaseLease - give a claimed delivery back untouched, if `owner` still holds it. */
 export async function releaseLease(pool: pg.Pool, { deliveryId, owner }: LeaseClaim): Promise<void> {

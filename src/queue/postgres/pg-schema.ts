@@ -225,6 +225,48 @@ export const MIGRATIONS: readonly Migration[] = [
       $fn$;
     `,
   },
+  {
+    name: 'record_attempts: the attempts that finish together recorded in one statement',
+    // record_attempt for a batch: the scheduler's deliveries that end in the
+    // same turn of a node's event loop go to the database as one statement
+    // (pg-deliveries.ts), one round trip and one WAL flush for all of them.
+    // Each record is an array of record_attempt's arguments, in its order,
+    // as JSON. Every message of the batch is locked first, ordered by
+    // (received_at, seq) as the operator's verbs lock them (pg-operator.ts),
+    // so two batches, or a batch and a verb, never wait for each other in a
+    // cycle; then record_attempt runs for each record, in the batch's order,
+    // and answers for it. json_texts turns a JSON array into text[], in
+    // order, for the casts to each argument's type.
+    sql: `
+      CREATE FUNCTION json_texts(p_array jsonb) RETURNS text[]
+        LANGUAGE sql IMMUTABLE AS $fn$
+        SELECT coalesce(array_agg(e ORDER BY i), '{}') FROM jsonb_array_elements_text(p_array) WITH ORDINALITY AS t(e, i)
+      $fn$;
+
+      CREATE FUNCTION record_attempts(p_records jsonb)
+        RETURNS TABLE (recorded boolean, done_message text)
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+      BEGIN
+        PERFORM 1 FROM messages m
+         WHERE m.id IN (SELECT d.message_id FROM deliveries d
+                         WHERE d.id IN (SELECT (r.rec->>0)::bigint FROM jsonb_array_elements(p_records) AS r(rec)))
+         ORDER BY m.received_at, m.seq
+           FOR UPDATE;
+        RETURN QUERY
+          SELECT a.recorded, a.done_message
+            FROM jsonb_array_elements(p_records) WITH ORDINALITY AS r(rec, n)
+           CROSS JOIN LATERAL record_attempt(
+             (r.rec->>0)::bigint, r.rec->>1,
+             json_texts(r.rec->2), json_texts(r.rec->3), json_texts(r.rec->4), (r.rec->>5)::timestamptz,
+             json_texts(r.rec->6)::timestamptz[], json_texts(r.rec->7)::timestamptz[], json_texts(r.rec->8), json_texts(r.rec->9),
+             json_texts(r.rec->10)::integer[], json_texts(r.rec->11), json_texts(r.rec->12), json_texts(r.rec->13)::boolean[],
+             json_texts(r.rec->14), json_texts(r.rec->15), json_texts(r.rec->16), json_texts(r.rec->17), json_texts(r.rec->18),
+             (r.rec->>19)::timestamptz) AS a
+           ORDER BY r.n;
+      END
+      $fn$;
+    `,
+  },
 ];
 
 /** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. */

@@ -13,6 +13,9 @@
 // messages), pg-inspect.ts (list, show, stats), pg-body.ts (chunked
 // bodies). This file opens and delegates.
 //
+// Attempts that finish together are recorded in one statement (group-commit.ts,
+// pg-deliveries.ts recordAttempts): one round trip and one WAL flush.
+//
 // A body that fit in its message's own row stays in memory for this node's
 // deliveries of it (recent-bodies.ts: served without a query to a delivery
 // this node holds a lease on).
@@ -38,6 +41,7 @@ import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
 import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
+import { createGroupCommit } from '../group-commit.ts';
 import { logMigration } from '../migrations.ts';
 import { newQueueId } from '../queue-id.ts';
 import { RECENT_BODIES_LIMIT, RecentBodies } from '../recent-bodies.ts';
@@ -97,6 +101,8 @@ const ORPHAN_SWEEP_INTERVAL_MS = 3600 * 1000;
 class PostgresQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
+  /** Attempts that finish together are recorded in one statement. */
+  readonly #record = createGroupCommit((items: deliveries.RecordItem[]) => deliveries.recordAttempts(this.queries, items, this.logger));
   #closed = false;
   /** When chunk rows no message claims were last removed, on a monotonic clock (at open). */
   #orphansRemovedAt = performance.now();
@@ -134,7 +140,7 @@ class PostgresQueueStore implements QueueStore {
 
   async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
     try {
-      const verdict = await this.#run(() => deliveries.recordAttempt(this.queries, claim, result));
+      const verdict = await this.#run(() => this.#record({ claim, result }));
       if (verdict.recorded && verdict.doneMessageId !== undefined) this.#recentBodies.delete(verdict.doneMessageId);
       return verdict.recorded;
     } finally {

@@ -54,7 +54,8 @@ import type {
   QueueStore,
 } from '../queue-store.ts';
 import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
-import { batchTransaction, createGroupCommit } from './sqlite-group-commit.ts';
+import { createGroupCommit } from '../group-commit.ts';
+import { batchTransaction } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, removeFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
