@@ -8,6 +8,7 @@
 // Skipped, with a message saying how to run it, when no PostgreSQL answers
 // (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
 import { Writable } from 'node:stream';
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger, type Logger } from '../../src/observability/logger.ts';
@@ -15,6 +16,7 @@ import { CHUNK_SIZE, DRAFT_MAX_AGE } from '../../src/queue/postgres/pg-body.ts';
 import { createPool, parseQueueUrl } from '../../src/queue/postgres/pg-connection.ts';
 import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
 import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
+import type { AttemptResult } from '../../src/queue/delivery-rules.ts';
 import type { ClaimedDelivery, QueueStore } from '../../src/queue/queue-store.ts';
 import { createTestSchema, postgresTestUrl, SKIP_MESSAGE, type TestSchema } from '../helpers/postgres.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
@@ -86,6 +88,26 @@ describe.skipIf(!baseUrl)('postgres', () => {
       const store = await openPostgresStore({ url: schema.url, logger: createLogger({ level: 'silent' }), ...options });
       opened.push(store);
       return store;
+    }
+
+    /** claimFresh - `count` messages to one domain each, committed, then claimed by owner 'w'. */
+    async function claimFresh(store: QueueStore, count: number): Promise<{ ids: string[]; at: number; claims: ClaimedDelivery[] }> {
+      const ids: string[] = [];
+      for (let i = 0; i < count; i++) ids.push(await commitMessage(store, [Buffer.from(`m${i}`)], envelopeWith({ recipients: [`r@d${i}.test`] })));
+      const at = Math.max(...(await Promise.all(ids.map((id) => receivedAtOf(store, id)))));
+      const claims = await store.claimDue({ now: new Date(at), limit: count, leaseMs: 600_000, owner: 'w' });
+      expect(claims.map((c) => c.messageId)).toEqual(ids);
+      return { ids, at, claims };
+    }
+
+    /** lockMessage - hold a message row locked, as an operator's transaction would, until release. */
+    async function lockMessage(id: string): Promise<{ release(): Promise<void> }> {
+      const client = new pg.Client({ connectionString: baseUrl, options: `-c search_path=${schema.schema}` });
+      await client.connect();
+      await client.query('BEGIN');
+      await client.query('SELECT 1 FROM messages WHERE id = $1 FOR UPDATE', [id]);
+      let released: Promise<void> | undefined;
+      return { release: () => (released ??= client.query('ROLLBACK').then(() => client.end())) };
     }
 
     beforeEach(async () => {
@@ -377,6 +399,79 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect(warnings.lines).toMatchObject([{ msg: 'recording a batch of attempts failed; recording them one by one', attempts: 3 }]);
     });
 
+    it('answers each record of a batch with its own verdict', async () => {
+      const store = await openStore();
+      const { ids, at, claims } = await claimFresh(store, 4);
+      const results = await Promise.all([
+        store.recordAttempt({ deliveryId: claims[0]!.deliveryId, owner: 'someone else' }, resultFor(claims[0]!, at, 'delivered')),
+        store.recordAttempt({ deliveryId: claims[1]!.deliveryId, owner: 'w' }, resultFor(claims[1]!, at, 'delivered')),
+        store.recordAttempt({ deliveryId: 'not a delivery', owner: 'w' }, resultFor(claims[2]!, at, 'delivered')),
+        store.recordAttempt({ deliveryId: claims[2]!.deliveryId, owner: 'w' }, resultFor(claims[2]!, at, 'deferred')),
+        store.recordAttempt({ deliveryId: claims[3]!.deliveryId, owner: 'w' }, resultFor(claims[3]!, at, 'delivered')),
+      ]);
+      expect(results).toEqual([false, true, false, true, true]);
+      expect((await store.listMessages()).map((m) => m.id)).toEqual([ids[0], ids[2]]);
+    });
+
+    it('records a batch while the operator holds and releases its messages, in any order, without a deadlock', async () => {
+      const warnings = captureWarnings();
+      const store = await openStore({ logger: warnings.logger });
+      const operator = await openStore();
+      for (let round = 0; round < 6; round++) {
+        const { ids, at, claims } = await claimFresh(store, 30);
+        const verbs = Promise.all([0, 1, 2, 3, 4, 5].map((k) => (k % 2 ? operator.releaseMessages({ ids }) : operator.holdMessages({ ids }))));
+        const results = await Promise.all([...claims].reverse().map((c) => store.recordAttempt({ deliveryId: c.deliveryId, owner: 'w' }, resultFor(c, at, 'delivered'))));
+        await verbs;
+        expect(results.every(Boolean)).toBe(true);
+      }
+      expect(warnings.lines).toEqual([]);
+    });
+
+    it('records the rest of a batch when one of its messages stays locked, and that one once the lock goes', async () => {
+      const warnings = captureWarnings();
+      const store = await openStore({ logger: warnings.logger });
+      const { ids, at, claims } = await claimFresh(store, 2);
+      const locker = await lockMessage(ids[0]!);
+      try {
+        let lockedOneSettled = false;
+        const lockedOne = store.recordAttempt({ deliveryId: claims[0]!.deliveryId, owner: 'w' }, resultFor(claims[0]!, at, 'delivered')).finally(() => (lockedOneSettled = true));
+        const other = store.recordAttempt({ deliveryId: claims[1]!.deliveryId, owner: 'w' }, resultFor(claims[1]!, at, 'delivered'));
+        expect(await other).toBe(true);
+        expect(lockedOneSettled).toBe(false);
+        await locker.release();
+        expect(await lockedOne).toBe(true);
+      } finally {
+        await locker.release();
+      }
+      expect(warnings.lines).toMatchObject([{ msg: 'recording a batch of attempts failed; recording them one by one', err: { code: '55P03' } }]);
+    });
+
+    it('does not record a batch again when its connection is lost: it may have committed', async () => {
+      const warnings = captureWarnings();
+      const store = await openStore({ logger: warnings.logger });
+      const { ids, at, claims } = await claimFresh(store, 2);
+      const locker = await lockMessage(ids[0]!);
+      try {
+        const records = Promise.allSettled(claims.map((c) => store.recordAttempt({ deliveryId: c.deliveryId, owner: 'w' }, resultFor(c, at, 'delivered'))));
+        // The batch waits for the lock (for at most a second): end its backend then.
+        await vi.waitFor(
+          async () => {
+            const waiting = await schema.query<{ pid: number }>(
+              "SELECT pid FROM pg_stat_activity WHERE query LIKE '%FROM record_attempts(%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            );
+            expect(waiting.rows).toHaveLength(1);
+            await schema.query('SELECT pg_terminate_backend($1)', [waiting.rows[0]!.pid]);
+          },
+          { timeout: 900, interval: 10 },
+        );
+        expect((await records).map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      } finally {
+        await locker.release();
+      }
+      expect(warnings.lines).toEqual([]);
+      expect((await schema.query('SELECT count(*)::int AS n FROM attempts')).rows).toEqual([{ n: 0 }]);
+    });
+
     it('lets a node see, hold and release what another node accepted', async () => {
       const [a, b] = await Promise.all([openStore(), openStore()]);
       const id = await commitMessage(a, [Buffer.from('from a')], envelopeWith({}));
@@ -411,4 +506,13 @@ function captureWarnings(): { logger: Logger; lines: Record<string, unknown>[] }
     },
   });
   return { logger: createLogger({ level: 'warn', destination }), lines };
+}
+
+/** resultFor - one attempt with `result` for every recipient of the delivery. */
+function resultFor(claim: ClaimedDelivery, at: number, result: 'delivered' | 'deferred'): AttemptResult {
+  return {
+    attempts: [attemptWith(at, { outcome: result })],
+    recipients: claim.recipients.map((r) => ({ address: r.address, result, reply: result === 'delivered' ? '250 2.0.0 Ok' : '451 4.3.0 later' })),
+    nextAttemptAt: new Date(at),
+  };
 }

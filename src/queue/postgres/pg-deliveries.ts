@@ -36,7 +36,7 @@
 //   recordAttempts - for each attempt of a batch: store it and its outcomes, end the lease, finish the delivery and message.
 //   releaseLease  - give a lease back untouched.
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
-import type pg from 'pg';
+import pg from 'pg';
 import type { Logger } from '../../observability/logger.ts';
 import { CLAIM_LOOK_AHEAD, checkClaimOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
@@ -102,10 +102,13 @@ export interface RecordItem {
 /**
  * recordAttempts - record a batch of attempts in one statement (record_attempts, pg-schema.ts, migration 5:
  * record_attempt for each, in order, the messages locked first); answers each with its verdict (see the module
- * header for when it refuses) or its Error. A record that fails fails the statement, so the batch is then
- * recorded one by one (logged), and only that record fails.
+ * header for when it refuses) or its Error. When the database refuses the statement (an ERROR: a record that
+ * breaks a constraint, a batch that waited too long for a lock), nothing of it was applied, and the batch is
+ * recorded one by one (logged; each answered as it is recorded), so only that record fails. Any other failure (the connection lost: the
+ * statement may have committed) fails every record of the batch, as it would fail a single one: recording
+ * again could apply an attempt twice.
  */
-export async function recordAttempts(pool: pg.Pool, items: RecordItem[], logger: Logger): Promise<(RecordVerdict | Error)[]> {
+export async function recordAttempts(pool: pg.Pool, items: RecordItem[], logger: Logger): Promise<(RecordVerdict | Error | Promise<RecordVerdict | Error>)[]> {
   const records = items.map(({ claim, result }) => (isDeliveryId(claim.deliveryId) ? recordArguments(claim, result) : undefined));
   const sent = records.filter((record) => record !== undefined);
   if (sent.length === 0) return items.map(() => ({ recorded: false }));
@@ -113,9 +116,11 @@ export async function recordAttempts(pool: pg.Pool, items: RecordItem[], logger:
   try {
     ({ rows } = await pool.query<{ recorded: boolean; done_message: string | null }>(RECORD_ATTEMPTS, [JSON.stringify(sent)]));
   } catch (error) {
-    if (items.length === 1) return [error instanceof Error ? error : new Error(String(error))];
+    const failed = error instanceof Error ? error : new Error(String(error));
+    if (items.length === 1 || !(error instanceof pg.DatabaseError && error.severity === 'ERROR')) return items.map(() => failed);
     logger.warn({ err: error, attempts: items.length }, 'recording a batch of attempts failed; recording them one by one');
-    return Promise.all(items.map(async (item) => (await recordAttempts(pool, [item], logger))[0]!));
+    // Each answers as soon as it is recorded: one still waiting for a lock holds up no other.
+    return items.map(async (item) => (await recordAttempts(pool, [item], logger))[0]!);
   }
   let next = 0;
   return records.map((record): RecordVerdict => {
@@ -126,26 +131,29 @@ export async function recordAttempts(pool: pg.Pool, items: RecordItem[], logger:
   });
 }
 
-/** recordArguments - record_attempt's arguments for one attempt, in its order (JSON turns the dates into ISO strings). */
-function recordArguments({ deliveryId, owner }: LeaseClaim, result: AttemptResult): unknown[] {
+/** recordArguments - record_attempt's arguments for one attempt, named as record_attempts reads them (JSON turns the dates into ISO strings). */
+function recordArguments({ deliveryId, owner }: LeaseClaim, result: AttemptResult): Record<string, unknown> {
   const outcomes = effectiveOutcomes(result.recipients);
   const attempts = result.attempts.map(attemptColumns);
-  return [
-    deliveryId,
+  const record: Record<string, unknown> = {
+    delivery: deliveryId,
     owner,
-    outcomes.map((o) => o.address),
-    outcomes.map((o) => o.result),
-    outcomes.map((o) => o.reply),
-    outcomeTime(result.attempts),
-    ...ATTEMPT_FIELDS.map((field) => attempts.map((a) => a[field])),
-    result.nextAttemptAt,
-  ];
+    addresses: outcomes.map((o) => o.address),
+    states: outcomes.map((o) => o.result),
+    replies: outcomes.map((o) => o.reply),
+    updated: outcomeTime(result.attempts),
+    next_attempt: result.nextAttemptAt,
+  };
+  for (const [name, field] of ATTEMPT_FIELDS) record[name] = attempts.map((a) => a[field]);
+  return record;
 }
 
-/** The attempts columns after delivery_id and message_id, in the order record_attempt takes them, as AttemptColumns names them. */
+/** The attempts' columns as record_attempts names them, and as AttemptColumns does. */
 const ATTEMPT_FIELDS = [
-  'startedAt', 'endedAt', 'host', 'ip', 'port', 'tlsVersion', 'tlsCipher', 'tlsVerified', 'tlsVerifyError', 'policyLevel', 'policySource', 'reply', 'outcome',
-] as const satisfies readonly (keyof AttemptColumns)[];
+  ['started_at', 'startedAt'], ['ended_at', 'endedAt'], ['host', 'host'], ['ip', 'ip'], ['port', 'port'],
+  ['tls_version', 'tlsVersion'], ['tls_cipher', 'tlsCipher'], ['tls_verified', 'tlsVerified'], ['tls_verify_error', 'tlsVerifyError'],
+  ['policy_level', 'policyLevel'], ['policy_source', 'policySource'], ['reply', 'reply'], ['outcome', 'outcome'],
+] as const satisfies readonly (readonly [string, keyof AttemptColumns])[];
 
 const RECORD_ATTEMPTS = 'SELECT recorded, done_message FROM record_attempts($1::jsonb)';
 

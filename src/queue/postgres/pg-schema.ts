@@ -230,39 +230,45 @@ export const MIGRATIONS: readonly Migration[] = [
     // record_attempt for a batch: the scheduler's deliveries that end in the
     // same turn of a node's event loop go to the database as one statement
     // (pg-deliveries.ts), one round trip and one WAL flush for all of them.
-    // Each record is an array of record_attempt's arguments, in its order,
-    // as JSON. Every message of the batch is locked first, ordered by
-    // (received_at, seq) as the operator's verbs lock them (pg-operator.ts),
-    // so two batches, or a batch and a verb, never wait for each other in a
-    // cycle; then record_attempt runs for each record, in the batch's order,
-    // and answers for it. json_texts turns a JSON array into text[], in
-    // order, for the casts to each argument's type.
+    // Each record is a JSON object of record_attempt's arguments, by name.
+    // Every message of the batch is locked first, ordered by (received_at,
+    // seq) as the operator's verbs lock them (pg-operator.ts), so two
+    // batches, or a batch and a verb, never wait for each other in a cycle;
+    // then record_attempt runs for each record, in the batch's order, and
+    // answers for it. A batch of several waits at most a second for those
+    // locks (lock_timeout, for this step only): one message locked elsewhere
+    // must not hold up every record of the node. It then fails, and the
+    // caller records its attempts one by one, each waiting as long as it
+    // takes, as a single record always does.
     sql: `
-      CREATE FUNCTION json_texts(p_array jsonb) RETURNS text[]
-        LANGUAGE sql IMMUTABLE AS $fn$
-        SELECT coalesce(array_agg(e ORDER BY i), '{}') FROM jsonb_array_elements_text(p_array) WITH ORDINALITY AS t(e, i)
-      $fn$;
-
       CREATE FUNCTION record_attempts(p_records jsonb)
         RETURNS TABLE (recorded boolean, done_message text)
         LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+      DECLARE
+        v_lock_timeout text := current_setting('lock_timeout');
       BEGIN
+        IF jsonb_array_length(p_records) > 1 THEN
+          PERFORM set_config('lock_timeout', '1s', true);
+        END IF;
         PERFORM 1 FROM messages m
          WHERE m.id IN (SELECT d.message_id FROM deliveries d
-                         WHERE d.id IN (SELECT (r.rec->>0)::bigint FROM jsonb_array_elements(p_records) AS r(rec)))
+                         WHERE d.id IN (SELECT (e->>'delivery')::bigint FROM jsonb_array_elements(p_records) AS e))
          ORDER BY m.received_at, m.seq
            FOR UPDATE;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
         RETURN QUERY
           SELECT a.recorded, a.done_message
-            FROM jsonb_array_elements(p_records) WITH ORDINALITY AS r(rec, n)
+            FROM ROWS FROM (jsonb_to_recordset(p_records) AS (
+                   delivery bigint, owner text, addresses text[], states text[], replies text[], updated timestamptz,
+                   started_at timestamptz[], ended_at timestamptz[], host text[], ip text[], port integer[],
+                   tls_version text[], tls_cipher text[], tls_verified boolean[], tls_verify_error text[],
+                   policy_level text[], policy_source text[], reply text[], outcome text[], next_attempt timestamptz))
+                 WITH ORDINALITY AS r
            CROSS JOIN LATERAL record_attempt(
-             (r.rec->>0)::bigint, r.rec->>1,
-             json_texts(r.rec->2), json_texts(r.rec->3), json_texts(r.rec->4), (r.rec->>5)::timestamptz,
-             json_texts(r.rec->6)::timestamptz[], json_texts(r.rec->7)::timestamptz[], json_texts(r.rec->8), json_texts(r.rec->9),
-             json_texts(r.rec->10)::integer[], json_texts(r.rec->11), json_texts(r.rec->12), json_texts(r.rec->13)::boolean[],
-             json_texts(r.rec->14), json_texts(r.rec->15), json_texts(r.rec->16), json_texts(r.rec->17), json_texts(r.rec->18),
-             (r.rec->>19)::timestamptz) AS a
-           ORDER BY r.n;
+                   r.delivery, r.owner, r.addresses, r.states, r.replies, r.updated,
+                   r.started_at, r.ended_at, r.host, r.ip, r.port, r.tls_version, r.tls_cipher, r.tls_verified,
+                   r.tls_verify_error, r.policy_level, r.policy_source, r.reply, r.outcome, r.next_attempt) AS a
+           ORDER BY r.ordinality;
       END
       $fn$;
     `,

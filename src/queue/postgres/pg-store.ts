@@ -102,7 +102,7 @@ class PostgresQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
   /** Attempts that finish together are recorded in one statement. */
-  readonly #record = createGroupCommit((items: deliveries.RecordItem[]) => deliveries.recordAttempts(this.queries, items, this.logger));
+  readonly #records = createGroupCommit((items: deliveries.RecordItem[]) => deliveries.recordAttempts(this.queries, items, this.logger));
   #closed = false;
   /** When chunk rows no message claims were last removed, on a monotonic clock (at open). */
   #orphansRemovedAt = performance.now();
@@ -140,7 +140,7 @@ class PostgresQueueStore implements QueueStore {
 
   async recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean> {
     try {
-      const verdict = await this.#run(() => this.#record({ claim, result }));
+      const verdict = await this.#run(() => this.#records.add({ claim, result }));
       if (verdict.recorded && verdict.doneMessageId !== undefined) this.#recentBodies.delete(verdict.doneMessageId);
       return verdict.recorded;
     } finally {
@@ -201,8 +201,9 @@ class PostgresQueueStore implements QueueStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    // Discard waits for a commit in flight, which still needs its connection.
+    // Discard waits for a commit in flight, which still needs its connection; attempts already handed in are recorded.
     await this.#drafts.discardAll();
+    await this.#records.idle();
     await Promise.all([this.queries.end(), this.draftPool.end()]);
   }
 

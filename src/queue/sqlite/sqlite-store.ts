@@ -54,7 +54,7 @@ import type {
   QueueStore,
 } from '../queue-store.ts';
 import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
-import { createGroupCommit } from '../group-commit.ts';
+import { createGroupCommit, type GroupCommit } from '../group-commit.ts';
 import { batchTransaction } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, removeFile, syncDirectory } from './sqlite-draft.ts';
@@ -137,7 +137,7 @@ class SqliteQueueStore implements QueueStore {
   readonly #drafts = new OpenDrafts();
   #closed = false;
   /** Accepted messages and recorded attempts, in one queue: a batch of both is one transaction and one WAL fsync. */
-  readonly #write: (item: WriteItem) => Promise<SqliteRecordVerdict | undefined>;
+  readonly #writes: GroupCommit<WriteItem, SqliteRecordVerdict | undefined>;
   readonly #deliveries: DeliveryFunctions;
   readonly #operator: OperatorFunctions;
   readonly #inspect: InspectFunctions;
@@ -162,7 +162,7 @@ class SqliteQueueStore implements QueueStore {
     const writeAll = batchTransaction(db, (item: WriteItem) => (item.kind === 'commit' ? insertMessage(item.row) : deliveries.recordAttempt(item)));
     // A message whose body is a file may be inserted only once the file's name is durable.
     const needsDirectorySync = (item: WriteItem) => item.kind === 'commit' && 'file' in item.row.body;
-    this.#write = createGroupCommit<WriteItem, SqliteRecordVerdict | undefined>(async (items) => {
+    this.#writes = createGroupCommit<WriteItem, SqliteRecordVerdict | undefined>(async (items) => {
       let syncFailed: Error | undefined;
       try {
         // One fsync of messages/ for the batch (none when every body is in its row).
@@ -213,7 +213,7 @@ class SqliteQueueStore implements QueueStore {
       bodyPath: join(this.messagesDir, id),
       logger: this.logger,
       commitMessage: async (row) => {
-        await this.#write({ kind: 'commit', row });
+        await this.#writes.add({ kind: 'commit', row });
         if (row.wholeBody) this.#recentBodies.add(row.id, row.wholeBody);
       },
     });
@@ -242,7 +242,7 @@ class SqliteQueueStore implements QueueStore {
     if (this.#closed) throw new Error('queue store is closed');
     let verdict: SqliteRecordVerdict;
     try {
-      verdict = (await this.#write({ kind: 'record', claim, result })) as SqliteRecordVerdict;
+      verdict = (await this.#writes.add({ kind: 'record', claim, result })) as SqliteRecordVerdict;
     } finally {
       this.#recentBodies.leaseEnded(claim.deliveryId);
     }
@@ -304,8 +304,9 @@ class SqliteQueueStore implements QueueStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    // Discard waits for a commit in flight, which still needs the database.
+    // Discard waits for a commit in flight, which still needs the database; so does a batch being made durable.
     await this.#drafts.discardAll();
+    await this.#writes.idle();
     this.db.close();
     await this.wal.close();
     await this.messagesDirHandle.close();
