@@ -41,6 +41,7 @@ import { silentLogger, type Logger } from '../../observability/logger.ts';
 import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { createFreeSpaceReader } from '../free-space.ts';
+import { createGroupCommit, type GroupCommit } from '../group-commit.ts';
 import { logMigration } from '../migrations.ts';
 import { isQueueId, newQueueId } from '../queue-id.ts';
 import { RECENT_BODIES_LIMIT, RecentBodies } from '../recent-bodies.ts';
@@ -54,7 +55,6 @@ import type {
   QueueStore,
 } from '../queue-store.ts';
 import { prepareCommit, type CommitRow } from './sqlite-commit.ts';
-import { createGroupCommit, type GroupCommit } from '../group-commit.ts';
 import { batchTransaction } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, removeFile, syncDirectory } from './sqlite-draft.ts';
