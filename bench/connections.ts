@@ -15,7 +15,7 @@
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeBenchCertificates } from './certs.ts';
+import { writeBenchCertificates, type BenchCertificates } from './certs.ts';
 import { Cleanup } from './cleanup.ts';
 import { startPostfix, stopPostfixNow } from './postfix-instance.ts';
 import { freePort } from './probe.ts';
@@ -84,7 +84,7 @@ interface Result {
   cpuUsPerConnection: number;
 }
 
-async function measure(relay: Relay, dir: string, posternRoot: string, certs: Awaited<ReturnType<typeof writeBenchCertificates>>, cleanup: Cleanup): Promise<Result> {
+async function measure(relay: Relay, dir: string, posternRoot: string, certs: BenchCertificates, cleanup: Cleanup): Promise<Result> {
   // No mail is sent: the next hop is a closed port.
   const sinkPort = await freePort();
   const instance = relay === 'postfix' ? await startPostfix({ dir, port: await freePort(), sinkPort, certs }) : await startPostern({ root: posternRoot, dir, sinkPort, sinkTls: 'none', certs });

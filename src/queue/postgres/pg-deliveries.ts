@@ -104,9 +104,9 @@ export interface RecordItem {
  * record_attempt for each, in order, the messages locked first); answers each with its verdict (see the module
  * header for when it refuses) or its Error. When the database refuses the statement (an ERROR: a record that
  * breaks a constraint, a batch that waited too long for a lock), nothing of it was applied, and the batch is
- * recorded one by one (logged; each answered as it is recorded), so only that record fails. Any other failure (the connection lost: the
- * statement may have committed) fails every record of the batch, as it would fail a single one: recording
- * again could apply an attempt twice.
+ * recorded one by one (logged; each answered as it is recorded), so only that record fails. Any other
+ * failure (the connection lost: the statement may have committed) fails every record of the batch, as it
+ * would fail a single one: recording again could apply an attempt twice.
  */
 export async function recordAttempts(pool: pg.Pool, items: RecordItem[], logger: Logger): Promise<(RecordVerdict | Error | Promise<RecordVerdict | Error>)[]> {
   const records = items.map(({ claim, result }) => (isDeliveryId(claim.deliveryId) ? recordArguments(claim, result) : undefined));
