@@ -8,7 +8,10 @@
 // CPU per message is far above what it is when messages share a
 // connection; this says how much of that the connection itself is.
 //
-//   npx tsx bench/connections.ts [--connections N] [--sessions C] [--runs R] [--relays postfix,postern]
+//   npx tsx bench/connections.ts [--connections N] [--sessions C] [--runs R] [--relays postfix,postern] [--profile]
+//
+// --profile: Postern runs under node --cpu-prof; each run's profile goes to
+// /tmp/postern-bench-profiles/connections-<n>/ (`npx tsx bench/profile.ts FILE`).
 //
 // Needs Debian's postfix package and root (a private Postfix instance, as in
 // run.ts). Loopback only. Clean-up as in run.ts (cleanup.ts).
@@ -31,6 +34,7 @@ const { values: args } = parseArgs({
     sessions: { type: 'string', default: '20' },
     runs: { type: 'string', default: '3' },
     relays: { type: 'string', default: 'postfix,postern' },
+    profile: { type: 'boolean', default: false },
   },
 });
 const CONNECTIONS = Number(args.connections);
@@ -84,10 +88,10 @@ interface Result {
   cpuUsPerConnection: number;
 }
 
-async function measure(relay: Relay, dir: string, posternRoot: string, certs: BenchCertificates, cleanup: Cleanup): Promise<Result> {
+async function measure(relay: Relay, run: number, dir: string, posternRoot: string, certs: BenchCertificates, cleanup: Cleanup): Promise<Result> {
   // No mail is sent: the next hop is a closed port.
   const sinkPort = await freePort();
-  const instance = relay === 'postfix' ? await startPostfix({ dir, port: await freePort(), sinkPort, certs }) : await startPostern({ root: posternRoot, dir, sinkPort, sinkTls: 'none', certs });
+  const instance = relay === 'postfix' ? await startPostfix({ dir, port: await freePort(), sinkPort, certs }) : await startPostern({ root: posternRoot, dir, sinkPort, sinkTls: 'none', certs, ...(args.profile ? { profileDir: `/tmp/postern-bench-profiles/connections-${run + 1}` } : {}) });
   const stop = cleanup.add(`${relay} ${dir}`, () => instance.stop(), () => ('configDir' in instance ? stopPostfixNow(instance) : stopPosternNow(instance)));
   try {
     await connectMany(instance.port, Math.min(500, CONNECTIONS), SESSIONS);
@@ -110,7 +114,7 @@ async function main(): Promise<void> {
   for (let run = 0; run < RUNS && !cleanup.stopping; run++) {
     const order = run % 2 === 0 ? RELAYS : [...RELAYS].reverse();
     for (const relay of order) {
-      const result = await measure(relay, join(base, `${relay}-${run}`), posternRoot, certs, cleanup);
+      const result = await measure(relay, run, join(base, `${relay}-${run}`), posternRoot, certs, cleanup);
       results[relay].push(result);
       process.stderr.write(`run ${run + 1}/${RUNS} ${relay}: ${result.perSecond.toFixed(0)} connections/s, ${result.cpuUsPerConnection.toFixed(0)} µs of CPU per connection\n`);
     }

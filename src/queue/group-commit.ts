@@ -6,12 +6,27 @@
 // (sqlite-group-commit.ts); PostgreSQL batches recorded attempts into one
 // statement (pg-deliveries.ts).
 //
+// Decides, when a store asks for spacing, when the next batch starts. Every
+// batch has a cost of its own (in SQLite: the b-tree pages each transaction
+// writes to the WAL again, an fsync, a wake-up of the event loop). With many
+// senders and a disk that fsyncs in a fraction of a millisecond, batches
+// follow each other hundreds of times a second with two or three items
+// each, and the event loop spends itself on them. So when the items that
+// came in during a batch show several writers at once, the next batch waits
+// for more, as PostgreSQL's commit_delay does when commit_siblings are
+// active: until `ms` after the last batch started, and only while the event
+// loop is busy with other work (serving the senders whose items will join).
+// The moment it idles, waiting would only add latency, and the batch
+// starts.
+//
 // How it fails: runBatch answers each item with its result or its own
 // Error, or with a promise of one (an item it has to finish on its own,
 // which then no longer holds up the next batch); if runBatch itself
 // rejects, every item of the batch fails with that error.
 //
 //   createGroupCommit - add(item) resolves once the batch holding it is done; idle() once no batch is queued or in flight.
+//   keepWaiting       - whether the next batch waits another step (pure).
+import { performance } from 'node:perf_hooks';
 
 export interface GroupCommit<T, R> {
   /** add - resolves (or rejects) with the item's own result once the batch holding it is done (for a store: durable). */
@@ -20,18 +35,42 @@ export interface GroupCommit<T, R> {
   idle(): Promise<void>;
 }
 
-/** createGroupCommit - batch items that arrive close together through `runBatch`. */
-export function createGroupCommit<T, R>(runBatch: (items: T[]) => Promise<(R | Error | Promise<R | Error>)[]>): GroupCommit<T, R> {
+/** When the next batch waits for more items. */
+export interface BatchSpacing<T> {
+  /** The most time from one batch's start to the next one's that waiting may make. */
+  ms: number;
+  /** concurrent - whether the items that arrived while `batch` was in flight show several writers at once. */
+  concurrent(batch: T[], arrived: T[]): boolean;
+}
+
+/** The event loop is checked this often while the next batch waits. */
+export const SPACING_STEP_MS = 1;
+
+/** The share of a step the event loop must have spent working (not waiting for I/O) for the batch to wait on. */
+export const BUSY_LOOP = 0.8;
+
+/** keepWaiting - whether the next batch waits another step: time is left, and the loop was busy through the last step. */
+export function keepWaiting(spacingMs: number, sinceLastStartMs: number, stepUtilization: number): boolean {
+  return sinceLastStartMs + SPACING_STEP_MS <= spacingMs && stepUtilization >= BUSY_LOOP;
+}
+
+/** createGroupCommit - batch items that arrive close together through `runBatch`, spaced by `spacing` if given. */
+export function createGroupCommit<T, R>(
+  runBatch: (items: T[]) => Promise<(R | Error | Promise<R | Error>)[]>,
+  spacing?: BatchSpacing<T>,
+): GroupCommit<T, R> {
   let queue: { item: T; resolve: (result: R) => void; reject: (error: Error) => void }[] = [];
   let flushing: Promise<void> | undefined;
 
   async function flush(): Promise<void> {
     while (queue.length > 0) {
+      const started = performance.now();
       const batch = queue;
       queue = [];
+      const items = batch.map((entry) => entry.item);
       let results: (R | Error | Promise<R | Error>)[];
       try {
-        results = await runBatch(batch.map((entry) => entry.item));
+        results = await runBatch(items);
       } catch (error) {
         results = batch.map(() => (error instanceof Error ? error : new Error(String(error))));
       }
@@ -41,6 +80,7 @@ export function createGroupCommit<T, R>(runBatch: (items: T[]) => Promise<(R | E
         if (result instanceof Promise) void result.then(settle, (error: unknown) => entry.reject(error instanceof Error ? error : new Error(String(error))));
         else settle(result);
       });
+      if (spacing?.concurrent(items, queue.map((entry) => entry.item))) await waitWhileBusy(spacing.ms, started);
     }
     flushing = undefined;
   }
@@ -55,4 +95,14 @@ export function createGroupCommit<T, R>(runBatch: (items: T[]) => Promise<(R | E
       while (flushing) await flushing;
     },
   };
+}
+
+/** waitWhileBusy - wait in steps while keepWaiting says so, the last batch having started at `started`. */
+async function waitWhileBusy(spacingMs: number, started: number): Promise<void> {
+  let utilization = 1; // the batch's own time: items arrived during it
+  while (keepWaiting(spacingMs, performance.now() - started, utilization)) {
+    const mark = performance.eventLoopUtilization();
+    await new Promise((stepped) => setTimeout(stepped, SPACING_STEP_MS));
+    utilization = performance.eventLoopUtilization(mark).utilization;
+  }
 }

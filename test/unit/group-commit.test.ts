@@ -1,0 +1,134 @@
+// Group commit (group-commit.ts): which items share a batch, and when a
+// batch waits for more. Real timers and the real event loop: the wait
+// follows how busy the loop is, so one test keeps it busy and one leaves it
+// idle.
+import { afterEach, describe, expect, it } from 'vitest';
+import { performance } from 'node:perf_hooks';
+import { BUSY_LOOP, createGroupCommit, keepWaiting, SPACING_STEP_MS, type BatchSpacing } from '../../src/queue/group-commit.ts';
+import { COMMIT_SPACING, type WriteItem } from '../../src/queue/sqlite/sqlite-store.ts';
+
+/** A runBatch that records its batches and holds the first one until `release` is called. */
+function recordingBatches() {
+  const batches: string[][] = [];
+  let release!: () => void;
+  const firstHeld = new Promise<void>((resolve) => (release = resolve));
+  const runBatch = async (items: string[]) => {
+    batches.push(items);
+    if (batches.length === 1) await firstHeld;
+    return items.map((item) => `done ${item}`);
+  };
+  return { batches, runBatch, release: () => release() };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** keepLoopBusy - spin the event loop (half a millisecond of work per turn, never waiting for I/O) until stopped. */
+function keepLoopBusy(): () => void {
+  let stopped = false;
+  const spin = () => {
+    const until = performance.now() + 0.5;
+    while (performance.now() < until);
+    if (!stopped) setImmediate(spin);
+  };
+  setImmediate(spin);
+  return () => (stopped = true);
+}
+
+let stopBusy: (() => void) | undefined;
+afterEach(() => stopBusy?.());
+
+describe('createGroupCommit', () => {
+  it('answers each item with its own result; items added while a batch is in flight form the next one', async () => {
+    const { batches, runBatch, release } = recordingBatches();
+    const commit = createGroupCommit(runBatch);
+    const a = commit.add('a');
+    await sleep(5);
+    const bc = [commit.add('b'), commit.add('c')];
+    release();
+    expect(await Promise.all([a, ...bc])).toEqual(['done a', 'done b', 'done c']);
+    expect(batches).toEqual([['a'], ['b', 'c']]);
+    await commit.idle();
+  });
+
+  it('starts the next batch at once when the items that came in do not show several writers', async () => {
+    const { batches, runBatch, release } = recordingBatches();
+    const commit = createGroupCommit(runBatch, { ms: 1_000, concurrent: () => false });
+    stopBusy = keepLoopBusy();
+    const a = commit.add('a');
+    await sleep(5);
+    const b = commit.add('b');
+    release();
+    await a;
+    await sleep(50);
+    await Promise.all([b, commit.add('c')]);
+    expect(batches).toEqual([['a'], ['b'], ['c']]);
+  });
+
+  it('with several writers and a busy event loop, holds the next batch back to gather what arrives, up to the spacing', async () => {
+    const { batches, runBatch, release } = recordingBatches();
+    const spacing: BatchSpacing<string> = { ms: 400, concurrent: (_batch, arrived) => arrived.length > 0 };
+    const commit = createGroupCommit(runBatch, spacing);
+    stopBusy = keepLoopBusy();
+    const a = commit.add('a');
+    await sleep(5);
+    const b = commit.add('b');
+    release();
+    await a;
+    await sleep(50);
+    const c = commit.add('c');
+    await Promise.all([b, c]);
+    expect(batches).toEqual([['a'], ['b', 'c']]);
+  });
+
+  it('with several writers but an idle event loop, starts the next batch without waiting for the spacing', async () => {
+    const { batches, runBatch, release } = recordingBatches();
+    const commit = createGroupCommit(runBatch, { ms: 2_000, concurrent: (_batch, arrived) => arrived.length > 0 });
+    const a = commit.add('a');
+    await sleep(5);
+    const b = commit.add('b');
+    release();
+    await a;
+    await sleep(100);
+    await Promise.all([b, commit.add('c')]);
+    expect(batches).toEqual([['a'], ['b'], ['c']]);
+  });
+
+  it('idle() waits for a batch held back by spacing', async () => {
+    const { batches, runBatch, release } = recordingBatches();
+    const commit = createGroupCommit(runBatch, { ms: 300, concurrent: () => true });
+    stopBusy = keepLoopBusy();
+    const items = [commit.add('a')];
+    await sleep(5);
+    items.push(commit.add('b'));
+    release();
+    await commit.idle();
+    expect(batches).toEqual([['a'], ['b']]);
+    await expect(Promise.all(items)).resolves.toEqual(['done a', 'done b']);
+  });
+});
+
+describe('keepWaiting', () => {
+  it('waits another step only while a whole step is left and the loop stayed busy', () => {
+    expect(keepWaiting(10, 2, 1)).toBe(true);
+    expect(keepWaiting(10, 2, BUSY_LOOP)).toBe(true);
+    expect(keepWaiting(10, 2, BUSY_LOOP - 0.01)).toBe(false);
+    expect(keepWaiting(10, 10 - SPACING_STEP_MS, 1)).toBe(true);
+    expect(keepWaiting(10, 10 - SPACING_STEP_MS + 0.1, 1)).toBe(false);
+    expect(keepWaiting(0, 0, 1)).toBe(false);
+  });
+});
+
+describe("the SQLite store's spacing", () => {
+  const commit = { kind: 'commit' } as WriteItem;
+  const record = { kind: 'record' } as WriteItem;
+
+  it('counts as several writers only a message accepted while a batch holding another was in flight', () => {
+    expect(COMMIT_SPACING.concurrent([commit], [commit])).toBe(true);
+    expect(COMMIT_SPACING.concurrent([commit, record], [record, commit])).toBe(true);
+    // A lone sender: its delivery's record arrives while its next message is committed, and that next
+    // message while the record is.
+    expect(COMMIT_SPACING.concurrent([commit], [record])).toBe(false);
+    expect(COMMIT_SPACING.concurrent([record], [commit])).toBe(false);
+    expect(COMMIT_SPACING.concurrent([commit], [])).toBe(false);
+  });
+});
