@@ -11,13 +11,14 @@
 // writes to the WAL again, an fsync, a wake-up of the event loop). With many
 // senders and a disk that fsyncs in a fraction of a millisecond, batches
 // follow each other hundreds of times a second with two or three items
-// each, and the event loop spends itself on them. So when the items that
-// came in during a batch show several writers at once, the next batch waits
-// for more, as PostgreSQL's commit_delay does when commit_siblings are
-// active: until `ms` after the last batch started, and only while the event
-// loop is busy with other work (serving the senders whose items will join).
-// The moment it idles, waiting would only add latency, and the batch
-// starts.
+// each, and the event loop spends itself on them. So when a batch and the
+// items that came in during it show several writers at once (the store
+// says what shows it), the next batch waits for more, as PostgreSQL's
+// commit_delay does when commit_siblings are active: until `ms` after the
+// last batch started, and only while the event loop is busy, through the
+// batch and then through each step of the wait (serving the senders whose
+// items will join). Once it idles, waiting would only add latency, and the
+// batch starts. Nothing queued, no wait.
 //
 // How it fails: runBatch answers each item with its result or its own
 // Error, or with a promise of one (an item it has to finish on its own,
@@ -25,7 +26,8 @@
 // rejects, every item of the batch fails with that error.
 //
 //   createGroupCommit - add(item) resolves once the batch holding it is done; idle() once no batch is queued or in flight.
-//   keepWaiting       - whether the next batch waits another step (pure).
+//   BatchSpacing      - what a store passes for spacing: the most time, and how it tells several writers.
+//   keepWaiting       - whether the next batch waits another step (pure), by SPACING_STEP_MS and BUSY_UTILIZATION.
 import { performance } from 'node:perf_hooks';
 
 export interface GroupCommit<T, R> {
@@ -39,19 +41,19 @@ export interface GroupCommit<T, R> {
 export interface BatchSpacing<T> {
   /** The most time from one batch's start to the next one's that waiting may make. */
   ms: number;
-  /** concurrent - whether the items that arrived while `batch` was in flight show several writers at once. */
+  /** concurrent - whether `batch` and the items that arrived while it was in flight show several writers at once. */
   concurrent(batch: T[], arrived: T[]): boolean;
 }
 
 /** The event loop is checked this often while the next batch waits. */
 export const SPACING_STEP_MS = 1;
 
-/** The share of a step the event loop must have spent working (not waiting for I/O) for the batch to wait on. */
-export const BUSY_LOOP = 0.8;
+/** The share of a step (and of the batch before it) the event loop must have spent working, not waiting for I/O, for the next batch to wait on. */
+export const BUSY_UTILIZATION = 0.8;
 
-/** keepWaiting - whether the next batch waits another step: time is left, and the loop was busy through the last step. */
+/** keepWaiting - whether the next batch waits another step: a whole step is left, and the loop was busy through the last one. */
 export function keepWaiting(spacingMs: number, sinceLastStartMs: number, stepUtilization: number): boolean {
-  return sinceLastStartMs + SPACING_STEP_MS <= spacingMs && stepUtilization >= BUSY_LOOP;
+  return sinceLastStartMs + SPACING_STEP_MS <= spacingMs && stepUtilization >= BUSY_UTILIZATION;
 }
 
 /** createGroupCommit - batch items that arrive close together through `runBatch`, spaced by `spacing` if given. */
@@ -65,6 +67,7 @@ export function createGroupCommit<T, R>(
   async function flush(): Promise<void> {
     while (queue.length > 0) {
       const started = performance.now();
+      const startedLoop = performance.eventLoopUtilization();
       const batch = queue;
       queue = [];
       const items = batch.map((entry) => entry.item);
@@ -80,7 +83,9 @@ export function createGroupCommit<T, R>(
         if (result instanceof Promise) void result.then(settle, (error: unknown) => entry.reject(error instanceof Error ? error : new Error(String(error))));
         else settle(result);
       });
-      if (spacing?.concurrent(items, queue.map((entry) => entry.item))) await waitWhileBusy(spacing.ms, started);
+      if (queue.length > 0 && spacing?.concurrent(items, queue.map((entry) => entry.item))) {
+        await waitWhileBusy(spacing.ms, started, performance.eventLoopUtilization(startedLoop).utilization);
+      }
     }
     flushing = undefined;
   }
@@ -97,9 +102,9 @@ export function createGroupCommit<T, R>(
   };
 }
 
-/** waitWhileBusy - wait in steps while keepWaiting says so, the last batch having started at `started`. */
-async function waitWhileBusy(spacingMs: number, started: number): Promise<void> {
-  let utilization = 1; // the batch's own time: items arrived during it
+/** waitWhileBusy - wait in steps while keepWaiting says so, the last batch having started at `started` and kept the loop busy `batchUtilization` of its time. */
+async function waitWhileBusy(spacingMs: number, started: number, batchUtilization: number): Promise<void> {
+  let utilization = batchUtilization;
   while (keepWaiting(spacingMs, performance.now() - started, utilization)) {
     const mark = performance.eventLoopUtilization();
     await new Promise((stepped) => setTimeout(stepped, SPACING_STEP_MS));

@@ -4,7 +4,7 @@
 // idle.
 import { afterEach, describe, expect, it } from 'vitest';
 import { performance } from 'node:perf_hooks';
-import { BUSY_LOOP, createGroupCommit, keepWaiting, SPACING_STEP_MS, type BatchSpacing } from '../../src/queue/group-commit.ts';
+import { BUSY_UTILIZATION, createGroupCommit, keepWaiting, SPACING_STEP_MS, type BatchSpacing } from '../../src/queue/group-commit.ts';
 import { COMMIT_SPACING, type WriteItem } from '../../src/queue/sqlite/sqlite-store.ts';
 
 /** A runBatch that records its batches and holds the first one until `release` is called. */
@@ -64,20 +64,22 @@ describe('createGroupCommit', () => {
     expect(batches).toEqual([['a'], ['b'], ['c']]);
   });
 
-  it('with several writers and a busy event loop, holds the next batch back to gather what arrives, up to the spacing', async () => {
+  it('with several writers and a busy event loop, holds the next batch back to gather what arrives, up to the spacing from the last start', async () => {
     const { batches, runBatch, release } = recordingBatches();
-    const spacing: BatchSpacing<string> = { ms: 400, concurrent: (_batch, arrived) => arrived.length > 0 };
+    const spacing: BatchSpacing<string> = { ms: 300, concurrent: (_batch, arrived) => arrived.length > 0 };
     const commit = createGroupCommit(runBatch, spacing);
     stopBusy = keepLoopBusy();
     const a = commit.add('a');
     await sleep(5);
     const b = commit.add('b');
-    release();
+    await sleep(95);
+    release(); // the first batch took 100 ms: the next may start 300 ms after it started, not after it ended
     await a;
     await sleep(50);
     const c = commit.add('c');
-    await Promise.all([b, c]);
-    expect(batches).toEqual([['a'], ['b', 'c']]);
+    await sleep(200);
+    await Promise.all([b, c, commit.add('d')]);
+    expect(batches).toEqual([['a'], ['b', 'c'], ['d']]);
   });
 
   it('with several writers but an idle event loop, starts the next batch without waiting for the spacing', async () => {
@@ -88,30 +90,45 @@ describe('createGroupCommit', () => {
     const b = commit.add('b');
     release();
     await a;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(batches).toEqual([['a'], ['b']]); // no step of waiting either: the loop idled through the first batch
     await sleep(100);
     await Promise.all([b, commit.add('c')]);
     expect(batches).toEqual([['a'], ['b'], ['c']]);
+  });
+
+  it('does not hold the next item back when nothing arrived during the last batch', async () => {
+    const { batches, runBatch, release } = recordingBatches();
+    const commit = createGroupCommit(runBatch, { ms: 1_000, concurrent: () => true });
+    stopBusy = keepLoopBusy();
+    release();
+    await commit.add('a');
+    const b = commit.add('b');
+    await sleep(20);
+    expect(batches).toEqual([['a'], ['b']]);
+    await b;
   });
 
   it('idle() waits for a batch held back by spacing', async () => {
     const { batches, runBatch, release } = recordingBatches();
     const commit = createGroupCommit(runBatch, { ms: 300, concurrent: () => true });
     stopBusy = keepLoopBusy();
-    const items = [commit.add('a')];
+    const a = commit.add('a');
     await sleep(5);
-    items.push(commit.add('b'));
+    const b = commit.add('b');
     release();
+    await a;
     await commit.idle();
     expect(batches).toEqual([['a'], ['b']]);
-    await expect(Promise.all(items)).resolves.toEqual(['done a', 'done b']);
+    await expect(b).resolves.toBe('done b');
   });
 });
 
 describe('keepWaiting', () => {
   it('waits another step only while a whole step is left and the loop stayed busy', () => {
     expect(keepWaiting(10, 2, 1)).toBe(true);
-    expect(keepWaiting(10, 2, BUSY_LOOP)).toBe(true);
-    expect(keepWaiting(10, 2, BUSY_LOOP - 0.01)).toBe(false);
+    expect(keepWaiting(10, 2, BUSY_UTILIZATION)).toBe(true);
+    expect(keepWaiting(10, 2, BUSY_UTILIZATION - 0.01)).toBe(false);
     expect(keepWaiting(10, 10 - SPACING_STEP_MS, 1)).toBe(true);
     expect(keepWaiting(10, 10 - SPACING_STEP_MS + 0.1, 1)).toBe(false);
     expect(keepWaiting(0, 0, 1)).toBe(false);
@@ -122,13 +139,17 @@ describe("the SQLite store's spacing", () => {
   const commit = { kind: 'commit' } as WriteItem;
   const record = { kind: 'record' } as WriteItem;
 
-  it('counts as several writers only a message accepted while a batch holding another was in flight', () => {
-    expect(COMMIT_SPACING.concurrent([commit], [commit])).toBe(true);
-    expect(COMMIT_SPACING.concurrent([commit, record], [record, commit])).toBe(true);
+  it('spaces batches once four accepted messages are in a batch and arriving during it, at least one of each', () => {
+    const commits = (n: number) => Array.from({ length: n }, () => commit);
+    expect(COMMIT_SPACING.concurrent([commit], commits(3))).toBe(true);
+    expect(COMMIT_SPACING.concurrent([commit, record, commit], [record, ...commits(2)])).toBe(true);
+    // Two or three senders: all the batch would gather is theirs, and waiting only slows them.
+    expect(COMMIT_SPACING.concurrent([commit], [commit])).toBe(false);
+    expect(COMMIT_SPACING.concurrent(commits(2), [commit, record, record])).toBe(false);
     // A lone sender: its delivery's record arrives while its next message is committed, and that next
     // message while the record is.
-    expect(COMMIT_SPACING.concurrent([commit], [record])).toBe(false);
-    expect(COMMIT_SPACING.concurrent([record], [commit])).toBe(false);
-    expect(COMMIT_SPACING.concurrent([commit], [])).toBe(false);
+    expect(COMMIT_SPACING.concurrent(commits(4), [record])).toBe(false);
+    expect(COMMIT_SPACING.concurrent([record], commits(4))).toBe(false);
+    expect(COMMIT_SPACING.concurrent(commits(4), [])).toBe(false);
   });
 });

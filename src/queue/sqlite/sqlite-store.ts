@@ -132,15 +132,25 @@ const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
 export const WAL_CHECKPOINT_PAGES = 16_000;
 
 /**
- * An accepted message that arrives while a batch holding another is in flight comes from a second sender
- * (a lone sender's next message cannot arrive before its last is committed): the next batch then waits
- * for more, up to 10 ms after the last one started and only while the event loop is busy (group-commit.ts).
- * With smtp-source, a connection per message and 20 senders: +14% msg/s; bench/README.md, "Sixteenth round".
+ * When the next group-commit batch waits for more (group-commit.ts): up to 10 ms after the last one started,
+ * while the event loop is busy, once accepted messages show several senders at once. A message that arrives
+ * while a batch holding another is in flight comes from a second sender (a lone sender's next message cannot
+ * arrive before its last is committed); with two or three, waiting only slows them down, as they are all
+ * that would fill the batch (two senders with a connection per message: 15% fewer msg/s when the batch
+ * waited for any second sender). So it waits once the batch and what arrived during it hold four messages.
+ * Twenty senders with a connection per message: +27% msg/s (bench/README.md, "Sixteenth round").
  */
 export const COMMIT_SPACING: BatchSpacing<WriteItem> = {
   ms: 10,
-  concurrent: (batch, arrived) => batch.some(isCommit) && arrived.some(isCommit),
+  concurrent: (batch, arrived) => {
+    const committed = batch.filter(isCommit).length;
+    const arriving = arrived.filter(isCommit).length;
+    return committed > 0 && arriving > 0 && committed + arriving >= SEVERAL_SENDERS;
+  },
 };
+
+/** Accepted messages in a batch and arriving during it, from different senders, that make batches worth spacing. */
+const SEVERAL_SENDERS = 4;
 
 function isCommit(item: WriteItem): boolean {
   return item.kind === 'commit';
