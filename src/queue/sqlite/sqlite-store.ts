@@ -131,6 +131,9 @@ const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
  */
 export const WAL_CHECKPOINT_PAGES = 16_000;
 
+/** Accepted messages in a batch and arriving during it, from different senders, that make batches worth spacing. */
+const SEVERAL_SENDERS = 4;
+
 /**
  * When the next group-commit batch waits for more (group-commit.ts): up to 10 ms after the last one started,
  * while the event loop is busy, once accepted messages show several senders at once. A message that arrives
@@ -148,9 +151,6 @@ export const COMMIT_SPACING: BatchSpacing<WriteItem> = {
     return committed > 0 && arriving > 0 && committed + arriving >= SEVERAL_SENDERS;
   },
 };
-
-/** Accepted messages in a batch and arriving during it, from different senders, that make batches worth spacing. */
-const SEVERAL_SENDERS = 4;
 
 function isCommit(item: WriteItem): boolean {
   return item.kind === 'commit';
