@@ -1,7 +1,7 @@
 // The SQLite queue store: the shared contract, then what only this backend
 // has: body files and their modes, the orphan sweep (of done messages' files
 // too), schema versions, cascading deletes and purges, claims from several processes at
-// once, and a bound on memory while bodies stream in (measured by
+// once, group commits spaced when several senders commit at once, and a bound on memory while bodies stream in (measured by
 // test/helpers/queue-memory.ts, as the PostgreSQL store's is). Near 400
 // lines because each of these needs the same temporary store set-up; split
 // by topic if it grows.
@@ -23,6 +23,7 @@ import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
 import { openSqliteStore, WAL_CHECKPOINT_PAGES } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
 import { attemptWith, bodyOf, commitMessage, commitToManyDomains, deliverMessage, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
+import { keepLoopBusy } from '../helpers/busy-loop.ts';
 
 const DAY_MS = 86_400_000;
 
@@ -384,6 +385,31 @@ describe('sqlite queue store', () => {
     expect((results[1] as PromiseFulfilledResult<boolean>).value).toBe(true);
     expect((await store.showMessage(delivered))?.state).toBe('done');
     expect((await store.listMessages()).map((m) => m.id)).toEqual([drafts[1]!.id]);
+  });
+
+  it('with four senders committing at once and a busy event loop, holds the next batch back for a message that comes after it', async () => {
+    const store = await openStore();
+    const envelope = envelopeWith({ recipients: ['r@a.test'] });
+    await commitMessage(store, [Buffer.from('Subject: s\r\n\r\nfirst\r\n')], envelope); // the store's first fsync, slower than the rest
+    const drafts = Array.from({ length: 6 }, () => store.beginMessage());
+    for (const draft of drafts) await draft.writeBody(bodyOf([Buffer.from('Subject: s\r\n\r\nbody\r\n')]));
+    const stopBusy = keepLoopBusy();
+    try {
+      // Four in one turn: one batch. The fifth on the next turn, while that batch's fsync is in flight.
+      const firstBatch = drafts.slice(0, 4).map((draft) => draft.commit(envelope));
+      const fifth = new Promise((resolve) => setImmediate(resolve)).then(() => drafts[4]!.commit(envelope));
+      await Promise.all(firstBatch);
+      // Without spacing, the fifth's batch is in flight by now and the sixth waits for the next one.
+      let sixthCommitted = false;
+      const sixth = drafts[5]!.commit(envelope).then(() => (sixthCommitted = true));
+      await fifth;
+      await new Promise((resolve) => setImmediate(resolve)); // a batch of its own would need another fsync, a later turn
+      expect(sixthCommitted).toBe(true);
+      await sixth;
+    } finally {
+      stopBusy();
+    }
+    expect(await store.listMessages()).toHaveLength(7);
   });
 
   it('with removeOrphans: false, a second opener leaves the server’s drafts alone', async () => {

@@ -3,9 +3,9 @@
 // follows how busy the loop is, so one test keeps it busy and one leaves it
 // idle.
 import { afterEach, describe, expect, it } from 'vitest';
-import { performance } from 'node:perf_hooks';
 import { BUSY_UTILIZATION, createGroupCommit, keepWaiting, SPACING_STEP_MS, type BatchSpacing } from '../../src/queue/group-commit.ts';
 import { COMMIT_SPACING, type WriteItem } from '../../src/queue/sqlite/sqlite-store.ts';
+import { keepLoopBusy } from '../helpers/busy-loop.ts';
 
 /** A runBatch that records its batches and holds the first one until `release` is called. */
 function recordingBatches() {
@@ -21,18 +21,6 @@ function recordingBatches() {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** keepLoopBusy - spin the event loop (half a millisecond of work per turn, never waiting for I/O) until stopped. */
-function keepLoopBusy(): () => void {
-  let stopped = false;
-  const spin = () => {
-    const until = performance.now() + 0.5;
-    while (performance.now() < until);
-    if (!stopped) setImmediate(spin);
-  };
-  setImmediate(spin);
-  return () => (stopped = true);
-}
 
 let stopBusy: (() => void) | undefined;
 afterEach(() => stopBusy?.());
