@@ -22,6 +22,23 @@ function recordingBatches() {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * secondDuringFirst - 'a' alone in a first batch that takes `firstBatchMs`, 'b' added while it is in flight;
+ * resolves once the first batch is done, the event loop kept busy throughout unless `busy` is false.
+ */
+async function secondDuringFirst(spacing: BatchSpacing<string>, { busy = true, firstBatchMs = 5 } = {}) {
+  const { batches, runBatch, release } = recordingBatches();
+  const commit = createGroupCommit(runBatch, spacing);
+  if (busy) stopBusy = keepLoopBusy();
+  const a = commit.add('a');
+  await sleep(5);
+  const b = commit.add('b');
+  await sleep(firstBatchMs - 5);
+  release();
+  await a;
+  return { batches, commit, b };
+}
+
 let stopBusy: (() => void) | undefined;
 afterEach(() => stopBusy?.());
 
@@ -39,30 +56,15 @@ describe('createGroupCommit', () => {
   });
 
   it('starts the next batch at once when the items that came in do not show several writers', async () => {
-    const { batches, runBatch, release } = recordingBatches();
-    const commit = createGroupCommit(runBatch, { ms: 1_000, concurrent: () => false });
-    stopBusy = keepLoopBusy();
-    const a = commit.add('a');
-    await sleep(5);
-    const b = commit.add('b');
-    release();
-    await a;
+    const { batches, commit, b } = await secondDuringFirst({ ms: 1_000, concurrent: () => false });
     await sleep(50);
     await Promise.all([b, commit.add('c')]);
     expect(batches).toEqual([['a'], ['b'], ['c']]);
   });
 
   it('with several writers and a busy event loop, holds the next batch back to gather what arrives, up to the spacing from the last start', async () => {
-    const { batches, runBatch, release } = recordingBatches();
-    const spacing: BatchSpacing<string> = { ms: 300, concurrent: (_batch, arrived) => arrived.length > 0 };
-    const commit = createGroupCommit(runBatch, spacing);
-    stopBusy = keepLoopBusy();
-    const a = commit.add('a');
-    await sleep(5);
-    const b = commit.add('b');
-    await sleep(95);
-    release(); // the first batch took 100 ms: the next may start 300 ms after it started, not after it ended
-    await a;
+    // The first batch takes 100 ms: the next may start 300 ms after it started, not after it ended.
+    const { batches, commit, b } = await secondDuringFirst({ ms: 300, concurrent: (_batch, arrived) => arrived.length > 0 }, { firstBatchMs: 100 });
     await sleep(50);
     const c = commit.add('c');
     await sleep(200);
@@ -71,13 +73,7 @@ describe('createGroupCommit', () => {
   });
 
   it('with several writers but an idle event loop, starts the next batch without waiting for the spacing', async () => {
-    const { batches, runBatch, release } = recordingBatches();
-    const commit = createGroupCommit(runBatch, { ms: 2_000, concurrent: (_batch, arrived) => arrived.length > 0 });
-    const a = commit.add('a');
-    await sleep(5);
-    const b = commit.add('b');
-    release();
-    await a;
+    const { batches, commit, b } = await secondDuringFirst({ ms: 2_000, concurrent: (_batch, arrived) => arrived.length > 0 }, { busy: false });
     await new Promise((resolve) => setImmediate(resolve));
     expect(batches).toEqual([['a'], ['b']]); // no step of waiting either: the loop idled through the first batch
     await sleep(100);
@@ -98,14 +94,7 @@ describe('createGroupCommit', () => {
   });
 
   it('idle() waits for a batch held back by spacing', async () => {
-    const { batches, runBatch, release } = recordingBatches();
-    const commit = createGroupCommit(runBatch, { ms: 300, concurrent: () => true });
-    stopBusy = keepLoopBusy();
-    const a = commit.add('a');
-    await sleep(5);
-    const b = commit.add('b');
-    release();
-    await a;
+    const { batches, commit, b } = await secondDuringFirst({ ms: 300, concurrent: () => true });
     await commit.idle();
     expect(batches).toEqual([['a'], ['b']]);
     await expect(b).resolves.toBe('done b');
