@@ -3,7 +3,7 @@
 // too), schema versions, cascading deletes and purges, claims from several
 // processes at once, group commits spaced when several senders commit at
 // once, and a bound on memory while bodies stream in (measured by
-// test/helpers/queue-memory.ts, as the PostgreSQL store's is). Over 500
+// test/helpers/queue-memory.ts, as the PostgreSQL store's is). About 600
 // lines because each of these needs the same temporary store set-up; split
 // by topic if it grows.
 import Database from 'better-sqlite3';
