@@ -1,14 +1,22 @@
 // The DATA phase of nodemailer's SMTPConnection#send goes through its
 // DataStream, which stuffs leading dots and turns bare CR and LF into CRLF
 // with a JavaScript loop over every byte: 12% of the event loop with 100 KB
-// messages. Only bytes at a line end and right after one can change
-// anything, so installFastDotStuffing gives DataStream (both builds, ESM and
-// CJS, through smtp/library-builds.ts) a _transform that
-// finds line ends with indexOf and applies nodemailer's own three rules at
-// those places only; a chunk where no rule applies (the usual case: a queued
-// body's line ends are CRLF) is first recognised in two indexOf per line and
-// passed on as it is. The bytes out are the same: test/unit/dot-stuffing.test.ts
-// compares it with the library's loop on random input in random chunks.
+// messages. installFastDotStuffing gives DataStream (both builds, ESM and
+// CJS, through smtp/library-builds.ts) a _transform that only stuffs dots,
+// found with two native searches per chunk ("\n." and "\r."), not one or
+// two per line.
+//
+// Why the line ends need no work here: a queued body's line ends are all
+// CRLF. Intake made them so (inbound/line-endings.ts: bare CR and LF are
+// normalized, or the message is refused), and bounce reports are built of
+// CRLF lines around such a body. Proving that again for every line was 9%
+// of the event loop with 10 MB messages (bench/README, seventeenth round).
+// On such bodies the bytes out are nodemailer's. On any other, every dot
+// that starts a line by any reading of line ends (after CR, after LF, or
+// first) is still stuffed, so no next hop can see the data end early
+// (SMTP smuggling); bare line ends would go out as they are.
+// test/unit/dot-stuffing.test.ts compares both cases with their rule on
+// random input in random chunks.
 // Fails: throws at start if the library no longer has the class we change.
 import { join } from 'node:path';
 import type { TransformCallback } from 'node:stream';
@@ -17,11 +25,9 @@ import { classPrototypes } from '../smtp/library-builds.ts';
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
-// What nodemailer inserts, by rule.
-const INSERT_LF = Buffer.from('\n');
-const INSERT_LF_DOT = Buffer.from('\n.');
-const INSERT_CR = Buffer.from('\r');
-const INSERT_DOT = Buffer.from('.');
+const LF_DOT = Buffer.from('\n.');
+const CR_DOT = Buffer.from('\r.');
+const STUFFED_DOT = Buffer.from('.');
 
 /** DataStream's state, as the library keeps it. */
 interface DataStreamState {
@@ -37,64 +43,23 @@ interface DataStreamPrototype {
   __posternFastStuffing?: true;
 }
 
-/** insertionBefore - nodemailer's rule for byte `byte` after `prev` (false: the first byte of the message). */
-function insertionBefore(prev: number | false, byte: number): Buffer | undefined {
-  // A bare CR becomes CRLF, and a dot after it is stuffed like at any line start (SMTP smuggling).
-  if (prev === CR && byte !== LF) return byte === DOT ? INSERT_LF_DOT : INSERT_LF;
-  if (byte === LF && prev !== CR) return INSERT_CR;
-  if (byte === DOT && (prev === LF || prev === false)) return INSERT_DOT;
-  return undefined;
-}
-
-/**
- * untouched - whether no rule applies anywhere in the chunk, the usual case for a queued body (bare line
- * ends were made CRLF when it was received): every LF follows a CR, every CR is followed by an LF (or ends
- * the chunk, for the next one to decide), and no line starts with a dot. Two indexOf per line.
- */
-function untouched(chunk: Buffer, lastByte: number | false): boolean {
-  if (insertionBefore(lastByte, chunk[0]!)) return false;
-  let cr = chunk.indexOf(CR);
-  let lf = chunk.indexOf(LF);
-  while (lf !== -1) {
-    // An LF first in the chunk follows the previous chunk's last byte, which the line above checked.
-    if ((lf > 0 && cr !== lf - 1) || chunk[lf + 1] === DOT) return false;
-    cr = chunk.indexOf(CR, lf + 1);
-    lf = chunk.indexOf(LF, lf + 1);
-  }
-  return cr === -1 || cr === chunk.length - 1;
-}
-
-/** stuffedChunk - the chunk as nodemailer's loop would push it. */
+/** stuffedChunk - the chunk with a dot before each dot that starts a line (`lastByte`: the byte before the chunk, false at the message's start). */
 function stuffedChunk(chunk: Buffer, lastByte: number | false): Buffer {
-  if (untouched(chunk, lastByte)) return chunk;
   const parts: Buffer[] = [];
+  if (chunk[0] === DOT && (lastByte === false || lastByte === LF || lastByte === CR)) parts.push(STUFFED_DOT);
   let copiedTo = 0;
-  let checkedTo = -1;
-  const check = (i: number) => {
-    if (i <= checkedTo || i >= chunk.length) return;
-    checkedTo = i;
-    const insert = insertionBefore(i === 0 ? lastByte : chunk[i - 1]!, chunk[i]!);
-    if (!insert) return;
-    if (i > copiedTo) parts.push(chunk.subarray(copiedTo, i));
-    parts.push(insert);
-    copiedTo = i;
-  };
-  // Where a rule can apply: the first byte, every LF, and every byte after a CR or an LF.
-  check(0);
-  let nextCr = chunk.indexOf(CR);
-  let nextLf = chunk.indexOf(LF);
-  while (nextCr !== -1 || nextLf !== -1) {
-    if (nextLf === -1 || (nextCr !== -1 && nextCr < nextLf)) {
-      check(nextCr + 1);
-      nextCr = chunk.indexOf(CR, nextCr + 1);
-    } else {
-      check(nextLf);
-      check(nextLf + 1);
-      nextLf = chunk.indexOf(LF, nextLf + 1);
-    }
+  let afterLf = chunk.indexOf(LF_DOT);
+  let afterCr = chunk.indexOf(CR_DOT);
+  while (afterLf !== -1 || afterCr !== -1) {
+    const lineEnd = afterCr === -1 || (afterLf !== -1 && afterLf < afterCr) ? afterLf : afterCr;
+    const dot = lineEnd + 1;
+    parts.push(chunk.subarray(copiedTo, dot), STUFFED_DOT);
+    copiedTo = dot;
+    if (lineEnd === afterLf) afterLf = chunk.indexOf(LF_DOT, dot);
+    else afterCr = chunk.indexOf(CR_DOT, dot);
   }
   if (parts.length === 0) return chunk;
-  if (copiedTo < chunk.length) parts.push(chunk.subarray(copiedTo));
+  parts.push(chunk.subarray(copiedTo));
   return Buffer.concat(parts);
 }
 

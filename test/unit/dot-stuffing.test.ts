@@ -1,7 +1,12 @@
-// Postern's DataStream#_transform against nodemailer's own loop: the same
-// bytes out (and the same byte counts) for random messages of a, ., CR and
-// LF cut into random chunks, seeded so a failure repeats. Both builds must
-// carry the replacement.
+// Postern's DataStream#_transform, on random messages cut into random
+// chunks, seeded so a failure repeats:
+//  - a queued body (CRLF line ends only): the same bytes out, and the same
+//    byte counts, as nodemailer's own loop;
+//  - any bytes at all (a, ., CR and LF, bare line ends too): a dot is added
+//    before each dot that is first in the message or follows a CR or an LF,
+//    and nothing else changes, so no reading of line ends finds a line that
+//    is a lone dot before the end.
+// Both builds must carry the replacement.
 import { Readable, type Transform } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { dataStreamPrototypes, installFastDotStuffing } from '../../src/outbound/dot-stuffing.ts';
@@ -16,6 +21,18 @@ async function through(stream: DataStream, chunks: Buffer[]): Promise<{ out: Buf
   return { out: Buffer.concat(parts), inBytes: stream.inByteCount, outBytes: stream.outByteCount };
 }
 
+/** dotsStuffed - the rule, byte by byte: a dot first or after CR or LF gets a dot before it; then the terminator nodemailer adds. */
+function dotsStuffed(text: Buffer): Buffer {
+  const out: number[] = [];
+  text.forEach((byte, i) => {
+    if (byte === 0x2e && (i === 0 || text[i - 1] === 0x0d || text[i - 1] === 0x0a)) out.push(0x2e);
+    out.push(byte);
+  });
+  const last = text.at(-1);
+  const terminator = last === 0x0a ? '.\r\n' : last === 0x0d ? '\n.\r\n' : '\r\n.\r\n';
+  return Buffer.concat([Buffer.from(out), Buffer.from(terminator)]);
+}
+
 describe('fast dot-stuffing', () => {
   let builds: { DataStream: new () => DataStream; libraryTransform: TransformFunction }[];
   beforeAll(async () => {
@@ -27,18 +44,31 @@ describe('fast dot-stuffing', () => {
     await installFastDotStuffing();
   });
 
-  // 'bytes': every rule within a few bytes; 'lines': mail-like text, long chunks with nothing to change.
   it.each([
-    { shape: 'bytes', seed: 7, maxLength: 60, maxChunk: 10, count: 3000 },
-    { shape: 'lines', seed: 8, maxLength: 3000, maxChunk: 700, count: 500 },
-  ] as const)('writes exactly what nodemailer’s loop writes, for $count random messages ($shape) in random chunks', async ({ shape, seed, maxLength, maxChunk, count }) => {
+    { seed: 8, maxLength: 3000, maxChunk: 700, count: 500 },
+    { seed: 9, maxLength: 60, maxChunk: 3, count: 3000 },
+  ])('writes exactly what nodemailer’s loop writes for $count random queued bodies in chunks of 1 to $maxChunk bytes', async ({ seed, maxLength, maxChunk, count }) => {
     for (const { DataStream, libraryTransform } of builds) expect(DataStream.prototype._transform).not.toBe(libraryTransform);
-    for (const { text, chunks } of randomLineEndTexts(seed, count, maxLength, maxChunk, shape)) {
+    for (const { text, chunks } of randomLineEndTexts(seed, count, maxLength, maxChunk, 'queued')) {
       for (const { DataStream, libraryTransform } of builds) {
         const library = new DataStream();
         library._transform = libraryTransform;
         const expected = await through(library, chunks);
         expect(await through(new DataStream(), chunks), JSON.stringify(text.toString('latin1'))).toEqual(expected);
+      }
+    }
+  });
+
+  // 'bytes': every case within a few bytes; 'lines': mail-like text with a few bare line ends.
+  it.each([
+    { shape: 'bytes', seed: 7, maxLength: 60, maxChunk: 10, count: 3000 },
+    { shape: 'lines', seed: 8, maxLength: 3000, maxChunk: 700, count: 500 },
+  ] as const)('stuffs every dot that starts a line by any reading of line ends, and changes nothing else ($shape)', async ({ shape, seed, maxLength, maxChunk, count }) => {
+    for (const { text, chunks } of randomLineEndTexts(seed, count, maxLength, maxChunk, shape)) {
+      for (const { DataStream } of builds) {
+        const { out, inBytes, outBytes } = await through(new DataStream(), chunks);
+        expect(out.toString('latin1'), JSON.stringify(text.toString('latin1'))).toBe(dotsStuffed(text).toString('latin1'));
+        expect([inBytes, outBytes]).toEqual([text.length, out.length]);
       }
     }
   });
