@@ -261,6 +261,18 @@ describe('sqlite queue store', () => {
     expect(await readdir(messagesDir)).toEqual([]);
   });
 
+  it('removes the file when the client stream errors while a batch is being written to it', async () => {
+    const store = await openStore();
+    const draft = store.beginMessage();
+    const body = new Readable({ read() {} });
+    body.push(Buffer.alloc(WRITE_BATCH + 1, 0x62));
+    // The first batch's open and write are on the thread pool when the client goes.
+    setImmediate(() => body.destroy(new Error('connection reset')));
+    await expect(draft.writeBody(body)).rejects.toThrow('connection reset');
+    await draft.discard();
+    expect(await readdir(messagesDir)).toEqual([]);
+  });
+
   it('removes a written draft’s file on discard and on close', async () => {
     const store = await openStore();
     const discarded = store.beginMessage();

@@ -90,15 +90,17 @@ export class SqliteBodyFile implements DraftStorage {
       let pending: Buffer[] = [];
       let pendingBytes = 0;
       let size = 0;
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      await eachChunk(body, (chunk) => {
         size += chunk.length;
         pending.push(chunk);
         pendingBytes += chunk.length;
-        if (pendingBytes <= WRITE_BATCH) continue;
-        await writeAll(this.#file ?? (await this.#createFile(STREAMED)), pending, pendingBytes);
+        if (pendingBytes <= WRITE_BATCH) return undefined;
+        const batch = pending;
+        const batchBytes = pendingBytes;
         pending = [];
         pendingBytes = 0;
-      }
+        return this.#writeBatch(batch, batchBytes);
+      });
       if (this.#file || size > INLINE_BODY_LIMIT) {
         if (this.#file) {
           // Streamed in batches: one fsync at the end.
@@ -146,6 +148,11 @@ export class SqliteBodyFile implements DraftStorage {
     return this.#removeFile();
   }
 
+  /** writeBatch - one batch of a body too large to hold whole, to the file (created by the first). */
+  async #writeBatch(chunks: Buffer[], bytes: number): Promise<void> {
+    await writeAll(this.#file ?? (await this.#createFile(STREAMED)), chunks, bytes);
+  }
+
   /** createFile - open messages/<id> for this draft alone. */
   async #createFile(flags: number): Promise<FileHandle> {
     this.#file = await open(this.ctx.bodyPath, flags, 0o600);
@@ -171,6 +178,46 @@ export class SqliteBodyFile implements DraftStorage {
 const STREAMED = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
 /** O_DSYNC: each write returns once its bytes (and the size that reads them back) are on disk, as after fdatasync. */
 const WRITTEN_AT_ONCE = STREAMED | constants.O_DSYNC;
+
+/**
+ * eachChunk - hand each chunk of `body` to `onChunk` as it arrives, the stream paused while a write that
+ * onChunk started is in progress. Resolves once the body ended; rejects on the stream's error, its close
+ * before the end, or a failed write (which destroys the stream); either only after the write in progress
+ * settled, so the caller may then remove the file. Not `for await`: its reads join the chunks that arrived
+ * during a write into one copy (3% of the event loop's time with 10 MB messages), where flowing mode hands
+ * them over one by one.
+ */
+function eachChunk(body: Readable, onChunk: (chunk: Buffer) => Promise<void> | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let writing: Promise<void> = Promise.resolve();
+    let failedWrite: Error | undefined;
+    const settle = (error?: Error) => {
+      void writing.then(() => {
+        const failure = failedWrite ?? error;
+        if (failure) reject(failure);
+        else resolve();
+      });
+    };
+    body.on('data', (chunk: Buffer) => {
+      const write = onChunk(chunk);
+      if (!write) return;
+      body.pause();
+      writing = write.then(
+        () => void body.resume(),
+        (error: Error) => {
+          failedWrite = error;
+          body.destroy(error);
+        },
+      );
+    });
+    body.once('end', () => settle());
+    body.once('error', settle);
+    body.once('close', () => {
+      if (!body.readableEnded) settle(new Error('body stream closed before its end'));
+    });
+    if (body.destroyed) settle(body.errored ?? new Error('body stream closed before its end'));
+  });
+}
 
 /** writeAll - one writev of `chunks`; a short write (a full disk) is an error, never a silently shorter body. */
 async function writeAll(file: FileHandle, chunks: Buffer[], bytes: number): Promise<void> {
