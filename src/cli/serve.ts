@@ -24,7 +24,6 @@ import { autoconfigXml, createHttpServer, type HttpListener } from '../observabi
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import { deliver } from '../outbound/deliver.ts';
-import { installFastDotStuffing } from '../outbound/dot-stuffing.ts';
 import { SessionPool } from '../outbound/session-pool.ts';
 import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
 import { probeRelayhost } from '../outbound/relayhost-probe.ts';
@@ -68,7 +67,6 @@ export interface RelayOptions {
 export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay> {
   await installExactReplies();
   await installGreetingPause();
-  await installFastDotStuffing();
   await installFastDataScan();
   const now = options.now ?? (() => new Date());
   const caFile = await prepareCertificates(config, logger);

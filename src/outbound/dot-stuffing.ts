@@ -1,26 +1,27 @@
 // The DATA phase of nodemailer's SMTPConnection#send goes through its
 // DataStream, which stuffs leading dots and turns bare CR and LF into CRLF
 // with a JavaScript loop over every byte: 12% of the event loop with 100 KB
-// messages. installFastDotStuffing gives DataStream (both builds, ESM and
-// CJS, through smtp/library-builds.ts) a _transform that only stuffs dots,
-// found with two native searches per chunk ("\n." and "\r."), not one or
-// two per line.
+// messages. stuffQueuedBodies gives the DataStreams of one connection, ours
+// to a next hop, a _transform that only stuffs dots, found with two native
+// searches per chunk ("\n." and "\r."), not one or two per line.
 //
-// Why the line ends need no work here: a queued body's line ends are all
+// Why the line ends need no work there: a queued body's line ends are all
 // CRLF. Intake made them so (inbound/line-endings.ts: bare CR and LF are
 // normalized, or the message is refused), and bounce reports are built of
 // CRLF lines around such a body. Proving that again for every line was 9%
 // of the event loop with 10 MB messages (bench/README, seventeenth round).
 // On such bodies the bytes out are nodemailer's. On any other, every dot
 // that starts a line by any reading of line ends (after CR, after LF, or
-// first) is still stuffed, so no next hop can see the data end early
-// (SMTP smuggling); bare line ends would go out as they are.
+// first) is still stuffed, so no next hop can see the data end early (SMTP
+// smuggling); bare line ends would go out as they are. Other users of
+// nodemailer in the process (the CLI, tests) keep the library's rules.
 // test/unit/dot-stuffing.test.ts compares both cases with their rule on
 // random input in random chunks.
-// Fails: throws at start if the library no longer has the class we change.
-import { join } from 'node:path';
+// Fails: never. Should the library lose the method stuffQueuedBodies
+// wraps, its own rules apply again (the same bytes for a queued body,
+// slower), and the outbound session test fails.
 import type { TransformCallback } from 'node:stream';
-import { classPrototypes } from '../smtp/library-builds.ts';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -30,18 +31,16 @@ const CR_DOT = Buffer.from('\r.');
 const STUFFED_DOT = Buffer.from('.');
 
 /** DataStream's state, as the library keeps it. */
-interface DataStreamState {
+export interface DataStreamState {
   inByteCount: number;
   outByteCount: number;
   /** The last byte of the previous chunk; false before the first. */
   lastByte: number | false;
   push(chunk: Buffer): boolean;
+  _transform(this: DataStreamState, chunk: Buffer | string, encoding: BufferEncoding, done: TransformCallback): void;
 }
 
-interface DataStreamPrototype {
-  _transform(this: DataStreamState, chunk: Buffer | string, encoding: BufferEncoding, done: TransformCallback): void;
-  __posternFastStuffing?: true;
-}
+type SendStreamFactory = { _createSendStream?: (this: SendStreamFactory, callback: unknown) => DataStreamState };
 
 /** stuffedChunk - the chunk with a dot before each dot that starts a line (`lastByte`: the byte before the chunk, false at the message's start). */
 function stuffedChunk(chunk: Buffer, lastByte: number | false): Buffer {
@@ -63,26 +62,26 @@ function stuffedChunk(chunk: Buffer, lastByte: number | false): Buffer {
   return Buffer.concat(parts);
 }
 
-/** installFastDotStuffing - replace DataStream#_transform in both nodemailer builds; idempotent. */
-export async function installFastDotStuffing(): Promise<void> {
-  for (const proto of await dataStreamPrototypes()) {
-    if (typeof proto._transform !== 'function') throw new Error('nodemailer changed: DataStream.prototype._transform not found');
-    if (proto.__posternFastStuffing) continue;
-    proto._transform = function _transform(this: DataStreamState, input: Buffer | string, _encoding: BufferEncoding, done: TransformCallback): void {
-      if (!input || !input.length) return done();
-      const chunk = typeof input === 'string' ? Buffer.from(input) : input;
-      this.inByteCount += chunk.length;
-      const out = stuffedChunk(chunk, this.lastByte);
-      this.outByteCount += out.length;
-      this.push(out);
-      this.lastByte = chunk[chunk.length - 1]!;
-      done();
-    };
-    proto.__posternFastStuffing = true;
-  }
+/** queuedBodyTransform - DataStream#_transform for a queued body: the chunk with its line-leading dots stuffed. */
+export function queuedBodyTransform(this: DataStreamState, input: Buffer | string, _encoding: BufferEncoding, done: TransformCallback): void {
+  if (!input || !input.length) return done();
+  const chunk = typeof input === 'string' ? Buffer.from(input) : input;
+  this.inByteCount += chunk.length;
+  const out = stuffedChunk(chunk, this.lastByte);
+  this.outByteCount += out.length;
+  this.push(out);
+  this.lastByte = chunk[chunk.length - 1]!;
+  done();
 }
 
-/** dataStreamPrototypes - DataStream.prototype of the CJS and the ESM build. */
-export function dataStreamPrototypes(): Promise<DataStreamPrototype[]> {
-  return classPrototypes<DataStreamPrototype>('nodemailer', join('smtp-connection', 'data-stream.js'), 'default');
+/** stuffQueuedBodies - every DataStream `connection` makes from now on uses queuedBodyTransform. */
+export function stuffQueuedBodies(connection: SMTPConnection): void {
+  const internals = connection as unknown as SendStreamFactory;
+  const createSendStream = internals._createSendStream;
+  if (typeof createSendStream !== 'function') return;
+  internals._createSendStream = function (this: SendStreamFactory, callback: unknown): DataStreamState {
+    const stream = createSendStream.call(this, callback);
+    stream._transform = queuedBodyTransform;
+    return stream;
+  };
 }

@@ -17,6 +17,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { TlsLevel } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { AttemptRecord, RecipientDsn } from '../queue/queue-store.ts';
+import { stuffQueuedBodies } from './dot-stuffing.ts';
 
 export type TlsFacts = NonNullable<AttemptRecord['tls']>;
 
@@ -119,6 +120,7 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     // Verification is decided by us after the handshake, so every level records the same facts.
     tls: { rejectUnauthorized: false, ...(isIP(target.host) ? {} : { servername: target.host }), secureContext: trustContext(settings.extraCa) },
   });
+  stuffQueuedBodies(connection);
   return new Promise((resolve) => {
     let settled = false;
     const fail = (err: SmtpError) => {

@@ -1,15 +1,18 @@
-// Postern's DataStream#_transform, on random messages cut into random
-// chunks, seeded so a failure repeats:
+// The DataStream#_transform Postern's outbound connections use
+// (queuedBodyTransform), on random messages cut into random chunks, seeded
+// so a failure repeats:
 //  - a queued body (CRLF line ends only): the same bytes out, and the same
 //    byte counts, as nodemailer's own loop;
 //  - any bytes at all (a, ., CR and LF, bare line ends too): a dot is added
 //    before each dot that is first in the message or follows a CR or an LF,
 //    and nothing else changes, so no reading of line ends finds a line that
 //    is a lone dot before the end.
-// Both builds must carry the replacement.
+// Both builds of the library's DataStream are used.
+import { join } from 'node:path';
 import { Readable, type Transform } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { dataStreamPrototypes, installFastDotStuffing } from '../../src/outbound/dot-stuffing.ts';
+import { queuedBodyTransform } from '../../src/outbound/dot-stuffing.ts';
+import { classPrototypes } from '../../src/smtp/library-builds.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
 type DataStream = Transform & { inByteCount: number; outByteCount: number };
@@ -34,27 +37,21 @@ function dotsStuffed(text: Buffer): Buffer {
 }
 
 describe('fast dot-stuffing', () => {
-  let builds: { DataStream: new () => DataStream; libraryTransform: TransformFunction }[];
+  let builds: (new () => DataStream)[];
   beforeAll(async () => {
-    // The classes of both builds, and the library's own loop, taken before the replacement.
-    builds = (await dataStreamPrototypes()).map((proto) => ({
-      DataStream: proto.constructor as new () => DataStream,
-      libraryTransform: Object.getOwnPropertyDescriptor(proto, '_transform')?.value as TransformFunction,
-    }));
-    await installFastDotStuffing();
+    const prototypes = await classPrototypes<{ constructor: new () => DataStream }>('nodemailer', join('smtp-connection', 'data-stream.js'), 'default');
+    builds = prototypes.map((proto) => proto.constructor);
   });
+  const ours = (DataStream: new () => DataStream) => Object.assign(new DataStream(), { _transform: queuedBodyTransform as unknown as TransformFunction });
 
   it.each([
     { seed: 8, maxLength: 3000, maxChunk: 700, count: 500 },
     { seed: 9, maxLength: 60, maxChunk: 3, count: 3000 },
   ])('writes exactly what nodemailer’s loop writes for $count random queued bodies in chunks of 1 to $maxChunk bytes', async ({ seed, maxLength, maxChunk, count }) => {
-    for (const { DataStream, libraryTransform } of builds) expect(DataStream.prototype._transform).not.toBe(libraryTransform);
     for (const { text, chunks } of randomLineEndTexts(seed, count, maxLength, maxChunk, 'queued')) {
-      for (const { DataStream, libraryTransform } of builds) {
-        const library = new DataStream();
-        library._transform = libraryTransform;
-        const expected = await through(library, chunks);
-        expect(await through(new DataStream(), chunks), JSON.stringify(text.toString('latin1'))).toEqual(expected);
+      for (const DataStream of builds) {
+        const expected = await through(new DataStream(), chunks);
+        expect(await through(ours(DataStream), chunks), JSON.stringify(text.toString('latin1'))).toEqual(expected);
       }
     }
   });
@@ -65,8 +62,8 @@ describe('fast dot-stuffing', () => {
     { shape: 'lines', seed: 8, maxLength: 3000, maxChunk: 700, count: 500 },
   ] as const)('stuffs every dot that starts a line by any reading of line ends, and changes nothing else ($shape)', async ({ shape, seed, maxLength, maxChunk, count }) => {
     for (const { text, chunks } of randomLineEndTexts(seed, count, maxLength, maxChunk, shape)) {
-      for (const { DataStream } of builds) {
-        const { out, inBytes, outBytes } = await through(new DataStream(), chunks);
+      for (const DataStream of builds) {
+        const { out, inBytes, outBytes } = await through(ours(DataStream), chunks);
         expect(out.toString('latin1'), JSON.stringify(text.toString('latin1'))).toBe(dotsStuffed(text).toString('latin1'));
         expect([inBytes, outBytes]).toEqual([text.length, out.length]);
       }
