@@ -4,7 +4,9 @@
 // way in (inbound/trace-headers.ts) and the headers a bounce quotes
 // (queue/scheduler.ts). Bounded: a header block larger than
 // HEADER_BLOCK_LIMIT is taken as those first bytes (Postfix's
-// header_size_limit is 100 KB).
+// header_size_limit is 100 KB), one fewer where the last is the CR of a
+// CRLF: a bounce quotes the block, and a CR cut from its LF would be a bare
+// CR on the wire.
 //
 //   headerBlockLength  - the header block's length in the bytes read so far, or undefined while more could change it.
 //   HEADER_BLOCK_LIMIT - the most bytes taken as a header block.
@@ -19,8 +21,14 @@ const END_OF_HEADERS = Buffer.from('\r\n\r\n');
  */
 export function headerBlockLength(data: Buffer, complete: boolean): number | undefined {
   const end = data.indexOf(END_OF_HEADERS);
-  if (end !== -1) return Math.min(end + 2, HEADER_BLOCK_LIMIT);
+  if (end !== -1) return bounded(data, end + 2);
   if (data.length >= 2 && data[0] === 0x0d && data[1] === 0x0a) return 0;
-  if (complete || data.length >= HEADER_BLOCK_LIMIT) return Math.min(data.length, HEADER_BLOCK_LIMIT);
+  if (complete || data.length >= HEADER_BLOCK_LIMIT) return bounded(data, data.length);
   return undefined;
+}
+
+/** bounded - `length`, or HEADER_BLOCK_LIMIT when it is more, less one when that would end between a CR and its LF. */
+function bounded(data: Buffer, length: number): number {
+  if (length <= HEADER_BLOCK_LIMIT) return length;
+  return data[HEADER_BLOCK_LIMIT - 1] === 0x0d ? HEADER_BLOCK_LIMIT - 1 : HEADER_BLOCK_LIMIT;
 }

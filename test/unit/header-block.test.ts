@@ -25,4 +25,13 @@ describe('headerBlockLength', () => {
     expect(headerBlockLength(huge.subarray(0, HEADER_BLOCK_LIMIT + 5), false)).toBe(HEADER_BLOCK_LIMIT);
     expect(headerBlockLength(huge.subarray(0, HEADER_BLOCK_LIMIT - 5), false)).toBeUndefined();
   });
+
+  it('never cuts a CRLF in two at HEADER_BLOCK_LIMIT: a bounce quoting the block would carry a bare CR', () => {
+    // The CR of a field's CRLF is the last byte within the limit.
+    const field = `X-Long: ${'a'.repeat(HEADER_BLOCK_LIMIT - 'X-Long: '.length - 1)}\r\n`;
+    const huge = bytes(`${field}X-More: b\r\n\r\nbody`);
+    expect(huge[HEADER_BLOCK_LIMIT - 1]).toBe(0x0d);
+    expect(headerBlockLength(huge, false)).toBe(HEADER_BLOCK_LIMIT - 1);
+    expect(headerBlockLength(huge.subarray(0, HEADER_BLOCK_LIMIT + 1), true)).toBe(HEADER_BLOCK_LIMIT - 1);
+  });
 });
