@@ -1,7 +1,9 @@
 // What an outbound session sends as DATA: the queued body's bytes, with a
 // dot added before every dot that starts a line, and nothing else changed
-// (outbound/dot-stuffing.ts). A body with a bare LF, which intake never
-// queues, shows which rules ran: nodemailer's own would have made it CRLF.
+// (outbound/dot-stuffing.ts). A body with bare LFs, which intake never
+// queues, shows which rules ran: nodemailer's own would have made them
+// CRLF, and after a last bare LF it ends the data with .CRLF, which the
+// next hop would not take for the end.
 // A real session over TCP to a next hop on 127.0.0.1 behind a wire tap.
 import { Readable, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,14 +18,14 @@ describe('outbound session DATA', () => {
   });
   afterAll(() => hop.close());
 
-  it('sends the queued body as stored, with its line-leading dots stuffed, in chunks as they come', async () => {
+  it('sends the queued body as stored, with its line-leading dots stuffed, and ends the data on a line of its own', async () => {
     const logger = createLogger({ level: 'silent', destination: new Writable({ write: (_chunk, _encoding, done) => done() }) });
     const opened = await openSession(
       { host: '127.0.0.1', ip: '127.0.0.1', port: hop.port, secure: false },
       { level: 'none', heloName: 'postern.test', extraCa: [], connectTimeoutMs: 5000, socketTimeoutMs: 5000, logger },
     );
     if (!opened.ok) throw new Error(opened.reply);
-    const chunks = ['Subject: dots\r\n\r\n.one\r\n', '.', 'two\r\nbare\nline\r', '\n..three\r\n'].map((text) => Buffer.from(text));
+    const chunks = ['Subject: dots\r\n\r\n.one\r\n', '.', 'two\r\nbare\nline\r', '\n..three\n'].map((text) => Buffer.from(text));
     const result = await opened.session.send({
       mailFrom: 'a@sender.test',
       recipients: [{ address: 'b@example.test' }],
@@ -38,6 +40,6 @@ describe('outbound session DATA', () => {
     const wire = hop.wire().toString('latin1');
     const start = wire.indexOf('DATA\r\n') + 'DATA\r\n'.length;
     const data = wire.slice(start, wire.indexOf('\r\n.\r\n', start) + '\r\n.\r\n'.length);
-    expect(data).toBe('Subject: dots\r\n\r\n..one\r\n..two\r\nbare\nline\r\n...three\r\n.\r\n');
+    expect(data).toBe('Subject: dots\r\n\r\n..one\r\n..two\r\nbare\nline\r\n...three\n\r\n.\r\n');
   });
 });
