@@ -32,7 +32,7 @@
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open, unlink } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { finished, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { DraftStorage } from '../draft-lifecycle.ts';
 import type { StoredEnvelope } from '../queue-store.ts';
@@ -191,13 +191,6 @@ function eachChunk(body: Readable, onChunk: (chunk: Buffer) => Promise<void> | u
   return new Promise((resolve, reject) => {
     let writing: Promise<void> = Promise.resolve();
     let failedWrite: Error | undefined;
-    const settle = (error?: Error) => {
-      void writing.then(() => {
-        const failure = failedWrite ?? error;
-        if (failure) reject(failure);
-        else resolve();
-      });
-    };
     body.on('data', (chunk: Buffer) => {
       const write = onChunk(chunk);
       if (!write) return;
@@ -210,12 +203,15 @@ function eachChunk(body: Readable, onChunk: (chunk: Buffer) => Promise<void> | u
         },
       );
     });
-    body.once('end', () => settle());
-    body.once('error', settle);
-    body.once('close', () => {
-      if (!body.readableEnded) settle(new Error('body stream closed before its end'));
+    // finished: also for a stream that ended, failed or closed before it was handed over.
+    finished(body, { writable: false }, (error) => {
+      void writing.then(() => {
+        const failure = failedWrite ?? error;
+        if (failure) reject(failure);
+        else resolve();
+      });
     });
-    if (body.destroyed) settle(body.errored ?? new Error('body stream closed before its end'));
+    body.resume();
   });
 }
 
