@@ -262,25 +262,17 @@ describe('sqlite queue store', () => {
     expect(await readdir(messagesDir)).toEqual([]);
   });
 
-  it('removes the file when the client stream errors while a batch is being written to it', async () => {
+  it.each([
+    { how: 'with an error', error: new Error('connection reset'), expected: 'connection reset' },
+    { how: 'without an error', error: undefined, expected: /premature close/i },
+  ])('rejects writeBody and leaves no file when the client stream goes $how while a batch is being written', async ({ error, expected }) => {
     const store = await openStore();
     const draft = store.beginMessage();
     const body = new Readable({ read() {} });
     body.push(Buffer.alloc(WRITE_BATCH + 1, 0x62));
     // The first batch's open and write are on the thread pool when the client goes.
-    setImmediate(() => body.destroy(new Error('connection reset')));
-    await expect(draft.writeBody(body)).rejects.toThrow('connection reset');
-    await draft.discard();
-    expect(await readdir(messagesDir)).toEqual([]);
-  });
-
-  it('rejects writeBody when the client stream closes before its end without an error, and leaves no file', async () => {
-    const store = await openStore();
-    const draft = store.beginMessage();
-    const body = new Readable({ read() {} });
-    body.push(Buffer.alloc(WRITE_BATCH + 1, 0x62));
-    setImmediate(() => body.destroy());
-    await expect(draft.writeBody(body)).rejects.toThrow(/premature close/i);
+    setImmediate(() => body.destroy(error));
+    await expect(draft.writeBody(body)).rejects.toThrow(expected);
     await draft.discard();
     expect(await readdir(messagesDir)).toEqual([]);
   });
