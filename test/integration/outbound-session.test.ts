@@ -5,9 +5,9 @@
 // CRLF, and after a last bare LF it ends the data with .CRLF, which the
 // next hop would not take for the end.
 // A real session over TCP to a next hop on 127.0.0.1 behind a wire tap.
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../../src/observability/logger.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
 import { openSession } from '../../src/outbound/smtp-session.ts';
 import { startNextHop, type NextHop } from '../helpers/next-hop.ts';
 
@@ -19,10 +19,9 @@ describe('outbound session DATA', () => {
   afterAll(() => hop.close());
 
   it('sends the queued body as stored, with its line-leading dots stuffed, and ends the data on a line of its own', async () => {
-    const logger = createLogger({ level: 'silent', destination: new Writable({ write: (_chunk, _encoding, done) => done() }) });
     const opened = await openSession(
       { host: '127.0.0.1', ip: '127.0.0.1', port: hop.port, secure: false },
-      { level: 'none', heloName: 'postern.test', extraCa: [], connectTimeoutMs: 5000, socketTimeoutMs: 5000, logger },
+      { level: 'none', heloName: 'postern.test', extraCa: [], connectTimeoutMs: 5000, socketTimeoutMs: 5000, logger: silentLogger() },
     );
     if (!opened.ok) throw new Error(opened.reply);
     const chunks = ['Subject: dots\r\n\r\n.one\r\n', '.', 'two\r\nbare\nline\r', '\n..three\n'].map((text) => Buffer.from(text));
