@@ -3,7 +3,10 @@
 // before it writes it out), with the trace headers prepended and
 // bare line endings handled. Answers with the queue id only after the
 // store committed (durable); on any failure the draft is discarded, so a
-// dropped connection or a refused message leaves nothing behind.
+// dropped connection or a refused message leaves nothing behind. A client
+// that leaves mid-message is told apart from a refusal: there is nobody to
+// answer, and the store did nothing wrong (Postfix: "lost connection after
+// DATA").
 import type { Readable, Transform } from 'node:stream';
 import type { Config, ListenerName } from '../config/config.ts';
 import type { QueueStore, StoredEnvelope } from '../queue/queue-store.ts';
@@ -12,12 +15,15 @@ import { BareLineEndings } from './line-endings.ts';
 import { buildReceivedHeader, HeaderPrepender, missingSubmissionHeaders, type ReceivedFacts } from './trace-headers.ts';
 
 export type IntakeResult =
-  | { ok: true; queueId: string; size: number }
-  | { ok: false; reply: Reply; reason: string; error?: Error };
+  | { outcome: 'queued'; queueId: string; size: number }
+  | { outcome: 'refused'; reply: Reply; reason: string; error?: Error }
+  /** The client's connection ended before the message did; `receivedBytes` of it had come. */
+  | { outcome: 'lost'; receivedBytes: number };
 
 export interface IntakeRequest {
   store: QueueStore;
-  data: Readable & { sizeExceeded?: boolean };
+  /** smtp-server's DATA stream: it keeps count of the bytes received and whether they passed the size limit. */
+  data: Readable & { sizeExceeded?: boolean; byteLength?: number };
   envelope: StoredEnvelope;
   listener: ListenerName;
   received: Omit<ReceivedFacts, 'queueId' | 'recipients' | 'hostname' | 'date'>;
@@ -35,22 +41,23 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
   const prepender = new HeaderPrepender(
     (headerBlock) => received + (addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now }) : ''),
   );
-  const body = linkStages(request.data, lineEndings, prepender);
+  const link = linkStages(request.data, lineEndings, prepender);
   try {
-    const size = await draft.writeBody(body);
+    const size = await draft.writeBody(link.body);
     if (request.data.sizeExceeded) {
       await draft.discard();
-      return { ok: false, reply: replies.messageTooBig, reason: 'message-too-big' };
+      return { outcome: 'refused', reply: replies.messageTooBig, reason: 'message-too-big' };
     }
     if (lineEndings.found && config.smtp.bareLineFeed === 'reject') {
       await draft.discard();
-      return { ok: false, reply: replies.bareLineFeed, reason: 'bare-line-feed' };
+      return { outcome: 'refused', reply: replies.bareLineFeed, reason: 'bare-line-feed' };
     }
     await draft.commit(envelope);
-    return { ok: true, queueId: draft.id, size };
+    return { outcome: 'queued', queueId: draft.id, size };
   } catch (err) {
     await draft.discard().catch(() => undefined);
-    return { ok: false, reply: replies.queueWriteFailed, reason: 'queue-write-failed', error: err as Error };
+    if (link.sourceFailedFirst()) return { outcome: 'lost', receivedBytes: request.data.byteLength ?? 0 };
+    return { outcome: 'refused', reply: replies.queueWriteFailed, reason: 'queue-write-failed', error: err as Error };
   }
 }
 
@@ -60,10 +67,13 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
  * writeBody rejects; the source is drained instead, unless it is gone: the client is still sending, and
  * smtp-server answers only once the message's end has been read. (stream.pipeline destroyed the source too,
  * and the reply never came; it also made an AbortController and two error objects for every message,
- * 3% of the loop's time with 4 KB messages.)
+ * 3% of the loop's time with 4 KB messages.) `sourceFailedFirst` tells whether the first failure was the
+ * source's own (smtp-server destroys it when the connection closes mid-message), not a stage's or the draft's.
  */
-function linkStages(source: Readable, ...stages: Transform[]): Readable {
-  const fail = (error: Error) => {
+function linkStages(source: Readable, ...stages: Transform[]): { body: Readable; sourceFailedFirst: () => boolean } {
+  let firstFailed: Readable | undefined;
+  const failed = (stream: Readable) => (error: Error) => {
+    firstFailed ??= stream;
     for (const stage of stages) if (!stage.destroyed) stage.destroy(error);
     if (!source.destroyed) {
       source.unpipe();
@@ -71,10 +81,11 @@ function linkStages(source: Readable, ...stages: Transform[]): Readable {
     }
   };
   for (const stream of [source, ...stages]) {
+    const fail = failed(stream);
     stream.on('error', fail);
     stream.once('close', () => {
       if (!stream.readableEnded) fail(new Error('message stream closed before its end'));
     });
   }
-  return stages.reduce<Readable>((upstream, stage) => upstream.pipe(stage), source);
+  return { body: stages.reduce<Readable>((upstream, stage) => upstream.pipe(stage), source), sourceFailedFirst: () => firstFailed === source };
 }

@@ -240,7 +240,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
           tlsCipher: tls ? tls.name : undefined,
         },
       }).then((result) => {
-        if (result.ok) {
+        if (result.outcome === 'queued') {
           s.log.info(
             { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, tlsVersion: s.tlsVersion, tlsCipher: tls?.name, user },
             'queued',
@@ -248,6 +248,12 @@ export function createListener(deps: ListenerDeps): InboundListener {
           metrics.messageAccepted();
           deps.onQueued?.(result.queueId);
           return callback(null, formatReply(queuedReply(result.queueId)));
+        }
+        if (result.outcome === 'lost') {
+          // Not a refusal, and nothing for the operator to mend. The callback still ends smtp-server's
+          // transaction; its reply goes nowhere (the socket is closed), and would say "try again": nothing was kept.
+          s.log.info({ receivedBytes: result.receivedBytes }, 'lost connection after DATA');
+          return callback(smtpError(replies.queueWriteFailed));
         }
         metrics.messageRejected(result.reason);
         s.log.warn({ reason: result.reason, err: result.error }, 'message refused');

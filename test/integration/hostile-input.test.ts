@@ -212,18 +212,25 @@ describe('default limits', () => {
   });
 
   // A client that vanishes mid-message must leave nothing: no queue entry,
-  // no half-written body file.
-  it('queues nothing and leaves no body file when the client drops mid-DATA', async () => {
+  // no half-written body file. The log says what happened (Postfix: "lost
+  // connection after DATA"), not that the queue failed to write.
+  it('queues nothing and leaves no body file when the client drops mid-DATA, and logs a lost connection', async () => {
     const committed = await ids(relay);
     const refusedBefore = logLines(relay, 'message refused').length;
+    const lostBefore = logLines(relay, 'lost connection after DATA').length;
     const messagesDir = join(relay.dir, 'data', 'messages');
     const c = await openData(relay.ports.relay);
     // Larger than the store holds before it writes a body file (256 KB), so there is a file before the drop and the cleanup is real.
-    await new Promise<void>((resolve) => c.socket.write(`Subject: dropped\r\n\r\n${'half of a message\r\n'.repeat(20_000)}`, () => resolve()));
+    const sent = `Subject: dropped\r\n\r\n${'half of a message\r\n'.repeat(20_000)}`;
+    await new Promise<void>((resolve) => c.socket.write(sent, () => resolve()));
     await waitFor('the draft body file', async () => (await readdir(messagesDir)).some((f) => !committed.includes(f)));
     c.close();
-    await waitFor('the refusal in the log', () => logLines(relay, 'message refused').length > refusedBefore);
-    expect(logLines(relay, 'message refused').at(-1)).toMatchObject({ reason: 'queue-write-failed' });
+    await waitFor('the lost connection in the log', () => logLines(relay, 'lost connection after DATA').length > lostBefore);
+    const lost = logLines(relay, 'lost connection after DATA').at(-1)!;
+    expect(lost).toMatchObject({ level: 30 });
+    expect(lost.receivedBytes).toBeGreaterThan(256 * 1024);
+    expect(lost.receivedBytes).toBeLessThanOrEqual(sent.length);
+    expect(logLines(relay, 'message refused')).toHaveLength(refusedBefore);
     expect(await strayBodies(relay, committed)).toEqual([]);
     expect(await ids(relay)).toEqual(committed);
   });
@@ -428,6 +435,9 @@ describe('a queue that cannot write a body', () => {
     // More than the store holds before it creates the body file (256 KB).
     c.write(`Subject: no room\r\n\r\n${'a line of a large message\r\n'.repeat(15_000)}.\r\n`);
     expect((await c.reply()).text).toBe('451 4.3.0 Error: queue file write error');
+    // The store's failure, logged as one (the client is still there: not a lost connection).
+    expect(logLines(relay, 'message refused').at(-1)).toMatchObject({ level: 40, reason: 'queue-write-failed' });
+    expect(logLines(relay, 'lost connection after DATA')).toEqual([]);
     expect((await c.command('RSET')).code).toBe(250);
     expect((await c.command('QUIT')).text).toBe('221 2.0.0 Bye');
     await rm(messagesDir);
