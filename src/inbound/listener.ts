@@ -271,8 +271,14 @@ export function createListener(deps: ListenerDeps): InboundListener {
   };
 
   const server = new SMTPServer(options);
-  // Without an 'error' listener a failed TLS handshake would end the process (LIBRARIES.md).
-  server.on('error', (err: Error & { remote?: string }) => baseLog.info({ err: err.message, remote: err.remote }, 'connection error'));
+  // Without an 'error' listener a failed TLS handshake would end the process (LIBRARIES.md). An error of a
+  // session smtp-server made (it sets remoteAddress) is in the log already, with the session (libraryLogger).
+  server.on('error', (err: Error & { remoteAddress?: string; report?: boolean }) => {
+    if (err.remoteAddress !== undefined) return;
+    const failure = tlsHandshakeFailure(err);
+    if (failure) return baseLog.info(failure, 'TLS handshake failed');
+    baseLog[err.report === false ? 'debug' : 'info']({ err: err.message }, 'connection error');
+  });
   deps.tls.onReload((material) => server.updateSecureContext(material));
 
   return {
@@ -328,10 +334,28 @@ const CLIENT_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
 
 type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
+/**
+ * tlsHandshakeFailure - the client's address and OpenSSL's reason, if `err` is a failed TLS handshake as
+ * smtp-server reports one (its normalizeTLSError marks the stage 'connect'). Logged once, at info, like
+ * Postfix's "SSL_accept error from host[ip]": clients with only old ciphers, and scanners, cause them all
+ * day; smtp-server logs each at error level, twice after STARTTLS.
+ */
+function tlsHandshakeFailure(err: unknown): { ip?: string; reason: string } | undefined {
+  if (!err || typeof err !== 'object') return undefined;
+  const e = err as { message?: unknown; reason?: unknown; remoteAddress?: unknown; report?: unknown; meta?: { stage?: unknown; message?: unknown; remoteAddress?: unknown } };
+  // report false: the connection closed before a handshake began (a port check), not a failed one.
+  if (e.meta?.stage !== 'connect' || e.report === false) return undefined;
+  // Node's OpenSSL errors carry the reason alone ("no shared cipher"); smtp-server may have replaced the message.
+  const reason = [e.reason, e.meta.message, e.message].find((value) => typeof value === 'string') as string | undefined;
+  const ip = [e.remoteAddress, e.meta.remoteAddress].find((value) => typeof value === 'string') as string | undefined;
+  return { ...(ip ? { ip } : {}), reason: reason?.trim() || 'unknown' };
+}
+
 // The level a line of smtp-server's gets here: protocol traces and its own info lines (per-command noise
-// at info) go to debug, a client's connection failure to info (to debug once the client sent QUIT).
+// at info) go to debug, a client's connection failure to info (to debug once the client sent QUIT), a
+// failed TLS handshake to debug (libraryLogger writes its own line for it, once).
 function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>, afterQuit: boolean): LogLevel {
-  if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info') return 'debug';
+  if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info' || tlsHandshakeFailure(fields.err)) return 'debug';
   const code = (fields.err as { code?: unknown } | undefined)?.code;
   if (fields.tnx === 'error' && typeof code === 'string' && CLIENT_CONNECTION_ERRORS.has(code)) return afterQuit ? 'debug' : 'info';
   return level;
@@ -343,6 +367,8 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
   // Sessions whose client sent QUIT, until smtp-server logs their close (its command trace is the one place
   // the logger learns of a QUIT).
   const quitSent = new Set<unknown>();
+  // Failed handshakes already logged: smtp-server reports one STARTTLS failure twice, with the same error.
+  const handshakesLogged = new WeakSet<object>();
   const at = (level: LogLevel) => (entry: unknown, ...args: unknown[]) => {
     const fields = entry && typeof entry === 'object' ? (entry as Record<string, unknown>) : {};
     // cid is smtp-server's connection id, the same value as session.id: our lines and its lines share one key.
@@ -350,6 +376,11 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
     const session = fields.cid ?? (fields.tnx === 'error' && typeof args[1] === 'string' ? args[1] : undefined);
     if (fields.tnx === 'command' && fields.command === 'QUIT') quitSent.add(session);
     else if (fields.tnx === 'close') quitSent.delete(session);
+    const failure = fields.tnx === 'error' ? tlsHandshakeFailure(fields.err) : undefined;
+    if (failure && !handshakesLogged.has(fields.err as object)) {
+      handshakesLogged.add(fields.err as object);
+      return child.info({ tnx: fields.tnx, session, ...failure }, 'TLS handshake failed');
+    }
     const lineLevel = libraryLineLevel(level, fields, quitSent.has(session));
     if (!child.isLevelEnabled(lineLevel)) return;
     const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);

@@ -2,7 +2,7 @@
 // received. Used for hostile input, where a real client library would
 // refuse or repair what an attacker sends.
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 
 export interface SmtpReply {
   code: number;
@@ -11,13 +11,8 @@ export interface SmtpReply {
   text: string;
 }
 
-export interface TlsClientOptions {
-  ca?: string | Buffer;
-  servername?: string;
-  cert?: string;
-  key?: string;
-  rejectUnauthorized?: boolean;
-}
+/** What a test may choose of a TLS client: trust, identity, and (to play an old client) versions and suites. */
+export type TlsClientOptions = Pick<ConnectionOptions, 'ca' | 'servername' | 'cert' | 'key' | 'rejectUnauthorized' | 'minVersion' | 'maxVersion' | 'ciphers'>;
 
 export class RawSmtp {
   private buffer = '';
@@ -29,9 +24,9 @@ export class RawSmtp {
   }
 
   /** connect - plain TCP, or TLS from the first byte with `tls`. */
-  static async connect(port: number, options: { tls?: { ca?: string | Buffer; servername?: string; minVersion?: 'TLSv1.2' | 'TLSv1.3' } } = {}): Promise<RawSmtp> {
+  static async connect(port: number, options: { tls?: TlsClientOptions } = {}): Promise<RawSmtp> {
     const socket = options.tls
-      ? tlsConnect({ host: '127.0.0.1', port, ca: options.tls.ca, servername: options.tls.servername ?? 'localhost', minVersion: options.tls.minVersion })
+      ? tlsConnect({ ...options.tls, host: '127.0.0.1', port, servername: options.tls.servername ?? 'localhost' })
       : netConnect({ host: '127.0.0.1', port });
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? 'secureConnect' : 'connect', () => resolve());

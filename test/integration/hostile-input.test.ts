@@ -6,6 +6,8 @@
 // on replies, on the server closing, or on log lines and files (with a deadline).
 // Over 400 lines because it is the one catalogue of attacks, one describe each.
 import { mkdir, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -123,6 +125,50 @@ describe('default limits', () => {
       expect((await c.command('NOOP')).text).toBe(NOOP_OK);
       expect(c.unread()).toBe('');
       c.close();
+    });
+  });
+
+  // Clients that offer only old TLS (Debian's postal offers anonymous suites
+  // alone; scanners try everything) fail the handshake. Each failure is one
+  // line at info with the client's address and OpenSSL's reason, as Postfix's
+  // "SSL_accept error from host[ip]"; smtp-server logs it at error level,
+  // twice after STARTTLS. A TCP port check on the implicit-TLS port is not
+  // worth an info line.
+  describe('failed TLS handshakes', () => {
+    const linesSince = (from: number) => relay.logs.slice(from);
+    const handshakeLines = (from: number) => linesSince(from).filter((line) => line.msg === 'TLS handshake failed');
+    // After the session's last line: any second line for the same failure would be in the log by then.
+    const disconnected = (from: number, session: unknown) => waitFor('the disconnect', () => linesSince(from).some((line) => line.msg === 'disconnect' && line.session === session));
+
+    it('logs a STARTTLS handshake with no shared cipher once, at info, with the session and the address', async () => {
+      const from = relay.logs.length;
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('STARTTLS')).text).toBe('220 2.0.0 Ready to start TLS');
+      await expect(c.upgrade({ ca: relay.ca.certPem, maxVersion: 'TLSv1.2', ciphers: 'AES128-SHA:ECDHE-RSA-AES128-SHA' })).rejects.toThrow(/handshake failure/);
+      const session = linesSince(from).find((line) => line.msg === 'connect')?.session;
+      await disconnected(from, session);
+      expect(handshakeLines(from)).toEqual([expect.objectContaining({ level: 30, session, ip: '127.0.0.1', reason: 'no shared cipher' })]);
+      expect(linesSince(from).filter((line) => (line.level as number) >= 40)).toEqual([]);
+    });
+
+    it('logs an implicit-TLS handshake below TLS 1.2 once, at info, with the address', async () => {
+      const from = relay.logs.length;
+      const oldClient = { ca: relay.ca.certPem, minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' } as const;
+      await expect(RawSmtp.connect(relay.ports.submissions, { tls: oldClient })).rejects.toThrow();
+      // One path reports it (no session exists yet), so the first line is the only one.
+      await waitFor('the handshake line', () => handshakeLines(from).length > 0);
+      expect(handshakeLines(from)).toEqual([expect.objectContaining({ level: 30, ip: '127.0.0.1', reason: 'unsupported protocol' })]);
+      expect(linesSince(from).filter((line) => (line.level as number) >= 40)).toEqual([]);
+    });
+
+    it('logs a connection to the implicit-TLS port closed before any handshake at debug only', async () => {
+      const from = relay.logs.length;
+      const socket = connect(relay.ports.submissions, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.end();
+      await waitFor('the closed connection in the log', () => linesSince(from).some((line) => line.msg === 'connection error'));
+      expect(linesSince(from).filter((line) => (line.level as number) >= 30)).toEqual([]);
     });
   });
 
