@@ -346,9 +346,13 @@ function tlsHandshakeFailure(err: unknown): { ip?: string; reason: string } | un
   // report false: the connection closed before a handshake began (a port check), not a failed one.
   if (e.meta?.stage !== 'connect' || e.report === false) return undefined;
   // Node's OpenSSL errors carry the reason alone ("no shared cipher"); smtp-server may have replaced the message.
-  const reason = [e.reason, e.meta.message, e.message].find((value) => typeof value === 'string') as string | undefined;
-  const ip = [e.remoteAddress, e.meta.remoteAddress].find((value) => typeof value === 'string') as string | undefined;
+  const reason = firstString(e.reason, e.meta.message, e.message);
+  const ip = firstString(e.remoteAddress, e.meta.remoteAddress);
   return { ...(ip ? { ip } : {}), reason: reason?.trim() || 'unknown' };
+}
+
+function firstString(...values: unknown[]): string | undefined {
+  return values.find((value): value is string => typeof value === 'string');
 }
 
 // The level a line of smtp-server's gets here: protocol traces and its own info lines (per-command noise
