@@ -277,7 +277,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     if (err.remoteAddress !== undefined) return;
     const failure = tlsHandshakeFailure(err);
     if (failure) return baseLog.info(failure, 'TLS handshake failed');
-    baseLog[err.report === false ? 'debug' : 'info']({ err: err.message }, 'connection error');
+    baseLog[err.report === false ? 'debug' : 'info']({ err: err.message, code: (err as { code?: unknown }).code }, 'connection error');
   });
   deps.tls.onReload((material) => server.updateSecureContext(material));
 
@@ -342,11 +342,11 @@ type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
  */
 function tlsHandshakeFailure(err: unknown): { ip?: string; reason: string } | undefined {
   if (!err || typeof err !== 'object') return undefined;
-  const e = err as { message?: unknown; reason?: unknown; remoteAddress?: unknown; report?: unknown; meta?: { stage?: unknown; message?: unknown; remoteAddress?: unknown } };
+  const e = err as { message?: unknown; reason?: unknown; remoteAddress?: unknown; report?: unknown; meta?: { stage?: unknown; remoteAddress?: unknown } };
   // report false: the connection closed before a handshake began (a port check), not a failed one.
   if (e.meta?.stage !== 'connect' || e.report === false) return undefined;
-  // Node's OpenSSL errors carry the reason alone ("no shared cipher"); smtp-server may have replaced the message.
-  const reason = firstString(e.reason, e.meta.message, e.message);
+  // Node's OpenSSL errors carry the reason alone ("no shared cipher"); others (a handshake timeout) the message.
+  const reason = firstString(e.reason, e.message);
   const ip = firstString(e.remoteAddress, e.meta.remoteAddress);
   return { ...(ip ? { ip } : {}), reason: reason?.trim() || 'unknown' };
 }
@@ -358,8 +358,8 @@ function firstString(...values: unknown[]): string | undefined {
 // The level a line of smtp-server's gets here: protocol traces and its own info lines (per-command noise
 // at info) go to debug, a client's connection failure to info (to debug once the client sent QUIT), a
 // failed TLS handshake to debug (libraryLogger writes its own line for it, once).
-function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>, afterQuit: boolean): LogLevel {
-  if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info' || tlsHandshakeFailure(fields.err)) return 'debug';
+function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>, afterQuit: boolean, handshakeFailure: boolean): LogLevel {
+  if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info' || handshakeFailure) return 'debug';
   const code = (fields.err as { code?: unknown } | undefined)?.code;
   if (fields.tnx === 'error' && typeof code === 'string' && CLIENT_CONNECTION_ERRORS.has(code)) return afterQuit ? 'debug' : 'info';
   return level;
@@ -373,19 +373,26 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
   const quitSent = new Set<unknown>();
   // Failed handshakes already logged: smtp-server reports one STARTTLS failure twice, with the same error.
   const handshakesLogged = new WeakSet<object>();
+  // Sessions whose STARTTLS handshake is done, until their close: smtp-server leaves its handshake error
+  // handler on the socket, so a later error (a reset, a renegotiation refused) looks like a failed handshake.
+  const tlsUp = new Set<unknown>();
   const at = (level: LogLevel) => (entry: unknown, ...args: unknown[]) => {
     const fields = entry && typeof entry === 'object' ? (entry as Record<string, unknown>) : {};
     // cid is smtp-server's connection id, the same value as session.id: our lines and its lines share one key.
     // Its socket-error line has no cid; the id is the first value of its format ('%s %s %s': id, address, error).
     const session = fields.cid ?? (fields.tnx === 'error' && typeof args[1] === 'string' ? args[1] : undefined);
     if (fields.tnx === 'command' && fields.command === 'QUIT') quitSent.add(session);
-    else if (fields.tnx === 'close') quitSent.delete(session);
-    const failure = fields.tnx === 'error' ? tlsHandshakeFailure(fields.err) : undefined;
+    else if (fields.tnx === 'starttls') tlsUp.add(session);
+    else if (fields.tnx === 'close') {
+      quitSent.delete(session);
+      tlsUp.delete(session);
+    }
+    const failure = fields.tnx === 'error' && !tlsUp.has(session) ? tlsHandshakeFailure(fields.err) : undefined;
     if (failure && !handshakesLogged.has(fields.err as object)) {
       handshakesLogged.add(fields.err as object);
       return child.info({ tnx: fields.tnx, session, ...failure }, 'TLS handshake failed');
     }
-    const lineLevel = libraryLineLevel(level, fields, quitSent.has(session));
+    const lineLevel = libraryLineLevel(level, fields, quitSent.has(session), failure !== undefined);
     if (!child.isLevelEnabled(lineLevel)) return;
     const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
     child[lineLevel]({ tnx: fields.tnx, ...(session ? { session } : {}) }, message);

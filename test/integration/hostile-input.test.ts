@@ -7,7 +7,8 @@
 // Over 400 lines because it is the one catalogue of attacks, one describe each.
 import { mkdir, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -160,6 +161,42 @@ describe('default limits', () => {
       await waitFor('the handshake line', () => handshakeLines(from).length > 0);
       expect(handshakeLines(from)).toEqual([expect.objectContaining({ level: 30, ip: '127.0.0.1', reason: 'unsupported protocol' })]);
       expect(linesSince(from).filter((line) => (line.level as number) >= 40)).toEqual([]);
+    });
+
+    // smtp-server leaves its handshake error handler on the socket after STARTTLS: errors of the session
+    // that follows are not handshakes. A reset after QUIT is a normal end (smtp-source does it); a refused
+    // renegotiation keeps smtp-server's own error line.
+    it('logs nothing at info for a client that resets after QUIT in a STARTTLS session', async () => {
+      const from = relay.logs.length;
+      const c = await open(relay.ports.relay);
+      const tcp = c.socket as Socket;
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      await c.startTls({ ca: relay.ca.certPem });
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('QUIT')).text).toBe('221 2.0.0 Bye');
+      tcp.resetAndDestroy();
+      const session = linesSince(from).find((line) => line.msg === 'connect')?.session;
+      await disconnected(from, session);
+      expect(linesSince(from).filter((line) => (line.level as number) >= 30)).toEqual([]);
+    });
+
+    it('keeps a refused TLS renegotiation an error, not a failed handshake', async () => {
+      const from = relay.logs.length;
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      await c.startTls({ ca: relay.ca.certPem, maxVersion: 'TLSv1.2' });
+      const secure = c.socket as TLSSocket;
+      // Node allows 3 renegotiations in 10 minutes, then refuses the connection.
+      for (let i = 0; i < 5 && !c.closed; i++) {
+        await new Promise<void>((resolve) => {
+          secure.once('close', () => resolve());
+          secure.renegotiate({}, () => resolve());
+        });
+      }
+      const session = linesSince(from).find((line) => line.msg === 'connect')?.session;
+      await disconnected(from, session);
+      expect(handshakeLines(from)).toEqual([]);
+      expect(linesSince(from).filter((line) => line.level === 50)).toEqual([expect.objectContaining({ session, msg: expect.stringMatching(/renegotiation attack/) })]);
     });
 
     it('logs a connection to the implicit-TLS port closed before any handshake at debug only', async () => {
