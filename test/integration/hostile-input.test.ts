@@ -7,7 +7,7 @@
 // Over 400 lines because it is the one catalogue of attacks, one describe each.
 import { mkdir, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -169,7 +169,7 @@ describe('default limits', () => {
     it('logs nothing at info for a client that resets after QUIT in a STARTTLS session', async () => {
       const from = relay.logs.length;
       const c = await open(relay.ports.relay);
-      const tcp = c.socket as Socket;
+      const tcp = c.socket;
       expect((await c.command('EHLO client.test')).code).toBe(250);
       await c.startTls({ ca: relay.ca.certPem });
       expect((await c.command('EHLO client.test')).code).toBe(250);
