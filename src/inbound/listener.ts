@@ -273,11 +273,11 @@ export function createListener(deps: ListenerDeps): InboundListener {
   const server = new SMTPServer(options);
   // Without an 'error' listener a failed TLS handshake would end the process (LIBRARIES.md). An error of a
   // session smtp-server made (it sets remoteAddress) is in the log already, with the session (libraryLogger).
-  server.on('error', (err: Error & { remoteAddress?: string; report?: boolean }) => {
+  server.on('error', (err: Error & { remoteAddress?: string; report?: boolean; code?: string }) => {
     if (err.remoteAddress !== undefined) return;
     const failure = tlsHandshakeFailure(err);
     if (failure) return baseLog.info(failure, 'TLS handshake failed');
-    baseLog[err.report === false ? 'debug' : 'info']({ err: err.message, code: (err as { code?: unknown }).code }, 'connection error');
+    baseLog[err.report === false ? 'debug' : 'info']({ err: err.message, code: err.code }, 'connection error');
   });
   deps.tls.onReload((material) => server.updateSecureContext(material));
 
