@@ -37,6 +37,7 @@ import { freePort } from './probe.ts';
 import { snapshotPostern, startPostern, stopPosternNow } from './postern-instance.ts';
 import { perfTopSymbols, startPerfRecord } from './perf-record.ts';
 import { startMemorySampler, treeCpuMs } from './proc-tree.ts';
+import { WARM_UP_MESSAGES } from './scenarios.ts';
 import { median, nowMs } from './stats.ts';
 
 type Relay = 'postfix' | 'postern';
@@ -81,7 +82,6 @@ const RELAYS = args.relays.split(',').map((name): Relay => {
 });
 /** Measurements made so far: each gets a directory of its own under the bench's. */
 let measurements = 0;
-const WARM_UP = Math.min(300, Math.ceil(MESSAGES / 10));
 /** Where --profile and --perf write. */
 const PROFILES = '/tmp/postern-bench-profiles';
 
@@ -143,9 +143,9 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
         : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs, profileDir: profileDirFor(testCase), perfMap: args.perf });
     const stopRelay = cleanup.add(`${relayName} ${dir}`, () => relay.stop(), () => ('configDir' in relay ? stopPostfixNow(relay) : stopPosternNow(relay)));
     try {
-      await smtpSource(relay.port, WARM_UP, 5, testCase);
-      await sink.waitFor(WARM_UP, 60_000);
-      if (sink.count < WARM_UP) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP} warm-up messages reached smtp-sink`);
+      await smtpSource(relay.port, WARM_UP_MESSAGES, SESSIONS, testCase);
+      await sink.waitFor(WARM_UP_MESSAGES, 120_000);
+      if (sink.count < WARM_UP_MESSAGES) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP_MESSAGES} warm-up messages reached smtp-sink`);
       const before = sink.count;
       const perf = args.perf && relayName === 'postern' ? await startPerfRecord(relay.rootPid, await perfFileFor(testCase)) : undefined;
       const cpuBefore = treeCpuMs(relay.rootPid);

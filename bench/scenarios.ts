@@ -7,7 +7,8 @@
 // messages weighed too much: plaintext 4 KB took 0.94 ms of CPU per message
 // against 0.63 in the full run of the same code.)
 //
-//   scenariosFor - the scenarios of the quick or the full bench, optionally filtered by name.
+//   scenariosFor     - the scenarios of the quick or the full bench, optionally filtered by name.
+//   WARM_UP_MESSAGES - what each relay gets, drained, before it is measured.
 //
 // How it fails: scenariosFor throws on an unknown scenario name.
 import type { LoadOptions } from './load.ts';
@@ -26,6 +27,14 @@ export interface Scenario extends Pick<LoadOptions, 'messages' | 'concurrency' |
 }
 
 const KB = 1024;
+
+/**
+ * Messages each relay gets, drained, before a run is measured (at most 100 KB each): a relay is measured as it
+ * runs for days, not while it starts. V8 compiles Postern's hot paths over its first few thousand messages;
+ * after a warm-up of 100, the next 3,000 plaintext 4 KB messages cost 1.08–1.23 ms of CPU each, after 3,000
+ * they cost 0.62–0.79 (bench/README.md, "Nineteenth round"). Postfix gets the same warm-up.
+ */
+export const WARM_UP_MESSAGES = 3000;
 /** Messages per scenario in the quick bench. */
 const QUICK_MESSAGES = 3000;
 
