@@ -2,7 +2,7 @@
 // into the sink, the ceiling) under one scenario, fresh: its own temp
 // directory and queue, started for this run and stopped after it.
 //
-// Throughput: a warm-up (scenarios.ts's WARM_UP_MESSAGES, drained), then the load; the measurement ends when the sink has every accepted
+// Throughput: a warm-up (ctx.warmUpMessages, drained), then the load; the measurement ends when the sink has every accepted
 // message, or when the drain timeout passes after the load ended (the rest
 // count as undelivered, and the end-to-end figures cover what arrived). CPU is
 // the server tree's CPU between the start of the load and that moment;
@@ -27,7 +27,7 @@ import { startPostern, stopPosternNow } from './postern-instance.ts';
 import { startPostfix, stopPostfixNow } from './postfix-instance.ts';
 import { freePort } from './probe.ts';
 import { startMemorySampler, treeCpuMs, treeMemory } from './proc-tree.ts';
-import { ALL_SCENARIOS, WARM_UP_MESSAGES, type Scenario } from './scenarios.ts';
+import { ALL_SCENARIOS, type Scenario } from './scenarios.ts';
 import type { Arrivals, SinkCounters, SinkRequest } from './sink.ts';
 import { percentile } from './stats.ts';
 
@@ -45,6 +45,8 @@ export interface BenchContext {
   /** Keep Postern's CPU profiles (node --cpu-prof) here. */
   profileDir?: string;
   drainTimeoutMs: number;
+  /** Messages each relay gets, drained, before a throughput run is measured (scenarios.ts warmUpFrom). */
+  warmUpMessages: number;
 }
 
 export interface Measurement {
@@ -169,7 +171,7 @@ export async function measureThroughput(ctx: BenchContext, server: ServerKind, s
   const { label, dir, target } = await startRun(ctx, server, scenario, run);
   try {
     const warm = loadOptions(scenario, target.port, ctx, `${label}-warm`);
-    warm.messages = WARM_UP_MESSAGES;
+    warm.messages = ctx.warmUpMessages;
     warm.size = Math.min(scenario.size, 100 * 1024);
     await sendAndDrain(ctx, warm, ctx.drainTimeoutMs);
     await ctx.sink.channel.request<Arrivals>({ type: 'collect', prefix: warm.idPrefix } satisfies SinkRequest);

@@ -8,7 +8,10 @@
 // peak RSS of that tree, and the ratio Postern/Postfix.
 // Plaintext only: smtp-source has no STARTTLS.
 //
-//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--sink-delay S] [--recipients N] [--profile] [--perf]
+//   npx tsx bench/postfix-tools.ts [--messages N] [--sessions C] [--sizes 4096,102400] [--reuse no,yes] [--runs R] [--relays postfix,postern] [--sink-delay S] [--recipients N] [--warm-up N] [--profile] [--perf]
+//
+// --warm-up N: messages each relay gets before it is measured (default
+// 3,000, scenarios.ts WARM_UP_MESSAGES; 100 shows a relay just started).
 //
 // --sink-delay S: smtp-sink waits S seconds before it answers each DATA
 // (smtp-sink -w), a next hop slower than the senders, such as a smarthost
@@ -37,7 +40,7 @@ import { freePort } from './probe.ts';
 import { snapshotPostern, startPostern, stopPosternNow } from './postern-instance.ts';
 import { perfTopSymbols, startPerfRecord } from './perf-record.ts';
 import { startMemorySampler, treeCpuMs } from './proc-tree.ts';
-import { WARM_UP_MESSAGES } from './scenarios.ts';
+import { warmUpFrom } from './scenarios.ts';
 import { median, nowMs } from './stats.ts';
 
 type Relay = 'postfix' | 'postern';
@@ -67,10 +70,12 @@ const { values: args } = parseArgs({
     recipients: { type: 'string', default: '1' },
     profile: { type: 'boolean', default: false },
     perf: { type: 'boolean', default: false },
+    'warm-up': { type: 'string' },
   },
 });
 const MESSAGES = Number(args.messages);
 const SESSIONS = Number(args.sessions);
+const WARM_UP = warmUpFrom(args['warm-up']);
 const RUNS = Number(args.runs);
 const SINK_DELAY = Number(args['sink-delay']);
 if (!Number.isInteger(SINK_DELAY) || SINK_DELAY < 0) throw new Error(`--sink-delay: ${args['sink-delay']} is not a whole number of seconds`);
@@ -143,9 +148,9 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
         : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs, profileDir: profileDirFor(testCase), perfMap: args.perf });
     const stopRelay = cleanup.add(`${relayName} ${dir}`, () => relay.stop(), () => ('configDir' in relay ? stopPostfixNow(relay) : stopPosternNow(relay)));
     try {
-      await smtpSource(relay.port, WARM_UP_MESSAGES, SESSIONS, testCase);
-      await sink.waitFor(WARM_UP_MESSAGES, 120_000);
-      if (sink.count < WARM_UP_MESSAGES) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP_MESSAGES} warm-up messages reached smtp-sink`);
+      await smtpSource(relay.port, WARM_UP, SESSIONS, testCase);
+      await sink.waitFor(WARM_UP, 120_000);
+      if (sink.count < WARM_UP) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP} warm-up messages reached smtp-sink`);
       const before = sink.count;
       const perf = args.perf && relayName === 'postern' ? await startPerfRecord(relay.rootPid, await perfFileFor(testCase)) : undefined;
       const cpuBefore = treeCpuMs(relay.rootPid);
@@ -209,7 +214,7 @@ function table(testCase: Case, results: Record<Relay, Result[]>): string {
   return [
     `#### ${describeCase(testCase)}`,
     '',
-    `${MESSAGES} messages${RECIPIENTS > 1 ? ` of ${RECIPIENTS} recipients each` : ''} over ${SESSIONS} concurrent smtp-source sessions, next hop smtp-sink${SINK_DELAY > 0 ? `, which waits ${SINK_DELAY} s before it answers each DATA` : ''}; medians of ${RUNS} runs.`,
+    `${MESSAGES} messages${RECIPIENTS > 1 ? ` of ${RECIPIENTS} recipients each` : ''} over ${SESSIONS} concurrent smtp-source sessions, next hop smtp-sink${SINK_DELAY > 0 ? `, which waits ${SINK_DELAY} s before it answers each DATA` : ''}; each relay measured after ${WARM_UP.toLocaleString('en-US')} warm-up messages; medians of ${RUNS} runs.`,
     '',
     '| metric | Postfix | Postern | Postern/Postfix |',
     '|---|--:|--:|--:|',

@@ -101,12 +101,13 @@ function sizeText(bytes: number): string {
 }
 
 /** renderHeader - the run's setting: machine, versions, durability, what the numbers mean. */
-export function renderHeader(facts: { date: string; cpus: number; kernel: string; node: string; postfix: string; mode: string; command: string; revision: string }): string {
+export function renderHeader(facts: { date: string; cpus: number; kernel: string; node: string; postfix: string; mode: string; command: string; revision: string; warmUp: number }): string {
   return [
     `## Postern vs Postfix, ${facts.mode} (${facts.date})`,
     '',
     `\`${facts.command}\` on ${facts.cpus} CPUs, Linux ${facts.kernel}, Node ${facts.node}, Postfix ${facts.postfix}, Postern ${facts.revision}. ` +
       'Both relays on 127.0.0.1, queues on the same disk, 250 only after fsync; next hop: the bench sink on loopback. ' +
+      `Each relay measured after ${facts.warmUp.toLocaleString('en-US')} warm-up messages. ` +
       'Postern/Postfix > 1 is better for rates, < 1 for latency, CPU and memory.',
     '',
   ].join('\n');

@@ -8,7 +8,10 @@
 //   npm run bench:full   every scenario, 5,000 messages, 3 runs
 //   tsx bench/run.ts [--full] [--runs N] [--messages N] [--scenarios a,b]
 //                    [--servers postfix,postern,direct] [--soak MINUTES]
-//                    [--drain SECONDS] [--profile] [--out FILE] [--json FILE] [--keep]
+//                    [--drain SECONDS] [--warm-up N] [--profile] [--out FILE] [--json FILE] [--keep]
+//
+// --warm-up N: messages each relay gets before it is measured (default
+// 3,000, scenarios.ts WARM_UP_MESSAGES; 100 shows a relay just started).
 //
 // How it fails: a server that cannot start is reported in its table and
 // the bench goes on; anything else ends the bench with exit 1. Every way
@@ -26,7 +29,7 @@ import { emptyMeasurement, measureIdle, measureThroughput, warmTools, type Bench
 import { snapshotPostern } from './postern-instance.ts';
 import { summarizeProfile } from './profile.ts';
 import { renderHeader, renderScenario } from './report.ts';
-import { scenariosFor, type Scenario } from './scenarios.ts';
+import { scenariosFor, warmUpFrom, type Scenario } from './scenarios.ts';
 import { runSoak } from './soak.ts';
 
 const PROFILE_DIR = '/tmp/postern-bench-profiles';
@@ -45,6 +48,7 @@ function parseOptions() {
       json: { type: 'string' },
       keep: { type: 'boolean', default: false },
       drain: { type: 'string' },
+      'warm-up': { type: 'string' },
     },
   });
   return {
@@ -59,6 +63,7 @@ function parseOptions() {
     keep: values.keep,
     /** Seconds to wait, after the load, for the sink to have every accepted message. */
     drain: values.drain ? Number(values.drain) : undefined,
+    warmUp: warmUpFrom(values['warm-up']),
   };
 }
 
@@ -118,13 +123,13 @@ async function main(): Promise<void> {
   const certs = await writeBenchCertificates(join(base, 'certs'));
   const posternRoot = await snapshotPostern(join(base, 'postern'));
   const children = await startChildren({ certs, cleanup });
-  const ctx: BenchContext = { base, certs, cleanup, posternRoot, ...children, drainTimeoutMs: (options.drain ?? (options.full ? 300 : 45)) * 1000, profileDir: options.profile ? PROFILE_DIR : undefined };
+  const ctx: BenchContext = { base, certs, cleanup, posternRoot, ...children, drainTimeoutMs: (options.drain ?? (options.full ? 300 : 45)) * 1000, warmUpMessages: options.warmUp, profileDir: options.profile ? PROFILE_DIR : undefined };
 
   const command = process.env.npm_lifecycle_event?.startsWith('bench') ? `npm run ${process.env.npm_lifecycle_event}` : `tsx bench/run.ts ${process.argv.slice(2).join(' ')}`;
   const postfix = execFileSync('postconf', ['-h', 'mail_version'], { encoding: 'utf8' }).trim();
   const revision = gitRevision();
   const output = [
-    renderHeader({ date: new Date().toISOString().slice(0, 16).replace('T', ' '), cpus: cpus().length, kernel: release(), node: process.versions.node, postfix, mode: options.full ? 'full' : 'quick', command, revision }),
+    renderHeader({ date: new Date().toISOString().slice(0, 16).replace('T', ' '), cpus: cpus().length, kernel: release(), node: process.versions.node, postfix, mode: options.full ? 'full' : 'quick', command, revision, warmUp: options.warmUp }),
   ];
   process.stdout.write(output[0]! + '\n');
   await warmTools(ctx);

@@ -9,8 +9,10 @@
 //
 //   scenariosFor     - the scenarios of the quick or the full bench, optionally filtered by name.
 //   WARM_UP_MESSAGES - what each relay gets, drained, before it is measured.
+//   warmUpFrom       - the runners' --warm-up option, or WARM_UP_MESSAGES.
 //
-// How it fails: scenariosFor throws on an unknown scenario name.
+// How it fails: scenariosFor throws on an unknown scenario name, warmUpFrom
+// on a --warm-up that is not a whole number of at least 1.
 import type { LoadOptions } from './load.ts';
 
 /** A scenario is a load (the generator's own options) plus what it is judged by. */
@@ -35,6 +37,14 @@ const KB = 1024;
  * they cost 0.62–0.79 (bench/README.md, "Nineteenth round"). Postfix gets the same warm-up.
  */
 export const WARM_UP_MESSAGES = 3000;
+
+/** warmUpFrom - the --warm-up option's value (`--warm-up 100` measures a relay nearly cold, as a harness that starts it would). */
+export function warmUpFrom(option: string | undefined): number {
+  if (option === undefined) return WARM_UP_MESSAGES;
+  const messages = Number(option);
+  if (!Number.isInteger(messages) || messages < 1) throw new Error(`--warm-up: ${option} is not a whole number of messages of at least 1`);
+  return messages;
+}
 /** Messages per scenario in the quick bench. */
 const QUICK_MESSAGES = 3000;
 
