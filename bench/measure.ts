@@ -2,11 +2,12 @@
 // into the sink, the ceiling) under one scenario, fresh: its own temp
 // directory and queue, started for this run and stopped after it.
 //
-// Throughput: a warm-up (ctx.warmUpMessages, drained), then the load; the measurement ends when the sink has every accepted
-// message, or when the drain timeout passes after the load ended (the rest
-// count as undelivered, and the end-to-end figures cover what arrived). CPU is
-// the server tree's CPU between the start of the load and that moment;
-// memory is sampled every 100 ms over the same window.
+// Throughput: a warm-up (ctx.warmUpMessages, drained), then the load;
+// the measurement ends when the sink has every accepted message, or when
+// the drain timeout passes after the load ended (the rest count as
+// undelivered, and the end-to-end figures cover what arrived). CPU is the
+// server tree's CPU between the start of the load and that moment; memory
+// is sampled every 100 ms over the same window.
 // Idle: the server's memory before and after 1,000 sessions (greeted,
 // EHLO'd) are opened and left idle.
 //

@@ -7,9 +7,8 @@
 // messages weighed too much: plaintext 4 KB took 0.94 ms of CPU per message
 // against 0.63 in the full run of the same code.)
 //
-//   scenariosFor     - the scenarios of the quick or the full bench, optionally filtered by name.
-//   WARM_UP_MESSAGES - what each relay gets, drained, before it is measured.
-//   warmUpFrom       - the runners' --warm-up option, or WARM_UP_MESSAGES.
+//   scenariosFor - the scenarios of the quick or the full bench, optionally filtered by name.
+//   warmUpFrom   - the runners' --warm-up option, or WARM_UP_MESSAGES (3,000): what each relay gets, drained, before it is measured.
 //
 // How it fails: scenariosFor throws on an unknown scenario name, warmUpFrom
 // on a --warm-up that is not a whole number of at least 1.
@@ -36,7 +35,7 @@ const KB = 1024;
  * after a warm-up of 100, the next 3,000 plaintext 4 KB messages cost 1.08–1.23 ms of CPU each, after 3,000
  * they cost 0.62–0.79 (bench/README.md, "Nineteenth round"). Postfix gets the same warm-up.
  */
-export const WARM_UP_MESSAGES = 3000;
+const WARM_UP_MESSAGES = 3000;
 
 /** warmUpFrom - the --warm-up option's value (`--warm-up 100` measures a relay nearly cold, as a harness that starts it would). */
 export function warmUpFrom(option: string | undefined): number {
