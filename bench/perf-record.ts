@@ -3,7 +3,7 @@
 // wall time, and on two busy cores it blames whatever call gave the core
 // away (a socket write that wakes the reader, a call to the thread pool);
 // perf counts CPU, the kernel's and the thread pool's included
-// (bench/README.md, "Eighth round"). Postern runs with --perf-basic-prof
+// (bench/ROUNDS.md, "Eighth round"). Postern runs with --perf-basic-prof
 // then, so its JavaScript frames have names.
 //
 //   startPerfRecord - `perf record -g` on a process until stop(), into a file.

@@ -33,7 +33,7 @@ const KB = 1024;
  * Messages each relay gets, drained, before a run is measured (at most 100 KB each): a relay is measured as it
  * runs for days, not while it starts. V8 compiles Postern's hot paths over its first few thousand messages;
  * after a warm-up of 100, the next 3,000 plaintext 4 KB messages cost 1.08–1.23 ms of CPU each, after 3,000
- * they cost 0.62–0.79 (bench/README.md, "Nineteenth round"). Postfix gets the same warm-up.
+ * they cost 0.62–0.79 (bench/ROUNDS.md, "Nineteenth round"). Postfix gets the same warm-up.
  */
 const WARM_UP_MESSAGES = 3000;
 

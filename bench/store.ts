@@ -5,7 +5,7 @@
 // as the relay does when `batch` messages arrive together. 50 rounds warm
 // up first. Measures the whole process (the store runs on this event loop
 // and libuv's thread pool), so nothing else should run meanwhile; compare
-// two commits by alternating runs (bench/README.md, "Fifth round").
+// two commits by alternating runs (bench/ROUNDS.md, "Fifth round").
 // Then every message, all done, is purged by the relay's retention sweep
 // (done-purge.ts, RELAY_SWEEP's batch size, no bound on batches): CPU per
 // message purged, the event loop's delay meanwhile (how long arrivals can

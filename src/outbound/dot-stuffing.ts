@@ -11,7 +11,7 @@
 // normalized, or the message is refused), and a bounce report is CRLF lines
 // around the original's header block (smtp/header-block.ts never cuts a
 // CRLF in two). Proving that again for every line was 9% of the event
-// loop with 10 MB messages (bench/README, "Seventeenth round").
+// loop with 10 MB messages (bench/ROUNDS.md, "Seventeenth round").
 // On such bodies the bytes out are nodemailer's. On any other:
 //  - every dot that starts a line by any reading of line ends (after CR,
 //    after LF, or first) is still stuffed, so no next hop can see the data

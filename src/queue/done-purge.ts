@@ -25,7 +25,7 @@ import type { QueueStore } from './queue-store.ts';
 /**
  * How the relay sweeps: every second, up to 20 batches of 100, so up to 2,000 messages a second, more than
  * Postern delivers here; one sweep every 30 s of 200 a batch raised the soak's accept p99 by about half
- * (bench/README.md, "Sixth round").
+ * (bench/ROUNDS.md, "Sixth round").
  */
 export const RELAY_SWEEP = { intervalMs: 1000, batch: 100, maxBatches: 20 } as const;
 

@@ -22,7 +22,7 @@
 // message it moves into its active queue, which holds up to 20,000
 // whatever the next hops' pace. Without this, a next hop that took a second
 // per message held every sender to the slots' 20 messages a second
-// (bench/README.md, "Twelfth round"). Slots full alone is not the sign: a
+// (bench/ROUNDS.md, "Twelfth round"). Slots full alone is not the sign: a
 // relay short of CPU fills them too, and letting senders in then only grew
 // the queue. The rule cannot tell a slow next hop from large messages that
 // take this process long to send; PACED_LIMIT bounds what that lets in.

@@ -42,7 +42,7 @@ import type { StoredEnvelope } from '../queue-store.ts';
  * write, close, a directory fsync and an unlink, each a thread-pool trip whose wake-up competes with the
  * event loop for two cores; a body in the row costs SQLite writing it twice (WAL, then checkpoint) on the
  * event loop.
- * Alternating bench runs (eleventh round, bench/README): 100 KB bodies in the row took 1.38-1.42 ms of CPU
+ * Alternating bench runs (eleventh round, bench/ROUNDS.md): 100 KB bodies in the row took 1.38-1.42 ms of CPU
  * per message against 1.49-1.56 as files (STARTTLS 1.79-1.84 against 2.11-2.21), 120 KB 1.76-1.78 against
  * 1.85-1.98, but 200 KB 2.29-2.31 against 2.25-2.28 at a lower rate.
  */

@@ -127,7 +127,7 @@ const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
  * this many pages; SQLite's default is 1,000. A checkpoint copies each page once, however often it was
  * written since the last: bodies in rows are freed once delivered and their pages reused, so the larger
  * window copies far less per message. Alternating runs, plaintext 100 KB: 1,000 → 4,000 pages +11%
- * msg/s, 4,000 → 16,000 +9% (bench/README.md, "Fourteenth round"). The WAL file grows to about 64 MB.
+ * msg/s, 4,000 → 16,000 +9% (bench/ROUNDS.md, "Fourteenth round"). The WAL file grows to about 64 MB.
  */
 export const WAL_CHECKPOINT_PAGES = 16_000;
 
@@ -141,7 +141,7 @@ const SEVERAL_SENDERS = 4;
  * arrive before its last is committed); with two or three, waiting only slows them down, as they are all
  * that would fill the batch (two senders with a connection per message: 15% fewer msg/s when the batch
  * waited for any second sender). So it waits once the batch and what arrived during it hold four messages.
- * Twenty senders with a connection per message: +27% msg/s (bench/README.md, "Sixteenth round").
+ * Twenty senders with a connection per message: +27% msg/s (bench/ROUNDS.md, "Sixteenth round").
  */
 export const COMMIT_SPACING: BatchSpacing<WriteItem> = {
   ms: 10,
