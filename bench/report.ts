@@ -25,7 +25,7 @@ interface Row {
   when?: (scenario: Scenario) => boolean;
 }
 
-const atLeastTwice = (_s: Scenario, _p: number, ratio: number): [string, boolean] => ['≥ 2×', ratio >= 2];
+const atLeastTwice = (s: Scenario, _p: number, ratio: number): [string, boolean] | undefined => (s.throughputTargets ? ['≥ 2×', ratio >= 2] : undefined);
 const atMostHalf = (_s: Scenario, _p: number, ratio: number): [string, boolean] => ['≤ 0.5×', ratio <= 0.5];
 const under = (limit: number) => (s: Scenario, postern: number): [string, boolean] | undefined => (s.latencyTargets ? [`< ${limit} ms`, postern < limit] : undefined);
 

@@ -19,6 +19,11 @@ export interface Scenario extends Pick<LoadOptions, 'messages' | 'concurrency' |
   name: string;
   title: string;
   kind: 'throughput' | 'idle';
+  /**
+   * The issue's throughput targets (≥ 2× Postfix's rates) apply: its four scenarios and the resumed variant, not
+   * 10 MB messages, where twice Postfix's rate is more than the load generator moves straight into the sink.
+   */
+  throughputTargets: boolean;
   /** The latency targets (p50 < 50 ms, p99 < 250 ms) apply. */
   latencyTargets: boolean;
   /** Peak RSS target in MB for Postern. */
@@ -57,6 +62,7 @@ const throughput = (name: string, title: string, size: number, starttls: boolean
   size,
   starttls,
   resume: false,
+  throughputTargets: true,
   latencyTargets: size <= 4 * KB,
   rssTargetMb: 150,
   ...extra,
@@ -68,7 +74,7 @@ export const ALL_SCENARIOS: readonly Scenario[] = [
   throughput('tls-4k', 'STARTTLS in and out, 4 KB', 4 * KB, true),
   throughput('tls-100k', 'STARTTLS in and out, 100 KB', 100 * KB, true),
   throughput('tls-4k-resume', 'STARTTLS in and out, 4 KB, client resumes TLS sessions', 4 * KB, true, { resume: true }),
-  throughput('big-10m', '10 MB messages, 20 concurrent sessions', 10 * KB * KB, false, { messages: 100, perSession: 5, rssTargetMb: 300 }),
+  throughput('big-10m', '10 MB messages, 20 concurrent sessions', 10 * KB * KB, false, { messages: 100, perSession: 5, throughputTargets: false, rssTargetMb: 300 }),
   { ...throughput('idle-1000', '1,000 idle connections (memory)', 4 * KB, false), kind: 'idle', idleConnections: 1000, rssTargetMb: 100 },
 ];
 
