@@ -28,7 +28,7 @@ import { startPostern, stopPosternNow } from './postern-instance.ts';
 import { startPostfix, stopPostfixNow } from './postfix-instance.ts';
 import { freePort } from './probe.ts';
 import { startMemorySampler, treeCpuMs, treeMemory } from './proc-tree.ts';
-import { ALL_SCENARIOS, type Scenario } from './scenarios.ts';
+import { ALL_SCENARIOS, warmUpSize, type Scenario } from './scenarios.ts';
 import type { Arrivals, SinkCounters, SinkRequest } from './sink.ts';
 import { percentile } from './stats.ts';
 
@@ -173,7 +173,7 @@ export async function measureThroughput(ctx: BenchContext, server: ServerKind, s
   try {
     const warm = loadOptions(scenario, target.port, ctx, `${label}-warm`);
     warm.messages = ctx.warmUpMessages;
-    warm.size = Math.min(scenario.size, 100 * 1024);
+    warm.size = warmUpSize(scenario.size);
     await sendAndDrain(ctx, warm, ctx.drainTimeoutMs);
     await ctx.sink.channel.request<Arrivals>({ type: 'collect', prefix: warm.idPrefix } satisfies SinkRequest);
     await ctx.sink.channel.request<SinkCounters>({ type: 'counters' } satisfies SinkRequest);

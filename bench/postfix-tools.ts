@@ -40,7 +40,7 @@ import { freePort } from './probe.ts';
 import { snapshotPostern, startPostern, stopPosternNow } from './postern-instance.ts';
 import { perfTopSymbols, startPerfRecord } from './perf-record.ts';
 import { startMemorySampler, treeCpuMs } from './proc-tree.ts';
-import { warmUpFrom } from './scenarios.ts';
+import { warmUpFrom, warmUpSize } from './scenarios.ts';
 import { median, nowMs } from './stats.ts';
 
 type Relay = 'postfix' | 'postern';
@@ -148,7 +148,7 @@ async function measure(relayName: Relay, testCase: Case, base: string, certs: Be
         : await startPostern({ root: posternRoot, dir, sinkPort: sink.port, sinkTls: 'none', certs, profileDir: profileDirFor(testCase), perfMap: args.perf });
     const stopRelay = cleanup.add(`${relayName} ${dir}`, () => relay.stop(), () => ('configDir' in relay ? stopPostfixNow(relay) : stopPosternNow(relay)));
     try {
-      await smtpSource(relay.port, WARM_UP, SESSIONS, testCase);
+      await smtpSource(relay.port, WARM_UP, SESSIONS, { ...testCase, size: warmUpSize(testCase.size) });
       await sink.waitFor(WARM_UP, 120_000);
       if (sink.count < WARM_UP) throw new Error(`${relayName}: only ${sink.count} of ${WARM_UP} warm-up messages reached smtp-sink`);
       const before = sink.count;

@@ -9,6 +9,7 @@
 //
 //   scenariosFor - the scenarios of the quick or the full bench, optionally filtered by name.
 //   warmUpFrom   - the runners' --warm-up option, or WARM_UP_MESSAGES (3,000): what each relay gets, drained, before it is measured.
+//   warmUpSize   - the size of those messages for a scenario of a given size: at most 100 KB.
 //
 // How it fails: scenariosFor throws on an unknown scenario name, warmUpFrom
 // on a --warm-up that is not a whole number of at least 1.
@@ -49,6 +50,12 @@ export function warmUpFrom(option: string | undefined): number {
   if (!Number.isInteger(messages) || messages < 1) throw new Error(`--warm-up: ${option} is not a whole number of messages of at least 1`);
   return messages;
 }
+
+/** warmUpSize - the warm-up's message size: the scenario's, at most 100 KB (3,000 messages of 10 MB would take minutes and warm nothing more). */
+export function warmUpSize(size: number): number {
+  return Math.min(size, 100 * KB);
+}
+
 /** Messages per scenario in the quick bench. */
 const QUICK_MESSAGES = 3000;
 
