@@ -36,6 +36,7 @@ import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
 import { installFastDataScan } from '../smtp/fast-data-scan.ts';
 import { installGreetingPause } from '../smtp/greeting-pause.ts';
+import { installHalfClose } from '../smtp/half-close.ts';
 import { createServerTls, type ServerTls } from '../tls/server-tls.ts';
 import { createQueueApi } from './queue.ts';
 
@@ -68,6 +69,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   await installExactReplies();
   await installGreetingPause();
   await installFastDataScan();
+  await installHalfClose();
   const now = options.now ?? (() => new Date());
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);

@@ -15,6 +15,7 @@ import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { InFlowGate } from '../queue/in-flow.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
 import type { GreetingPauseOption } from '../smtp/greeting-pause.ts';
+import { allowHalfClose } from '../smtp/half-close.ts';
 import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
@@ -155,6 +156,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const s = state(session);
       s.clientCertTrusted = deps.tls.isClientCertificateTrusted(socket as TLSSocket);
       s.tlsVersion = (socket as TLSSocket).getProtocol?.() ?? undefined;
+      allowHalfClose(socket);
       setDisabledCommands(session, name === 'relay' ? ['AUTH'] : []);
       s.log.debug({ tls: session.tlsOptions, clientCertTrusted: s.clientCertTrusted }, 'tls established');
       callback();

@@ -121,6 +121,11 @@ export class RawSmtp {
     return this.buffer;
   }
 
+  /** shutdown - end our side (FIN) and keep reading, as `nc -N` does after its input. */
+  shutdown(): void {
+    this.socket.end();
+  }
+
   close(): void {
     this.socket.destroy();
   }

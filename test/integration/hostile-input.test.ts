@@ -318,6 +318,54 @@ describe('default limits', () => {
     expect(await ids(relay)).toEqual(committed);
   });
 
+  // A client that half-closes after writing its session (`nc -N`, shutdown(SHUT_WR) after QUIT) gets every
+  // reply, the message's 250 included, and then the server closes, as Postfix's smtpd does. Had the 250 been
+  // lost, the client would send a queued message again.
+  it.each([
+    ['with', 'QUIT\r\n'],
+    ['without', ''],
+  ])('answers a client that half-closes after its last command (%s QUIT), then closes', async (_, quit) => {
+    const c = await open(relay.ports.relay);
+    c.write(`EHLO client.test\r\nMAIL FROM:<h@example.test>\r\nRCPT TO:<one@local.test>\r\nDATA\r\nSubject: half-closed\r\n\r\nbody\r\n.\r\n${quit}`);
+    c.shutdown();
+    expect((await c.reply()).lines[0]).toBe('250-relay.test');
+    expect((await c.reply()).text).toBe(MAIL_OK);
+    expect((await c.reply()).text).toBe(RCPT_OK);
+    expect((await c.reply()).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.reply());
+    if (quit) expect((await c.reply()).text).toBe('221 2.0.0 Bye');
+    await c.closedByServer();
+    expect(c.unread()).toBe('');
+    expect(await ids(relay)).toContain(id);
+  });
+
+  it.each(['TLSv1.2', 'TLSv1.3'] as const)('answers a client that half-closes its %s session after QUIT (STARTTLS), then closes', async (version) => {
+    const c = await open(relay.ports.relay);
+    expect((await c.command('EHLO client.test')).code).toBe(250);
+    expect((await c.startTls({ ca: relay.ca.certPem, maxVersion: version })).code).toBe(220);
+    expect((await c.command('EHLO client.test')).code).toBe(250);
+    c.write('MAIL FROM:<h@example.test>\r\nRCPT TO:<one@local.test>\r\nDATA\r\nSubject: half-closed\r\n\r\nbody\r\n.\r\nQUIT\r\n');
+    c.shutdown();
+    expect((await c.reply()).text).toBe(MAIL_OK);
+    expect((await c.reply()).text).toBe(RCPT_OK);
+    expect((await c.reply()).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.reply());
+    expect((await c.reply()).text).toBe('221 2.0.0 Bye');
+    await c.closedByServer();
+    expect(await ids(relay)).toContain(id);
+  });
+
+  it('queues nothing when the client half-closes inside DATA, and closes', async () => {
+    const committed = await ids(relay);
+    const lostBefore = logLines(relay, 'lost connection after DATA').length;
+    const c = await openData(relay.ports.relay);
+    c.write('Subject: cut short\r\n\r\nno end of data\r\n');
+    c.shutdown();
+    await c.closedByServer();
+    await waitFor('the lost connection in the log', () => logLines(relay, 'lost connection after DATA').length > lostBefore);
+    expect(await ids(relay)).toEqual(committed);
+  });
+
   // RFC 2920: a whole transaction in one write gets one reply per command, in order.
   it('answers a whole pipelined transaction in one write, in order', async () => {
     const c = await open(relay.ports.relay);
@@ -599,6 +647,17 @@ describe('AUTH brute force', () => {
     expect((await c.command('EHLO client.test')).lines).toContain('250-AUTH PLAIN LOGIN');
     return c;
   }
+
+  // The password check answers after the client's FIN has come (see 'answers a client that half-closes').
+  it('answers a client that half-closes on the implicit-TLS port after AUTH and QUIT', async () => {
+    const c = await open(relay.ports.submissions, relay.ca.certPem);
+    c.write(`EHLO client.test\r\nAUTH PLAIN ${plain('alice', PASSWORD)}\r\nQUIT\r\n`);
+    c.shutdown();
+    expect((await c.reply()).lines[0]).toBe('250-relay.test');
+    expect((await c.reply()).text).toBe('235 2.7.0 Authentication successful');
+    expect((await c.reply()).text).toBe('221 2.0.0 Bye');
+    await c.closedByServer();
+  });
 
   it('answers a wrong password with 535 5.7.8, and the per-connection limit with 421 4.7.0 and close', async () => {
     const c = await login();
