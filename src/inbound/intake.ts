@@ -12,7 +12,7 @@ import type { Config, ListenerName } from '../config/config.ts';
 import type { QueueStore, StoredEnvelope } from '../queue/queue-store.ts';
 import { replies, type Reply } from '../smtp/replies.ts';
 import { BareLineEndings } from './line-endings.ts';
-import { buildReceivedHeader, HeaderPrepender, missingSubmissionHeaders, type ReceivedFacts } from './trace-headers.ts';
+import { buildReceivedHeader, HeaderPrepender, HOP_LIMIT, missingSubmissionHeaders, receivedCount, type ReceivedFacts } from './trace-headers.ts';
 
 export type IntakeResult =
   | { outcome: 'queued'; queueId: string; size: number }
@@ -38,15 +38,21 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
   const received = buildReceivedHeader({ ...request.received, queueId: draft.id, recipients: envelope.recipients, hostname: config.hostname, date: now });
   const addSubmissionHeaders = request.listener !== 'relay';
   const lineEndings = new BareLineEndings(config.smtp.bareLineFeed);
-  const prepender = new HeaderPrepender(
-    (headerBlock) => received + (addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now }) : ''),
-  );
+  let hops = 0;
+  const prepender = new HeaderPrepender((headerBlock) => {
+    hops = receivedCount(headerBlock) + 1;
+    return received + (addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now }) : '');
+  });
   const link = linkStages(request.data, lineEndings, prepender);
   try {
     const size = await draft.writeBody(link.body);
     if (request.data.sizeExceeded) {
       await draft.discard();
       return { outcome: 'refused', reply: replies.messageTooBig, reason: 'message-too-big' };
+    }
+    if (hops >= HOP_LIMIT) {
+      await draft.discard();
+      return { outcome: 'refused', reply: replies.tooManyHops, reason: 'too-many-hops' };
     }
     if (lineEndings.found && config.smtp.bareLineFeed === 'reject') {
       await draft.discard();

@@ -6,6 +6,10 @@
 //  - Message-ID and Date when a submission client left them out (RFC 6409
 //    §8.2-8.3); never on the relay port, where mail is in transit.
 // HeaderPrepender buffers only the header block (bounded), then streams.
+// The Received headers also count the message's hops: a message that has
+// passed HOP_LIMIT relays is in a loop (a route that points back here, two
+// relays that forward to each other) and is refused, as Postfix's
+// hopcount_limit does; otherwise each pass would queue it once more.
 import { Transform, type TransformCallback } from 'node:stream';
 import { headerBlockLength } from '../smtp/header-block.ts';
 import { formatRfc5322Date } from '../smtp/rfc5322-date.ts';
@@ -44,6 +48,14 @@ export function buildReceivedHeader(f: ReceivedFacts): string {
   }
   lines.push(by);
   return lines.join('\r\n') + '\r\n';
+}
+
+/** The most Received headers a message may carry, ours included (Postfix hopcount_limit). */
+export const HOP_LIMIT = 50;
+
+/** receivedCount - how many Received headers a header block holds. */
+export function receivedCount(headerBlock: string): number {
+  return headerBlock.match(/^received[ \t]*:/gim)?.length ?? 0;
 }
 
 /** missingSubmissionHeaders - Message-ID and Date lines to add when the header block lacks them. */

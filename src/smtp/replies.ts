@@ -25,6 +25,7 @@ export const replies = {
   tooManyRecipients: reply(452, '4.5.3', 'Error: too many recipients'),
   messageTooBig: reply(552, '5.3.4', 'Message size exceeds fixed limit'),
   bareLineFeed: reply(550, '5.5.2', 'Error: bare <CR> or <LF> received; use CRLF line endings'),
+  tooManyHops: reply(554, '5.4.6', 'Error: too many hops'),
   senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
   recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
   commandNotRecognized: reply(502, '5.5.2', 'Error: command not recognized'),

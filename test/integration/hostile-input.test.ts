@@ -366,6 +366,25 @@ describe('default limits', () => {
     expect(await ids(relay)).toEqual(committed);
   });
 
+  // A mail loop (a route back to this relay, two relays forwarding to each other) adds a Received header
+  // each pass: the message that would be the 50th is refused (Postfix hopcount_limit), the one before is not.
+  it.each([
+    [48, 'queues'],
+    [49, 'refuses'],
+  ])('with %i Received headers already, %s the message (554 5.4.6 past 50 hops)', async (already, outcome) => {
+    const committed = await ids(relay);
+    const c = await openData(relay.ports.relay);
+    const trace = 'Received: from hop.test by relay.test; Mon, 30 Nov 2026 20:00:00 +0000\r\n'.repeat(already);
+    const reply = await c.command(`${trace}Subject: looping\r\n\r\nbody\r\n.`);
+    if (outcome === 'queues') {
+      queueIdOf(reply);
+    } else {
+      expect(reply.text).toBe('554 5.4.6 Error: too many hops');
+      expect(await ids(relay)).toEqual(committed);
+    }
+    c.close();
+  });
+
   // RFC 2920: a whole transaction in one write gets one reply per command, in order.
   it('answers a whole pipelined transaction in one write, in order', async () => {
     const c = await open(relay.ports.relay);

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { buildReceivedHeader, HeaderPrepender, missingSubmissionHeaders } from '../../src/inbound/trace-headers.ts';
+import { buildReceivedHeader, HeaderPrepender, missingSubmissionHeaders, receivedCount } from '../../src/inbound/trace-headers.ts';
 import { formatRfc5322Date } from '../../src/smtp/rfc5322-date.ts';
 
 const date = new Date(Date.UTC(2026, 10, 29, 1, 17, 33));
@@ -26,6 +26,14 @@ describe('Received header', () => {
   });
   it('formats RFC 5322 dates', () => {
     expect(formatRfc5322Date(new Date(Date.UTC(2026, 0, 5, 9, 3, 0)))).toBe('Mon, 05 Jan 2026 09:03:00 +0000');
+  });
+});
+
+describe('hop count', () => {
+  it('counts Received headers in any case, once each however folded, and no other header', () => {
+    const block = 'Received: from a\r\n\tby b; date\r\nRECEIVED : from c\r\nX-Received: from d\r\nSubject: Received: no\r\nreceived:from e\r\n\r\n';
+    expect(receivedCount(block)).toBe(3);
+    expect(receivedCount('Subject: none\r\n\r\n')).toBe(0);
   });
 });
 
