@@ -23,7 +23,7 @@ import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
 import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
-import { domainOf } from '../smtp/address.ts';
+import { domainOf, hasSenderRouting } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
 export interface ReverseResolver {
@@ -207,6 +207,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
         ...senderFacts(session, s),
         clientTrusted: s.clientTrusted,
         recipientDomain: domainOf(address.address),
+        recipientRouted: hasSenderRouting(address.address),
         localDomains: config.relay.localDomains,
       });
       callback(refuseIf(decision, s, 'rcpt'));

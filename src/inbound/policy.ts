@@ -4,7 +4,7 @@
 // Postfix equivalents: smtpd_client_connection_count_limit ($mynetworks exempt),
 // smtpd_tls_auth_only + smtpd_tls_security_level=encrypt on submission,
 // smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated,
-// reject_unauth_destination.
+// reject_unauth_destination (with allow_untrusted_routing = no).
 import type { ListenerName } from '../config/config.ts';
 import { replies, type Reply } from '../smtp/replies.ts';
 
@@ -73,14 +73,21 @@ export function decideMailFrom(facts: SenderFacts): Decision {
 export interface RecipientFacts extends SenderFacts {
   clientTrusted: boolean;
   recipientDomain: string;
+  /** The local part routes onward (hasSenderRouting): user%elsewhere@local.test. */
+  recipientRouted: boolean;
   localDomains: readonly string[];
 }
 
-/** decideRcpt - relay for trusted or authenticated clients; mail for local domains from anyone; nothing else. */
+/**
+ * decideRcpt - relay for trusted or authenticated clients; mail for local domains from anyone, unless its
+ * local part routes it elsewhere (the next hop for a local domain may trust us); nothing else.
+ */
 export function decideRcpt(facts: RecipientFacts): Decision {
   if (facts.authenticated || facts.clientCertTrusted) return ACCEPT;
   if (facts.listener === 'relay' && facts.clientTrusted) return ACCEPT;
-  if (facts.listener === 'relay' && isLocalDomain(facts.recipientDomain, facts.localDomains)) return ACCEPT;
+  if (facts.listener === 'relay' && isLocalDomain(facts.recipientDomain, facts.localDomains)) {
+    return facts.recipientRouted ? refuse(replies.relayDenied, 'sender-specified-routing') : ACCEPT;
+  }
   return refuse(replies.relayDenied, 'relay-denied');
 }
 

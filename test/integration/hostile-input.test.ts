@@ -439,6 +439,12 @@ describe('small limits', () => {
   afterAll(async () => relay?.stop());
   afterEach(async () => expectServerUp(relay.ports.relay));
 
+  // allow_untrusted_routing = no: a local domain's next hop may honour the percent hack or a bang path and
+  // relay on our word, so a stranger may not route through one (Postfix: 554 5.7.1 Relay access denied).
+  it.each(['RCPT TO:<victim%elsewhere.test@local.test>', 'RCPT TO:<elsewhere.test!victim@local.test>'])('refuses %s from an untrusted client', async (rcpt) => {
+    await expectRefused(relay.ports.relay, rcpt, '554 5.7.1 Relay access denied');
+  });
+
   it('refuses SIZE=99999999 on MAIL FROM with 552 5.3.4, and the session goes on', async () => {
     const c = await open(relay.ports.relay);
     expect((await c.command('EHLO client.test')).lines).toContain('250 SIZE 10000');

@@ -1,5 +1,6 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
+import { hasSenderRouting } from '../../src/smtp/address.ts';
 import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
@@ -9,6 +10,7 @@ const relayClient: RecipientFacts = {
   clientCertTrusted: false,
   clientTrusted: false,
   recipientDomain: 'example.org',
+  recipientRouted: false,
   localDomains: ['example.test', '*.corp.test'],
 };
 
@@ -22,6 +24,8 @@ describe('decideRcpt', () => {
     ['wildcard does not cover the parent', { recipientDomain: 'corp.test' }, '554 5.7.1 Relay access denied'],
     ['a look-alike suffix is not local', { recipientDomain: 'evilexample.test' }, '554 5.7.1 Relay access denied'],
     ['domainless recipient is not local', { recipientDomain: '' }, '554 5.7.1 Relay access denied'],
+    ['stranger may not route onward through a local domain', { recipientDomain: 'example.test', recipientRouted: true }, '554 5.7.1 Relay access denied'],
+    ['trusted network may route onward', { recipientDomain: 'example.test', recipientRouted: true, clientTrusted: true }, 'accept'],
     ['authenticated user relays', { listener: 'submission', secure: true, authenticated: true }, 'accept'],
     ['trusted client certificate relays', { secure: true, clientCertTrusted: true }, 'accept'],
     ['trusted network does not open submission', { listener: 'submission', secure: true, clientTrusted: true }, '554 5.7.1 Relay access denied'],
@@ -33,6 +37,20 @@ describe('decideRcpt', () => {
   it('names the reason for logs and metrics', () => {
     const d = decideRcpt(relayClient);
     expect(d).toEqual({ accept: false, reason: 'relay-denied', reply: { code: 554, status: '5.7.1', text: 'Relay access denied' } });
+    expect(decideRcpt({ ...relayClient, recipientDomain: 'example.test', recipientRouted: true })).toMatchObject({ reason: 'sender-specified-routing' });
+  });
+});
+
+describe('hasSenderRouting', () => {
+  it.each([
+    ['user%elsewhere.test@example.test', true],
+    ['elsewhere.test!user@example.test', true],
+    ['user@elsewhere.test@example.test', true],
+    ['first.last+tag@example.test', false],
+    ['user@ex%ample.test', false],
+    ['postmaster', false],
+  ])('%s: %s', (address, routed) => {
+    expect(hasSenderRouting(address)).toBe(routed);
   });
 });
 
