@@ -19,6 +19,7 @@ import { compileNetworks } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
 import { queueSpaceToKeep } from '../inbound/policy.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
+import { installCommandGuard } from '../inbound/command-guard.ts';
 import { createHealthChecks } from '../observability/health.ts';
 import { autoconfigXml, createHttpServer, type HttpListener } from '../observability/http-server.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
@@ -67,6 +68,7 @@ export interface RelayOptions {
 
 export async function startRelay(config: Config, logger: Logger, options: RelayOptions = {}): Promise<RunningRelay> {
   await installExactReplies();
+  await installCommandGuard();
   await installGreetingPause();
   await installFastDataScan();
   await installHalfClose();

@@ -1,6 +1,7 @@
 // smtp-server and nodemailer each ship two builds (ESM and CJS) with a class
 // each; code that must change a class's behaviour (inbound/wire-replies.ts,
-// smtp/greeting-pause.ts, smtp/fast-data-scan.ts, smtp/half-close.ts)
+// inbound/command-guard.ts, smtp/greeting-pause.ts, smtp/fast-data-scan.ts,
+// smtp/half-close.ts)
 // reaches both prototypes through this one function, so whichever build a
 // caller loads sees the change. Throws when a library's layout changed.
 import { createRequire } from 'node:module';

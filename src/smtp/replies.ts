@@ -29,6 +29,7 @@ export const replies = {
   senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
   recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
   commandNotRecognized: reply(502, '5.5.2', 'Error: command not recognized'),
+  badUtf8: reply(500, '5.5.2', 'Error: bad UTF-8 syntax'),
   tooManyErrors: reply(421, '4.7.0', 'Error: too many errors'),
   commandTooLong: reply(421, '4.7.0', 'Error: command line too long'),
   serverBusy: reply(421, '4.7.0', 'Error: too many connections, try again later'),

@@ -445,6 +445,32 @@ describe('small limits', () => {
     await expectRefused(relay.ports.relay, rcpt, '554 5.7.1 Relay access denied');
   });
 
+  // smtp-server read these bytes as U+FFFD and accepted another address than the one sent (Postfix: 500 5.5.2).
+  it.each(['MAIL FROM:<\xE9t\xE9@example.test>', 'RCPT TO:<b\xFCro@local.test>'])('refuses %j, not UTF-8, with 500 5.5.2', async (command) => {
+    await expectRefused(relay.ports.relay, command, '500 5.5.2 Error: bad UTF-8 syntax');
+  });
+
+  it('accepts an address in UTF-8', async () => {
+    await expectRefused(relay.ports.relay, 'RCPT TO:<b\xC3\xBCro@local.test>', RCPT_OK);
+  });
+
+  // Postfix's smtpd_hard_error_limit: 20 error replies without a message accepted, then 421 to the next command.
+  it('closes with 421 4.7.0 after 20 errors, counted again from an accepted message', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    const denied = async (times: number) => {
+      for (let i = 0; i < times; i++) expect((await c.command(`RCPT TO:<r${i}@elsewhere.test>`)).code).toBe(503);
+    };
+    await denied(19);
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<r@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    queueIdOf(await c.command('Subject: counted again\r\n\r\nbody\r\n.'));
+    await denied(20);
+    expect((await c.command('NOOP')).text).toBe('421 4.7.0 Error: too many errors');
+    await c.closedByServer();
+  });
+
   it('refuses SIZE=99999999 on MAIL FROM with 552 5.3.4, and the session goes on', async () => {
     const c = await open(relay.ports.relay);
     expect((await c.command('EHLO client.test')).lines).toContain('250 SIZE 10000');
