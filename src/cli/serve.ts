@@ -226,6 +226,8 @@ function buildHttp(parts: HttpParts): HttpListener {
   const relayhost = config.outbound.relayhost;
   const health = createHealthChecks({
     listeners: listeners.map((l) => ({ ...l, implicitTls: l.name === 'submissions' })),
+    // The probe waits out the listeners' greeting pause, then its own 2 s.
+    greetingTimeoutMs: config.smtp.greetingPause * 1000 + 2000,
     queue: store,
     relayhost:
       outbound && relayhost.host

@@ -381,6 +381,13 @@ describe('/healthz', () => {
     }, (a) => a.status === 200);
     expect(again.status).toBe(200);
   });
+
+  it('waits out a greeting pause longer than its own timeout', async () => {
+    const paused = await started({ smtp: { greetingPause: '2s' } });
+    const answer = await call(paused, '/healthz');
+    expect(answer.json).toMatchObject({ status: 'ok' });
+    expect(answer.status).toBe(200);
+  });
 });
 
 describe('/readyz', () => {
