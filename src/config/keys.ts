@@ -22,6 +22,8 @@ function key<T>(path: string, defaultValue: T, valueCheck: Check<T>, env: EnvKin
 
 // 0 asks the system for a free port (tests).
 const port = check.integer(0, 65535);
+/** A port to connect to: 0, which a listener may take (any free port), names none. */
+const remotePort = check.integer(1, 65535);
 
 function listenerKeys(name: string, defaultPort: number, role: string): ConfigKey[] {
   return [
@@ -51,7 +53,7 @@ const routeMap: Check<Record<string, RouteConfig>> = (v) => {
     const bad = (why: string) => ({ ok: false as const, allowed: `${allowed} (${domain}: ${why})` });
     if (domain !== '*' && !check.domain()(domain).ok) return bad('not a domain');
     if (!r || typeof r !== 'object' || typeof r.host !== 'string' || r.host === '') return bad('host is required');
-    if (r.port !== undefined && !port(r.port).ok) return bad('port must be 1-65535');
+    if (r.port !== undefined && !remotePort(r.port).ok) return bad('port must be 1-65535');
     if (r.tls !== undefined && !(TLS_LEVELS as readonly unknown[]).includes(r.tls)) return bad(`tls must be one of ${TLS_LEVELS.join(', ')}`);
     if (r.secure !== undefined && typeof r.secure !== 'boolean') return bad('secure must be true or false');
   }
@@ -98,7 +100,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('limits.authFailuresPerConnection', 3, check.integer(1, 100), 'number', 'Failed AUTH attempts in one session before 421 and close.'),
   key('limits.authFailuresPerIp', 10, check.integer(1, 10000), 'number', 'Failed AUTH attempts from one IP within authLockout before it is locked out.'),
   key('limits.authLockout', 300, check.duration(86400), 'string', 'How long an IP stays locked out after too many failed AUTH attempts.'),
-  key('dns.servers', [], check.list(check.string('an IP address'), 'resolver addresses'), 'list', 'DNS servers for every lookup; empty: the system resolver.'),
+  key('dns.servers', [], check.list(check.resolverAddress(), 'DNS server IP addresses, each with an optional port (192.0.2.53, 127.0.0.1:5353, [::1]:5353)'), 'list', 'DNS servers for every lookup; empty: the system resolver.'),
   key('smtp.reverseLookup', true, check.boolean(), 'boolean', 'Look up client hostnames (PTR) for the Received header.'),
   key('smtp.greetingPause', 0, check.duration(60, { zero: true }), 'string', 'Wait before the 220 greeting; a client that talks first gets 421 (Postfix postscreen_greet_wait; 0: greet at once, as smtpd does).'),
   key('smtp.inFlowDelay', 1, check.duration(10, { zero: true }), 'string', 'When this process falls behind delivering, wait up to this long before answering each MAIL FROM (Postfix in_flow_delay); not while slow deliveries hold every slot of a destination (or, every slot busy, half of them): the queue then takes up to 20,000 messages more. 0: never wait.'),
@@ -107,7 +109,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.concurrency', 100, check.integer(1, 1000), 'number', 'Deliveries in flight at once (Postfix default_process_limit).'),
   key('outbound.perDestination', 20, check.integer(1, 1000), 'number', 'Deliveries in flight to one destination domain at once (Postfix default_destination_concurrency_limit).'),
   key('outbound.recipientsPerTransaction', 50, check.integer(1, 1000), 'number', 'Recipients of one destination sent in one SMTP transaction (Postfix smtp_destination_recipient_limit).'),
-  key('outbound.port', 25, port, 'number', 'Port for MX and implicit-MX deliveries (Postfix smtp_tcp_port).'),
+  key('outbound.port', 25, remotePort, 'number', 'Port for MX and implicit-MX deliveries (Postfix smtp_tcp_port).'),
   key('outbound.heloName', '', check.optionalString('a host name (empty: hostname)'), 'string', 'Name in our EHLO; empty: hostname.'),
   key('outbound.connectTimeout', 30, check.duration(600), 'string', 'Time to connect and get the greeting (Postfix smtp_connect_timeout + smtp_helo_timeout).'),
   key('outbound.socketTimeout', 300, check.duration(3600), 'string', 'Time to wait for any one reply (Postfix smtp_data_done_timeout).'),
@@ -117,7 +119,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.retry.max', 4000, check.duration(86400), 'string', 'Longest wait between retries (Postfix maximal_backoff_time).'),
   key('outbound.retry.lifetime', 432000, check.duration(100 * 86400), 'string', 'Give up and bounce after this long in the queue (Postfix maximal_queue_lifetime).'),
   key('outbound.relayhost.host', '', check.optionalString('a host name or IP (empty: no smarthost)'), 'string', 'Smarthost for all mail; empty: routes, then MX.'),
-  key('outbound.relayhost.port', 587, port, 'number', 'Smarthost port.'),
+  key('outbound.relayhost.port', 587, remotePort, 'number', 'Smarthost port.'),
   key('outbound.relayhost.secure', false, check.boolean(), 'boolean', 'Implicit TLS to the smarthost (port 465).'),
   key('outbound.relayhost.tls', 'encrypt', check.oneOf(TLS_LEVELS), 'string', 'TLS level towards the smarthost (credentials never go in plaintext).'),
   key('outbound.relayhost.auth.user', '', check.optionalString(), 'string', 'Smarthost login; empty: no AUTH.'),
@@ -128,7 +130,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.tlsPolicies', {}, tlsPolicyMap, 'json', 'Per recipient domain TLS level: { "bank.example": verify }.'),
   key('outbound.tls.level', 'may', check.oneOf(TLS_LEVELS), 'string', 'Default TLS level: none, may (opportunistic), encrypt, verify.'),
   key('outbound.tls.caFile', '', check.optionalString('a file path'), 'string', 'Extra CAs for the verify level, added to the system CAs.'),
-  key('outbound.dns.servers', [], check.list(check.string('an IP address'), 'resolver addresses'), 'list', 'DNS servers for MX lookups; empty: dns.servers.'),
+  key('outbound.dns.servers', [], check.list(check.resolverAddress(), 'DNS server IP addresses, each with an optional port (192.0.2.53, 127.0.0.1:5353, [::1]:5353)'), 'list', 'DNS servers for MX lookups; empty: dns.servers.'),
   key('outbound.allowPrivateTargets', false, check.boolean(), 'boolean', 'Allow MX targets on loopback or private addresses (internal networks, tests); routes may always name them.'),
   key('http.enabled', true, check.boolean(), 'boolean', 'Whether the HTTP listener (admin API, /metrics, /healthz, /readyz) runs.'),
   key('http.host', '127.0.0.1', check.hostAddress(), 'string', 'Address the HTTP listener binds to.'),

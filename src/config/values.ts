@@ -64,6 +64,12 @@ export const check = {
         ? { ok: true, value: v }
         : { ok: false, allowed: 'an IP address to listen on (127.0.0.1, ::1, 0.0.0.0, ::)' };
   },
+  resolverAddress(): Check<string> {
+    return (v) =>
+      typeof v === 'string' && isResolverAddress(v)
+        ? { ok: true, value: v }
+        : { ok: false, allowed: 'a DNS server IP address with an optional port (192.0.2.53, 127.0.0.1:5353, [::1]:5353)' };
+  },
   network(): Check<string> {
     return (v) => (typeof v === 'string' && isNetwork(v) ? { ok: true, value: v } : { ok: false, allowed: 'a network in CIDR form such as 10.0.0.0/8 or ::1/128' });
   },
@@ -74,6 +80,16 @@ export const check = {
         : { ok: false, allowed: 'a domain name such as example.com' };
   },
 };
+
+/** isResolverAddress - what node:dns setServers takes: an IP address, IPv4:port or [IPv6]:port. */
+export function isResolverAddress(value: string): boolean {
+  if (isIP(value) !== 0) return true;
+  const withPort = /^(?:(\d+\.\d+\.\d+\.\d+)|\[([^\]]+)\]):(\d{1,5})$/.exec(value);
+  if (!withPort) return false;
+  const [, v4, v6, portText] = withPort;
+  const portNumber = Number(portText);
+  return portNumber >= 1 && portNumber <= 65535 && (v4 !== undefined ? isIP(v4) === 4 : isIP(v6!) === 6);
+}
 
 /** isNetwork - an address or address/prefix that BlockList can hold. */
 export function isNetwork(value: string): boolean {

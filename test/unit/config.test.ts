@@ -86,6 +86,23 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     ]);
   });
 
+  it('takes DNS servers as IP addresses with an optional port, and names a bad one', () => {
+    const servers = ['192.0.2.53', '127.0.0.1:5353', '::1', '[::1]:5353'];
+    expect(loadConfig({ file: yamlFile(`dns: { servers: ${JSON.stringify(servers)} }\n`), env: {} }).config.dns.servers).toEqual(servers);
+    for (const bad of ['not-an-ip', '127.0.0.1:0', '127.0.0.1:', '[127.0.0.1]:53']) {
+      expect(problems(() => loadConfig({ file: yamlFile(`outbound: { dns: { servers: [${JSON.stringify(bad)}] } }\n`), env: {} }))).toEqual([
+        expect.stringMatching(new RegExp(`^outbound\\.dns\\.servers = \\[${JSON.stringify(bad).replace(/[[\].]/g, '\\$&')}\\] \\(.*\\): must be a list of DNS server IP addresses`)),
+      ]);
+    }
+  });
+
+  it('refuses port 0 for a next hop, which names no port to connect to', () => {
+    expect(problems(() => loadConfig({ file: yamlFile('outbound: { relayhost: { port: 0 }, routes: { "a.test": { host: h.test, port: 0 } } }\n'), env: {} }))).toEqual([
+      expect.stringMatching(/^outbound\.relayhost\.port = 0 .*: must be an integer from 1 to 65535$/),
+      expect.stringMatching(/^outbound\.routes = .*port must be 1-65535\)$/),
+    ]);
+  });
+
   it('takes smtp.greetingPause from 0 (greet at once) to 60 s, and names what is allowed otherwise', () => {
     expect(loadConfig({ file: yamlFile('smtp: { greetingPause: 0 }\n'), env: {} }).config.smtp.greetingPause).toBe(0);
     expect(loadConfig({ file: yamlFile('smtp: { greetingPause: 0.5s }\n'), env: {} }).config.smtp.greetingPause).toBe(0.5);
