@@ -362,7 +362,9 @@ function firstString(...values: unknown[]): string | undefined {
 // at info) go to debug, a client's connection failure to info (to debug once the client sent QUIT), a
 // failed TLS handshake to debug (libraryLogger writes its own line for it, once).
 function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>, afterQuit: boolean, handshakeFailure: boolean): LogLevel {
-  if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info' || handshakeFailure) return 'debug';
+  // A client without a PTR record is common and needs no action: Postfix logs "connect from unknown[ip]".
+  const reverseLookupFailed = fields.tnx === 'connection' && fields.err !== undefined;
+  if (fields.tnx === 'send' || fields.tnx === 'command' || level === 'info' || handshakeFailure || reverseLookupFailed) return 'debug';
   const code = (fields.err as { code?: unknown } | undefined)?.code;
   if (fields.tnx === 'error' && typeof code === 'string' && CLIENT_CONNECTION_ERRORS.has(code)) return afterQuit ? 'debug' : 'info';
   return level;

@@ -3,6 +3,8 @@
 // version and cipher and the AUTH user; a password never reaches a log line,
 // in clear or in any of the base64 forms AUTH sends it in. The relay runs
 // in-process at level debug, so the protocol traces are checked too.
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
@@ -137,6 +139,24 @@ describe('a client that resets its connection', () => {
     expect((await c.command('QUIT')).code).toBe(221);
     const { recent, session } = await resetAndWait(c, from, (l) => l.tnx === 'close');
     expect(recent.filter((l) => l.tnx === 'error')).toEqual([expect.objectContaining({ level: 20, session, msg: expect.stringMatching(/ECONNRESET$/) })]);
+  });
+});
+
+describe('a client whose address has no name', () => {
+  it('is logged at debug, not as an error: the reverse lookup failing is normal', async () => {
+    const named = await startTestRelay({ smtp: { reverseLookup: true } });
+    try {
+      // 127.0.0.2 has no name in /etc/hosts, and the lookup finds none.
+      const socket = connect({ host: '127.0.0.1', port: named.ports.relay, localAddress: '127.0.0.2' });
+      await once(socket, 'data');
+      socket.end('QUIT\r\n');
+      await once(socket, 'close');
+      await waitFor(() => named.logs.some((l) => l.msg === 'disconnect'));
+      const lookup = named.logs.filter((l) => String(l.msg).startsWith('Reverse resolve for 127.0.0.2'));
+      expect(lookup).toEqual([expect.objectContaining({ level: 20 })]);
+    } finally {
+      await named.stop();
+    }
   });
 });
 
