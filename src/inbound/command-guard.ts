@@ -1,14 +1,17 @@
-// Two checks on every command line before smtp-server runs it, as Postfix's
-// smtpd makes them:
+// Two checks on the commands of a session, as Postfix's smtpd makes them:
 //  - a line that is not valid UTF-8 gets "500 5.5.2 Error: bad UTF-8
 //    syntax". smtp-server decodes lines as UTF-8 and turns bad bytes into
 //    U+FFFD, so an address with a stray Latin-1 byte was accepted as another
-//    address than the one sent, and relayed so;
-//  - a client that has had HARD_ERROR_LIMIT error replies (4xx, 5xx) since
-//    its last accepted message gets "421 4.7.0 Error: too many errors" to
-//    its next command, and the connection closes (smtpd_hard_error_limit):
-//    otherwise a session could probe recipients or relaying without end.
-//    smtp-server's own limit counts unknown commands only.
+//    address than the one sent, and relayed so. (Not an AUTH exchange's
+//    answer: its handler decodes it and refuses it itself.)
+//  - the HARD_ERROR_LIMIT-th error reply (4xx, 5xx) since the session's last
+//    accepted message is followed at once by "421 4.7.0 Error: too many
+//    errors", and the connection closes (smtpd_hard_error_limit): otherwise
+//    a session could probe recipients or relaying without end. smtp-server's
+//    own limit counts unknown commands only. "452 4.5.3 too many recipients"
+//    is not an error: the client sends those recipients again in its next
+//    transaction (RFC 5321 §4.5.3.1.10; Postfix counts them only past its
+//    recipient overshoot limit of 1,000).
 // Installed on both builds of smtp-server (ESM and CJS), like
 // inbound/wire-replies.ts. Throws at start if the library's layout changed.
 //
@@ -16,6 +19,7 @@
 import { isUtf8 } from 'node:buffer';
 import { formatReply, replies } from '../smtp/replies.ts';
 import { classPrototypes } from '../smtp/library-builds.ts';
+import { replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
 export const HARD_ERROR_LIMIT = 20;
@@ -23,6 +27,7 @@ export const HARD_ERROR_LIMIT = 20;
 interface Connection {
   _upgrading: boolean;
   _ready: boolean;
+  _nextHandler: unknown;
   __posternErrors?: number;
   send(code: number, data?: string | string[], context?: string | false): void;
   _whenWritable(next: () => void): void;
@@ -45,23 +50,26 @@ export async function installCommandGuard(): Promise<void> {
     const librarySend = proto.send;
     const libraryOnCommand = proto._onCommand;
     proto.send = function send(this: Connection, code, data, context) {
+      librarySend.call(this, code, data, context);
       // An accepted message starts the count again ("errors … without delivering mail").
       if (code === 250 && context === 'DATA_OK') this.__posternErrors = 0;
-      else if (code >= 400 && code !== 421) this.__posternErrors = (this.__posternErrors ?? 0) + 1;
-      librarySend.call(this, code, data, context);
+      else if (code >= 400 && code !== 421 && !isRecipientOvershoot(code, data)) {
+        this.__posternErrors = (this.__posternErrors ?? 0) + 1;
+        if (this.__posternErrors === HARD_ERROR_LIMIT) librarySend.call(this, 421, formatReply(replies.tooManyErrors), false);
+      }
     };
     proto._onCommand = function _onCommand(this: Connection, command, callback) {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.
-      if (this._upgrading || !this._ready) return libraryOnCommand.call(this, command, callback);
-      if ((this.__posternErrors ?? 0) >= HARD_ERROR_LIMIT) return this.send(421, formatReply(replies.tooManyErrors), false);
-      if (!isUtf8(command)) {
-        this.send(500, formatReply(replies.badUtf8), false);
-        const next = callback ?? (() => undefined);
-        setImmediate(() => this._whenWritable(next));
-        return;
-      }
-      libraryOnCommand.call(this, command, callback);
+      if (this._upgrading || !this._ready || this._nextHandler || isUtf8(command)) return libraryOnCommand.call(this, command, callback);
+      this.send(500, formatReply(replies.badUtf8), false);
+      const next = callback ?? (() => undefined);
+      setImmediate(() => this._whenWritable(next));
     };
     proto.__posternCommandGuard = true;
   }
+}
+
+/** isRecipientOvershoot - the reply to a recipient past limits.recipients (smtp-server's text or ours). */
+function isRecipientOvershoot(code: number, data: string | string[] | undefined): boolean {
+  return code === 452 && typeof data === 'string' && (data.startsWith(`${replies.tooManyRecipients.status} `) || replaceLibraryReply(data) === replies.tooManyRecipients);
 }

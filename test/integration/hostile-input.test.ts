@@ -466,9 +466,23 @@ describe('small limits', () => {
     expect((await c.command('RCPT TO:<r@local.test>')).text).toBe(RCPT_OK);
     expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
     queueIdOf(await c.command('Subject: counted again\r\n\r\nbody\r\n.'));
-    await denied(20);
-    expect((await c.command('NOOP')).text).toBe('421 4.7.0 Error: too many errors');
+    await denied(19);
+    expect((await c.command('RCPT TO:<last@elsewhere.test>')).code).toBe(503);
+    // At once, after the 20th: Postfix does not wait for another command either.
+    expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
     await c.closedByServer();
+  });
+
+  // RFC 5321 §4.5.3.1.10: the client sends the recipients past the limit again in its next transaction, so
+  // "452 4.5.3" is not an error: a long list must not cost the client its message.
+  it('does not count recipients past limits.recipients as errors', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    for (let i = 0; i < 25; i++) expect((await c.command(`RCPT TO:<r${i}@local.test>`)).code).toBe(i < 3 ? 250 : 452);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    queueIdOf(await c.command('Subject: many recipients\r\n\r\nbody\r\n.'));
+    c.close();
   });
 
   it('refuses SIZE=99999999 on MAIL FROM with 552 5.3.4, and the session goes on', async () => {
