@@ -57,6 +57,14 @@ function queueIdOf(reply: SmtpReply): string {
   return QUEUED.exec(reply.text)![1]!;
 }
 
+/** transactionReplies - the replies to a pipelined MAIL, `recipients` RCPTs and DATA with its message, in order; the queue id. */
+async function transactionReplies(c: RawSmtp, recipients = 1): Promise<string> {
+  expect((await c.reply()).text).toBe(MAIL_OK);
+  for (let i = 0; i < recipients; i++) expect((await c.reply()).text).toBe(RCPT_OK);
+  expect((await c.reply()).text).toBe(DATA_GO_AHEAD);
+  return queueIdOf(await c.reply());
+}
+
 /** expectServerUp - a fresh connection still gets the greeting and a clean QUIT. */
 async function expectServerUp(port: number, ca?: string): Promise<void> {
   const c = await open(port, ca);
@@ -329,10 +337,7 @@ describe('default limits', () => {
     c.write(`EHLO client.test\r\nMAIL FROM:<h@example.test>\r\nRCPT TO:<one@local.test>\r\nDATA\r\nSubject: half-closed\r\n\r\nbody\r\n.\r\n${quit}`);
     c.shutdown();
     expect((await c.reply()).lines[0]).toBe('250-relay.test');
-    expect((await c.reply()).text).toBe(MAIL_OK);
-    expect((await c.reply()).text).toBe(RCPT_OK);
-    expect((await c.reply()).text).toBe(DATA_GO_AHEAD);
-    const id = queueIdOf(await c.reply());
+    const id = await transactionReplies(c);
     if (quit) expect((await c.reply()).text).toBe('221 2.0.0 Bye');
     await c.closedByServer();
     expect(c.unread()).toBe('');
@@ -346,10 +351,7 @@ describe('default limits', () => {
     expect((await c.command('EHLO client.test')).code).toBe(250);
     c.write('MAIL FROM:<h@example.test>\r\nRCPT TO:<one@local.test>\r\nDATA\r\nSubject: half-closed\r\n\r\nbody\r\n.\r\nQUIT\r\n');
     c.shutdown();
-    expect((await c.reply()).text).toBe(MAIL_OK);
-    expect((await c.reply()).text).toBe(RCPT_OK);
-    expect((await c.reply()).text).toBe(DATA_GO_AHEAD);
-    const id = queueIdOf(await c.reply());
+    const id = await transactionReplies(c);
     expect((await c.reply()).text).toBe('221 2.0.0 Bye');
     await c.closedByServer();
     expect(await ids(relay)).toContain(id);
@@ -393,11 +395,7 @@ describe('default limits', () => {
         'Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n',
     );
     expect((await c.reply()).lines[0]).toBe('250-relay.test');
-    expect((await c.reply()).text).toBe(MAIL_OK);
-    expect((await c.reply()).text).toBe(RCPT_OK);
-    expect((await c.reply()).text).toBe(RCPT_OK);
-    expect((await c.reply()).text).toBe(DATA_GO_AHEAD);
-    const id = queueIdOf(await c.reply());
+    const id = await transactionReplies(c, 2);
     expect((await c.reply()).text).toBe('221 2.0.0 Bye');
     await c.closedByServer();
     expect(c.unread()).toBe('');
