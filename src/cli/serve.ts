@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { Resolver } from 'node:dns';
 import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { Config, ListenerName } from '../config/config.ts';
 import { LISTENER_NAMES } from '../config/config.ts';
@@ -31,6 +32,7 @@ import { probeRelayhost } from '../outbound/relayhost-probe.ts';
 import type { SessionSettings } from '../outbound/smtp-session.ts';
 import { createDonePurge, RELAY_SWEEP, type DonePurge } from '../queue/done-purge.ts';
 import { createInFlowGate, type InFlowGate } from '../queue/in-flow.ts';
+import { leaseOwnerName, leaseOwnersGone, type LeaseOwner } from '../queue/lease-owner.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import type { QueueStore } from '../queue/queue-store.ts';
 import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
@@ -76,6 +78,8 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);
   const store = await openQueueStore(config, { logger, removeOrphans: true });
+  const leaseOwner: LeaseOwner = { machine: hostname(), pid: process.pid, token: randomBytes(4).toString('hex') };
+  await takeBackLeases(store, leaseOwner, now(), logger);
   await warnIfQueueSpaceLow(store, config, logger);
   const tls = await createServerTls(
     { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
@@ -86,7 +90,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   // Arrivals are slowed to the delivery rate only where this process delivers, and not while its
   // deliveries show the next hops as the limit.
   const inFlow = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000) : undefined;
-  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, inFlow, logger, now, elapsed: options.elapsed, metrics }) : undefined;
+  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, leaseOwner, inFlow, logger, now, elapsed: options.elapsed, metrics }) : undefined;
   if (inFlow && scheduler) inFlow.paceFrom(() => scheduler.nextHopsSetPace());
   const shared = {
     onQueued: scheduler ? () => scheduler.wake() : undefined,
@@ -173,11 +177,33 @@ function outboundParts(config: Config): OutboundParts {
   };
 }
 
+/**
+ * takeBackLeases - give back the leases held by processes of this machine that are gone (killed with deliveries in
+ * flight), so those deliveries are tried now rather than when the leases lapse (lease-owner.ts).
+ */
+async function takeBackLeases(store: QueueStore, self: LeaseOwner, now: Date, logger: Logger): Promise<void> {
+  const gone = leaseOwnersGone(await store.leaseHolders(now), self, processRunning);
+  if (gone.length === 0) return;
+  const deliveries = await store.releaseLeasesOf(gone);
+  logger.info({ owners: gone, deliveries }, 'took back deliveries leased by processes that are gone');
+}
+
+/** processRunning - whether a process with this pid exists (signal 0 checks without sending; EPERM: it exists, as another user). */
+function processRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** createDeliveryScheduler - the outbound side: courier and scheduler over the queue. */
 function createDeliveryScheduler(parts: {
   config: Config;
   store: QueueStore;
   outbound: OutboundParts;
+  leaseOwner: LeaseOwner;
   inFlow?: InFlowGate;
   logger: Logger;
   now: () => Date;
@@ -192,7 +218,7 @@ function createDeliveryScheduler(parts: {
   return createScheduler({
     store,
     courier: (claim) => deliver(claim, deliverDeps),
-    owner: `${config.hostname}:${process.pid}:${randomBytes(4).toString('hex')}`,
+    owner: leaseOwnerName(parts.leaseOwner),
     hostname: config.hostname,
     concurrency: outbound.concurrency,
     perDestination: outbound.perDestination,

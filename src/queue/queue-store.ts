@@ -185,6 +185,10 @@ export interface QueueStore {
   recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean>;
   /** releaseLease - give a claimed delivery back untouched (graceful stop). */
   releaseLease(claim: LeaseClaim): Promise<void>;
+  /** leaseHolders - the owners of leases that have not lapsed at `now` (a starting node looks for those of gone processes, lease-owner.ts). */
+  leaseHolders(now: Date): Promise<string[]>;
+  /** releaseLeasesOf - give back every lease these owners hold, the deliveries untouched (their processes are gone); returns how many. */
+  releaseLeasesOf(owners: readonly string[]): Promise<number>;
   /** stats - queue depth by state (messages not done) and the oldest such message's arrival, for /metrics. */
   stats(): Promise<QueueStats>;
   /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */

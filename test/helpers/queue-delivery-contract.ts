@@ -185,6 +185,25 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       await store.releaseLease({ deliveryId: 'no-such-delivery', owner: 'worker-c' });
     });
 
+    it('names the holders of leases not lapsed, and gives back every lease of the owners named, to anyone', async () => {
+      const { at } = await queue(['r@a.test', 's@b.test', 't@c.test']);
+      expect(await store.leaseHolders(new Date(at))).toEqual([]);
+      const [a1, a2] = await claim(at, 'gone:7:a', 2);
+      const [b] = await claim(at, 'alive:8:b');
+      expect(await store.leaseHolders(new Date(at))).toEqual(['alive:8:b', 'gone:7:a']);
+      expect(await store.leaseHolders(new Date(at + LEASE))).toEqual([]);
+
+      expect(await store.releaseLeasesOf(['gone:7:a', 'nobody:1:x'])).toBe(2);
+      expect(await store.leaseHolders(new Date(at))).toEqual(['alive:8:b']);
+      const taken = await claim(at, 'successor:9:c');
+      expect(taken.map((d) => d.deliveryId).sort()).toEqual([a1!.deliveryId, a2!.deliveryId].sort());
+      expect(taken.every((d) => d.attempts === 0)).toBe(true);
+      // The gone owner's record is refused now; the live owner's lease was never touched.
+      expect(await record(a1!, at, [outcome(a1!.recipients[0]!.address, 'delivered')], at, 'gone:7:a')).toBe(false);
+      expect(await record(b!, at, [outcome(b!.recipients[0]!.address, 'delivered')], at, 'alive:8:b')).toBe(true);
+      expect(await store.releaseLeasesOf([])).toBe(0);
+    });
+
     it('records mixed outcomes: the deferred recipient is claimable again at nextAttemptAt, not before', async () => {
       const { id, at } = await queue(['ok@a.test', 'later@a.test']);
       const [claimed] = await claim(at);

@@ -2,6 +2,9 @@
 // process, clients send in parallel, and the process is SIGKILLed right
 // after an acknowledgement. Every acknowledged message must be queued,
 // whole, after the restart; nothing half-written may appear.
+// And a delivery in flight when the process was killed is tried again as
+// soon as the relay is back (not when its lease lapses, outbound.lease, 10
+// minutes), while a delivery leased by a process still running is left to it.
 import { execFile } from 'node:child_process';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,7 +12,8 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
-import { POSTERN_BIN, startChildRelay } from '../helpers/child-relay.ts';
+import { POSTERN_BIN, startChildRelay, type ChildRelay } from '../helpers/child-relay.ts';
+import { startNextHop, testMessage, type NextHop } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { writeTestConfig } from '../helpers/test-relay.ts';
 
@@ -92,6 +96,78 @@ describe('durability across SIGKILL', () => {
     const { stdout } = await run(process.execPath, [POSTERN_BIN, 'queue', 'list', '--json', '--config', file]);
     const listed = JSON.parse(stdout) as { id: string }[];
     expect(listed.map((m) => m.id).sort()).toEqual([...(await idsOf(file))].sort());
+  });
+});
+
+describe('deliveries in flight at a SIGKILL', () => {
+  const hops: NextHop[] = [];
+  const relays: ChildRelay[] = [];
+  afterAll(async () => {
+    for (const relay of relays) relay.process.kill('SIGKILL');
+    await Promise.all(hops.map((h) => h.close()));
+  });
+
+  /** inFlight - a relay delivering to a next hop that holds the DATA unanswered, with one message in that delivery. */
+  async function inFlight(): Promise<{ hop: NextHop; file: string; relay: ChildRelay }> {
+    const hop = await startNextHop('plain', { holdData: true });
+    hops.push(hop);
+    // The default outbound.lease (600 s): without the take-back at start the delivery would wait that long.
+    const { dir, file } = await writeTestConfig({ outbound: { enabled: true, routes: { 'dest.test': { host: '127.0.0.1', port: hop.port, tls: 'none' } } } });
+    dirs.push(dir);
+    const relay = await startChildRelay(file);
+    relays.push(relay);
+    const c = await RawSmtp.connect(relay.ports.relay);
+    try {
+      await c.reply();
+      await c.command('EHLO restart.test');
+      await c.command('MAIL FROM:<sender@example.test>');
+      await c.command('RCPT TO:<rcpt@dest.test>');
+      await c.command('DATA');
+      expect((await c.command(`${testMessage('in-flight')}.`)).code).toBe(250);
+      await c.command('QUIT');
+    } finally {
+      c.close();
+    }
+    await hop.waitForHeld(1);
+    return { hop, file, relay };
+  }
+
+  it('tries it again as soon as the relay is back on the same queue', async () => {
+    const { hop, file, relay } = await inFlight();
+    relay.process.kill('SIGKILL');
+    expect(await relay.exited).toBe('SIGKILL');
+    hop.release();
+
+    const again = await startChildRelay(file);
+    relays.push(again);
+    const [first, second] = await hop.waitForMessages(2);
+    expect(second!.rcptTo).toEqual(['rcpt@dest.test']);
+    expect(second!.message!.toString()).toBe(first!.message!.toString());
+    again.process.kill('SIGTERM');
+    expect(await again.exited).toBe(0);
+    expect(await idsOf(file)).toEqual([]);
+  });
+
+  it('leaves a delivery leased by a process still running to it when a second relay starts on the queue', async () => {
+    const { hop, file, relay } = await inFlight();
+    const store = await openQueueStore(loadConfig({ file, env: {} }).config);
+    try {
+      const [holder] = await store.leaseHolders(new Date());
+      expect(holder).toMatch(new RegExp(`:${relay.process.pid}:[0-9a-f]+$`));
+
+      const second = await startChildRelay(file);
+      relays.push(second);
+      expect(await store.leaseHolders(new Date())).toEqual([holder]);
+      expect(hop.transactions).toHaveLength(1);
+      hop.release();
+      await hop.waitForMessages(1);
+      second.process.kill('SIGTERM');
+      relay.process.kill('SIGTERM');
+      expect([await second.exited, await relay.exited]).toEqual([0, 0]);
+      expect(hop.messages).toHaveLength(1);
+    } finally {
+      await store.close();
+    }
   });
 });
 

@@ -35,6 +35,7 @@
 //   claimDue      - lease up to `limit` due deliveries and describe each.
 //   recordAttempts - for each attempt of a batch: store it and its outcomes, end the lease, finish the delivery and message.
 //   releaseLease  - give a lease back untouched.
+//   leaseHolders, releaseLeasesOf - who holds leases; give back all of some owners' (processes that are gone).
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import pg from 'pg';
 import type { Logger } from '../../observability/logger.ts';
@@ -161,6 +162,18 @@ const RECORD_ATTEMPTS = 'SELECT recorded, done_message FROM record_attempts($1::
 export async function releaseLease(pool: pg.Pool, { deliveryId, owner }: LeaseClaim): Promise<void> {
   if (!isDeliveryId(deliveryId)) return;
   await pool.query('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [deliveryId, owner]);
+}
+
+/** leaseHolders - the owners of leases that have not lapsed at `now`. */
+export async function leaseHolders(pool: pg.Pool, now: Date): Promise<string[]> {
+  const result = await pool.query<{ owner: string }>('SELECT DISTINCT lease_owner AS owner FROM deliveries WHERE lease_until > $1 ORDER BY owner', [now]);
+  return result.rows.map((row) => row.owner);
+}
+
+/** releaseLeasesOf - give back every lease these owners hold; returns how many. */
+export async function releaseLeasesOf(pool: pg.Pool, owners: readonly string[]): Promise<number> {
+  const result = await pool.query('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ANY($1)', [owners]);
+  return result.rowCount ?? 0;
 }
 
 /** nextDueAt - the earliest due time of a pending delivery of a queued message; a leased one is due when its lease lapses, if later. */

@@ -156,6 +156,14 @@ class PostgresQueueStore implements QueueStore {
     }
   }
 
+  leaseHolders(now: Date): Promise<string[]> {
+    return this.#run(() => deliveries.leaseHolders(this.queries, now));
+  }
+
+  releaseLeasesOf(owners: readonly string[]): Promise<number> {
+    return this.#run(() => deliveries.releaseLeasesOf(this.queries, owners));
+  }
+
   nextDueAt(): Promise<Date | undefined> {
     return this.#run(() => deliveries.nextDueAt(this.queries));
   }

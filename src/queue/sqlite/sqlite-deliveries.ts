@@ -31,6 +31,8 @@ export interface DeliveryFunctions {
   /** recordAttempt - one attempt's results, run by the store's group commit inside its batch transaction. */
   recordAttempt(item: { claim: LeaseClaim; result: AttemptResult }): SqliteRecordVerdict;
   releaseLease(claim: LeaseClaim): void;
+  leaseHolders(now: Date): string[];
+  releaseLeasesOf(owners: readonly string[]): number;
   nextDueAt(): Date | undefined;
 }
 
@@ -45,6 +47,9 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
   const claim = prepareClaim(db);
   const record = prepareRecord(db);
   const release = db.prepare<[number, string]>('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?');
+  const holders = db.prepare<[number], { owner: string }>('SELECT DISTINCT lease_owner AS owner FROM deliveries WHERE lease_until > ? ORDER BY owner');
+  const releaseOwner = db.prepare<[string]>('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?');
+  const releaseOwners = db.transaction((owners: readonly string[]) => owners.reduce((n, owner) => n + releaseOwner.run(owner).changes, 0));
   // A leased delivery is next due when its lease lapses, if that is later.
   const nextDue = db.prepare<[], { due: number | null }>(`
     SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) AS due
@@ -57,6 +62,8 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
       const id = parseDeliveryId(deliveryId);
       if (id !== undefined) release.run(id, owner);
     },
+    leaseHolders: (now) => holders.all(now.getTime()).map((row) => row.owner),
+    releaseLeasesOf: (owners) => releaseOwners.immediate(owners),
     nextDueAt: () => {
       const due = nextDue.get()?.due ?? null;
       return due === null ? undefined : new Date(due);

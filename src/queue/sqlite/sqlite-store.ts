@@ -288,6 +288,14 @@ class SqliteQueueStore implements QueueStore {
     }
   }
 
+  leaseHolders(now: Date): Promise<string[]> {
+    return this.#run(() => this.#deliveries.leaseHolders(now));
+  }
+
+  releaseLeasesOf(owners: readonly string[]): Promise<number> {
+    return this.#run(() => this.#deliveries.releaseLeasesOf(owners));
+  }
+
   nextDueAt(): Promise<Date | undefined> {
     return this.#run(() => this.#deliveries.nextDueAt());
   }
