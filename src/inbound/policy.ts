@@ -6,6 +6,7 @@
 // smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated,
 // reject_unauth_destination (with allow_untrusted_routing = no).
 import type { ListenerName } from '../config/config.ts';
+import { addressLiteralIp, domainOf } from '../smtp/address.ts';
 import { replies, type Reply } from '../smtp/replies.ts';
 
 export type Decision = { accept: true } | { accept: false; reply: Reply; reason: string };
@@ -67,6 +68,21 @@ export function decideMailFrom(facts: SenderFacts): Decision {
   if (facts.listener === 'relay') return ACCEPT;
   if (!facts.secure) return refuse(replies.starttlsRequired, 'starttls-required');
   if (!facts.authenticated && !facts.clientCertTrusted) return refuse(replies.authRequired, 'auth-required');
+  return ACCEPT;
+}
+
+/**
+ * decideAddressForm - an address Postern can pass on. smtp-server lets one address without a domain through,
+ * RCPT TO:<postmaster> (RFC 5321 §4.1.1.3 asks a server to accept it): Postern delivers nowhere itself, so it has
+ * no next hop and is refused as Postfix's reject_non_fqdn_recipient does, rather than accepted and bounced.
+ * An address literal must be one Postern can reach: [IPv4] or [IPv6:...].
+ */
+export function decideAddressForm(address: string, role: 'sender' | 'recipient'): Decision {
+  const domain = domainOf(address);
+  if (role === 'recipient' && domain === '') return refuse(replies.recipientNotFqdn, 'non-fqdn-recipient');
+  if (domain.startsWith('[') && addressLiteralIp(domain) === undefined) {
+    return refuse(role === 'sender' ? replies.senderSyntax : replies.recipientSyntax, 'bad-address-literal');
+  }
   return ACCEPT;
 }
 

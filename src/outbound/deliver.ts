@@ -110,6 +110,14 @@ function everyone(claim: ClaimedDelivery, reply: string): RecipientOutcome[] {
 }
 
 async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets> {
+  if (nextHop.kind === 'literal') {
+    // The client named the host itself. One in our own networks is refused as an MX there is (SSRF), and for
+    // good: a literal does not change, so waiting would only delay the bounce by outbound.retry.lifetime.
+    if (!deps.outbound.allowPrivateTargets && !isPublicAddress(nextHop.ip)) {
+      return { ok: false, reply: `550 5.4.4 address literal [${nextHop.ip}] is a loopback or private address; refused (set outbound.allowPrivateTargets)` };
+    }
+    return { ok: true, targets: [{ host: nextHop.ip, ip: nextHop.ip, port: nextHop.port, secure: false }] };
+  }
   if (nextHop.kind !== 'mx') {
     // A configured host may be private or loopback: the operator named it.
     const addresses = await addressesOf(nextHop.host, deps);

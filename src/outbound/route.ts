@@ -1,15 +1,18 @@
 // Routing: where mail for a recipient domain goes next, and at what TLS
 // level. Pure: config in, decision out. Order as Postfix: a relayhost
 // (smarthost) takes everything; otherwise a per-domain route (transport
-// map, "*" as catch-all); otherwise the domain's MX records.
+// map, "*" as catch-all); otherwise an address literal's own IP address
+// (user@[192.0.2.1]); otherwise the domain's MX records.
 // TLS level, in order (DESIGN.md): the message (REQUIRETLS forces verify),
 // the per-domain policy map, the route's (or smarthost's) setting, the
 // global default.
 import type { OutboundConfig, TlsLevel } from '../config/config.ts';
+import { addressLiteralIp } from '../smtp/address.ts';
 
 export type NextHop =
   | { kind: 'relayhost'; host: string; port: number; secure: boolean }
   | { kind: 'route'; host: string; port: number; secure: boolean; routeName: string }
+  | { kind: 'literal'; ip: string; port: number }
   | { kind: 'mx'; domain: string; port: number };
 
 export interface TlsDecision {
@@ -18,7 +21,7 @@ export interface TlsDecision {
   source: string;
 }
 
-/** decideNextHop - smarthost, route, or MX for a recipient domain. */
+/** decideNextHop - smarthost, route, address literal, or MX for a recipient domain. */
 export function decideNextHop(domain: string, outbound: Pick<OutboundConfig, 'relayhost' | 'routes' | 'port'>): NextHop {
   if (outbound.relayhost.host) return { kind: 'relayhost', host: outbound.relayhost.host, port: outbound.relayhost.port, secure: outbound.relayhost.secure };
   const routeName = findRoute(domain, outbound.routes);
@@ -26,6 +29,8 @@ export function decideNextHop(domain: string, outbound: Pick<OutboundConfig, 're
     const route = outbound.routes[routeName]!;
     return { kind: 'route', host: route.host, port: route.port ?? 25, secure: route.secure ?? false, routeName };
   }
+  const literal = addressLiteralIp(domain);
+  if (literal !== undefined) return { kind: 'literal', ip: literal, port: outbound.port };
   return { kind: 'mx', domain, port: outbound.port };
 }
 

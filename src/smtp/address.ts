@@ -1,4 +1,5 @@
 // Addresses as SMTP carries them: the parts Postern decides on.
+import { isIPv4, isIPv6 } from 'node:net';
 
 /** domainOf - the lowercased domain of an address; '' for a domainless one such as <postmaster>. */
 export function domainOf(address: string): string {
@@ -13,4 +14,16 @@ export function domainOf(address: string): string {
 export function hasSenderRouting(address: string): boolean {
   const at = address.lastIndexOf('@');
   return /[@%!]/.test(at < 0 ? address : address.slice(0, at));
+}
+
+/**
+ * addressLiteralIp - the IP address of a domain that is an address literal (RFC 5321 §4.1.3): "[192.0.2.1]" or
+ * "[IPv6:2001:db8::1]"; undefined for a domain name, and for a literal that is not a valid IPv4 or IPv6 one.
+ */
+export function addressLiteralIp(domain: string): string | undefined {
+  const inner = /^\[(.*)\]$/s.exec(domain)?.[1];
+  if (inner === undefined) return undefined;
+  if (isIPv4(inner)) return inner;
+  const v6 = /^ipv6:(.*)$/is.exec(inner)?.[1];
+  return v6 !== undefined && isIPv6(v6) ? v6 : undefined;
 }

@@ -240,6 +240,21 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     expect(dns.queries).toContainEqual({ name: 'mx-domain.test', type: 'MX' });
   });
 
+  it("goes to an address literal's own address, with no DNS lookup", async () => {
+    const queriesBefore = dns.queries.length;
+    const id = await submitMessage(relay, { from: 'dora@sender.test', to: ['x@[127.0.0.1]', 'y@[IPv6:::1]'], marker: 'literal' });
+    expect(await scheduler.runDue()).toBe(2);
+    const show = await queueShow(relay, id);
+    // The next hop listens on 127.0.0.1 only: the IPv6 literal is tried at ::1 and deferred.
+    expect(show.recipientStates.map((r) => [r.address, r.state])).toEqual([['x@[127.0.0.1]', 'delivered'], ['y@[IPv6:::1]', 'deferred']]);
+    expect(show.attempts.map((a) => [a.host, a.ip, a.port, a.outcome]).sort()).toEqual([
+      ['127.0.0.1', '127.0.0.1', hops.mx.port, 'delivered'],
+      ['::1', '::1', hops.mx.port, 'deferred'],
+    ]);
+    expect(transactionsOf(hops.mx, 'dora@sender.test').map((t) => t.rcptTo)).toEqual([['x@[127.0.0.1]']]);
+    expect(dns.queries.slice(queriesBefore).filter((q) => q.name.includes('['))).toEqual([]);
+  });
+
   it('bounces mail for a null-MX domain with 5.1.10 and reports it to the sender', async () => {
     const id = await submitMessage(relay, { from: 'erin@sender.test', to: ['x@null-mx.test'], marker: 'null-mx' });
     expect(await scheduler.runDue()).toBe(2);
@@ -303,5 +318,45 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     expect(waited).toBeGreaterThanOrEqual(900);
     expect(waited).toBeLessThan(4_000);
     expect(transactionsOf(hops.slow, 'ivan@sender.test')).toEqual([]);
+  });
+});
+
+// The default: an MX, or an address literal, in our own networks is not followed (SSRF); only a route may name one.
+describe('next hops in our own networks (outbound.allowPrivateTargets false)', () => {
+  let dns: DnsServer;
+  let relay: TestRelay;
+  let scheduler: Scheduler;
+  let hop: NextHop;
+
+  beforeAll(async () => {
+    hop = await startNextHop('plain');
+    dns = await startDnsServer({ 'private-mx.test': { mx: [[10, 'mx1.private-mx.test']] }, 'mx1.private-mx.test': { a: ['127.0.0.1'] } });
+    relay = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, port: hop.port } });
+    scheduler = await driveByHand(relay);
+  });
+  afterAll(async () => {
+    await relay?.stop();
+    await hop?.close();
+    await dns?.close();
+  });
+
+  it('defers mail whose MX has a loopback address: DNS may change', async () => {
+    const id = await submitMessage(relay, { from: 'a@sender.test', to: ['x@private-mx.test'], marker: 'private-mx' });
+    expect(await scheduler.runDue()).toBe(1);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^451 4\.4\.4 every MX of private-mx\.test has a loopback or private address/) })]);
+    expect(hop.connections).toEqual([]);
+  });
+
+  it('bounces mail to a loopback address literal at once, naming the setting: a literal does not change', async () => {
+    const id = await submitMessage(relay, { from: 'b@sender.test', to: ['x@[127.0.0.1]'], marker: 'private-literal' });
+    // The message, then its report to b@sender.test (deferred: sender.test has no MX here).
+    expect(await scheduler.runDue()).toBe(2);
+    const show = await queueShow(relay, id);
+    expect(show.state).toBe('done');
+    expect(show.recipientStates).toEqual([
+      expect.objectContaining({ state: 'bounced', reply: '550 5.4.4 address literal [127.0.0.1] is a loopback or private address; refused (set outbound.allowPrivateTargets)' }),
+    ]);
+    expect(hop.connections).toEqual([]);
   });
 });

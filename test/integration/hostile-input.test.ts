@@ -299,7 +299,17 @@ describe('default limits', () => {
       { name: 'a recipient with no local part', command: 'RCPT TO:<@x>', reply: RECIPIENT_SYNTAX },
       { name: 'two @ in the recipient', command: 'RCPT TO:<a@b@local.test>', reply: RECIPIENT_SYNTAX },
       { name: 'a 1000-octet recipient local part', command: `RCPT TO:<${longLocal}@local.test>`, reply: RECIPIENT_SYNTAX },
+      { name: 'a sender with no domain', command: 'MAIL FROM:<root>', reply: SENDER_SYNTAX },
+      // Postfix's reject_non_fqdn_recipient: Postern delivers nowhere itself, so a bare postmaster has no next hop.
+      { name: 'a bare <postmaster> recipient', command: 'RCPT TO:<postmaster>', reply: '504 5.5.2 Recipient address rejected: need fully-qualified address' },
+      { name: 'a recipient address literal that is no IPv4 address', command: 'RCPT TO:<a@[192.0.2.300]>', reply: RECIPIENT_SYNTAX },
+      { name: 'a sender IPv6 literal without its tag', command: 'MAIL FROM:<a@[2001:db8::1]>', reply: SENDER_SYNTAX },
+      { name: 'a recipient literal naming a host', command: 'RCPT TO:<a@[mx.example.org]>', reply: RECIPIENT_SYNTAX },
     ])('refuses $name', ({ command, reply }) => expectRefused(relay.ports.relay, command, reply));
+
+    it.each(['RCPT TO:<a@[192.0.2.1]>', 'RCPT TO:<a@[IPv6:2001:db8::1]>'])('accepts an address literal from a trusted client: %s', (command) =>
+      expectRefused(relay.ports.relay, command, RCPT_OK),
+    );
   });
 
   // A client that vanishes mid-message must leave nothing: no queue entry,

@@ -1,7 +1,7 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
-import { hasSenderRouting } from '../../src/smtp/address.ts';
-import { decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { addressLiteralIp, hasSenderRouting } from '../../src/smtp/address.ts';
+import { decideAddressForm, decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -51,6 +51,45 @@ describe('hasSenderRouting', () => {
     ['postmaster', false],
   ])('%s: %s', (address, routed) => {
     expect(hasSenderRouting(address)).toBe(routed);
+  });
+});
+
+describe('decideAddressForm', () => {
+  it.each([
+    ['user@example.org', 'sender', 'accept'],
+    ['', 'sender', 'accept'],
+    ['postmaster', 'recipient', '504 5.5.2 Recipient address rejected: need fully-qualified address'],
+    ['user@localhost', 'recipient', 'accept'],
+    ['user@[192.0.2.1]', 'recipient', 'accept'],
+    ['user@[IPv6:2001:db8::1]', 'sender', 'accept'],
+    ['user@[192.0.2.300]', 'recipient', '501 5.1.3 Bad recipient address syntax'],
+    ['user@[mx.example.org]', 'recipient', '501 5.1.3 Bad recipient address syntax'],
+    ['user@[2001:db8::1]', 'sender', '501 5.1.7 Bad sender address syntax'],
+  ] as const)('%s as %s: %s', (address, role, expected) => {
+    const d = decideAddressForm(address, role);
+    expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+  });
+  it('names the reason for logs and metrics', () => {
+    expect(decideAddressForm('postmaster', 'recipient')).toMatchObject({ reason: 'non-fqdn-recipient' });
+    expect(decideAddressForm('x@[1.2.3]', 'recipient')).toMatchObject({ reason: 'bad-address-literal' });
+  });
+});
+
+describe('addressLiteralIp', () => {
+  it.each([
+    ['[192.0.2.1]', '192.0.2.1'],
+    ['[IPv6:2001:db8::1]', '2001:db8::1'],
+    ['[ipv6:::1]', '::1'],
+    ['[IPv6:::ffff:192.0.2.1]', '::ffff:192.0.2.1'],
+    ['192.0.2.1', undefined],
+    ['[2001:db8::1]', undefined],
+    ['[IPv4:192.0.2.1]', undefined],
+    ['[192.0.2.1', undefined],
+    ['[192.0.2.1]x', undefined],
+    ['[01.2.3.4]', undefined],
+    ['example.org', undefined],
+  ])('%s: %s', (domain, ip) => {
+    expect(addressLiteralIp(domain)).toBe(ip);
   });
 });
 

@@ -19,12 +19,19 @@ describe('decideNextHop', () => {
     ['a.corp.test', { kind: 'route', host: 'gw.corp.test', port: 25, secure: false, routeName: '*.corp.test' }],
     ['corp.test', { kind: 'mx', domain: 'corp.test', port: 25 }],
     ['other.org', { kind: 'mx', domain: 'other.org', port: 25 }],
+    ['[192.0.2.1]', { kind: 'literal', ip: '192.0.2.1', port: 25 }],
+    ['[ipv6:2001:db8::1]', { kind: 'literal', ip: '2001:db8::1', port: 25 }],
+    ['[192.0.2.300]', { kind: 'mx', domain: '[192.0.2.300]', port: 25 }],
   ])('%s', (domain, expected) => expect(decideNextHop(domain, base)).toEqual(expected));
   it('sends everything to the relayhost when one is set', () => {
     expect(decideNextHop('example.test', { ...base, relayhost: { ...base.relayhost, host: 'smtp.example.net', secure: true, port: 465 } })).toEqual({ kind: 'relayhost', host: 'smtp.example.net', port: 465, secure: true });
   });
   it('uses the "*" route as a catch-all', () => {
     expect(decideNextHop('x.org', { ...base, routes: { '*': { host: 'hub', port: 26 } } })).toMatchObject({ kind: 'route', host: 'hub', port: 26, routeName: '*' });
+  });
+  it('sends an address literal to the relayhost or a route like any domain', () => {
+    expect(decideNextHop('[192.0.2.1]', { ...base, routes: { '*': { host: 'hub', port: 26 } } })).toMatchObject({ kind: 'route', routeName: '*' });
+    expect(decideNextHop('[192.0.2.1]', { ...base, relayhost: { ...base.relayhost, host: 'smtp.example.net' } })).toMatchObject({ kind: 'relayhost' });
   });
 });
 
