@@ -22,7 +22,7 @@ import type { AuthLimiter } from './auth-limiter.ts';
 import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
-import { decideAddressForm, decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
+import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
 import { domainOf, hasSenderRouting } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
@@ -188,7 +188,10 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onMailFrom(address, session, callback) {
       const s = state(session);
-      const refusal = refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail') ?? refuseIf(decideAddressForm(address.address, 'sender'), s, 'mail');
+      const refusal =
+        refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail') ??
+        refuseIf(decideAddressForm(address.address, 'sender'), s, 'mail') ??
+        refuseIf(decideParameters(Object.keys(address.args || {}), 'mail'), s, 'mail');
       if (refusal) return callback(refusal);
       // smtp-server has checked SIZE's syntax (digits) and that it is within limits.messageSize.
       const declaredSize = address.args && address.args.SIZE ? Number(address.args.SIZE) : undefined;
@@ -203,7 +206,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onRcptTo(address, session, callback) {
       const s = state(session);
-      const form = refuseIf(decideAddressForm(address.address, 'recipient'), s, 'rcpt');
+      const form = refuseIf(decideAddressForm(address.address, 'recipient'), s, 'rcpt') ?? refuseIf(decideParameters(Object.keys(address.args || {}), 'rcpt'), s, 'rcpt');
       if (form) return callback(form);
       const decision = decideRcpt({
         ...senderFacts(session, s),

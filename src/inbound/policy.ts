@@ -7,7 +7,7 @@
 // reject_unauth_destination (with allow_untrusted_routing = no).
 import type { ListenerName } from '../config/config.ts';
 import { addressLiteralIp, domainOf } from '../smtp/address.ts';
-import { replies, type Reply } from '../smtp/replies.ts';
+import { replies, unsupportedOption, type Reply } from '../smtp/replies.ts';
 
 export type Decision = { accept: true } | { accept: false; reply: Reply; reason: string };
 
@@ -84,6 +84,24 @@ export function decideAddressForm(address: string, role: 'sender' | 'recipient')
     return refuse(role === 'sender' ? replies.senderSyntax : replies.recipientSyntax, 'bad-address-literal');
   }
   return ACCEPT;
+}
+
+// The parameters of the extensions Postern advertises: SIZE, 8BITMIME, SMTPUTF8, REQUIRETLS, DSN, and AUTH=
+// on MAIL (RFC 4954 §5, accepted and not used, as Postfix does for a client it does not trust).
+const KNOWN_PARAMETERS = {
+  mail: new Set(['SIZE', 'BODY', 'SMTPUTF8', 'REQUIRETLS', 'RET', 'ENVID', 'AUTH']),
+  rcpt: new Set(['NOTIFY', 'ORCPT']),
+};
+
+/**
+ * decideParameters - refuse a MAIL or RCPT parameter of no extension Postern advertised, with 555 5.5.4
+ * (RFC 5321 §4.1.1.11), rather than drop it and let the client believe it was honoured. The name is echoed only
+ * when it has an esmtp-keyword's shape.
+ */
+export function decideParameters(names: readonly string[], command: 'mail' | 'rcpt'): Decision {
+  const unknown = names.find((name) => !KNOWN_PARAMETERS[command].has(name));
+  if (unknown === undefined) return ACCEPT;
+  return refuse(unsupportedOption(/^[A-Z0-9][A-Z0-9-]{0,39}$/.test(unknown) ? unknown : undefined), 'unsupported-parameter');
 }
 
 export interface RecipientFacts extends SenderFacts {

@@ -51,3 +51,8 @@ export function formatReply(r: Reply): string {
 export function queuedReply(queueId: string): Reply {
   return reply(250, '2.0.0', `Ok: queued as ${queueId}`);
 }
+
+/** unsupportedOption - 555 5.5.4 for a MAIL or RCPT parameter Postern does not know (RFC 5321 §4.1.1.11), naming it as Postfix does. */
+export function unsupportedOption(name: string | undefined): Reply {
+  return reply(555, '5.5.4', name === undefined ? 'Unsupported option' : `Unsupported option: ${name}`);
+}

@@ -307,6 +307,19 @@ describe('default limits', () => {
       { name: 'a recipient literal naming a host', command: 'RCPT TO:<a@[mx.example.org]>', reply: RECIPIENT_SYNTAX },
     ])('refuses $name', ({ command, reply }) => expectRefused(relay.ports.relay, command, reply));
 
+    // Postfix: 555 5.5.4 Unsupported option; a parameter dropped silently would let the client believe it was honoured.
+    it.each([
+      ['MAIL FROM:<a@example.test> FOO=bar', '555 5.5.4 Unsupported option: FOO'],
+      ['MAIL FROM:<a@example.test> BODY=8BITMIME NOTIFY=NEVER', '555 5.5.4 Unsupported option: NOTIFY'],
+      ['RCPT TO:<r@local.test> SIZE=100', '555 5.5.4 Unsupported option: SIZE'],
+      ['RCPT TO:<r@local.test> X<y>=1', '555 5.5.4 Unsupported option'],
+    ])('refuses %j with %j', (command, reply) => expectRefused(relay.ports.relay, command, reply));
+
+    it.each([
+      ['MAIL FROM:<a@example.test> SIZE=100 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=q+2B1 AUTH=<>', MAIL_OK],
+      ['RCPT TO:<r@local.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@local.test', RCPT_OK],
+    ])('accepts the parameters it advertises: %j', (command, reply) => expectRefused(relay.ports.relay, command, reply));
+
     it.each(['RCPT TO:<a@[192.0.2.1]>', 'RCPT TO:<a@[IPv6:2001:db8::1]>'])('accepts an address literal from a trusted client: %s', (command) =>
       expectRefused(relay.ports.relay, command, RCPT_OK),
     );

@@ -1,7 +1,7 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
 import { addressLiteralIp, hasSenderRouting } from '../../src/smtp/address.ts';
-import { decideAddressForm, decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -72,6 +72,26 @@ describe('decideAddressForm', () => {
   it('names the reason for logs and metrics', () => {
     expect(decideAddressForm('postmaster', 'recipient')).toMatchObject({ reason: 'non-fqdn-recipient' });
     expect(decideAddressForm('x@[1.2.3]', 'recipient')).toMatchObject({ reason: 'bad-address-literal' });
+  });
+});
+
+describe('decideParameters', () => {
+  it.each([
+    [[], 'mail', 'accept'],
+    [['SIZE', 'BODY', 'SMTPUTF8', 'REQUIRETLS', 'RET', 'ENVID', 'AUTH'], 'mail', 'accept'],
+    [['NOTIFY', 'ORCPT'], 'rcpt', 'accept'],
+    [['SIZE', 'FOO'], 'mail', '555 5.5.4 Unsupported option: FOO'],
+    [['NOTIFY'], 'mail', '555 5.5.4 Unsupported option: NOTIFY'],
+    [['SIZE'], 'rcpt', '555 5.5.4 Unsupported option: SIZE'],
+    [['X-VENDOR-1'], 'rcpt', '555 5.5.4 Unsupported option: X-VENDOR-1'],
+    [['<SCRIPT>'], 'mail', '555 5.5.4 Unsupported option'],
+    [['A'.repeat(41)], 'mail', '555 5.5.4 Unsupported option'],
+  ] as const)('%j on %s: %s', (names, command, expected) => {
+    const d = decideParameters(names, command);
+    expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+  });
+  it('names the reason for logs and metrics', () => {
+    expect(decideParameters(['FOO'], 'rcpt')).toMatchObject({ reason: 'unsupported-parameter' });
   });
 });
 
