@@ -93,7 +93,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN') };
   }
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
-  if (claim.requireTls && lastReply.includes('4.7.5')) {
+  if (claim.requireTls && /4\.7\.[45] /.test(lastReply)) {
     return { attempts, recipients: everyone(claim, `550 5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false };
   }
   // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).

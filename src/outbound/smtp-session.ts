@@ -101,7 +101,6 @@ export async function openSession(target: SessionTarget, settings: SessionSettin
 type Connected = { ok: true; connection: SMTPConnection; tls?: TlsFacts } | { ok: false; reply: string; handshakeFailed: boolean; tlsFailed: boolean };
 
 function connect(target: SessionTarget, settings: SessionSettings, plaintext: boolean): Promise<Connected> {
-  const mustEncrypt = settings.level === 'encrypt' || settings.level === 'verify';
   const connection = new SMTPConnection({
     host: target.ip,
     port: target.port,
@@ -110,7 +109,9 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     servername: isIP(target.host) ? undefined : target.host,
     name: settings.heloName,
     ignoreTLS: plaintext,
-    requireTLS: mustEncrypt,
+    // Not requireTLS: nodemailer then sends STARTTLS even to a server that did not offer it. Without it, a
+    // server that offers none leaves the session in plaintext, which finish() refuses for encrypt and verify
+    // before any MAIL FROM (Postfix: "TLS is required, but was not offered by host").
     opportunisticTLS: settings.level === 'may',
     connectionTimeout: settings.connectTimeoutMs,
     greetingTimeout: settings.connectTimeoutMs,
@@ -162,7 +163,7 @@ function finish(connected: Connected, target: SessionTarget, settings: SessionSe
   const { connection, tls } = connected;
   if ((settings.level === 'encrypt' || settings.level === 'verify') && !tls) {
     connection.close();
-    return { ok: false, reply: '4.7.5 TLS required but the session is not encrypted' };
+    return { ok: false, reply: `4.7.4 TLS is required, but was not offered by ${target.host}` };
   }
   if (settings.level === 'verify' && tls && !tls.verified) {
     connection.close();

@@ -57,18 +57,26 @@ describe('connection reuse', () => {
 });
 
 describe('REQUIRETLS (RFC 8689)', () => {
+  /** submitRequireTls - a message sent with MAIL FROM … REQUIRETLS over STARTTLS; its queue id. */
+  async function submitRequireTls(relay: TestRelay): Promise<string> {
+    const c = await RawSmtp.connect(relay.ports.relay);
+    try {
+      await c.reply();
+      await c.command('EHLO client.test');
+      await c.startTls({ ca: relay.ca.certPem });
+      expect((await c.command('EHLO client.test')).lines).toContain('250-REQUIRETLS');
+      expect((await c.command('MAIL FROM:<a@sender.test> REQUIRETLS')).code).toBe(250);
+      await c.command('RCPT TO:<rcpt@example.test>');
+      await c.command('DATA');
+      return /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls')}.`)).text)![1]!;
+    } finally {
+      c.close();
+    }
+  }
+
   it('bounces with 5.7.30 when the next hop does not offer REQUIRETLS, and sends it nothing', async () => {
     const { hop, relay, scheduler } = await relayToVerifiedNextHop();
-    const c = await RawSmtp.connect(relay.ports.relay);
-    await c.reply();
-    await c.command('EHLO client.test');
-    await c.startTls({ ca: relay.ca.certPem });
-    expect((await c.command('EHLO client.test')).lines).toContain('250-REQUIRETLS');
-    expect((await c.command('MAIL FROM:<a@sender.test> REQUIRETLS')).code).toBe(250);
-    await c.command('RCPT TO:<rcpt@example.test>');
-    await c.command('DATA');
-    const id = /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls')}.`)).text)![1]!;
-    c.close();
+    const id = await submitRequireTls(relay);
     await scheduler.runDue();
     const shown = await queueShow(relay, id);
     expect(shown.envelope.requireTls).toBe(true);
@@ -76,6 +84,20 @@ describe('REQUIRETLS (RFC 8689)', () => {
     expect(shown.recipientStates[0]!.reply).toMatch(/^550 5\.7\.30 REQUIRETLS support required/);
     expect(shown.attempts.at(-1)!.policy).toEqual({ level: 'verify', source: 'REQUIRETLS' });
     expect(hop.transactions).toHaveLength(0);
+  });
+
+  it('bounces with 5.7.30 at once when the next hop offers no STARTTLS, and sends it nothing', async () => {
+    const hop = await nextHop('plain');
+    const relay = await relayRoutingTo(hop.port);
+    const scheduler = await driveByHand(relay);
+    const id = await submitRequireTls(relay);
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(shown.recipientStates[0]).toMatchObject({
+      state: 'bounced',
+      reply: `550 5.7.30 REQUIRETLS: no next hop offered verified TLS (4.7.4 TLS is required, but was not offered by ${NEXT_HOP_NAME})`,
+    });
+    expect(hop.wire().toString('latin1')).not.toMatch(/STARTTLS|MAIL FROM/);
   });
 });
 

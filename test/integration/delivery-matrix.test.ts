@@ -167,6 +167,11 @@ describe('TLS level × next hop (DESIGN.md table)', () => {
         // The certificate was seen and judged: the record says why it was not good enough.
         const why = VERIFY_ERROR[hop];
         if (why) expect(seen.attempt.tls).toMatchObject({ version: 'TLSv1.3', verified: false, verifyError: why });
+        // A next hop that offers no STARTTLS is not sent one (Postfix: "TLS is required, but was not offered").
+        if (hop === 'plain') {
+          expect(seen.wire).not.toContain('STARTTLS');
+          expect(seen.attempt.reply).toBe(`4.7.4 TLS is required, but was not offered by ${NEXT_HOP_NAME}`);
+        }
         expect(seen.show.deliveries[0]!.nextAttemptAt!.getTime()).toBeGreaterThan(Date.now());
         break;
       }
