@@ -26,7 +26,7 @@ export interface DsnRecipient {
   status: string;
   /** The remote (or local) reply, "550 5.1.1 No such user". */
   diagnostic?: string;
-  /** Host name of the server that gave the diagnostic. */
+  /** Host name of the next hop the last attempt went to: it gave the diagnostic when that is an SMTP reply. */
   remoteMta?: string;
   /** ORCPT as received (smtp-server has already decoded its xtext), "rfc822;x@y". */
   orcpt?: string;
@@ -165,13 +165,22 @@ function formatDuration(ms: number): string {
   return `${Math.max(0, Math.round(ms / 60_000))} minutes`;
 }
 
-/** recipientLine - "<a@b>: host mx.b said: 550 5.1.1 No such user" (Postfix's wording), folded. */
+/**
+ * recipientLine - "<a@b>: host mx.b said: 550 5.1.1 No such user" (Postfix's wording) when the host answered;
+ * "<a@b>: mx.b: 4.4.1 connection refused" for what went wrong here on the way to it; folded.
+ */
 function recipientLine(r: DsnRecipient): string {
   const diagnostic = diagnosticOf(r) ?? `status ${r.status}`;
   const host = r.remoteMta === undefined ? '' : toAscii(r.remoteMta);
   let detail = diagnostic;
-  if (host !== '') detail = kindOf(r.action) === 'success' ? `delivery via ${host}: ${diagnostic}` : `host ${host} said: ${diagnostic}`;
+  if (host !== '' && kindOf(r.action) === 'success') detail = `delivery via ${host}: ${diagnostic}`;
+  else if (host !== '') detail = isSmtpReply(diagnostic) ? `host ${host} said: ${diagnostic}` : `${host}: ${diagnostic}`;
   return foldLine(`<${toAscii(r.address)}>: ${detail}`, '    ');
+}
+
+/** isSmtpReply - whether a diagnostic is a reply a server sent ("550 5.1.1 …"), not Postern's own account ("4.4.1 connection refused"). */
+function isSmtpReply(diagnostic: string): boolean {
+  return /^\s*[2-5]\d\d(?:[ -]|$)/.test(diagnostic);
 }
 
 /** humanText - part 1: Postfix's explanation, then the recipients grouped by kind. */
@@ -209,9 +218,12 @@ function deliveryStatus(request: DsnRequest): string {
     out += field('Final-Recipient', `rfc822; ${toAscii(r.address)}`);
     out += field('Action', r.action);
     out += field('Status', r.status);
-    if (r.remoteMta !== undefined) out += field('Remote-MTA', `dns; ${toAscii(r.remoteMta)}`);
     const diagnostic = diagnosticOf(r);
-    if (diagnostic !== undefined) out += field('Diagnostic-Code', `smtp; ${diagnostic}`);
+    // RFC 3464 §2.3.5-6: Remote-MTA is the host that reported the status, and diagnostic type "smtp" an SMTP
+    // reply; a failure of our own on the way (connection refused, TLS required) is ours (Postfix: X-Postfix).
+    const fromHost = diagnostic === undefined || isSmtpReply(diagnostic);
+    if (r.remoteMta !== undefined && fromHost) out += field('Remote-MTA', `dns; ${toAscii(r.remoteMta)}`);
+    if (diagnostic !== undefined) out += field('Diagnostic-Code', `${fromHost ? 'smtp' : 'X-Postern'}; ${diagnostic}`);
     if (r.lastAttemptAt !== undefined) out += field('Last-Attempt-Date', formatRfc5322Date(r.lastAttemptAt));
     if (r.action === 'delayed' && r.willRetryUntil !== undefined) out += field('Will-Retry-Until', formatRfc5322Date(r.willRetryUntil));
   }
@@ -310,10 +322,13 @@ export function recipientsToNotify<T extends { address: string; dsn?: RecipientD
   });
 }
 
-/** statusFromReply - the enhanced code of "550 5.1.1 User unknown" ("5.1.1"); else "class.0.0" from the basic code; else `fallback`. */
+/**
+ * statusFromReply - the enhanced code of "550 5.1.1 User unknown" ("5.1.1"); else "class.0.0" from the basic code;
+ * else the code our own account starts with ("4.4.1 connection refused"); else `fallback`.
+ */
 export function statusFromReply(reply: string, fallback: string): string {
   const basic = /^\s*([245])\d\d(?:[ -]|$)/.exec(reply);
-  if (!basic) return fallback;
+  if (!basic) return /^\s*([245]\.\d{1,3}\.\d{1,3})(?!\S)/.exec(reply)?.[1] ?? fallback;
   const enhanced = /^\s*\d{3}[ -]([245])\.(\d{1,3})\.(\d{1,3})(?!\S)/.exec(reply);
   // RFC 2034 §4: the enhanced class must agree with the reply code; when it does not, the reply code rules.
   if (enhanced && enhanced[1] === basic[1]) return `${enhanced[1]}.${enhanced[2]}.${enhanced[3]}`;

@@ -75,7 +75,7 @@ describe('buildDsn: a failure report', () => {
         'Final-Recipient: rfc822; carol@example.org\r\n' +
         'Action: failed\r\n' +
         'Status: 5.4.4\r\n' +
-        'Diagnostic-Code: smtp; Host or domain name not found\r\n',
+        'Diagnostic-Code: X-Postern; Host or domain name not found\r\n',
     );
   });
   it('explains in Postfix words, one line per recipient', () => {
@@ -102,6 +102,14 @@ describe('buildDsn: a failure report', () => {
     expect(mail.attachments.map((a) => a.contentType)).toEqual(['message/delivery-status', 'text/rfc822-headers']);
     expect(mail.attachments[0]!.content.toString()).toContain('Final-Recipient: rfc822; carol@example.org');
   });
+  it('names the host as Remote-MTA only when it answered: a failure on the way to it is ours (X-Postern)', () => {
+    const refused: DsnRecipient = { address: 'dan@example.org', action: 'failed', status: '4.4.1', diagnostic: '4.4.1 ECONNECTION: connect ECONNREFUSED 192.0.2.1:25', remoteMta: 'mx.example.org' };
+    const { parts } = splitReport(buildDsn(request([refused])).content);
+    expect(parts[1]!.body).toContain('\r\nAction: failed\r\nStatus: 4.4.1\r\nDiagnostic-Code: X-Postern; 4.4.1 ECONNECTION: connect ECONNREFUSED\r\n 192.0.2.1:25\r\n');
+    expect(parts[1]!.body).not.toContain('Remote-MTA');
+    expect(parts[0]!.body).toContain('<dan@example.org>: mx.example.org: 4.4.1 ECONNECTION: connect ECONNREFUSED\r\n    192.0.2.1:25\r\n');
+    expect(parts[0]!.body).not.toContain('said');
+  });
   it('is deterministic: same request, same bytes', () => {
     expect(buildDsn(request([bob, carol], { envid: 'ENV-77' })).content.equals(dsn.content)).toBe(true);
   });
@@ -116,7 +124,7 @@ describe('buildDsn: delay and success reports', () => {
     expect(head).toContain('\r\nSubject: Delayed Mail (still being retried)\r\n');
     expect(parts[0]!.body).toContain('# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #');
     expect(parts[0]!.body).toContain('Your message could not be delivered for 4.0 hours.\r\nIt will be retried until it is 5.0 days old.\r\n');
-    expect(parts[1]!.body).toContain('Action: delayed\r\nStatus: 4.4.1\r\nDiagnostic-Code: smtp; connect to mx.example.org: Connection timed out\r\nWill-Retry-Until: Fri, 04 Dec 2026 01:00:00 +0000\r\n');
+    expect(parts[1]!.body).toContain('Action: delayed\r\nStatus: 4.4.1\r\nDiagnostic-Code: X-Postern; connect to mx.example.org: Connection timed out\r\nWill-Retry-Until: Fri, 04 Dec 2026 01:00:00 +0000\r\n');
     expect(parts[2]!.headers).toContain('Content-Description: Delayed Message Headers\r\n');
   });
   it('failure wins the subject when a report mixes failed and delayed, and each list has a heading', () => {
@@ -266,6 +274,9 @@ describe('statusFromReply', () => {
     ['550 5.1.1234 too many digits', '5.0.0', '5.0.0'],
     ['550', '5.1.0', '5.0.0'],
     ['connect to mx.example.org[192.0.2.1]:25: Connection refused', '4.4.1', '4.4.1'],
+    ['4.4.1 ECONNECTION: connect ECONNREFUSED 192.0.2.1:25', '5.0.0', '4.4.1'],
+    ['4.7.4 TLS is required, but was not offered by mx.example.org', '5.0.0', '4.7.4'],
+    ['4.4.1x not a code', '5.0.0', '5.0.0'],
     ['354 Go ahead', '4.0.0', '4.0.0'],
     ['5501 5.1.1 not a reply code', '4.0.0', '4.0.0'],
     ['', '5.4.7', '5.4.7'],
