@@ -18,7 +18,7 @@
 //   installCommandGuard - wrap SMTPConnection#send (to count) and #_onCommand (to check); idempotent.
 import { isUtf8 } from 'node:buffer';
 import { formatReply, replies } from '../smtp/replies.ts';
-import { classPrototypes } from '../smtp/library-builds.ts';
+import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
 import { replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
@@ -36,37 +36,30 @@ interface Connection {
 interface ConnectionPrototype {
   send: (this: Connection, code: number, data?: string | string[], context?: string | false) => void;
   _onCommand: (this: Connection, command: Buffer, callback?: () => void) => void;
-  _whenWritable?: unknown;
-  __posternCommandGuard?: true;
+  _whenWritable: unknown;
 }
 
 /** installCommandGuard - see the module header; idempotent. */
-export async function installCommandGuard(): Promise<void> {
-  for (const proto of await classPrototypes<ConnectionPrototype>('smtp-server', 'smtp-connection.js', 'SMTPConnection')) {
-    if (typeof proto.send !== 'function' || typeof proto._onCommand !== 'function' || typeof proto._whenWritable !== 'function') {
-      throw new Error('smtp-server changed: SMTPConnection.prototype.send, _onCommand or _whenWritable not found');
-    }
-    if (proto.__posternCommandGuard) continue;
-    const librarySend = proto.send;
-    const libraryOnCommand = proto._onCommand;
-    proto.send = function send(this: Connection, code, data, context) {
-      librarySend.call(this, code, data, context);
+export function installCommandGuard(): Promise<void> {
+  // _whenWritable is not replaced, only required: the refusal of a line waits on it.
+  return patchMethods<ConnectionPrototype, 'send' | '_onCommand' | '_whenWritable'>('command guard', SMTP_CONNECTION, ['send', '_onCommand', '_whenWritable'], (library) => ({
+    send(this: Connection, code: number, data?: string | string[], context?: string | false) {
+      library.send.call(this, code, data, context);
       // An accepted message starts the count again ("errors … without delivering mail").
       if (code === 250 && context === 'DATA_OK') this.__posternErrors = 0;
       else if (code >= 400 && code !== 421 && !isRecipientOvershoot(code, data)) {
         this.__posternErrors = (this.__posternErrors ?? 0) + 1;
-        if (this.__posternErrors === HARD_ERROR_LIMIT) librarySend.call(this, 421, formatReply(replies.tooManyErrors), false);
+        if (this.__posternErrors === HARD_ERROR_LIMIT) library.send.call(this, 421, formatReply(replies.tooManyErrors), false);
       }
-    };
-    proto._onCommand = function _onCommand(this: Connection, command, callback) {
+    },
+    _onCommand(this: Connection, command: Buffer, callback?: () => void) {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.
-      if (this._upgrading || !this._ready || this._nextHandler || isUtf8(command)) return libraryOnCommand.call(this, command, callback);
+      if (this._upgrading || !this._ready || this._nextHandler || isUtf8(command)) return library._onCommand.call(this, command, callback);
       this.send(500, formatReply(replies.badUtf8), false);
       const next = callback ?? (() => undefined);
       setImmediate(() => this._whenWritable(next));
-    };
-    proto.__posternCommandGuard = true;
-  }
+    },
+  }));
 }
 
 /** isRecipientOvershoot - the reply to a recipient past limits.recipients (smtp-server's text or ours). */

@@ -16,12 +16,11 @@
 // and go out at once.
 // Fails: throws at start if the library no longer has the method we wrap.
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
-import { classPrototypes } from '../smtp/library-builds.ts';
+import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
 
 type SendContext = string | false | undefined;
 interface ConnectionPrototype {
   send: (this: Connection, code: number, data?: string | string[], context?: SendContext) => void;
-  __posternExactReplies?: true;
 }
 /** The part of smtp-server's SMTPConnection the wrapper touches: the socket send() writes to. */
 interface Connection {
@@ -59,22 +58,18 @@ export function replaceLibraryReply(text: string): Reply | undefined {
 }
 
 /** installExactReplies - wrap send() in both builds of smtp-server (ESM and CJS); idempotent. */
-export async function installExactReplies(): Promise<void> {
-  for (const proto of await classPrototypes<ConnectionPrototype>('smtp-server', 'smtp-connection.js', 'SMTPConnection')) {
-    if (typeof proto.send !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.send not found');
-    if (proto.__posternExactReplies) continue;
-    const librarySend = proto.send;
-    proto.send = function send(this: Connection, code: number, data?: string | string[], context?: SendContext): void {
+export function installExactReplies(): Promise<void> {
+  return patchMethods<ConnectionPrototype, 'send'>('exact replies', SMTP_CONNECTION, ['send'], (library) => ({
+    send(this: Connection, code: number, data?: string | string[], context?: SendContext): void {
       coalesceWrites(this._socket, code);
       if (typeof data === 'string') {
-        if (ENHANCED_PREFIX.test(data)) return librarySend.call(this, code, data, false);
+        if (ENHANCED_PREFIX.test(data)) return library.send.call(this, code, data, false);
         const replacement = replaceLibraryReply(data);
-        if (replacement) return librarySend.call(this, replacement.code, formatReply(replacement), false);
+        if (replacement) return library.send.call(this, replacement.code, formatReply(replacement), false);
       }
-      return librarySend.call(this, code, data, context);
-    };
-    proto.__posternExactReplies = true;
-  }
+      return library.send.call(this, code, data, context);
+    },
+  }));
 }
 
 /** coalesceWrites - before a reply is written: hold it with the others of this turn of the event loop, or flush them all for a FLUSHING_CODES reply. */

@@ -17,7 +17,7 @@
 //
 //   installFastDataScan - replace _feedDataStream in both builds; idempotent.
 import type { PassThrough } from 'node:stream';
-import { classPrototypes } from './library-builds.ts';
+import { patchMethods, SMTP_STREAM } from './library-builds.ts';
 
 /** The parser's state that _feedDataStream reads and writes (smtp-server's SMTPStream). */
 export interface SmtpStreamState {
@@ -27,10 +27,6 @@ export interface SmtpStreamState {
   _countDataBytes(length: number): void;
   _endDataMode(chunk: Buffer | false, remainder: Buffer, done: () => void): void;
   _feedDataStream(chunk: Buffer, done: () => void): void;
-}
-
-export interface SmtpStreamPrototype extends SmtpStreamState {
-  __posternFastDataScan?: true;
 }
 
 const END_SEQUENCE = Buffer.from('\r\n.\r\n');
@@ -113,11 +109,6 @@ function seamHasDotLine(held: Buffer, chunk: Buffer): boolean {
 }
 
 /** installFastDataScan - replace _feedDataStream in both builds of smtp-server; idempotent. */
-export async function installFastDataScan(): Promise<void> {
-  for (const proto of await classPrototypes<SmtpStreamPrototype>('smtp-server', 'smtp-stream.js', 'SMTPStream')) {
-    if (typeof proto._feedDataStream !== 'function') throw new Error('smtp-server changed: SMTPStream.prototype._feedDataStream not found');
-    if (proto.__posternFastDataScan) continue;
-    proto._feedDataStream = feedDataStream;
-    proto.__posternFastDataScan = true;
-  }
+export function installFastDataScan(): Promise<void> {
+  return patchMethods<SmtpStreamState, '_feedDataStream'>('fast DATA scan', SMTP_STREAM, ['_feedDataStream'], () => ({ _feedDataStream: feedDataStream }));
 }

@@ -11,7 +11,7 @@
 // is still refused with 421 whatever the pause: smtp-server accepts input
 // only once it has greeted.
 // Fails: throws at start if the library no longer has the method we wrap.
-import { classPrototypes } from './library-builds.ts';
+import { patchMethods, SMTP_CONNECTION } from './library-builds.ts';
 
 /** The option this adds to SMTPServerOptions. */
 export interface GreetingPauseOption {
@@ -31,16 +31,13 @@ interface ConnectionInternals {
 
 interface ConnectionPrototype {
   init(this: ConnectionInternals): void;
-  __posternGreetingPause?: true;
 }
 
 /** installGreetingPause - make every SMTPServer's greeting pause its `greetingPauseMs` option; idempotent. */
-export async function installGreetingPause(): Promise<void> {
-  for (const proto of await classPrototypes<ConnectionPrototype>('smtp-server', 'smtp-connection.js', 'SMTPConnection')) {
-    if (typeof proto.init !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype.init not found');
-    if (proto.__posternGreetingPause) continue;
-    // The library's init, with its fixed timer replaced by the option.
-    proto.init = function init(this: ConnectionInternals): void {
+export function installGreetingPause(): Promise<void> {
+  // The library's init, with its fixed timer replaced by the option.
+  return patchMethods<ConnectionPrototype, 'init'>('greeting pause', SMTP_CONNECTION, ['init'], () => ({
+    init(this: ConnectionInternals): void {
       this._setListeners(() => {
         const { maxClients, greetingPauseMs = LIBRARY_PAUSE_MS } = this._server.options;
         if (maxClients && this._server.connections.size > maxClients) {
@@ -49,7 +46,6 @@ export async function installGreetingPause(): Promise<void> {
         if (greetingPauseMs <= 0) return this.connectionReady();
         setTimeout(() => this.connectionReady(), greetingPauseMs).unref();
       });
-    };
-    proto.__posternGreetingPause = true;
-  }
+    },
+  }));
 }

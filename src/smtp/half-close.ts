@@ -29,7 +29,7 @@
 import { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Writable } from 'node:stream';
-import { classPrototypes } from './library-builds.ts';
+import { patchMethods, SMTP_CONNECTION } from './library-builds.ts';
 
 interface ConnectionInternals {
   _socket: Socket;
@@ -41,17 +41,13 @@ interface ConnectionInternals {
 
 interface ConnectionPrototype {
   _createParser: (this: ConnectionInternals) => Writable & { _dataMode: boolean };
-  __posternHalfClose?: true;
 }
 
 /** installHalfClose - answer a half-closed client to the end, then close; idempotent. */
-export async function installHalfClose(): Promise<void> {
-  for (const proto of await classPrototypes<ConnectionPrototype>('smtp-server', 'smtp-connection.js', 'SMTPConnection')) {
-    if (typeof proto._createParser !== 'function') throw new Error('smtp-server changed: SMTPConnection.prototype._createParser not found');
-    if (proto.__posternHalfClose) continue;
-    const libraryCreateParser = proto._createParser;
-    proto._createParser = function _createParser(this: ConnectionInternals) {
-      const parser = libraryCreateParser.call(this);
+export function installHalfClose(): Promise<void> {
+  return patchMethods<ConnectionPrototype, '_createParser'>('half close', SMTP_CONNECTION, ['_createParser'], (library) => ({
+    _createParser(this: ConnectionInternals) {
+      const parser = library._createParser.call(this);
       const socket = this._socket;
       // Called again by STARTTLS, with a parser in place, just before the socket is wrapped.
       if (this._parser) socket.allowHalfOpen = false;
@@ -63,9 +59,8 @@ export async function installHalfClose(): Promise<void> {
         this.close();
       });
       return parser;
-    };
-    proto.__posternHalfClose = true;
-  }
+    },
+  }));
 }
 
 /** allowHalfClose - keep our side of `socket` open after the client's FIN, with replies still written. */

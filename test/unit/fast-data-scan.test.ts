@@ -7,7 +7,7 @@
 // part (SMTP smuggling), so a random text may hold a terminator of its own.
 import type { PassThrough } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { installFastDataScan, type SmtpStreamPrototype, type SmtpStreamState } from '../../src/smtp/fast-data-scan.ts';
+import { installFastDataScan, type SmtpStreamState } from '../../src/smtp/fast-data-scan.ts';
 import { classPrototypes } from '../../src/smtp/library-builds.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
@@ -45,7 +45,7 @@ describe('fast DATA scan', () => {
   let builds: { SMTPStream: new () => Parser; libraryFeed: Feed }[];
   beforeAll(async () => {
     // The classes of both builds, and the library's own method, taken before the replacement.
-    builds = (await classPrototypes<SmtpStreamPrototype>('smtp-server', 'smtp-stream.js', 'SMTPStream')).map((proto) => ({
+    builds = (await classPrototypes<SmtpStreamState>('smtp-server', 'smtp-stream.js', 'SMTPStream')).map((proto) => ({
       SMTPStream: proto.constructor as new () => Parser,
       libraryFeed: Object.getOwnPropertyDescriptor(proto, '_feedDataStream')?.value as Feed,
     }));
