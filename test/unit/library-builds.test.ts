@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { classPrototypes, patchMethods, SMTP_CONNECTION } from '../../src/smtp/library-builds.ts';
 
 interface Connection {
-  send(...args: unknown[]): unknown;
-  noSuchMethod(): void;
+  send: (...args: unknown[]) => unknown;
+  noSuchMethod: () => void;
 }
 
 describe('patchMethods', () => {
