@@ -22,7 +22,7 @@ import type { AuthLimiter } from './auth-limiter.ts';
 import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
-import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
+import { AUTH_FAILED, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
 import { domainOf, hasSenderRouting } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
@@ -164,20 +164,23 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onAuth(auth: SMTPServerAuthentication, session, callback) {
       const s = state(session);
-      const refused = refuseIf(decideAuthAttempt({ ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()) }), s, 'auth');
+      const attempt = decideAuthAttempt({ ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()), failuresThisSession: s.authFailures, perSessionLimit: config.limits.authFailuresPerConnection });
+      const refused = refuseIf(attempt, s, 'auth');
       if (refused) return callback(refused);
       const username = auth.username ?? '';
+      const failed = (decision: Decision) => {
+        s.authFailures++;
+        deps.authLimiter.recordFailure(s.ip, now());
+        s.log.warn({ user: username, method: auth.method, failures: s.authFailures, reason: decision.accept ? undefined : decision.reason }, 'authentication failed');
+        callback(refuseIf(decision, s, 'auth'));
+      };
+      const identity = decideAuthIdentity({ authcid: auth.authcid ?? '', authzid: auth.authzid ?? '' });
+      if (!identity.accept) return failed(identity);
       deps.users.verify(username, auth.password ?? '').then(
         (ok) => {
-          if (ok) {
-            s.log.info({ user: username, method: auth.method }, 'authenticated');
-            return callback(null, { user: username });
-          }
-          s.authFailures++;
-          deps.authLimiter.recordFailure(s.ip, now());
-          s.log.warn({ user: username, method: auth.method, failures: s.authFailures }, 'authentication failed');
-          const decision = decideAuthFailure({ failuresThisSession: s.authFailures, perSessionLimit: config.limits.authFailuresPerConnection, ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()) });
-          callback(refuseIf(decision, s, 'auth'));
+          if (!ok) return failed(AUTH_FAILED);
+          s.log.info({ user: username, method: auth.method }, 'authenticated');
+          callback(null, { user: username });
         },
         (err: unknown) => {
           s.log.error({ err }, 'user store failed');

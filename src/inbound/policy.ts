@@ -27,18 +27,27 @@ export function decideConnect(facts: { connectionsFromIp: number; perIpLimit: nu
   return ACCEPT;
 }
 
-/** decideAuthAttempt - whether AUTH may be tried at all now. */
-export function decideAuthAttempt(facts: { ipLockedOut: boolean }): Decision {
+/**
+ * decideAuthAttempt - whether AUTH may be tried at all now: not from a locked-out IP, and not after the session's
+ * limit of failures (421, close). Each failure itself is answered 535, as Postfix does, so a client can say why.
+ */
+export function decideAuthAttempt(facts: { ipLockedOut: boolean; failuresThisSession: number; perSessionLimit: number }): Decision {
   if (facts.ipLockedOut) return refuse(replies.authLockedOut, 'auth-ip-locked-out');
+  if (facts.failuresThisSession >= facts.perSessionLimit) return refuse(replies.authTooManyFailures, 'auth-too-many-failures');
   return ACCEPT;
 }
 
-/** decideAuthFailure - after a failed AUTH: try again (535) or close (421). */
-export function decideAuthFailure(facts: { failuresThisSession: number; perSessionLimit: number; ipLockedOut: boolean }): Decision {
-  if (facts.ipLockedOut) return refuse(replies.authLockedOut, 'auth-ip-locked-out');
-  if (facts.failuresThisSession >= facts.perSessionLimit) return refuse(replies.authTooManyFailures, 'auth-too-many-failures');
-  return refuse(replies.authFailed, 'auth-failed');
+/**
+ * decideAuthIdentity - AUTH PLAIN may name an identity to act as (authzid, RFC 4616 §2): Postern has no one
+ * who may act as another, so any authzid other than the login's own is refused (535), as Cyrus SASL does.
+ */
+export function decideAuthIdentity(facts: { authcid: string; authzid: string }): Decision {
+  if (facts.authzid !== '' && facts.authcid !== '' && facts.authzid !== facts.authcid) return refuse(replies.authFailed, 'auth-authzid-not-allowed');
+  return ACCEPT;
 }
+
+/** AUTH_FAILED - a wrong user name or password. */
+export const AUTH_FAILED: Decision = refuse(replies.authFailed, 'auth-failed');
 
 /** queueSpaceToKeep - the free bytes the queue's file system keeps (Postfix: at least 1.5 × message_size_limit, or queue_minfree if more). */
 export function queueSpaceToKeep(limits: { minFree: number; messageSizeLimit: number }): number {

@@ -745,12 +745,14 @@ describe('AUTH brute force', () => {
     await c.closedByServer();
   });
 
-  it('answers a wrong password with 535 5.7.8, and the per-connection limit with 421 4.7.0 and close', async () => {
+  // Postfix answers every failure 535, so a client can ask for the password again; the try after the limit gets 421.
+  it('answers each wrong password with 535 5.7.8, and a try past the per-connection limit with 421 4.7.0 and close', async () => {
     const c = await login();
     expect((await c.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
     expect((await c.command('AUTH LOGIN')).text).toBe('334 VXNlcm5hbWU6');
     expect((await c.command(b64('alice'))).text).toBe('334 UGFzc3dvcmQ6');
-    expect((await c.command(b64(WRONG))).text).toBe('421 4.7.0 Error: too many failed authentication attempts');
+    expect((await c.command(b64(WRONG))).text).toBe('535 5.7.8 Error: authentication failed');
+    expect((await c.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe('421 4.7.0 Error: too many failed authentication attempts');
     await c.closedByServer();
     expect(logLines(relay, 'authentication failed')).toEqual([
       expect.objectContaining({ user: 'alice', method: 'PLAIN', failures: 1 }),
@@ -758,16 +760,28 @@ describe('AUTH brute force', () => {
     ]);
   });
 
+  // RFC 4616 §2: an authzid names who to act as; Postern lets no one act as another (Cyrus SASL: 535).
+  it('refuses AUTH PLAIN asking to act as another user with 535 5.7.8, even with the right password', async () => {
+    const c = await login();
+    const asBob = Buffer.from(`bob\0alice\0${PASSWORD}`).toString('base64');
+    expect((await c.command(`AUTH PLAIN ${asBob}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    const asSelf = Buffer.from(`alice\0alice\0${PASSWORD}`).toString('base64');
+    expect((await c.command(`AUTH PLAIN ${asSelf}`)).text).toBe('235 2.7.0 Authentication successful');
+    c.close();
+    expect(logLines(relay, 'authentication failed')).toEqual([expect.objectContaining({ user: 'alice', method: 'PLAIN', reason: 'auth-authzid-not-allowed' })]);
+  });
+
   it('locks the IP out after limits.authFailuresPerIp failures across connections, even for the right password', async () => {
     const first = await login();
     expect((await first.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
-    expect((await first.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('421 4.7.0 Error: too many failed authentication attempts');
-    await first.closedByServer();
+    expect((await first.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    first.close();
 
     const LOCKED_OUT = '421 4.7.0 Error: too many failed authentication attempts from your address, try again later';
     const second = await login();
     expect((await second.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
-    expect((await second.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe(LOCKED_OUT);
+    expect((await second.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    expect((await second.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe(LOCKED_OUT);
     await second.closedByServer();
 
     const third = await login();

@@ -1,7 +1,7 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
 import { addressLiteralIp, hasSenderRouting } from '../../src/smtp/address.ts';
-import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthFailure, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -160,17 +160,26 @@ describe('connection and AUTH limits', () => {
     expect(decideConnect({ connectionsFromIp: 21, perIpLimit: 20, clientTrusted: true })).toEqual({ accept: true });
     expect(decideConnect({ connectionsFromIp: 5000, perIpLimit: 1, clientTrusted: true })).toEqual({ accept: true });
   });
-  it('answers a failed AUTH with 535 5.7.8 until the session limit, then 421 4.7.0', () => {
-    const at = (n: number) => {
-      const d = decideAuthFailure({ failuresThisSession: n, perSessionLimit: 3, ipLockedOut: false });
-      return d.accept ? null : `${d.reply.code} ${d.reply.status}`;
+  it('lets AUTH be tried until the session has had its limit of failures, then 421 4.7.0', () => {
+    const after = (failures: number) => {
+      const d = decideAuthAttempt({ failuresThisSession: failures, perSessionLimit: 3, ipLockedOut: false });
+      return d.accept ? 'try' : `${d.reply.code} ${d.reply.status} ${d.reason}`;
     };
-    expect([at(1), at(2), at(3)]).toEqual(['535 5.7.8', '535 5.7.8', '421 4.7.0']);
+    expect([after(0), after(2), after(3), after(4)]).toEqual(['try', 'try', '421 4.7.0 auth-too-many-failures', '421 4.7.0 auth-too-many-failures']);
   });
   it('refuses AUTH from a locked-out IP with 421', () => {
-    const d = decideAuthAttempt({ ipLockedOut: true });
+    const d = decideAuthAttempt({ ipLockedOut: true, failuresThisSession: 0, perSessionLimit: 3 });
     expect(d.accept ? null : [d.reply.code, d.reason]).toEqual([421, 'auth-ip-locked-out']);
-    expect(decideAuthAttempt({ ipLockedOut: false })).toEqual({ accept: true });
+  });
+  it.each([
+    ['alice', '', 'accept'],
+    ['alice', 'alice', 'accept'],
+    ['', 'alice', 'accept'],
+    ['alice', 'bob', '535 5.7.8 auth-authzid-not-allowed'],
+    ['alice', 'Alice', '535 5.7.8 auth-authzid-not-allowed'],
+  ])('AUTH PLAIN as %j asking to act as %j: %s', (authcid, authzid, expected) => {
+    const d = decideAuthIdentity({ authcid, authzid });
+    expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reason}`).toBe(expected);
   });
 });
 
