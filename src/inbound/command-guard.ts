@@ -1,4 +1,4 @@
-// Two checks on the commands of a session, as Postfix's smtpd makes them:
+// Three checks on the commands of a session, as Postfix's smtpd makes them:
 //  - a line that is not valid UTF-8 gets "500 5.5.2 Error: bad UTF-8
 //    syntax". smtp-server decodes lines as UTF-8 and turns bad bytes into
 //    U+FFFD, so an address with a stray Latin-1 byte was accepted as another
@@ -12,22 +12,36 @@
 //    is not an error: the client sends those recipients again in its next
 //    transaction (RFC 5321 §4.5.3.1.10; Postfix counts them only past its
 //    recipient overshoot limit of 1,000).
+//  - AUTH where it is not offered gets what Postfix says, not smtp-server's
+//    "command not recognized": "530 5.7.0 Must issue a STARTTLS command
+//    first" before TLS on a listener that offers AUTH after it (the
+//    server's `authAfterTls` option), else "503 5.5.1 Error: authentication
+//    not enabled".
 // Installed on both builds of smtp-server (ESM and CJS), like
 // inbound/wire-replies.ts. Throws at start if the library's layout changed.
 //
 //   installCommandGuard - wrap SMTPConnection#send (to count) and #_onCommand (to check); idempotent.
 import { isUtf8 } from 'node:buffer';
-import { formatReply, replies } from '../smtp/replies.ts';
+import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
 import { replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
 export const HARD_ERROR_LIMIT = 20;
 
+/** The option this adds to SMTPServerOptions. */
+export interface AuthAfterTlsOption {
+  /** AUTH is offered once the session is in TLS (submission); false or absent: never (relay). */
+  authAfterTls?: boolean;
+}
+
 interface Connection {
   _upgrading: boolean;
   _ready: boolean;
   _nextHandler: unknown;
+  secure: boolean;
+  session: { disabledCommands?: string[] };
+  _server: { options: AuthAfterTlsOption };
   __posternErrors?: number;
   send(code: number, data?: string | string[], context?: string | false): void;
   _whenWritable(next: () => void): void;
@@ -54,8 +68,10 @@ export function installCommandGuard(): Promise<void> {
     },
     _onCommand(this: Connection, command: Buffer, callback?: () => void) {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.
-      if (this._upgrading || !this._ready || this._nextHandler || isUtf8(command)) return library._onCommand.call(this, command, callback);
-      this.send(500, formatReply(replies.badUtf8), false);
+      if (this._upgrading || !this._ready || this._nextHandler) return library._onCommand.call(this, command, callback);
+      const refusal = !isUtf8(command) ? replies.badUtf8 : isAuthNotOffered(this, command) ? authNotOfferedReply(this) : undefined;
+      if (!refusal) return library._onCommand.call(this, command, callback);
+      this.send(refusal.code, formatReply(refusal), false);
       const next = callback ?? (() => undefined);
       setImmediate(() => this._whenWritable(next));
     },
@@ -65,4 +81,13 @@ export function installCommandGuard(): Promise<void> {
 /** isRecipientOvershoot - the reply to a recipient past limits.recipients (smtp-server's text or ours). */
 function isRecipientOvershoot(code: number, data: string | string[] | undefined): boolean {
   return code === 452 && typeof data === 'string' && (data.startsWith(`${replies.tooManyRecipients.status} `) || replaceLibraryReply(data) === replies.tooManyRecipients);
+}
+
+/** isAuthNotOffered - an AUTH command on a session where AUTH is disabled (before TLS, or on the relay listener). */
+function isAuthNotOffered(connection: Connection, command: Buffer): boolean {
+  return /^auth(?: |$)/i.test(command.toString('latin1', 0, 5)) && (connection.session.disabledCommands ?? []).includes('AUTH');
+}
+
+function authNotOfferedReply(connection: Connection): Reply {
+  return !connection.secure && connection._server.options.authAfterTls ? replies.starttlsRequired : replies.authNotEnabled;
 }

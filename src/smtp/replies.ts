@@ -20,6 +20,7 @@ export const replies = {
   authFailed: reply(535, '5.7.8', 'Error: authentication failed'),
   authTooManyFailures: reply(421, '4.7.0', 'Error: too many failed authentication attempts'),
   authTemporaryFailure: reply(454, '4.7.0', 'Temporary authentication failure'),
+  authNotEnabled: reply(503, '5.5.1', 'Error: authentication not enabled'),
   authLockedOut: reply(421, '4.7.0', 'Error: too many failed authentication attempts from your address, try again later'),
   tooManyConnections: reply(421, '4.7.0', 'Error: too many connections from your address'),
   tooManyRecipients: reply(452, '4.5.3', 'Error: too many recipients'),

@@ -325,6 +325,31 @@ describe('default limits', () => {
     );
   });
 
+  // Postfix: AUTH before STARTTLS where AUTH needs TLS is told to start TLS; where AUTH is never offered, it is not enabled.
+  describe('AUTH where it is not offered', () => {
+    const AUTH_PLAIN = `AUTH PLAIN ${Buffer.from('\0alice\0secret').toString('base64')}`;
+    it('answers AUTH before STARTTLS on the submission port with 530 5.7.0, and offers it after', async () => {
+      const c = await open(relay.ports.submission);
+      expect((await c.command('EHLO client.test')).lines.some((l) => l.includes('AUTH'))).toBe(false);
+      expect((await c.command(AUTH_PLAIN)).text).toBe('530 5.7.0 Must issue a STARTTLS command first');
+      expect((await c.command('auth login')).text).toBe('530 5.7.0 Must issue a STARTTLS command first');
+      await c.startTls({ ca: relay.ca.certPem });
+      expect((await c.command('EHLO client.test')).lines).toContain('250-AUTH PLAIN LOGIN');
+      expect((await c.command(AUTH_PLAIN)).text).toBe('535 5.7.8 Error: authentication failed');
+      c.close();
+    });
+    it('answers AUTH on the relay port with 503 5.5.1, before and after STARTTLS', async () => {
+      const c = await open(relay.ports.relay);
+      await c.command('EHLO client.test');
+      expect((await c.command(AUTH_PLAIN)).text).toBe('503 5.5.1 Error: authentication not enabled');
+      await c.startTls({ ca: relay.ca.certPem });
+      await c.command('EHLO client.test');
+      expect((await c.command('AUTH LOGIN')).text).toBe('503 5.5.1 Error: authentication not enabled');
+      expect((await c.command('AUTHX')).text).toBe('502 5.5.2 Error: command not recognized');
+      c.close();
+    });
+  });
+
   // A client that vanishes mid-message must leave nothing: no queue entry,
   // no half-written body file. The log says what happened (Postfix: "lost
   // connection after DATA"), not that the queue failed to write.
