@@ -26,7 +26,7 @@ export interface IntakeRequest {
   data: Readable & { sizeExceeded?: boolean; byteLength?: number };
   envelope: StoredEnvelope;
   listener: ListenerName;
-  received: Omit<ReceivedFacts, 'queueId' | 'recipients' | 'hostname' | 'date'>;
+  received: Omit<ReceivedFacts, 'queueId' | 'recipients' | 'hostname' | 'date' | 'smtpUtf8'>;
   config: Pick<Config, 'hostname' | 'smtp'>;
   now: Date;
 }
@@ -35,7 +35,7 @@ export interface IntakeRequest {
 export async function receiveMessage(request: IntakeRequest): Promise<IntakeResult> {
   const { store, envelope, config, now } = request;
   const draft = store.beginMessage();
-  const received = buildReceivedHeader({ ...request.received, queueId: draft.id, recipients: envelope.recipients, hostname: config.hostname, date: now });
+  const received = buildReceivedHeader({ ...request.received, queueId: draft.id, recipients: envelope.recipients, hostname: config.hostname, date: now, smtpUtf8: envelope.smtpUtf8 });
   const addSubmissionHeaders = request.listener !== 'relay';
   const lineEndings = new BareLineEndings(config.smtp.bareLineFeed);
   let hops = 0;

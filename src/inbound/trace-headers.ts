@@ -2,7 +2,8 @@
 // the message itself is never parsed into a tree or re-serialised, which
 // keeps DKIM signatures intact (LIBRARIES.md, mailparser note).
 //  - Received (RFC 5321 §4.4), worded as Postfix writes it, with ESMTPS /
-//    ESMTPSA and the TLS version and cipher;
+//    ESMTPSA and the TLS version and cipher; for an SMTPUTF8 message
+//    UTF8SMTPS / UTF8SMTPSA (RFC 6531 §4.3) and its UTF-8 names as sent;
 //  - Message-ID and Date when a submission client left them out (RFC 6409
 //    §8.2-8.3); never on the relay port, where mail is in transit.
 // HeaderPrepender buffers only the header block (bounded), then streams.
@@ -27,19 +28,23 @@ export interface ReceivedFacts {
   /** Named in "for <...>" only when there is exactly one recipient (as Postfix). */
   recipients: string[];
   date: Date;
+  /** The message came with SMTPUTF8: its header may hold UTF-8 (RFC 6532), ours too. */
+  smtpUtf8: boolean;
 }
 
 
-// Printable ASCII without the comment delimiters, so a HELO can not break the header's structure.
-function clean(value: string): string {
-  return value.replace(/[^\x21-\x7e]|[()]/g, '?').slice(0, 255) || 'unknown';
-}
+// Printable ASCII without the comment delimiters, so a HELO can not break the header's structure;
+// in an SMTPUTF8 message, UTF-8 beyond ASCII too (not the C1 controls).
+const NOT_PRINTABLE = { ascii: /[^\x21-\x7e]|[()]/g, utf8: /[\x00-\x20\x7f-\x9f()]/g };
 
 /** buildReceivedHeader - the Received header line(s), folded, ending in CRLF. */
 export function buildReceivedHeader(f: ReceivedFacts): string {
+  const notPrintable = f.smtpUtf8 ? NOT_PRINTABLE.utf8 : NOT_PRINTABLE.ascii;
+  const clean = (value: string) => value.replace(notPrintable, '?').slice(0, 255) || 'unknown';
+  const protocol = f.smtpUtf8 ? f.protocol.replace(/^ESMTP/, 'UTF8SMTP') : f.protocol;
   const lines = [`Received: from ${clean(f.helo)} (${clean(f.clientHostname)} [${clean(f.clientAddress)}])`];
   if (f.tlsVersion) lines.push(`\t(using ${clean(f.tlsVersion)} with cipher ${clean(f.tlsCipher ?? 'unknown')})`);
-  let by = `\tby ${f.hostname} (Postern) with ${f.protocol} id ${f.queueId}`;
+  let by = `\tby ${f.hostname} (Postern) with ${protocol} id ${f.queueId}`;
   if (f.recipients.length === 1) {
     lines.push(by);
     by = `\tfor <${clean(f.recipients[0]!)}>; ${formatRfc5322Date(f.date)}`;
@@ -97,7 +102,8 @@ export class HeaderPrepender extends Transform {
   private release(data: Buffer, headerEnd: number): void {
     this.done = true;
     this.buffered = [];
-    this.push(Buffer.from(this.prefix(data.subarray(0, headerEnd).toString('latin1')), 'latin1'));
+    // The prefix is ours: ASCII, or UTF-8 names in an SMTPUTF8 message's Received header.
+    this.push(Buffer.from(this.prefix(data.subarray(0, headerEnd).toString('latin1')), 'utf8'));
     this.push(data);
   }
 }

@@ -325,6 +325,18 @@ describe('default limits', () => {
     );
   });
 
+  it('writes an SMTPUTF8 message\'s Received header with UTF8SMTP and the recipient in UTF-8 (RFC 6531 §4.3)', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.test> SMTPUTF8')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<b\xC3\xB8b@local.test>')).text).toBe(RCPT_OK); // bytes as sent: UTF-8
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.command('Subject: utf-8\r\n\r\nhej\r\n.'));
+    c.close();
+    const stored = (await relay.body(id)).toString('utf8');
+    expect(stored).toMatch(/^Received: from client\.test .*\r\n\tby relay\.test \(Postern\) with UTF8SMTP id \w+\r\n\tfor <b\u00f8b@local\.test>; /s);
+  });
+
   // Postfix: AUTH before STARTTLS where AUTH needs TLS is told to start TLS; where AUTH is never offered, it is not enabled.
   describe('AUTH where it is not offered', () => {
     const AUTH_PLAIN = `AUTH PLAIN ${Buffer.from('\0alice\0secret').toString('base64')}`;

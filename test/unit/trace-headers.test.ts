@@ -10,7 +10,7 @@ describe('Received header', () => {
     expect(
       buildReceivedHeader({
         helo: 'client.example', clientHostname: 'localhost', clientAddress: '127.0.0.1', hostname: 'relay.example.test',
-        protocol: 'ESMTPSA', tlsVersion: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384', queueId: 'ABC', recipients: ['b@example.org'], date,
+        protocol: 'ESMTPSA', tlsVersion: 'TLSv1.3', tlsCipher: 'TLS_AES_256_GCM_SHA384', queueId: 'ABC', recipients: ['b@example.org'], date, smtpUtf8: false,
       }),
     ).toBe(
       'Received: from client.example (localhost [127.0.0.1])\r\n' +
@@ -21,8 +21,21 @@ describe('Received header', () => {
   });
   it('omits TLS and "for" when plaintext with several recipients, and cleans a hostile HELO', () => {
     expect(
-      buildReceivedHeader({ helo: 'x)\r\nBcc: y', clientHostname: 'h', clientAddress: '10.0.0.1', hostname: 'r', protocol: 'ESMTP', queueId: 'Q', recipients: ['a@x', 'b@x'], date }),
+      buildReceivedHeader({ helo: 'x)\r\nBcc: y', clientHostname: 'h', clientAddress: '10.0.0.1', hostname: 'r', protocol: 'ESMTP', queueId: 'Q', recipients: ['a@x', 'b@x'], date, smtpUtf8: false }),
     ).toBe('Received: from x???Bcc:?y (h [10.0.0.1])\r\n\tby r (Postern) with ESMTP id Q; Sun, 29 Nov 2026 01:17:33 +0000\r\n');
+  });
+  // RFC 6531 §4.3: the protocol says SMTPUTF8, and the header, in a message that may carry UTF-8 (RFC 6532), keeps the names as sent.
+  it.each([
+    [true, 'ESMTPSA', 'Received: from bücher.example (h [10.0.0.1])\r\n\tby r (Postern) with UTF8SMTPSA id Q\r\n\tfor <bøb@exämple.org>; '],
+    [true, 'ESMTP', 'Received: from bücher.example (h [10.0.0.1])\r\n\tby r (Postern) with UTF8SMTP id Q\r\n\tfor <bøb@exämple.org>; '],
+    [false, 'ESMTPS', 'Received: from b?cher.example (h [10.0.0.1])\r\n\tby r (Postern) with ESMTPS id Q\r\n\tfor <b?b@ex?mple.org>; '],
+  ])('with SMTPUTF8 %s and %s', (smtpUtf8, protocol, start) => {
+    const header = buildReceivedHeader({ helo: 'bücher.example', clientHostname: 'h', clientAddress: '10.0.0.1', hostname: 'r', protocol, queueId: 'Q', recipients: ['bøb@exämple.org'], date, smtpUtf8 });
+    expect(header.startsWith(start)).toBe(true);
+  });
+  it('still cleans controls, C1 controls, spaces and comment delimiters in an SMTPUTF8 message', () => {
+    const header = buildReceivedHeader({ helo: 'x)\r\nBcc:\u0085 y', clientHostname: 'h', clientAddress: '10.0.0.1', hostname: 'r', protocol: 'ESMTP', queueId: 'Q', recipients: [], date, smtpUtf8: true });
+    expect(header).toMatch(/^Received: from x\?\?\?Bcc:\?\?y \(h/);
   });
   it('formats RFC 5322 dates', () => {
     expect(formatRfc5322Date(new Date(Date.UTC(2026, 0, 5, 9, 3, 0)))).toBe('Mon, 05 Jan 2026 09:03:00 +0000');
