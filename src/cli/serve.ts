@@ -376,24 +376,31 @@ export async function serve(config: Config): Promise<void> {
   stop();
 }
 
+/** hostPort - "127.0.0.1:2525", "[::1]:2525" (swaks reads both). */
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 /** describeRelay - the start-up summary a person reads: ports, certificate, a command to try. */
-function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | 'caFile' | 'fingerprint' | 'http'>): string {
+export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listeners' | 'caFile' | 'fingerprint' | 'http'>): string {
   const roles: Record<ListenerName, string> = {
     relay: 'STARTTLS offered, no AUTH, relays for trusted networks',
     submission: 'STARTTLS + AUTH required',
     submissions: 'implicit TLS + AUTH required',
   };
   const lines = ['', `Postern is running as ${config.hostname}`];
-  for (const l of relay.listeners) lines.push(`  ${l.name.padEnd(12)} ${l.host}:${l.port}  (${roles[l.name]})`);
+  for (const l of relay.listeners) lines.push(`  ${l.name.padEnd(12)} ${hostPort(l.host, l.port)}  (${roles[l.name]})`);
   if (relay.http) {
     const api = config.http.token || config.http.tokenFile ? ', queue API (bearer token)' : '';
-    lines.push(`  ${'http'.padEnd(12)} ${relay.http.host}:${relay.http.port}  (/metrics, /healthz, /readyz${api}${config.http.autoconfig ? ', autoconfig' : ''})`);
+    lines.push(`  ${'http'.padEnd(12)} ${hostPort(relay.http.host, relay.http.port)}  (/metrics, /healthz, /readyz${api}${config.http.autoconfig ? ', autoconfig' : ''})`);
   }
   lines.push(`  certificate  SHA-256 ${relay.fingerprint}`);
   if (relay.caFile) lines.push(`  trust this CA in clients: ${relay.caFile}`);
   const relayPort = relay.listeners.find((l) => l.name === 'relay');
   if (relayPort) {
-    lines.push('', 'Try it:', `  swaks --server ${relayPort.host}:${relayPort.port} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-verify --tls-ca-path ${relay.caFile}` : ''}`);
+    // A wildcard address is where we listen, not where a client connects.
+    const server = relayPort.host === '0.0.0.0' || relayPort.host === '::' ? '127.0.0.1' : relayPort.host;
+    lines.push('', 'Try it:', `  swaks --server ${hostPort(server, relayPort.port)} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-verify --tls-ca-path ${relay.caFile}` : ''}`);
   }
   lines.push('');
   return lines.join('\n') + '\n';
