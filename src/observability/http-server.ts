@@ -288,7 +288,8 @@ export function autoconfigXml(options: { hostname: string; domains: string[]; su
       `      <port>${port}</port>`,
       `      <socketType>${socketType}</socketType>`,
       '      <authentication>password-cleartext</authentication>',
-      '      <username>%EMAILADDRESS%</username>',
+      // Users are named as `postern users add alice` makes them: alice@example.test logs in as alice.
+      '      <username>%EMAILLOCALPART%</username>',
       '    </outgoingServer>',
     ].join('\n');
   // Implicit TLS first: RFC 8314 §3.3 asks clients to prefer it over STARTTLS.

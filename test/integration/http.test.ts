@@ -265,8 +265,8 @@ describe('queue API', () => {
       expect(servers).toHaveLength(2);
       const field = (server: string, name: string) => new RegExp(`<${name}>([^<]*)</${name}>`).exec(server)?.[1];
       expect(servers.map((s) => [field(s, 'hostname'), field(s, 'port'), field(s, 'socketType'), field(s, 'authentication'), field(s, 'username')])).toEqual([
-        ['relay.test', String(relay.ports.submissions), 'SSL', 'password-cleartext', '%EMAILADDRESS%'],
-        ['relay.test', String(relay.ports.submission), 'STARTTLS', 'password-cleartext', '%EMAILADDRESS%'],
+        ['relay.test', String(relay.ports.submissions), 'SSL', 'password-cleartext', '%EMAILLOCALPART%'],
+        ['relay.test', String(relay.ports.submission), 'STARTTLS', 'password-cleartext', '%EMAILLOCALPART%'],
       ]);
     }
     expect((await call(noToken, '/mail/config-v1.1.xml')).status).toBe(404);
