@@ -41,7 +41,7 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
   let hops = 0;
   const prepender = new HeaderPrepender((headerBlock) => {
     hops = receivedCount(headerBlock) + 1;
-    return received + (addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now }) : '');
+    return received + (addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now, mailFrom: envelope.mailFrom }) : '');
   });
   const link = linkStages(request.data, lineEndings, prepender);
   try {

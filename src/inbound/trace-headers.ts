@@ -5,14 +5,19 @@
 //    ESMTPSA and the TLS version and cipher; for an SMTPUTF8 message
 //    UTF8SMTPS / UTF8SMTPSA (RFC 6531 §4.3) and its UTF-8 names as sent;
 //  - Message-ID and Date when a submission client left them out (RFC 6409
-//    §8.2-8.3); never on the relay port, where mail is in transit.
+//    §8.2-8.3), and From (the envelope sender, as Postfix's cleanup adds it
+//    for its own clients); never on the relay port, where mail is in transit.
+//  - the empty line that ends the header fields, where a line that is no
+//    header field comes before it (a script that sent its text without
+//    headers, or without the empty line): Postfix's cleanup inserts it, so
+//    that our fields stay fields and the text stays the body.
 // HeaderPrepender buffers only the header block (bounded), then streams.
 // The Received headers also count the message's hops: a message that has
 // passed HOP_LIMIT relays is in a loop (a route that points back here, two
 // relays that forward to each other) and is refused, as Postfix's
 // hopcount_limit does; otherwise each pass would queue it once more.
 import { Transform, type TransformCallback } from 'node:stream';
-import { headerBlockLength } from '../smtp/header-block.ts';
+import { fieldLinesLength, headerBlockLength } from '../smtp/header-block.ts';
 import { formatRfc5322Date } from '../smtp/rfc5322-date.ts';
 
 export interface ReceivedFacts {
@@ -55,6 +60,8 @@ export function buildReceivedHeader(f: ReceivedFacts): string {
   return lines.join('\r\n') + '\r\n';
 }
 
+const CRLF = Buffer.from('\r\n');
+
 /** The most Received headers a message may carry, ours included (Postfix hopcount_limit). */
 export const HOP_LIMIT = 50;
 
@@ -63,15 +70,16 @@ export function receivedCount(headerBlock: string): number {
   return headerBlock.match(/^received[ \t]*:/gim)?.length ?? 0;
 }
 
-/** missingSubmissionHeaders - Message-ID and Date lines to add when the header block lacks them. */
-export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: string; hostname: string; date: Date }): string {
+/** missingSubmissionHeaders - Message-ID, Date and From lines to add when the header block lacks them. */
+export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: string; hostname: string; date: Date; mailFrom: string }): string {
   let out = '';
+  if (facts.mailFrom !== '' && !/^from[ \t]*:/im.test(headerBlock)) out += `From: ${facts.mailFrom}\r\n`;
   if (!/^message-id[ \t]*:/im.test(headerBlock)) out += `Message-ID: <${facts.queueId}.${facts.date.getTime()}@${facts.hostname}>\r\n`;
   if (!/^date[ \t]*:/im.test(headerBlock)) out += `Date: ${formatRfc5322Date(facts.date)}\r\n`;
   return out;
 }
 
-/** HeaderPrepender - emits `prefix(headerBlock)` then the message, unchanged. */
+/** HeaderPrepender - emits `prefix(header fields)` then the message, unchanged but for an empty line where its fields end early. */
 export class HeaderPrepender extends Transform {
   private buffered: Buffer[] = [];
   private done = false;
@@ -102,8 +110,13 @@ export class HeaderPrepender extends Transform {
   private release(data: Buffer, headerEnd: number): void {
     this.done = true;
     this.buffered = [];
+    const headerBlock = data.subarray(0, headerEnd).toString('latin1');
+    const fieldsEnd = fieldLinesLength(headerBlock);
     // The prefix is ours: ASCII, or UTF-8 names in an SMTPUTF8 message's Received header.
-    this.push(Buffer.from(this.prefix(data.subarray(0, headerEnd).toString('latin1')), 'utf8'));
-    this.push(data);
+    this.push(Buffer.from(this.prefix(headerBlock.slice(0, fieldsEnd)), 'utf8'));
+    if (fieldsEnd === headerEnd) return void this.push(data);
+    this.push(data.subarray(0, fieldsEnd));
+    this.push(CRLF);
+    this.push(data.subarray(fieldsEnd));
   }
 }

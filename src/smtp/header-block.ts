@@ -9,6 +9,7 @@
 // CR on the wire.
 //
 //   headerBlockLength  - the header block's length in the bytes read so far, or undefined while more could change it.
+//   fieldLinesLength   - how much of a header block is header fields, before a line that is none.
 //   HEADER_BLOCK_LIMIT - the most bytes taken as a header block.
 
 export const HEADER_BLOCK_LIMIT = 256 * 1024;
@@ -31,4 +32,27 @@ export function headerBlockLength(data: Buffer, complete: boolean): number | und
 function bounded(data: Buffer, length: number): number {
   if (length <= HEADER_BLOCK_LIMIT) return length;
   return data[HEADER_BLOCK_LIMIT - 1] === 0x0d ? HEADER_BLOCK_LIMIT - 1 : HEADER_BLOCK_LIMIT;
+}
+
+// A header field's first line (RFC 5322 §2.2, §4.5.3's obsolete space before the colon allowed, as Postfix
+// does), or one of its continuation lines after the first.
+const FIELD_LINE = /[!-9;-~]+[ \t]*:/y;
+const CONTINUATION_LINE = /[ \t]/y;
+
+/**
+ * fieldLinesLength - how many characters at the start of a header block (latin1, CRLF lines) are header fields;
+ * less than its length when a line that is no header field ends the fields early (a script that left out the
+ * empty line before its body, or sent a body alone). Postfix's cleanup ends the headers there.
+ */
+export function fieldLinesLength(headerBlock: string): number {
+  let at = 0;
+  while (at < headerBlock.length) {
+    FIELD_LINE.lastIndex = at;
+    CONTINUATION_LINE.lastIndex = at;
+    if (!FIELD_LINE.test(headerBlock) && !(at > 0 && CONTINUATION_LINE.test(headerBlock))) return at;
+    const end = headerBlock.indexOf('\r\n', at);
+    if (end === -1) return headerBlock.length;
+    at = end + 2;
+  }
+  return at;
 }

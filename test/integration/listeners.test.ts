@@ -73,7 +73,7 @@ describe('submission listener (STARTTLS + AUTH required)', () => {
     await c.reply();
     expect((await c.command('EHLO client.test')).text).not.toMatch(/AUTH/);
     // AUTH does not exist before TLS (Postfix smtpd_tls_auth_only): the password never crosses in plaintext.
-    expect((await c.command('AUTH PLAIN AGFsaWNlAGNvcnJlY3QgaG9yc2U=')).text).toBe('502 5.5.2 Error: command not recognized');
+    expect((await c.command('AUTH PLAIN AGFsaWNlAGNvcnJlY3QgaG9yc2U=')).text).toBe('530 5.7.0 Must issue a STARTTLS command first');
     expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe('530 5.7.0 Must issue a STARTTLS command first');
     await c.startTls({ ca: relay.ca.certPem });
     expect((await c.command('EHLO client.test')).lines).toContain('250-AUTH PLAIN LOGIN');
@@ -81,7 +81,8 @@ describe('submission listener (STARTTLS + AUTH required)', () => {
     c.close();
   });
 
-  it('sends with a good login and adds Message-ID and Date when missing', async () => {
+  /** submitted - one message sent over submission after STARTTLS and AUTH; what the queue holds. */
+  async function submitted(message: string): Promise<{ id: string; body: string }> {
     const c = await RawSmtp.connect(relay.ports.submission);
     await c.reply();
     await c.command('EHLO client.test');
@@ -91,12 +92,24 @@ describe('submission listener (STARTTLS + AUTH required)', () => {
     await c.command('MAIL FROM:<alice@example.test>');
     await c.command('RCPT TO:<bob@example.org>');
     expect((await c.command('DATA')).code).toBe(354);
-    const done = await c.command('Subject: bare\r\n\r\nno id, no date\r\n.');
-    const id = /queued as (\w+)/.exec(done.text)![1]!;
-    const body = (await relay.body(id)).toString();
-    expect(body).toMatch(/with ESMTPSA id \w+\r\n\tfor <bob@example.org>;/);
-    expect(body).toMatch(new RegExp(`\r\nMessage-ID: <${id}\\.\\d+@relay\\.test>\r\nDate: \\w{3}, \\d\\d \\w{3} \\d{4} [\\d:]{8} \\+0000\r\nSubject: bare\r\n\r\nno id, no date\r\n$`));
+    const done = await c.command(`${message}.`);
     c.close();
+    const id = /queued as (\w+)/.exec(done.text)![1]!;
+    return { id, body: (await relay.body(id)).toString() };
+  }
+
+  it('sends with a good login and adds From, Message-ID and Date when missing', async () => {
+    const { id, body } = await submitted('Subject: bare\r\n\r\nno id, no date\r\n');
+    expect(body).toMatch(/with ESMTPSA id \w+\r\n\tfor <bob@example.org>;/);
+    expect(body).toMatch(new RegExp(`\r\nFrom: alice@example\\.test\r\nMessage-ID: <${id}\\.\\d+@relay\\.test>\r\nDate: \\w{3}, \\d\\d \\w{3} \\d{4} [\\d:]{8} \\+0000\r\nSubject: bare\r\n\r\nno id, no date\r\n$`));
+  });
+
+  // curl --upload-file with a text file, or a script that forgot the empty line: Postfix's cleanup ends the headers there.
+  it('ends the headers with an empty line where a line that is no header comes first', async () => {
+    const alone = await submitted('hello world\r\nsecond line\r\n');
+    expect(alone.body).toMatch(/\r\nDate: [^\r]+\r\n\r\nhello world\r\nsecond line\r\n$/);
+    const late = await submitted('Subject: x\r\nFrom: Al <alice@example.test>\r\nthis is body text\r\n');
+    expect(late.body).toMatch(/\r\nDate: [^\r]+\r\nSubject: x\r\nFrom: Al <alice@example\.test>\r\n\r\nthis is body text\r\n$/);
   });
 
   it('rejects a bad password with 535 5.7.8', async () => {

@@ -51,12 +51,16 @@ describe('hop count', () => {
 });
 
 describe('submission headers', () => {
-  it('adds Message-ID and Date only when missing (RFC 6409)', () => {
-    const facts = { queueId: 'Q1', hostname: 'relay.test', date };
-    expect(missingSubmissionHeaders('Subject: x\r\n', facts)).toBe(`Message-ID: <Q1.${date.getTime()}@relay.test>\r\nDate: Sun, 29 Nov 2026 01:17:33 +0000\r\n`);
-    expect(missingSubmissionHeaders('message-id: <a@b>\r\nDATE: x\r\n', facts)).toBe('');
+  it('adds From, Message-ID and Date only when missing (RFC 6409; From as Postfix, the envelope sender)', () => {
+    const facts = { queueId: 'Q1', hostname: 'relay.test', date, mailFrom: 'alice@example.test' };
+    expect(missingSubmissionHeaders('Subject: x\r\n', facts)).toBe(
+      `From: alice@example.test\r\nMessage-ID: <Q1.${date.getTime()}@relay.test>\r\nDate: Sun, 29 Nov 2026 01:17:33 +0000\r\n`,
+    );
+    expect(missingSubmissionHeaders('message-id: <a@b>\r\nDATE: x\r\nFROM : Bob <b@x>\r\n', facts)).toBe('');
     // A folded continuation line mentioning Date: is not a Date header.
-    expect(missingSubmissionHeaders('Subject: a\r\n Date: no\r\nMessage-ID: <a@b>\r\n', facts)).toContain('Date: Sun');
+    expect(missingSubmissionHeaders('From: a@x\r\nSubject: a\r\n Date: no\r\nMessage-ID: <a@b>\r\n', facts)).toContain('Date: Sun');
+    // The null sender names no author.
+    expect(missingSubmissionHeaders('Subject: x\r\n', { ...facts, mailFrom: '' })).not.toContain('From:');
   });
 });
 
@@ -75,5 +79,15 @@ describe('HeaderPrepender', () => {
   it('handles a message with no header block and one with no body', async () => {
     expect(await through(['\r\nbody'], (h) => `[${h}]`)).toBe('[]\r\nbody');
     expect(await through(['Subject: a'], (h) => `[${h}]`)).toBe('[Subject: a]Subject: a');
+  });
+  // Postfix's cleanup ends the header fields at the first line that is none, with an empty line.
+  it.each([
+    ['a body alone', ['hello world\r\nsecond line\r\n'], '[]\r\nhello world\r\nsecond line\r\n'],
+    ['a body alone, with a paragraph', ['hello\r\n\r\nworld\r\n'], '[]\r\nhello\r\n\r\nworld\r\n'],
+    ['fields, then text without the empty line', ['Subject: x\r\nthis is', ' body text\r\n'], '[Subject: x\r\n]Subject: x\r\n\r\nthis is body text\r\n'],
+    ['a folded field, then text', ['Subject: x\r\n y\r\ntext: no, a line\r\nmore\r\n\r\nbody'], '[Subject: x\r\n y\r\ntext: no, a line\r\n]Subject: x\r\n y\r\ntext: no, a line\r\n\r\nmore\r\n\r\nbody'],
+    ['a first line that is a continuation', [' indented\r\nSubject: x\r\n\r\nbody'], '[]\r\n indented\r\nSubject: x\r\n\r\nbody'],
+  ])('puts the empty line where the fields end: %s', async (_name, chunks, expected) => {
+    expect(await through(chunks, (h) => `[${h}]`)).toBe(expected);
   });
 });
