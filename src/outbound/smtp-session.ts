@@ -86,7 +86,7 @@ function trustContext(extraCa: readonly string[]): SecureContext {
   return context;
 }
 
-type ConnectionInternals = { _socket?: TLSSocket | null; _supportedExtensions?: string[] };
+type ConnectionInternals = { _socket?: TLSSocket | null; _supportedExtensions?: string[]; _envelope?: { rejectedErrors?: SmtpError[] } };
 type SmtpError = Error & { code?: string; response?: string; responseCode?: number; command?: string; rejectedErrors?: SmtpError[]; recipient?: string };
 
 /** openSession - connect, EHLO, STARTTLS per the level, AUTH if configured; never throws. */
@@ -214,7 +214,9 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
         };
         connection.send(envelope, request.body, (err, info) => {
           const byAddress = new Map<string, { code: number; reply: string }>();
-          const rejected = (err)?.rejectedErrors ?? (info?.rejectedErrors) ?? [];
+          // A failure after DATA carries no RCPT refusals of its own: those recipients keep their RCPT replies
+          // (a 452 stays a deferral, a 550 its own bounce), from the envelope nodemailer kept.
+          const rejected = (err as SmtpError | null)?.rejectedErrors ?? info?.rejectedErrors ?? (connection as unknown as ConnectionInternals)._envelope?.rejectedErrors ?? [];
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: r.response ?? describeError(r) });
           // A failure with no SMTP reply is the connection's: never reuse it.
           if (err && !(err as SmtpError).responseCode) usable = false;

@@ -51,6 +51,8 @@ export interface NextHopOptions {
   greetingDelayMs?: number;
   /** Keep every DATA unanswered until release() (concurrency and graceful-stop tests). */
   holdData?: boolean;
+  /** Answer the end of DATA with this error instead of 250. */
+  dataReply?: { code: number; text: string };
 }
 
 /** An SMTP reply a next hop gives to one RCPT; undefined accepts. */
@@ -152,6 +154,7 @@ async function serverOptions(kind: NextHopKind, options: NextHopOptions, state: 
         state.message(session, Buffer.concat(parts));
         const answer = () => {
           state.endTransaction(session);
+          if (options.dataReply) return callback(Object.assign(new Error(options.dataReply.text), { responseCode: options.dataReply.code }));
           callback(null, `2.0.0 Ok: queued at ${NEXT_HOP_NAME}`);
         };
         if (options.holdData && !state.released) state.hold(answer);

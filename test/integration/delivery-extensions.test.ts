@@ -101,6 +101,26 @@ describe('REQUIRETLS (RFC 8689)', () => {
   });
 });
 
+describe('an error after DATA', () => {
+  // nodemailer's DATA error carries no RCPT refusals: every recipient got the DATA reply, a 452 became a bounce.
+  it.each([
+    [554, '5.7.1 Message refused', 'bounced'],
+    [451, '4.3.0 Try again later', 'deferred'],
+  ])('leaves recipients refused at RCPT with their own replies (DATA answered %i)', async (code, text, dataOutcome) => {
+    const hop = await nextHop('rcpt-4xx-5xx', { dataReply: { code, text } });
+    const relay = await relayRoutingTo(hop.port);
+    const scheduler = await driveByHand(relay);
+    const id = await submitMessage(relay, { from: 'a@sender.test', to: ['temp@example.test', 'ok@example.test', 'bad@example.test'], marker: `data-${code}` });
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(shown.recipientStates.map((r) => [r.address, r.state, r.reply?.slice(0, 9)])).toEqual([
+      ['temp@example.test', 'deferred', '451 4.2.0'],
+      ['ok@example.test', dataOutcome, `${code} ${text.slice(0, 5)}`],
+      ['bad@example.test', 'bounced', '550 5.1.1'],
+    ]);
+  });
+});
+
 describe('8-bit message to a next hop without 8BITMIME', () => {
   it('bounces with 5.6.3 (Postern does not convert) and sends nothing', async () => {
     const seen: string[] = [];
