@@ -216,7 +216,7 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
           const byAddress = new Map<string, { code: number; reply: string }>();
           // A failure after DATA carries no RCPT refusals of its own: those recipients keep their RCPT replies
           // (a 452 stays a deferral, a 550 its own bounce), from the envelope nodemailer kept.
-          const rejected = (err as SmtpError | null)?.rejectedErrors ?? info?.rejectedErrors ?? (connection as unknown as ConnectionInternals)._envelope?.rejectedErrors ?? [];
+          const rejected = err?.rejectedErrors ?? info?.rejectedErrors ?? (connection as unknown as ConnectionInternals)._envelope?.rejectedErrors ?? [];
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: r.response ?? describeError(r) });
           // A failure with no SMTP reply is the connection's: never reuse it.
           if (err && !(err as SmtpError).responseCode) usable = false;
