@@ -237,9 +237,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     looking = claimAndRun();
     try {
       await looking;
-      // While deliveries are in flight each one's end triggers the next look; the
-      // earliest due time (a scan of the pending deliveries) matters only when idle.
-      if (inFlight.size > 0) return;
+      // While deliveries are in flight each one's end triggers the next look, but one that runs long (a slow
+      // next hop) must not hold back what falls due meanwhile (a retry, `queue retry` from another process):
+      // look again within pollMs. The earliest due time (a scan of the pending deliveries) is read when idle.
+      if (inFlight.size > 0) return schedule(options.pollMs);
       const due = await store.nextDueAt();
       const wait = due ? Math.max(0, due.getTime() - options.now().getTime()) : options.pollMs;
       schedule(Math.min(wait, options.pollMs));

@@ -200,3 +200,39 @@ describe('concurrency and stop', () => {
     expect(await delivering).toBe(1);
   });
 });
+
+// The loop as the relay runs it (no runDue): each delivery's end looks at the queue again, and so must the passing of time.
+describe('the running loop', () => {
+  /** eventually - poll `condition` every 50 ms; fail after 10 s. */
+  async function eventually(what: string, condition: () => Promise<boolean>): Promise<void> {
+    const deadline = Date.now() + 10 * SECOND;
+    while (!(await condition())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  it('runs a retry asked from another process while a slow delivery is in flight (it waited for that delivery to end)', async () => {
+    const slow = await startNextHop('starttls-ca-right-name', { ca, holdData: true });
+    const picky = await startNextHop('rcpt-4xx-5xx', { ca });
+    const reports = await startNextHop('starttls-ca-right-name', { ca });
+    const route = (h: NextHop) => ({ host: NEXT_HOP_NAME, port: h.port, tls: 'verify' });
+    const relay = await startTestRelay({
+      outbound: { enabled: true, routes: { 'slow.test': route(slow), 'picky.test': route(picky), 'sender.test': route(reports) }, dns: { servers: [dns.address] }, tls: { caFile } },
+    });
+    running.push({ relay, hops: [slow, picky, reports] });
+    const deferred = await submitMessage(relay, { from: 'a@sender.test', to: ['temp@picky.test'], marker: 'deferred' });
+    await eventually('the first attempt', async () => (await queueShow(relay, deferred)).attempts.length === 1);
+    await submitMessage(relay, { from: 'a@sender.test', to: ['x@slow.test'], marker: 'slow' });
+    await slow.waitForHeld(1);
+
+    const store = await openQueueStore(relay.config);
+    try {
+      expect(await store.retryMessages({ ids: [deferred] }, new Date())).toEqual([deferred]);
+    } finally {
+      await store.close();
+    }
+    await eventually('the retry', async () => (await queueShow(relay, deferred)).attempts.length === 2);
+    expect(slow.messages).toHaveLength(1);
+  });
+});
