@@ -185,6 +185,12 @@ export interface QueueStore {
   recordAttempt(claim: LeaseClaim, result: AttemptResult): Promise<boolean>;
   /** releaseLease - give a claimed delivery back untouched (graceful stop). */
   releaseLease(claim: LeaseClaim): Promise<void>;
+  /**
+   * renewLease - move the lease of a delivery still in flight on to `until` (an attempt that outlasts
+   * outbound.lease must not be claimed and sent again by another worker); false when the lease is no longer
+   * this owner's, or the delivery is finished or gone.
+   */
+  renewLease(claim: LeaseClaim, until: Date): Promise<boolean>;
   /** leaseHolders - the owners of leases that have not lapsed at `now` (a starting node looks for those of gone processes, lease-owner.ts). */
   leaseHolders(now: Date): Promise<string[]>;
   /** releaseLeasesOf - give back every lease these owners hold, the deliveries untouched (their processes are gone); returns how many. */

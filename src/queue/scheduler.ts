@@ -2,23 +2,22 @@
 // courier (outbound, injected by the composition root: the queue does not
 // import outbound), and records each result with the next attempt time
 // (backoff.ts). Recipients that bounced, or whose message outlived
-// outbound.retry.lifetime, get an RFC 3464 report to the envelope sender,
-// itself queued and delivered like any other message; never a report for
-// a message from the null sender (RFC 5321 §4.5.5).
+// outbound.retry.lifetime, get an RFC 3464 report to the envelope sender
+// (delivery-reports.ts), itself queued and delivered like any other
+// message, once the attempt's record stood. A lease is renewed while its
+// attempt runs, so a slow attempt is never claimed and sent again.
 // Concurrency: at most `concurrency` deliveries at once, `perDestination`
 // per recipient domain (the store's claim passes over a domain at its limit).
 // Every recorded recipient result is counted (deps.metrics), delivered ones
 // with their latency from acceptance.
 // Fails: a courier that throws, or a store error, is logged and the
 // delivery's lease simply lapses, so it is tried again later (never lost).
-import { Readable } from 'node:stream';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
-import { headerBlockLength } from '../smtp/header-block.ts';
-import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
+import { prepareReport } from './delivery-reports.ts';
 import { nextHopsSetPace, RecentDeliveryTimes, type InFlowGate } from './in-flow.ts';
-import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
+import type { AttemptRecord, ClaimedDelivery, LeaseClaim, QueueStore, RecipientOutcome } from './queue-store.ts';
 
 /** What one attempt for one claimed delivery produced. */
 export interface CourierOutcome {
@@ -141,6 +140,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 
   async function runOne(claim: ClaimedDelivery): Promise<void> {
     const log = logger.child({ queueId: claim.messageId, delivery: claim.deliveryId, domain: claim.domain });
+    const lease = { deliveryId: claim.deliveryId, owner: options.owner };
+    const stopRenewing = keepLease(lease, log);
     try {
       const outcome = await options.courier(claim);
       const now = options.now();
@@ -149,70 +150,47 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const recipients = outcome.recipients.map((r): RecipientOutcome =>
         r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${describeSeconds(options.retry.lifetime)} in the queue)` } : r,
       );
-      await sendReports(claim, recipients, outcome, now, log);
-      const recorded = await store.recordAttempt({ deliveryId: claim.deliveryId, owner: options.owner }, { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now });
+      const lastAttempt = outcome.attempts.at(-1);
+      const report = await prepareReport({ store, hostname: options.hostname, claim, recipients, lastAttempt, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log });
+      let recorded = false;
+      try {
+        recorded = await store.recordAttempt(lease, { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now });
+      } finally {
+        stopRenewing();
+        if (report && !recorded) await report.discard();
+      }
       // Counted once, by the worker whose result stood (a lapsed lease's result is another worker's to count).
       if (recorded) {
         const latency = (now.getTime() - claim.receivedAt.getTime()) / 1000;
         for (const r of recipients) metrics.deliveryRecorded(r.result, r.result === 'delivered' ? latency : undefined);
       }
-      log.info({ recorded, relay: relayOf(outcome.attempts.at(-1)), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
+      log.info({ recorded, relay: relayOf(lastAttempt), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
+      if (report && recorded) await report.commit().catch((err: unknown) => log.error({ err, to: claim.mailFrom }, 'delivery status notification could not be queued'));
     } catch (err) {
       log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
+    } finally {
+      stopRenewing();
     }
   }
 
-  async function sendReports(claim: ClaimedDelivery, recipients: RecipientOutcome[], outcome: CourierOutcome, now: Date, log: Logger): Promise<void> {
-    if (claim.mailFrom === '') return;
-    const lastAttempt = outcome.attempts.at(-1);
-    type Candidate = { address: string; dsn?: RecipientDsn; action: DsnRecipient['action']; reply: string };
-    const dsnOf = new Map(claim.recipients.map((c) => [c.address, c.dsn]));
-    const candidates = recipients.flatMap((r): Candidate[] => {
-      const dsn = dsnOf.get(r.address);
-      if (r.result === 'bounced') return [{ address: r.address, dsn, action: 'failed', reply: r.reply }];
-      // RFC 3461 §6.2.3.1: a next hop without DSN cannot report success, so we say "relayed".
-      if (r.result === 'delivered' && !outcome.nextHopOffersDsn) return [{ address: r.address, dsn, action: 'relayed', reply: r.reply }];
-      return [];
-    });
-    const notify = recipientsToNotify(candidates);
-    if (notify.length === 0) return;
-    const dsnRecipients: DsnRecipient[] = notify.map((r) => ({
-      address: r.address,
-      action: r.action,
-      status: statusFromReply(r.reply, r.action === 'failed' ? '5.0.0' : '2.0.0'),
-      diagnostic: r.reply,
-      ...(lastAttempt?.host ? { remoteMta: lastAttempt.host } : {}),
-      ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
-      lastAttemptAt: now,
-    }));
-    const report = buildDsn({
-      queueId: claim.messageId,
-      reportingMta: options.hostname,
-      arrivalDate: claim.receivedAt,
-      now,
-      envelopeFrom: claim.mailFrom,
-      envid: claim.dsn.envid,
-      ret: claim.dsn.ret,
-      recipients: dsnRecipients,
-      originalHeaders: await readHeaderBlock(store, claim.messageId),
-      messageIdDomain: options.hostname,
-    });
-    const draft = store.beginMessage();
-    try {
-      await draft.writeBody(Readable.from([report.content]));
-      await draft.commit({
-        mailFrom: '',
-        recipients: report.recipients,
-        bodyType: report.bodyType,
-        smtpUtf8: false,
-        // A report originates here; it is recorded as if submitted locally.
-        client: { address: '127.0.0.1', helo: options.hostname, listener: 'relay' },
-      });
-      log.info({ report: draft.id, to: claim.mailFrom, recipients: dsnRecipients.map((r) => `${r.address}: ${r.action}`) }, 'delivery status notification queued');
-    } catch (err) {
-      await draft.discard();
-      throw err;
-    }
+  /**
+   * keepLease - renew a delivery's lease every third of it while the attempt runs (a slow next hop, a large
+   * message), so no worker claims it and sends it again; returns the function that stops renewing.
+   */
+  function keepLease(lease: LeaseClaim, log: Logger): () => void {
+    const timer = setInterval(() => {
+      store.renewLease(lease, new Date(options.now().getTime() + options.leaseMs)).then(
+        (held) => {
+          if (held) return;
+          // Deleted by the operator, or taken over after this process stalled: the record will say so.
+          clearInterval(timer);
+          log.info('lease of a delivery in flight no longer held; its result will not be recorded');
+        },
+        (err: unknown) => log.warn({ err }, 'could not renew the lease of a delivery in flight'),
+      );
+    }, Math.max(1000, options.leaseMs / 3));
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** schedule - look at the queue in `delayMs` (or sooner, if a look is already set for sooner); never twice within LOOK_INTERVAL_MS. */
@@ -291,24 +269,6 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 function describeSeconds(seconds: number): string {
   const [amount, unit] = seconds % 86400 === 0 ? [seconds / 86400, 'day'] : seconds % 3600 === 0 ? [seconds / 3600, 'hour'] : [seconds, 'second'];
   return `${amount} ${unit}${amount === 1 ? '' : 's'}`;
-}
-
-// readHeaderBlock - the original message's header block, for the report's text/rfc822-headers part.
-async function readHeaderBlock(store: QueueStore, id: string): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  const stream = store.readBody(id);
-  try {
-    for await (const chunk of stream) {
-      parts.push(chunk as Buffer);
-      const joined = Buffer.concat(parts);
-      const length = headerBlockLength(joined, false);
-      if (length !== undefined) return joined.subarray(0, length);
-    }
-    const whole = Buffer.concat(parts);
-    return whole.subarray(0, headerBlockLength(whole, true));
-  } finally {
-    stream.destroy();
-  }
 }
 
 /** relayOf - the last next hop tried, as Postfix's relay= field (host[ip]:port, with the TLS version when there was TLS). */

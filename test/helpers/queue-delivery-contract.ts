@@ -185,6 +185,27 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       await store.releaseLease({ deliveryId: 'no-such-delivery', owner: 'worker-c' });
     });
 
+    it('moves a lease on for its owner only: nobody else claims it until the new end, and the owner still records', async () => {
+      const { id, at } = await queue(['r@a.test']);
+      const [claimed] = await claim(at, 'worker-a');
+      const lease = { deliveryId: claimed!.deliveryId, owner: 'worker-a' };
+      expect(await store.renewLease(lease, new Date(at + 3 * LEASE))).toBe(true);
+      expect(await store.renewLease({ ...lease, owner: 'worker-b' }, new Date(at + 10 * LEASE))).toBe(false);
+      expect(await store.renewLease({ ...lease, deliveryId: 'no-such-delivery' }, new Date(at + 10 * LEASE))).toBe(false);
+      expect((await store.showMessage(id))!.deliveries[0]!.leasedUntil).toEqual(new Date(at + 3 * LEASE));
+      expect(await claim(at + 3 * LEASE - 1, 'worker-b')).toEqual([]);
+      expect(await record(claimed!, at + 2 * LEASE, [outcome('r@a.test', 'delivered')], at, 'worker-a')).toBe(true);
+      // Finished: nothing left to renew.
+      expect(await store.renewLease(lease, new Date(at + 4 * LEASE))).toBe(false);
+    });
+
+    it('does not renew a lease that lapsed and was claimed by another worker', async () => {
+      const { at } = await queue(['r@a.test']);
+      const [first] = await claim(at, 'worker-a');
+      await claim(at + LEASE, 'worker-b');
+      expect(await store.renewLease({ deliveryId: first!.deliveryId, owner: 'worker-a' }, new Date(at + 5 * LEASE))).toBe(false);
+    });
+
     it('names the holders of leases not lapsed, and gives back every lease of the owners named, to anyone', async () => {
       const { at } = await queue(['r@a.test', 's@b.test', 't@c.test']);
       expect(await store.leaseHolders(new Date(at))).toEqual([]);

@@ -14,6 +14,7 @@ import type { PemCredentials } from '../../src/tls/dev-certs.ts';
 import { POSTERN_BIN } from '../helpers/child-relay.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, testMessage, writeTestCa, type NextHop, type SeenTransaction } from '../helpers/next-hop.ts';
+import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
 /** deliveryStatus - the message/delivery-status part of a report: the per-message group, then one per recipient. */
@@ -213,6 +214,29 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     expect(after.recipientStates.find((r) => r.address === 'temp@rcpt.test')?.state).toBe('delivered');
     expect(after.attempts.map((a) => a.outcome)).toEqual(['partial', 'delivered']);
     expect(reportsTo(hops.reports, 'carol@sender.test')).toHaveLength(1);
+  });
+
+  // RFC 3461 §4.3: RET=FULL asks for the message back; Postfix returns it whole up to bounce_size_limit (50,000 bytes).
+  it.each([
+    { size: 'small', padding: 1_000, returned: 'message/rfc822' },
+    { size: 'over 50,000 bytes', padding: 60_000, returned: 'text/rfc822-headers' },
+  ])('returns a $size message with RET=FULL as $returned', async ({ padding, returned }) => {
+    const sender = `ret-${padding}@sender.test`;
+    const c = await RawSmtp.connect(relay.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    expect((await c.command(`MAIL FROM:<${sender}> RET=FULL`)).code).toBe(250);
+    expect((await c.command('RCPT TO:<bad@rcpt.test>')).code).toBe(250);
+    await c.command('DATA');
+    const body = `the body of ${sender}\r\n${'x'.repeat(76)}\r\n`.repeat(Math.ceil(padding / 80));
+    expect((await c.command(`Subject: returned\r\n\r\n${body}.`)).code).toBe(250);
+    c.close();
+    expect(await scheduler.runDue()).toBe(2);
+    const [report] = reportsTo(hops.reports, sender);
+    const text = report!.message!.toString('latin1');
+    expect(text).toContain(`Content-Type: ${returned}\r\n`);
+    expect(text.includes(`the body of ${sender}`)).toBe(returned === 'message/rfc822');
+    expect(text).toContain('Subject: returned\r\n');
   });
 
   it('sends no report for a message from the null sender', async () => {

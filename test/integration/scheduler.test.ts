@@ -143,6 +143,48 @@ describe('leases', () => {
   });
 });
 
+describe('leases and reports of an attempt in flight', () => {
+  // outbound.lease 2 s and a next hop that holds DATA for longer: without renewal another worker claims it and sends it again.
+  it('renews the lease while the attempt runs, so no other worker can claim the delivery', async () => {
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { lease: '2s' }, { holdData: true });
+    const id = await submitMessage(relay, { from: 'frank@sender.test', to: ['x@dest.test'], marker: 'long' });
+    const delivering = scheduler.runDue();
+    await hop.waitForHeld(1);
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
+    const other = await openQueueStore(relay.config);
+    try {
+      expect(await other.claimDue({ now: new Date(), limit: 10, leaseMs: 60_000, owner: 'another-worker' })).toEqual([]);
+    } finally {
+      await other.close();
+    }
+    hop.release();
+    expect(await delivering).toBe(1);
+    expect((await queueShow(relay, id)).recipientStates[0]!.state).toBe('delivered');
+    expect(hop.messages).toHaveLength(1);
+  });
+
+  // The operator deleted the message while its attempt ran: the record is refused, and so is the bounce it would have sent.
+  it('sends no report for an attempt whose record was refused', async () => {
+    const { relay, scheduler, hop, reports } = await setup('starttls-ca-right-name', {}, { holdData: true, dataReply: { code: 554, text: '5.7.1 Refused' } });
+    const id = await submitMessage(relay, { from: 'gina@sender.test', to: ['x@dest.test'], marker: 'deleted' });
+    const delivering = scheduler.runDue();
+    await hop.waitForHeld(1);
+    const other = await openQueueStore(relay.config);
+    try {
+      expect(await other.deleteMessages({ ids: [id] })).toEqual([id]);
+    } finally {
+      await other.close();
+    }
+    hop.release();
+    expect(await delivering).toBe(1);
+    expect(relay.logs.find((l) => l.msg === 'delivery recorded' && l.queueId === id)).toMatchObject({ recorded: false });
+    expect(relay.logs.filter((l) => l.msg === 'delivery status notification queued')).toEqual([]);
+    expect(await relay.queued()).toEqual([]);
+    expect(await scheduler.runDue()).toBe(0);
+    expect(reports.messages).toEqual([]);
+  });
+});
+
 describe('concurrency and stop', () => {
   // perDestination 2 is the control: the held next hop would show two sessions at once if the limit allowed it.
   it.each([

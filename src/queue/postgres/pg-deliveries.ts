@@ -35,6 +35,7 @@
 //   claimDue      - lease up to `limit` due deliveries and describe each.
 //   recordAttempts - for each attempt of a batch: store it and its outcomes, end the lease, finish the delivery and message.
 //   releaseLease  - give a lease back untouched.
+//   renewLease    - move a lease in flight on.
 //   leaseHolders, releaseLeasesOf - who holds leases; give back all of some owners' (processes that are gone).
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import pg from 'pg';
@@ -162,6 +163,13 @@ const RECORD_ATTEMPTS = 'SELECT recorded, done_message FROM record_attempts($1::
 export async function releaseLease(pool: pg.Pool, { deliveryId, owner }: LeaseClaim): Promise<void> {
   if (!isDeliveryId(deliveryId)) return;
   await pool.query('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2', [deliveryId, owner]);
+}
+
+/** renewLease - move a lease this owner still holds on an unfinished delivery on to `until`. */
+export async function renewLease(pool: pg.Pool, { deliveryId, owner }: LeaseClaim, until: Date): Promise<boolean> {
+  if (!isDeliveryId(deliveryId)) return false;
+  const result = await pool.query('UPDATE deliveries SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND NOT finished', [deliveryId, owner, until]);
+  return result.rowCount === 1;
 }
 
 /** leaseHolders - the owners of leases that have not lapsed at `now`. */

@@ -156,6 +156,10 @@ class PostgresQueueStore implements QueueStore {
     }
   }
 
+  renewLease(claim: LeaseClaim, until: Date): Promise<boolean> {
+    return this.#run(() => deliveries.renewLease(this.queries, claim, until));
+  }
+
   leaseHolders(now: Date): Promise<string[]> {
     return this.#run(() => deliveries.leaseHolders(this.queries, now));
   }

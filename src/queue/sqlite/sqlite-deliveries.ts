@@ -31,6 +31,7 @@ export interface DeliveryFunctions {
   /** recordAttempt - one attempt's results, run by the store's group commit inside its batch transaction. */
   recordAttempt(item: { claim: LeaseClaim; result: AttemptResult }): SqliteRecordVerdict;
   releaseLease(claim: LeaseClaim): void;
+  renewLease(claim: LeaseClaim, until: Date): boolean;
   leaseHolders(now: Date): string[];
   releaseLeasesOf(owners: readonly string[]): number;
   nextDueAt(): Date | undefined;
@@ -47,6 +48,7 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
   const claim = prepareClaim(db);
   const record = prepareRecord(db);
   const release = db.prepare<[number, string]>('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?');
+  const renew = db.prepare<[number, number, string]>('UPDATE deliveries SET lease_until = ? WHERE id = ? AND lease_owner = ? AND finished = 0');
   const holders = db.prepare<[number], { owner: string }>('SELECT DISTINCT lease_owner AS owner FROM deliveries WHERE lease_until > ? ORDER BY owner');
   const releaseOwner = db.prepare<[string]>('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?');
   const releaseOwners = db.transaction((owners: readonly string[]) => owners.reduce((n, owner) => n + releaseOwner.run(owner).changes, 0));
@@ -61,6 +63,10 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
     releaseLease: ({ deliveryId, owner }) => {
       const id = parseDeliveryId(deliveryId);
       if (id !== undefined) release.run(id, owner);
+    },
+    renewLease: ({ deliveryId, owner }, until) => {
+      const id = parseDeliveryId(deliveryId);
+      return id !== undefined && renew.run(until.getTime(), id, owner).changes === 1;
     },
     leaseHolders: (now) => holders.all(now.getTime()).map((row) => row.owner),
     releaseLeasesOf: (owners) => releaseOwners.immediate(owners),

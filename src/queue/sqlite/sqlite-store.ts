@@ -288,6 +288,10 @@ class SqliteQueueStore implements QueueStore {
     }
   }
 
+  renewLease(claim: LeaseClaim, until: Date): Promise<boolean> {
+    return this.#run(() => this.#deliveries.renewLease(claim, until));
+  }
+
   leaseHolders(now: Date): Promise<string[]> {
     return this.#run(() => this.#deliveries.leaseHolders(now));
   }

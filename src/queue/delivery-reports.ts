@@ -1,0 +1,141 @@
+// The delivery status notification (RFC 3464) one attempt calls for: to the
+// envelope sender, for recipients that bounced (or expired), and "relayed"
+// for those delivered to a next hop without DSN when they asked for success
+// (RFC 3461 §6.2.3.1); NOTIFY decides who is reported (bounce.ts). Never for
+// a message from the null sender (RFC 5321 §4.5.5).
+//
+// A report is prepared before its attempt is recorded, because the record
+// may make the message done and remove its body, which the report quotes;
+// it is committed only once the record stood. An attempt whose record was
+// refused (the message was deleted meanwhile, or the lease went to another
+// worker, who reports for itself) sends none.
+//
+// What is returned: the header block, or the whole message when the sender
+// asked RET=FULL and it is at most RETURNED_MESSAGE_LIMIT bytes (Postfix's
+// bounce_size_limit); a larger one is returned as its headers.
+//
+// Fails: prepareReport rejects on a store error, with its draft discarded;
+// a commit that fails is the caller's to log (the attempt stands).
+//
+//   prepareReport - the report of one attempt, written as a draft, to commit or discard.
+import { Readable } from 'node:stream';
+import type { Logger } from '../observability/logger.ts';
+import { headerBlockLength } from '../smtp/header-block.ts';
+import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
+import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
+
+/** The most bytes of a message a RET=FULL report returns whole (Postfix's bounce_size_limit). */
+export const RETURNED_MESSAGE_LIMIT = 50_000;
+
+/** A report written to the queue and not yet visible: commit once the attempt is recorded, else discard. */
+export interface PreparedReport {
+  commit(): Promise<void>;
+  discard(): Promise<void>;
+}
+
+export interface ReportFacts {
+  store: QueueStore;
+  /** Our name: the reporting MTA and the report's Message-ID domain. */
+  hostname: string;
+  claim: ClaimedDelivery;
+  /** Each recipient's result as it will be recorded (expired deferrals already bounced). */
+  recipients: RecipientOutcome[];
+  lastAttempt?: AttemptRecord;
+  nextHopOffersDsn: boolean;
+  now: Date;
+  log: Logger;
+}
+
+/** prepareReport - the report this attempt calls for, written as a draft; undefined when it calls for none. */
+export async function prepareReport(facts: ReportFacts): Promise<PreparedReport | undefined> {
+  const { store, claim, now, log } = facts;
+  if (claim.mailFrom === '') return undefined;
+  type Candidate = { address: string; dsn?: RecipientDsn; action: DsnRecipient['action']; reply: string };
+  const dsnOf = new Map(claim.recipients.map((c) => [c.address, c.dsn]));
+  const candidates = facts.recipients.flatMap((r): Candidate[] => {
+    const dsn = dsnOf.get(r.address);
+    if (r.result === 'bounced') return [{ address: r.address, dsn, action: 'failed', reply: r.reply }];
+    // RFC 3461 §6.2.3.1: a next hop without DSN cannot report success, so we say "relayed".
+    if (r.result === 'delivered' && !facts.nextHopOffersDsn) return [{ address: r.address, dsn, action: 'relayed', reply: r.reply }];
+    return [];
+  });
+  const notify = recipientsToNotify(candidates);
+  if (notify.length === 0) return undefined;
+  const dsnRecipients: DsnRecipient[] = notify.map((r) => ({
+    address: r.address,
+    action: r.action,
+    status: statusFromReply(r.reply, r.action === 'failed' ? '5.0.0' : '2.0.0'),
+    diagnostic: r.reply,
+    ...(facts.lastAttempt?.host ? { remoteMta: facts.lastAttempt.host } : {}),
+    ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
+    lastAttemptAt: now,
+  }));
+  const original = await readOriginal(store, claim.messageId, claim.dsn.ret === 'FULL');
+  const report = buildDsn({
+    queueId: claim.messageId,
+    reportingMta: facts.hostname,
+    arrivalDate: claim.receivedAt,
+    now,
+    envelopeFrom: claim.mailFrom,
+    envid: claim.dsn.envid,
+    ret: claim.dsn.ret,
+    recipients: dsnRecipients,
+    originalHeaders: original.headers,
+    ...(original.body ? { originalBody: original.body } : {}),
+    messageIdDomain: facts.hostname,
+  });
+  const draft = store.beginMessage();
+  try {
+    await draft.writeBody(Readable.from([report.content]));
+  } catch (err) {
+    await draft.discard();
+    throw err;
+  }
+  return {
+    async commit() {
+      try {
+        await draft.commit({
+          mailFrom: '',
+          recipients: report.recipients,
+          bodyType: report.bodyType,
+          smtpUtf8: false,
+          // A report originates here; it is recorded as if submitted locally.
+          client: { address: '127.0.0.1', helo: facts.hostname, listener: 'relay' },
+        });
+      } catch (err) {
+        await draft.discard();
+        throw err;
+      }
+      log.info({ report: draft.id, to: claim.mailFrom, recipients: dsnRecipients.map((r) => `${r.address}: ${r.action}`) }, 'delivery status notification queued');
+    },
+    discard: () => draft.discard(),
+  };
+}
+
+/**
+ * readOriginal - the message's header block, and with `whole` its body (after the empty line) when the message
+ * is at most RETURNED_MESSAGE_LIMIT bytes; reads no further than it needs.
+ */
+async function readOriginal(store: QueueStore, id: string, whole: boolean): Promise<{ headers: Buffer; body?: Buffer }> {
+  const parts: Buffer[] = [];
+  let bytes = 0;
+  const stream = store.readBody(id);
+  try {
+    for await (const chunk of stream) {
+      parts.push(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+      if (whole && bytes <= RETURNED_MESSAGE_LIMIT) continue;
+      const joined = Buffer.concat(parts);
+      const length = headerBlockLength(joined, false);
+      if (length !== undefined) return { headers: joined.subarray(0, length) };
+    }
+    const message = Buffer.concat(parts);
+    const headers = message.subarray(0, headerBlockLength(message, true));
+    if (!whole || bytes > RETURNED_MESSAGE_LIMIT) return { headers };
+    // The empty line between them is the report's to write.
+    const emptyLine = message[headers.length] === 0x0d && message[headers.length + 1] === 0x0a ? 2 : 0;
+    return { headers, body: message.subarray(headers.length + emptyLine) };
+  } finally {
+    stream.destroy();
+  }
+}
