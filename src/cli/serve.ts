@@ -147,7 +147,8 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     donePurge,
     http: httpAddress,
     async stop() {
-      // Stop accepting, let deliveries in flight finish (their leases end with them), then close the queue.
+      // Stop accepting, let deliveries in flight finish (their leases end with them, or are given back after
+      // outbound.stopTimeout), then close the queue.
       await Promise.all([http?.close(), ...started.map((l) => l.close()), scheduler?.stop(), donePurge.stop()]);
       outbound?.pool.closeAll();
       tls.close();
@@ -223,6 +224,7 @@ function createDeliveryScheduler(parts: {
     concurrency: outbound.concurrency,
     perDestination: outbound.perDestination,
     leaseMs: outbound.lease * 1000,
+    stopTimeoutMs: outbound.stopTimeout * 1000,
     retry: outbound.retry,
     pollMs: 1000,
     inFlow,

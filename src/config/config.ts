@@ -31,6 +31,7 @@ export interface OutboundConfig {
   socketTimeout: number;
   connectionCacheTime: number;
   lease: number;
+  stopTimeout: number;
   retry: { initial: number; max: number; lifetime: number };
   relayhost: {
     host: string;

@@ -114,6 +114,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.connectTimeout', 30, check.duration(600), 'string', 'Time to connect and get the greeting (Postfix smtp_connect_timeout + smtp_helo_timeout).'),
   key('outbound.socketTimeout', 300, check.duration(3600), 'string', 'Time to wait for any one reply (Postfix smtp_data_done_timeout).'),
   key('outbound.connectionCacheTime', 2, check.duration(300), 'string', 'How long an idle connection to a next hop is kept for the next message to it (Postfix smtp_connection_cache_time_limit).'),
+  key('outbound.stopTimeout', 20, check.duration(3600, { zero: true }), 'string', 'On SIGTERM, how long deliveries in flight may take to finish; those still running then have their leases given back, to be tried again (keep it under the orchestrator\'s grace period).'),
   key('outbound.lease', 600, check.duration(86400), 'string', 'How long a claimed delivery stays with one worker before another may take it over (a restart takes back at once those of gone processes of its own machine).'),
   key('outbound.retry.initial', 300, check.duration(86400), 'string', 'Wait before the first retry (Postfix minimal_backoff_time).'),
   key('outbound.retry.max', 4000, check.duration(86400), 'string', 'Longest wait between retries (Postfix maximal_backoff_time).'),

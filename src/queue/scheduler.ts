@@ -38,6 +38,8 @@ export interface SchedulerOptions {
   concurrency: number;
   perDestination: number;
   leaseMs: number;
+  /** How long stop() waits for deliveries in flight before it gives their leases back. */
+  stopTimeoutMs: number;
   retry: RetrySettings;
   /** Longest sleep between looks at the queue (other nodes may add work). */
   pollMs: number;
@@ -61,7 +63,7 @@ export interface Scheduler {
   wake(): void;
   /** runDue - claim and finish everything due now, then resolve with how many deliveries ran (tests, `queue flush`). */
   runDue(): Promise<number>;
-  /** stop - claim nothing more, let deliveries in flight finish. */
+  /** stop - claim nothing more, let deliveries in flight finish for stopTimeoutMs, then give back the leases of the rest. */
   stop(): Promise<void>;
 }
 
@@ -83,7 +85,9 @@ const PACED_LOOK_INTERVAL_MS = 100;
 export function createScheduler(options: SchedulerOptions): Scheduler {
   const { store, logger } = options;
   const metrics = options.metrics ?? NO_METRICS;
-  const inFlight = new Map<string, { task: Promise<void>; domain: string; startedAt: number }>();
+  const inFlight = new Map<string, { task: Promise<void>; claim: ClaimedDelivery; startedAt: number }>();
+  /** Claims whose leases stop() gave back while their attempts still ran: their results are not recorded. */
+  const givenBack = new WeakSet<ClaimedDelivery>();
   const perDomain = new Map<string, number>();
   let running = false;
   let timer: NodeJS.Timeout | undefined;
@@ -117,13 +121,14 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const startedAt = elapsed();
       const task = runOne(claim).finally(() => {
         recentDeliveryTimes.record(claim.domain, elapsed() - startedAt);
-        inFlight.delete(claim.deliveryId);
+        // Not an entry of a later claim of the same delivery (its lease was given back at stop, and taken again).
+        if (inFlight.get(claim.deliveryId)?.claim === claim) inFlight.delete(claim.deliveryId);
         const left = (perDomain.get(claim.domain) ?? 1) - 1;
         if (left > 0) perDomain.set(claim.domain, left);
         else perDomain.delete(claim.domain);
         if (running) schedule(0);
       });
-      inFlight.set(claim.deliveryId, { task, domain: claim.domain, startedAt });
+      inFlight.set(claim.deliveryId, { task, claim, startedAt });
       started++;
     }
     paced = nextHopsPace();
@@ -134,16 +139,17 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   /** nextHopsPace - in-flow.ts's nextHopsSetPace over the deliveries in flight now (their ages on `elapsed`, not options.now's). */
   function nextHopsPace(): boolean {
     const now = elapsed();
-    const deliveries = [...inFlight.values()].map((d) => ({ domain: d.domain, ageMs: now - d.startedAt }));
+    const deliveries = [...inFlight.values()].map((d) => ({ domain: d.claim.domain, ageMs: now - d.startedAt }));
     return nextHopsSetPace(deliveries, { concurrency: options.concurrency, perDestination: options.perDestination }, recentDeliveryTimes);
   }
 
   async function runOne(claim: ClaimedDelivery): Promise<void> {
     const log = logger.child({ queueId: claim.messageId, delivery: claim.deliveryId, domain: claim.domain });
     const lease = { deliveryId: claim.deliveryId, owner: options.owner };
-    const stopRenewing = keepLease(lease, log);
+    const stopRenewing = keepLease(claim, log);
     try {
       const outcome = await options.courier(claim);
+      if (givenBack.has(claim)) return log.info('attempt ended after its lease was given back at stop; not recorded');
       const now = options.now();
       const next = nextAttemptAt({ attempts: claim.attempts + 1, receivedAt: claim.receivedAt, now, retry: options.retry, random: options.random });
       // Past the lifetime, a deferral becomes a bounce (Postfix: "delivery temporarily suspended" → expired).
@@ -177,8 +183,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
    * keepLease - renew a delivery's lease every third of it while the attempt runs (a slow next hop, a large
    * message), so no worker claims it and sends it again; returns the function that stops renewing.
    */
-  function keepLease(lease: LeaseClaim, log: Logger): () => void {
+  function keepLease(claim: ClaimedDelivery, log: Logger): () => void {
+    const lease: LeaseClaim = { deliveryId: claim.deliveryId, owner: options.owner };
     const timer = setInterval(() => {
+      if (givenBack.has(claim)) return clearInterval(timer);
       store.renewLease(lease, new Date(options.now().getTime() + options.leaseMs)).then(
         (held) => {
           if (held) return;
@@ -260,7 +268,19 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       clearTimeout(timer);
       timer = undefined;
       await looking;
-      await Promise.all([...inFlight.values()].map((d) => d.task));
+      let waiting: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        Promise.all([...inFlight.values()].map((d) => d.task)).then(() => true),
+        new Promise<false>((resolve) => (waiting = setTimeout(() => resolve(false), options.stopTimeoutMs))),
+      ]);
+      clearTimeout(waiting);
+      if (finished) return;
+      // A next hop slower than the stop may take: its delivery is tried again by whoever claims it next (this
+      // relay once restarted), and may reach the next hop twice if it had already taken the message.
+      const left = [...inFlight.values()].map((d) => d.claim);
+      for (const claim of left) givenBack.add(claim);
+      logger.warn({ deliveries: left.length, stopTimeout: options.stopTimeoutMs / 1000 }, 'deliveries still in flight at stop; their leases are given back');
+      await Promise.all(left.map((claim) => store.releaseLease({ deliveryId: claim.deliveryId, owner: options.owner })));
     },
   };
 }

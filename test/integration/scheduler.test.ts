@@ -223,6 +223,29 @@ describe('concurrency and stop', () => {
     expect(scheduler.nextHopsSetPace()).toBe(false);
   });
 
+  // A next hop slower than the orchestrator's grace period: the process would be killed with its leases held.
+  it('stop() gives back the leases of deliveries still in flight after outbound.stopTimeout, and records nothing for them', async () => {
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { stopTimeout: '1s' }, { holdData: true });
+    const id = await submitMessage(relay, { from: 'hank@sender.test', to: ['x@dest.test'], marker: 'stop-timeout' });
+    const delivering = scheduler.runDue();
+    await hop.waitForHeld(1);
+    await scheduler.stop(); // returns with the next hop still holding DATA
+    const stopped = await queueShow(relay, id);
+    expect(stopped.deliveries[0]!.leasedUntil).toBeUndefined();
+    expect(stopped.recipientStates[0]!.state).toBe('queued');
+    expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'deliveries still in flight at stop; their leases are given back', deliveries: 1 }));
+
+    // runDue goes on by hand after stop(): it claims the delivery given back and sends it again. The first attempt's
+    // end is not recorded; the next hop got the message twice, as it may from any relay stopped mid-DATA.
+    hop.release();
+    expect(await delivering).toBe(2);
+    const after = await queueShow(relay, id);
+    expect(after.attempts).toHaveLength(1);
+    expect(after.recipientStates[0]!.state).toBe('delivered');
+    expect(hop.messages).toHaveLength(2);
+    expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'attempt ended after its lease was given back at stop; not recorded', queueId: id }));
+  });
+
   it('stop() waits for the deliveries in flight and returns once they are recorded', async () => {
     const { relay, scheduler, hop } = await setup('starttls-ca-right-name', {}, { holdData: true });
     const id = await submitMessage(relay, { from: 'erin@sender.test', to: ['x@dest.test'], marker: 'stop' });
