@@ -6,6 +6,10 @@
 // attempt record per host tried, with the TLS facts of each session.
 // Fails: never throws; DNS and network trouble become deferrals (4.x.x),
 // null MX / nonexistent domains / refused recipients become bounces (5.x.x).
+// A verdict of our own starts with its enhanced code alone ("5.1.10 …"),
+// a next hop's reply with its basic code ("550 5.1.1 …"): reports tell the
+// two apart (bounce.ts).
+import { isAscii } from 'node:buffer';
 import type { Readable } from 'node:stream';
 import type { OutboundConfig } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -94,10 +98,10 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   }
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
   if (claim.requireTls && /4\.7\.[45] /.test(lastReply)) {
-    return { attempts, recipients: everyone(claim, `550 5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false };
+    return { attempts, recipients: everyone(claim, `5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false };
   }
   // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).
-  const deferral = lastReply.startsWith('5') ? `451 4.4.0 no next hop took the message; last reply: ${lastReply}` : lastReply;
+  const deferral = lastReply.startsWith('5') ? `4.4.0 no next hop took the message; last reply: ${lastReply}` : lastReply;
   return { attempts, recipients: everyone(claim, deferral), nextHopOffersDsn: false };
 }
 
@@ -114,7 +118,7 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets
     // The client named the host itself. One in our own networks is refused as an MX there is (SSRF), and for
     // good: a literal does not change, so waiting would only delay the bounce by outbound.retry.lifetime.
     if (!deps.outbound.allowPrivateTargets && !isPublicAddress(nextHop.ip)) {
-      return { ok: false, reply: `550 5.4.4 address literal [${nextHop.ip}] is a loopback or private address; refused (set outbound.allowPrivateTargets)` };
+      return { ok: false, reply: `5.4.4 address literal [${nextHop.ip}] is a loopback or private address; refused (set outbound.allowPrivateTargets)` };
     }
     return { ok: true, targets: [{ host: nextHop.ip, ip: nextHop.ip, port: nextHop.port, secure: false }] };
   }
@@ -125,9 +129,9 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets
     return { ok: true, targets: addresses.addresses.map((ip) => ({ host: nextHop.host, ip, port: nextHop.port, secure: nextHop.secure })) };
   }
   const mx = await lookupMx(nextHop.domain, deps.resolver);
-  if (mx.kind === 'null-mx') return { ok: false, reply: '556 5.1.10 Recipient domain accepts no mail (null MX, RFC 7505)' };
-  if (mx.kind === 'no-such-domain') return { ok: false, reply: `550 5.1.2 Host or domain name not found: ${nextHop.domain}` };
-  if (mx.kind === 'temporary') return { ok: false, reply: `451 4.4.3 DNS lookup for ${nextHop.domain} failed: ${mx.reason}` };
+  if (mx.kind === 'null-mx') return { ok: false, reply: '5.1.10 Recipient domain accepts no mail (null MX, RFC 7505)' };
+  if (mx.kind === 'no-such-domain') return { ok: false, reply: `5.1.2 Host or domain name not found: ${nextHop.domain}` };
+  if (mx.kind === 'temporary') return { ok: false, reply: `4.4.3 DNS lookup for ${nextHop.domain} failed: ${mx.reason}` };
   const targets: SessionTarget[] = [];
   let refused = 0;
   let lastProblem = '';
@@ -144,25 +148,28 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets
     }
   }
   if (targets.length > 0) return { ok: true, targets };
-  if (refused > 0) return { ok: false, reply: `451 4.4.4 every MX of ${nextHop.domain} has a loopback or private address; refused (set a route or outbound.allowPrivateTargets)` };
-  return { ok: false, reply: lastProblem || `451 4.4.4 no address for any MX of ${nextHop.domain}` };
+  if (refused > 0) return { ok: false, reply: `4.4.4 every MX of ${nextHop.domain} has a loopback or private address; refused (set a route or outbound.allowPrivateTargets)` };
+  return { ok: false, reply: lastProblem || `4.4.4 no address for any MX of ${nextHop.domain}` };
 }
 
 async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true; addresses: string[] } | { ok: false; reply: string }> {
   const found = await lookupAddresses(host, deps.resolver);
   if (found.kind === 'addresses') return { ok: true, addresses: found.addresses };
-  if (found.kind === 'temporary') return { ok: false, reply: `451 4.4.3 DNS lookup for ${host} failed: ${found.reason}` };
-  return { ok: false, reply: `451 4.4.4 no address for ${host}` };
+  if (found.kind === 'temporary') return { ok: false, reply: `4.4.3 DNS lookup for ${host} failed: ${found.reason}` };
+  return { ok: false, reply: `4.4.4 no address for ${host}` };
 }
 
 // sendAll - the recipients in transactions: same DSN parameters together (nodemailer's DSN is per envelope), at most recipientsPerTransaction each.
 async function sendAll(session: OutboundSession, claim: ClaimedDelivery, deps: DeliverDeps): Promise<RecipientOutcome[]> {
-  if (claim.bodyType === '8BITMIME' && !session.extensions.includes('8BITMIME')) {
-    // RFC 6152 §3: without 8BITMIME at the next hop we would have to convert; Postern does not (see README).
-    return everyone(claim, '554 5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
+  let bodyType = claim.bodyType;
+  if (bodyType === '8BITMIME' && !session.extensions.includes('8BITMIME')) {
+    // RFC 6152 §3: without 8BITMIME at the next hop an 8-bit message would have to be converted; Postern does not
+    // (see README). One declared 8BITMIME that holds no 8-bit byte goes as it is, as Postfix sends it.
+    if (!(await isSevenBit(deps.readBody(claim.messageId)))) return everyone(claim, '5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
+    bodyType = '7BIT';
   }
   if (claim.requireTls && !session.extensions.includes('REQUIRETLS')) {
-    return everyone(claim, '550 5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
+    return everyone(claim, '5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
   }
   const groups = new Map<string, ClaimedDelivery['recipients']>();
   for (const r of claim.recipients) {
@@ -175,7 +182,7 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, deps: D
       const batch = group.slice(i, i + deps.outbound.recipientsPerTransaction);
       const body = deps.readBody(claim.messageId);
       try {
-        const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType: claim.bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn });
+        const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn });
         for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
       } finally {
         body.destroy();
@@ -183,4 +190,14 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, deps: D
     }
   }
   return outcomes;
+}
+
+/** isSevenBit - whether a stored body holds no byte above 127; stops reading at the first. */
+async function isSevenBit(body: Readable): Promise<boolean> {
+  try {
+    for await (const chunk of body) if (!isAscii(chunk as Buffer)) return false;
+    return true;
+  } finally {
+    body.destroy();
+  }
 }

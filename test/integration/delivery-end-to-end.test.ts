@@ -283,7 +283,7 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     const id = await submitMessage(relay, { from: 'erin@sender.test', to: ['x@null-mx.test'], marker: 'null-mx' });
     expect(await scheduler.runDue()).toBe(2);
     const show = await queueShow(relay, id);
-    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply: expect.stringMatching(/^556 5\.1\.10 /) })]);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply: expect.stringMatching(/^5\.1\.10 Recipient domain accepts no mail/) })]);
     // No host was reached: the attempt names none.
     expect(show.attempts).toEqual([expect.objectContaining({ outcome: 'bounced', reply: expect.stringMatching(/null MX/) })]);
     expect(show.attempts[0]!.host).toBeUndefined();
@@ -295,7 +295,7 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     const id = await submitMessage(relay, { from: 'frank@sender.test', to: ['x@servfail.test'], marker: 'servfail' });
     expect(await scheduler.runDue()).toBe(1);
     const show = await queueShow(relay, id);
-    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^451 4\.4\.3 DNS lookup for servfail\.test failed: ESERVFAIL/) })]);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.4\.3 DNS lookup for servfail\.test failed: ESERVFAIL/) })]);
     expect(show.deliveries[0]!.nextAttemptAt!.getTime()).toBeGreaterThan(Date.now());
     expect(reportsTo(hops.reports, 'frank@sender.test')).toEqual([]);
   });
@@ -368,7 +368,7 @@ describe('next hops in our own networks (outbound.allowPrivateTargets false)', (
     const id = await submitMessage(relay, { from: 'a@sender.test', to: ['x@private-mx.test'], marker: 'private-mx' });
     expect(await scheduler.runDue()).toBe(1);
     const show = await queueShow(relay, id);
-    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^451 4\.4\.4 every MX of private-mx\.test has a loopback or private address/) })]);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.4\.4 every MX of private-mx\.test has a loopback or private address/) })]);
     expect(hop.connections).toEqual([]);
   });
 
@@ -379,7 +379,7 @@ describe('next hops in our own networks (outbound.allowPrivateTargets false)', (
     const show = await queueShow(relay, id);
     expect(show.state).toBe('done');
     expect(show.recipientStates).toEqual([
-      expect.objectContaining({ state: 'bounced', reply: '550 5.4.4 address literal [127.0.0.1] is a loopback or private address; refused (set outbound.allowPrivateTargets)' }),
+      expect.objectContaining({ state: 'bounced', reply: '5.4.4 address literal [127.0.0.1] is a loopback or private address; refused (set outbound.allowPrivateTargets)' }),
     ]);
     expect(hop.connections).toEqual([]);
   });
