@@ -54,7 +54,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     return { attempts, recipients: everyone(claim, found.reply), nextHopOffersDsn: false };
   }
   let lastReply = '4.4.1 no host tried';
-  for (const target of found.targets) {
+  for (const [index, target] of found.targets.entries()) {
     const attemptStart = deps.now();
     const auth = nextHop.kind === 'relayhost' ? deps.relayhostAuth : undefined;
     const poolKey = JSON.stringify([target.host, target.ip, target.port, target.secure, policy.level, auth?.user ?? '']);
@@ -94,6 +94,13 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     // The scheduler's 'delivery recorded' line names this next hop and the results; this one adds the session's
     // details. Checked first: on the delivery path, building the fields for a line not written cost 4 µs.
     if (log.isLevelEnabled('debug')) log.debug({ ...where, reused: Boolean(reused), tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
+    // A host that put off every recipient (451 to MAIL FROM, 421 to RCPT, 4xx after DATA) is tried no further
+    // this time, but the next MX or address may take the message, as Postfix's smtp tries it.
+    if (index < found.targets.length - 1 && results.size === 1 && results.has('deferred')) {
+      lastReply = recipients[0]!.reply;
+      log.info({ ...where, reply: lastReply }, 'next hop deferred every recipient, trying the next one');
+      continue;
+    }
     return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN') };
   }
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.

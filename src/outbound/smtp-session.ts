@@ -86,7 +86,7 @@ function trustContext(extraCa: readonly string[]): SecureContext {
   return context;
 }
 
-type ConnectionInternals = { _socket?: TLSSocket | null; _supportedExtensions?: string[]; _envelope?: { rejectedErrors?: SmtpError[] } };
+type ConnectionInternals = { _socket?: TLSSocket | null; _supportedExtensions?: string[]; _envelope?: { rejectedErrors?: SmtpError[]; mailError?: SmtpError } };
 type SmtpError = Error & { code?: string; response?: string; responseCode?: number; command?: string; rejectedErrors?: SmtpError[]; recipient?: string };
 
 /** openSession - connect, EHLO, STARTTLS per the level, AUTH if configured; never throws. */
@@ -215,8 +215,11 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
         connection.send(envelope, request.body, (err, info) => {
           const byAddress = new Map<string, { code: number; reply: string }>();
           // A failure after DATA carries no RCPT refusals of its own: those recipients keep their RCPT replies
-          // (a 452 stays a deferral, a 550 its own bounce), from the envelope nodemailer kept.
-          const rejected = err?.rejectedErrors ?? info?.rejectedErrors ?? (connection as unknown as ConnectionInternals)._envelope?.rejectedErrors ?? [];
+          // (a 452 stays a deferral, a 550 its own bounce), from the envelope nodemailer kept. Not when MAIL FROM
+          // failed: the RCPTs pipelined behind it were answered "503 need MAIL", which says nothing of them.
+          const envelope = (connection as unknown as ConnectionInternals)._envelope;
+          const kept = err?.command === 'MAIL FROM' || envelope?.mailError ? [] : envelope?.rejectedErrors;
+          const rejected = err?.rejectedErrors ?? info?.rejectedErrors ?? kept ?? [];
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: r.response ?? describeError(r) });
           // A failure with no SMTP reply is the connection's: never reuse it.
           if (err && !(err as SmtpError).responseCode) usable = false;

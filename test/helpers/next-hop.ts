@@ -47,12 +47,16 @@ export interface NextHopOptions {
   ca?: PemCredentials;
   /** Listen on this port (one a 'down' next hop handed back) instead of an ephemeral one. */
   port?: number;
+  /** Listen on this loopback address (a second MX on the same port); 127.0.0.1 unless given. */
+  host?: string;
   /** slow-greeting: how long before the 220 (default 5 s; the relay's connectTimeout must be shorter). */
   greetingDelayMs?: number;
   /** Keep every DATA unanswered until release() (concurrency and graceful-stop tests). */
   holdData?: boolean;
   /** Answer the end of DATA with this error instead of 250. */
   dataReply?: { code: number; text: string };
+  /** Answer MAIL FROM with this error instead of 250. */
+  mailReply?: { code: number; text: string };
 }
 
 /** An SMTP reply a next hop gives to one RCPT; undefined accepts. */
@@ -106,7 +110,7 @@ export interface NextHop {
 
 const WAIT_LIMIT_MS = 15_000;
 
-/** startNextHop - a next hop of `kind` on 127.0.0.1 (port 0 unless options.port). */
+/** startNextHop - a next hop of `kind` on 127.0.0.1 or options.host (port 0 unless options.port). */
 export async function startNextHop(kind: NextHopKind, options: NextHopOptions = {}): Promise<NextHop> {
   const state = new Recorder(kind);
   if (kind === 'down') return closedPort(state, options.port);
@@ -114,7 +118,7 @@ export async function startNextHop(kind: NextHopKind, options: NextHopOptions = 
   smtp.on('error', (err: Error) => state.tlsErrors.push(err.message));
   const inner = await listen(smtp.server, 0);
   const tap = createServer((client) => tapConnection(client, inner, state));
-  const port = await listen(tap, options.port ?? 0);
+  const port = await listen(tap, options.port ?? 0, options.host);
   return nextHopOf(state, port, async () => {
     state.release();
     state.clearTimers();
@@ -139,6 +143,7 @@ async function serverOptions(kind: NextHopKind, options: NextHopOptions, state: 
     },
     onMailFrom(address, session, callback) {
       state.startTransaction(session, address.address);
+      if (options.mailReply) return callback(Object.assign(new Error(options.mailReply.text), { responseCode: options.mailReply.code }));
       callback();
     },
     onRcptTo(address, session, callback) {
@@ -358,10 +363,10 @@ async function closedPort(state: Recorder, port?: number): Promise<NextHop> {
   return nextHopOf(state, bound, () => Promise.resolve());
 }
 
-function listen(server: Server, port: number): Promise<number> {
+function listen(server: Server, port: number, host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
+    server.listen(port, host, () => {
       server.off('error', reject);
       const address = server.address();
       resolve(typeof address === 'object' && address ? address.port : port);

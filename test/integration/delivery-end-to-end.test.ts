@@ -345,6 +345,50 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
   });
 });
 
+// Postfix's smtp tries the next MX when one puts off the whole transaction; a next hop that refuses it for good is final.
+describe('a primary MX that puts off the whole transaction', () => {
+  let dns: DnsServer;
+  let relay: TestRelay;
+  let scheduler: Scheduler;
+  const hops: NextHop[] = [];
+
+  beforeAll(async () => {
+    const backup = await startNextHop('plain');
+    hops.push(backup);
+    dns = await startDnsServer({
+      'busy-primary.test': { mx: [[10, 'mx1.busy-primary.test'], [20, 'mx2.busy-primary.test']] },
+      'mx1.busy-primary.test': { a: ['127.0.0.2'] },
+      'mx2.busy-primary.test': { a: ['127.0.0.1'] },
+    });
+    relay = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port: backup.port } });
+    scheduler = await driveByHand(relay);
+  });
+  afterAll(async () => {
+    await relay?.stop();
+    await Promise.all(hops.map((h) => h.close()));
+    await dns?.close();
+  });
+
+  it.each([
+    { at: 'MAIL FROM', options: { mailReply: { code: 451, text: '4.3.2 Busy, try later' } }, outcome: 'delivered' },
+    { at: 'end of DATA', options: { dataReply: { code: 452, text: '4.3.1 Out of space' } }, outcome: 'delivered' },
+    { at: 'end of DATA, for good', options: { dataReply: { code: 554, text: '5.7.1 Refused' } }, outcome: 'bounced' },
+  ])('$at: the message goes to the backup MX only while the primary defers ($outcome)', async ({ options, outcome }) => {
+    const primary = await startNextHop('plain', { host: '127.0.0.2', port: hops[0]!.port, ...options });
+    try {
+      const id = await submitMessage(relay, { from: 'ivy@sender.test', to: ['x@busy-primary.test'], marker: `backup-${outcome}` });
+      await scheduler.runDue();
+      const show = await queueShow(relay, id);
+      expect(show.recipientStates[0]!.state).toBe(outcome);
+      const hosts = show.attempts.map((a) => [a.host, a.outcome]);
+      expect(hosts).toEqual(outcome === 'delivered' ? [['mx1.busy-primary.test', 'deferred'], ['mx2.busy-primary.test', 'delivered']] : [['mx1.busy-primary.test', 'bounced']]);
+      expect(primary.transactions).toHaveLength(1);
+    } finally {
+      await primary.close();
+    }
+  });
+});
+
 // The default: an MX, or an address literal, in our own networks is not followed (SSRF); only a route may name one.
 describe('next hops in our own networks (outbound.allowPrivateTargets false)', () => {
   let dns: DnsServer;
