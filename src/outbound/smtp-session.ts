@@ -10,6 +10,7 @@
 //             next hop's host name; checked after the handshake and before
 //             MAIL FROM, so nothing of the message reaches an unverified host.
 // Fails: openSession never throws; it returns why it could not open.
+import { isUtf8 } from 'node:buffer';
 import { isIP } from 'node:net';
 import { createSecureContext, rootCertificates, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
@@ -220,10 +221,10 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
           const envelope = (connection as unknown as ConnectionInternals)._envelope;
           const kept = err?.command === 'MAIL FROM' || envelope?.mailError ? [] : envelope?.rejectedErrors;
           const rejected = err?.rejectedErrors ?? info?.rejectedErrors ?? kept ?? [];
-          for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: r.response ?? describeError(r) });
+          for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: describeError(r) });
           // A failure with no SMTP reply is the connection's: never reuse it.
           if (err && !(err as SmtpError).responseCode) usable = false;
-          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) } : { code: 250, reply: info?.response ?? '250 ok' };
+          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) } : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
           resolve({ recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
         });
       });
@@ -237,7 +238,22 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
 
 /** describeError - the remote reply when there is one, else what failed locally. */
 function describeError(err: SmtpError): string {
-  if (err.response && /^\d{3}/.test(err.response)) return err.response.replace(/\r?\n/g, ' ');
+  if (err.response && /^\d{3}/.test(err.response)) return cleanReply(err.response);
   const detail = err.code ? `${err.code}: ${err.message}` : err.message;
-  return `4.4.1 ${detail}`.replace(/\r?\n/g, ' ');
+  return cleanReply(`4.4.1 ${detail}`);
+}
+
+/** The most characters of a reply kept: enough for any real one, not a flood from a hostile next hop. */
+const REPLY_LIMIT = 2000;
+
+/**
+ * cleanReply - a next hop's reply made safe to store, log and print in `queue show`: UTF-8 that nodemailer read
+ * as Latin-1 decoded again, the lines of a multi-line reply joined by a space, control characters (a terminal
+ * escape sequence) as '?', and at most REPLY_LIMIT characters.
+ */
+export function cleanReply(reply: string): string {
+  const bytes = Buffer.from(reply, 'latin1');
+  const text = /[^\x00-\x7f]/.test(reply) && isUtf8(bytes) ? bytes.toString('utf8') : reply;
+  const clean = text.replace(/\r?\n|\t/g, ' ').replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+  return clean.length > REPLY_LIMIT ? `${clean.slice(0, REPLY_LIMIT)}...` : clean;
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { OutboundConfig } from '../../src/config/config.ts';
 import { classifyReply } from '../../src/outbound/classify.ts';
 import { decideNextHop, decideTlsLevel } from '../../src/outbound/route.ts';
+import { cleanReply } from '../../src/outbound/smtp-session.ts';
 import { nextAttemptAt, retryDelaySeconds } from '../../src/queue/backoff.ts';
 
 const base: Pick<OutboundConfig, 'relayhost' | 'routes' | 'port' | 'tlsPolicies' | 'tls'> = {
@@ -80,5 +81,23 @@ describe('backoff (Postfix defaults: 300s, doubling, max 4000s, lifetime 5d)', (
     const nearEnd = new Date(5 * 86400_000 - 1000);
     expect(nextAttemptAt({ attempts: 40, receivedAt, now: nearEnd, retry, random: () => 0 })!.getTime()).toBe(5 * 86400_000);
     expect(nextAttemptAt({ attempts: 41, receivedAt, now: new Date(5 * 86400_000), retry, random: () => 0 })).toBeUndefined();
+  });
+});
+
+// What a next hop says is stored, logged and printed by `queue show`: it must not reach a terminal as escape codes.
+describe('cleanReply', () => {
+  const latin1 = (s: string) => Buffer.from(s, 'utf8').toString('latin1'); // as nodemailer reads the socket
+  it.each([
+    ['550 5.1.1 No such user', '550 5.1.1 No such user'],
+    ['550-5.7.1 first line\r\n550 5.7.1 second line', '550-5.7.1 first line 550 5.7.1 second line'],
+    ['550 5.7.1 \x1b[31mred\x1b[0m', '550 5.7.1 ?[31mred?[0m'],
+    [latin1('550 5.1.1 café inconnu'), '550 5.1.1 café inconnu'],
+    ['550 5.1.1 caf\xe9 (Latin-1 bytes, not UTF-8)', '550 5.1.1 caf\xe9 (Latin-1 bytes, not UTF-8)'],
+    ['451\t4.3.0\x00busy\x85', '451 4.3.0?busy?'],
+  ])('%j -> %j', (reply, clean) => {
+    expect(cleanReply(reply)).toBe(clean);
+  });
+  it('keeps at most 2,000 characters', () => {
+    expect(cleanReply(`550 ${'x'.repeat(5000)}`)).toHaveLength(2003);
   });
 });
