@@ -78,7 +78,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       continue;
     }
     if (!reused) (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
-    const recipients = await sendAll(opened.session, claim, deps);
+    const recipients = await sendAll(opened.session, claim, target.host, deps);
     if (deps.pool) deps.pool.give(poolKey, opened.session);
     else opened.session.close();
     const results = new Set(recipients.map((r) => r.result));
@@ -167,13 +167,17 @@ async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true;
 }
 
 // sendAll - the recipients in transactions: same DSN parameters together (nodemailer's DSN is per envelope), at most recipientsPerTransaction each.
-async function sendAll(session: OutboundSession, claim: ClaimedDelivery, deps: DeliverDeps): Promise<RecipientOutcome[]> {
+async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: string, deps: DeliverDeps): Promise<RecipientOutcome[]> {
   let bodyType = claim.bodyType;
   if (bodyType === '8BITMIME' && !session.extensions.includes('8BITMIME')) {
     // RFC 6152 §3: without 8BITMIME at the next hop an 8-bit message would have to be converted; Postern does not
     // (see README). One declared 8BITMIME that holds no 8-bit byte goes as it is, as Postfix sends it.
     if (!(await isSevenBit(deps.readBody(claim.messageId)))) return everyone(claim, '5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
     bodyType = '7BIT';
+  }
+  // RFC 1870 §6: a message over the next hop's SIZE is refused for good, without sending it (Postfix's words).
+  if (session.maxSize !== undefined && claim.size > session.maxSize) {
+    return everyone(claim, `5.3.4 message size ${claim.size} exceeds size limit ${session.maxSize} of server ${host}`);
   }
   if (claim.requireTls && !session.extensions.includes('REQUIRETLS')) {
     return everyone(claim, '5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
@@ -189,7 +193,7 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, deps: D
       const batch = group.slice(i, i + deps.outbound.recipientsPerTransaction);
       const body = deps.readBody(claim.messageId);
       try {
-        const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn });
+        const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn, size: claim.size });
         for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
       } finally {
         body.destroy();

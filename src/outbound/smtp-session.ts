@@ -54,6 +54,8 @@ export interface TransactionRequest {
   smtpUtf8: boolean;
   requireTls: boolean;
   dsn: { ret?: 'FULL' | 'HDRS'; envid?: string };
+  /** Bytes of the message, declared as SIZE= where the next hop offers SIZE (RFC 1870). */
+  size: number;
 }
 
 export interface TransactionResult {
@@ -64,6 +66,8 @@ export interface TransactionResult {
 export interface OutboundSession {
   readonly tls?: TlsFacts;
   readonly extensions: readonly string[];
+  /** The largest message the next hop takes, from its SIZE (RFC 1870); undefined when it named none. */
+  readonly maxSize?: number;
   /** False once the connection failed or closed: it must not be reused. */
   readonly usable: boolean;
   send(request: TransactionRequest): Promise<TransactionResult>;
@@ -87,7 +91,7 @@ function trustContext(extraCa: readonly string[]): SecureContext {
   return context;
 }
 
-type ConnectionInternals = { _socket?: TLSSocket | null; _supportedExtensions?: string[]; _envelope?: { rejectedErrors?: SmtpError[]; mailError?: SmtpError } };
+type ConnectionInternals = { _socket?: TLSSocket | null; _supportedExtensions?: string[]; _maxAllowedSize?: number; _envelope?: { rejectedErrors?: SmtpError[]; mailError?: SmtpError } };
 type SmtpError = Error & { code?: string; response?: string; responseCode?: number; command?: string; rejectedErrors?: SmtpError[]; recipient?: string };
 
 /** openSession - connect, EHLO, STARTTLS per the level, AUTH if configured; never throws. */
@@ -185,7 +189,9 @@ function tlsFacts(socket: TLSSocket): TlsFacts {
 }
 
 function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSession {
-  const extensions = [...((connection as unknown as ConnectionInternals)._supportedExtensions ?? [])];
+  const internals = connection as unknown as ConnectionInternals;
+  const extensions = [...(internals._supportedExtensions ?? [])];
+  const maxSize = internals._maxAllowedSize || undefined;
   let usable = true;
   const lost = () => {
     usable = false;
@@ -195,6 +201,7 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
   return {
     tls,
     extensions,
+    maxSize,
     get usable() {
       return usable;
     },
@@ -211,6 +218,7 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
           to: request.recipients.map((r) => r.address),
           use8BitMime: request.bodyType === '8BITMIME',
           requireTLSExtensionEnabled: request.requireTls,
+          size: request.size,
           ...(request.dsn.ret || request.dsn.envid || notify || orcpt ? { dsn: { ret: request.dsn.ret, envid: request.dsn.envid, notify, orcpt } } : {}),
         };
         connection.send(envelope, request.body, (err, info) => {

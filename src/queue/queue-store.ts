@@ -88,6 +88,8 @@ export interface ClaimedDelivery {
   smtpUtf8: boolean;
   requireTls: boolean;
   dsn: { ret?: 'FULL' | 'HDRS'; envid?: string };
+  /** Bytes of the stored message (our Received header included): the SIZE= we declare to the next hop. */
+  size: number;
   leaseOwner: string;
 }
 

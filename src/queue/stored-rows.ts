@@ -131,6 +131,7 @@ export interface ClaimRow {
   require_tls: StoredFlag;
   dsn_ret: 'FULL' | 'HDRS' | null;
   dsn_envid: string | null;
+  size: StoredInteger;
   recipients: RecipientDsnRow[];
 }
 
@@ -214,6 +215,7 @@ export function claimedDeliveryOf(row: ClaimRow, owner: string): ClaimedDelivery
     smtpUtf8: toFlag(row.smtp_utf8),
     requireTls: toFlag(row.require_tls),
     dsn,
+    size: Number(row.size),
     leaseOwner: owner,
   };
 }

@@ -58,6 +58,7 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       const common = {
         messageId: id, mailFrom: 'alice@example.org', attempts: 0, receivedAt: new Date(at), bodyType: '8BITMIME',
         smtpUtf8: false, requireTls: false, dsn: {}, leaseOwner: WORKER, deliveryId: expect.any(String),
+        size: Buffer.byteLength('Subject: to a1@a.test, b@b.test, a2@A.Test\r\n\r\nhello\r\n'),
       };
       expect(claims).toEqual([
         { ...common, domain: 'a.test', recipients: [{ address: 'a1@a.test' }, { address: 'a2@A.Test' }] },

@@ -162,6 +162,34 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
   });
 });
 
+describe('a next hop with a SIZE limit (RFC 1870)', () => {
+  it('declares SIZE= on MAIL FROM, and bounces a message over the limit with 5.3.4 without sending it', async () => {
+    const seen: { from: string; size?: string }[] = [];
+    const server = new SMTPServer({
+      size: 3000,
+      disabledCommands: ['STARTTLS', 'AUTH'],
+      logger: false,
+      onMailFrom: (a, _s, cb) => (seen.push({ from: a.address, size: (a.args as Record<string, string> | false || {}).SIZE }), cb()),
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const relay = await relayRoutingTo((server.server.address() as { port: number }).port);
+    const scheduler = await driveByHand(relay);
+    const small = await submitMessage(relay, { from: 'small@sender.test', to: ['rcpt@example.test'], marker: 'small' });
+    const large = await submitMessage(relay, { from: 'large@sender.test', to: ['rcpt@example.test'], marker: `large ${'x'.repeat(4000)}` });
+    await scheduler.runDue();
+
+    const smallShown = await queueShow(relay, small);
+    expect(smallShown.recipientStates[0]!.state).toBe('delivered');
+    expect(seen).toEqual([{ from: 'small@sender.test', size: String(smallShown.size) }]);
+    const largeShown = await queueShow(relay, large);
+    expect(largeShown.recipientStates[0]).toMatchObject({
+      state: 'bounced',
+      reply: `5.3.4 message size ${largeShown.size} exceeds size limit 3000 of server ${NEXT_HOP_NAME}`,
+    });
+  });
+});
+
 describe('NOTIFY=NEVER (RFC 3461)', () => {
   it('sends no report for a bounced recipient that asked for none, and one for the recipient that did not', async () => {
     const hop = await nextHop('rcpt-4xx-5xx');

@@ -33,6 +33,7 @@ describe('outbound session DATA', () => {
       smtpUtf8: false,
       requireTls: false,
       dsn: {},
+      size: chunks.reduce((n, c) => n + c.length, 0),
     });
     opened.session.close();
     expect(result.recipients.map((r) => r.code)).toEqual([250]);

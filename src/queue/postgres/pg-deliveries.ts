@@ -77,7 +77,7 @@ const CLAIM = `
     RETURNING d.id, d.message_id, d.domain, d.attempts, d.next_attempt_at
   )
   SELECT l.id, l.message_id, l.domain, l.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
-         m.require_tls, m.dsn_ret, m.dsn_envid,
+         m.require_tls, m.dsn_ret, m.dsn_envid, m.size,
          (SELECT coalesce(json_agg(json_build_object('address', r.address, 'dsn_notify', r.dsn_notify, 'dsn_orcpt', r.dsn_orcpt) ORDER BY r.position), '[]')
             FROM recipients r WHERE r.delivery_id = l.id AND r.state IN ('queued', 'deferred')) AS recipients
     FROM leased l JOIN messages m ON m.id = l.message_id

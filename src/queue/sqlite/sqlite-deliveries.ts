@@ -92,7 +92,7 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
      ORDER BY d.next_attempt_at, d.id`).raw();
   const selectClaimed = db.prepare<[number], DueRow>(`
     SELECT d.id, d.message_id, d.domain, d.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
-           m.require_tls, m.dsn_ret, m.dsn_envid
+           m.require_tls, m.dsn_ret, m.dsn_envid, m.size
       FROM deliveries d JOIN messages m ON m.id = d.message_id
      WHERE d.id = ?`);
   const lease = db.prepare<[string, number, number]>('UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?');
