@@ -166,7 +166,7 @@ async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true;
   return { ok: false, reply: `4.4.4 no address for ${host}` };
 }
 
-// sendAll - the recipients in transactions: same DSN parameters together (nodemailer's DSN is per envelope), at most recipientsPerTransaction each.
+// sendAll - the recipients in transactions of at most recipientsPerTransaction, each with its own DSN parameters (recipient-dsn.ts).
 async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: string, deps: DeliverDeps): Promise<RecipientOutcome[]> {
   let bodyType = claim.bodyType;
   if (bodyType === '8BITMIME' && !session.extensions.includes('8BITMIME')) {
@@ -182,22 +182,15 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
   if (claim.requireTls && !session.extensions.includes('REQUIRETLS')) {
     return everyone(claim, '5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
   }
-  const groups = new Map<string, ClaimedDelivery['recipients']>();
-  for (const r of claim.recipients) {
-    const key = JSON.stringify(r.dsn ?? {});
-    groups.set(key, [...(groups.get(key) ?? []), r]);
-  }
   const outcomes: RecipientOutcome[] = [];
-  for (const group of groups.values()) {
-    for (let i = 0; i < group.length; i += deps.outbound.recipientsPerTransaction) {
-      const batch = group.slice(i, i + deps.outbound.recipientsPerTransaction);
-      const body = deps.readBody(claim.messageId);
-      try {
-        const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn, size: claim.size });
-        for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
-      } finally {
-        body.destroy();
-      }
+  for (let i = 0; i < claim.recipients.length; i += deps.outbound.recipientsPerTransaction) {
+    const batch = claim.recipients.slice(i, i + deps.outbound.recipientsPerTransaction);
+    const body = deps.readBody(claim.messageId);
+    try {
+      const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn, size: claim.size });
+      for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
+    } finally {
+      body.destroy();
     }
   }
   return outcomes;

@@ -19,6 +19,7 @@ import type { TlsLevel } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { AttemptRecord, RecipientDsn } from '../queue/queue-store.ts';
 import { stuffQueuedBodies } from './dot-stuffing.ts';
+import { sendRecipientDsn } from './recipient-dsn.ts';
 
 export type TlsFacts = NonNullable<AttemptRecord['tls']>;
 
@@ -103,7 +104,10 @@ export async function openSession(target: SessionTarget, settings: SessionSettin
   return finish(await connect(target, settings, true), target, settings);
 }
 
-type Connected = { ok: true; connection: SMTPConnection; tls?: TlsFacts } | { ok: false; reply: string; handshakeFailed: boolean; tlsFailed: boolean };
+/** Each recipient's DSN parameters for the transaction under way on a connection (recipient-dsn.ts). */
+type TransactionDsn = Map<string, RecipientDsn | undefined>;
+
+type Connected = { ok: true; connection: SMTPConnection; tls?: TlsFacts; recipientDsn: TransactionDsn } | { ok: false; reply: string; handshakeFailed: boolean; tlsFailed: boolean };
 
 function connect(target: SessionTarget, settings: SessionSettings, plaintext: boolean): Promise<Connected> {
   const connection = new SMTPConnection({
@@ -127,6 +131,8 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     tls: { rejectUnauthorized: false, ...(isIP(target.host) ? {} : { servername: target.host }), secureContext: trustContext(settings.extraCa) },
   });
   stuffQueuedBodies(connection);
+  const recipientDsn: TransactionDsn = new Map();
+  sendRecipientDsn(connection, () => recipientDsn);
   return new Promise((resolve) => {
     let settled = false;
     const fail = (err: SmtpError) => {
@@ -147,13 +153,13 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
       const tls = connection.secure && socket && typeof socket.getProtocol === 'function' ? tlsFacts(socket) : undefined;
       if (!settings.auth) {
         settled = true;
-        return resolve({ ok: true, connection, tls });
+        return resolve({ ok: true, connection, tls, recipientDsn });
       }
       if (!tls) return fail(Object.assign(new Error('refusing to send credentials without TLS'), { code: 'ETLS' }));
       connection.login(settings.auth, (err) => {
         if (err) return fail(err);
         settled = true;
-        resolve({ ok: true, connection, tls });
+        resolve({ ok: true, connection, tls, recipientDsn });
       });
     });
   });
@@ -174,7 +180,7 @@ function finish(connected: Connected, target: SessionTarget, settings: SessionSe
     connection.close();
     return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, tls };
   }
-  return { ok: true, session: wrap(connection, tls) };
+  return { ok: true, session: wrap(connection, tls, connected.recipientDsn) };
 }
 
 function tlsFacts(socket: TLSSocket): TlsFacts {
@@ -188,7 +194,7 @@ function tlsFacts(socket: TLSSocket): TlsFacts {
   };
 }
 
-function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSession {
+function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDsn: TransactionDsn): OutboundSession {
   const internals = connection as unknown as ConnectionInternals;
   const extensions = [...(internals._supportedExtensions ?? [])];
   const maxSize = internals._maxAllowedSize || undefined;
@@ -211,15 +217,16 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined): OutboundSe
     },
     send(request) {
       return new Promise((resolve) => {
-        const notify = request.recipients[0]?.dsn?.notify;
-        const orcpt = request.recipients[0]?.dsn?.orcpt;
+        recipientDsn.clear();
+        for (const r of request.recipients) recipientDsn.set(r.address, r.dsn);
         const envelope: SMTPConnection.Envelope = {
           from: request.mailFrom,
           to: request.recipients.map((r) => r.address),
           use8BitMime: request.bodyType === '8BITMIME',
           requireTLSExtensionEnabled: request.requireTls,
           size: request.size,
-          ...(request.dsn.ret || request.dsn.envid || notify || orcpt ? { dsn: { ret: request.dsn.ret, envid: request.dsn.envid, notify, orcpt } } : {}),
+          // RET and ENVID on MAIL FROM; NOTIFY and ORCPT per recipient come from recipientDsn.
+          ...(request.dsn.ret || request.dsn.envid ? { dsn: { ret: request.dsn.ret, envid: request.dsn.envid } } : {}),
         };
         connection.send(envelope, request.body, (err, info) => {
           const byAddress = new Map<string, { code: number; reply: string }>();

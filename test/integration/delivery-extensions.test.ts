@@ -190,6 +190,42 @@ describe('a next hop with a SIZE limit (RFC 1870)', () => {
   });
 });
 
+describe('DSN parameters passed on (RFC 3461)', () => {
+  // An MTA relaying to us gives each recipient its own ORCPT: they went out in one transaction each.
+  it('sends recipients with different NOTIFY and ORCPT in one transaction, each with its own, and RET and ENVID on MAIL FROM', async () => {
+    const mails: Record<string, unknown>[] = [];
+    const rcpts: { address: string; args: Record<string, unknown> }[] = [];
+    const server = new SMTPServer({
+      hideDSN: false,
+      disabledCommands: ['STARTTLS', 'AUTH'],
+      logger: false,
+      onMailFrom: (a, _s, cb) => (mails.push(a.args || {}), cb()),
+      onRcptTo: (a, _s, cb) => (rcpts.push({ address: a.address, args: a.args || {} }), cb()),
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const relay = await relayRoutingTo((server.server.address() as { port: number }).port);
+    const scheduler = await driveByHand(relay);
+    const c = await RawSmtp.connect(relay.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@sender.test> RET=HDRS ENVID=env+2B1')).code).toBe(250);
+    expect((await c.command('RCPT TO:<one@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;one@example.test')).code).toBe(250);
+    expect((await c.command('RCPT TO:<two@example.test> NOTIFY=NEVER ORCPT=rfc822;two+2Bx@example.test')).code).toBe(250);
+    expect((await c.command('RCPT TO:<three@example.test>')).code).toBe(250);
+    await c.command('DATA');
+    await c.command(`${testMessage('dsn')}.`);
+    c.close();
+    await scheduler.runDue();
+    expect(mails).toEqual([expect.objectContaining({ RET: 'HDRS', ENVID: 'env+1' })]);
+    expect(rcpts).toEqual([
+      { address: 'one@example.test', args: { NOTIFY: 'SUCCESS,FAILURE', ORCPT: 'rfc822;one@example.test' } },
+      { address: 'two@example.test', args: { NOTIFY: 'NEVER', ORCPT: 'rfc822;two+x@example.test' } },
+      { address: 'three@example.test', args: {} },
+    ]);
+  });
+});
+
 describe('NOTIFY=NEVER (RFC 3461)', () => {
   it('sends no report for a bounced recipient that asked for none, and one for the recipient that did not', async () => {
     const hop = await nextHop('rcpt-4xx-5xx');
