@@ -253,9 +253,15 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
 
 /** describeError - the remote reply when there is one, else what failed locally. */
 function describeError(err: SmtpError): string {
-  if (err.response && /^\d{3}/.test(err.response)) return cleanReply(err.response);
+  if (err.response && /^\d{3}/.test(err.response)) return cleanReply(`${err.response}${inReplyTo(err)}`);
   const detail = err.code ? `${err.code}: ${err.message}` : err.message;
   return cleanReply(`4.4.1 ${detail}`);
+}
+
+/** inReplyTo - " (in reply to RCPT TO command)": which command a refusal answered, in Postfix's words. */
+function inReplyTo(err: SmtpError): string {
+  const command = err.command === 'DATA' && err.code === 'EMESSAGE' ? 'end of DATA' : err.command;
+  return command === 'MAIL FROM' || command === 'RCPT TO' || command === 'DATA' || command === 'end of DATA' ? ` (in reply to ${command} command)` : '';
 }
 
 /** The most characters of a reply kept: enough for any real one, not a flood from a hostile next hop. */
