@@ -54,6 +54,8 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     return { attempts, recipients: everyone(claim, found.reply), nextHopOffersDsn: false };
   }
   let lastReply = '4.4.1 no host tried';
+  /** The replies of the last host that answered every recipient "later": what the attempt ends with if no other host takes the message. */
+  let putOff: RecipientOutcome[] | undefined;
   for (const [index, target] of found.targets.entries()) {
     const attemptStart = deps.now();
     const auth = nextHop.kind === 'relayhost' ? deps.relayhostAuth : undefined;
@@ -94,15 +96,19 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     // The scheduler's 'delivery recorded' line names this next hop and the results; this one adds the session's
     // details. Checked first: on the delivery path, building the fields for a line not written cost 4 µs.
     if (log.isLevelEnabled('debug')) log.debug({ ...where, reused: Boolean(reused), tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
-    // A host that put off every recipient (451 to MAIL FROM, 421 to RCPT, 4xx after DATA) is tried no further
-    // this time, but the next MX or address may take the message, as Postfix's smtp tries it.
-    if (index < found.targets.length - 1 && results.size === 1 && results.has('deferred')) {
-      lastReply = recipients[0]!.reply;
-      log.info({ ...where, reply: lastReply }, 'next hop deferred every recipient, trying the next one');
+    // A host that said "later" to every recipient (451 to MAIL FROM, 421 to RCPT, 4xx after DATA) is tried no
+    // further this time, but the next MX or address may take the message, as Postfix's smtp tries it. Not after
+    // a connection lost mid-transaction (no reply): the host may have the message already.
+    if (index < found.targets.length - 1 && recipients.every((r) => r.result === 'deferred' && isHostReply(r.reply))) {
+      putOff = recipients;
+      log.info({ ...where, reply: recipients[0]!.reply }, 'next hop deferred every recipient, trying the next one');
       continue;
     }
     return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN') };
   }
+  // A host that took the transaction and put it off says more than the hosts after it that could not be reached;
+  // and it met the TLS level and REQUIRETLS, so such a message is not returned for want of them.
+  if (putOff) return { attempts, recipients: putOff, nextHopOffersDsn: false };
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
   if (claim.requireTls && /4\.7\.[45] /.test(lastReply)) {
     return { attempts, recipients: everyone(claim, `5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false };
@@ -194,6 +200,11 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
     }
   }
   return outcomes;
+}
+
+/** isHostReply - whether a reply came from the next hop ("451 4.3.2 …"), not from us ("4.4.1 connection lost"). */
+function isHostReply(reply: string): boolean {
+  return /^[2-5]\d\d[ -]/.test(reply);
 }
 
 /** isSevenBit - whether a stored body holds no byte above 127; stops reading at the first. */

@@ -15,6 +15,8 @@ import { POSTERN_BIN } from '../helpers/child-relay.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, testMessage, writeTestCa, type NextHop, type SeenTransaction } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
+import { issueServerCertificate } from '../../src/tls/dev-certs.ts';
+import { SMTPServer } from 'smtp-server';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
 /** deliveryStatus - the message/delivery-status part of a report: the per-message group, then one per recipient. */
@@ -360,7 +362,7 @@ describe('a primary MX that puts off the whole transaction', () => {
       'mx1.busy-primary.test': { a: ['127.0.0.2'] },
       'mx2.busy-primary.test': { a: ['127.0.0.1'] },
     });
-    relay = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port: backup.port } });
+    relay = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port: backup.port, tls: { caFile } } });
     scheduler = await driveByHand(relay);
   });
   afterAll(async () => {
@@ -385,6 +387,35 @@ describe('a primary MX that puts off the whole transaction', () => {
       expect(primary.transactions).toHaveLength(1);
     } finally {
       await primary.close();
+    }
+  });
+
+  // The primary met REQUIRETLS (verified TLS, REQUIRETLS offered) and only said "later"; the plaintext backup's
+  // failure must not turn that into a 5.7.30 bounce.
+  it('defers a REQUIRETLS message the primary put off, though the backup offers no TLS', async () => {
+    const cert = await issueServerCertificate(ca, { names: ['mx1.busy-primary.test'] });
+    const primary = new SMTPServer({
+      logger: false, authOptional: true, disableReverseLookup: true, hideREQUIRETLS: false, key: cert.keyPem, cert: cert.certPem,
+      onMailFrom: (_a, _s, cb) => cb(Object.assign(new Error('4.7.1 Greylisted, try again later'), { responseCode: 451 })),
+    });
+    await new Promise<void>((resolve) => primary.listen(hops[0]!.port, '127.0.0.2', resolve));
+    try {
+      const c = await RawSmtp.connect(relay.ports.relay);
+      await c.reply();
+      await c.command('EHLO client.test');
+      await c.startTls({ ca: relay.ca.certPem });
+      await c.command('EHLO client.test');
+      expect((await c.command('MAIL FROM:<jo@sender.test> REQUIRETLS')).code).toBe(250);
+      await c.command('RCPT TO:<x@busy-primary.test>');
+      await c.command('DATA');
+      const id = /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls-backup')}.`)).text)![1]!;
+      c.close();
+      await scheduler.runDue();
+      const show = await queueShow(relay, id);
+      expect(show.attempts.map((a) => [a.host, a.outcome])).toEqual([['mx1.busy-primary.test', 'deferred'], ['mx2.busy-primary.test', 'deferred']]);
+      expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: '451 4.7.1 Greylisted, try again later (in reply to MAIL FROM command)' });
+    } finally {
+      await new Promise<void>((resolve) => primary.close(() => resolve()));
     }
   });
 });
