@@ -4,20 +4,19 @@
 // (RFC 3461 §6.2.3.1); NOTIFY decides who is reported (bounce.ts). Never for
 // a message from the null sender (RFC 5321 §4.5.5).
 //
-// A report is prepared before its attempt is recorded, because the record
-// may make the message done and remove its body, which the report quotes;
-// it is committed only once the record stood. An attempt whose record was
-// refused (the message was deleted meanwhile, or the lease went to another
-// worker, who reports for itself) sends none.
+// A report is queued before its attempt is recorded: the record may make
+// the message done and remove its body, which the report quotes, and a
+// report queued first is never lost (a crash before the record sends it
+// again with the next attempt). The scheduler withdraws the report of an
+// attempt whose record is refused (scheduler.ts).
 //
 // What is returned: the header block, or the whole message when the sender
 // asked RET=FULL and it is at most RETURNED_MESSAGE_LIMIT bytes (Postfix's
 // bounce_size_limit); a larger one is returned as its headers.
 //
-// Fails: prepareReport rejects on a store error, with its draft discarded;
-// a commit that fails is the caller's to log (the attempt stands).
+// Fails: queueReport rejects on a store error, with its draft discarded.
 //
-//   prepareReport - the report of one attempt, written as a draft, to commit or discard.
+//   queueReport - queue the report one attempt calls for; its queue id.
 import { Readable } from 'node:stream';
 import type { Logger } from '../observability/logger.ts';
 import { headerBlockLength } from '../smtp/header-block.ts';
@@ -26,12 +25,6 @@ import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, Recipien
 
 /** The most bytes of a message a RET=FULL report returns whole (Postfix's bounce_size_limit). */
 export const RETURNED_MESSAGE_LIMIT = 50_000;
-
-/** A report written to the queue and not yet visible: commit once the attempt is recorded, else discard. */
-export interface PreparedReport {
-  commit(): Promise<void>;
-  discard(): Promise<void>;
-}
 
 export interface ReportFacts {
   store: QueueStore;
@@ -46,8 +39,8 @@ export interface ReportFacts {
   log: Logger;
 }
 
-/** prepareReport - the report this attempt calls for, written as a draft; undefined when it calls for none. */
-export async function prepareReport(facts: ReportFacts): Promise<PreparedReport | undefined> {
+/** queueReport - queue the report this attempt calls for; its queue id, or undefined when it calls for none. */
+export async function queueReport(facts: ReportFacts): Promise<string | undefined> {
   const { store, claim, now, log } = facts;
   if (claim.mailFrom === '') return undefined;
   type Candidate = { address: string; dsn?: RecipientDsn; action: DsnRecipient['action']; reply: string };
@@ -87,29 +80,20 @@ export async function prepareReport(facts: ReportFacts): Promise<PreparedReport 
   const draft = store.beginMessage();
   try {
     await draft.writeBody(Readable.from([report.content]));
+    await draft.commit({
+      mailFrom: '',
+      recipients: report.recipients,
+      bodyType: report.bodyType,
+      smtpUtf8: false,
+      // A report originates here; it is recorded as if submitted locally.
+      client: { address: '127.0.0.1', helo: facts.hostname, listener: 'relay' },
+    });
   } catch (err) {
     await draft.discard();
     throw err;
   }
-  return {
-    async commit() {
-      try {
-        await draft.commit({
-          mailFrom: '',
-          recipients: report.recipients,
-          bodyType: report.bodyType,
-          smtpUtf8: false,
-          // A report originates here; it is recorded as if submitted locally.
-          client: { address: '127.0.0.1', helo: facts.hostname, listener: 'relay' },
-        });
-      } catch (err) {
-        await draft.discard();
-        throw err;
-      }
-      log.info({ report: draft.id, to: claim.mailFrom, recipients: dsnRecipients.map((r) => `${r.address}: ${r.action}`) }, 'delivery status notification queued');
-    },
-    discard: () => draft.discard(),
-  };
+  log.info({ report: draft.id, to: claim.mailFrom, recipients: dsnRecipients.map((r) => `${r.address}: ${r.action}`) }, 'delivery status notification queued');
+  return draft.id;
 }
 
 /**

@@ -15,7 +15,7 @@
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
-import { prepareReport } from './delivery-reports.ts';
+import { queueReport } from './delivery-reports.ts';
 import { nextHopsSetPace, RecentDeliveryTimes, type InFlowGate } from './in-flow.ts';
 import type { AttemptRecord, ClaimedDelivery, LeaseClaim, QueueStore, RecipientOutcome } from './queue-store.ts';
 
@@ -86,7 +86,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const { store, logger } = options;
   const metrics = options.metrics ?? NO_METRICS;
   const inFlight = new Map<string, { task: Promise<void>; claim: ClaimedDelivery; startedAt: number }>();
-  /** Claims whose leases stop() gave back while their attempts still ran: their results are not recorded. */
+  /** Claims whose courier is still at work (not yet recording): the ones stop() may give back. */
+  const couriering = new Set<ClaimedDelivery>();
+  /** Claims whose leases stop() gave back while their couriers still ran: their results are not recorded. */
   const givenBack = new WeakSet<ClaimedDelivery>();
   const perDomain = new Map<string, number>();
   let running = false;
@@ -145,10 +147,11 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 
   async function runOne(claim: ClaimedDelivery): Promise<void> {
     const log = logger.child({ queueId: claim.messageId, delivery: claim.deliveryId, domain: claim.domain });
-    const lease = { deliveryId: claim.deliveryId, owner: options.owner };
-    const stopRenewing = keepLease(claim, log);
+    const lease: LeaseClaim = { deliveryId: claim.deliveryId, owner: options.owner };
+    const stopRenewing = keepLease(claim, lease, log);
     try {
-      const outcome = await options.courier(claim);
+      couriering.add(claim);
+      const outcome = await options.courier(claim).finally(() => couriering.delete(claim));
       if (givenBack.has(claim)) return log.info('attempt ended after its lease was given back at stop; not recorded');
       const now = options.now();
       const next = nextAttemptAt({ attempts: claim.attempts + 1, receivedAt: claim.receivedAt, now, retry: options.retry, random: options.random });
@@ -157,13 +160,15 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${describeSeconds(options.retry.lifetime)} in the queue)` } : r,
       );
       const lastAttempt = outcome.attempts.at(-1);
-      const report = await prepareReport({ store, hostname: options.hostname, claim, recipients, lastAttempt, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log });
+      // The report first, the record second: a crash or a failure between them sends the report again with the
+      // next attempt (at least once), where the other order could lose it. An attempt whose record is refused
+      // (the message deleted meanwhile, or the lease another worker's) has its report withdrawn.
+      const report = await queueReport({ store, hostname: options.hostname, claim, recipients, lastAttempt, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log });
       let recorded = false;
       try {
         recorded = await store.recordAttempt(lease, { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now });
       } finally {
-        stopRenewing();
-        if (report && !recorded) await report.discard();
+        if (report !== undefined && !recorded) await withdrawReport(report, log);
       }
       // Counted once, by the worker whose result stood (a lapsed lease's result is another worker's to count).
       if (recorded) {
@@ -171,7 +176,6 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         for (const r of recipients) metrics.deliveryRecorded(r.result, r.result === 'delivered' ? latency : undefined);
       }
       log.info({ recorded, relay: relayOf(lastAttempt), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
-      if (report && recorded) await report.commit().catch((err: unknown) => log.error({ err, to: claim.mailFrom }, 'delivery status notification could not be queued'));
     } catch (err) {
       log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
     } finally {
@@ -179,12 +183,21 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     }
   }
 
+  /** withdrawReport - take back a report queued for an attempt whose record did not stand. */
+  async function withdrawReport(reportId: string, log: Logger): Promise<void> {
+    try {
+      await store.deleteMessages({ ids: [reportId] });
+      log.info({ report: reportId }, 'delivery status notification withdrawn: the attempt was not recorded');
+    } catch (err) {
+      log.warn({ err, report: reportId }, 'delivery status notification of an attempt not recorded could not be withdrawn');
+    }
+  }
+
   /**
    * keepLease - renew a delivery's lease every third of it while the attempt runs (a slow next hop, a large
    * message), so no worker claims it and sends it again; returns the function that stops renewing.
    */
-  function keepLease(claim: ClaimedDelivery, log: Logger): () => void {
-    const lease: LeaseClaim = { deliveryId: claim.deliveryId, owner: options.owner };
+  function keepLease(claim: ClaimedDelivery, lease: LeaseClaim, log: Logger): () => void {
     const timer = setInterval(() => {
       if (givenBack.has(claim)) return clearInterval(timer);
       store.renewLease(lease, new Date(options.now().getTime() + options.leaseMs)).then(
@@ -196,7 +209,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         },
         (err: unknown) => log.warn({ err }, 'could not renew the lease of a delivery in flight'),
       );
-    }, Math.max(1000, options.leaseMs / 3));
+    }, options.leaseMs / 3);
     timer.unref();
     return () => clearInterval(timer);
   }
@@ -276,11 +289,13 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       clearTimeout(waiting);
       if (finished) return;
       // A next hop slower than the stop may take: its delivery is tried again by whoever claims it next (this
-      // relay once restarted), and may reach the next hop twice if it had already taken the message.
-      const left = [...inFlight.values()].map((d) => d.claim);
+      // relay once restarted), and may reach the next hop twice if it had already taken the message. An attempt
+      // already recording its result is let finish: giving its lease back would send the message again.
+      const left = [...couriering];
       for (const claim of left) givenBack.add(claim);
       logger.warn({ deliveries: left.length, stopTimeout: options.stopTimeoutMs / 1000 }, 'deliveries still in flight at stop; their leases are given back');
       await Promise.all(left.map((claim) => store.releaseLease({ deliveryId: claim.deliveryId, owner: options.owner })));
+      await Promise.all([...inFlight.values()].filter((d) => !givenBack.has(d.claim)).map((d) => d.task));
     },
   };
 }

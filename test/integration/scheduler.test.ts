@@ -163,8 +163,8 @@ describe('leases and reports of an attempt in flight', () => {
     expect(hop.messages).toHaveLength(1);
   });
 
-  // The operator deleted the message while its attempt ran: the record is refused, and so is the bounce it would have sent.
-  it('sends no report for an attempt whose record was refused', async () => {
+  // The operator deleted the message while its attempt ran: the record is refused, and the bounce queued with it withdrawn.
+  it('withdraws the report of an attempt whose record was refused', async () => {
     const { relay, scheduler, hop, reports } = await setup('starttls-ca-right-name', {}, { holdData: true, dataReply: { code: 554, text: '5.7.1 Refused' } });
     const id = await submitMessage(relay, { from: 'gina@sender.test', to: ['x@dest.test'], marker: 'deleted' });
     const delivering = scheduler.runDue();
@@ -178,7 +178,8 @@ describe('leases and reports of an attempt in flight', () => {
     hop.release();
     expect(await delivering).toBe(1);
     expect(relay.logs.find((l) => l.msg === 'delivery recorded' && l.queueId === id)).toMatchObject({ recorded: false });
-    expect(relay.logs.filter((l) => l.msg === 'delivery status notification queued')).toEqual([]);
+    const queuedReport = relay.logs.find((l) => l.msg === 'delivery status notification queued' && l.queueId === id);
+    expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'delivery status notification withdrawn: the attempt was not recorded', report: queuedReport?.report }));
     expect(await relay.queued()).toEqual([]);
     expect(await scheduler.runDue()).toBe(0);
     expect(reports.messages).toEqual([]);
