@@ -12,8 +12,9 @@
 // transaction's table, set just before each send. Only where the next hop
 // offers DSN, as nodemailer does.
 // Fails: throws when the connection lacks what it replaces (a nodemailer
-// whose layout changed): the attempt is deferred, and the outbound tests
-// fail, rather than recipients losing their parameters unseen.
+// whose layout changed); the session refuses to open, so the attempt is
+// deferred with that reason (smtp-session.ts), and the outbound tests fail,
+// rather than recipients losing their parameters unseen.
 //
 //   sendRecipientDsn - from now on, each RCPT TO of `connection` carries the DSN parameters `current()` gives.
 //   encodeXtext      - RFC 3461 §4 xtext.

@@ -10,7 +10,6 @@
 //             next hop's host name; checked after the handshake and before
 //             MAIL FROM, so nothing of the message reaches an unverified host.
 // Fails: openSession never throws; it returns why it could not open.
-import { isUtf8 } from 'node:buffer';
 import { isIP } from 'node:net';
 import { createSecureContext, rootCertificates, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
@@ -132,7 +131,12 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
   });
   stuffQueuedBodies(connection);
   const recipientDsn: TransactionDsn = new Map();
-  sendRecipientDsn(connection, () => recipientDsn);
+  try {
+    sendRecipientDsn(connection, () => recipientDsn);
+  } catch (err) {
+    // A nodemailer whose layout changed: every attempt is deferred, and says why, until it is mended.
+    return Promise.resolve({ ok: false, reply: `4.3.0 ${(err as Error).message}`, handshakeFailed: false, tlsFailed: false });
+  }
   return new Promise((resolve) => {
     let settled = false;
     const fail = (err: SmtpError) => {
@@ -268,13 +272,11 @@ function inReplyTo(err: SmtpError): string {
 const REPLY_LIMIT = 2000;
 
 /**
- * cleanReply - a next hop's reply made safe to store, log and print in `queue show`: UTF-8 that nodemailer read
- * as Latin-1 decoded again, the lines of a multi-line reply joined by a space, control characters (a terminal
- * escape sequence) as '?', and at most REPLY_LIMIT characters.
+ * cleanReply - a next hop's reply made safe to store, log and print in `queue show`: the lines of a multi-line
+ * reply joined by a space, control characters (a terminal escape sequence) as '?', and at most REPLY_LIMIT
+ * characters. (nodemailer has already decoded it, as UTF-8.)
  */
 export function cleanReply(reply: string): string {
-  const bytes = Buffer.from(reply, 'latin1');
-  const text = /[^\x00-\x7f]/.test(reply) && isUtf8(bytes) ? bytes.toString('utf8') : reply;
-  const clean = text.replace(/\r?\n|\t/g, ' ').replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+  const clean = reply.replace(/\r?\n|\t/g, ' ').replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
   return clean.length > REPLY_LIMIT ? `${clean.slice(0, REPLY_LIMIT)}...` : clean;
 }

@@ -1,7 +1,7 @@
 // Who holds a delivery's lease, and which leases a starting node may take
 // back at once instead of waiting for them to lapse (outbound.lease).
 //
-// An owner is `machine:pid:token`: the machine's own name (os.hostname(),
+// An owner is `machine/pid/token`: the machine's own name (os.hostname(),
 // not the SMTP hostname, which every node of a cluster may share), the
 // process id, and a token drawn at each start (a pid comes back after a
 // restart; in a container it is always 1). A lease whose machine is ours
@@ -11,6 +11,12 @@
 // lease of another machine, or of a process still running here (a second
 // node on this machine, or an unrelated process that reused the pid), is
 // left to lapse: giving back a live lease would deliver a message twice.
+// So is an owner of another shape, such as the `hostname:pid:token` of
+// versions before this one: during a rolling upgrade its process may live
+// on a machine whose SMTP hostname is this machine's name.
+// Nodes that share a queue must not share both a host name and a pid
+// namespace: two containers with the same fixed `hostname:` or on the
+// host's network (each with its own pid 1) would take each other's leases.
 //
 //   leaseOwnerName     - the owner string for this process.
 //   leaseOwnersGone    - of the owners holding leases, those whose process is gone.
@@ -21,14 +27,14 @@ export interface LeaseOwner {
   token: string;
 }
 
-/** leaseOwnerName - `machine:pid:token`, as claims record it. */
+/** leaseOwnerName - `machine/pid/token`, as claims record it (a host name has no '/'). */
 export function leaseOwnerName(owner: LeaseOwner): string {
-  return `${owner.machine}:${owner.pid}:${owner.token}`;
+  return `${owner.machine}/${owner.pid}/${owner.token}`;
 }
 
 /** parseLeaseOwner - the parts of an owner string; undefined for one not in this shape. */
 function parseLeaseOwner(name: string): LeaseOwner | undefined {
-  const match = /^(.+):(\d+):([^:]+)$/.exec(name);
+  const match = /^([^/]+)\/(\d+)\/([^/]+)$/.exec(name);
   if (!match) return undefined;
   return { machine: match[1]!, pid: Number(match[2]), token: match[3]! };
 }

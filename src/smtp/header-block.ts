@@ -2,7 +2,7 @@
 // then an empty line, then the body), read from the start of the message.
 // One answer for both places that need it: the trace headers added on the
 // way in (inbound/trace-headers.ts) and the headers a bounce quotes
-// (queue/scheduler.ts). Bounded: a header block larger than
+// (queue/delivery-reports.ts). Bounded: a header block larger than
 // HEADER_BLOCK_LIMIT is taken as those first bytes (Postfix's
 // header_size_limit is 100 KB), one fewer where the last is the CR of a
 // CRLF: a bounce quotes the block, and a CR cut from its LF would be a bare
@@ -47,11 +47,12 @@ const CONTINUATION_LINE = /[ \t]/y;
 export function fieldLinesLength(headerBlock: string): number {
   let at = 0;
   while (at < headerBlock.length) {
+    const end = headerBlock.indexOf('\r\n', at);
+    // A last line without its CRLF is not judged: a block cut at HEADER_BLOCK_LIMIT may end inside a field's name.
+    if (end === -1) return headerBlock.length;
     FIELD_LINE.lastIndex = at;
     CONTINUATION_LINE.lastIndex = at;
     if (!FIELD_LINE.test(headerBlock) && !(at > 0 && CONTINUATION_LINE.test(headerBlock))) return at;
-    const end = headerBlock.indexOf('\r\n', at);
-    if (end === -1) return headerBlock.length;
     at = end + 2;
   }
   return at;

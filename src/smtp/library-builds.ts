@@ -37,8 +37,9 @@ export interface LibraryClass {
 export const SMTP_CONNECTION: LibraryClass = { library: 'smtp-server', file: 'smtp-connection.js', exportName: 'SMTPConnection' };
 export const SMTP_STREAM: LibraryClass = { library: 'smtp-server', file: 'smtp-stream.js', exportName: 'SMTPStream' };
 
-// The patches applied to each prototype, by name: a second install is a no-op.
-const applied = new WeakMap<object, Set<string>>();
+// The patches applied to a prototype, by name, kept on the prototype under a symbol of the global registry:
+// a second install is a no-op, even from a second copy of this module.
+const APPLIED = Symbol.for('postern.patches');
 
 /**
  * patchMethods - in both builds of a class, replace the methods `patch` returns; it is given the library's own
@@ -54,11 +55,12 @@ export async function patchMethods<P extends object, K extends keyof P & string>
   for (const proto of await classPrototypes<P>(target.library, target.file, target.exportName)) {
     const missing = methods.filter((m) => typeof proto[m] !== 'function');
     if (missing.length > 0) throw new Error(`${target.library} changed: ${missing.map((m) => `${target.exportName}.prototype.${m}`).join(', ')} not found`);
-    const done = applied.get(proto) ?? new Set<string>();
+    const marked = proto as P & { [APPLIED]?: Set<string> };
+    // Own, not inherited: a subclass's prototype keeps a list of its own.
+    const done = Object.hasOwn(marked, APPLIED) ? marked[APPLIED]! : (marked[APPLIED] = new Set<string>());
     if (done.has(name)) continue;
     const library = Object.fromEntries(methods.map((m) => [m, proto[m]])) as Pick<P, K>;
     Object.assign(proto, patch(library));
     done.add(name);
-    applied.set(proto, done);
   }
 }

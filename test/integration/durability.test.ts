@@ -153,7 +153,7 @@ describe('deliveries in flight at a SIGKILL', () => {
     const store = await openQueueStore(loadConfig({ file, env: {} }).config);
     try {
       const [holder] = await store.leaseHolders(new Date());
-      expect(holder).toMatch(new RegExp(`:${relay.process.pid}:[0-9a-f]+$`));
+      expect(holder).toMatch(new RegExp(`/${relay.process.pid}/[0-9a-f]+$`));
 
       const second = await startChildRelay(file);
       relays.push(second);

@@ -1,7 +1,7 @@
 // headerBlockLength (smtp/header-block.ts): where the header block ends, for
 // the trace headers on the way in and the headers a bounce quotes.
 import { describe, expect, it } from 'vitest';
-import { HEADER_BLOCK_LIMIT, headerBlockLength } from '../../src/smtp/header-block.ts';
+import { fieldLinesLength, HEADER_BLOCK_LIMIT, headerBlockLength } from '../../src/smtp/header-block.ts';
 
 const bytes = (text: string) => Buffer.from(text, 'latin1');
 
@@ -33,5 +33,21 @@ describe('headerBlockLength', () => {
     expect(huge[HEADER_BLOCK_LIMIT - 1]).toBe(0x0d);
     expect(headerBlockLength(huge, false)).toBe(HEADER_BLOCK_LIMIT - 1);
     expect(headerBlockLength(huge.subarray(0, HEADER_BLOCK_LIMIT + 1), true)).toBe(HEADER_BLOCK_LIMIT - 1);
+  });
+});
+
+describe('fieldLinesLength', () => {
+  it.each([
+    ['fields only', 'Subject: a\r\nFrom: b\r\n', 21],
+    ['a folded field', 'Subject: a\r\n b\r\n', 16],
+    ['the obsolete space before the colon', 'Subject : a\r\n', 13],
+    ['text after fields', 'Subject: a\r\ntext\r\n', 12],
+    ['text first', 'hello world\r\n', 0],
+    ['a continuation first', ' x\r\nSubject: a\r\n', 0],
+    ['an empty block', '', 0],
+    // A block cut at HEADER_BLOCK_LIMIT can end inside a field's name: that last line is not judged.
+    ['a last line cut short', 'Subject: a\r\nFro', 15],
+  ])('%s', (_name, block, length) => {
+    expect(fieldLinesLength(block)).toBe(length);
   });
 });
