@@ -63,7 +63,7 @@ export async function changeMessages(config: Config, verb: QueueVerb, ids: strin
   if (options.json) print(JSON.stringify({ verb, changed, unchanged }, null, 2) + '\n');
   else {
     print(`${verb}: ${changed.length} message${changed.length === 1 ? '' : 's'}${changed.length ? ` (${changed.join(', ')})` : ''}\n`);
-    if (unchanged.length) process.stderr.write(`postern: not changed (unknown, done, or already in that state): ${unchanged.join(', ')}\n`);
+    if (unchanged.length) process.stderr.write(`postern: not changed (unknown, done, held for retry, or already in that state): ${unchanged.join(', ')}\n`);
   }
   if (unchanged.length) process.exitCode = 1;
 }
@@ -127,7 +127,7 @@ function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
 }
 
 /** formatDetails - `queue show` for people: envelope, recipients, then every attempt with its TLS record. */
-function formatDetails(d: MessageDetails): string {
+export function formatDetails(d: MessageDetails): string {
   const out = [
     `Message ${d.id} (${stateText(d)}), ${d.size} bytes, received ${d.receivedAt.toISOString()}`,
     `  from ${d.mailFrom || '<>'} via ${d.envelope.client.listener} from ${d.envelope.client.address}${d.envelope.client.authUser ? ` as ${d.envelope.client.authUser}` : ''}${d.envelope.client.tlsVersion ? ` over ${d.envelope.client.tlsVersion}` : ' in plaintext'}`,
@@ -146,7 +146,13 @@ function formatDetails(d: MessageDetails): string {
     );
   }
   const pending = d.deliveries.filter((x) => x.nextAttemptAt && d.state !== 'done');
-  for (const x of pending) out.push(`Next attempt for ${x.domain}: ${x.nextAttemptAt!.toISOString()} (after ${x.attempts} attempt${x.attempts === 1 ? '' : 's'})`);
+  const now = Date.now();
+  for (const x of pending) {
+    const tries = `after ${x.attempts} attempt${x.attempts === 1 ? '' : 's'}`;
+    // A lease not lapsed: a worker is delivering it now.
+    if (x.leasedUntil && x.leasedUntil.getTime() > now) out.push(`Being delivered to ${x.domain} now (${tries}; leased until ${x.leasedUntil.toISOString()})`);
+    else out.push(`Next attempt for ${x.domain}: ${x.nextAttemptAt!.toISOString()} (${tries})`);
+  }
   return out.join('\n') + '\n';
 }
 

@@ -189,14 +189,26 @@ async function takeBackLeases(store: QueueStore, self: LeaseOwner, now: Date, lo
   logger.info({ owners: gone, deliveries }, 'took back deliveries leased by processes that are gone');
 }
 
-/** processRunning - whether a process with this pid exists (signal 0 checks without sending; EPERM: it exists, as another user). */
-function processRunning(pid: number): boolean {
+/**
+ * processRunning - whether a process with this pid runs (signal 0 checks without sending; EPERM: it exists, as
+ * another user's). A process killed and not yet reaped by its parent (a zombie, for up to a second under some
+ * inits) still answers signal 0, but runs no more: on Linux its state in /proc says so.
+ */
+export function processRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return true; // no /proc (not Linux), or the process just went: signal 0 said it ran
+  }
+  // "pid (name) S ...": the state follows the last ')', since a name may hold one.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
 
 /** createDeliveryScheduler - the outbound side: courier and scheduler over the queue. */
@@ -360,7 +372,10 @@ export async function serve(config: Config): Promise<void> {
     state.stopping = true;
     logger.info({ signal: state.signal }, 'stopping');
     state.relay.stop().then(
-      () => process.exit(0),
+      () => {
+        logger.info('stopped');
+        logger.flush(() => process.exit(0));
+      },
       (err: unknown) => {
         logger.error({ err }, 'stop failed');
         process.exit(1);

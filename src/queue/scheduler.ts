@@ -175,7 +175,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         const latency = (now.getTime() - claim.receivedAt.getTime()) / 1000;
         for (const r of recipients) metrics.deliveryRecorded(r.result, r.result === 'delivered' ? latency : undefined);
       }
-      log.info({ recorded, relay: relayOf(lastAttempt), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next }, 'delivery recorded');
+      const fields = { recorded, relay: relayOf(lastAttempt), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next };
+      if (recorded) log.info(fields, 'delivery recorded');
+      else log.warn(fields, 'delivery result not recorded: the message was deleted, or another worker holds the delivery (it may reach the next hop twice)');
     } catch (err) {
       log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
     } finally {
@@ -203,9 +205,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       store.renewLease(lease, new Date(options.now().getTime() + options.leaseMs)).then(
         (held) => {
           if (held) return;
-          // Deleted by the operator, or taken over after this process stalled: the record will say so.
+          // Deleted by the operator, or taken over after this process stalled (then the message may reach the next
+          // hop twice: from here, and from the worker that took it over).
           clearInterval(timer);
-          log.info('lease of a delivery in flight no longer held; its result will not be recorded');
+          log.warn('lease of a delivery in flight no longer held (message deleted, or taken over by another worker); its result will not be recorded');
         },
         (err: unknown) => log.warn({ err }, 'could not renew the lease of a delivery in flight'),
       );

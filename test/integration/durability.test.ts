@@ -5,11 +5,14 @@
 // And a delivery in flight when the process was killed is tried again as
 // soon as the relay is back (not when its lease lapses, outbound.lease, 10
 // minutes), while a delivery leased by a process still running is left to it.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { processRunning } from '../../src/cli/serve.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import { POSTERN_BIN, startChildRelay, type ChildRelay } from '../helpers/child-relay.ts';
@@ -131,6 +134,24 @@ describe('deliveries in flight at a SIGKILL', () => {
     await hop.waitForHeld(1);
     return { hop, file, relay };
   }
+
+  // A relay restarted right after kill -9 may find its predecessor not yet reaped: it answers signal 0, but is gone.
+  it('counts a killed process its parent has not reaped yet (a zombie) as gone, and a live one as running', async () => {
+    const shell = spawn('sh', ['-c', 'sleep 0.1 & echo $!; exec sleep 30']);
+    try {
+      const child = Number(String((await once(shell.stdout, 'data'))[0]).trim());
+      const state = () => readFileSync(`/proc/${child}/stat`, 'latin1').split(') ')[1]![0];
+      for (let waited = 0; state() !== 'Z'; waited += 20) {
+        if (waited > 5_000) throw new Error('the child never became a zombie');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(processRunning(child)).toBe(false);
+      expect(processRunning(shell.pid!)).toBe(true);
+      expect(processRunning(process.pid)).toBe(true);
+    } finally {
+      shell.kill('SIGKILL');
+    }
+  });
 
   it('tries it again as soon as the relay is back on the same queue', async () => {
     const { hop, file, relay } = await inFlight();

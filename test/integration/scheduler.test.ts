@@ -5,6 +5,7 @@
 // in flight. Every test drives the scheduler itself (runDue), on a relay of
 // its own.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { formatDetails } from '../../src/cli/queue.ts';
 import { SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import type { Scheduler } from '../../src/queue/scheduler.ts';
@@ -177,7 +178,7 @@ describe('leases and reports of an attempt in flight', () => {
     }
     hop.release();
     expect(await delivering).toBe(1);
-    expect(relay.logs.find((l) => l.msg === 'delivery recorded' && l.queueId === id)).toMatchObject({ recorded: false });
+    expect(relay.logs.find((l) => String(l.msg).startsWith('delivery result not recorded') && l.queueId === id)).toMatchObject({ recorded: false, level: 40 });
     const queuedReport = relay.logs.find((l) => l.msg === 'delivery status notification queued' && l.queueId === id);
     expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'delivery status notification withdrawn: the attempt was not recorded', report: queuedReport?.report }));
     expect(await relay.queued()).toEqual([]);
@@ -257,6 +258,9 @@ describe('concurrency and stop', () => {
     const stopping = scheduler.stop().then(() => (stopped = true));
     const during = await queueShow(relay, id);
     expect(during.deliveries[0]!.leasedUntil).toBeDefined();
+    // `queue show` says it is being delivered, not that an attempt is due at a time already past.
+    expect(formatDetails(during)).toContain('Being delivered to dest.test now (after 0 attempts; leased until ');
+    expect(formatDetails(during)).not.toContain('Next attempt for dest.test');
     expect(during.recipientStates[0]!.state).toBe('queued');
     expect(stopped).toBe(false);
 
