@@ -85,7 +85,8 @@ function isRecipientOvershoot(code: number, data: string | string[] | undefined)
 
 /** isAuthNotOffered - an AUTH command on a session where AUTH is disabled (before TLS, or on the relay listener). */
 function isAuthNotOffered(connection: Connection, command: Buffer): boolean {
-  return /^auth(?: |$)/i.test(command.toString('latin1', 0, 5)) && (connection.session.disabledCommands ?? []).includes('AUTH');
+  // The first byte first: this runs for every command line.
+  return (command[0]! | 0x20) === 0x61 && /^auth(?: |$)/i.test(command.toString('latin1', 0, 5)) && (connection.session.disabledCommands ?? []).includes('AUTH');
 }
 
 function authNotOfferedReply(connection: Connection): Reply {
