@@ -232,6 +232,9 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
           // RET and ENVID on MAIL FROM; NOTIFY and ORCPT per recipient come from recipientDsn.
           ...(request.dsn.ret || request.dsn.envid ? { dsn: { ret: request.dsn.ret, envid: request.dsn.envid } } : {}),
         };
+        // Whether every byte of the message went out: a connection lost after that may have left it delivered.
+        let bodySent = false;
+        request.body.once('end', () => (bodySent = true));
         connection.send(envelope, request.body, (err, info) => {
           const byAddress = new Map<string, { code: number; reply: string }>();
           // A failure after DATA carries no RCPT refusals of its own: those recipients keep their RCPT replies
@@ -243,7 +246,8 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: describeError(r) });
           // A failure with no SMTP reply is the connection's: never reuse it.
           if (err && !(err as SmtpError).responseCode) usable = false;
-          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) } : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
+          const lostAfterData = err && !(err as SmtpError).responseCode && bodySent ? ' (after the end of data: the message may be sent more than once)' : '';
+          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) + lostAfterData } : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
           resolve({ recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
         });
       });

@@ -105,6 +105,8 @@ export interface NextHop {
   waitForHeld(n: number): Promise<void>;
   /** release - answer every held DATA, and stop holding. */
   release(): void;
+  /** drop - cut every open connection, unanswered (a next hop that dies with a DATA held). */
+  drop(): void;
   close(): Promise<void>;
 }
 
@@ -329,6 +331,9 @@ function nextHopOf(recorder: Recorder, port: number, close: () => Promise<void>)
     waitForMessages: (n) => recorder.until(() => (messages().length >= n ? messages() : undefined), () => `saw ${messages().length} of ${n} messages`),
     waitForHeld: (n) => recorder.until(() => (recorder.held.length >= n ? true : undefined), () => `holds ${recorder.held.length} of ${n} DATA`).then(() => undefined),
     release: () => recorder.release(),
+    drop: () => {
+      for (const socket of recorder.sockets) socket.destroy();
+    },
     close,
   };
 }

@@ -164,6 +164,20 @@ describe('leases and reports of an attempt in flight', () => {
     expect(hop.messages).toHaveLength(1);
   });
 
+  // Postfix: "lost connection ... while sending end of data -- message may be sent more than once".
+  it('defers a delivery whose connection was lost after the whole message went out, saying it may be sent twice', async () => {
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', {}, { holdData: true });
+    const id = await submitMessage(relay, { from: 'kim@sender.test', to: ['x@dest.test'], marker: 'lost-after-data' });
+    const delivering = scheduler.runDue();
+    await hop.waitForHeld(1);
+    hop.drop();
+    expect(await delivering).toBe(1);
+    expect((await queueShow(relay, id)).recipientStates[0]).toMatchObject({
+      state: 'deferred',
+      reply: expect.stringMatching(/^4\.4\.1 .*\(after the end of data: the message may be sent more than once\)$/),
+    });
+  });
+
   // The operator deleted the message while its attempt ran: the record is refused, and the bounce queued with it withdrawn.
   it('withdraws the report of an attempt whose record was refused', async () => {
     const { relay, scheduler, hop, reports } = await setup('starttls-ca-right-name', {}, { holdData: true, dataReply: { code: 554, text: '5.7.1 Refused' } });
