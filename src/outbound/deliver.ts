@@ -56,7 +56,9 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   let lastReply = '4.4.1 no host tried';
   /** The replies of the last host that answered every recipient "later": what the attempt ends with if no other host takes the message. */
   let putOff: RecipientOutcome[] | undefined;
-  for (const [index, target] of found.targets.entries()) {
+  /** Our own verdict on the last host that could not take it (no REQUIRETLS, too small a SIZE, connection lost before the end of data). */
+  let cannot: RecipientOutcome[] | undefined;
+  for (const target of found.targets) {
     const attemptStart = deps.now();
     const auth = nextHop.kind === 'relayhost' ? deps.relayhostAuth : undefined;
     const poolKey = JSON.stringify([target.host, target.ip, target.port, target.secure, policy.level, auth?.user ?? '']);
@@ -80,7 +82,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       continue;
     }
     if (!reused) (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
-    const recipients = await sendAll(opened.session, claim, target.host, deps);
+    const { recipients, lostAfterData } = await sendAll(opened.session, claim, target.host, deps);
     if (deps.pool) deps.pool.give(poolKey, opened.session);
     else opened.session.close();
     const results = new Set(recipients.map((r) => r.result));
@@ -96,19 +98,26 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     // The scheduler's 'delivery recorded' line names this next hop and the results; this one adds the session's
     // details. Checked first: on the delivery path, building the fields for a line not written cost 4 µs.
     if (log.isLevelEnabled('debug')) log.debug({ ...where, reused: Boolean(reused), tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
-    // A host that said "later" to every recipient (451 to MAIL FROM, 421 to RCPT, 4xx after DATA) is tried no
-    // further this time, but the next MX or address may take the message, as Postfix's smtp tries it. Not after
-    // a connection lost mid-transaction (no reply): the host may have the message already.
-    if (index < found.targets.length - 1 && recipients.every((r) => r.result === 'deferred' && isHostReply(r.reply))) {
+    // The next MX or address may take what this host did not, as Postfix's smtp tries it: when the host said
+    // "later" to every recipient (451 to MAIL FROM, 421 to RCPT, 4xx after DATA), or could not take the message
+    // by our own verdict (no REQUIRETLS, too small a SIZE, the connection lost before the end of data). Not once
+    // the whole message went out: this host may have it already.
+    if (!lostAfterData && recipients.every((r) => r.result === 'deferred' && isHostReply(r.reply))) {
       putOff = recipients;
-      log.info({ ...where, reply: recipients[0]!.reply }, 'next hop deferred every recipient, trying the next one');
+      log.info({ ...where, reply: recipients[0]!.reply }, 'next hop deferred every recipient');
+      continue;
+    }
+    if (!lostAfterData && recipients.every((r) => !isHostReply(r.reply))) {
+      cannot = recipients;
+      log.info({ ...where, reply: recipients[0]!.reply }, 'next hop cannot take the message');
       continue;
     }
     return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN') };
   }
-  // A host that took the transaction and put it off says more than the hosts after it that could not be reached;
-  // and it met the TLS level and REQUIRETLS, so such a message is not returned for want of them.
-  if (putOff) return { attempts, recipients: putOff, nextHopOffersDsn: false };
+  // A host that took the transaction and put it off says more than the hosts after it: it met the TLS level and
+  // REQUIRETLS, so such a message is not returned for want of them elsewhere. Then our verdict on the last host
+  // that could not take it.
+  if (putOff ?? cannot) return { attempts, recipients: (putOff ?? cannot)!, nextHopOffersDsn: false };
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
   if (claim.requireTls && /4\.7\.[45] /.test(lastReply)) {
     return { attempts, recipients: everyone(claim, `5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false };
@@ -173,21 +182,23 @@ async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true;
 }
 
 // sendAll - the recipients in transactions of at most recipientsPerTransaction, each with its own DSN parameters (recipient-dsn.ts).
-async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: string, deps: DeliverDeps): Promise<RecipientOutcome[]> {
+async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: string, deps: DeliverDeps): Promise<{ recipients: RecipientOutcome[]; lostAfterData: boolean }> {
+  const refused = (reply: string) => ({ recipients: everyone(claim, reply), lostAfterData: false });
   let bodyType = claim.bodyType;
   if (bodyType === '8BITMIME' && !session.extensions.includes('8BITMIME')) {
     // RFC 6152 §3: without 8BITMIME at the next hop an 8-bit message would have to be converted; Postern does not
     // (see README). One declared 8BITMIME that holds no 8-bit byte goes as it is, as Postfix sends it.
-    if (!(await isSevenBit(deps.readBody(claim.messageId)))) return everyone(claim, '5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
+    if (!(await isSevenBit(deps.readBody(claim.messageId)))) return refused('5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
     bodyType = '7BIT';
   }
   // RFC 1870 §6: a message over the next hop's SIZE is refused for good, without sending it (Postfix's words).
   if (session.maxSize !== undefined && claim.size > session.maxSize) {
-    return everyone(claim, `5.3.4 message size ${claim.size} exceeds size limit ${session.maxSize} of server ${host}`);
+    return refused(`5.3.4 message size ${claim.size} exceeds size limit ${session.maxSize} of server ${host}`);
   }
   if (claim.requireTls && !session.extensions.includes('REQUIRETLS')) {
-    return everyone(claim, '5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
+    return refused('5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
   }
+  let lostAfterData = false;
   const outcomes: RecipientOutcome[] = [];
   for (let i = 0; i < claim.recipients.length; i += deps.outbound.recipientsPerTransaction) {
     const batch = claim.recipients.slice(i, i + deps.outbound.recipientsPerTransaction);
@@ -195,11 +206,12 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
     try {
       const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn, size: claim.size });
       for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
+      lostAfterData ||= result.lostAfterData;
     } finally {
       body.destroy();
     }
   }
-  return outcomes;
+  return { recipients: outcomes, lostAfterData };
 }
 
 /** isHostReply - whether a reply came from the next hop ("451 4.3.2 …"), not from us ("4.4.1 connection lost"). */

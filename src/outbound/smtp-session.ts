@@ -59,6 +59,8 @@ export interface TransactionRequest {
 }
 
 export interface TransactionResult {
+  /** The connection was lost once the whole stored message had gone into it: the next hop may have it. */
+  lostAfterData: boolean;
   /** Per recipient: the reply to RCPT (refused) or to DATA (accepted ones). */
   recipients: { address: string; code: number; reply: string }[];
 }
@@ -232,7 +234,8 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
           // RET and ENVID on MAIL FROM; NOTIFY and ORCPT per recipient come from recipientDsn.
           ...(request.dsn.ret || request.dsn.envid ? { dsn: { ret: request.dsn.ret, envid: request.dsn.envid } } : {}),
         };
-        // Whether every byte of the message went out: a connection lost after that may have left it delivered.
+        // Whether the whole stored message went into the connection (the final dot may still have been on its
+        // way): a connection lost after that may have left it delivered, so it is not sent elsewhere at once.
         let bodySent = false;
         request.body.once('end', () => (bodySent = true));
         connection.send(envelope, request.body, (err, info) => {
@@ -246,9 +249,10 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: describeError(r) });
           // A failure with no SMTP reply is the connection's: never reuse it.
           if (err && !(err as SmtpError).responseCode) usable = false;
-          const lostAfterData = err && !(err as SmtpError).responseCode && bodySent ? ' (after the end of data: the message may be sent more than once)' : '';
-          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) + lostAfterData } : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
-          resolve({ recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
+          const lostAfterData = Boolean(err && !(err as SmtpError).responseCode && bodySent);
+          const suffix = lostAfterData ? ' (after the end of data: the message may be sent more than once)' : '';
+          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) + suffix } : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
+          resolve({ lostAfterData, recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
         });
       });
     },

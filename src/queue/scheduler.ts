@@ -151,7 +151,11 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     const stopRenewing = keepLease(claim, lease, log);
     try {
       couriering.add(claim);
-      const outcome = await options.courier(claim).finally(() => couriering.delete(claim));
+      const outcome = await options.courier(claim).finally(() => {
+        couriering.delete(claim);
+        // The record clears the lease: a renewal racing it would be refused, and read as a lease lost.
+        stopRenewing();
+      });
       if (givenBack.has(claim)) return log.info('attempt ended after its lease was given back at stop; not recorded');
       const now = options.now();
       const next = nextAttemptAt({ attempts: claim.attempts + 1, receivedAt: claim.receivedAt, now, retry: options.retry, random: options.random });
@@ -296,7 +300,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       // already recording its result is let finish: giving its lease back would send the message again.
       const left = [...couriering];
       for (const claim of left) givenBack.add(claim);
-      logger.warn({ deliveries: left.length, stopTimeout: options.stopTimeoutMs / 1000 }, 'deliveries still in flight at stop; their leases are given back');
+      if (left.length > 0) logger.warn({ deliveries: left.length, stopTimeout: options.stopTimeoutMs / 1000 }, 'deliveries still in flight at stop; their leases are given back');
       await Promise.all(left.map((claim) => store.releaseLease({ deliveryId: claim.deliveryId, owner: options.owner })));
       await Promise.all([...inFlight.values()].filter((d) => !givenBack.has(d.claim)).map((d) => d.task));
     },

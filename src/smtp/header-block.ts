@@ -52,9 +52,8 @@ export function fieldLinesLength(headerBlock: string): number {
     if (end === -1) return headerBlock.length;
     FIELD_LINE.lastIndex = at;
     CONTINUATION_LINE.lastIndex = at;
-    // An mbox "From " line first (a script that sent a mailbox file) is left where it is, with the fields after it.
-    const mboxFrom = at === 0 && headerBlock.startsWith('From ');
-    if (!mboxFrom && !FIELD_LINE.test(headerBlock) && !(at > 0 && CONTINUATION_LINE.test(headerBlock))) return at;
+    // An mbox "From " line is no field either: text that starts "From now on" is more likely than a mailbox file.
+    if (!FIELD_LINE.test(headerBlock) && !(at > 0 && CONTINUATION_LINE.test(headerBlock))) return at;
     at = end + 2;
   }
   return at;

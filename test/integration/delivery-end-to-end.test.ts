@@ -5,6 +5,7 @@
 // route, the null sender, MX / null MX / SERVFAIL, a next hop that is down
 // then up, a 421 greeting and a greeting slower than the connect timeout.
 import { execFile } from 'node:child_process';
+import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyVerb } from '../../src/cli/queue.ts';
@@ -361,6 +362,9 @@ describe('a primary MX that puts off the whole transaction', () => {
       'busy-primary.test': { mx: [[10, 'mx1.busy-primary.test'], [20, 'mx2.busy-primary.test']] },
       'mx1.busy-primary.test': { a: ['127.0.0.2'] },
       'mx2.busy-primary.test': { a: ['127.0.0.1'] },
+      // A backup with verified TLS that does not offer REQUIRETLS.
+      'tls-backup.test': { mx: [[10, 'mx1.busy-primary.test'], [20, 'mx3.tls-backup.test']] },
+      'mx3.tls-backup.test': { a: ['127.0.0.3'] },
     });
     relay = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port: backup.port, tls: { caFile } } });
     scheduler = await driveByHand(relay);
@@ -387,6 +391,56 @@ describe('a primary MX that puts off the whole transaction', () => {
       expect(primary.transactions).toHaveLength(1);
     } finally {
       await primary.close();
+    }
+  });
+
+  // A host that drops the connection before the end of data cannot have the message: the backup may take it.
+  it('goes to the backup MX when the primary drops the connection at MAIL FROM', async () => {
+    const primary = createNetServer((socket) => {
+      socket.write('220 mx1 ESMTP\r\n');
+      socket.on('data', (chunk: Buffer) => {
+        if (/^MAIL FROM/im.test(chunk.toString())) return void socket.destroy();
+        socket.write('250 mx1\r\n');
+      });
+    });
+    await new Promise<void>((resolve) => primary.listen(hops[0]!.port, '127.0.0.2', resolve));
+    try {
+      const id = await submitMessage(relay, { from: 'lou@sender.test', to: ['x@busy-primary.test'], marker: 'drop-at-mail' });
+      await scheduler.runDue();
+      const show = await queueShow(relay, id);
+      expect(show.attempts.map((a) => [a.host, a.outcome])).toEqual([['mx1.busy-primary.test', 'deferred'], ['mx2.busy-primary.test', 'delivered']]);
+    } finally {
+      await new Promise<void>((resolve) => primary.close(() => resolve()));
+    }
+  });
+
+  // The backup's own shortcoming (no REQUIRETLS) must not turn the primary's "later" into a 5.7.30 bounce.
+  it('defers a REQUIRETLS message the primary put off, though the backup offers verified TLS but no REQUIRETLS', async () => {
+    const primaryCert = await issueServerCertificate(ca, { names: ['mx1.busy-primary.test'] });
+    const backupCert = await issueServerCertificate(ca, { names: ['mx3.tls-backup.test'] });
+    const primary = new SMTPServer({
+      logger: false, authOptional: true, disableReverseLookup: true, hideREQUIRETLS: false, key: primaryCert.keyPem, cert: primaryCert.certPem,
+      onMailFrom: (_a, _s, cb) => cb(Object.assign(new Error('4.7.1 Greylisted, try again later'), { responseCode: 451 })),
+    });
+    const backup = new SMTPServer({ logger: false, authOptional: true, disableReverseLookup: true, key: backupCert.keyPem, cert: backupCert.certPem });
+    await new Promise<void>((resolve) => primary.listen(hops[0]!.port, '127.0.0.2', resolve));
+    await new Promise<void>((resolve) => backup.listen(hops[0]!.port, '127.0.0.3', resolve));
+    try {
+      const c = await RawSmtp.connect(relay.ports.relay);
+      await c.reply();
+      await c.command('EHLO client.test');
+      await c.startTls({ ca: relay.ca.certPem });
+      await c.command('EHLO client.test');
+      expect((await c.command('MAIL FROM:<mo@sender.test> REQUIRETLS')).code).toBe(250);
+      await c.command('RCPT TO:<x@tls-backup.test>');
+      await c.command('DATA');
+      const id = /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls-tls-backup')}.`)).text)![1]!;
+      c.close();
+      await scheduler.runDue();
+      const show = await queueShow(relay, id);
+      expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: '451 4.7.1 Greylisted, try again later (in reply to MAIL FROM command)' });
+    } finally {
+      await Promise.all([primary, backup].map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     }
   });
 
