@@ -26,6 +26,7 @@ import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import type { MessageDetails } from '../../src/queue/queue-store.ts';
 import { generateCertificateAuthority, issueServerCertificate, selfSignedCertificate, type PemCredentials } from '../../src/tls/dev-certs.ts';
+import { RawSmtp } from './raw-smtp.ts';
 import type { TestRelay } from './test-relay.ts';
 
 export type NextHopKind =
@@ -435,6 +436,27 @@ export async function submitMessage(relay: TestRelay, submission: Submission): P
     return id;
   } finally {
     transport.close();
+  }
+}
+
+/** submitRequireTls - a message sent to the relay port with MAIL FROM … REQUIRETLS over STARTTLS; its queue id. */
+export async function submitRequireTls(relay: TestRelay, submission: { from: string; to: string; marker: string }): Promise<string> {
+  const c = await RawSmtp.connect(relay.ports.relay);
+  try {
+    await c.reply();
+    await c.command('EHLO client.test');
+    await c.startTls({ ca: relay.ca.certPem });
+    if (!(await c.command('EHLO client.test')).lines.includes('250-REQUIRETLS')) throw new Error('the relay did not offer REQUIRETLS');
+    for (const command of [`MAIL FROM:<${submission.from}> REQUIRETLS`, `RCPT TO:<${submission.to}>`, 'DATA']) {
+      const reply = await c.command(command);
+      if (reply.code >= 400) throw new Error(`${command}: ${reply.text}`);
+    }
+    const done = await c.command(`${testMessage(submission.marker)}.`);
+    const id = /queued as (\w+)/.exec(done.text)?.[1];
+    if (!id) throw new Error(`not queued: ${done.text}`);
+    return id;
+  } finally {
+    c.close();
   }
 }
 

@@ -14,7 +14,7 @@ import type { Scheduler } from '../../src/queue/scheduler.ts';
 import type { PemCredentials } from '../../src/tls/dev-certs.ts';
 import { POSTERN_BIN } from '../helpers/child-relay.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
-import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, testMessage, writeTestCa, type NextHop, type SeenTransaction } from '../helpers/next-hop.ts';
+import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, submitRequireTls, testMessage, writeTestCa, type NextHop, type SeenTransaction } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { issueServerCertificate } from '../../src/tls/dev-certs.ts';
 import { SMTPServer } from 'smtp-server';
@@ -426,16 +426,7 @@ describe('a primary MX that puts off the whole transaction', () => {
     await new Promise<void>((resolve) => primary.listen(hops[0]!.port, '127.0.0.2', resolve));
     await new Promise<void>((resolve) => backup.listen(hops[0]!.port, '127.0.0.3', resolve));
     try {
-      const c = await RawSmtp.connect(relay.ports.relay);
-      await c.reply();
-      await c.command('EHLO client.test');
-      await c.startTls({ ca: relay.ca.certPem });
-      await c.command('EHLO client.test');
-      expect((await c.command('MAIL FROM:<mo@sender.test> REQUIRETLS')).code).toBe(250);
-      await c.command('RCPT TO:<x@tls-backup.test>');
-      await c.command('DATA');
-      const id = /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls-tls-backup')}.`)).text)![1]!;
-      c.close();
+      const id = await submitRequireTls(relay, { from: 'mo@sender.test', to: 'x@tls-backup.test', marker: 'requiretls-tls-backup' });
       await scheduler.runDue();
       const show = await queueShow(relay, id);
       expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: '451 4.7.1 Greylisted, try again later (in reply to MAIL FROM command)' });
@@ -454,16 +445,7 @@ describe('a primary MX that puts off the whole transaction', () => {
     });
     await new Promise<void>((resolve) => primary.listen(hops[0]!.port, '127.0.0.2', resolve));
     try {
-      const c = await RawSmtp.connect(relay.ports.relay);
-      await c.reply();
-      await c.command('EHLO client.test');
-      await c.startTls({ ca: relay.ca.certPem });
-      await c.command('EHLO client.test');
-      expect((await c.command('MAIL FROM:<jo@sender.test> REQUIRETLS')).code).toBe(250);
-      await c.command('RCPT TO:<x@busy-primary.test>');
-      await c.command('DATA');
-      const id = /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls-backup')}.`)).text)![1]!;
-      c.close();
+      const id = await submitRequireTls(relay, { from: 'jo@sender.test', to: 'x@busy-primary.test', marker: 'requiretls-backup' });
       await scheduler.runDue();
       const show = await queueShow(relay, id);
       expect(show.attempts.map((a) => [a.host, a.outcome])).toEqual([['mx1.busy-primary.test', 'deferred'], ['mx2.busy-primary.test', 'deferred']]);

@@ -5,7 +5,7 @@ import { SMTPServer } from 'smtp-server';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { queueCli } from '../helpers/child-relay.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
-import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, testMessage, writeTestCa, type NextHop } from '../helpers/next-hop.ts';
+import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, submitRequireTls, testMessage, writeTestCa, type NextHop } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
@@ -57,26 +57,9 @@ describe('connection reuse', () => {
 });
 
 describe('REQUIRETLS (RFC 8689)', () => {
-  /** submitRequireTls - a message sent with MAIL FROM … REQUIRETLS over STARTTLS; its queue id. */
-  async function submitRequireTls(relay: TestRelay): Promise<string> {
-    const c = await RawSmtp.connect(relay.ports.relay);
-    try {
-      await c.reply();
-      await c.command('EHLO client.test');
-      await c.startTls({ ca: relay.ca.certPem });
-      expect((await c.command('EHLO client.test')).lines).toContain('250-REQUIRETLS');
-      expect((await c.command('MAIL FROM:<a@sender.test> REQUIRETLS')).code).toBe(250);
-      await c.command('RCPT TO:<rcpt@example.test>');
-      await c.command('DATA');
-      return /queued as (\w+)/.exec((await c.command(`${testMessage('requiretls')}.`)).text)![1]!;
-    } finally {
-      c.close();
-    }
-  }
-
   it('bounces with 5.7.30 when the next hop does not offer REQUIRETLS, and sends it nothing', async () => {
     const { hop, relay, scheduler } = await relayToVerifiedNextHop();
-    const id = await submitRequireTls(relay);
+    const id = await submitRequireTls(relay, { from: 'a@sender.test', to: 'rcpt@example.test', marker: 'requiretls' });
     await scheduler.runDue();
     const shown = await queueShow(relay, id);
     expect(shown.envelope.requireTls).toBe(true);
@@ -90,7 +73,7 @@ describe('REQUIRETLS (RFC 8689)', () => {
     const hop = await nextHop('plain');
     const relay = await relayRoutingTo(hop.port);
     const scheduler = await driveByHand(relay);
-    const id = await submitRequireTls(relay);
+    const id = await submitRequireTls(relay, { from: 'a@sender.test', to: 'rcpt@example.test', marker: 'requiretls' });
     await scheduler.runDue();
     const shown = await queueShow(relay, id);
     expect(shown.recipientStates[0]).toMatchObject({
