@@ -207,7 +207,7 @@ export function processRunning(pid: number): boolean {
     return true; // no /proc (not Linux), or the process just went: signal 0 said it ran
   }
   // "pid (name) S ...": the state follows the last ')', since a name may hold one.
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  const state = stat[stat.lastIndexOf(')') + 2];
   return state !== 'Z' && state !== 'X';
 }
 

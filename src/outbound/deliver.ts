@@ -16,6 +16,7 @@ import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/queue-store.ts';
 import type { CourierOutcome } from '../queue/scheduler.ts';
+import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
@@ -212,11 +213,6 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
     }
   }
   return { recipients: outcomes, lostAfterData };
-}
-
-/** isHostReply - whether a reply came from the next hop ("451 4.3.2 …"), not from us ("4.4.1 connection lost"). */
-function isHostReply(reply: string): boolean {
-  return /^[2-5]\d\d[ -]/.test(reply);
 }
 
 /** isSevenBit - whether a stored body holds no byte above 127; stops reading at the first. */

@@ -15,6 +15,7 @@
 // server says can break the report: diagnostics, host names and addresses are
 // made single-line 7-bit ASCII and folded below 998 octets. The other two
 // functions do not throw.
+import { isHostReply } from '../smtp/replies.ts';
 import { formatRfc5322Date } from '../smtp/rfc5322-date.ts';
 import type { RecipientDsn } from './queue-store.ts';
 
@@ -174,14 +175,10 @@ function recipientLine(r: DsnRecipient): string {
   const host = r.remoteMta === undefined ? '' : toAscii(r.remoteMta);
   let detail = diagnostic;
   if (host !== '' && kindOf(r.action) === 'success') detail = `delivery via ${host}: ${diagnostic}`;
-  else if (host !== '') detail = isSmtpReply(diagnostic) ? `host ${host} said: ${diagnostic}` : `${host}: ${diagnostic}`;
+  else if (host !== '') detail = isHostReply(diagnostic) ? `host ${host} said: ${diagnostic}` : `${host}: ${diagnostic}`;
   return foldLine(`<${toAscii(r.address)}>: ${detail}`, '    ');
 }
 
-/** isSmtpReply - whether a diagnostic is a reply a server sent ("550 5.1.1 …"), not Postern's own account ("4.4.1 connection refused"). */
-function isSmtpReply(diagnostic: string): boolean {
-  return /^\s*[2-5]\d\d(?:[ -]|$)/.test(diagnostic);
-}
 
 /** humanText - part 1: Postfix's explanation, then the recipients grouped by kind. */
 function humanText(request: DsnRequest, kind: ReportKind): string {
@@ -221,7 +218,7 @@ function deliveryStatus(request: DsnRequest): string {
     const diagnostic = diagnosticOf(r);
     // RFC 3464 §2.3.5-6: Remote-MTA is the host that reported the status, and diagnostic type "smtp" an SMTP
     // reply; a failure of our own on the way (connection refused, TLS required) is ours (Postfix: X-Postfix).
-    const fromHost = diagnostic === undefined || isSmtpReply(diagnostic);
+    const fromHost = diagnostic === undefined || isHostReply(diagnostic);
     if (r.remoteMta !== undefined && fromHost) out += field('Remote-MTA', `dns; ${toAscii(r.remoteMta)}`);
     if (diagnostic !== undefined) out += field('Diagnostic-Code', `${fromHost ? 'smtp' : 'X-Postern'}; ${diagnostic}`);
     if (r.lastAttemptAt !== undefined) out += field('Last-Attempt-Date', formatRfc5322Date(r.lastAttemptAt));

@@ -57,3 +57,11 @@ export function queuedReply(queueId: string): Reply {
 export function unsupportedOption(name: string | undefined): Reply {
   return reply(555, '5.5.4', name === undefined ? 'Unsupported option' : `Unsupported option: ${name}`);
 }
+
+/**
+ * isHostReply - whether a reply is one a server sent, its basic code first ("550 5.1.1 …"), not a verdict or an
+ * account of Postern's own, which starts with its enhanced code alone ("4.4.1 connection refused").
+ */
+export function isHostReply(reply: string): boolean {
+  return /^\s*[2-5]\d\d(?:[ -]|$)/.test(reply);
+}
