@@ -17,13 +17,17 @@
 //    first" before TLS on a listener that offers AUTH after it (the
 //    server's `authAfterTls` option), else "503 5.5.1 Error: authentication
 //    not enabled".
+// And a MAIL or RCPT line in a form Postfix accepts and smtp-server does not
+// (an address without angle brackets, a domain ending in a dot) is handed to
+// smtp-server rewritten, see inbound/envelope-form.ts.
 // Installed on both builds of smtp-server (ESM and CJS), like
 // inbound/wire-replies.ts. Throws at start if the library's layout changed.
 //
-//   installCommandGuard - wrap SMTPConnection#send (to count) and #_onCommand (to check); idempotent.
+//   installCommandGuard - wrap SMTPConnection#send (to count) and #_onCommand (to check, to rewrite); idempotent.
 import { isUtf8 } from 'node:buffer';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
+import { canonicalAddressCommand } from './envelope-form.ts';
 import { replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
@@ -70,12 +74,22 @@ export function installCommandGuard(): Promise<void> {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.
       if (this._upgrading || !this._ready || this._nextHandler) return library._onCommand.call(this, command, callback);
       const refusal = !isUtf8(command) ? replies.badUtf8 : isAuthNotOffered(this, command) ? authNotOfferedReply(this) : undefined;
-      if (!refusal) return library._onCommand.call(this, command, callback);
+      if (!refusal) return library._onCommand.call(this, canonicalCommand(command), callback);
       this.send(refusal.code, formatReply(refusal), false);
       const next = callback ?? (() => undefined);
       setImmediate(() => this._whenWritable(next));
     },
   }));
+}
+
+/** canonicalCommand - a MAIL or RCPT line as canonicalAddressCommand writes it (the same buffer when unchanged). */
+function canonicalCommand(command: Buffer): Buffer {
+  // The first byte first: this runs for every command line.
+  const first = command[0]! | 0x20;
+  if (first !== 0x6d && first !== 0x72) return command;
+  const line = command.toString('utf8');
+  const canonical = canonicalAddressCommand(line);
+  return canonical === line ? command : Buffer.from(canonical, 'utf8');
 }
 
 /** isRecipientOvershoot - the reply to a recipient past limits.recipients (smtp-server's text or ours). */

@@ -293,7 +293,10 @@ describe('default limits', () => {
     const longLocal = 'l'.repeat(1000);
     it.each([
       { name: 'two @ in the sender', command: 'MAIL FROM:<a@b@c>', reply: SENDER_SYNTAX },
-      { name: 'a sender without angle brackets', command: 'MAIL FROM:a@b', reply: SENDER_SYNTAX },
+      { name: 'two @ in a sender without angle brackets', command: 'MAIL FROM:a@b@c', reply: SENDER_SYNTAX },
+      { name: 'a sender without brackets followed by one in brackets', command: 'MAIL FROM:a@example.test <b@example.test>', reply: SENDER_SYNTAX },
+      { name: 'a recipient with only a closing bracket', command: 'RCPT TO:r@local.test>', reply: RECIPIENT_SYNTAX },
+      { name: 'a recipient domain of two final dots', command: 'RCPT TO:<r@local.test..>', reply: RECIPIENT_SYNTAX },
       { name: 'a 1000-octet sender local part', command: `MAIL FROM:<${longLocal}@example.test>`, reply: SENDER_SYNTAX },
       { name: 'an empty recipient', command: 'RCPT TO:<>', reply: RECIPIENT_SYNTAX },
       { name: 'a recipient with no local part', command: 'RCPT TO:<@x>', reply: RECIPIENT_SYNTAX },
@@ -319,6 +322,19 @@ describe('default limits', () => {
       ['MAIL FROM:<a@example.test> SIZE=100 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=q+2B1 AUTH=<>', MAIL_OK],
       ['RCPT TO:<r@local.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@local.test', RCPT_OK],
     ])('accepts the parameters it advertises: %j', (command, reply) => expectRefused(relay.ports.relay, command, reply));
+
+    // Postfix's default (strict_rfc821_envelopes = no): old printers and scanners send addresses without brackets.
+    it('queues a message whose envelope has no angle brackets and a domain ending in a dot, the addresses as Postfix reads them', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('HELO printer')).code).toBe(250);
+      expect((await c.command('MAIL FROM: scanner@example.test')).text).toBe(MAIL_OK);
+      expect((await c.command('RCPT TO:rcpt@LOCAL.test.')).text).toBe(RCPT_OK);
+      expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+      const id = queueIdOf(await c.command('Subject: scan\r\n\r\npage 1\r\n.'));
+      c.close();
+      expect((await relay.queued()).find((m) => m.id === id)).toMatchObject({ mailFrom: 'scanner@example.test', recipients: ['rcpt@LOCAL.test'] });
+      expect((await relay.body(id)).toString('latin1')).toMatch(/^Received: from printer .*\r\n\tfor <rcpt@LOCAL\.test>; /s);
+    });
 
     it.each(['RCPT TO:<a@[192.0.2.1]>', 'RCPT TO:<a@[IPv6:2001:db8::1]>'])('accepts an address literal from a trusted client: %s', (command) =>
       expectRefused(relay.ports.relay, command, RCPT_OK),

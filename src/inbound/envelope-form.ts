@@ -1,0 +1,42 @@
+// MAIL and RCPT addresses in the forms Postfix's smtpd accepts by default
+// (strict_rfc821_envelopes = no) and smtp-server refuses with 501:
+//  - an address without angle brackets, "MAIL FROM: alice@example.org",
+//    as old printers, scanners, UPS cards and hand-written scripts send it;
+//  - a domain ending in a dot, "<bob@example.org.>" (Postfix's
+//    trivial-rewrite strips the dot);
+//  - spaces around the colon or between the words, "MAIL FROM : <a@b>".
+// The command is rewritten into the form smtp-server parses before it parses
+// it: the address in brackets, without the dot. Nothing else changes, and the
+// result goes through every check a bracketed address goes through (syntax,
+// relaying, parameters). What Postfix also takes and this does not: an RFC 822
+// phrase or comment around the address ("Alice <a@b>") and a quoted local
+// part with a space ("<"a b"@c>"); smtp-server splits its command at spaces.
+//
+//   canonicalAddressCommand - the command as smtp-server should read it.
+
+// Already in canonical form: checked first, it is what every client but the old ones sends.
+const CANONICAL = /^(?:MAIL FROM|RCPT TO):<(?:[^<>]*[^<>.])?>(?: |$)/i;
+const COMMAND = /^(MAIL)\s+(FROM)\s*:\s*(\S*)(.*)$|^(RCPT)\s+(TO)\s*:\s*(\S*)(.*)$/is;
+
+/**
+ * canonicalAddressCommand - a MAIL FROM or RCPT TO line with its address in angle brackets and without a dot
+ * ending its domain; any other line, or one whose address is not a single token, as it came.
+ */
+export function canonicalAddressCommand(line: string): string {
+  if (CANONICAL.test(line)) return line;
+  const m = COMMAND.exec(line);
+  if (!m) return line;
+  const [verb, keyword, token, rest] = m[1] ? [m[1], m[2]!, m[3]!, m[4]!] : [m[5]!, m[6]!, m[7]!, m[8]!];
+  const bracketed = /^<([^<>]*)>$/.exec(token);
+  // Unbracketed, only when nothing after it has a bracket: "Alice <a@b>" is a phrase, not an address and a parameter.
+  const address = bracketed ? bracketed[1]! : /^[^<>]+$/.test(token) && !/[<>]/.test(rest) ? token : undefined;
+  if (address === undefined) return line;
+  return `${verb.toUpperCase()} ${keyword.toUpperCase()}:<${withoutFinalDot(address)}>${rest}`;
+}
+
+/** withoutFinalDot - "a@example.org." as "a@example.org"; an address literal, an empty domain or ".." kept. */
+function withoutFinalDot(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at < 0 || !address.endsWith('.') || address.endsWith('..') || address.length - at <= 2) return address;
+  return address.slice(0, -1);
+}
