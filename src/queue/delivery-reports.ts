@@ -33,7 +33,8 @@ export interface ReportFacts {
   claim: ClaimedDelivery;
   /** Each recipient's result as it will be recorded (expired deferrals already bounced). */
   recipients: RecipientOutcome[];
-  lastAttempt?: AttemptRecord;
+  /** The attempt whose host gave the replies (CourierOutcome.answeredBy): the Remote-MTA. */
+  answeredBy?: AttemptRecord;
   nextHopOffersDsn: boolean;
   now: Date;
   log: Logger;
@@ -59,7 +60,7 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
     action: r.action,
     status: statusFromReply(r.reply, r.action === 'failed' ? '5.0.0' : '2.0.0'),
     diagnostic: r.reply,
-    ...(facts.lastAttempt?.host ? { remoteMta: facts.lastAttempt.host } : {}),
+    ...(facts.answeredBy?.host ? { remoteMta: facts.answeredBy.host } : {}),
     ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
     lastAttemptAt: now,
   }));

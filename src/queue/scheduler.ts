@@ -25,6 +25,11 @@ export interface CourierOutcome {
   recipients: RecipientOutcome[];
   /** Whether the host that took the message offered DSN (RFC 3461 §6.2: else we report "relayed" ourselves). */
   nextHopOffersDsn: boolean;
+  /**
+   * The attempt whose host gave the replies in `recipients`: the last one, unless an earlier host's "later" (or our
+   * verdict on an earlier host) is what the attempt ends with. Absent when no host was reached.
+   */
+  answeredBy?: AttemptRecord;
 }
 
 /** What the scheduler needs from outbound: one attempt for one claimed delivery. */
@@ -163,11 +168,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const recipients = outcome.recipients.map((r): RecipientOutcome =>
         r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${describeSeconds(options.retry.lifetime)} in the queue)` } : r,
       );
-      const lastAttempt = outcome.attempts.at(-1);
       // The report first, the record second: a crash or a failure between them sends the report again with the
       // next attempt (at least once), where the other order could lose it. An attempt whose record is refused
       // (the message deleted meanwhile, or the lease another worker's) has its report withdrawn.
-      const report = await queueReport({ store, hostname: options.hostname, claim, recipients, lastAttempt, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log });
+      const report = await queueReport({ store, hostname: options.hostname, claim, recipients, answeredBy: outcome.answeredBy, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log });
       let recorded = false;
       try {
         recorded = await store.recordAttempt(lease, { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now });
@@ -179,7 +183,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
         const latency = (now.getTime() - claim.receivedAt.getTime()) / 1000;
         for (const r of recipients) metrics.deliveryRecorded(r.result, r.result === 'delivered' ? latency : undefined);
       }
-      const fields = { recorded, relay: relayOf(lastAttempt), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next };
+      const fields = { recorded, relay: relayOf(outcome.answeredBy), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next };
       if (recorded) log.info(fields, 'delivery recorded');
       else log.warn(fields, 'delivery result not recorded: the message was deleted, or another worker holds the delivery (it may reach the next hop twice)');
     } catch (err) {
@@ -313,7 +317,7 @@ function describeSeconds(seconds: number): string {
   return `${amount} ${unit}${amount === 1 ? '' : 's'}`;
 }
 
-/** relayOf - the last next hop tried, as Postfix's relay= field (host[ip]:port, with the TLS version when there was TLS). */
+/** relayOf - the next hop that answered, as Postfix's relay= field (host[ip]:port, with the TLS version when there was TLS). */
 function relayOf(attempt: AttemptRecord | undefined): string | undefined {
   if (!attempt?.host) return undefined;
   const where = `${attempt.host}[${attempt.ip ?? ''}]:${attempt.port ?? ''}`;

@@ -18,6 +18,7 @@ import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, sub
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { issueServerCertificate } from '../../src/tls/dev-certs.ts';
 import { SMTPServer } from 'smtp-server';
+import { testClock } from '../helpers/test-clock.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
 /** deliveryStatus - the message/delivery-status part of a report: the per-message group, then one per recipient. */
@@ -365,6 +366,10 @@ describe('a primary MX that puts off the whole transaction', () => {
       // A backup with verified TLS that does not offer REQUIRETLS.
       'tls-backup.test': { mx: [[10, 'mx1.busy-primary.test'], [20, 'mx3.tls-backup.test']] },
       'mx3.tls-backup.test': { a: ['127.0.0.3'] },
+      // A backup where nothing listens, and a sender domain whose reports reach the plaintext backup.
+      'down-backup.test': { mx: [[10, 'mx1.busy-primary.test'], [20, 'mx4.down-backup.test']] },
+      'mx4.down-backup.test': { a: ['127.0.0.4'] },
+      'report.test': { mx: [[10, 'mx2.busy-primary.test']] },
     });
     relay = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port: backup.port, tls: { caFile } } });
     scheduler = await driveByHand(relay);
@@ -452,6 +457,31 @@ describe('a primary MX that puts off the whole transaction', () => {
       expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: '451 4.7.1 Greylisted, try again later (in reply to MAIL FROM command)' });
     } finally {
       await new Promise<void>((resolve) => primary.close(() => resolve()));
+    }
+  });
+
+  // RFC 3464 §2.3.5: Remote-MTA is the host whose reply the report gives, the primary that said "later", not the
+  // backup tried after it that could not be reached.
+  it('names the primary that put the message off as Remote-MTA when the message expires, not the backup that was down', async () => {
+    const primary = await startNextHop('plain', { host: '127.0.0.2', port: hops[0]!.port, mailReply: { code: 451, text: '4.3.2 Busy, try later' } });
+    const clock = testClock();
+    const expiring = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port: hops[0]!.port, retry: { lifetime: '1h' } } }, { now: clock.now });
+    try {
+      const expiringScheduler = await driveByHand(expiring);
+      const id = await submitMessage(expiring, { from: 'ada@report.test', to: ['x@down-backup.test'], marker: 'remote-mta' });
+      expect(await expiringScheduler.runDue()).toBe(1);
+      // The last attempt at the end of the lifetime, then the report it queued.
+      clock.advance(3600_000);
+      expect(await expiringScheduler.runDue()).toBe(2);
+      const show = await queueShow(expiring, id);
+      expect(show.attempts.map((a) => [a.host, a.outcome])).toEqual([1, 2].flatMap(() => [['mx1.busy-primary.test', 'deferred'], ['mx4.down-backup.test', 'deferred']]));
+      expect(show.recipientStates[0]).toMatchObject({ state: 'bounced', reply: expect.stringMatching(/^451 4\.3\.2 Busy, try later \(in reply to MAIL FROM command\) \(gave up/) });
+      const [report] = reportsTo(hops[0]!, 'ada@report.test');
+      expect(deliveryStatus(report!.message!)[1]).toMatchObject({ 'Final-Recipient': 'rfc822; x@down-backup.test', 'Remote-MTA': 'dns; mx1.busy-primary.test', 'Diagnostic-Code': expect.stringMatching(/^smtp; 451 4\.3\.2 Busy/) });
+      expect(expiring.logs).toContainEqual(expect.objectContaining({ msg: 'delivery recorded', queueId: id, relay: `mx1.busy-primary.test[127.0.0.2]:${hops[0]!.port}` }));
+    } finally {
+      await expiring.stop();
+      await primary.close();
     }
   });
 });
