@@ -1,4 +1,4 @@
-// Three checks on the commands of a session, as Postfix's smtpd makes them:
+// Four checks on the commands of a session, as Postfix's smtpd makes them:
 //  - a line that is not valid UTF-8 gets "500 5.5.2 Error: bad UTF-8
 //    syntax". smtp-server decodes lines as UTF-8 and turns bad bytes into
 //    U+FFFD, so an address with a stray Latin-1 byte was accepted as another
@@ -17,6 +17,9 @@
 //    first" before TLS on a listener that offers AUTH after it (the
 //    server's `authAfterTls` option), else "503 5.5.1 Error: authentication
 //    not enabled".
+//  - DATA in a transaction whose every recipient was refused gets "554
+//    5.5.1 Error: no valid recipients", not smtp-server's "503 need RCPT
+//    command", which tells a pipelining client it forgot a command.
 // And a MAIL or RCPT line in a form Postfix accepts and smtp-server does not
 // (an address without angle brackets, a domain ending in a dot) is handed to
 // smtp-server rewritten, see inbound/envelope-form.ts.
@@ -44,7 +47,7 @@ interface Connection {
   _ready: boolean;
   _nextHandler: unknown;
   secure: boolean;
-  session: { disabledCommands?: string[] };
+  session: { disabledCommands?: string[]; envelope: { mailFrom: unknown; rcptTo: unknown[] } };
   _server: { options: AuthAfterTlsOption };
   __posternErrors?: number;
   send(code: number, data?: string | string[], context?: string | false): void;
@@ -73,7 +76,13 @@ export function installCommandGuard(): Promise<void> {
     _onCommand(this: Connection, command: Buffer, callback?: () => void) {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.
       if (this._upgrading || !this._ready || this._nextHandler) return library._onCommand.call(this, command, callback);
-      const refusal = !isUtf8(command) ? replies.badUtf8 : isAuthNotOffered(this, command) ? authNotOfferedReply(this) : undefined;
+      const refusal = !isUtf8(command)
+        ? replies.badUtf8
+        : isAuthNotOffered(this, command)
+          ? authNotOfferedReply(this)
+          : isDataWithoutRecipients(this, command)
+            ? replies.noValidRecipients
+            : undefined;
       if (!refusal) return library._onCommand.call(this, canonicalCommand(command), callback);
       this.send(refusal.code, formatReply(refusal), false);
       const next = callback ?? (() => undefined);
@@ -101,6 +110,12 @@ function isRecipientOvershoot(code: number, data: string | string[] | undefined)
 function isAuthNotOffered(connection: Connection, command: Buffer): boolean {
   // The first byte first: this runs for every command line.
   return (command[0]! | 0x20) === 0x61 && /^auth(?: |$)/i.test(command.toString('latin1', 0, 5)) && (connection.session.disabledCommands ?? []).includes('AUTH');
+}
+
+/** isDataWithoutRecipients - DATA after a MAIL FROM whose recipients were all refused (with no MAIL, the library's 503 stands). */
+function isDataWithoutRecipients(connection: Connection, command: Buffer): boolean {
+  const { envelope } = connection.session;
+  return (command[0]! | 0x20) === 0x64 && Boolean(envelope.mailFrom) && envelope.rcptTo.length === 0 && /^data\s*$/i.test(command.toString('latin1'));
 }
 
 function authNotOfferedReply(connection: Connection): Reply {

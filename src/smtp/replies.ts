@@ -29,6 +29,7 @@ export const replies = {
   tooManyHops: reply(554, '5.4.6', 'Error: too many hops'),
   senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
   recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
+  noValidRecipients: reply(554, '5.5.1', 'Error: no valid recipients'),
   recipientNotFqdn: reply(504, '5.5.2', 'Recipient address rejected: need fully-qualified address'),
   commandNotRecognized: reply(502, '5.5.2', 'Error: command not recognized'),
   badUtf8: reply(500, '5.5.2', 'Error: bad UTF-8 syntax'),

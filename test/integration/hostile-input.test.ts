@@ -323,6 +323,20 @@ describe('default limits', () => {
       ['RCPT TO:<r@local.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@local.test', RCPT_OK],
     ])('accepts the parameters it advertises: %j', (command, reply) => expectRefused(relay.ports.relay, command, reply));
 
+    // Postfix's words: a pipelining client whose recipients were all refused is not told it forgot a command.
+    it('answers DATA after every recipient was refused with 554 5.5.1 no valid recipients, and without MAIL with 503', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('DATA')).text).toMatch(/^503 5\.5\.1 /);
+      expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command('RCPT TO:<a@b@local.test>')).text).toBe(RECIPIENT_SYNTAX);
+      expect((await c.command('DATA')).text).toBe('554 5.5.1 Error: no valid recipients');
+      expect((await c.command('RCPT TO:<rcpt@local.test>')).text).toBe(RCPT_OK);
+      expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+      queueIdOf(await c.command('Subject: after a refusal\r\n\r\nok\r\n.'));
+      c.close();
+    });
+
     // Postfix's default (strict_rfc821_envelopes = no): old printers and scanners send addresses without brackets.
     it('queues a message whose envelope has no angle brackets and a domain ending in a dot, the addresses as Postfix reads them', async () => {
       const c = await open(relay.ports.relay);
