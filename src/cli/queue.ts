@@ -12,7 +12,8 @@ import type { MessageDetails, MessageSelector, QueuedMessageSummary, QueueStore,
 type Output = { json?: boolean };
 
 async function withStore<T>(config: Config, work: (store: QueueStore) => Promise<T>): Promise<T> {
-  const store = await openQueueStore(config);
+  // A queue no relay created is a wrong path or schema: said so, not shown as an empty queue.
+  const store = await openQueueStore(config, { existing: true });
   try {
     return await work(store);
   } finally {
@@ -53,8 +54,9 @@ export async function showMessage(config: Config, id: string, options: Output): 
 
 /** changeMessages - apply a verb to ids or to every message; reports ids that did not change (exit 1 if any). */
 export async function changeMessages(config: Config, verb: QueueVerb, ids: string[], options: Output & { all?: boolean }): Promise<void> {
-  if (!options.all && ids.length === 0) {
-    process.stderr.write(`postern: queue ${verb} needs message ids or --all\n`);
+  // Both is refused, as the HTTP API refuses it: `delete --all ID` must not empty the queue.
+  if (options.all === (ids.length > 0)) {
+    process.stderr.write(`postern: queue ${verb} needs message ids or --all${options.all ? ', not both' : ''}\n`);
     process.exitCode = 3;
     return;
   }

@@ -14,15 +14,21 @@ export interface OpenStoreOptions {
    * has nothing to sweep: a draft is a transaction.)
    */
   removeOrphans?: boolean;
+  /**
+   * The queue must exist already: an operator's command pointed at a path or schema no relay ever used fails,
+   * naming it, instead of creating an empty queue there and reporting it empty.
+   */
+  existing?: boolean;
 }
 
 /** openQueueStore - open (and migrate) the configured queue. */
 export async function openQueueStore(config: Config, options: OpenStoreOptions = {}): Promise<QueueStore> {
   const removeOrphans = options.removeOrphans ?? false;
+  const existing = options.existing ?? false;
   if (config.queue.backend === 'postgres') {
     const { openPostgresStore } = await import('./postgres/pg-store.ts');
-    return openPostgresStore({ url: config.queue.url, logger: options.logger, removeOrphans });
+    return openPostgresStore({ url: config.queue.url, logger: options.logger, removeOrphans, existing });
   }
   const { openSqliteStore } = await import('./sqlite/sqlite-store.ts');
-  return openSqliteStore({ path: config.queue.path, logger: options.logger, removeOrphans });
+  return openSqliteStore({ path: config.queue.path, logger: options.logger, removeOrphans, existing });
 }

@@ -3,6 +3,7 @@
 // login with the user it made, the first start with no configuration at all
 // (dev certificates, queue, the summary on stderr), and queue list.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -289,6 +290,20 @@ describe.concurrent('postern CLI', () => {
       expect(lines[0]).toMatch(/^ID +STATE +SIZE +AGE +SENDER +RECIPIENTS$/);
       expect(lines[1]).toMatch(new RegExp(`^${id} +queued +${size} +\\d+[smhd] +sender@example\\.test +one@example\\.org, two@example\\.net$`));
       expect(lines.slice(2)).toEqual(['-- 1 message', '']);
+    });
+
+    // Postfix's postqueue stops on a config directory that is not there; an empty listing would hide the mistake.
+    it('names a queue.path no relay created, exits 1, and creates nothing there', async () => {
+      const { dir, file } = await writeTestConfig();
+      dirs.push(dir);
+      const result = await postern(['queue', 'list', '--config', file]);
+      expect(result).toEqual({ code: 1, stdout: '', stderr: `postern: no queue at ${join(dir, 'data', 'queue.db')} (queue.path): no relay has run with this configuration; is it the relay's (--config FILE)?\n` });
+      expect(existsSync(join(dir, 'data'))).toBe(false);
+    });
+
+    it.each(['hold', 'delete'])('refuses %s with both ids and --all (exit 3), as the HTTP API does', async (verb) => {
+      const result = await postern(['queue', verb, '--all', '01M8QBAF58C2BR1N', '--config', started.configFile]);
+      expect(result).toEqual({ code: 3, stdout: '', stderr: `postern: queue ${verb} needs message ids or --all, not both\n` });
     });
   });
 });

@@ -84,7 +84,7 @@ describe.skipIf(!baseUrl)('postgres', () => {
     let schema: TestSchema;
     const opened: QueueStore[] = [];
 
-    async function openStore(options: { poolSize?: number; logger?: Logger } = {}): Promise<QueueStore> {
+    async function openStore(options: { poolSize?: number; logger?: Logger; existing?: boolean } = {}): Promise<QueueStore> {
       const store = await openPostgresStore({ url: schema.url, logger: createLogger({ level: 'silent' }), ...options });
       opened.push(store);
       return store;
@@ -134,6 +134,17 @@ describe.skipIf(!baseUrl)('postgres', () => {
       await openStore();
       const found = await schema.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema.schema]);
       expect(found.rowCount).toBe(1);
+    });
+
+    // The CLI's commands on a queue: a queue.url no relay ever used is named, not created and reported empty.
+    it('with `existing`, refuses a schema that holds no queue, naming it, and creates nothing there', async () => {
+      await schema.query(`DROP SCHEMA ${schema.schema}`);
+      await expect(openStore({ existing: true })).rejects.toThrow(new RegExp(`^queue database .* \\(schema ${schema.schema}\\) holds no queue: no relay has run with this queue\\.url`));
+      const found = await schema.query('SELECT 1 FROM information_schema.schemata WHERE schema_name = $1', [schema.schema]);
+      expect(found.rowCount).toBe(0);
+      await schema.query(`CREATE SCHEMA ${schema.schema}`);
+      await openStore();
+      await openStore({ existing: true });
     });
 
     it('migrates once when several nodes start together', async () => {

@@ -275,8 +275,8 @@ export const MIGRATIONS: readonly Migration[] = [
   },
 ];
 
-/** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. */
-export async function migrateSchema(client: pg.PoolClient, target: { schema?: string; printable: string }): Promise<number> {
+/** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. With `existing`, a database the queue never used is an error. */
+export async function migrateSchema(client: pg.PoolClient, target: { schema?: string; printable: string; existing?: boolean }): Promise<number> {
   const table = target.schema === undefined ? 'schema_version' : `${target.schema}.schema_version`;
   await client.query('BEGIN');
   try {
@@ -285,6 +285,7 @@ export async function migrateSchema(client: pg.PoolClient, target: { schema?: st
     const from = await readVersion(client, table);
     const where = target.schema === undefined ? target.printable : `${target.printable} (schema ${target.schema})`;
     refuseNewerSchema(from, MIGRATIONS, where, 'point queue.url at another database or schema');
+    if (from === 0 && target.existing) throw new Error(`queue database ${where} holds no queue: no relay has run with this queue.url; is it the relay's configuration (--config FILE)?`);
     if (from < MIGRATIONS.length) {
       // The schema name passed the identifier check in parseQueueUrl: safe unquoted.
       if (target.schema !== undefined) await client.query(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);

@@ -60,6 +60,8 @@ export interface PostgresStoreOptions {
   logger?: Logger;
   /** Whether open removes chunk rows no message claims (default true; the CLI passes false, as for SQLite). */
   removeOrphans?: boolean;
+  /** Refuse to create the queue's tables: a database or schema without them is an error naming it (the CLI's commands). */
+  existing?: boolean;
   /** Connections for short queries (claims, records, the CLI); default 10. */
   poolSize?: number;
   /** Connections for drafts' statements (a full body chunk, a commit): this many at once before the next waits; default 20. */
@@ -75,7 +77,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   // An idle connection the server dropped: the pool discards it; log it, never crash on it.
   for (const pool of [queries, drafts]) pool.on('error', (err) => logger.warn({ err, url: connection.printable }, 'idle queue database connection failed'));
   try {
-    logMigration(logger, { url: connection.printable, schema: connection.schema }, await migrate(queries, connection), MIGRATIONS);
+    logMigration(logger, { url: connection.printable, schema: connection.schema }, await migrate(queries, connection, options.existing ?? false), MIGRATIONS);
     const orphansRemoved = options.removeOrphans === false ? 0 : await removeOrphans(queries, logger);
     logger.info({ url: connection.printable, schema: connection.schema, schemaVersion: MIGRATIONS.length, orphansRemoved }, 'queue store opened');
   } catch (error) {
@@ -86,9 +88,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 }
 
 /** migrate - run migrateSchema on one connection; a connection error names the URL. */
-async function migrate(pool: pg.Pool, connection: QueueConnection): Promise<number> {
+async function migrate(pool: pg.Pool, connection: QueueConnection, existing: boolean): Promise<number> {
   try {
-    return await withClient(pool, (client) => migrateSchema(client, connection));
+    return await withClient(pool, (client) => migrateSchema(client, { ...connection, existing }));
   } catch (error) {
     if (error instanceof Error && error.message.startsWith('queue database ')) throw error;
     throw new Error(`queue database ${connection.printable}: ${(error as Error).message}`, { cause: error });

@@ -34,7 +34,7 @@
 //   WAL_CHECKPOINT_PAGES - the WAL size, in pages, at which SQLite copies it into the database.
 //   COMMIT_SPACING - when the next group-commit batch waits for more (group-commit.ts).
 import Database from 'better-sqlite3';
-import { rmSync, createReadStream } from 'node:fs';
+import { existsSync, rmSync, createReadStream } from 'node:fs';
 import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -76,6 +76,8 @@ export interface SqliteStoreOptions {
    * commands such as `postern queue list` should pass false.
    */
   removeOrphans?: boolean;
+  /** Refuse to create the database: a missing file is an error naming it (the CLI's commands on a queue). */
+  existing?: boolean;
 }
 
 /** openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path. */
@@ -83,6 +85,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
   const logger = options.logger ?? silentLogger();
   const file = resolve(options.path);
   const messagesDir = join(dirname(file), 'messages');
+  if (options.existing && !existsSync(file)) throw new Error(`no queue at ${file} (queue.path): no relay has run with this configuration; is it the relay's (--config FILE)?`);
   await mkdir(messagesDir, { recursive: true, mode: 0o700 });
   await syncDirectory(dirname(file));
   // Create the file 0600 before SQLite does (it would use 0644): it holds
