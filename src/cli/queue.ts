@@ -110,6 +110,8 @@ function summaryJson(m: QueuedMessageSummary) {
     receivedAt: m.receivedAt.toISOString(),
     state: m.state,
     ...(m.outcome !== undefined && { outcome: m.outcome }),
+    recipientStates: m.recipientStates,
+    ...(m.nextAttemptAt !== undefined && { nextAttemptAt: m.nextAttemptAt.toISOString() }),
   };
 }
 
@@ -118,14 +120,26 @@ function stateText(m: QueuedMessageSummary): string {
   return m.outcome === undefined ? m.state : `${m.state}: ${m.outcome}`;
 }
 
-/** formatTable - the human listing, like postqueue -p but one line per message. */
+/**
+ * formatTable - the human listing: one line per message, and under a deferred one, as postqueue -p gives the
+ * reason, each deferred recipient with its last reply and when the next attempt is.
+ */
 function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
   if (messages.length === 0) return 'Mail queue is empty\n';
   const rows = messages.map((m) => [m.id, stateText(m), String(m.size), formatAge(nowMs - m.receivedAt.getTime()), m.mailFrom || '<>', m.recipients.join(', ')]);
   const header = ['ID', 'STATE', 'SIZE', 'AGE', 'SENDER', 'RECIPIENTS'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n';
-  return line(header) + rows.map(line).join('') + `-- ${messages.length} message${messages.length === 1 ? '' : 's'}\n`;
+  const entries = messages.map((m, i) => line(rows[i]!) + whyDeferred(m, nowMs));
+  return line(header) + entries.join('') + `-- ${messages.length} message${messages.length === 1 ? '' : 's'}\n`;
+}
+
+/** whyDeferred - the lines under a deferred message: each deferred recipient's last reply, then the next attempt. */
+function whyDeferred(m: QueuedMessageSummary, nowMs: number): string {
+  if (m.state !== 'deferred') return '';
+  const waiting = m.recipientStates.filter((r) => r.state === 'deferred').map((r) => `    ${r.address}: ${r.reply ?? 'no reply recorded'}\n`);
+  const next = m.nextAttemptAt === undefined ? '' : `    next attempt ${m.nextAttemptAt.getTime() > nowMs ? `in ${formatAge(m.nextAttemptAt.getTime() - nowMs)}` : 'now'}\n`;
+  return waiting.join('') + next;
 }
 
 /** formatDetails - `queue show` for people: envelope, recipients, then every attempt with its TLS record. */

@@ -152,6 +152,10 @@ export interface QueuedMessageSummary {
   state: MessageState;
   /** Only when state is 'done'. */
   outcome?: MessageOutcome;
+  /** Each recipient's state and last reply, in RCPT order: why a deferred message waits (postqueue -p's reason). */
+  recipientStates: { address: string; state: RecipientState; reply?: string }[];
+  /** The earliest next attempt of its deliveries not finished; only for a queued or deferred message. */
+  nextAttemptAt?: Date;
 }
 
 /** A message being received: its id is fixed first so the Received header can name it. */

@@ -17,7 +17,7 @@
 // How it fails: it does not; rows are trusted to be what the schema allows.
 //
 //   SHOWN_STATE_SQL    - the state a reader sees, as SQL both dialects run (m = messages).
-//   summaryOf          - one `queue list` line from a message row (a done one with its outcome).
+//   summaryOf          - one `queue list` entry from a message row (a done one with its outcome).
 //   detailsOf          - `queue show` from a message's rows.
 //   statsOf            - QueueStats from the per-state counts.
 //   claimedDeliveryOf  - what a worker gets for one leased delivery.
@@ -135,16 +135,28 @@ export interface ClaimRow {
   recipients: RecipientDsnRow[];
 }
 
-/** summaryOf - one `queue list` line from a message row; a done message gets its outcome from `recipientStates`. */
-export function summaryOf(row: MessageRow, recipients: string[], recipientStates: readonly RecipientState[] = []): QueuedMessageSummary {
+/** A recipient as `queue list` reads it. */
+export interface ListedRecipientRow {
+  address: string;
+  state: RecipientState;
+  reply: string | null;
+}
+
+/**
+ * summaryOf - one `queue list` entry from a message row, its recipients in RCPT order and the earliest next
+ * attempt of its unfinished deliveries (NULL: none); a done message gets its outcome from its recipients.
+ */
+export function summaryOf(row: MessageRow, recipients: readonly ListedRecipientRow[], nextAttemptAt: StoredTime | null): QueuedMessageSummary {
   return {
     id: row.id,
     mailFrom: row.mail_from,
-    recipients,
+    recipients: recipients.map((r) => r.address),
     size: Number(row.size),
     receivedAt: toDate(row.received_at),
     state: row.state,
-    ...(row.state === 'done' && { outcome: outcomeOf(recipientStates) }),
+    ...(row.state === 'done' && { outcome: outcomeOf(recipients.map((r) => r.state)) }),
+    recipientStates: recipients.map((r) => ({ address: r.address, state: r.state, ...(r.reply !== null && { reply: r.reply }) })),
+    ...((row.state === 'queued' || row.state === 'deferred') && nextAttemptAt !== null && { nextAttemptAt: toDate(nextAttemptAt) }),
   };
 }
 
@@ -159,11 +171,7 @@ function outcomeOf(recipientStates: readonly RecipientState[]): MessageOutcome {
 export function detailsOf(rows: { message: MessageDetailRow; recipients: RecipientRow[]; deliveries: DeliveryRow[]; attempts: AttemptRow[] }): MessageDetails {
   const { message, recipients } = rows;
   return {
-    ...summaryOf(
-      message,
-      recipients.map((r) => r.address),
-      recipients.map((r) => r.state),
-    ),
+    ...summaryOf(message, recipients, earliest(rows.deliveries.filter((d) => !toFlag(d.finished)).map((d) => toDate(d.next_attempt_at)))),
     envelope: envelopeOf(message, recipients),
     recipientStates: recipients.map((r) => ({
       address: r.address,
@@ -181,6 +189,10 @@ export function detailsOf(rows: { message: MessageDetailRow; recipients: Recipie
     })),
     attempts: rows.attempts.map(attemptOf),
   };
+}
+
+function earliest(times: Date[]): Date | null {
+  return times.length === 0 ? null : new Date(Math.min(...times.map((t) => t.getTime())));
 }
 
 /** statsOf - QueueStats from one row per shown state (every state counted, 0 when it has no row). */

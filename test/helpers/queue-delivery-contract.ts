@@ -366,10 +366,37 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       expect(all[2]).toEqual({
         id: partly, mailFrom: 'alice@example.org', recipients: ['ok@a.test', 'gone@a.test', 'far@b.test'], size: expect.any(Number),
         receivedAt: expect.any(Date), state: 'done', outcome: 'partly bounced',
+        recipientStates: [
+          { address: 'ok@a.test', state: 'delivered', reply: REPLY.delivered },
+          { address: 'gone@a.test', state: 'bounced', reply: REPLY.bounced },
+          { address: 'far@b.test', state: 'delivered', reply: REPLY.delivered },
+        ],
       });
       expect(all[4]).not.toHaveProperty('outcome'); // absent, not undefined: a listing not done keeps its old shape
       expect((await store.showMessage(bounced))!.outcome).toBe('bounced');
       expect(await store.showMessage(waiting.id)).not.toHaveProperty('outcome');
+    });
+
+    // What postqueue -p prints under a deferred message: why it waits, and (ours) when it is tried again.
+    it('lists a deferred message with each recipient’s state and last reply, and its earliest next attempt', async () => {
+      const { id, at } = await queue(['later@a.test', 'ok@a.test', 'new@b.test']);
+      const claimed = (await claim(at)).find((c) => c.domain === 'a.test')!;
+      expect(await record(claimed, at, [outcome('later@a.test', 'deferred'), outcome('ok@a.test', 'delivered')], at + 300_000)).toBe(true);
+      const [listed] = await store.listMessages();
+      expect(listed).toMatchObject({
+        id,
+        state: 'deferred',
+        recipientStates: [
+          { address: 'later@a.test', state: 'deferred', reply: REPLY.deferred },
+          { address: 'ok@a.test', state: 'delivered', reply: REPLY.delivered },
+          { address: 'new@b.test', state: 'queued' },
+        ],
+      });
+      expect(listed!.recipientStates[2]).not.toHaveProperty('reply');
+      // b.test's delivery, still leased to this worker and not recorded, is due first.
+      expect(listed!.nextAttemptAt!.getTime()).toBeLessThan(at + 300_000);
+      await store.holdMessages({ ids: [id] });
+      expect((await store.listMessages())[0]).not.toHaveProperty('nextAttemptAt');
     });
 
     it('records an attempt that reached no host (no address, no TLS)', async () => {

@@ -49,7 +49,11 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
 
       const list = await store.listMessages();
       expect(list).toEqual([
-        { id, mailFrom: 'sender@example.org', recipients: ['a@Example.COM', 'b@example.net', 'c@example.com'], size: body.length, receivedAt: expect.any(Date), state: 'queued' },
+        {
+          id, mailFrom: 'sender@example.org', recipients: ['a@Example.COM', 'b@example.net', 'c@example.com'], size: body.length, receivedAt: expect.any(Date), state: 'queued',
+          recipientStates: ['a@Example.COM', 'b@example.net', 'c@example.com'].map((address) => ({ address, state: 'queued' })),
+          nextAttemptAt: expect.any(Date),
+        },
       ]);
       const receivedAt = list[0]!.receivedAt.getTime();
       expect(receivedAt).toBeGreaterThanOrEqual(before);

@@ -281,7 +281,12 @@ describe.concurrent('postern CLI', () => {
       const json = await postern(['queue', 'list', '--json', '--config', configFile]);
       expect(json.code).toBe(0);
       const listed = JSON.parse(json.stdout) as { receivedAt: string }[];
-      expect(listed).toEqual([{ id, sender: 'sender@example.test', recipients: ['one@example.org', 'two@example.net'], size, receivedAt: expect.any(String), state: 'queued' }]);
+      expect(listed).toEqual([
+        {
+          id, sender: 'sender@example.test', recipients: ['one@example.org', 'two@example.net'], size, receivedAt: expect.any(String), state: 'queued',
+          recipientStates: [{ address: 'one@example.org', state: 'queued' }, { address: 'two@example.net', state: 'queued' }], nextAttemptAt: expect.any(String),
+        },
+      ]);
       expect(new Date(listed[0]!.receivedAt).toISOString()).toBe(listed[0]!.receivedAt);
 
       const table = await postern(['queue', 'list', '--config', configFile]);

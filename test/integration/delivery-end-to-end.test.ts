@@ -332,6 +332,11 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^421 4\.3\.2 mx\.test is busy/) })]);
     expect(show.attempts).toEqual([expect.objectContaining({ host: NEXT_HOP_NAME, port: hops.busy.port, outcome: 'deferred', reply: expect.stringMatching(/^421 /) })]);
     expect(transactionsOf(hops.busy, 'heidi@sender.test')).toEqual([]);
+    // queue list says why it waits and until when, under its line, as postqueue -p does.
+    const listed = await postern(['queue', 'list', '--config', join(relay.dir, 'postern.yaml')]);
+    const lines = listed.stdout.split('\n');
+    const at = lines.findIndex((l) => l.startsWith(`${id}  deferred `));
+    expect(lines.slice(at + 1, at + 3)).toEqual([expect.stringMatching(/^ {4}x@busy\.test: 421 4\.3\.2 mx\.test is busy/), expect.stringMatching(/^ {4}next attempt in [45]m$/)]);
   });
 
   it('defers when the greeting is slower than outbound.connectTimeout, with the timeout recorded', async () => {

@@ -160,7 +160,10 @@ describe('queue API', () => {
     const list = await call(relay, '/api/queue', { token: TOKEN });
     const mine = (list.json as { id: string }[]).find((m) => m.id === id);
     const stored = (await relay.queued()).find((m) => m.id === id)!;
-    expect(mine).toEqual({ id, sender: 'sender@example.test', recipients: ['listed@local.test'], size: stored.size, receivedAt: stored.receivedAt.toISOString(), state: 'queued' });
+    expect(mine).toEqual({
+      id, sender: 'sender@example.test', recipients: ['listed@local.test'], size: stored.size, receivedAt: stored.receivedAt.toISOString(), state: 'queued',
+      recipientStates: [{ address: 'listed@local.test', state: 'queued' }], nextAttemptAt: stored.nextAttemptAt!.toISOString(),
+    });
 
     const shown = await call(relay, `/api/queue/${id}`, { token: TOKEN });
     expect(shown.status).toBe(200);

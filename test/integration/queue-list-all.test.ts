@@ -48,7 +48,10 @@ describe('listing finished messages', () => {
 
     const all = JSON.parse((await queueCli(relay, 'list', '--all', '--json')).out) as Record<string, unknown>[];
     expect(all).toEqual([
-      { id, sender: 'a@sender.test', recipients: ['rcpt@example.test'], size: expect.any(Number), receivedAt: expect.any(String), state: 'done', outcome: 'delivered' },
+      {
+        id, sender: 'a@sender.test', recipients: ['rcpt@example.test'], size: expect.any(Number), receivedAt: expect.any(String), state: 'done', outcome: 'delivered',
+        recipientStates: [{ address: 'rcpt@example.test', state: 'delivered', reply: expect.stringMatching(/^250 /) }],
+      },
     ]);
     const table = (await queueCli(relay, 'list', '--all')).out;
     expect(table).toMatch(new RegExp(`^${id}  done: delivered  `, 'm'));

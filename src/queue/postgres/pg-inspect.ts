@@ -17,24 +17,24 @@
 //   showMessage  - one message with its recipients, deliveries and attempts.
 //   queueStats   - how many messages not done are in each shown state, and the oldest.
 import type pg from 'pg';
-import type { MessageDetails, QueuedMessageSummary, QueueStats, RecipientState } from '../queue-store.ts';
-import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
+import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
+import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
 
 // 'deferred' is derived, never stored (pg-schema.ts).
 
 /**
  * listMessages - the messages not done (includeDone: every message), oldest first, each with its recipients in
- * RCPT order and, for a done one, their states (one statement).
+ * RCPT order (state and last reply) and its earliest next attempt (one statement).
  */
 export async function listMessages(pool: pg.Pool, options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
-  const result = await pool.query<MessageRow & { recipients: string[]; recipient_states: RecipientState[] | null }>(`
+  const result = await pool.query<MessageRow & { recipients: ListedRecipientRow[]; next_attempt_at: Date | null }>(`
     SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state,
-           ARRAY(SELECT r.address FROM recipients r WHERE r.message_id = m.id ORDER BY r.position) AS recipients,
-           CASE WHEN m.state = 'done' THEN ARRAY(SELECT r.state FROM recipients r WHERE r.message_id = m.id ORDER BY r.position) END
-             AS recipient_states
+           (SELECT coalesce(json_agg(json_build_object('address', r.address, 'state', r.state, 'reply', r.reply) ORDER BY r.position), '[]'::json)
+              FROM recipients r WHERE r.message_id = m.id) AS recipients,
+           (SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND NOT d.finished) AS next_attempt_at
       FROM messages m ${options.includeDone ? '' : "WHERE m.state <> 'done'"} ORDER BY m.received_at, m.seq`);
-  return result.rows.map((row) => summaryOf(row, row.recipients, row.recipient_states ?? []));
+  return result.rows.map((row) => summaryOf(row, row.recipients, row.next_attempt_at));
 }
 
 /** showMessage - everything known about one message, read in one snapshot; undefined if unknown. */

@@ -13,8 +13,8 @@
 //
 //   prepareInspect - the listMessages / showMessage / stats functions over one database.
 import type Database from 'better-sqlite3';
-import type { MessageDetails, QueuedMessageSummary, QueueStats, RecipientState } from '../queue-store.ts';
-import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
+import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
+import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 
 export interface InspectFunctions {
   listMessages(options?: { includeDone?: boolean }): QueuedMessageSummary[];
@@ -28,11 +28,12 @@ export interface InspectFunctions {
 export function prepareInspect(db: Database.Database): InspectFunctions {
   // The listing without done messages, and (includeDone) with them: the same columns and order.
   const listing = (where: string) => ({
-    messages: db.prepare<[], MessageRow>(`
-      SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state
+    messages: db.prepare<[], MessageRow & { next_attempt_at: number | null }>(`
+      SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state,
+             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND d.finished = 0) AS next_attempt_at
         FROM messages m ${where} ORDER BY m.received_at, m.rowid`),
-    recipients: db.prepare<[], { message_id: string; address: string; state: RecipientState }>(`
-      SELECT r.message_id, r.address, r.state FROM recipients r JOIN messages m ON m.id = r.message_id
+    recipients: db.prepare<[], ListedRecipientRow & { message_id: string }>(`
+      SELECT r.message_id, r.address, r.state, r.reply FROM recipients r JOIN messages m ON m.id = r.message_id
         ${where} ORDER BY r.message_id, r.position`),
   });
   const notDone = listing("WHERE m.state != 'done'");
@@ -60,15 +61,13 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
   const list = db.transaction((includeDone: boolean): QueuedMessageSummary[] => {
     const statements = includeDone ? everyMessage : notDone;
     const rows = statements.messages.all();
-    const byMessage = new Map<string, { addresses: string[]; states: RecipientState[] }>();
+    const byMessage = new Map<string, ListedRecipientRow[]>();
     for (const r of statements.recipients.all()) {
       const recipients = byMessage.get(r.message_id);
-      if (recipients) {
-        recipients.addresses.push(r.address);
-        recipients.states.push(r.state);
-      } else byMessage.set(r.message_id, { addresses: [r.address], states: [r.state] });
+      if (recipients) recipients.push(r);
+      else byMessage.set(r.message_id, [r]);
     }
-    return rows.map((row) => summaryOf(row, byMessage.get(row.id)?.addresses ?? [], byMessage.get(row.id)?.states));
+    return rows.map((row) => summaryOf(row, byMessage.get(row.id) ?? [], row.next_attempt_at));
   });
 
   const show = db.transaction((id: string): MessageDetails | undefined => {
