@@ -7,10 +7,15 @@
 //                      probe.
 //   ready (/readyz)  - the queue is writable (a read of its stats and a
 //                      small draft written and discarded, every time: it is
-//                      cheap) and, when a smarthost is set, it is reachable
-//                      with its TLS level and credentials. The smarthost is
-//                      asked at most once a minute; the result is kept with
-//                      the time it was taken (checkedAt), good or bad.
+//                      cheap). When a smarthost is set, the answer also says
+//                      whether it is reachable with its TLS level and
+//                      credentials, without making the relay unready: mail
+//                      for a smarthost that is down waits in the queue, as
+//                      in Postfix's, and a relay taken out of service (or
+//                      restarted) by its orchestrator then would refuse it
+//                      at the senders instead. The smarthost is asked at
+//                      most once a minute; the result is kept with the time
+//                      it was taken (checkedAt), good or bad.
 // Checks that are already running are shared, never started twice.
 //
 // This module does not know the queue or outbound: the composition root
@@ -88,8 +93,7 @@ export function createHealthChecks(deps: HealthDeps): HealthChecks {
       const [queue, host] = await Promise.all([checkQueueWritable(deps.queue), smarthost?.()]);
       const body: Record<string, unknown> = { queue: { ...queue, checkedAt: deps.now().toISOString() } };
       if (host && relayhost) body.relayhost = { host: relayhost.name, ...host.value, checkedAt: host.checkedAt };
-      const ok = queue.ok && (host?.value.ok ?? true);
-      return { ok, body: { status: ok ? 'ready' : 'not ready', ...body } };
+      return { ok: queue.ok, body: { status: queue.ok ? 'ready' : 'not ready', ...body } };
     },
   };
 }

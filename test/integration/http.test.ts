@@ -404,12 +404,13 @@ describe('/readyz', () => {
     expect(await relay.queued()).toEqual([]);
   });
 
-  it('is 503 when the smarthost does not answer', async () => {
+  // Mail for a smarthost that is down waits in the queue: taking the relay out of service would refuse it instead.
+  it('is 200 when the smarthost does not answer, and says so', async () => {
     const port = await closedPort();
     const relay = await started({ outbound: { enabled: true, relayhost: { host: '127.0.0.1', port, tls: 'encrypt' } } });
     const answer = await call(relay, '/readyz');
-    expect(answer.status).toBe(503);
-    expect(answer.json).toMatchObject({ status: 'not ready', queue: { ok: true }, relayhost: { ok: false, host: `127.0.0.1:${port}` } });
+    expect(answer.status).toBe(200);
+    expect(answer.json).toMatchObject({ status: 'ready', queue: { ok: true }, relayhost: { ok: false, host: `127.0.0.1:${port}` } });
     expect(answer.json.relayhost.error).toMatch(/ECONNREFUSED/);
   });
 
@@ -439,11 +440,11 @@ describe('/readyz', () => {
     expect([sink.sessions, sink.logins]).toEqual([2, 2]);
   });
 
-  it('is 503 when the smarthost refuses our credentials', async () => {
+  it('is 200 when the smarthost refuses our credentials, and says so', async () => {
     const sink = await startSink();
     const relay = await started(relayhostSettings(sink, 'not-the-password'));
     const answer = await call(relay, '/readyz');
-    expect(answer.status).toBe(503);
+    expect(answer.status).toBe(200);
     expect(answer.json.relayhost).toMatchObject({ ok: false });
     expect(answer.json.relayhost.error).toMatch(/535/);
     expect(sink.logins).toBe(0);
@@ -488,7 +489,7 @@ describe('postern health', () => {
     });
   }
 
-  it('exits 0 for a healthy relay, 1 when the smarthost is down, 1 when nothing answers', async () => {
+  it('exits 0 for a healthy relay, 0 naming the smarthost when it is down, 1 when nothing answers', async () => {
     const port = await closedPort();
     const [healthy, unready] = await Promise.all([started({}), started({ outbound: { enabled: true, relayhost: { host: '127.0.0.1', port } } })]);
 
@@ -505,9 +506,9 @@ describe('postern health', () => {
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout)).toMatchObject({ healthy: true, healthz: { status: 200, body: { status: 'ok' } }, readyz: { status: 200, body: { status: 'ready' } } });
 
-    expect(down.code).toBe(1);
+    expect(down.code).toBe(0);
     expect(down.stdout).toMatch(/^healthz: 200 ok$/m);
-    expect(down.stdout).toMatch(new RegExp(`^readyz: 503 not ready\\n(.*\\n)* {2}relayhost 127\\.0\\.0\\.1:${port}: FAILED: .*ECONNREFUSED`, 'm'));
+    expect(down.stdout).toMatch(new RegExp(`^readyz: 200 ready\\n(.*\\n)* {2}relayhost 127\\.0\\.0\\.1:${port}: UNREACHABLE \\(mail waits in the queue\\): .*ECONNREFUSED`, 'm'));
 
     expect(nobody.code).toBe(1);
     expect(nobody.stdout).toMatch(/^healthz: no answer from http:\/\/127\.0\.0\.1:\d+\/healthz: .*ECONNREFUSED/m);
