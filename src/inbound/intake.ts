@@ -12,10 +12,10 @@ import type { Config, ListenerName } from '../config/config.ts';
 import type { QueueStore, StoredEnvelope } from '../queue/queue-store.ts';
 import { replies, type Reply } from '../smtp/replies.ts';
 import { BareLineEndings } from './line-endings.ts';
-import { buildReceivedHeader, HeaderPrepender, HOP_LIMIT, missingSubmissionHeaders, receivedCount, type ReceivedFacts } from './trace-headers.ts';
+import { buildReceivedHeader, HeaderPrepender, HOP_LIMIT, messageIdOf, missingSubmissionHeaders, receivedCount, type ReceivedFacts } from './trace-headers.ts';
 
 export type IntakeResult =
-  | { outcome: 'queued'; queueId: string; size: number }
+  | { outcome: 'queued'; queueId: string; size: number; messageId?: string }
   | { outcome: 'refused'; reply: Reply; reason: string; error?: Error }
   /** The client's connection ended before the message did; `receivedBytes` of it had come. */
   | { outcome: 'lost'; receivedBytes: number };
@@ -39,9 +39,12 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
   const addSubmissionHeaders = request.listener !== 'relay';
   const lineEndings = new BareLineEndings(config.smtp.bareLineFeed);
   let hops = 0;
+  let messageId: string | undefined;
   const prepender = new HeaderPrepender((headerBlock) => {
     hops = receivedCount(headerBlock) + 1;
-    return received + (addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now, mailFrom: envelope.mailFrom }) : '');
+    const added = addSubmissionHeaders ? missingSubmissionHeaders(headerBlock, { queueId: draft.id, hostname: config.hostname, date: now, mailFrom: envelope.mailFrom }) : '';
+    messageId = messageIdOf(headerBlock) ?? messageIdOf(added);
+    return received + added;
   });
   const link = linkStages(request.data, lineEndings, prepender);
   try {
@@ -59,7 +62,7 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
       return { outcome: 'refused', reply: replies.bareLineFeed, reason: 'bare-line-feed' };
     }
     await draft.commit(envelope);
-    return { outcome: 'queued', queueId: draft.id, size };
+    return { outcome: 'queued', queueId: draft.id, size, ...(messageId !== undefined && { messageId }) };
   } catch (err) {
     await draft.discard().catch(() => undefined);
     if (link.clientLeft(err)) return { outcome: 'lost', receivedBytes: request.data.byteLength ?? 0 };

@@ -255,7 +255,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       }).then((result) => {
         if (result.outcome === 'queued') {
           s.log.info(
-            { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, tlsVersion: s.tlsVersion, tlsCipher: tls?.name, user },
+            { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, messageId: result.messageId, tlsVersion: s.tlsVersion, tlsCipher: tls?.name, user },
             'queued',
           );
           metrics.messageAccepted();

@@ -70,6 +70,17 @@ export function receivedCount(headerBlock: string): number {
   return headerBlock.match(/^received[ \t]*:/gim)?.length ?? 0;
 }
 
+/**
+ * messageIdOf - the Message-ID field's value, unfolded, for the `queued` log line (Postfix's cleanup logs
+ * message-id=), so that "my <abc@example.org> never arrived" can be traced; control characters as `?`, at
+ * most 998 characters. Undefined when the block has none.
+ */
+export function messageIdOf(headerBlock: string): string | undefined {
+  const found = /^message-id[ \t]*:(.*(?:\r\n[ \t].*)*)/im.exec(headerBlock);
+  const value = found?.[1]!.replace(/\r\n/g, '').replace(/[\x00-\x1f\x7f]/g, '?').trim().slice(0, 998);
+  return value || undefined;
+}
+
 /** missingSubmissionHeaders - Message-ID, Date and From lines to add when the header block lacks them. */
 export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: string; hostname: string; date: Date; mailFrom: string }): string {
   let out = '';

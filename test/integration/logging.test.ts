@@ -71,12 +71,12 @@ describe('session logging', () => {
     lines = relay.logs.slice(from);
   });
 
-  it('the queued line carries the queue id, client IP, TLS version and cipher, and the user', () => {
+  it('the queued line carries the queue id, client IP, TLS version and cipher, the user, and the Message-ID (here the one submission added)', () => {
     const session = lines.find((l) => l.msg === 'connect')?.session;
     expect(session).toEqual(expect.any(String));
     expect(cipher).toMatch(/^TLS_/);
     expect(lines.filter((l) => l.msg === 'queued')).toEqual([
-      expect.objectContaining({ session, listener: 'submission', queueId, ip: '127.0.0.1', tlsVersion: 'TLSv1.3', tlsCipher: cipher, user: 'alice' }),
+      expect.objectContaining({ session, listener: 'submission', queueId, ip: '127.0.0.1', tlsVersion: 'TLSv1.3', tlsCipher: cipher, user: 'alice', messageId: expect.stringMatching(new RegExp(`^<${queueId!}\\.\\d+@relay\\.test>$`)) }),
     ]);
   });
 

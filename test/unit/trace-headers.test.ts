@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { buildReceivedHeader, HeaderPrepender, missingSubmissionHeaders, receivedCount } from '../../src/inbound/trace-headers.ts';
+import { buildReceivedHeader, HeaderPrepender, messageIdOf, missingSubmissionHeaders, receivedCount } from '../../src/inbound/trace-headers.ts';
 import { formatRfc5322Date } from '../../src/smtp/rfc5322-date.ts';
 
 const date = new Date(Date.UTC(2026, 10, 29, 1, 17, 33));
@@ -61,6 +61,24 @@ describe('submission headers', () => {
     expect(missingSubmissionHeaders('From: a@x\r\nSubject: a\r\n Date: no\r\nMessage-ID: <a@b>\r\n', facts)).toContain('Date: Sun');
     // The null sender names no author.
     expect(missingSubmissionHeaders('Subject: x\r\n', { ...facts, mailFrom: '' })).not.toContain('From:');
+  });
+});
+
+describe('messageIdOf (the queued log line)', () => {
+  it.each([
+    ['Subject: x\r\nMessage-ID: <a.1@example.org>\r\n', '<a.1@example.org>'],
+    ['message-id :  <lower@example.org>  \r\n', '<lower@example.org>'],
+    ['Message-ID:\r\n <folded@example.org>\r\nSubject: x\r\n', '<folded@example.org>'],
+    ['Message-ID: <a\x1b[2J@example.org>\r\n', '<a?[2J@example.org>'],
+    ['X-Message-ID: <not-this@example.org>\r\n', undefined],
+    ['Message-ID:   \r\n', undefined],
+    ['Subject: none\r\n', undefined],
+  ])('reads %j as %j', (block, id) => {
+    expect(messageIdOf(block)).toBe(id);
+  });
+
+  it('keeps at most 998 characters', () => {
+    expect(messageIdOf(`Message-ID: <${'x'.repeat(2000)}@example.org>\r\n`)).toHaveLength(998);
   });
 });
 
