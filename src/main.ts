@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import { loadConfigOrExit } from './cli/context.ts';
 import { registerHealthCommand } from './cli/health.ts';
-import { changeMessages, listQueue, showMessage } from './cli/queue.ts';
+import { changeMessages, listQueue, printMessage, showMessage } from './cli/queue.ts';
 import type { QueueVerb } from './queue/queue-store.ts';
 import { registerSendCommand } from './cli/send.ts';
 import { serve } from './cli/serve.ts';
@@ -61,6 +61,11 @@ queue
   .description('everything about one message: recipients, attempts, TLS facts')
   .option('--json', 'machine-readable output')
   .action(async (id: string, options: { json?: boolean }, command: Command) => showMessage(config(command), id, options));
+
+queue
+  .command('cat <id>')
+  .description('the stored message, as it goes to the next hop (postcat -q)')
+  .action(async (id: string, _options, command: Command) => printMessage(config(command), id));
 
 const verbs: [QueueVerb, string][] = [
   ['retry', 'attempt delivery now'],

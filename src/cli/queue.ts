@@ -1,8 +1,9 @@
-// `postern queue list|show|retry|hold|release|delete|flush`: the operator's
+// `postern queue list|show|cat|retry|hold|release|delete|flush`: the operator's
 // view of the queue, for people (text) or machines (--json). Works beside a
 // running relay: the relay's scheduler sees the changes on its next look
 // (at most a second later). The relay's HTTP queue API is this same code
 // (createQueueApi), so both answer with the same JSON.
+import { once } from 'node:events';
 import type { Config } from '../config/config.ts';
 import type { QueueApi } from '../observability/http-server.ts';
 import { openQueueStore } from '../queue/open-store.ts';
@@ -51,6 +52,23 @@ export async function showMessage(config: Config, id: string, options: Output): 
   print(options.json ? JSON.stringify(details, null, 2) + '\n' : formatDetails(details));
 }
 
+/**
+ * printMessage - a message's stored bytes on stdout, as they go to the next hop (our Received header first;
+ * Postfix's postcat -q); exit 1 if unknown, or done (its body is not kept).
+ */
+export async function printMessage(config: Config, id: string): Promise<void> {
+  await withStore(config, async (store) => {
+    const details = await store.showMessage(id);
+    if (!details || details.state === 'done') {
+      process.stderr.write(`postern: no message ${id} in the queue${details ? ' (it is done: its body is not kept)' : ''}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    for await (const chunk of store.readBody(id)) {
+      if (!process.stdout.write(chunk as Buffer)) await once(process.stdout, 'drain');
+    }
+  });
+}
 
 /** changeMessages - apply a verb to ids or to every message; reports ids that did not change (exit 1 if any). */
 export async function changeMessages(config: Config, verb: QueueVerb, ids: string[], options: Output & { all?: boolean }): Promise<void> {

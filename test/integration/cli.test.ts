@@ -295,6 +295,12 @@ describe.concurrent('postern CLI', () => {
       expect(lines[0]).toMatch(/^ID +STATE +SIZE +AGE +SENDER +RECIPIENTS$/);
       expect(lines[1]).toMatch(new RegExp(`^${id} +queued +${size} +\\d+[smhd] +sender@example\\.test +one@example\\.org, two@example\\.net$`));
       expect(lines.slice(2)).toEqual(['-- 1 message', '']);
+
+      // postcat -q: the stored bytes, our Received header first.
+      const cat = await postern(['queue', 'cat', id, '--config', configFile]);
+      expect(cat).toEqual({ code: 0, stdout: (await relay.body(id)).toString('utf8'), stderr: '' });
+      expect(cat.stdout).toMatch(/^Received: from client\.test /);
+      expect(await postern(['queue', 'cat', '01M8QBAF58C2BR1N', '--config', configFile])).toEqual({ code: 1, stdout: '', stderr: 'postern: no message 01M8QBAF58C2BR1N in the queue\n' });
     });
 
     // Postfix's postqueue stops on a config directory that is not there; an empty listing would hide the mistake.
