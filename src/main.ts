@@ -53,8 +53,11 @@ queue
   .command('list')
   .description('list queued messages')
   .option('--all', 'also delivered and bounced messages, with their outcome')
+  .option('--domain <domain>', 'only messages with a recipient in this domain still to be tried')
+  .option('--sender <address>', 'only messages from this sender (<> for the null sender: reports)')
+  .option('--ids', 'only the ids, one a line (for `queue VERB -`)')
   .option('--json', 'machine-readable output')
-  .action(async (options: { all?: boolean; json?: boolean }, command: Command) => listQueue(config(command), options));
+  .action(async (options: { all?: boolean; json?: boolean; ids?: boolean; domain?: string; sender?: string }, command: Command) => listQueue(config(command), options));
 
 queue
   .command('show <id>')
@@ -76,6 +79,7 @@ const verbs: [QueueVerb, string][] = [
 for (const [verb, description] of verbs) {
   queue
     .command(`${verb} [ids...]`)
+    .usage('[options] ID... | - | --all')
     .description(description)
     .option('--all', 'every message in the queue')
     .option('--json', 'machine-readable output')

@@ -26,19 +26,45 @@ function print(text: string): void {
   process.stdout.write(text);
 }
 
+/** Which messages `queue list` shows: those with a recipient still to be tried in `domain`, or from `sender` ('<>': the null sender). */
+export interface ListFilter {
+  domain?: string;
+  sender?: string;
+}
+
 /**
- * listQueue - print the queue, oldest first; with --all the done messages too, with their outcome. An empty
+ * listQueue - print the queue, oldest first; with --all the done messages too, with their outcome; with a
+ * filter only the messages it selects; with --ids only their ids, one a line (for `queue VERB -`). An empty
  * plain listing says how many finished messages `--all` would show.
  */
-export async function listQueue(config: Config, options: Output & { all?: boolean }): Promise<void> {
+export async function listQueue(config: Config, options: Output & ListFilter & { all?: boolean; ids?: boolean }): Promise<void> {
   const includeDone = options.all === true;
+  const filtered = options.domain !== undefined || options.sender !== undefined;
   const { messages, finished } = await withStore(config, async (store) => {
-    const listed = await store.listMessages({ includeDone });
-    if (options.json || includeDone || listed.length > 0) return { messages: listed, finished: 0 };
+    const listed = selectMessages(await store.listMessages({ includeDone }), options);
+    if (options.json || options.ids || includeDone || filtered || listed.length > 0) return { messages: listed, finished: 0 };
     return { messages: listed, finished: (await store.listMessages({ includeDone: true })).filter((m) => m.state === 'done').length };
   });
   if (options.json) print(JSON.stringify(messages.map(summaryJson), null, 2) + '\n');
+  else if (options.ids) print(messages.map((m) => `${m.id}\n`).join(''));
+  else if (filtered && messages.length === 0) print('No message matches\n');
   else print(formatTable(messages, Date.now()) + (finished > 0 ? `(${finished} finished message${finished === 1 ? '' : 's'}: postern queue list --all)\n` : ''));
+}
+
+/**
+ * selectMessages - the messages a filter selects. A domain matches a recipient not yet delivered or bounced
+ * (any recipient of a done message), ignoring case and a final dot; a sender matches the whole address,
+ * ignoring case.
+ */
+export function selectMessages(messages: QueuedMessageSummary[], filter: ListFilter): QueuedMessageSummary[] {
+  const domain = filter.domain?.toLowerCase().replace(/\.$/, '');
+  const sender = filter.sender === undefined ? undefined : filter.sender === '<>' ? '' : filter.sender.toLowerCase();
+  return messages.filter((m) => {
+    if (sender !== undefined && m.mailFrom.toLowerCase() !== sender) return false;
+    if (domain === undefined) return true;
+    const candidates = m.state === 'done' ? m.recipientStates : m.recipientStates.filter((r) => r.state === 'queued' || r.state === 'deferred');
+    return candidates.some((r) => r.address.slice(r.address.lastIndexOf('@') + 1).toLowerCase() === domain);
+  });
 }
 
 /** showMessage - everything about one message, attempts and TLS facts included; exit 1 if unknown. */
@@ -70,8 +96,12 @@ export async function printMessage(config: Config, id: string): Promise<void> {
   });
 }
 
-/** changeMessages - apply a verb to ids or to every message; reports ids that did not change (exit 1 if any). */
-export async function changeMessages(config: Config, verb: QueueVerb, ids: string[], options: Output & { all?: boolean }): Promise<void> {
+/**
+ * changeMessages - apply a verb to ids or to every message; reports ids that did not change (exit 1 if any).
+ * The id `-` reads the ids from stdin, separated by white space (Postfix's postsuper -h -).
+ */
+export async function changeMessages(config: Config, verb: QueueVerb, given: string[], options: Output & { all?: boolean }): Promise<void> {
+  const ids = given.length === 1 && given[0] === '-' ? (await readStdin()).split(/\s+/).filter(Boolean) : given;
   // Both is refused, as the HTTP API refuses it: `delete --all ID` must not empty the queue.
   if (options.all === (ids.length > 0)) {
     process.stderr.write(`postern: queue ${verb} needs message ids or --all${options.all ? ', not both' : ''}\n`);
@@ -86,6 +116,12 @@ export async function changeMessages(config: Config, verb: QueueVerb, ids: strin
     if (unchanged.length) process.stderr.write(`postern: not changed (unknown, done, held for retry, or already in that state): ${unchanged.join(', ')}\n`);
   }
   if (unchanged.length) process.exitCode = 1;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** applyVerb - the one place a verb meets the store (the CLI and the HTTP API share it). */

@@ -301,6 +301,15 @@ describe.concurrent('postern CLI', () => {
       expect(cat).toEqual({ code: 0, stdout: (await relay.body(id)).toString('utf8'), stderr: '' });
       expect(cat.stdout).toMatch(/^Received: from client\.test /);
       expect(await postern(['queue', 'cat', '01M8QBAF58C2BR1N', '--config', configFile])).toEqual({ code: 1, stdout: '', stderr: 'postern: no message 01M8QBAF58C2BR1N in the queue\n' });
+
+      // Selecting by domain or sender, then acting on the ids read from stdin (Postfix: postqueue -p | … | postsuper -h -).
+      const list = (...args: string[]) => postern(['queue', 'list', ...args, '--config', configFile]);
+      expect(await list('--domain', 'EXAMPLE.net.', '--ids')).toEqual({ code: 0, stdout: `${id}\n`, stderr: '' });
+      expect(await list('--sender', 'Sender@example.test', '--ids')).toEqual({ code: 0, stdout: `${id}\n`, stderr: '' });
+      expect(await list('--sender', '<>', '--ids')).toEqual({ code: 0, stdout: '', stderr: '' });
+      expect(await list('--domain', 'example.com')).toEqual({ code: 0, stdout: 'No message matches\n', stderr: '' });
+      expect(await postern(['queue', 'hold', '-', '--config', configFile], { input: `${id}\n` })).toEqual({ code: 0, stdout: `hold: 1 message (${id})\n`, stderr: '' });
+      expect(JSON.parse((await list('--json')).stdout)).toEqual([expect.objectContaining({ id, state: 'held' })]);
     });
 
     // Postfix's postqueue stops on a config directory that is not there; an empty listing would hide the mistake.
