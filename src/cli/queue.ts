@@ -219,8 +219,9 @@ export function formatDetails(d: MessageDetails): string {
   const now = Date.now();
   for (const x of pending) {
     const tries = `after ${x.attempts} attempt${x.attempts === 1 ? '' : 's'}`;
-    // A lease not lapsed: a worker is delivering it now.
-    if (x.leasedUntil && x.leasedUntil.getTime() > now) out.push(`Being delivered to ${x.domain} now (${tries}; leased until ${x.leasedUntil.toISOString()})`);
+    // A lease not lapsed: a worker is delivering it now (or died holding it: the owner names its machine and pid).
+    if (x.leasedUntil && x.leasedUntil.getTime() > now) out.push(`Being delivered to ${x.domain} now by ${x.leasedBy ?? 'a worker'} (${tries}; leased until ${x.leasedUntil.toISOString()})`);
+    else if (d.state === 'held') out.push(`Held: no attempt for ${x.domain} until released (${tries})`);
     else out.push(`Next attempt for ${x.domain}: ${x.nextAttemptAt!.toISOString()} (${tries})`);
   }
   return out.join('\n') + '\n';

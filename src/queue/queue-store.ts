@@ -97,7 +97,8 @@ export interface ClaimedDelivery {
 export interface MessageDetails extends QueuedMessageSummary {
   envelope: StoredEnvelope;
   recipientStates: { address: string; state: RecipientState; reply?: string; updatedAt?: Date }[];
-  deliveries: { id: string; domain: string; attempts: number; nextAttemptAt?: Date; leasedUntil?: Date }[];
+  /** leasedBy: the lease owner, machine/pid/token (lease-owner.ts), while or after a worker held it. */
+  deliveries: { id: string; domain: string; attempts: number; nextAttemptAt?: Date; leasedUntil?: Date; leasedBy?: string }[];
   attempts: (AttemptRecord & { deliveryId: string; domain: string })[];
 }
 

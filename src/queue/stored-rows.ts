@@ -89,6 +89,7 @@ export interface DeliveryRow {
   attempts: number;
   next_attempt_at: StoredTime;
   lease_until: StoredTime | null;
+  lease_owner: string | null;
   finished: StoredFlag;
 }
 
@@ -186,6 +187,7 @@ export function detailsOf(rows: { message: MessageDetailRow; recipients: Recipie
       // A finished delivery has no next attempt.
       ...(!toFlag(d.finished) && { nextAttemptAt: toDate(d.next_attempt_at) }),
       ...(d.lease_until !== null && { leasedUntil: toDate(d.lease_until) }),
+      ...(d.lease_owner !== null && { leasedBy: d.lease_owner }),
     })),
     attempts: rows.attempts.map(attemptOf),
   };

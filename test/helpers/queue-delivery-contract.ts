@@ -66,8 +66,8 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       ]);
       expect(claims[0]!.deliveryId).not.toBe(claims[1]!.deliveryId);
       expect(byDomain((await store.showMessage(id))!.deliveries)).toEqual([
-        { id: claims[0]!.deliveryId, domain: 'a.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE) },
-        { id: claims[1]!.deliveryId, domain: 'b.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE) },
+        { id: claims[0]!.deliveryId, domain: 'a.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE), leasedBy: WORKER },
+        { id: claims[1]!.deliveryId, domain: 'b.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE), leasedBy: WORKER },
       ]);
     });
 

@@ -310,6 +310,9 @@ describe.concurrent('postern CLI', () => {
       expect(await list('--domain', 'example.com')).toEqual({ code: 0, stdout: 'No message matches\n', stderr: '' });
       expect(await postern(['queue', 'hold', '-', '--config', configFile], { input: `${id}\n` })).toEqual({ code: 0, stdout: `hold: 1 message (${id})\n`, stderr: '' });
       expect(JSON.parse((await list('--json')).stdout)).toEqual([expect.objectContaining({ id, state: 'held' })]);
+      const shown = (await postern(['queue', 'show', id, '--config', configFile])).stdout;
+      expect(shown).toContain('Held: no attempt for example.org until released (after 0 attempts)');
+      expect(shown).not.toContain('Next attempt');
     });
 
     // Postfix's postqueue stops on a config directory that is not there; an empty listing would hide the mistake.

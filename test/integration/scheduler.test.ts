@@ -273,7 +273,7 @@ describe('concurrency and stop', () => {
     const during = await queueShow(relay, id);
     expect(during.deliveries[0]!.leasedUntil).toBeDefined();
     // `queue show` says it is being delivered, not that an attempt is due at a time already past.
-    expect(formatDetails(during)).toContain('Being delivered to dest.test now (after 0 attempts; leased until ');
+    expect(formatDetails(during)).toMatch(new RegExp(`Being delivered to dest\\.test now by [^/ ]+/${process.pid}/\\S+ \\(after 0 attempts; leased until `));
     expect(formatDetails(during)).not.toContain('Next attempt for dest.test');
     expect(during.recipientStates[0]!.state).toBe('queued');
     expect(stopped).toBe(false);

@@ -56,7 +56,7 @@ export function showMessage(pool: pg.Pool, id: string): Promise<MessageDetails |
         await client.query<RecipientRow>('SELECT address, state, reply, updated_at, dsn_notify, dsn_orcpt FROM recipients WHERE message_id = $1 ORDER BY position', [id])
       ).rows;
       const deliveries = (
-        await client.query<DeliveryRow>('SELECT id, domain, attempts, next_attempt_at, lease_until, finished FROM deliveries WHERE message_id = $1 ORDER BY id', [id])
+        await client.query<DeliveryRow>('SELECT id, domain, attempts, next_attempt_at, lease_until, lease_owner, finished FROM deliveries WHERE message_id = $1 ORDER BY id', [id])
       ).rows;
       const attempts = (
         await client.query<AttemptRow>(

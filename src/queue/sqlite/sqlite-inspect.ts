@@ -47,7 +47,7 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
     'SELECT address, state, reply, updated_at, dsn_notify, dsn_orcpt FROM recipients WHERE message_id = ? ORDER BY position',
   );
   const selectDeliveries = db.prepare<[string], DeliveryRow>(
-    'SELECT id, domain, attempts, next_attempt_at, lease_until, finished FROM deliveries WHERE message_id = ? ORDER BY id',
+    'SELECT id, domain, attempts, next_attempt_at, lease_until, lease_owner, finished FROM deliveries WHERE message_id = ? ORDER BY id',
   );
   const selectAttempts = db.prepare<[string], AttemptRow>(`
     SELECT a.*, d.domain FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
