@@ -11,8 +11,16 @@
 // relaying, parameters). What Postfix also takes and this does not: an RFC 822
 // phrase or comment around the address ("Alice <a@b>") and a quoted local
 // part with a space ("<"a b"@c>"); smtp-server splits its command at spaces.
+// And an xtext parameter (ORCPT, ENVID) that encodes UTF-8, as Postfix sends
+// the ORCPT of a UTF-8 address ("rfc822;+C3+9Fob@example.org" for ßob):
+// smtp-server decodes each +HH to the character of that code, so "ß" became
+// "Ã" and a C1 control character, and the recipient was refused 501 (or,
+// for "ä", its ORCPT kept garbled). Such runs reach it decoded as UTF-8;
+// what stays +HH is a byte below 128, which it decodes right.
 //
 //   canonicalAddressCommand - the command as smtp-server should read it.
+
+import { isUtf8 } from 'node:buffer';
 
 // Already in canonical form: checked first, it is what every client but the old ones sends.
 const CANONICAL = /^(?:MAIL FROM|RCPT TO):<(?:[^<>]*[^<>.])?>(?: |$)/i;
@@ -23,6 +31,11 @@ const COMMAND = /^(MAIL)\s+(FROM)\s*:\s*(\S*)(.*)$|^(RCPT)\s+(TO)\s*:\s*(\S*)(.*
  * ending its domain; any other line, or one whose address is not a single token, as it came.
  */
 export function canonicalAddressCommand(line: string): string {
+  const canonical = canonicalAddress(line);
+  return canonical.includes('+') ? withUtf8Xtext(canonical) : canonical;
+}
+
+function canonicalAddress(line: string): string {
   if (CANONICAL.test(line)) return line;
   const m = COMMAND.exec(line);
   if (!m) return line;
@@ -39,4 +52,22 @@ function withoutFinalDot(address: string): string {
   const at = address.lastIndexOf('@');
   if (at < 0 || !address.endsWith('.') || address.endsWith('..') || address.length - at <= 2) return address;
   return address.slice(0, -1);
+}
+
+// The xtext parameters, after the address (whose local part may hold "+C3" as it is).
+const XTEXT_PARAMETER = /( (?:ORCPT|ENVID)=)(\S+)/gi;
+// A run of +HH bytes of 128 and above: xtext's hex digits are upper case (RFC 3461 §4).
+const HIGH_BYTES = /(?:\+[89A-F][0-9A-F])+/g;
+
+/** withUtf8Xtext - in a canonical MAIL or RCPT line, ORCPT and ENVID values with their UTF-8 +HH runs decoded (invalid UTF-8 kept). */
+function withUtf8Xtext(line: string): string {
+  const addressEnd = line.indexOf('>');
+  if (addressEnd < 0) return line;
+  const parameters = line.slice(addressEnd + 1).replace(XTEXT_PARAMETER, (_all, name: string, value: string) =>
+    name + value.replace(HIGH_BYTES, (run) => {
+      const bytes = Buffer.from(run.replaceAll('+', ''), 'hex');
+      return isUtf8(bytes) ? bytes.toString('utf8') : run;
+    }),
+  );
+  return line.slice(0, addressEnd + 1) + parameters;
 }

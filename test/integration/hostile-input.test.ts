@@ -12,6 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { openQueueStore } from '../../src/queue/open-store.ts';
 import { RawSmtp, type SmtpReply } from '../helpers/raw-smtp.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
@@ -322,6 +323,27 @@ describe('default limits', () => {
       ['MAIL FROM:<a@example.test> SIZE=100 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=q+2B1 AUTH=<>', MAIL_OK],
       ['RCPT TO:<r@local.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@local.test', RCPT_OK],
     ])('accepts the parameters it advertises: %j', (command, reply) => expectRefused(relay.ports.relay, command, reply));
+
+    // Postfix relays a UTF-8 address with its ORCPT in xtext, UTF-8 bytes as +HH: read as UTF-8, not byte by byte.
+    it('accepts an ORCPT whose xtext encodes UTF-8, and keeps it as UTF-8', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('MAIL FROM:<sender@example.test> SMTPUTF8')).text).toBe(MAIL_OK);
+      expect((await c.command('RCPT TO:<\xD0\xBF\xD1\x80\xD0\xB8@local.test> ORCPT=rfc822;+D0+BF+D1+80+D0+B8@local.test')).text).toBe(RCPT_OK);
+      expect((await c.command('RCPT TO:<\xC3\x9Fob@local.test> ORCPT=rfc822;+C3+9Fob@local.test')).text).toBe(RCPT_OK);
+      expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+      const id = queueIdOf(await c.command('Subject: orcpt\r\n\r\nhi\r\n.'));
+      c.close();
+      const store = await openQueueStore(relay.config);
+      try {
+        expect((await store.showMessage(id))!.envelope.dsn?.recipients).toEqual({
+          'при@local.test': { orcpt: 'rfc822;при@local.test' },
+          'ßob@local.test': { orcpt: 'rfc822;ßob@local.test' },
+        });
+      } finally {
+        await store.close();
+      }
+    });
 
     // Postfix's words: a pipelining client whose recipients were all refused is not told it forgot a command.
     it('answers DATA after every recipient was refused with 554 5.5.1 no valid recipients, and without MAIL with 503', async () => {

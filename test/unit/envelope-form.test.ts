@@ -13,6 +13,9 @@ describe('canonicalAddressCommand', () => {
     ['spaces around the colon and between the words', 'MAIL  FROM : <a@example.test>', 'MAIL FROM:<a@example.test>'],
     ['a tab before the address', 'RCPT TO:\t<r@local.test> NOTIFY=NEVER', 'RCPT TO:<r@local.test> NOTIFY=NEVER'],
     ['an address without a domain, bracketed for the checks that refuse it', 'MAIL FROM:root', 'MAIL FROM:<root>'],
+    ['an ORCPT that encodes UTF-8 in xtext, as Postfix sends it', 'RCPT TO:<ßob@exämple.test> ORCPT=rfc822;+C3+9Fob@ex+C3+A4mple.test', 'RCPT TO:<ßob@exämple.test> ORCPT=rfc822;ßob@exämple.test'],
+    ['Cyrillic in ORCPT, NOTIFY kept', 'RCPT TO:<привет@example.test> NOTIFY=NEVER ORCPT=rfc822;+D0+BF+D1+80+D0+B8+D0+B2+D0+B5+D1+82@example.test', 'RCPT TO:<привет@example.test> NOTIFY=NEVER ORCPT=rfc822;привет@example.test'],
+    ['UTF-8 in ENVID, an ASCII +HH left for smtp-server', 'MAIL FROM:<a@example.test> ENVID=+C3+A9t+C3+A9+2B1 SMTPUTF8', 'MAIL FROM:<a@example.test> ENVID=été+2B1 SMTPUTF8'],
   ])('rewrites %s', (_name, line, canonical) => {
     expect(canonicalAddressCommand(line)).toBe(canonical);
   });
@@ -34,6 +37,10 @@ describe('canonicalAddressCommand', () => {
     ['another command', 'MAILX FROM:a@b'],
     ['a command that only starts like one', 'RCPT TOO:a@b'],
     ['NOOP', 'NOOP a@b'],
+    ['+HH in the address itself', 'RCPT TO:<a+C3+9F@example.test>'],
+    ['xtext that is not UTF-8 (smtp-server refuses its C1 control)', 'RCPT TO:<r@example.test> ORCPT=rfc822;+C3+28@example.test'],
+    ['lower-case hex, which is not xtext', 'RCPT TO:<r@example.test> ORCPT=rfc822;+c3+9fob@example.test'],
+    ['+HH in another parameter', 'MAIL FROM:<a@example.test> AUTH=+C3+9F'],
   ])('leaves %s as it came', (_name, line) => {
     expect(canonicalAddressCommand(line)).toBe(line);
   });
