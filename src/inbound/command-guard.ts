@@ -20,6 +20,11 @@
 //  - DATA in a transaction whose every recipient was refused gets "554
 //    5.5.1 Error: no valid recipients", not smtp-server's "503 need RCPT
 //    command", which tells a pipelining client it forgot a command.
+// Every error reply smtp-server makes itself (a bad address's syntax, a
+// command out of order, an unknown command, a timeout) and the refusals
+// above are handed to the server's `onProtocolRefusal` option, with the
+// command they answer, so that they are logged as Postern's own refusals
+// are: a printer refused for its address syntax left no trace.
 // And a MAIL or RCPT line in a form Postfix accepts and smtp-server does not
 // (an address without angle brackets, a domain ending in a dot) is handed to
 // smtp-server rewritten, see inbound/envelope-form.ts.
@@ -31,15 +36,17 @@ import { isUtf8 } from 'node:buffer';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
 import { canonicalAddressCommand } from './envelope-form.ts';
-import { replaceLibraryReply } from './wire-replies.ts';
+import { hasEnhancedCode, replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
 export const HARD_ERROR_LIMIT = 20;
 
-/** The option this adds to SMTPServerOptions. */
-export interface AuthAfterTlsOption {
+/** The options this adds to SMTPServerOptions. */
+export interface CommandGuardOptions {
   /** AUTH is offered once the session is in TLS (submission); false or absent: never (relay). */
   authAfterTls?: boolean;
+  /** Told of each error reply not made by Postern's policy: the session, the command's name ('' before any), the reply as sent. */
+  onProtocolRefusal?: (session: object, command: string, reply: string) => void;
 }
 
 interface Connection {
@@ -48,8 +55,10 @@ interface Connection {
   _nextHandler: unknown;
   secure: boolean;
   session: { disabledCommands?: string[]; envelope: { mailFrom: unknown; rcptTo: unknown[] } };
-  _server: { options: AuthAfterTlsOption };
+  _server: { options: CommandGuardOptions };
   __posternErrors?: number;
+  /** The command line being answered (for the name of a refused one). */
+  __posternLine?: Buffer;
   send(code: number, data?: string | string[], context?: string | false): void;
   _whenWritable(next: () => void): void;
 }
@@ -66,6 +75,10 @@ export function installCommandGuard(): Promise<void> {
   return patchMethods<ConnectionPrototype, 'send' | '_onCommand' | '_whenWritable'>('command guard', SMTP_CONNECTION, ['send', '_onCommand', '_whenWritable'], (library) => ({
     send(this: Connection, code: number, data?: string | string[], context?: string | false) {
       library.send.call(this, code, data, context);
+      if (code >= 400 && typeof data === 'string' && !hasEnhancedCode(data)) {
+        const replacement = replaceLibraryReply(data);
+        reportRefusal(this, replacement ? `${replacement.code} ${formatReply(replacement)}` : `${code} ${data}`);
+      }
       // An accepted message starts the count again ("errors … without delivering mail").
       if (code === 250 && context === 'DATA_OK') this.__posternErrors = 0;
       else if (code >= 400 && code !== 421 && !isRecipientOvershoot(code, data)) {
@@ -76,6 +89,7 @@ export function installCommandGuard(): Promise<void> {
     _onCommand(this: Connection, command: Buffer, callback?: () => void) {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.
       if (this._upgrading || !this._ready || this._nextHandler) return library._onCommand.call(this, command, callback);
+      this.__posternLine = command;
       const refusal = !isUtf8(command)
         ? replies.badUtf8
         : isAuthNotOffered(this, command)
@@ -85,10 +99,17 @@ export function installCommandGuard(): Promise<void> {
             : undefined;
       if (!refusal) return library._onCommand.call(this, canonicalCommand(command), callback);
       this.send(refusal.code, formatReply(refusal), false);
+      reportRefusal(this, `${refusal.code} ${formatReply(refusal)}`);
       const next = callback ?? (() => undefined);
       setImmediate(() => this._whenWritable(next));
     },
   }));
+}
+
+/** reportRefusal - tell onProtocolRefusal of a reply, naming the command it answers by its first word (letters only). */
+function reportRefusal(connection: Connection, reply: string): void {
+  const name = /^[A-Za-z]{1,12}(?![^ ])/.exec(connection.__posternLine?.toString('latin1', 0, 13) ?? '')?.[0].toUpperCase() ?? '';
+  connection._server.options.onProtocolRefusal?.(connection.session, name, reply);
 }
 
 /** canonicalCommand - a MAIL or RCPT line as canonicalAddressCommand writes it (the same buffer when unchanged). */

@@ -15,7 +15,7 @@ import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { InFlowGate } from '../queue/in-flow.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
 import type { GreetingPauseOption } from '../smtp/greeting-pause.ts';
-import type { AuthAfterTlsOption } from './command-guard.ts';
+import type { CommandGuardOptions } from './command-guard.ts';
 import { allowHalfClose } from '../smtp/half-close.ts';
 import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
@@ -115,7 +115,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     return { listener: name, secure: session.secure, authenticated: Boolean(session.user), clientCertTrusted: s.clientCertTrusted };
   }
 
-  const options: SMTPServerOptions & GreetingPauseOption & AuthAfterTlsOption = {
+  const options: SMTPServerOptions & GreetingPauseOption & CommandGuardOptions = {
     ...deps.tls.options(),
     secure: name === 'submissions',
     name: config.hostname,
@@ -139,6 +139,8 @@ export function createListener(deps: ListenerDeps): InboundListener {
     disableReverseLookup: !config.smtp.reverseLookup,
     greetingPauseMs: config.smtp.greetingPause * 1000,
     authAfterTls: name !== 'relay',
+    // smtp-server's own refusals (syntax, order, unknown commands, timeouts), logged as policy's are.
+    onProtocolRefusal: (session, command, reply) => sessions.get(session as SMTPServerSession)?.log.info({ stage: command.toLowerCase(), reason: 'protocol', reply }, 'refused'),
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
     ...(deps.resolver ? { resolver: deps.resolver } : {}),

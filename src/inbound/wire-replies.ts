@@ -46,7 +46,16 @@ const LIBRARY_REPLIES: ReadonlyArray<[string, Reply]> = [
   ['Error: Bad sender address syntax', replies.senderSyntax],
   ['Error: Bad recipient address syntax', replies.recipientSyntax],
   ['Error: too many recipients', replies.tooManyRecipients],
+  // The same words and codes smtp-server sends; listed so that the log's refused line has the reply as sent.
+  ['Error: need MAIL command', replies.needMail],
+  ['Error: need RCPT command', replies.needRcpt],
+  ['Error: nested MAIL command', replies.nestedMail],
 ];
+
+/** hasEnhancedCode - a reply text that starts with its enhanced code: one of ours (formatReply), sent as written. */
+export function hasEnhancedCode(text: string): boolean {
+  return ENHANCED_PREFIX.test(text);
+}
 
 /** replaceLibraryReply - the catalogue reply for one of smtp-server's own texts, if we have one. */
 export function replaceLibraryReply(text: string): Reply | undefined {
@@ -63,7 +72,7 @@ export function installExactReplies(): Promise<void> {
     send(this: Connection, code: number, data?: string | string[], context?: SendContext): void {
       coalesceWrites(this._socket, code);
       if (typeof data === 'string') {
-        if (ENHANCED_PREFIX.test(data)) return library.send.call(this, code, data, false);
+        if (hasEnhancedCode(data)) return library.send.call(this, code, data, false);
         const replacement = replaceLibraryReply(data);
         if (replacement) return library.send.call(this, replacement.code, formatReply(replacement), false);
       }

@@ -119,6 +119,30 @@ describe('session logging', () => {
   });
 });
 
+// A printer refused for its address syntax must leave a trace, as a relay denial does.
+describe('refusals made by the SMTP library, not by policy', () => {
+  it('are refused lines at info, with the command, reason protocol and the reply sent; a policy refusal is logged once', async () => {
+    const from = relay.logs.length;
+    const c = await relaySession();
+    expect((await c.command('FOO bar')).code).toBe(502);
+    expect((await c.command('RCPT TO:<b@example.org>')).code).toBe(503);
+    expect((await c.command('MAIL FROM:<a@b@c>')).code).toBe(501);
+    expect((await c.command('MAIL FROM:<a@example.test>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<postmaster>')).code).toBe(504);
+    expect((await c.command('DATA')).code).toBe(554);
+    await quit(c);
+    const refused = relay.logs.slice(from).filter((l) => l.msg === 'refused');
+    expect(refused.map((l) => [l.level, l.stage, l.reason, l.reply])).toEqual([
+      [30, 'foo', 'protocol', '502 5.5.2 Error: command not recognized'],
+      [30, 'rcpt', 'protocol', '503 5.5.1 Error: need MAIL command'],
+      [30, 'mail', 'protocol', '501 5.1.7 Bad sender address syntax'],
+      [30, 'rcpt', 'non-fqdn-recipient', '504 5.5.2 Recipient address rejected: need fully-qualified address'],
+      [30, 'data', 'protocol', '554 5.5.1 Error: no valid recipients'],
+    ]);
+    expect(new Set(refused.map((l) => l.session)).size).toBe(1);
+  });
+});
+
 describe('a client that resets its connection', () => {
   it('mid-session is logged at info, not as an error', async () => {
     const from = relay.logs.length;
