@@ -98,7 +98,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('limits.connections', 1000, check.integer(1, 1000000), 'number', 'Simultaneous connections in all.'),
   key('limits.idleTimeout', 300, check.duration(3600), 'string', 'Idle time before 421 4.4.2 and close (Postfix smtpd_timeout).'),
   key('limits.authFailuresPerConnection', 3, check.integer(1, 100), 'number', 'Failed AUTH attempts in one session; the next AUTH gets 421 and the session closes.'),
-  key('limits.authFailuresPerIp', 10, check.integer(1, 10000), 'number', 'Failed AUTH attempts from one IP within authLockout before it is locked out.'),
+  key('limits.authFailuresPerIp', 10, check.integer(1, 10000), 'number', 'Failed AUTH attempts from one IP within authLockout before it is locked out (relay.trustedNetworks are exempt, as $mynetworks is from Postfix\'s rate limits).'),
   key('limits.authLockout', 300, check.duration(86400), 'string', 'How long an IP stays locked out after too many failed AUTH attempts.'),
   key('dns.servers', [], check.list(check.resolverAddress(), 'DNS server IP addresses, each with an optional port (192.0.2.53, 127.0.0.1:5353, [::1]:5353)'), 'list', 'DNS servers for every lookup; empty: the system resolver.'),
   key('smtp.reverseLookup', true, check.boolean(), 'boolean', 'Look up client hostnames (PTR) for the Received header.'),

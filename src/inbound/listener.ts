@@ -168,7 +168,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onAuth(auth: SMTPServerAuthentication, session, callback) {
       const s = state(session);
-      const attempt = decideAuthAttempt({ ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()), failuresThisSession: s.authFailures, perSessionLimit: config.limits.authFailuresPerConnection });
+      const attempt = decideAuthAttempt({ ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()), clientTrusted: s.clientTrusted, failuresThisSession: s.authFailures, perSessionLimit: config.limits.authFailuresPerConnection });
       const refused = refuseIf(attempt, s, 'auth');
       if (refused) return callback(refused);
       const username = auth.username ?? '';

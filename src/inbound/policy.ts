@@ -28,11 +28,13 @@ export function decideConnect(facts: { connectionsFromIp: number; perIpLimit: nu
 }
 
 /**
- * decideAuthAttempt - whether AUTH may be tried at all now: not from a locked-out IP, and not after the session's
- * limit of failures (421, close). Each failure itself is answered 535, as Postfix does, so a client can say why.
+ * decideAuthAttempt - whether AUTH may be tried at all now: not from a locked-out IP (one in relay.trustedNetworks
+ * never is, as Postfix exempts $mynetworks from its rate limits: behind a gateway every client shares one address),
+ * and not after the session's limit of failures (421, close). Each failure itself is answered 535, as Postfix
+ * does, so a client can say why.
  */
-export function decideAuthAttempt(facts: { ipLockedOut: boolean; failuresThisSession: number; perSessionLimit: number }): Decision {
-  if (facts.ipLockedOut) return refuse(replies.authLockedOut, 'auth-ip-locked-out');
+export function decideAuthAttempt(facts: { ipLockedOut: boolean; clientTrusted: boolean; failuresThisSession: number; perSessionLimit: number }): Decision {
+  if (facts.ipLockedOut && !facts.clientTrusted) return refuse(replies.authLockedOut, 'auth-ip-locked-out');
   if (facts.failuresThisSession >= facts.perSessionLimit) return refuse(replies.authTooManyFailures, 'auth-too-many-failures');
   return ACCEPT;
 }

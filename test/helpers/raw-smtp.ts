@@ -23,11 +23,12 @@ export class RawSmtp {
     this.attach(socket);
   }
 
-  /** connect - plain TCP, or TLS from the first byte with `tls`. */
-  static async connect(port: number, options: { tls?: TlsClientOptions } = {}): Promise<RawSmtp> {
+  /** connect - plain TCP, or TLS from the first byte with `tls`; from `localAddress` (another loopback address) if given. */
+  static async connect(port: number, options: { tls?: TlsClientOptions; localAddress?: string } = {}): Promise<RawSmtp> {
+    const from = options.localAddress ? { localAddress: options.localAddress } : {};
     const socket = options.tls
-      ? tlsConnect({ ...options.tls, host: '127.0.0.1', port, servername: options.tls.servername ?? 'localhost' })
-      : netConnect({ host: '127.0.0.1', port });
+      ? tlsConnect({ ...options.tls, ...from, host: '127.0.0.1', port, servername: options.tls.servername ?? 'localhost' })
+      : netConnect({ ...from, host: '127.0.0.1', port });
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? 'secureConnect' : 'connect', () => resolve());
       socket.once('error', reject);

@@ -806,9 +806,9 @@ describe('AUTH brute force', () => {
   const b64 = (s: string) => Buffer.from(s).toString('base64');
   let relay: TestRelay;
 
-  // A relay per test: the per-IP failure count outlives connections.
+  // A relay per test: the per-IP failure count outlives connections. 127.0.0.1 is not trusted here; 127.0.0.2 is.
   beforeEach(async () => {
-    relay = await startTestRelay({ limits: { authFailuresPerConnection: 2, authFailuresPerIp: 4 } });
+    relay = await startTestRelay({ limits: { authFailuresPerConnection: 2, authFailuresPerIp: 4 }, relay: { trustedNetworks: ['127.0.0.2/32'] } });
     await relay.addUser('alice', PASSWORD);
   });
   afterEach(async () => {
@@ -879,5 +879,23 @@ describe('AUTH brute force', () => {
     await third.closedByServer();
     expect(logLines(relay, 'authentication failed').map((l) => l.user)).toEqual(['alice', 'alice', 'alice', 'alice']);
     expect(logLines(relay, 'refused').filter((l) => l.reason === 'auth-ip-locked-out')).toHaveLength(2);
+  });
+
+  // As Postfix exempts $mynetworks from its rate limits: behind a Docker gateway every client has one address,
+  // and one with a stale password would lock the others out.
+  it('never locks out an IP in relay.trustedNetworks', async () => {
+    for (let i = 0; i < 3; i++) {
+      const c = await RawSmtp.connect(relay.ports.submissions, { tls: { ca: relay.ca.certPem }, localAddress: '127.0.0.2' });
+      expect((await c.reply()).text).toBe(GREETING);
+      await c.command('EHLO client.test');
+      expect((await c.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+      expect((await c.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+      c.close();
+    }
+    const c = await RawSmtp.connect(relay.ports.submissions, { tls: { ca: relay.ca.certPem }, localAddress: '127.0.0.2' });
+    expect((await c.reply()).text).toBe(GREETING);
+    await c.command('EHLO client.test');
+    expect((await c.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe('235 2.7.0 Authentication successful');
+    c.close();
   });
 });

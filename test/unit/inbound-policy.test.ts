@@ -162,14 +162,16 @@ describe('connection and AUTH limits', () => {
   });
   it('lets AUTH be tried until the session has had its limit of failures, then 421 4.7.0', () => {
     const after = (failures: number) => {
-      const d = decideAuthAttempt({ failuresThisSession: failures, perSessionLimit: 3, ipLockedOut: false });
+      const d = decideAuthAttempt({ failuresThisSession: failures, perSessionLimit: 3, ipLockedOut: false, clientTrusted: false });
       return d.accept ? 'try' : `${d.reply.code} ${d.reply.status} ${d.reason}`;
     };
     expect([after(0), after(2), after(3), after(4)]).toEqual(['try', 'try', '421 4.7.0 auth-too-many-failures', '421 4.7.0 auth-too-many-failures']);
   });
-  it('refuses AUTH from a locked-out IP with 421', () => {
-    const d = decideAuthAttempt({ ipLockedOut: true, failuresThisSession: 0, perSessionLimit: 3 });
+  it('refuses AUTH from a locked-out IP with 421, unless the IP is in relay.trustedNetworks', () => {
+    const d = decideAuthAttempt({ ipLockedOut: true, clientTrusted: false, failuresThisSession: 0, perSessionLimit: 3 });
     expect(d.accept ? null : [d.reply.code, d.reason]).toEqual([421, 'auth-ip-locked-out']);
+    expect(decideAuthAttempt({ ipLockedOut: true, clientTrusted: true, failuresThisSession: 0, perSessionLimit: 3 })).toEqual({ accept: true });
+    expect(decideAuthAttempt({ ipLockedOut: true, clientTrusted: true, failuresThisSession: 3, perSessionLimit: 3 }).accept).toBe(false);
   });
   it.each([
     ['alice', '', 'accept'],
