@@ -25,13 +25,17 @@
 // above are handed to the server's `onProtocolRefusal` option, with the
 // command they answer, so that they are logged as Postern's own refusals
 // are: a printer refused for its address syntax left no trace.
-// And a MAIL or RCPT line in a form Postfix accepts and smtp-server does not
-// (an address without angle brackets, a domain ending in a dot) is handed to
-// smtp-server rewritten, see inbound/envelope-form.ts.
+// And what Postfix accepts and smtp-server does not is handed to smtp-server
+// rewritten: a MAIL or RCPT line with an address without angle brackets or a
+// domain ending in a dot (inbound/envelope-form.ts), a tab between a
+// command's words ("HELO<TAB>x" was an unknown command), and a MAIL with no
+// HELO or EHLO before it (a script, or a client that does not repeat EHLO
+// after STARTTLS: Postfix's smtpd_helo_required = no) is taken as coming
+// after "HELO [client address]".
 // Installed on both builds of smtp-server (ESM and CJS), like
 // inbound/wire-replies.ts. Throws at start if the library's layout changed.
 //
-//   installCommandGuard - wrap SMTPConnection#send (to count) and #_onCommand (to check, to rewrite); idempotent.
+//   installCommandGuard - wrap SMTPConnection#send (to count, to report) and #_onCommand (to check, to rewrite); idempotent.
 import { isUtf8 } from 'node:buffer';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
@@ -61,18 +65,24 @@ interface Connection {
   __posternLine?: Buffer;
   send(code: number, data?: string | string[], context?: string | false): void;
   _whenWritable(next: () => void): void;
+  hostNameAppearsAs: string | false;
+  remoteAddress: string;
+  _resetSession(): void;
 }
 
 interface ConnectionPrototype {
   send: (this: Connection, code: number, data?: string | string[], context?: string | false) => void;
   _onCommand: (this: Connection, command: Buffer, callback?: () => void) => void;
   _whenWritable: unknown;
+  _resetSession: unknown;
 }
 
 /** installCommandGuard - see the module header; idempotent. */
 export function installCommandGuard(): Promise<void> {
-  // _whenWritable is not replaced, only required: the refusal of a line waits on it.
-  return patchMethods<ConnectionPrototype, 'send' | '_onCommand' | '_whenWritable'>('command guard', SMTP_CONNECTION, ['send', '_onCommand', '_whenWritable'], (library) => ({
+  // _whenWritable and _resetSession are not replaced, only required: the refusal of a line waits on the first,
+  // a HELO assumed for a MAIL calls the second.
+  type Methods = 'send' | '_onCommand' | '_whenWritable' | '_resetSession';
+  return patchMethods<ConnectionPrototype, Methods>('command guard', SMTP_CONNECTION, ['send', '_onCommand', '_whenWritable', '_resetSession'], (library) => ({
     send(this: Connection, code: number, data?: string | string[], context?: string | false) {
       library.send.call(this, code, data, context);
       if (code >= 400 && typeof data === 'string' && !hasEnhancedCode(data)) {
@@ -97,7 +107,15 @@ export function installCommandGuard(): Promise<void> {
           : isDataWithoutRecipients(this, command)
             ? replies.noValidRecipients
             : undefined;
-      if (!refusal) return library._onCommand.call(this, canonicalCommand(command), callback);
+      if (!refusal) {
+        const line = canonicalCommand(command);
+        if (!this.hostNameAppearsAs && isMailCommand(line)) {
+          // What the library's own HELO handler records, for HELO [address]; the session's copy is taken anew.
+          this.hostNameAppearsAs = `[${this.remoteAddress}]`;
+          this._resetSession();
+        }
+        return library._onCommand.call(this, line, callback);
+      }
       this.send(refusal.code, formatReply(refusal), false);
       reportRefusal(this, `${refusal.code} ${formatReply(refusal)}`);
       const next = callback ?? (() => undefined);
@@ -112,14 +130,23 @@ function reportRefusal(connection: Connection, reply: string): void {
   connection._server.options.onProtocolRefusal?.(connection.session, name, reply);
 }
 
-/** canonicalCommand - a MAIL or RCPT line as canonicalAddressCommand writes it (the same buffer when unchanged). */
+/**
+ * canonicalCommand - a command line with its tabs as spaces (Postfix reads any white space between words), and a
+ * MAIL or RCPT line as canonicalAddressCommand writes it; the same buffer when unchanged.
+ */
 function canonicalCommand(command: Buffer): Buffer {
-  // The first byte first: this runs for every command line.
-  const first = command[0]! | 0x20;
-  if (first !== 0x6d && first !== 0x72) return command;
-  const line = command.toString('utf8');
+  // Native searches and a first byte first: this runs for every command line.
+  const spaced = command.includes(0x09) ? Buffer.from(command.toString('latin1').replaceAll('\t', ' '), 'latin1') : command;
+  const first = spaced[0]! | 0x20;
+  if (first !== 0x6d && first !== 0x72) return spaced;
+  const line = spaced.toString('utf8');
   const canonical = canonicalAddressCommand(line);
-  return canonical === line ? command : Buffer.from(canonical, 'utf8');
+  return canonical === line ? spaced : Buffer.from(canonical, 'utf8');
+}
+
+/** isMailCommand - a MAIL FROM line (as canonicalCommand leaves it). */
+function isMailCommand(line: Buffer): boolean {
+  return (line[0]! | 0x20) === 0x6d && /^mail from:/i.test(line.toString('latin1', 0, 10));
 }
 
 /** isRecipientOvershoot - the reply to a recipient past limits.recipients (smtp-server's text or ours). */

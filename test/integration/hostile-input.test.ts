@@ -324,6 +324,28 @@ describe('default limits', () => {
       ['RCPT TO:<r@local.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@local.test', RCPT_OK],
     ])('accepts the parameters it advertises: %j', (command, reply) => expectRefused(relay.ports.relay, command, reply));
 
+    // Postfix's smtpd_helo_required = no: a script that skips HELO, a client that does not repeat EHLO after STARTTLS.
+    it('takes a MAIL with no HELO before it as from HELO [address], in plaintext and after STARTTLS', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command('RCPT TO:<rcpt@local.test>')).text).toBe(RCPT_OK);
+      expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+      const id = queueIdOf(await c.command('Subject: no helo\r\n\r\nhi\r\n.'));
+      expect((await relay.body(id)).toString('latin1')).toMatch(/^Received: from \[127\.0\.0\.1\] \(/);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.startTls({ ca: relay.ca.certPem })).code).toBe(220);
+      expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command('RCPT TO:<rcpt@local.test>')).text).toBe(RCPT_OK);
+      c.close();
+    });
+
+    it('reads a tab between a command\'s words as a space, as Postfix does', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('HELO\tprinter')).text).toBe('250 relay.test');
+      expect((await c.command('MAIL\tFROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      c.close();
+    });
+
     // Postfix relays a UTF-8 address with its ORCPT in xtext, UTF-8 bytes as +HH: read as UTF-8, not byte by byte.
     it('accepts an ORCPT whose xtext encodes UTF-8, and keeps it as UTF-8', async () => {
       const c = await open(relay.ports.relay);
