@@ -350,7 +350,7 @@ async function prepareCertificates(config: Config, logger: Logger): Promise<stri
     if (dev.created) logger.info({ certFile: dev.certFile, caFile: dev.caFile }, 'generated development certificates');
     return existsSync(dev.caFile) ? resolve(dev.caFile) : undefined;
   }
-  if (certMissing) throw new Error(`tls.cert = ${config.tls.cert}: file not found`);
+  if (certMissing) throw new Error(`tls.cert = ${config.tls.cert}: file not found (development certificates are made only at the default ${String(DEFAULT_CERT)})`);
   if (keyMissing) throw new Error(`tls.key = ${config.tls.key}: file not found`);
   return undefined;
 }

@@ -80,7 +80,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...listenerKeys('relay', 2525, 'STARTTLS offered, no AUTH, relays for trusted networks'),
   ...listenerKeys('submission', 2587, 'STARTTLS and AUTH required'),
   ...listenerKeys('submissions', 2465, 'implicit TLS, AUTH required'),
-  key('tls.cert', 'certs/server.crt', check.string('a file path'), 'string', 'Server certificate (PEM, chain allowed); generated with a dev CA on first start when missing.'),
+  key('tls.cert', 'certs/server.crt', check.string('a file path'), 'string', 'Server certificate (PEM, chain allowed); at this default path, generated with a dev CA on first start when missing; a path set to another must exist.'),
   key('tls.key', 'certs/server.key', check.string('a file path'), 'string', 'Private key of tls.cert (PEM).'),
   key('tls.sni', {}, sniMap, 'json', 'Extra certificates per SNI name: { "mail.example.com": { cert, key } }.'),
   key('tls.clientCa', '', check.optionalString('a file path (empty: client certificates are not requested)'), 'string', 'CA whose client certificates may relay like an authenticated user.'),

@@ -157,6 +157,15 @@ describe.concurrent('postern CLI', () => {
       expect(result.stderr).toContain('smtp.bareLineFeed = "allow" (environment POSTERN_SMTP_BARE_LINE_FEED): must be one of normalize, reject');
     });
 
+    it('refuses to start on a tls.cert the operator named that is not there, saying where dev certificates are made', async () => {
+      const missing = join(tmpdir(), `postern-no-such-dir-${process.pid}`, 'server.crt');
+      const { dir, file } = await writeTestConfig({ tls: { cert: missing } });
+      dirs.push(dir);
+      const result = await postern(['serve', '--config', file]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(`postern: tls.cert = ${missing}: file not found (development certificates are made only at the default certs/server.crt)`);
+    });
+
     it('treats an unknown key as an error, not a silent default', async () => {
       const { dir, file } = await writeTestConfig({ listeners: { relay: { prot: 2525 } } });
       dirs.push(dir);
