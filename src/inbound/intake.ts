@@ -18,7 +18,8 @@ export type IntakeResult =
   | { outcome: 'queued'; queueId: string; size: number; messageId?: string }
   | { outcome: 'refused'; reply: Reply; reason: string; error?: Error }
   /** The client's connection ended before the message did; `receivedBytes` of it had come. */
-  | { outcome: 'lost'; receivedBytes: number };
+  /** bareLineEndings: the message had lines ending in a bare LF or CR, so its "<LF>.<LF>" (if any) did not end it. */
+  | { outcome: 'lost'; receivedBytes: number; bareLineEndings: boolean };
 
 export interface IntakeRequest {
   store: QueueStore;
@@ -65,7 +66,7 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
     return { outcome: 'queued', queueId: draft.id, size, ...(messageId !== undefined && { messageId }) };
   } catch (err) {
     await draft.discard().catch(() => undefined);
-    if (link.clientLeft(err)) return { outcome: 'lost', receivedBytes: request.data.byteLength ?? 0 };
+    if (link.clientLeft(err)) return { outcome: 'lost', receivedBytes: request.data.byteLength ?? 0, bareLineEndings: lineEndings.found };
     return { outcome: 'refused', reply: replies.queueWriteFailed, reason: 'queue-write-failed', error: err as Error };
   }
 }

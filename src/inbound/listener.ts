@@ -267,7 +267,10 @@ export function createListener(deps: ListenerDeps): InboundListener {
         if (result.outcome === 'lost') {
           // Not a refusal, and nothing for the operator to mend. The callback still ends smtp-server's
           // transaction; its reply goes nowhere (the socket is closed), and would say "try again": nothing was kept.
-          s.log.info({ receivedBytes: result.receivedBytes }, 'lost connection after DATA');
+          // A client that ends its lines with a bare LF waits for a reply to its "<LF>.<LF>" that never comes
+          // (only <CR><LF>.<CR><LF> ends a message: SMTP smuggling), then times out or gives up: say so.
+          const hint = result.bareLineEndings ? { bareLineEndings: true, hint: 'the client ended lines with a bare LF or CR; only <CR><LF>.<CR><LF> ends a message' } : {};
+          s.log.info({ receivedBytes: result.receivedBytes, ...hint }, 'lost connection after DATA');
           return callback(smtpError(replies.queueWriteFailed));
         }
         metrics.messageRejected(result.reason);

@@ -460,6 +460,19 @@ describe('default limits', () => {
     expect(await ids(relay)).toEqual(committed);
   });
 
+  // Postfix 3.9 alike, "<LF>.<LF>" does not end a message (SMTP smuggling); the client that sent it waits, then
+  // leaves, and the log says why nothing was queued.
+  it('logs a client whose message ends in a bare "<LF>.<LF>" and leaves as lost, naming its bare line ends', async () => {
+    const committed = await ids(relay);
+    const lostBefore = logLines(relay, 'lost connection after DATA').length;
+    const c = await openData(relay.ports.relay);
+    c.write('Subject: lf\n\nhello\n.\n');
+    c.close();
+    await waitFor('the lost connection in the log', () => logLines(relay, 'lost connection after DATA').length > lostBefore);
+    expect(logLines(relay, 'lost connection after DATA').at(-1)).toMatchObject({ bareLineEndings: true, hint: expect.stringContaining('bare LF') });
+    expect(await ids(relay)).toEqual(committed);
+  });
+
   // A client that half-closes after writing its session (`nc -N`, shutdown(SHUT_WR) after QUIT) gets every
   // reply, the message's 250 included, and then the server closes, as Postfix's smtpd does. Had the 250 been
   // lost, the client would send a queued message again.
