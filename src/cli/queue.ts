@@ -43,7 +43,7 @@ export async function listQueue(config: Config, options: Output & ListFilter & {
   const { messages, finished } = await withStore(config, async (store) => {
     const listed = selectMessages(await store.listMessages({ includeDone }), options);
     if (options.json || options.ids || includeDone || filtered || listed.length > 0) return { messages: listed, finished: 0 };
-    return { messages: listed, finished: (await store.listMessages({ includeDone: true })).filter((m) => m.state === 'done').length };
+    return { messages: listed, finished: await store.countDone() };
   });
   if (options.json) print(JSON.stringify(messages.map(summaryJson), null, 2) + '\n');
   else if (options.ids) print(messages.map((m) => `${m.id}\n`).join(''));

@@ -204,6 +204,8 @@ export interface QueueStore {
   releaseLeasesOf(owners: readonly string[]): Promise<number>;
   /** stats - queue depth by state (messages not done) and the oldest such message's arrival, for /metrics. */
   stats(): Promise<QueueStats>;
+  /** countDone - how many done messages are kept (queue.keepDone), counted without reading them. */
+  countDone(): Promise<number>;
   /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */
   nextDueAt(): Promise<Date | undefined>;
   /** holdMessages - stop delivery of messages; returns the ids that changed. */

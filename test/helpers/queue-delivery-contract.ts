@@ -354,6 +354,7 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       const waiting = await queue(['r@b.test']);
 
       expect(await states()).toEqual([[held.id, 'held'], [waiting.id, 'queued']]);
+      expect(await store.countDone()).toBe(3);
       expect(await store.listMessages({ includeDone: false })).toEqual(await store.listMessages());
       const all = await store.listMessages({ includeDone: true });
       expect(all.map((m) => [m.id, m.state, m.outcome])).toEqual([

@@ -16,6 +16,7 @@
 //   listMessages - the messages not done (includeDone: every message), oldest first.
 //   showMessage  - one message with its recipients, deliveries and attempts.
 //   queueStats   - how many messages not done are in each shown state, and the oldest.
+//   countDone    - how many done messages are kept.
 import type pg from 'pg';
 import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
 import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
@@ -77,4 +78,10 @@ export async function queueStats(pool: pg.Pool): Promise<QueueStats> {
     SELECT ${SHOWN_STATE_SQL} AS state, count(*)::integer AS n, min(m.received_at) AS oldest
       FROM messages m WHERE m.state <> 'done' GROUP BY 1`);
   return statsOf(result.rows);
+}
+
+/** countDone - how many done messages are kept (the partial index messages_done holds exactly these rows). */
+export async function countDone(pool: pg.Pool): Promise<number> {
+  const result = await pool.query<{ n: number }>("SELECT count(*)::integer AS n FROM messages WHERE state = 'done'");
+  return result.rows[0]!.n;
 }

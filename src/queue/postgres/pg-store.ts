@@ -134,6 +134,10 @@ class PostgresQueueStore implements QueueStore {
     return this.#run(() => inspect.queueStats(this.queries));
   }
 
+  countDone(): Promise<number> {
+    return this.#run(() => inspect.countDone(this.queries));
+  }
+
   async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     const claimed = await this.#run(() => deliveries.claimDue(this.queries, options));
     for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);

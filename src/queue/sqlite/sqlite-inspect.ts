@@ -11,7 +11,7 @@
 // How it fails: both functions throw on a database error; showMessage
 // returns undefined for an id no message has.
 //
-//   prepareInspect - the listMessages / showMessage / stats functions over one database.
+//   prepareInspect - the listMessages / showMessage / stats / countDone functions over one database.
 import type Database from 'better-sqlite3';
 import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
 import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
@@ -20,11 +20,12 @@ export interface InspectFunctions {
   listMessages(options?: { includeDone?: boolean }): QueuedMessageSummary[];
   showMessage(id: string): MessageDetails | undefined;
   stats(): QueueStats;
+  countDone(): number;
 }
 
 // 'deferred' is derived, never stored (sqlite-schema.ts).
 
-/** prepareInspect - the listMessages / showMessage / stats functions over one database. */
+/** prepareInspect - the listMessages / showMessage / stats / countDone functions over one database. */
 export function prepareInspect(db: Database.Database): InspectFunctions {
   // The listing without done messages, and (includeDone) with them: the same columns and order.
   const listing = (where: string) => ({
@@ -76,5 +77,13 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
     return detailsOf({ message, recipients: selectRecipients.all(id), deliveries: selectDeliveries.all(id), attempts: selectAttempts.all(id) });
   });
 
-  return { listMessages: (options) => list(options?.includeDone === true), showMessage: (id) => show(id), stats: () => statsOf(selectDepth.all()) };
+  // The partial index messages_done holds exactly these rows.
+  const selectDoneCount = db.prepare<[], { n: number }>("SELECT COUNT(*) AS n FROM messages WHERE state = 'done'");
+
+  return {
+    listMessages: (options) => list(options?.includeDone === true),
+    showMessage: (id) => show(id),
+    stats: () => statsOf(selectDepth.all()),
+    countDone: () => selectDoneCount.get()!.n,
+  };
 }

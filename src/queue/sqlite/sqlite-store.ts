@@ -261,6 +261,10 @@ class SqliteQueueStore implements QueueStore {
     return this.#run(() => this.#inspect.stats());
   }
 
+  countDone(): Promise<number> {
+    return this.#run(() => this.#inspect.countDone());
+  }
+
   async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     const claimed = await this.#run(() => this.#deliveries.claimDue(options));
     for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);
