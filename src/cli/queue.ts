@@ -8,7 +8,7 @@ import type { Config } from '../config/config.ts';
 import type { QueueApi } from '../observability/http-server.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import { isQueueId } from '../queue/queue-id.ts';
-import type { MessageDetails, MessageSelector, QueuedMessageSummary, QueueStore, QueueVerb } from '../queue/queue-store.ts';
+import type { MessageDetails, MessageSelector, MessageState, QueuedMessageSummary, QueueStore, QueueVerb } from '../queue/queue-store.ts';
 
 type Output = { json?: boolean };
 
@@ -109,13 +109,28 @@ export async function changeMessages(config: Config, verb: QueueVerb, given: str
     return;
   }
   const selector: MessageSelector = options.all ? { all: true } : { ids };
-  const { changed, unchanged } = await withStore(config, (store) => changeResult(store, verb, selector, new Date()));
+  const { changed, unchanged, why } = await withStore(config, async (store) => {
+    const result = await changeResult(store, verb, selector, new Date());
+    const states = await Promise.all(result.unchanged.map(async (id) => (await store.showMessage(id))?.state));
+    return { ...result, why: states.map((state) => whyUnchanged(verb, state)) };
+  });
   if (options.json) print(JSON.stringify({ verb, changed, unchanged }, null, 2) + '\n');
   else {
     print(`${verb}: ${changed.length} message${changed.length === 1 ? '' : 's'}${changed.length ? ` (${changed.join(', ')})` : ''}\n`);
-    if (unchanged.length) process.stderr.write(`postern: not changed (unknown, done, held for retry, or already in that state): ${unchanged.join(', ')}\n`);
+    unchanged.forEach((id, i) => process.stderr.write(`postern: ${id} not changed: ${why[i]!.reason}\n`));
   }
-  if (unchanged.length) process.exitCode = 1;
+  // Already as asked (hold on a held message) is no failure, as Postfix's postsuper has it; unknown or done is.
+  if (why.some((w) => w.failed)) process.exitCode = 1;
+}
+
+/** whyUnchanged - why a verb left a message as it was (`state` undefined: no such message), and whether that is a failure. */
+export function whyUnchanged(verb: QueueVerb, state: MessageState | undefined): { reason: string; failed: boolean } {
+  if (state === undefined) return { reason: 'no such message in the queue', failed: true };
+  if (state === 'done') return { reason: 'done: it was delivered or returned', failed: true };
+  if (verb === 'hold' && state === 'held') return { reason: 'already held', failed: false };
+  if (verb === 'release' && state !== 'held') return { reason: 'not held', failed: false };
+  if (verb === 'retry' && state === 'held') return { reason: 'held: release it first', failed: true };
+  return { reason: `${state} (changed meanwhile?)`, failed: true };
 }
 
 async function readStdin(): Promise<string> {

@@ -319,6 +319,13 @@ describe.concurrent('postern CLI', () => {
       expect(await list('--domain', 'example.com')).toEqual({ code: 0, stdout: 'No message matches\n', stderr: '' });
       expect(await postern(['queue', 'hold', '-', '--config', configFile], { input: `${id}\n` })).toEqual({ code: 0, stdout: `hold: 1 message (${id})\n`, stderr: '' });
       expect(JSON.parse((await list('--json')).stdout)).toEqual([expect.objectContaining({ id, state: 'held' })]);
+      // Already as asked is no failure (postsuper); an unknown id, or retry of a held message, is.
+      expect(await postern(['queue', 'hold', id, '--config', configFile])).toEqual({ code: 0, stdout: 'hold: 0 messages\n', stderr: `postern: ${id} not changed: already held\n` });
+      expect(await postern(['queue', 'retry', id, '01M8QBAF58C2BR1N', '--config', configFile])).toEqual({
+        code: 1,
+        stdout: 'retry: 0 messages\n',
+        stderr: `postern: ${id} not changed: held: release it first\npostern: 01M8QBAF58C2BR1N not changed: no such message in the queue\n`,
+      });
       const shown = (await postern(['queue', 'show', id, '--config', configFile])).stdout;
       expect(shown).toContain('Held: no attempt for example.org until released (after 0 attempts)');
       expect(shown).not.toContain('Next attempt');

@@ -1,6 +1,6 @@
-// `queue list --domain/--sender`: which messages a filter selects, as a table.
+// The queue CLI's decisions as tables: which messages `queue list --domain/--sender` selects, and why a verb left a message unchanged.
 import { describe, expect, it } from 'vitest';
-import { selectMessages } from '../../src/cli/queue.ts';
+import { selectMessages, whyUnchanged } from '../../src/cli/queue.ts';
 import type { QueuedMessageSummary, RecipientState } from '../../src/queue/queue-store.ts';
 
 function message(id: string, mailFrom: string, state: QueuedMessageSummary['state'], recipients: [string, RecipientState][]): QueuedMessageSummary {
@@ -33,5 +33,19 @@ describe('selectMessages', () => {
     ['a domain that is only a suffix', { domain: 'test' }, []],
   ])('%s', (_name, filter, ids) => {
     expect(selectMessages(messages, filter).map((m) => m.id)).toEqual(ids);
+  });
+});
+
+describe('whyUnchanged', () => {
+  it.each([
+    ['hold', 'held', 'already held', false],
+    ['release', 'queued', 'not held', false],
+    ['release', 'deferred', 'not held', false],
+    ['retry', 'held', 'held: release it first', true],
+    ['delete', undefined, 'no such message in the queue', true],
+    ['hold', 'done', 'done: it was delivered or returned', true],
+    ['retry', 'queued', 'queued (changed meanwhile?)', true],
+  ] as const)('%s on a %s message: %s (failure: %s)', (verb, state, reason, failed) => {
+    expect(whyUnchanged(verb, state)).toEqual({ reason, failed });
   });
 });
