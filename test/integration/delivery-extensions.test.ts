@@ -251,7 +251,10 @@ describe('queue verbs from the command line', () => {
     expect(shown).toMatchObject({ id: a, recipientStates: [{ address: 'x@example.test', state: 'queued' }] });
     expect(JSON.parse((await queueCli(relay, 'hold', a, '--json')).out)).toEqual({ verb: 'hold', changed: [a], unchanged: [] });
     expect((await relay.queued()).find((m) => m.id === a)?.state).toBe('held');
-    expect(await queueCli(relay, 'hold', a, '--json')).toMatchObject({ code: 1 });
+    // Already held: unchanged, and no failure (postsuper); the JSON says which.
+    const again = await queueCli(relay, 'hold', a, '--json');
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.out)).toEqual({ verb: 'hold', changed: [], unchanged: [a] });
     expect(JSON.parse((await queueCli(relay, 'release', a, '--json')).out)).toEqual({ verb: 'release', changed: [a], unchanged: [] });
     expect((JSON.parse((await queueCli(relay, 'retry', '--all', '--json')).out) as { changed: string[] }).changed.sort()).toEqual([a, b].sort());
     expect(JSON.parse((await queueCli(relay, 'flush', '--json')).out).verb).toBe('retry');

@@ -53,7 +53,7 @@ it('reports a client that left mid-message as lost, with nothing kept', async ()
   data.write(LARGE_BODY);
   await afterTicks(5);
   data.destroy(clientGone());
-  expect(await result).toEqual({ outcome: 'lost', receivedBytes: 0 });
+  expect(await result).toEqual({ outcome: 'lost', receivedBytes: 0, bareLineEndings: false });
   expect(await store.listMessages()).toEqual([]);
 });
 
