@@ -86,7 +86,7 @@ function describe(name: string, url: string, answer: EndpointAnswer): string {
     const v = (value ?? {}) as { ok?: boolean; error?: string; address?: string; host?: string; tls?: string };
     const where = v.address ?? v.host;
     // A smarthost that fails does not make the relay unready: its mail waits in the queue.
-    const failure = check === 'relayhost' ? 'UNREACHABLE (mail waits in the queue)' : 'FAILED';
+    const failure = check === 'relayhost' ? 'FAILED (mail waits in the queue)' : 'FAILED';
     const detail = v.ok ? `ok${v.tls ? ` (${v.tls})` : ''}` : `${failure}: ${v.error ?? 'unknown'}`;
     lines.push(`  ${check}${where ? ` ${where}` : ''}: ${detail}`);
   }

@@ -3,7 +3,7 @@
 // running relay: the relay's scheduler sees the changes on its next look
 // (at most a second later). The relay's HTTP queue API is this same code
 // (createQueueApi), so both answer with the same JSON.
-import { once } from 'node:events';
+import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/config.ts';
 import type { QueueApi } from '../observability/http-server.ts';
 import { openQueueStore } from '../queue/open-store.ts';
@@ -90,8 +90,11 @@ export async function printMessage(config: Config, id: string): Promise<void> {
       process.exitCode = 1;
       return;
     }
-    for await (const chunk of store.readBody(id)) {
-      if (!process.stdout.write(chunk as Buffer)) await once(process.stdout, 'drain');
+    try {
+      await pipeline(store.readBody(id), process.stdout, { end: false });
+    } catch (err) {
+      // `queue cat ID | head`: the reader has what it wanted; postcat is silent then too.
+      if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err;
     }
   });
 }
@@ -101,13 +104,15 @@ export async function printMessage(config: Config, id: string): Promise<void> {
  * The id `-` reads the ids from stdin, separated by white space (Postfix's postsuper -h -).
  */
 export async function changeMessages(config: Config, verb: QueueVerb, given: string[], options: Output & { all?: boolean }): Promise<void> {
-  const ids = given.length === 1 && given[0] === '-' ? (await readStdin()).split(/\s+/).filter(Boolean) : given;
-  // Both is refused, as the HTTP API refuses it: `delete --all ID` must not empty the queue.
-  if (options.all === (ids.length > 0)) {
+  const fromStdin = given.length === 1 && given[0] === '-';
+  // Both is refused, as the HTTP API refuses it: `delete --all ID` must not empty the queue. No ids on stdin is
+  // no message to change, as postsuper -h - takes an empty list.
+  if (options.all ? given.length > 0 : given.length === 0) {
     process.stderr.write(`postern: queue ${verb} needs message ids or --all${options.all ? ', not both' : ''}\n`);
     process.exitCode = 3;
     return;
   }
+  const ids = fromStdin ? (await readStdin()).split(/\s+/).filter(Boolean) : given;
   const selector: MessageSelector = options.all ? { all: true } : { ids };
   const { changed, unchanged, why } = await withStore(config, async (store) => {
     const result = await changeResult(store, verb, selector, new Date());

@@ -37,6 +37,7 @@
 //
 //   installCommandGuard - wrap SMTPConnection#send (to count, to report) and #_onCommand (to check, to rewrite); idempotent.
 import { isUtf8 } from 'node:buffer';
+import { isIPv6 } from 'node:net';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
 import { canonicalAddressCommand } from './envelope-form.ts';
@@ -85,9 +86,11 @@ export function installCommandGuard(): Promise<void> {
   return patchMethods<ConnectionPrototype, Methods>('command guard', SMTP_CONNECTION, ['send', '_onCommand', '_whenWritable', '_resetSession'], (library) => ({
     send(this: Connection, code: number, data?: string | string[], context?: string | false) {
       library.send.call(this, code, data, context);
-      if (code >= 400 && typeof data === 'string' && !hasEnhancedCode(data)) {
+      // Not the recipients past limits.recipients: the client sends them again, and a line each would flood the log.
+      if (code >= 400 && typeof data === 'string' && !hasEnhancedCode(data) && !isRecipientOvershoot(code, data)) {
         const replacement = replaceLibraryReply(data);
-        reportRefusal(this, replacement ? `${replacement.code} ${formatReply(replacement)}` : `${code} ${data}`);
+        const reply = replacement ? `${replacement.code} ${formatReply(replacement)}` : `${code} ${data}`;
+        reportRefusal(this, reply, replacement !== undefined && ANSWERS_NO_COMMAND.has(replacement));
       }
       // An accepted message starts the count again ("errors … without delivering mail").
       if (code === 250 && context === 'DATA_OK') this.__posternErrors = 0;
@@ -99,22 +102,24 @@ export function installCommandGuard(): Promise<void> {
     _onCommand(this: Connection, command: Buffer, callback?: () => void) {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.
       if (this._upgrading || !this._ready || this._nextHandler) return library._onCommand.call(this, command, callback);
-      this.__posternLine = command;
-      const refusal = !isUtf8(command)
+      // Every check reads the line as smtp-server will: "AUTH<TAB>PLAIN" is AUTH.
+      const line = withSpaces(command);
+      this.__posternLine = line;
+      const refusal = !isUtf8(line)
         ? replies.badUtf8
-        : isAuthNotOffered(this, command)
+        : isAuthNotOffered(this, line)
           ? authNotOfferedReply(this)
-          : isDataWithoutRecipients(this, command)
+          : isDataWithoutRecipients(this, line)
             ? replies.noValidRecipients
             : undefined;
       if (!refusal) {
-        const line = canonicalCommand(command);
-        if (!this.hostNameAppearsAs && isMailCommand(line)) {
+        const canonical = canonicalCommand(line);
+        if (!this.hostNameAppearsAs && isMailCommand(canonical)) {
           // What the library's own HELO handler records, for HELO [address]; the session's copy is taken anew.
-          this.hostNameAppearsAs = `[${this.remoteAddress}]`;
+          this.hostNameAppearsAs = isIPv6(this.remoteAddress) ? `[IPv6:${this.remoteAddress}]` : `[${this.remoteAddress}]`;
           this._resetSession();
         }
-        return library._onCommand.call(this, line, callback);
+        return library._onCommand.call(this, canonical, callback);
       }
       this.send(refusal.code, formatReply(refusal), false);
       reportRefusal(this, `${refusal.code} ${formatReply(refusal)}`);
@@ -124,24 +129,33 @@ export function installCommandGuard(): Promise<void> {
   }));
 }
 
-/** reportRefusal - tell onProtocolRefusal of a reply, naming the command it answers by its first word (letters only). */
-function reportRefusal(connection: Connection, reply: string): void {
-  const name = /^[A-Za-z]{1,12}(?![^ ])/.exec(connection.__posternLine?.toString('latin1', 0, 13) ?? '')?.[0].toUpperCase() ?? '';
+// Replies smtp-server sends of itself, not to a command (the last command was answered long before).
+const ANSWERS_NO_COMMAND = new Set<Reply>([replies.timeout, replies.shuttingDown, replies.serverBusy, replies.talkedBeforeGreeting]);
+
+/**
+ * reportRefusal - tell onProtocolRefusal of a reply, naming the command it answers by its first word (letters
+ * only); '' when it answers none.
+ */
+function reportRefusal(connection: Connection, reply: string, answersNoCommand = false): void {
+  const line = answersNoCommand ? '' : (connection.__posternLine?.toString('latin1', 0, 13) ?? '');
+  const name = /^[A-Za-z]{1,12}(?![^ ])/.exec(line)?.[0].toUpperCase() ?? '';
   connection._server.options.onProtocolRefusal?.(connection.session, name, reply);
 }
 
-/**
- * canonicalCommand - a command line with its tabs as spaces (Postfix reads any white space between words), and a
- * MAIL or RCPT line as canonicalAddressCommand writes it; the same buffer when unchanged.
- */
+/** withSpaces - a command line with its tabs as spaces (Postfix reads any white space between words); the same buffer when it has none. */
+function withSpaces(command: Buffer): Buffer {
+  // A native search: this runs for every command line.
+  return command.includes(0x09) ? Buffer.from(command.toString('latin1').replaceAll('\t', ' '), 'latin1') : command;
+}
+
+/** canonicalCommand - a MAIL or RCPT line as canonicalAddressCommand writes it; any other line, or one unchanged, the same buffer. */
 function canonicalCommand(command: Buffer): Buffer {
-  // Native searches and a first byte first: this runs for every command line.
-  const spaced = command.includes(0x09) ? Buffer.from(command.toString('latin1').replaceAll('\t', ' '), 'latin1') : command;
-  const first = spaced[0]! | 0x20;
-  if (first !== 0x6d && first !== 0x72) return spaced;
-  const line = spaced.toString('utf8');
+  // The first byte first: this runs for every command line.
+  const first = command[0]! | 0x20;
+  if (first !== 0x6d && first !== 0x72) return command;
+  const line = command.toString('utf8');
   const canonical = canonicalAddressCommand(line);
-  return canonical === line ? spaced : Buffer.from(canonical, 'utf8');
+  return canonical === line ? command : Buffer.from(canonical, 'utf8');
 }
 
 /** isMailCommand - a MAIL FROM line (as canonicalCommand leaves it). */

@@ -16,7 +16,8 @@
 // smtp-server decodes each +HH to the character of that code, so "ß" became
 // "Ã" and a C1 control character, and the recipient was refused 501 (or,
 // for "ä", its ORCPT kept garbled). Such runs reach it decoded as UTF-8;
-// what stays +HH is a byte below 128, which it decodes right.
+// what stays +HH is a byte below 128, which it decodes right, or a run that
+// is not UTF-8 (refused as before).
 //
 //   canonicalAddressCommand - the command as smtp-server should read it.
 
@@ -24,7 +25,7 @@ import { isUtf8 } from 'node:buffer';
 
 // Already in canonical form: checked first, it is what every client but the old ones sends.
 const CANONICAL = /^(?:MAIL FROM|RCPT TO):<(?:[^<>]*[^<>.])?>(?: |$)/i;
-const COMMAND = /^(MAIL)\s+(FROM)\s*:\s*(\S*)(.*)$|^(RCPT)\s+(TO)\s*:\s*(\S*)(.*)$/is;
+const COMMAND = /^(MAIL)[ \t]+(FROM)[ \t]*:[ \t]*([^ \t]*)(.*)$|^(RCPT)[ \t]+(TO)[ \t]*:[ \t]*([^ \t]*)(.*)$/is;
 
 /**
  * canonicalAddressCommand - a MAIL FROM or RCPT TO line with its address in angle brackets and without a dot

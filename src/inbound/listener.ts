@@ -140,7 +140,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     greetingPauseMs: config.smtp.greetingPause * 1000,
     authAfterTls: name !== 'relay',
     // smtp-server's own refusals (syntax, order, unknown commands, timeouts), logged as policy's are.
-    onProtocolRefusal: (session, command, reply) => sessions.get(session as SMTPServerSession)?.log.info({ stage: command.toLowerCase(), reason: 'protocol', reply }, 'refused'),
+    onProtocolRefusal: (session, command, reply) => sessions.get(session as SMTPServerSession)?.log.info({ stage: command.toLowerCase() || 'session', reason: 'protocol', reply }, 'refused'),
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
     ...(deps.resolver ? { resolver: deps.resolver } : {}),

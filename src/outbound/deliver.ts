@@ -124,7 +124,9 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   // that could not take it.
   const standing = putOff ?? cannot;
   if (standing) return { attempts, ...standing, nextHopOffersDsn: false };
-  const answeredBy = attempts.at(-1);
+  // No host took a transaction: the last reply is a host's when it refused us at its greeting or at STARTTLS, else
+  // our own (a connection refused, a TLS verdict) and no host answered (Postfix: relay=none).
+  const answeredBy = isHostReply(lastReply) ? attempts.at(-1) : undefined;
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
   if (claim.requireTls && /4\.7\.[45] /.test(lastReply)) {
     return { attempts, recipients: everyone(claim, `5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false, answeredBy };

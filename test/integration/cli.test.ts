@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { submitMessage } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { startTestRelay, writeTestConfig, type TestRelay } from '../helpers/test-relay.ts';
 
@@ -343,6 +344,27 @@ describe.concurrent('postern CLI', () => {
     it.each(['hold', 'delete'])('refuses %s with both ids and --all (exit 3), as the HTTP API does', async (verb) => {
       const result = await postern(['queue', verb, '--all', '01M8QBAF58C2BR1N', '--config', started.configFile]);
       expect(result).toEqual({ code: 3, stdout: '', stderr: `postern: queue ${verb} needs message ids or --all, not both\n` });
+    });
+
+    it.each(['hold', 'delete'])('refuses %s with neither ids nor --all (exit 3); `-` with nothing on stdin changes nothing (exit 0)', async (verb) => {
+      expect(await postern(['queue', verb, '--config', started.configFile])).toEqual({ code: 3, stdout: '', stderr: `postern: queue ${verb} needs message ids or --all\n` });
+      expect(await postern(['queue', verb, '-', '--config', started.configFile], { input: '' })).toEqual({ code: 0, stdout: `${verb}: 0 messages\n`, stderr: '' });
+    });
+  });
+
+  describe('postern queue cat', () => {
+    const started = useTestRelay();
+
+    // As postcat: a reader that stops early (| head) is no error.
+    it('stops quietly, exit 0, when the reader closes the pipe early', async () => {
+      const { relay, configFile } = started;
+      const id = await submitMessage(relay, { from: 'a@example.test', to: ['r@example.org'], raw: `Subject: big\r\n\r\n${'y'.repeat(990)}\r\n`.repeat(300) });
+      const piped = await new Promise<{ code: number; stderr: string }>((resolve) => {
+        execFile('/bin/bash', ['-o', 'pipefail', '-c', `"${process.execPath}" "${POSTERN_BIN}" queue cat ${id} --config "${configFile}" | head -c 10 >/dev/null`], { env: inheritedEnv() }, (err, _stdout, stderr) =>
+          resolve({ code: err ? Number(err.code) : 0, stderr }),
+        );
+      });
+      expect(piped).toEqual({ code: 0, stderr: '' });
     });
   });
 });

@@ -310,6 +310,10 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     const first = await queueShow(relay, id);
     expect(first.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/ECONNREFUSED/) })]);
     expect(first.attempts).toEqual([expect.objectContaining({ host: NEXT_HOP_NAME, ip: '127.0.0.1', port: hops.later.port, outcome: 'deferred', policy: { level: 'encrypt', source: 'outbound.routes["later.test"].tls' } })]);
+    // No host answered: the log names none (Postfix: relay=none).
+    const recorded = relay.logs.find((l) => l.msg === 'delivery recorded' && l.queueId === id)!;
+    expect(recorded).toBeDefined();
+    expect(recorded).not.toHaveProperty('relay');
 
     // The next hop comes up on the port the route names.
     const up = await startNextHop('starttls-ca-right-name', { ca, port: hops.later.port });
@@ -332,6 +336,8 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^421 4\.3\.2 mx\.test is busy/) })]);
     expect(show.attempts).toEqual([expect.objectContaining({ host: NEXT_HOP_NAME, port: hops.busy.port, outcome: 'deferred', reply: expect.stringMatching(/^421 /) })]);
     expect(transactionsOf(hops.busy, 'heidi@sender.test')).toEqual([]);
+    // The host answered, at its greeting: the log names it.
+    expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'delivery recorded', queueId: id, relay: `${NEXT_HOP_NAME}[127.0.0.1]:${hops.busy.port}` }));
     // queue list says why it waits and until when, under its line, as postqueue -p does.
     const listed = await postern(['queue', 'list', '--config', join(relay.dir, 'postern.yaml')]);
     const lines = listed.stdout.split('\n');

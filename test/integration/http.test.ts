@@ -508,7 +508,7 @@ describe('postern health', () => {
 
     expect(down.code).toBe(0);
     expect(down.stdout).toMatch(/^healthz: 200 ok$/m);
-    expect(down.stdout).toMatch(new RegExp(`^readyz: 200 ready\\n(.*\\n)* {2}relayhost 127\\.0\\.0\\.1:${port}: UNREACHABLE \\(mail waits in the queue\\): .*ECONNREFUSED`, 'm'));
+    expect(down.stdout).toMatch(new RegExp(`^readyz: 200 ready\\n(.*\\n)* {2}relayhost 127\\.0\\.0\\.1:${port}: FAILED \\(mail waits in the queue\\): .*ECONNREFUSED`, 'm'));
 
     expect(nobody.code).toBe(1);
     expect(nobody.stdout).toMatch(/^healthz: no answer from http:\/\/127\.0\.0\.1:\d+\/healthz: .*ECONNREFUSED/m);

@@ -141,6 +141,34 @@ describe('refusals made by the SMTP library, not by policy', () => {
     ]);
     expect(new Set(refused.map((l) => l.session)).size).toBe(1);
   });
+
+  it('names a command sent with a tab after its name, as it names one with a space', async () => {
+    const from = relay.logs.length;
+    const c = await relaySession();
+    expect((await c.command('MAIL\tFROM:<a@b@c>')).code).toBe(501);
+    expect((await c.command('AUTH\tPLAIN AGFsaWNlAHg=')).text).toBe('503 5.5.1 Error: authentication not enabled');
+    await quit(c);
+    const refused = relay.logs.slice(from).filter((l) => l.msg === 'refused');
+    expect(refused.map((l) => [l.stage, l.reply])).toEqual([
+      ['mail', '501 5.1.7 Bad sender address syntax'],
+      ['auth', '503 5.5.1 Error: authentication not enabled'],
+    ]);
+  });
+
+  it('logs an idle timeout as the session\'s, not as a refusal of the last command', async () => {
+    const idle = await startTestRelay({ limits: { idleTimeout: '1s' } });
+    try {
+      const c = await RawSmtp.connect(idle.ports.relay);
+      expect((await c.reply()).code).toBe(220);
+      await c.command('EHLO client.test');
+      expect((await c.command('MAIL FROM:<a@example.test>')).code).toBe(250);
+      expect((await c.reply()).text).toBe('421 4.4.2 Error: timeout exceeded');
+      c.close();
+      expect(idle.logs.filter((l) => l.msg === 'refused').map((l) => [l.stage, l.reason, l.reply])).toEqual([['session', 'protocol', '421 4.4.2 Error: timeout exceeded']]);
+    } finally {
+      await idle.stop();
+    }
+  });
 });
 
 describe('a client that resets its connection', () => {
