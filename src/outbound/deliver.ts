@@ -58,6 +58,8 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     return { attempts, recipients: everyone(claim, found.reply), nextHopOffersDsn: false };
   }
   let lastReply = '4.4.1 no host tried';
+  /** The attempt that gave lastReply, when its host answered at all (a greeting refused, no STARTTLS, a failed verification). */
+  let lastAnswered: AttemptRecord | undefined;
   /** The replies of the last host that answered every recipient "later": what the attempt ends with if no other host takes the message. */
   let putOff: Answer | undefined;
   /** Our own verdict on the last host that could not take it (no REQUIRETLS, too small a SIZE, connection lost before the end of data). */
@@ -81,7 +83,9 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     const where = { host: target.host, ip: target.ip, port: target.port };
     if (!opened.ok) {
       lastReply = opened.reply;
-      attempts.push({ startedAt: attemptStart, endedAt: deps.now(), ...where, ...(opened.tls ? { tls: opened.tls } : {}), policy: policyRecord(policy), reply: opened.reply, outcome: 'deferred' });
+      const attempt: AttemptRecord = { startedAt: attemptStart, endedAt: deps.now(), ...where, ...(opened.tls ? { tls: opened.tls } : {}), policy: policyRecord(policy), reply: opened.reply, outcome: 'deferred' };
+      attempts.push(attempt);
+      lastAnswered = opened.reached ? attempt : undefined;
       log.info({ ...where, reply: opened.reply, tlsLevel: policy.level }, 'next hop not usable, trying the next one');
       continue;
     }
@@ -124,9 +128,8 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   // that could not take it.
   const standing = putOff ?? cannot;
   if (standing) return { attempts, ...standing, nextHopOffersDsn: false };
-  // No host took a transaction: the last reply is a host's when it refused us at its greeting or at STARTTLS, else
-  // our own (a connection refused, a TLS verdict) and no host answered (Postfix: relay=none).
-  const answeredBy = isHostReply(lastReply) ? attempts.at(-1) : undefined;
+  // No host took a transaction. The last one tried answered us, or its connection failed (Postfix: relay=none).
+  const answeredBy = lastAnswered;
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
   if (claim.requireTls && /4\.7\.[45] /.test(lastReply)) {
     return { attempts, recipients: everyone(claim, `5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false, answeredBy };

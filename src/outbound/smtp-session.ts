@@ -44,7 +44,8 @@ export interface SessionSettings {
 
 export type OpenResult =
   | { ok: true; session: OutboundSession }
-  | { ok: false; reply: string; tls?: TlsFacts };
+  /** reached: the host answered (its greeting at least), as against a connection that failed (Postfix: relay=none). */
+  | { ok: false; reply: string; reached: boolean; tls?: TlsFacts };
 
 export interface TransactionRequest {
   mailFrom: string;
@@ -108,7 +109,9 @@ export async function openSession(target: SessionTarget, settings: SessionSettin
 /** Each recipient's DSN parameters for the transaction under way on a connection (recipient-dsn.ts). */
 type TransactionDsn = Map<string, RecipientDsn | undefined>;
 
-type Connected = { ok: true; connection: SMTPConnection; tls?: TlsFacts; recipientDsn: TransactionDsn } | { ok: false; reply: string; handshakeFailed: boolean; tlsFailed: boolean };
+type Connected =
+  | { ok: true; connection: SMTPConnection; tls?: TlsFacts; recipientDsn: TransactionDsn }
+  | { ok: false; reply: string; handshakeFailed: boolean; tlsFailed: boolean; reached: boolean };
 
 function connect(target: SessionTarget, settings: SessionSettings, plaintext: boolean): Promise<Connected> {
   const connection = new SMTPConnection({
@@ -137,7 +140,7 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     sendRecipientDsn(connection, () => recipientDsn);
   } catch (err) {
     // A nodemailer whose layout changed: every attempt is deferred, and says why, until it is mended.
-    return Promise.resolve({ ok: false, reply: `4.3.0 ${(err as Error).message}`, handshakeFailed: false, tlsFailed: false });
+    return Promise.resolve({ ok: false, reply: `4.3.0 ${(err as Error).message}`, handshakeFailed: false, tlsFailed: false, reached: false });
   }
   return new Promise((resolve) => {
     let settled = false;
@@ -149,8 +152,10 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
       const handshakeFailed = connection.upgrading === true || (err.code === 'ETLS' && err.command !== 'STARTTLS');
       // STARTTLS refused or not understood (a server that does not offer it) is a TLS failure too.
       const tlsFailed = handshakeFailed || err.command === 'STARTTLS';
+      // Whether the host said anything (nodemailer keeps the last reply it read): its greeting at least.
+      const reached = Boolean((connection as unknown as { lastServerResponse?: string | false }).lastServerResponse);
       connection.close();
-      resolve({ ok: false, reply: describeError(err), handshakeFailed, tlsFailed });
+      resolve({ ok: false, reply: describeError(err), handshakeFailed, tlsFailed, reached });
     };
     connection.once('error', fail);
     connection.connect(() => {
@@ -175,16 +180,16 @@ function finish(connected: Connected, target: SessionTarget, settings: SessionSe
   if (!connected.ok) {
     const tlsProblem = connected.tlsFailed && (settings.level === 'encrypt' || settings.level === 'verify');
     // RFC 3463 4.7.x: a security policy we could not meet here; another host or a later try may do better.
-    return { ok: false, reply: tlsProblem ? `4.7.5 TLS required but not established: ${connected.reply}` : connected.reply };
+    return { ok: false, reply: tlsProblem ? `4.7.5 TLS required but not established: ${connected.reply}` : connected.reply, reached: connected.reached };
   }
   const { connection, tls } = connected;
   if ((settings.level === 'encrypt' || settings.level === 'verify') && !tls) {
     connection.close();
-    return { ok: false, reply: `4.7.4 TLS is required, but was not offered by ${target.host}` };
+    return { ok: false, reply: `4.7.4 TLS is required, but was not offered by ${target.host}`, reached: true };
   }
   if (settings.level === 'verify' && tls && !tls.verified) {
     connection.close();
-    return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, tls };
+    return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, reached: true, tls };
   }
   return { ok: true, session: wrap(connection, tls, connected.recipientDsn) };
 }
