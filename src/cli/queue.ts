@@ -8,6 +8,7 @@ import type { Config } from '../config/config.ts';
 import type { QueueApi } from '../observability/http-server.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import { isQueueId } from '../queue/queue-id.ts';
+import { cleanReply } from '../smtp/replies.ts';
 import type { MessageDetails, MessageSelector, MessageState, QueuedMessageSummary, QueueStore, QueueVerb } from '../queue/queue-store.ts';
 
 type Output = { json?: boolean };
@@ -211,7 +212,7 @@ function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
 /** whyDeferred - the lines under a deferred message: each deferred recipient's last reply, then the next attempt. */
 function whyDeferred(m: QueuedMessageSummary, nowMs: number): string {
   if (m.state !== 'deferred') return '';
-  const waiting = m.recipientStates.filter((r) => r.state === 'deferred').map((r) => `    ${r.address}: ${r.reply ?? 'no reply recorded'}\n`);
+  const waiting = m.recipientStates.filter((r) => r.state === 'deferred').map((r) => `    ${r.address}: ${r.reply === undefined ? 'no reply recorded' : cleanReply(r.reply)}\n`);
   const next = m.nextAttemptAt === undefined ? '' : `    next attempt ${m.nextAttemptAt.getTime() > nowMs ? `in ${formatAge(m.nextAttemptAt.getTime() - nowMs)}` : 'now'}\n`;
   return waiting.join('') + next;
 }
@@ -223,7 +224,7 @@ export function formatDetails(d: MessageDetails): string {
     `  from ${d.mailFrom || '<>'} via ${d.envelope.client.listener} from ${d.envelope.client.address}${d.envelope.client.authUser ? ` as ${d.envelope.client.authUser}` : ''}${d.envelope.client.tlsVersion ? ` over ${d.envelope.client.tlsVersion}` : ' in plaintext'}`,
     `  body ${d.envelope.bodyType}${d.envelope.smtpUtf8 ? ', SMTPUTF8' : ''}${d.envelope.requireTls ? ', REQUIRETLS' : ''}`,
     'Recipients:',
-    ...d.recipientStates.map((r) => `  ${r.address}: ${r.state}${r.reply ? ` (${r.reply})` : ''}`),
+    ...d.recipientStates.map((r) => `  ${r.address}: ${r.state}${r.reply ? ` (${cleanReply(r.reply)})` : ''}`),
     'Attempts:',
   ];
   if (d.attempts.length === 0) out.push('  none yet');
@@ -232,7 +233,7 @@ export function formatDetails(d: MessageDetails): string {
     out.push(
       `  ${a.startedAt.toISOString()} ${a.domain} -> ${a.host ?? '(no host)'}${a.ip ? ` [${a.ip}]:${a.port}` : ''}: ${a.outcome}`,
       `    TLS: ${a.host ? tls : '-'}; policy ${a.policy.level} (from ${a.policy.source})`,
-      `    reply: ${a.reply}`,
+      `    reply: ${cleanReply(a.reply)}`,
     );
   }
   const pending = d.deliveries.filter((x) => x.nextAttemptAt && d.state !== 'done');

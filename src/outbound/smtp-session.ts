@@ -17,6 +17,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { TlsLevel } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { AttemptRecord, RecipientDsn } from '../queue/queue-store.ts';
+import { cleanReply } from '../smtp/replies.ts';
 import { stuffQueuedBodies } from './dot-stuffing.ts';
 import { sendRecipientDsn } from './recipient-dsn.ts';
 
@@ -279,17 +280,4 @@ function describeError(err: SmtpError): string {
 function inReplyTo(err: SmtpError): string {
   const command = err.command === 'DATA' && err.code === 'EMESSAGE' ? 'end of DATA' : err.command;
   return command === 'MAIL FROM' || command === 'RCPT TO' || command === 'DATA' || command === 'end of DATA' ? ` (in reply to ${command} command)` : '';
-}
-
-/** The most characters of a reply kept: enough for any real one, not a flood from a hostile next hop. */
-const REPLY_LIMIT = 2000;
-
-/**
- * cleanReply - a next hop's reply made safe to store, log and print in `queue show`: the lines of a multi-line
- * reply joined by a space, control characters (a terminal escape sequence) as '?', and at most REPLY_LIMIT
- * characters. (nodemailer has already decoded it, as UTF-8.)
- */
-export function cleanReply(reply: string): string {
-  const clean = reply.replace(/\r?\n|\t/g, ' ').replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
-  return clean.length > REPLY_LIMIT ? `${clean.slice(0, REPLY_LIMIT)}...` : clean;
 }

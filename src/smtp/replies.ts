@@ -2,6 +2,8 @@
 // basic code, RFC 3463 enhanced status code and text. Policy returns these;
 // one adapter (inbound/wire-replies.ts) puts them on the wire unchanged.
 // Texts follow Postfix where Postfix has one, so operators recognise them.
+// And the other way: what tells a next hop's reply from Postern's own verdict
+// (isHostReply), and how one is made safe to store and print (cleanReply).
 
 export interface Reply {
   code: number;
@@ -68,4 +70,18 @@ export function unsupportedOption(name: string | undefined): Reply {
  */
 export function isHostReply(reply: string): boolean {
   return /^\s*[2-5]\d\d(?:[ -]|$)/.test(reply);
+}
+
+/** The most characters of a reply kept: enough for any real one, not a flood from a hostile next hop. */
+const REPLY_LIMIT = 2000;
+
+/**
+ * cleanReply - a next hop's reply made safe to store, log and print in `queue show`: the lines of a multi-line
+ * reply joined by a space, control characters (a terminal escape sequence) as '?', and at most REPLY_LIMIT
+ * characters. (nodemailer has already decoded it, as UTF-8.) `queue list` and `show` print
+ * replies through it too: a row stored before it was applied may hold anything.
+ */
+export function cleanReply(reply: string): string {
+  const clean = reply.replace(/\r?\n|\t/g, ' ').replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+  return clean.length > REPLY_LIMIT ? `${clean.slice(0, REPLY_LIMIT)}...` : clean;
 }

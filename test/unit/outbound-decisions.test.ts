@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { OutboundConfig } from '../../src/config/config.ts';
 import { classifyReply } from '../../src/outbound/classify.ts';
 import { decideNextHop, decideTlsLevel } from '../../src/outbound/route.ts';
-import { cleanReply } from '../../src/outbound/smtp-session.ts';
+import { cleanReply } from '../../src/smtp/replies.ts';
 import { nextAttemptAt, retryDelaySeconds } from '../../src/queue/backoff.ts';
 
 const base: Pick<OutboundConfig, 'relayhost' | 'routes' | 'port' | 'tlsPolicies' | 'tls'> = {
