@@ -115,14 +115,21 @@ export async function changeMessages(config: Config, verb: QueueVerb, given: str
   }
   const ids = fromStdin ? (await readStdin()).split(/\s+/).filter(Boolean) : given;
   const selector: MessageSelector = options.all ? { all: true } : { ids };
-  const { changed, unchanged, why } = await withStore(config, async (store) => {
-    const result = await changeResult(store, verb, selector, new Date());
+  const now = new Date();
+  const { changed, unchanged, why, inFlight } = await withStore(config, async (store) => {
+    const result = await changeResult(store, verb, selector, now);
     const states = await Promise.all(result.unchanged.map(async (id) => (await store.showMessage(id))?.state));
-    return { ...result, why: states.map((state) => whyUnchanged(verb, state)) };
+    // A retry does not cut an attempt under way short: its lease must end first (and a dead holder's runs out).
+    const named = verb === 'retry' && !options.all ? result.changed : [];
+    const leases = await Promise.all(named.map(async (id) => ({ id, lease: (await store.showMessage(id))?.deliveries.find((d) => d.leasedUntil && d.leasedUntil > now) })));
+    return { ...result, why: states.map((state) => whyUnchanged(verb, state)), inFlight: leases.filter((l) => l.lease !== undefined) };
   });
   if (options.json) print(JSON.stringify({ verb, changed, unchanged }, null, 2) + '\n');
   else {
     print(`${verb}: ${changed.length} message${changed.length === 1 ? '' : 's'}${changed.length ? ` (${changed.join(', ')})` : ''}\n`);
+    for (const { id, lease } of inFlight) {
+      process.stderr.write(`postern: ${id} is being delivered now by ${lease!.leasedBy ?? 'a worker'}; retried once that attempt ends, or its lease at ${lease!.leasedUntil!.toISOString()}\n`);
+    }
     unchanged.forEach((id, i) => process.stderr.write(`postern: ${id} not changed: ${why[i]!.reason}\n`));
   }
   // Already as asked (hold on a held message) is no failure, as Postfix's postsuper has it; unknown or done is.

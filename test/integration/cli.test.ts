@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { POSTERN_BIN } from '../helpers/child-relay.ts';
+import { openQueueStore } from '../../src/queue/open-store.ts';
 import { submitMessage } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
 import { startTestRelay, writeTestConfig, type TestRelay } from '../helpers/test-relay.ts';
@@ -349,6 +350,26 @@ describe.concurrent('postern CLI', () => {
     it.each(['hold', 'delete'])('refuses %s with neither ids nor --all (exit 3); `-` with nothing on stdin changes nothing (exit 0)', async (verb) => {
       expect(await postern(['queue', verb, '--config', started.configFile])).toEqual({ code: 3, stdout: '', stderr: `postern: queue ${verb} needs message ids or --all\n` });
       expect(await postern(['queue', verb, '-', '--config', started.configFile], { input: '' })).toEqual({ code: 0, stdout: `${verb}: 0 messages\n`, stderr: '' });
+    });
+  });
+
+  describe('postern queue retry of a message in flight', () => {
+    const started = useTestRelay();
+
+    // A lease another process holds (it may have died on its machine): the retry waits for it, and says so.
+    it('says who holds the delivery and until when', async () => {
+      const { relay, configFile } = started;
+      const id = await submitMessage(relay, { from: 'a@example.test', to: ['r@example.org'], marker: 'in-flight' });
+      const store = await openQueueStore(relay.config);
+      try {
+        expect(await store.claimDue({ now: new Date(Date.now() + 1000), limit: 10, leaseMs: 600_000, owner: 'other-machine/4242/abc' })).toHaveLength(1);
+      } finally {
+        await store.close();
+      }
+      const retried = await postern(['queue', 'retry', id, '--config', configFile]);
+      expect(retried.code).toBe(0);
+      expect(retried.stdout).toBe(`retry: 1 message (${id})\n`);
+      expect(retried.stderr).toMatch(new RegExp(`^postern: ${id} is being delivered now by other-machine/4242/abc; retried once that attempt ends, or its lease at \\d{4}-`));
     });
   });
 
