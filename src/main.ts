@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import { loadConfigOrExit } from './cli/context.ts';
 import { registerHealthCommand } from './cli/health.ts';
-import { changeMessages, listQueue, printMessage, showMessage } from './cli/queue.ts';
+import { changeMessages, listQueue, printMessage, shapeQueue, showMessage } from './cli/queue.ts';
 import type { QueueVerb } from './queue/queue-store.ts';
 import { registerSendCommand } from './cli/send.ts';
 import { serve } from './cli/serve.ts';
@@ -58,6 +58,12 @@ queue
   .option('--ids', 'only the ids, one a line (for `queue VERB -`)')
   .option('--json', 'machine-readable output')
   .action(async (options: { all?: boolean; json?: boolean; ids?: boolean; domain?: string; sender?: string }, command: Command) => listQueue(config(command), options));
+
+queue
+  .command('shape')
+  .description('messages not done by destination domain and age in minutes (Postfix qshape)')
+  .option('--sender <address>', 'only messages from this sender (<> for the null sender: reports)')
+  .action(async (options: { sender?: string }, command: Command) => shapeQueue(config(command), options));
 
 queue
   .command('show <id>')

@@ -1,4 +1,4 @@
-// `postern queue list|show|cat|retry|hold|release|delete|flush`: the operator's
+// `postern queue list|shape|show|cat|retry|hold|release|delete|flush`: the operator's
 // view of the queue, for people (text) or machines (--json). Works beside a
 // running relay: the relay's scheduler sees the changes on its next look
 // (at most a second later). The relay's HTTP queue API is this same code
@@ -9,6 +9,7 @@ import type { QueueApi } from '../observability/http-server.ts';
 import { openQueueStore } from '../queue/open-store.ts';
 import { isQueueId } from '../queue/queue-id.ts';
 import { cleanReply } from '../smtp/replies.ts';
+import { formatShape, queueShape, recipientDomains } from './queue-shape.ts';
 import type { MessageDetails, MessageSelector, MessageState, QueuedMessageSummary, QueueStore, QueueVerb } from '../queue/queue-store.ts';
 
 type Output = { json?: boolean };
@@ -62,10 +63,14 @@ export function selectMessages(messages: QueuedMessageSummary[], filter: ListFil
   const sender = filter.sender === undefined ? undefined : filter.sender === '<>' ? '' : filter.sender.toLowerCase();
   return messages.filter((m) => {
     if (sender !== undefined && m.mailFrom.toLowerCase() !== sender) return false;
-    if (domain === undefined) return true;
-    const candidates = m.state === 'done' ? m.recipientStates : m.recipientStates.filter((r) => r.state === 'queued' || r.state === 'deferred');
-    return candidates.some((r) => r.address.slice(r.address.lastIndexOf('@') + 1).toLowerCase() === domain);
+    return domain === undefined || recipientDomains(m).includes(domain);
   });
+}
+
+/** shapeQueue - `queue shape`: messages not done by destination domain and age (Postfix's qshape); with a sender filter, its messages only. */
+export async function shapeQueue(config: Config, options: Pick<ListFilter, 'sender'>): Promise<void> {
+  const messages = await withStore(config, async (store) => selectMessages(await store.listMessages(), options));
+  print(formatShape(queueShape(messages, new Date())));
 }
 
 /** showMessage - everything about one message, attempts and TLS facts included; exit 1 if unknown. */

@@ -328,6 +328,10 @@ describe.concurrent('postern CLI', () => {
         stdout: 'retry: 0 messages\n',
         stderr: `postern: ${id} not changed: held: release it first\npostern: 01M8QBAF58C2BR1N not changed: no such message in the queue\n`,
       });
+      // qshape: by destination domain and age in minutes.
+      const shape = (await postern(['queue', 'shape', '--config', configFile])).stdout.split('\n');
+      expect(shape[0]).toMatch(/^ +T +5 +10 +20 .* 1280 1280\+$/);
+      expect(shape.slice(1).map((l) => l.trim().split(/ +/).slice(0, 3))).toEqual([['TOTAL', '1', '1'], ['example.net', '1', '1'], ['example.org', '1', '1'], ['']]);
       const shown = (await postern(['queue', 'show', id, '--config', configFile])).stdout;
       expect(shown).toContain('Held: no attempt for example.org until released (after 0 attempts)');
       expect(shown).not.toContain('Next attempt');

@@ -1,15 +1,16 @@
-// The queue CLI's decisions as tables: which messages `queue list --domain/--sender` selects, and why a verb left a message unchanged.
+// The queue CLI's decisions as tables: which messages `queue list --domain/--sender` selects, why a verb left a message unchanged, and `queue shape`.
 import { describe, expect, it } from 'vitest';
 import { selectMessages, whyUnchanged } from '../../src/cli/queue.ts';
+import { formatShape, queueShape } from '../../src/cli/queue-shape.ts';
 import type { QueuedMessageSummary, RecipientState } from '../../src/queue/queue-store.ts';
 
-function message(id: string, mailFrom: string, state: QueuedMessageSummary['state'], recipients: [string, RecipientState][]): QueuedMessageSummary {
+function message(id: string, mailFrom: string, state: QueuedMessageSummary['state'], recipients: [string, RecipientState][], receivedAt = new Date(0)): QueuedMessageSummary {
   return {
     id,
     mailFrom,
     recipients: recipients.map(([address]) => address),
     size: 1,
-    receivedAt: new Date(0),
+    receivedAt,
     state,
     recipientStates: recipients.map(([address, s]) => ({ address, state: s })),
   };
@@ -47,5 +48,35 @@ describe('whyUnchanged', () => {
     ['retry', 'queued', 'queued (changed meanwhile?)', true],
   ] as const)('%s on a %s message: %s (failure: %s)', (verb, state, reason, failed) => {
     expect(whyUnchanged(verb, state)).toEqual({ reason, failed });
+  });
+});
+
+describe('queueShape (qshape)', () => {
+  const now = new Date(Date.UTC(2026, 10, 30, 12));
+  const minutesAgo = (m: number) => new Date(now.getTime() - m * 60_000);
+  const shaped = [
+    message('fresh', 'a@x.test', 'queued', [['a@Temp.test', 'queued'], ['b@temp.test', 'queued'], ['c@ok.test', 'delivered']], minutesAgo(1)),
+    message('hour', 'a@x.test', 'deferred', [['a@temp.test', 'deferred'], ['d@slow.test', 'deferred']], minutesAgo(61)),
+    message('days', 'a@x.test', 'held', [['e@slow.test', 'queued']], minutesAgo(3 * 1440)),
+    message('edge', 'a@x.test', 'deferred', [['f@temp.test', 'deferred']], minutesAgo(5)),
+  ];
+
+  it('counts each message once per domain it still has recipients in, by age bucket (minutes: ≤5, ≤10 … ≤1280, more)', () => {
+    const shape = queueShape(shaped, now);
+    expect(shape.total).toEqual([4, 2, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+    expect(shape.rows).toEqual([
+      { domain: 'temp.test', counts: [3, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0] },
+      { domain: 'slow.test', counts: [2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1] },
+    ]);
+  });
+
+  it('prints the table as qshape does, counts right-aligned under T and the bucket bounds', () => {
+    expect(formatShape(queueShape(shaped, now)).split('\n')).toEqual([
+      '          T 5 10 20 40 80 160 320 640 1280 1280+',
+      '    TOTAL 4 2  0  0  0  1   0   0   0    0     1',
+      'temp.test 3 2  0  0  0  1   0   0   0    0     0',
+      'slow.test 2 0  0  0  0  1   0   0   0    0     1',
+      '',
+    ]);
   });
 });
