@@ -96,11 +96,17 @@ export async function printMessage(config: Config, id: string): Promise<void> {
       process.exitCode = 1;
       return;
     }
+    // `queue cat ID | head`: the reader has what it wanted; postcat is silent then too. Only stdout's EPIPE: one
+    // from the queue's side (a database socket) is an error.
+    let stdoutError: NodeJS.ErrnoException | undefined;
+    const onStdoutError = (err: NodeJS.ErrnoException) => (stdoutError = err);
+    process.stdout.on('error', onStdoutError);
     try {
       await pipeline(store.readBody(id), process.stdout, { end: false });
     } catch (err) {
-      // `queue cat ID | head`: the reader has what it wanted; postcat is silent then too.
-      if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err;
+      if (err !== stdoutError || stdoutError?.code !== 'EPIPE') throw err;
+    } finally {
+      process.stdout.off('error', onStdoutError);
     }
   });
 }
@@ -124,7 +130,8 @@ export async function changeMessages(config: Config, verb: QueueVerb, given: str
   const { changed, unchanged, why, inFlight } = await withStore(config, async (store) => {
     const result = await changeResult(store, verb, selector, now);
     const states = await Promise.all(result.unchanged.map(async (id) => (await store.showMessage(id))?.state));
-    // A retry does not cut an attempt under way short: its lease must end first (and a dead holder's runs out).
+    // A leased delivery keeps its lease, and its attempt records its own next attempt (the store's retry leaves
+    // it): say so, rather than let "retry: 1 message" promise an attempt that will not come.
     const named = verb === 'retry' && !options.all ? result.changed : [];
     const leases = await Promise.all(named.map(async (id) => ({ id, lease: (await store.showMessage(id))?.deliveries.find((d) => d.leasedUntil && d.leasedUntil > now) })));
     return { ...result, why: states.map((state) => whyUnchanged(verb, state)), inFlight: leases.filter((l) => l.lease !== undefined) };
@@ -133,7 +140,7 @@ export async function changeMessages(config: Config, verb: QueueVerb, given: str
   else {
     print(`${verb}: ${changed.length} message${changed.length === 1 ? '' : 's'}${changed.length ? ` (${changed.join(', ')})` : ''}\n`);
     for (const { id, lease } of inFlight) {
-      process.stderr.write(`postern: ${id} is being delivered now by ${lease!.leasedBy ?? 'a worker'}; retried once that attempt ends, or its lease at ${lease!.leasedUntil!.toISOString()}\n`);
+      process.stderr.write(`postern: ${id}: an attempt is under way (${lease!.leasedBy ?? 'a worker'}, lease until ${lease!.leasedUntil!.toISOString()}); it sets its own next attempt: retry again once it ends\n`);
     }
     unchanged.forEach((id, i) => process.stderr.write(`postern: ${id} not changed: ${why[i]!.reason}\n`));
   }

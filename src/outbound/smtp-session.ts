@@ -159,7 +159,9 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
       resolve({ ok: false, reply: describeError(err), handshakeFailed, tlsFailed, reached });
     };
     connection.once('error', fail);
-    connection.connect(() => {
+    // nodemailer hands a silent close before the greeting to this callback, not to 'error'.
+    connection.connect((err?: Error) => {
+      if (err) return fail(err);
       if (settled) return;
       const socket = (connection as unknown as ConnectionInternals)._socket;
       const tls = connection.secure && socket && typeof socket.getProtocol === 'function' ? tlsFacts(socket) : undefined;

@@ -360,8 +360,8 @@ describe.concurrent('postern CLI', () => {
   describe('postern queue retry of a message in flight', () => {
     const started = useTestRelay();
 
-    // A lease another process holds (it may have died on its machine): the retry waits for it, and says so.
-    it('says who holds the delivery and until when', async () => {
+    // A lease another process holds (it may have died on its machine): retry leaves that delivery, and says so.
+    it('says an attempt is under way, by whom and until when, and that it sets its own next attempt', async () => {
       const { relay, configFile } = started;
       const id = await submitMessage(relay, { from: 'a@example.test', to: ['r@example.org'], marker: 'in-flight' });
       const store = await openQueueStore(relay.config);
@@ -373,7 +373,7 @@ describe.concurrent('postern CLI', () => {
       const retried = await postern(['queue', 'retry', id, '--config', configFile]);
       expect(retried.code).toBe(0);
       expect(retried.stdout).toBe(`retry: 1 message (${id})\n`);
-      expect(retried.stderr).toMatch(new RegExp(`^postern: ${id} is being delivered now by other-machine/4242/abc; retried once that attempt ends, or its lease at \\d{4}-`));
+      expect(retried.stderr).toMatch(new RegExp(`^postern: ${id}: an attempt is under way \\(other-machine/4242/abc, lease until \\d{4}-[^)]+\\); it sets its own next attempt: retry again once it ends\\n$`));
     });
   });
 

@@ -381,6 +381,9 @@ describe('a primary MX that puts off the whole transaction', () => {
       'down-backup.test': { mx: [[10, 'mx1.busy-primary.test'], [20, 'mx4.down-backup.test']] },
       'mx4.down-backup.test': { a: ['127.0.0.4'] },
       'report.test': { mx: [[10, 'mx2.busy-primary.test']] },
+      // An only MX that closes every connection before its greeting.
+      'drops.test': { mx: [[10, 'mx5.drops.test']] },
+      'mx5.drops.test': { a: ['127.0.0.5'] },
     });
     relay = await startTestRelay({ outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port: backup.port, tls: { caFile } } });
     scheduler = await driveByHand(relay);
@@ -468,6 +471,26 @@ describe('a primary MX that puts off the whole transaction', () => {
       expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: '451 4.7.1 Greylisted, try again later (in reply to MAIL FROM command)' });
     } finally {
       await new Promise<void>((resolve) => primary.close(() => resolve()));
+    }
+  });
+
+  // nodemailer hands a close before the greeting to connect()'s callback: taken for an open session, it was
+  // logged as the host's answer, and a REQUIRETLS message bounced 5.7.30 ("TLS not offered") for a network drop.
+  it('defers, naming no host, when the only MX closes the connection before its greeting; a REQUIRETLS message too', async () => {
+    const dropper = createNetServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => dropper.listen(hops[0]!.port, '127.0.0.5', resolve));
+    try {
+      const plain = await submitMessage(relay, { from: 'di@sender.test', to: ['x@drops.test'], marker: 'drop-plain' });
+      const strict = await submitRequireTls(relay, { from: 'do@sender.test', to: 'x@drops.test', marker: 'drop-requiretls' });
+      await scheduler.runDue();
+      for (const id of [plain, strict]) {
+        expect((await queueShow(relay, id)).recipientStates[0]).toMatchObject({ state: 'deferred', reply: expect.stringMatching(/^4\.4\.1 ECONNECTION/) });
+        const recorded = relay.logs.find((l) => l.msg === 'delivery recorded' && l.queueId === id);
+        expect(recorded).toBeDefined();
+        expect(recorded).not.toHaveProperty('relay');
+      }
+    } finally {
+      await new Promise<void>((resolve) => dropper.close(() => resolve()));
     }
   });
 
