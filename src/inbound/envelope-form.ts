@@ -55,6 +55,7 @@ function withoutFinalDot(address: string): string {
   return address.slice(0, -1);
 }
 
+const ADDRESS_START = /^(?:MAIL FROM|RCPT TO):</i;
 // The xtext parameters, after the address (whose local part may hold "+C3" as it is).
 const XTEXT_PARAMETER = /( (?:ORCPT|ENVID)=)(\S+)/gi;
 // A run of +HH bytes of 128 and above: xtext's hex digits are upper case (RFC 3461 §4).
@@ -63,7 +64,7 @@ const HIGH_BYTES = /(?:\+[89A-F][0-9A-F])+/g;
 /** withUtf8Xtext - in a canonical MAIL or RCPT line, ORCPT and ENVID values with their UTF-8 +HH runs decoded (invalid UTF-8 kept). */
 function withUtf8Xtext(line: string): string {
   const addressEnd = line.indexOf('>');
-  if (addressEnd < 0) return line;
+  if (addressEnd < 0 || !ADDRESS_START.test(line)) return line;
   const parameters = line.slice(addressEnd + 1).replace(XTEXT_PARAMETER, (_all, name: string, value: string) =>
     name + value.replace(HIGH_BYTES, (run) => {
       const bytes = Buffer.from(run.replaceAll('+', ''), 'hex');

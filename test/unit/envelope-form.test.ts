@@ -41,6 +41,7 @@ describe('canonicalAddressCommand', () => {
     ['xtext that is not UTF-8 (smtp-server refuses its C1 control)', 'RCPT TO:<r@example.test> ORCPT=rfc822;+C3+28@example.test'],
     ['lower-case hex, which is not xtext', 'RCPT TO:<r@example.test> ORCPT=rfc822;+c3+9fob@example.test'],
     ['+HH in another parameter', 'MAIL FROM:<a@example.test> AUTH=+C3+9F'],
+    ['an ORCPT-like argument of another command', 'RSET <x> ORCPT=rfc822;+C3+9F@example.test'],
   ])('leaves %s as it came', (_name, line) => {
     expect(canonicalAddressCommand(line)).toBe(line);
   });
