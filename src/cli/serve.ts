@@ -82,7 +82,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   await takeBackLeases(store, leaseOwner, now(), logger);
   await warnIfQueueSpaceLow(store, config, logger);
   const tls = await createServerTls(
-    { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined },
+    { certFile: config.tls.cert, keyFile: config.tls.key, sni: config.tls.sni, clientCaFile: config.tls.clientCa || undefined, minVersion: config.tls.minVersion },
     logger,
   );
   const metrics = createMetrics();

@@ -47,10 +47,14 @@ export interface OutboundConfig {
   allowPrivateTargets: boolean;
 }
 
+/** tls.minVersion: the oldest protocol the listeners accept. */
+export const INBOUND_TLS_VERSIONS = ['TLSv1.3', 'TLSv1.2', 'TLSv1.1', 'TLSv1'] as const;
+export type InboundTlsVersion = (typeof INBOUND_TLS_VERSIONS)[number];
+
 export interface Config {
   hostname: string;
   listeners: Record<ListenerName, ListenerConfig>;
-  tls: { cert: string; key: string; sni: Record<string, { cert: string; key: string }>; clientCa: string };
+  tls: { cert: string; key: string; sni: Record<string, { cert: string; key: string }>; clientCa: string; minVersion: InboundTlsVersion };
   /** keepDone: seconds */
   queue: { backend: 'sqlite' | 'postgres'; path: string; url: string; keepDone: number; minFree: number };
   relay: { trustedNetworks: string[]; localDomains: string[]; users: string };

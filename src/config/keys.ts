@@ -3,7 +3,7 @@
 // table by a test). The environment variable of a key is derived from its
 // path: listeners.relay.port -> POSTERN_LISTENERS_RELAY_PORT.
 import { hostname as osHostname } from 'node:os';
-import type { RouteConfig, TlsLevel } from './config.ts';
+import { INBOUND_TLS_VERSIONS, type RouteConfig, type TlsLevel } from './config.ts';
 import { check, type Check } from './values.ts';
 
 export type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
@@ -83,6 +83,13 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('tls.cert', 'certs/server.crt', check.string('a file path'), 'string', 'Server certificate (PEM, chain allowed); at this default path, generated with a dev CA on first start when missing; a path set to another must exist.'),
   key('tls.key', 'certs/server.key', check.string('a file path'), 'string', 'Private key of tls.cert (PEM).'),
   key('tls.sni', {}, sniMap, 'json', 'Extra certificates per SNI name: { "mail.example.com": { cert, key } }.'),
+  key(
+    'tls.minVersion',
+    'TLSv1.2',
+    check.oneOf(INBOUND_TLS_VERSIONS),
+    'string',
+    'Oldest TLS version the listeners accept. TLSv1 or TLSv1.1 (an opt-in, for old printers and scanners that try STARTTLS and cannot fall back) also allows their CBC suites, on every listener.',
+  ),
   key('tls.clientCa', '', check.optionalString('a file path (empty: client certificates are not requested)'), 'string', 'CA whose client certificates may relay like an authenticated user.'),
   key('queue.backend', 'sqlite', check.oneOf(['sqlite', 'postgres'] as const), 'string', 'Queue store: sqlite (embedded, one node) or postgres (several nodes share it).'),
   key('queue.path', 'data/queue.db', check.string('a file path'), 'string', 'SQLite queue file; bodies up to 128 KB are stored in it, larger ones in messages/ beside it.'),

@@ -18,7 +18,7 @@ import { dirname } from 'node:path';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 
-/** Oldest protocol accepted inbound (TLS 1.0/1.1 are deprecated by RFC 8996). */
+/** Oldest protocol accepted inbound by default (TLS 1.0/1.1 are deprecated by RFC 8996). */
 export const TLS_MIN_VERSION: tls.SecureVersion = 'TLSv1.2';
 
 /** TLS 1.2 suites: forward secret (ECDHE) and AEAD only (Mozilla "intermediate"). */
@@ -37,6 +37,12 @@ const TLS13_CIPHERSUITES = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CH
 /** The `ciphers` option: Node takes the TLS 1.3 and 1.2 lists in one string. */
 const TLS_CIPHERS = `${TLS13_CIPHERSUITES}:${TLS12_CIPHERS}`;
 
+/**
+ * What TLS 1.0 and 1.1 clients can speak, added only when tls.minVersion asks for them: CBC suites, forward
+ * secret first. OpenSSL 3 allows these protocols only at security level 0.
+ */
+const LEGACY_CIPHERS = ['ECDHE-ECDSA-AES128-SHA', 'ECDHE-RSA-AES128-SHA', 'ECDHE-ECDSA-AES256-SHA', 'ECDHE-RSA-AES256-SHA', 'AES128-SHA', 'AES256-SHA'].join(':');
+
 /** Key exchange groups, preferred first. */
 const TLS_ECDH_CURVES = 'X25519:P-256:P-384';
 
@@ -52,6 +58,8 @@ export interface ServerTlsConfig {
   sni: Record<string, { cert: string; key: string }>;
   /** CA whose client certificates count as a relay credential. */
   clientCaFile?: string;
+  /** tls.minVersion; absent: TLS_MIN_VERSION. */
+  minVersion?: tls.SecureVersion;
 }
 
 /** What the default certificate reload hands to `smtpServer.updateSecureContext()`. */
@@ -103,6 +111,7 @@ interface LoadedPair {
 
 interface State {
   ca: Buffer | undefined;
+  protocols: ProtocolSettings;
   primary: LoadedPair;
   sni: Map<string, LoadedPair>;
 }
@@ -111,8 +120,9 @@ interface State {
 export async function createServerTls(config: ServerTlsConfig, logger: Logger): Promise<ServerTls> {
   const sniFiles = new Map(Object.entries(config.sni).map(([name, files]) => [normalizeSniKey(name), files]));
   const ca = config.clientCaFile === undefined ? undefined : await loadCa(config.clientCaFile);
-  const state: State = { ca, primary: await loadPair(config.certFile, config.keyFile, ca), sni: new Map() };
-  for (const [name, files] of sniFiles) state.sni.set(name, await loadPair(files.cert, files.key, ca));
+  const protocols = protocolSettings(config.minVersion ?? TLS_MIN_VERSION);
+  const state: State = { ca, protocols, primary: await loadPair(config.certFile, config.keyFile, ca, protocols), sni: new Map() };
+  for (const [name, files] of sniFiles) state.sni.set(name, await loadPair(files.cert, files.key, ca, protocols));
   warnIfExpiring(logger, config.certFile, state.primary.certificate);
 
   const listeners: ((material: TlsMaterial) => void)[] = [];
@@ -125,7 +135,7 @@ export async function createServerTls(config: ServerTlsConfig, logger: Logger): 
 
   return {
     options: () => ({
-      ...contextOptions(state.ca),
+      ...contextOptions(state.ca, state.protocols),
       key: state.primary.key,
       cert: state.primary.cert,
       SNICallback,
@@ -166,10 +176,17 @@ function normalizeSniKey(name: string): string {
   return key;
 }
 
-function contextOptions(ca: Buffer | undefined) {
+type ProtocolSettings = { minVersion: tls.SecureVersion; ciphers: string };
+
+/** protocolSettings - the protocol floor and suites for tls.minVersion: AEAD only from TLS 1.2 up; below, the legacy suites too. */
+export function protocolSettings(minVersion: tls.SecureVersion): ProtocolSettings {
+  if (minVersion === 'TLSv1' || minVersion === 'TLSv1.1') return { minVersion, ciphers: `${TLS_CIPHERS}:${LEGACY_CIPHERS}:@SECLEVEL=0` };
+  return { minVersion, ciphers: TLS_CIPHERS };
+}
+
+function contextOptions(ca: Buffer | undefined, protocols: ProtocolSettings) {
   return {
-    minVersion: TLS_MIN_VERSION,
-    ciphers: TLS_CIPHERS,
+    ...protocols,
     honorCipherOrder: true as const,
     ecdhCurve: TLS_ECDH_CURVES,
     sessionIdContext: SESSION_ID_CONTEXT,
@@ -178,13 +195,13 @@ function contextOptions(ca: Buffer | undefined) {
 }
 
 // loadPair - read, parse and match a certificate and key; build their context.
-async function loadPair(certFile: string, keyFile: string, ca: Buffer | undefined): Promise<LoadedPair> {
+async function loadPair(certFile: string, keyFile: string, ca: Buffer | undefined, protocols: ProtocolSettings): Promise<LoadedPair> {
   const cert = await readOrThrow(certFile);
   const key = await readOrThrow(keyFile);
-  return checkPair({ certFile, keyFile, cert, key, ca });
+  return checkPair({ certFile, keyFile, cert, key, ca, protocols });
 }
 
-function checkPair(p: { certFile: string; keyFile: string; cert: Buffer; key: Buffer; ca: Buffer | undefined }): LoadedPair {
+function checkPair(p: { certFile: string; keyFile: string; cert: Buffer; key: Buffer; ca: Buffer | undefined; protocols: ProtocolSettings }): LoadedPair {
   let certificate: X509Certificate;
   try {
     certificate = new X509Certificate(p.cert);
@@ -201,7 +218,7 @@ function checkPair(p: { certFile: string; keyFile: string; cert: Buffer; key: Bu
     throw new Error(`${p.keyFile}: private key does not match the certificate in ${p.certFile}`);
   }
   try {
-    const context = tls.createSecureContext({ ...contextOptions(p.ca), key: p.key, cert: p.cert });
+    const context = tls.createSecureContext({ ...contextOptions(p.ca, p.protocols), key: p.key, cert: p.cert });
     return { key: p.key, cert: p.cert, certificate, context };
   } catch (err) {
     throw new Error(`${p.certFile}: rejected by OpenSSL (${message(err)})`);
@@ -348,7 +365,7 @@ async function reloadPair(
     const cert = await readOrThrow(certFile);
     const key = await readOrThrow(keyFile);
     if (!force && cert.equals(old.cert) && key.equals(old.key)) return undefined;
-    return checkPair({ certFile, keyFile, cert, key, ca: w.state.ca });
+    return checkPair({ certFile, keyFile, cert, key, ca: w.state.ca, protocols: w.state.protocols });
   });
 }
 

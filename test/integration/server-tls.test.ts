@@ -16,7 +16,7 @@ import {
   issueServerCertificate,
   type PemCredentials,
 } from '../../src/tls/dev-certs.ts';
-import { createServerTls, TLS_MIN_VERSION, type ServerTls, type ServerTlsConfig, type TlsMaterial } from '../../src/tls/server-tls.ts';
+import { createServerTls, protocolSettings, TLS_MIN_VERSION, type ServerTls, type ServerTlsConfig, type TlsMaterial } from '../../src/tls/server-tls.ts';
 
 const WAIT_MS = 4_000;
 
@@ -341,5 +341,18 @@ describe('reload', () => {
     await log.waitFor((l) => l.msg === 'TLS SNI certificate reloaded');
     const result = await handshake(port, ca.certPem, { servername: 'mail.example.org' });
     expect(result.fingerprint).toBe(certificateFingerprint(renewed.certPem));
+  });
+});
+
+describe('protocolSettings (tls.minVersion)', () => {
+  it('keeps AEAD suites only from TLS 1.2 up, and adds the CBC suites of TLS 1.0/1.1 at security level 0 only below', () => {
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const settings = protocolSettings(version);
+      expect(settings.minVersion).toBe(version);
+      expect(settings.ciphers).not.toMatch(/-SHA(:|$)|SECLEVEL/);
+    }
+    for (const version of ['TLSv1.1', 'TLSv1'] as const) {
+      expect(protocolSettings(version)).toEqual({ minVersion: version, ciphers: expect.stringMatching(/:ECDHE-ECDSA-AES128-SHA:.*:@SECLEVEL=0$/) });
+    }
   });
 });

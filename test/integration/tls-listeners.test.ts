@@ -76,6 +76,28 @@ describe('protocol floor', () => {
   });
 });
 
+// An opt-in for old devices that try STARTTLS and cannot fall back (Postfix on Debian negotiates TLS 1.0 too).
+describe('tls.minVersion TLSv1', () => {
+  let legacy: TestRelay;
+  beforeAll(async () => {
+    legacy = await startTestRelay({ tls: { minVersion: 'TLSv1' } });
+  });
+  afterAll(async () => legacy?.stop());
+
+  it('lets a TLS 1.0 client with a CBC suite through STARTTLS, and still prefers TLS 1.3', async () => {
+    const old = await RawSmtp.connect(legacy.ports.relay);
+    await old.reply();
+    await old.command('EHLO client.test');
+    expect((await old.startTls({ ca: legacy.ca.certPem, minVersion: 'TLSv1', maxVersion: 'TLSv1', ciphers: 'ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0' })).code).toBe(220);
+    expect([(old.socket as TLSSocket).getProtocol(), (old.socket as TLSSocket).getCipher().name]).toEqual(['TLSv1', 'ECDHE-ECDSA-AES128-SHA']);
+    expect((await old.command('EHLO client.test')).code).toBe(250);
+    old.close();
+    const current = await RawSmtp.connect(legacy.ports.submissions, { tls: { ca: legacy.ca.certPem } });
+    expect((current.socket as TLSSocket).getProtocol()).toBe('TLSv1.3');
+    current.close();
+  });
+});
+
 describe('certificate reload', () => {
   it('serves a replaced certificate on the next STARTTLS while an open session keeps working', async () => {
     const before = await starttlsSession(relay.ports.relay);
