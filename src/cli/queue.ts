@@ -112,7 +112,8 @@ export async function printMessage(config: Config, id: string): Promise<void> {
 }
 
 /**
- * changeMessages - apply a verb to ids or to every message; reports ids that did not change (exit 1 if any).
+ * changeMessages - apply a verb to ids or to every message; names each id left unchanged with its reason (exit 1
+ * when one is unknown, done, or held for a retry: whyUnchanged), and a retried message whose delivery is in flight.
  * The id `-` reads the ids from stdin, separated by white space (Postfix's postsuper -h -).
  */
 export async function changeMessages(config: Config, verb: QueueVerb, given: string[], options: Output & { all?: boolean }): Promise<void> {
