@@ -207,6 +207,7 @@ function summaryJson(m: QueuedMessageSummary) {
     ...(m.outcome !== undefined && { outcome: m.outcome }),
     recipientStates: m.recipientStates,
     ...(m.nextAttemptAt !== undefined && { nextAttemptAt: m.nextAttemptAt.toISOString() }),
+    ...(m.leasedUntil !== undefined && { leasedUntil: m.leasedUntil.toISOString() }),
   };
 }
 
@@ -216,8 +217,9 @@ function stateText(m: QueuedMessageSummary): string {
 }
 
 /**
- * formatTable - the human listing: one line per message, and under a deferred one, as postqueue -p gives the
- * reason, each deferred recipient with its last reply and when the next attempt is.
+ * formatTable - the human listing: one line per message; under one in flight, that it is (postqueue -p's "*");
+ * under a deferred one, as postqueue -p gives the reason, each deferred recipient with its last reply and when
+ * the next attempt is.
  */
 function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
   if (messages.length === 0) return 'Mail queue is empty\n';
@@ -225,8 +227,13 @@ function formatTable(messages: QueuedMessageSummary[], nowMs: number): string {
   const header = ['ID', 'STATE', 'SIZE', 'AGE', 'SENDER', 'RECIPIENTS'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n';
-  const entries = messages.map((m, i) => line(rows[i]!) + whyDeferred(m, nowMs));
+  const entries = messages.map((m, i) => line(rows[i]!) + inFlight(m, nowMs) + whyDeferred(m, nowMs));
   return line(header) + entries.join('') + `-- ${messages.length} message${messages.length === 1 ? '' : 's'}\n`;
+}
+
+/** inFlight - the line under a message a worker is delivering now (its lease not lapsed). */
+function inFlight(m: QueuedMessageSummary, nowMs: number): string {
+  return m.leasedUntil !== undefined && m.leasedUntil.getTime() > nowMs ? `    being delivered now (lease until ${m.leasedUntil.toISOString()})\n` : '';
 }
 
 /** whyDeferred - the lines under a deferred message: each deferred recipient's last reply, then the next attempt. */

@@ -157,6 +157,8 @@ export interface QueuedMessageSummary {
   recipientStates: { address: string; state: RecipientState; reply?: string }[];
   /** The earliest next attempt of its deliveries not finished; only for a queued or deferred message. */
   nextAttemptAt?: Date;
+  /** The latest lease end of its deliveries not finished, if a worker took one (past: the lease lapsed). */
+  leasedUntil?: Date;
 }
 
 /** A message being received: its id is fixed first so the Received header can name it. */

@@ -143,11 +143,17 @@ export interface ListedRecipientRow {
   reply: string | null;
 }
 
+/** Of a message's deliveries not finished: the earliest next attempt and the latest lease end (NULL: none). */
+export interface DeliveryTimesRow {
+  next_attempt_at: StoredTime | null;
+  lease_until: StoredTime | null;
+}
+
 /**
- * summaryOf - one `queue list` entry from a message row, its recipients in RCPT order and the earliest next
- * attempt of its unfinished deliveries (NULL: none); a done message gets its outcome from its recipients.
+ * summaryOf - one `queue list` entry from a message row, its recipients in RCPT order and its unfinished
+ * deliveries' times; a done message gets its outcome from its recipients.
  */
-export function summaryOf(row: MessageRow, recipients: readonly ListedRecipientRow[], nextAttemptAt: StoredTime | null): QueuedMessageSummary {
+export function summaryOf(row: MessageRow, recipients: readonly ListedRecipientRow[], times: DeliveryTimesRow): QueuedMessageSummary {
   return {
     id: row.id,
     mailFrom: row.mail_from,
@@ -157,7 +163,8 @@ export function summaryOf(row: MessageRow, recipients: readonly ListedRecipientR
     state: row.state,
     ...(row.state === 'done' && { outcome: outcomeOf(recipients.map((r) => r.state)) }),
     recipientStates: recipients.map((r) => ({ address: r.address, state: r.state, ...(r.reply !== null && { reply: r.reply }) })),
-    ...((row.state === 'queued' || row.state === 'deferred') && nextAttemptAt !== null && { nextAttemptAt: toDate(nextAttemptAt) }),
+    ...((row.state === 'queued' || row.state === 'deferred') && times.next_attempt_at !== null && { nextAttemptAt: toDate(times.next_attempt_at) }),
+    ...(row.state !== 'done' && times.lease_until !== null && { leasedUntil: toDate(times.lease_until) }),
   };
 }
 
@@ -172,7 +179,7 @@ function outcomeOf(recipientStates: readonly RecipientState[]): MessageOutcome {
 export function detailsOf(rows: { message: MessageDetailRow; recipients: RecipientRow[]; deliveries: DeliveryRow[]; attempts: AttemptRow[] }): MessageDetails {
   const { message, recipients } = rows;
   return {
-    ...summaryOf(message, recipients, earliest(rows.deliveries.filter((d) => !toFlag(d.finished)).map((d) => toDate(d.next_attempt_at)))),
+    ...summaryOf(message, recipients, deliveryTimes(rows.deliveries.filter((d) => !toFlag(d.finished)))),
     envelope: envelopeOf(message, recipients),
     recipientStates: recipients.map((r) => ({
       address: r.address,
@@ -193,8 +200,11 @@ export function detailsOf(rows: { message: MessageDetailRow; recipients: Recipie
   };
 }
 
-function earliest(times: Date[]): Date | null {
-  return times.length === 0 ? null : new Date(Math.min(...times.map((t) => t.getTime())));
+/** deliveryTimes - DeliveryTimesRow from the unfinished deliveries' rows, as the listing's query computes it. */
+function deliveryTimes(unfinished: DeliveryRow[]): DeliveryTimesRow {
+  const next = unfinished.map((d) => toDate(d.next_attempt_at).getTime());
+  const leases = unfinished.flatMap((d) => (d.lease_until === null ? [] : [toDate(d.lease_until).getTime()]));
+  return { next_attempt_at: next.length === 0 ? null : Math.min(...next), lease_until: leases.length === 0 ? null : Math.max(...leases) };
 }
 
 /** statsOf - QueueStats from one row per shown state (every state counted, 0 when it has no row). */

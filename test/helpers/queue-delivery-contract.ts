@@ -394,8 +394,9 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
         ],
       });
       expect(listed!.recipientStates[2]).not.toHaveProperty('reply');
-      // b.test's delivery, still leased to this worker and not recorded, is due first.
+      // b.test's delivery, still leased to this worker and not recorded, is due first, and its lease shows.
       expect(listed!.nextAttemptAt!.getTime()).toBeLessThan(at + 300_000);
+      expect(listed!.leasedUntil).toEqual(new Date(at + LEASE));
       await store.holdMessages({ ids: [id] });
       expect((await store.listMessages())[0]).not.toHaveProperty('nextAttemptAt');
     });

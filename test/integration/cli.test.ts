@@ -373,6 +373,9 @@ describe.concurrent('postern CLI', () => {
       const retried = await postern(['queue', 'retry', id, '--config', configFile]);
       expect(retried.code).toBe(0);
       expect(retried.stdout).toBe(`retry: 1 message (${id})\n`);
+      // queue list marks it, as postqueue -p marks an active message.
+      const listed = (await postern(['queue', 'list', '--config', configFile])).stdout.split('\n');
+      expect(listed[listed.findIndex((l) => l.startsWith(id)) + 1]).toMatch(/^ {4}being delivered now \(lease until \d{4}-/);
       expect(retried.stderr).toMatch(new RegExp(`^postern: ${id}: an attempt is under way \\(other-machine/4242/abc, lease until \\d{4}-[^)]+\\); it sets its own next attempt: retry again once it ends\\n$`));
     });
   });

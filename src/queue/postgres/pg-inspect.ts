@@ -19,7 +19,7 @@
 //   countDone    - how many done messages are kept.
 import type pg from 'pg';
 import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
-import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
+import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryTimesRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 import { inTransaction } from './pg-connection.ts';
 
 // 'deferred' is derived, never stored (pg-schema.ts).
@@ -29,13 +29,14 @@ import { inTransaction } from './pg-connection.ts';
  * RCPT order (state and last reply) and its earliest next attempt (one statement).
  */
 export async function listMessages(pool: pg.Pool, options: { includeDone?: boolean } = {}): Promise<QueuedMessageSummary[]> {
-  const result = await pool.query<MessageRow & { recipients: ListedRecipientRow[]; next_attempt_at: Date | null }>(`
+  const result = await pool.query<MessageRow & DeliveryTimesRow & { recipients: ListedRecipientRow[] }>(`
     SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state,
            (SELECT coalesce(json_agg(json_build_object('address', r.address, 'state', r.state, 'reply', r.reply) ORDER BY r.position), '[]'::json)
               FROM recipients r WHERE r.message_id = m.id) AS recipients,
-           (SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND NOT d.finished) AS next_attempt_at
+           (SELECT min(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND NOT d.finished) AS next_attempt_at,
+           (SELECT max(d.lease_until) FROM deliveries d WHERE d.message_id = m.id AND NOT d.finished) AS lease_until
       FROM messages m ${options.includeDone ? '' : "WHERE m.state <> 'done'"} ORDER BY m.received_at, m.seq`);
-  return result.rows.map((row) => summaryOf(row, row.recipients, row.next_attempt_at));
+  return result.rows.map((row) => summaryOf(row, row.recipients, row));
 }
 
 /** showMessage - everything known about one message, read in one snapshot; undefined if unknown. */

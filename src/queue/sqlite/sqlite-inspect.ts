@@ -14,7 +14,7 @@
 //   prepareInspect - the listMessages / showMessage / stats / countDone functions over one database.
 import type Database from 'better-sqlite3';
 import type { MessageDetails, QueuedMessageSummary, QueueStats } from '../queue-store.ts';
-import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
+import { detailsOf, SHOWN_STATE_SQL, statsOf, summaryOf, type AttemptRow, type ListedRecipientRow, type DeliveryTimesRow, type DeliveryRow, type DepthRow, type MessageDetailRow, type MessageRow, type RecipientRow } from '../stored-rows.ts';
 
 export interface InspectFunctions {
   listMessages(options?: { includeDone?: boolean }): QueuedMessageSummary[];
@@ -29,9 +29,10 @@ export interface InspectFunctions {
 export function prepareInspect(db: Database.Database): InspectFunctions {
   // The listing without done messages, and (includeDone) with them: the same columns and order.
   const listing = (where: string) => ({
-    messages: db.prepare<[], MessageRow & { next_attempt_at: number | null }>(`
+    messages: db.prepare<[], MessageRow & DeliveryTimesRow>(`
       SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state,
-             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND d.finished = 0) AS next_attempt_at
+             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND d.finished = 0) AS next_attempt_at,
+             (SELECT MAX(d.lease_until) FROM deliveries d WHERE d.message_id = m.id AND d.finished = 0) AS lease_until
         FROM messages m ${where} ORDER BY m.received_at, m.rowid`),
     recipients: db.prepare<[], ListedRecipientRow & { message_id: string }>(`
       SELECT r.message_id, r.address, r.state, r.reply FROM recipients r JOIN messages m ON m.id = r.message_id
@@ -68,7 +69,7 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
       if (recipients) recipients.push(r);
       else byMessage.set(r.message_id, [r]);
     }
-    return rows.map((row) => summaryOf(row, byMessage.get(row.id) ?? [], row.next_attempt_at));
+    return rows.map((row) => summaryOf(row, byMessage.get(row.id) ?? [], row));
   });
 
   const show = db.transaction((id: string): MessageDetails | undefined => {
