@@ -86,15 +86,17 @@ export function installCommandGuard(): Promise<void> {
   return patchMethods<ConnectionPrototype, Methods>('command guard', SMTP_CONNECTION, ['send', '_onCommand', '_whenWritable', '_resetSession'], (library) => ({
     send(this: Connection, code: number, data?: string | string[], context?: string | false) {
       library.send.call(this, code, data, context);
-      // Not the recipients past limits.recipients: the client sends them again, and a line each would flood the log.
-      if (code >= 400 && typeof data === 'string' && !hasEnhancedCode(data) && !isRecipientOvershoot(code, data)) {
+      // An accepted message starts the count again ("errors … without delivering mail").
+      if (code === 250 && context === 'DATA_OK') this.__posternErrors = 0;
+      // Recipients past limits.recipients are no error and no refusal to log: the client sends them again, and a
+      // line each would flood the log.
+      if (code < 400 || isRecipientOvershoot(code, data)) return;
+      if (typeof data === 'string' && !hasEnhancedCode(data)) {
         const replacement = replaceLibraryReply(data);
         const reply = replacement ? `${replacement.code} ${formatReply(replacement)}` : `${code} ${data}`;
         reportRefusal(this, reply, replacement !== undefined && ANSWERS_NO_COMMAND.has(replacement));
       }
-      // An accepted message starts the count again ("errors … without delivering mail").
-      if (code === 250 && context === 'DATA_OK') this.__posternErrors = 0;
-      else if (code >= 400 && code !== 421 && !isRecipientOvershoot(code, data)) {
+      if (code !== 421) {
         this.__posternErrors = (this.__posternErrors ?? 0) + 1;
         if (this.__posternErrors === HARD_ERROR_LIMIT) library.send.call(this, 421, formatReply(replies.tooManyErrors), false);
       }
