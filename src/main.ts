@@ -81,6 +81,7 @@ const verbs: [QueueVerb, string][] = [
   ['hold', 'stop delivering until released'],
   ['release', 'resume delivery of held messages'],
   ['delete', 'remove messages without delivering or bouncing'],
+  ['bounce', 'return messages to their senders now: pending recipients bounce, with a report (postsuper -e)'],
 ];
 for (const [verb, description] of verbs) {
   queue

@@ -1,12 +1,17 @@
-// `postern queue list|shape|show|cat|retry|hold|release|delete|flush`: the operator's
+// `postern queue list|shape|show|cat|retry|hold|release|delete|bounce|flush`: the operator's
 // view of the queue, for people (text) or machines (--json). Works beside a
 // running relay: the relay's scheduler sees the changes on its next look
 // (at most a second later). The relay's HTTP queue API is this same code
 // (createQueueApi), so both answer with the same JSON.
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/config.ts';
 import type { QueueApi } from '../observability/http-server.ts';
+import { silentLogger } from '../observability/logger.ts';
+import { leaseOwnerName } from '../queue/lease-owner.ts';
 import { openQueueStore } from '../queue/open-store.ts';
+import { bounceMessages, type BounceContext } from '../queue/operator-bounce.ts';
 import { isQueueId } from '../queue/queue-id.ts';
 import { cleanReply } from '../smtp/replies.ts';
 import { formatShape, queueShape, recipientDomains } from './queue-shape.ts';
@@ -128,12 +133,18 @@ export async function changeMessages(config: Config, verb: QueueVerb, given: str
   const ids = fromStdin ? (await readStdin()).split(/\s+/).filter(Boolean) : given;
   const selector: MessageSelector = options.all ? { all: true } : { ids };
   const now = new Date();
+  // The leases a bounce takes are this process's: a relay restarted on this machine takes back what a crash left.
+  const context: BounceContext = {
+    now, hostname: config.hostname, leaseMs: config.outbound.lease * 1000, log: silentLogger(),
+    owner: leaseOwnerName({ machine: hostname(), pid: process.pid, token: randomBytes(4).toString('hex') }),
+  };
   const { changed, unchanged, why, inFlight } = await withStore(config, async (store) => {
-    const result = await changeResult(store, verb, selector, now);
+    const result = await changeResult(store, verb, selector, context);
     const states = await Promise.all(result.unchanged.map(async (id) => (await store.showMessage(id))?.state));
     // A leased delivery keeps its lease, and its attempt records its own next attempt (the store's retry leaves
-    // it): say so, rather than let "retry: 1 message" promise an attempt that will not come.
-    const named = verb === 'retry' && !options.all ? result.changed : [];
+    // it): say so, rather than let "retry: 1 message" promise an attempt that will not come. A bounce leaves it
+    // to that attempt too.
+    const named = (verb === 'retry' || verb === 'bounce') && !options.all ? result.changed : [];
     const leases = await Promise.all(named.map(async (id) => ({ id, lease: (await store.showMessage(id))?.deliveries.find((d) => d.leasedUntil && d.leasedUntil > now) })));
     return { ...result, why: states.map((state) => whyUnchanged(verb, state)), inFlight: leases.filter((l) => l.lease !== undefined) };
   });
@@ -141,13 +152,19 @@ export async function changeMessages(config: Config, verb: QueueVerb, given: str
   else {
     print(`${verb}: ${changed.length} message${changed.length === 1 ? '' : 's'}${changed.length ? ` (${changed.join(', ')})` : ''}\n`);
     for (const { id, lease } of inFlight) {
-      process.stderr.write(`postern: ${id}: an attempt is under way (${lease!.leasedBy ?? 'a worker'}, lease until ${lease!.leasedUntil!.toISOString()}); it sets its own next attempt: retry again once it ends\n`);
+      process.stderr.write(`postern: ${id}: an attempt is under way (${lease!.leasedBy ?? 'a worker'}, lease until ${lease!.leasedUntil!.toISOString()}); ${UNDER_WAY[verb]}\n`);
     }
     unchanged.forEach((id, i) => process.stderr.write(`postern: ${id} not changed: ${why[i]!.reason}\n`));
   }
   // Already as asked (hold on a held message) is no failure, as Postfix's postsuper has it; unknown or done is.
   if (why.some((w) => w.failed)) process.exitCode = 1;
 }
+
+/** What a verb leaves to an attempt under way, said after naming it. */
+const UNDER_WAY: Partial<Record<QueueVerb, string>> = {
+  retry: 'it sets its own next attempt: retry again once it ends',
+  bounce: 'its recipients were left to it: bounce again once it ends',
+};
 
 /** whyUnchanged - why a verb left a message as it was (`state` undefined: no such message), and whether that is a failure. */
 export function whyUnchanged(verb: QueueVerb, state: MessageState | undefined): { reason: string; failed: boolean } {
@@ -156,6 +173,7 @@ export function whyUnchanged(verb: QueueVerb, state: MessageState | undefined): 
   if (verb === 'hold' && state === 'held') return { reason: 'already held', failed: false };
   if (verb === 'release' && state !== 'held') return { reason: 'not held', failed: false };
   if (verb === 'retry' && state === 'held') return { reason: 'held: release it first', failed: true };
+  if (verb === 'bounce') return { reason: 'an attempt is under way: bounce it again once it ends', failed: true };
   return { reason: `${state} (changed meanwhile?)`, failed: true };
 }
 
@@ -165,34 +183,39 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** applyVerb - the one place a verb meets the store (the CLI and the HTTP API share it). */
-export function applyVerb(store: QueueStore, verb: QueueVerb, selector: MessageSelector, now: Date): Promise<string[]> {
+/** applyVerb - the one place a verb meets the store (the CLI and the HTTP API share it); `context` says when, and who bounces. */
+export function applyVerb(store: QueueStore, verb: QueueVerb, selector: MessageSelector, context: BounceContext): Promise<string[]> {
   switch (verb) {
     case 'hold':
       return store.holdMessages(selector);
     case 'release':
       return store.releaseMessages(selector);
     case 'retry':
-      return store.retryMessages(selector, now);
+      return store.retryMessages(selector, context.now);
     case 'delete':
       return store.deleteMessages(selector);
+    case 'bounce':
+      return bounceMessages(store, selector, context);
   }
 }
 
 /** changeResult - a verb applied, as `--json` and the HTTP API report it: the ids that changed and those that did not. */
-export async function changeResult(store: QueueStore, verb: QueueVerb, selector: MessageSelector, now: Date): Promise<{ verb: QueueVerb; changed: string[]; unchanged: string[] }> {
-  const changed = await applyVerb(store, verb, selector, now);
+export async function changeResult(store: QueueStore, verb: QueueVerb, selector: MessageSelector, context: BounceContext): Promise<{ verb: QueueVerb; changed: string[]; unchanged: string[] }> {
+  const changed = await applyVerb(store, verb, selector, context);
   const unchanged = 'all' in selector ? [] : selector.ids.filter((id) => !changed.includes(id));
   return { verb, changed, unchanged };
 }
 
-/** createQueueApi - the HTTP queue API over the relay's store: the same calls and JSON as `postern queue … --json`. */
-export function createQueueApi(store: QueueStore, now: () => Date = () => new Date()): QueueApi {
+/**
+ * createQueueApi - the HTTP queue API over the relay's store: the same calls and JSON as `postern queue … --json`;
+ * a bounce takes its leases as the relay's own owner, and logs to the relay's log.
+ */
+export function createQueueApi(store: QueueStore, bouncer: Omit<BounceContext, 'now'>, now: () => Date = () => new Date()): QueueApi {
   return {
     isQueueId,
     list: async (options) => (await store.listMessages(options)).map(summaryJson),
     show: (id) => store.showMessage(id),
-    change: (verb, selector) => changeResult(store, verb, selector, now()),
+    change: (verb, selector) => changeResult(store, verb, selector, { ...bouncer, now: now() }),
   };
 }
 

@@ -119,7 +119,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
       listeners.push({ name, host: address.address, port: address.port });
     }
     if (config.http.enabled) {
-      http = buildHttp({ config, token: httpToken, store, tls, metrics, listeners, outbound, logger, now });
+      http = buildHttp({ config, token: httpToken, store, tls, metrics, listeners, outbound, leaseOwner, logger, now });
       const address = await http.listen();
       httpAddress = { host: address.address, port: address.port };
     }
@@ -256,6 +256,8 @@ interface HttpParts {
   listeners: RunningRelay['listeners'];
   /** Present when this node delivers: then /readyz asks the smarthost too. */
   outbound?: OutboundParts;
+  /** This process's lease owner: a bounce through the API leases as the relay does. */
+  leaseOwner: LeaseOwner;
   logger: Logger;
   now: () => Date;
 }
@@ -301,7 +303,11 @@ function buildHttp(parts: HttpParts): HttpListener {
       return metrics.render({ now: now(), queue, certificateNotAfter: tls.notAfter() });
     },
     health,
-    queue: createQueueApi(store, now),
+    queue: createQueueApi(
+      store,
+      { hostname: config.hostname, owner: leaseOwnerName(parts.leaseOwner), leaseMs: config.outbound.lease * 1000, log: logger.child({ component: 'queue-api' }) },
+      now,
+    ),
     autoconfig: config.http.autoconfig
       ? autoconfigXml({
           hostname: config.hostname,

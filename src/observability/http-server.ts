@@ -7,9 +7,9 @@
 //          /.well-known/autoconfig/mail/config-v1.1.xml
 //   GET    /api/queue                     `postern queue list --json`; ?all=1: `queue list --all --json`
 //   GET    /api/queue/:id                 `queue show ID --json`; 404 if unknown
-//   POST   /api/queue/:id/retry|hold|release
+//   POST   /api/queue/:id/retry|hold|release|bounce
 //   DELETE /api/queue/:id                 {verb, changed, unchanged}; 404 if unknown
-//   POST   /api/queue/retry|hold|release|delete   body {"ids": [...]} or {"all": true}
+//   POST   /api/queue/retry|hold|release|delete|bounce  body {"ids": [...]} or {"all": true}
 //   POST   /api/queue/flush               retry every message (body optional)
 //
 // The queue API wants `Authorization: Bearer <http.token>`, compared in
@@ -63,8 +63,8 @@ export interface HttpListener {
 
 const MAX_BODY = 64 * 1024;
 const AUTOCONFIG_PATHS = new Set(['/mail/config-v1.1.xml', '/.well-known/autoconfig/mail/config-v1.1.xml']);
-const BULK_VERBS = new Set(['retry', 'hold', 'release', 'delete', 'flush']);
-const ONE_VERBS = new Set(['retry', 'hold', 'release']);
+const BULK_VERBS = new Set(['retry', 'hold', 'release', 'delete', 'bounce', 'flush']);
+const ONE_VERBS = new Set(['retry', 'hold', 'release', 'bounce']);
 
 /** An answer to send: status, JSON (or text) body, extra headers. */
 interface Answer {

@@ -14,14 +14,17 @@
 // asked RET=FULL and it is at most RETURNED_MESSAGE_LIMIT bytes (Postfix's
 // bounce_size_limit); a larger one is returned as its headers.
 //
-// Fails: queueReport rejects on a store error, with its draft discarded.
+// Fails: queueReport rejects on a store error, with its draft discarded;
+// recordWithReport rejects when the report or the record does (a report whose
+// record failed is withdrawn first; a failed withdrawal is logged).
 //
-//   queueReport - queue the report one attempt calls for; its queue id.
+//   queueReport      - queue the report one attempt calls for; its queue id.
+//   recordWithReport - queue that report, then record the attempt; the report withdrawn if the record does not stand.
 import { Readable } from 'node:stream';
 import type { Logger } from '../observability/logger.ts';
 import { headerBlockLength } from '../smtp/header-block.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
-import type { AttemptRecord, ClaimedDelivery, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
+import type { AttemptRecord, ClaimedDelivery, LeaseClaim, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
 
 /** The most bytes of a message a RET=FULL report returns whole (Postfix's bounce_size_limit). */
 export const RETURNED_MESSAGE_LIMIT = 50_000;
@@ -95,6 +98,41 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
   }
   log.info({ report: draft.id, to: claim.mailFrom, recipients: dsnRecipients.map((r) => `${r.address}: ${r.action}`) }, 'delivery status notification queued');
   return draft.id;
+}
+
+/** What one attempt did, to record under a lease: its attempts (none for an expiry or an operator's bounce) and next attempt. */
+export interface AttemptToRecord extends ReportFacts {
+  lease: LeaseClaim;
+  attempts: AttemptRecord[];
+  nextAttemptAt: Date;
+}
+
+/**
+ * recordWithReport - queue the report the attempt calls for, then record the attempt: a crash or a failure
+ * between them sends the report again with the next attempt (at least once), where the other order could lose it.
+ * An attempt whose record is refused (the message deleted meanwhile, or the lease another worker's) has its
+ * report withdrawn. Whether the record stood, and the report's queue id.
+ */
+export async function recordWithReport(facts: AttemptToRecord): Promise<{ recorded: boolean; report?: string }> {
+  const { store, recipients, log } = facts;
+  const report = await queueReport(facts);
+  let recorded = false;
+  try {
+    recorded = await store.recordAttempt(facts.lease, { attempts: facts.attempts, recipients, nextAttemptAt: facts.nextAttemptAt });
+  } finally {
+    if (report !== undefined && !recorded) await withdrawReport(store, report, log);
+  }
+  return { recorded, ...(report !== undefined && { report }) };
+}
+
+/** withdrawReport - take back a report queued for an attempt whose record did not stand. */
+async function withdrawReport(store: QueueStore, reportId: string, log: Logger): Promise<void> {
+  try {
+    await store.deleteMessages({ ids: [reportId] });
+    log.info({ report: reportId }, 'delivery status notification withdrawn: the attempt was not recorded');
+  } catch (err) {
+    log.warn({ err, report: reportId }, 'delivery status notification of an attempt not recorded could not be withdrawn');
+  }
 }
 
 /**

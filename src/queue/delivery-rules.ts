@@ -10,12 +10,13 @@
 // that makes no sense; outcomeTime does not fail.
 //
 //   checkClaimOptions - refuse a claim that could not mean anything sensible.
+//   checkLeaseOptions - the same for the lease's part alone (claimMessages).
 //   destinationSlots  - how many more deliveries to one domain a claim may take.
 //   fullDestinations  - the domains a claim must pass over: no slot left.
 //   outcomeTime       - when the outcomes of a recorded attempt became known.
-import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim } from './queue-store.ts';
+import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions } from './queue-store.ts';
 
-export type { AttemptResult, ClaimOptions, LeaseClaim };
+export type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions };
 
 /** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
 export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
@@ -29,15 +30,21 @@ export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageI
 export const CLAIM_LOOK_AHEAD = 100;
 
 /** checkClaimOptions - refuse a claim that could not mean anything sensible. */
-export function checkClaimOptions({ now, limit, leaseMs, owner, perDestination }: ClaimOptions): void {
-  if (Number.isNaN(now.getTime())) throw new Error('claimDue: now is not a valid date');
+export function checkClaimOptions(options: ClaimOptions): void {
+  const { limit, perDestination } = options;
+  checkLeaseOptions(options, 'claimDue');
   if (!Number.isSafeInteger(limit) || limit < 0) throw new Error(`claimDue: limit must be a whole number >= 0, not ${limit}`);
-  // A lease of 0 would hand the same delivery to the next claimer at once.
-  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`claimDue: leaseMs must be a whole number > 0, not ${leaseMs}`);
-  if (owner === '') throw new Error('claimDue: owner must not be empty');
   if (perDestination && (!Number.isSafeInteger(perDestination.limit) || perDestination.limit < 1)) {
     throw new Error(`claimDue: perDestination.limit must be a whole number >= 1, not ${perDestination.limit}`);
   }
+}
+
+/** checkLeaseOptions - refuse a lease that could not mean anything sensible (claimDue's and claimMessages' alike). */
+export function checkLeaseOptions({ now, leaseMs, owner }: MessageClaimOptions, caller: 'claimDue' | 'claimMessages'): void {
+  if (Number.isNaN(now.getTime())) throw new Error(`${caller}: now is not a valid date`);
+  // A lease of 0 would hand the same delivery to the next claimer at once.
+  if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`${caller}: leaseMs must be a whole number > 0, not ${leaseMs}`);
+  if (owner === '') throw new Error(`${caller}: owner must not be empty`);
 }
 
 /** destinationSlots - how many more deliveries to `domain` a claim may take (Infinity without a per-destination limit). */

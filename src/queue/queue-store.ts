@@ -121,6 +121,9 @@ export interface ClaimOptions {
   perDestination?: { limit: number; busy: Record<string, number> };
 }
 
+/** A claim of named messages' deliveries (claimMessages): the lease alone, no limit. */
+export type MessageClaimOptions = Pick<ClaimOptions, 'now' | 'leaseMs' | 'owner'>;
+
 /** A claimed delivery as its worker names it when recording or giving it back. */
 export interface LeaseClaim {
   deliveryId: string;
@@ -135,7 +138,7 @@ export interface AttemptResult {
 }
 
 /** The operator's queue verbs (CLI and HTTP API alike); flush is retry of everything. */
-export type QueueVerb = 'hold' | 'release' | 'retry' | 'delete';
+export type QueueVerb = 'hold' | 'release' | 'retry' | 'delete' | 'bounce';
 
 /** Which messages a queue verb acts on. */
 export type MessageSelector = { ids: string[] } | { all: true };
@@ -185,6 +188,12 @@ export interface QueueStore {
    * the delivery is claimable again.
    */
   claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]>;
+  /**
+   * claimMessages - lease every unfinished delivery of these messages that no lease holds at `now` (or whose lease
+   * lapsed), due or not, held or not: the operator's bounce records them at once. Unknown and done ids are passed
+   * over; a delivery another worker holds is not claimed.
+   */
+  claimMessages(ids: readonly string[], options: MessageClaimOptions): Promise<ClaimedDelivery[]>;
   /**
    * recordAttempt - store the attempts and per-recipient outcomes of a claimed delivery and end the lease.
    * Recipients deferred get `nextAttemptAt`; a delivery with no recipient left pending is finished, and a

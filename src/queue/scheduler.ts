@@ -15,7 +15,7 @@
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
-import { queueReport } from './delivery-reports.ts';
+import { recordWithReport } from './delivery-reports.ts';
 import { nextHopsSetPace, RecentDeliveryTimes, type InFlowGate } from './in-flow.ts';
 import type { AttemptRecord, ClaimedDelivery, LeaseClaim, QueueStore, RecipientOutcome } from './queue-store.ts';
 
@@ -168,16 +168,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const recipients = outcome.recipients.map((r): RecipientOutcome =>
         r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${describeSeconds(options.retry.lifetime)} in the queue)` } : r,
       );
-      // The report first, the record second: a crash or a failure between them sends the report again with the
-      // next attempt (at least once), where the other order could lose it. An attempt whose record is refused
-      // (the message deleted meanwhile, or the lease another worker's) has its report withdrawn.
-      const report = await queueReport({ store, hostname: options.hostname, claim, recipients, answeredBy: outcome.answeredBy, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log });
-      let recorded = false;
-      try {
-        recorded = await store.recordAttempt(lease, { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now });
-      } finally {
-        if (report !== undefined && !recorded) await withdrawReport(report, log);
-      }
+      const { recorded } = await recordWithReport({
+        store, hostname: options.hostname, claim, recipients, answeredBy: outcome.answeredBy, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log,
+        lease, attempts: outcome.attempts, nextAttemptAt: next ?? now,
+      });
       // Counted once, by the worker whose result stood (a lapsed lease's result is another worker's to count).
       if (recorded) {
         const latency = (now.getTime() - claim.receivedAt.getTime()) / 1000;
@@ -190,16 +184,6 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
     } finally {
       stopRenewing();
-    }
-  }
-
-  /** withdrawReport - take back a report queued for an attempt whose record did not stand. */
-  async function withdrawReport(reportId: string, log: Logger): Promise<void> {
-    try {
-      await store.deleteMessages({ ids: [reportId] });
-      log.info({ report: reportId }, 'delivery status notification withdrawn: the attempt was not recorded');
-    } catch (err) {
-      log.warn({ err, report: reportId }, 'delivery status notification of an attempt not recorded could not be withdrawn');
     }
   }
 

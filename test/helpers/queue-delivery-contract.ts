@@ -411,6 +411,44 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       expect(Object.keys(shown!).sort()).toEqual(['deliveryId', 'domain', 'endedAt', 'outcome', 'policy', 'reply', 'startedAt']);
     });
 
+    // The operator's bounce (operator-bounce.ts) takes named messages whatever their due time, held ones too.
+    it('claims the unleased deliveries of named messages, due or not, held or not; passes over unknown, done and leased ones', async () => {
+      const leased = await queue(['r@l.test']);
+      const [other] = await claim(leased.at, 'worker-b');
+      const done = await queue(['r@c.test']);
+      await finishAll(done.at);
+      const partly = await queue(['ok@a.test', 'later@a.test', 'r@b.test']);
+      const held = await queue(['r@h.test']);
+      expect(await store.holdMessages({ ids: [held.id] })).toEqual([held.id]);
+      const [first, second] = byDomain(await claim(partly.at));
+      await store.releaseLease({ deliveryId: second!.deliveryId, owner: WORKER });
+      expect(await record(first!, partly.at, [outcome('ok@a.test', 'delivered'), outcome('later@a.test', 'deferred')], partly.at + DAY)).toBe(true);
+
+      // Before any of them is due again; the deferred delivery's attempt count and its pending recipient only.
+      const options = { now: new Date(partly.at + 1), leaseMs: LEASE, owner: 'operator' };
+      const claimed = byDomain(await store.claimMessages([leased.id, done.id, partly.id, held.id, '0000000000000000', 'not an id'], options));
+      expect(claimed.map((c) => [c.messageId, c.domain, c.attempts, c.recipients.map((r) => r.address), c.leaseOwner])).toEqual([
+        [partly.id, 'a.test', 1, ['later@a.test'], 'operator'],
+        [partly.id, 'b.test', 0, ['r@b.test'], 'operator'],
+        [held.id, 'h.test', 0, ['r@h.test'], 'operator'],
+      ]);
+      // Leased now: nobody else claims them, and a second claim of the messages gets nothing.
+      expect(await claim(partly.at + 2, 'worker-c')).toEqual([]);
+      expect(await store.claimMessages([partly.id, held.id], options)).toEqual([]);
+      // The operator records them (a held message too), and they are done.
+      for (const c of claimed) {
+        const bounced = c.recipients.map((r) => outcome(r.address, 'bounced'));
+        expect(await store.recordAttempt({ deliveryId: c.deliveryId, owner: 'operator' }, { attempts: [], recipients: bounced, nextAttemptAt: options.now })).toBe(true);
+      }
+      expect((await store.showMessage(held.id))!.state).toBe('done');
+      expect((await store.showMessage(partly.id))!.recipientStates.map((r) => r.state)).toEqual(['delivered', 'bounced', 'bounced']);
+
+      // The other worker's lease, once lapsed, is claimable; before, it is not.
+      expect(await store.claimMessages([leased.id], { ...options, now: new Date(leased.at + LEASE - 1) })).toEqual([]);
+      expect((await store.claimMessages([leased.id], { ...options, now: new Date(leased.at + LEASE) })).map((c) => c.deliveryId)).toEqual([other!.deliveryId]);
+      await expect(store.claimMessages([leased.id], { ...options, owner: '' })).rejects.toThrow('claimMessages: owner must not be empty');
+    });
+
     it('holds and releases messages, returning the ids that changed', async () => {
       const done = await queue(['r@c.test']);
       await finishAll(done.at);

@@ -351,7 +351,7 @@ describe.concurrent('postern CLI', () => {
       expect(result).toEqual({ code: 3, stdout: '', stderr: `postern: queue ${verb} needs message ids or --all, not both\n` });
     });
 
-    it.each(['hold', 'delete'])('refuses %s with neither ids nor --all (exit 3); `-` with nothing on stdin changes nothing (exit 0)', async (verb) => {
+    it.each(['hold', 'delete', 'bounce'])('refuses %s with neither ids nor --all (exit 3); `-` with nothing on stdin changes nothing (exit 0)', async (verb) => {
       expect(await postern(['queue', verb, '--config', started.configFile])).toEqual({ code: 3, stdout: '', stderr: `postern: queue ${verb} needs message ids or --all\n` });
       expect(await postern(['queue', verb, '-', '--config', started.configFile], { input: '' })).toEqual({ code: 0, stdout: `${verb}: 0 messages\n`, stderr: '' });
     });
@@ -377,6 +377,34 @@ describe.concurrent('postern CLI', () => {
       const listed = (await postern(['queue', 'list', '--config', configFile])).stdout.split('\n');
       expect(listed[listed.findIndex((l) => l.startsWith(id)) + 1]).toMatch(/^ {4}being delivered now \(lease until \d{4}-/);
       expect(retried.stderr).toMatch(new RegExp(`^postern: ${id}: an attempt is under way \\(other-machine/4242/abc, lease until \\d{4}-[^)]+\\); it sets its own next attempt: retry again once it ends\\n$`));
+    });
+  });
+
+  describe('postern queue bounce of a message in flight', () => {
+    const started = useTestRelay();
+
+    // The attempt under way keeps its recipients; the other delivery of the message is returned.
+    it('returns what no attempt holds, names the attempt under way, and leaves a message wholly in flight unchanged (exit 1)', async () => {
+      const { relay, configFile } = started;
+      const partly = await submitMessage(relay, { from: 'a@example.test', to: ['r@example.org', 's@example.net'], marker: 'bounce-partly' });
+      const store = await openQueueStore(relay.config);
+      try {
+        const claims = await store.claimDue({ now: new Date(Date.now() + 1000), limit: 10, leaseMs: 600_000, owner: 'other-machine/4242/abc' });
+        expect(claims.map((c) => c.domain).sort()).toEqual(['example.net', 'example.org']);
+        for (const c of claims.filter((c) => c.domain !== 'example.org')) await store.releaseLease({ deliveryId: c.deliveryId, owner: 'other-machine/4242/abc' });
+      } finally {
+        await store.close();
+      }
+      const bounced = await postern(['queue', 'bounce', partly, '--config', configFile]);
+      expect(bounced.stdout).toBe(`bounce: 1 message (${partly})\n`);
+      expect(bounced.stderr).toMatch(new RegExp(`^postern: ${partly}: an attempt is under way \\(other-machine/4242/abc, lease until \\d{4}-[^)]+\\); its recipients were left to it: bounce again once it ends\\n$`));
+      expect(bounced.code).toBe(0);
+      const shown = JSON.parse((await postern(['queue', 'show', partly, '--json', '--config', configFile])).stdout) as { state: string; recipientStates: { address: string; state: string }[] };
+      expect(shown.recipientStates.map((r) => [r.address, r.state])).toEqual([['r@example.org', 'queued'], ['s@example.net', 'bounced']]);
+
+      // Now only the attempt's delivery is left: nothing to bounce.
+      const again = await postern(['queue', 'bounce', partly, '--config', configFile]);
+      expect(again).toEqual({ code: 1, stdout: 'bounce: 0 messages\n', stderr: `postern: ${partly} not changed: an attempt is under way: bounce it again once it ends\n` });
     });
   });
 

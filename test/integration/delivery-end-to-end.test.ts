@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyVerb } from '../../src/cli/queue.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
 import type { Scheduler } from '../../src/queue/scheduler.ts';
 import type { PemCredentials } from '../../src/tls/dev-certs.ts';
 import { POSTERN_BIN } from '../helpers/child-relay.ts';
@@ -169,7 +170,7 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
   async function retry(id: string): Promise<number> {
     const store = await openQueueStore(relay.config);
     try {
-      expect(await applyVerb(store, 'retry', { ids: [id] }, new Date())).toEqual([id]);
+      expect(await applyVerb(store, 'retry', { ids: [id] }, { now: new Date(), hostname: relay.config.hostname, owner: 'cli/1/retry', leaseMs: 60_000, log: silentLogger() })).toEqual([id]);
     } finally {
       await store.close();
     }
@@ -218,6 +219,38 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
     expect(after.recipientStates.find((r) => r.address === 'temp@rcpt.test')?.state).toBe('delivered');
     expect(after.attempts.map((a) => a.outcome)).toEqual(['partial', 'delivered']);
     expect(reportsTo(hops.reports, 'carol@sender.test')).toHaveLength(1);
+  });
+
+  // Postfix's postsuper -e: the operator gives up on a message now, not at outbound.retry.lifetime.
+  it('returns a deferred message to its sender on `postern queue bounce`, the last reply in the report; a delivered recipient stays so', async () => {
+    const id = await submitMessage(relay, { from: 'dave@sender.test', to: ['ok@rcpt.test', 'temp@rcpt.test'], marker: 'operator-bounce' });
+    expect(await scheduler.runDue()).toBe(1);
+    expect((await queueShow(relay, id)).state).toBe('deferred');
+
+    const configFile = join(relay.dir, 'postern.yaml');
+    expect(await postern(['queue', 'bounce', id, '--config', configFile])).toEqual({ code: 0, stdout: `bounce: 1 message (${id})\n`, stderr: '' });
+    const show = await queueShow(relay, id);
+    expect(show).toMatchObject({ state: 'done', outcome: 'partly bounced' });
+    expect(show.recipientStates.map((r) => [r.address, r.state, r.reply])).toEqual([
+      ['ok@rcpt.test', 'delivered', expect.stringMatching(/^250 /)],
+      ['temp@rcpt.test', 'bounced', expect.stringMatching(/^5\.0\.0 returned to the sender by the relay's operator; last reply: 451 4\.2\.0 Mailbox busy/)],
+    ]);
+    // No attempt was made: the history has the one before.
+    expect(show.attempts.map((a) => a.outcome)).toEqual(['partial']);
+
+    // The report is queued like any message and goes out with the next run.
+    expect(await scheduler.runDue()).toBe(1);
+    const [report] = reportsTo(hops.reports, 'dave@sender.test');
+    expect(report!.message!.toString('latin1')).toContain('X-Test-Case: operator-bounce');
+    const [perMessage, ...perRecipient] = deliveryStatus(report!.message!);
+    expect(perMessage).toMatchObject({ 'X-Postern-Queue-ID': id });
+    expect(perRecipient).toEqual([
+      expect.objectContaining({ 'Final-Recipient': 'rfc822; temp@rcpt.test', Action: 'failed', Status: '5.0.0', 'Diagnostic-Code': expect.stringMatching(/^X-Postern; 5\.0\.0 returned to the sender by the relay's operator; last reply: 451 4\.2\.0 /) }),
+    ]);
+    expect(perRecipient[0]).not.toHaveProperty('Remote-MTA');
+
+    // Done now: a second bounce changes nothing and says why.
+    expect(await postern(['queue', 'bounce', id, '--config', configFile])).toEqual({ code: 1, stdout: 'bounce: 0 messages\n', stderr: `postern: ${id} not changed: done: it was delivered or returned\n` });
   });
 
   // RFC 3461 §4.3: RET=FULL asks for the message back; Postfix returns it whole up to bounce_size_limit (50,000 bytes).

@@ -204,6 +204,23 @@ describe('queue API', () => {
     expect((await call(relay, `/api/queue/${id}/hold`, { method: 'POST', token: TOKEN })).status).toBe(404);
   });
 
+  it('bounces a held message to its sender: a report queued to the sender, the relay\'s log naming the operator', async () => {
+    const id = await send(relay, 'held@local.test');
+    expect((await call(relay, `/api/queue/${id}/hold`, { method: 'POST', token: TOKEN })).json).toEqual({ verb: 'hold', changed: [id], unchanged: [] });
+    expect((await call(relay, '/api/queue/bounce', { method: 'POST', token: TOKEN, body: { ids: [id, '0000000000000000'] } })).json).toEqual({ verb: 'bounce', changed: [id], unchanged: ['0000000000000000'] });
+
+    const details = (await withStore(relay, (store) => store.showMessage(id)))!;
+    expect(details).toMatchObject({ state: 'done', outcome: 'bounced' });
+    expect(details.recipientStates).toEqual([expect.objectContaining({ address: 'held@local.test', state: 'bounced', reply: "5.0.0 returned to the sender by the relay's operator before any attempt" })]);
+    const reports = (await relay.queued()).filter((m) => m.mailFrom === '' && m.recipients.includes('sender@example.test'));
+    expect(reports).toHaveLength(1);
+    const logged = relay.logs.find((l) => l.msg === 'returned to the sender by the operator' && l.queueId === id);
+    expect(logged).toMatchObject({ component: 'queue-api', report: reports[0]!.id, results: [{ rcpt: 'held@local.test', result: 'bounced' }] });
+    // Done: a second bounce leaves it, as the other verbs leave a done message.
+    expect((await call(relay, `/api/queue/${id}/bounce`, { method: 'POST', token: TOKEN })).json).toEqual({ verb: 'bounce', changed: [], unchanged: [id] });
+    await call(relay, '/api/queue/delete', { method: 'POST', token: TOKEN, body: { all: true } });
+  });
+
   it('applies verbs to ids or to all, flushes, and deletes in bulk', async () => {
     await call(relay, '/api/queue/delete', { method: 'POST', token: TOKEN, body: { all: true } });
     const [a, b, c] = [await send(relay, 'a@local.test'), await send(relay, 'b@local.test'), await send(relay, 'c@local.test')];

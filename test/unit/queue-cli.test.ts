@@ -46,6 +46,8 @@ describe('whyUnchanged', () => {
     ['delete', undefined, 'no such message in the queue', true],
     ['hold', 'done', 'done: it was delivered or returned', true],
     ['retry', 'queued', 'queued (changed meanwhile?)', true],
+    ['bounce', 'deferred', 'an attempt is under way: bounce it again once it ends', true],
+    ['bounce', 'done', 'done: it was delivered or returned', true],
   ] as const)('%s on a %s message: %s (failure: %s)', (verb, state, reason, failed) => {
     expect(whyUnchanged(verb, state)).toEqual({ reason, failed });
   });

@@ -33,6 +33,7 @@
 // (deleted), finished, or leased by someone else.
 //
 //   claimDue      - lease up to `limit` due deliveries and describe each.
+//   claimMessages - lease every unfinished, unleased delivery of some messages, due or not (the operator's bounce).
 //   recordAttempts - for each attempt of a batch: store it and its outcomes, end the lease, finish the delivery and message.
 //   releaseLease  - give a lease back untouched.
 //   renewLease    - move a lease in flight on.
@@ -40,7 +41,7 @@
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
 import pg from 'pg';
 import type { Logger } from '../../observability/logger.ts';
-import { CLAIM_LOOK_AHEAD, checkClaimOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
 import { attemptColumns, type AttemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
@@ -92,6 +93,33 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
   const result = await pool.query<ClaimRow>(CLAIM, [
     now, limit, owner, new Date(now.getTime() + leaseMs), perDestination?.limit ?? null, JSON.stringify(perDestination?.busy ?? {}), full, CLAIM_LOOK_AHEAD,
   ]);
+  return result.rows.map((row) => claimedDeliveryOf(row, owner));
+}
+
+// The operator's claim of named messages (claimMessages): every unfinished delivery no lease holds, due or not,
+// held or not; one statement, skipping rows another claimer is taking, as CLAIM does.
+const CLAIM_MESSAGES = `
+  WITH chosen AS (
+    SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE d.message_id = ANY($1::text[]) AND m.state <> 'done' AND NOT d.finished
+       AND (d.lease_until IS NULL OR d.lease_until <= $2)
+       FOR UPDATE OF d SKIP LOCKED
+  ), leased AS (
+    UPDATE deliveries d SET lease_owner = $3, lease_until = $4 FROM chosen WHERE d.id = chosen.id
+    RETURNING d.id, d.message_id, d.domain, d.attempts
+  )
+  SELECT l.id, l.message_id, l.domain, l.attempts, m.mail_from, m.received_at, m.body_type, m.smtp_utf8,
+         m.require_tls, m.dsn_ret, m.dsn_envid, m.size,
+         (SELECT coalesce(json_agg(json_build_object('address', r.address, 'dsn_notify', r.dsn_notify, 'dsn_orcpt', r.dsn_orcpt) ORDER BY r.position), '[]')
+            FROM recipients r WHERE r.delivery_id = l.id AND r.state IN ('queued', 'deferred')) AS recipients
+    FROM leased l JOIN messages m ON m.id = l.message_id
+   ORDER BY l.id`;
+
+/** claimMessages - lease every unfinished, unleased delivery of these messages (the operator's bounce) and describe each. */
+export async function claimMessages(pool: pg.Pool, ids: readonly string[], options: MessageClaimOptions): Promise<ClaimedDelivery[]> {
+  checkLeaseOptions(options, 'claimMessages');
+  const { now, leaseMs, owner } = options;
+  const result = await pool.query<ClaimRow>(CLAIM_MESSAGES, [ids, now, owner, new Date(now.getTime() + leaseMs)]);
   return result.rows.map((row) => claimedDeliveryOf(row, owner));
 }
 

@@ -39,7 +39,7 @@
 import type pg from 'pg';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
-import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
+import type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { createGroupCommit } from '../group-commit.ts';
 import { logMigration } from '../migrations.ts';
@@ -140,6 +140,12 @@ class PostgresQueueStore implements QueueStore {
 
   async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     const claimed = await this.#run(() => deliveries.claimDue(this.queries, options));
+    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);
+    return claimed;
+  }
+
+  async claimMessages(ids: readonly string[], options: MessageClaimOptions): Promise<ClaimedDelivery[]> {
+    const claimed = await this.#run(() => deliveries.claimMessages(this.queries, ids, options));
     for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);
     return claimed;
   }

@@ -6,7 +6,9 @@
 // unleased (or lapsed) deliveries of queued messages, oldest due first,
 // passing over a domain at its per-destination limit, in one IMMEDIATE
 // transaction, so two workers (threads, processes) never get the same
-// delivery while its lease runs. Only the lease's owner may record;
+// delivery while its lease runs. The operator's claim of named messages
+// (claimMessages) takes their unleased deliveries, due or not, held or not,
+// under the same lock. Only the lease's owner may record;
 // once the lease lapsed and another worker claimed, the first one's record
 // is refused (at-least-once: the second worker delivers again, never zero).
 // All times come from the arguments, never the clock, so a test controls them.
@@ -20,7 +22,7 @@
 //
 //   prepareDeliveries - the claim / record / release / next-due functions over one database.
 import type Database from 'better-sqlite3';
-import { CLAIM_LOOK_AHEAD, checkClaimOptions, destinationSlots, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, destinationSlots, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
@@ -28,6 +30,7 @@ import { sqliteValues } from './sqlite-values.ts';
 
 export interface DeliveryFunctions {
   claimDue(options: ClaimOptions): ClaimedDelivery[];
+  claimMessages(ids: readonly string[], options: MessageClaimOptions): ClaimedDelivery[];
   /** recordAttempt - one attempt's results, run by the store's group commit inside its batch transaction. */
   recordAttempt(item: { claim: LeaseClaim; result: AttemptResult }): SqliteRecordVerdict;
   releaseLease(claim: LeaseClaim): void;
@@ -45,7 +48,7 @@ type DueRow = Omit<ClaimRow, 'recipients'> & { id: number };
 
 /** prepareDeliveries - the claim / record / release / next-due functions over one database. */
 export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
-  const claim = prepareClaim(db);
+  const { claimDue, claimMessages } = prepareClaim(db);
   const record = prepareRecord(db);
   const release = db.prepare<[number, string]>('UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?');
   const renew = db.prepare<[number, number, string]>('UPDATE deliveries SET lease_until = ? WHERE id = ? AND lease_owner = ? AND finished = 0');
@@ -58,7 +61,8 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
       FROM deliveries d JOIN messages m ON m.id = d.message_id
      WHERE d.finished = 0 AND m.state = 'queued'`);
   return {
-    claimDue: claim,
+    claimDue,
+    claimMessages,
     recordAttempt: record,
     releaseLease: ({ deliveryId, owner }) => {
       const id = parseDeliveryId(deliveryId);
@@ -77,8 +81,12 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
   };
 }
 
-/** prepareClaim - lease up to `limit` due deliveries (within the per-destination limit) and describe each with its pending recipients. */
-function prepareClaim(db: Database.Database): (options: ClaimOptions) => ClaimedDelivery[] {
+/**
+ * prepareClaim - claimDue: lease up to `limit` due deliveries (within the per-destination limit); claimMessages:
+ * lease every unfinished, unleased delivery of some messages, due or not, held or not. Each described with its
+ * pending recipients.
+ */
+function prepareClaim(db: Database.Database): Pick<DeliveryFunctions, 'claimDue' | 'claimMessages'> {
   // No LIMIT: SQLite re-prepares a statement whose LIMIT is a bound parameter on every run (half the
   // query's CPU under perf). The index gives the order, so rows come one at a time and the loop below
   // stops at the window.
@@ -99,6 +107,16 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
   const selectPending = db.prepare<[number], RecipientDsnRow>(`
     SELECT address, dsn_notify, dsn_orcpt FROM recipients
      WHERE delivery_id = ? AND state IN ('queued', 'deferred') ORDER BY position`);
+  const selectUnleased = db.prepare<{ message: string; now: number }, [number]>(`
+    SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE d.message_id = @message AND m.state <> 'done' AND d.finished = 0
+       AND (d.lease_until IS NULL OR d.lease_until <= @now)
+     ORDER BY d.id`).raw();
+  const leaseAndDescribe = (id: number, owner: string, until: number): ClaimedDelivery => {
+    lease.run(owner, until, id);
+    const row = selectClaimed.get(id) as DueRow;
+    return claimedDeliveryOf({ ...row, recipients: selectPending.all(id) }, owner);
+  };
 
   const claimAll = db.transaction((options: ClaimOptions): ClaimedDelivery[] => {
     const { now, limit, leaseMs, owner } = options;
@@ -115,18 +133,23 @@ function prepareClaim(db: Database.Database): (options: ClaimOptions) => Claimed
       chosen.push(id);
       if (chosen.length === limit) break;
     }
-    return chosen.map((id) => {
-      lease.run(owner, now.getTime() + leaseMs, id);
-      const row = selectClaimed.get(id) as DueRow;
-      return claimedDeliveryOf({ ...row, recipients: selectPending.all(id) }, owner);
-    });
+    return chosen.map((id) => leaseAndDescribe(id, owner, now.getTime() + leaseMs));
   });
-  return (options) => {
-    checkClaimOptions(options);
-    if (options.limit === 0) return [];
-    // IMMEDIATE: take the write lock before the SELECT, so no other
-    // connection can lease the same rows between our read and our update.
-    return claimAll.immediate(options);
+  const claimOf = db.transaction((ids: readonly string[], { now, leaseMs, owner }: MessageClaimOptions): ClaimedDelivery[] =>
+    ids.flatMap((message) => selectUnleased.all({ message, now: now.getTime() }).map(([id]) => leaseAndDescribe(id, owner, now.getTime() + leaseMs))),
+  );
+  return {
+    claimDue: (options) => {
+      checkClaimOptions(options);
+      if (options.limit === 0) return [];
+      // IMMEDIATE: take the write lock before the SELECT, so no other
+      // connection can lease the same rows between our read and our update.
+      return claimAll.immediate(options);
+    },
+    claimMessages: (ids, options) => {
+      checkLeaseOptions(options, 'claimMessages');
+      return claimOf.immediate(ids, options);
+    },
   };
 }
 

@@ -39,7 +39,7 @@ import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
-import type { AttemptResult, ClaimOptions, LeaseClaim } from '../delivery-rules.ts';
+import type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { createFreeSpaceReader } from '../free-space.ts';
 import { createGroupCommit, type BatchSpacing, type GroupCommit } from '../group-commit.ts';
@@ -267,6 +267,12 @@ class SqliteQueueStore implements QueueStore {
 
   async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
     const claimed = await this.#run(() => this.#deliveries.claimDue(options));
+    for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);
+    return claimed;
+  }
+
+  async claimMessages(ids: readonly string[], options: MessageClaimOptions): Promise<ClaimedDelivery[]> {
+    const claimed = await this.#run(() => this.#deliveries.claimMessages(ids, options));
     for (const delivery of claimed) this.#recentBodies.leased(delivery.deliveryId, delivery.messageId, options.leaseMs);
     return claimed;
   }
