@@ -57,7 +57,7 @@ export interface Config {
   tls: { cert: string; key: string; sni: Record<string, { cert: string; key: string }>; clientCa: string; minVersion: InboundTlsVersion };
   /** keepDone: seconds */
   queue: { backend: 'sqlite' | 'postgres'; path: string; url: string; keepDone: number; minFree: number };
-  relay: { trustedNetworks: string[]; localDomains: string[]; users: string };
+  relay: { trustedNetworks: string[]; localDomains: string[]; senderDomains: string[]; users: string };
   limits: {
     messageSize: number;
     recipients: number;

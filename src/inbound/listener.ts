@@ -112,7 +112,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
   }
 
   function senderFacts(session: SMTPServerSession, s: SessionState) {
-    return { listener: name, secure: session.secure, authenticated: Boolean(session.user), clientCertTrusted: s.clientCertTrusted };
+    return { listener: name, secure: session.secure, authenticated: Boolean(session.user), clientCertTrusted: s.clientCertTrusted, clientTrusted: s.clientTrusted };
   }
 
   const options: SMTPServerOptions & GreetingPauseOption & CommandGuardOptions = {
@@ -196,7 +196,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     onMailFrom(address, session, callback) {
       const s = state(session);
       const refusal =
-        refuseIf(decideMailFrom(senderFacts(session, s)), s, 'mail') ??
+        refuseIf(decideMailFrom({ ...senderFacts(session, s), sender: address.address, senderDomains: config.relay.senderDomains }), s, 'mail') ??
         refuseIf(decideAddressForm(address.address, 'sender'), s, 'mail') ??
         refuseIf(decideParameters(Object.keys(address.args || {}), 'mail'), s, 'mail');
       if (refusal) return callback(refusal);
@@ -217,7 +217,6 @@ export function createListener(deps: ListenerDeps): InboundListener {
       if (form) return callback(form);
       const decision = decideRcpt({
         ...senderFacts(session, s),
-        clientTrusted: s.clientTrusted,
         recipientDomain: domainOf(address.address),
         recipientRouted: hasSenderRouting(address.address),
         localDomains: config.relay.localDomains,

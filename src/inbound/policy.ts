@@ -4,7 +4,9 @@
 // Postfix equivalents: smtpd_client_connection_count_limit ($mynetworks exempt),
 // smtpd_tls_auth_only + smtpd_tls_security_level=encrypt on submission,
 // smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated,
-// reject_unauth_destination (with allow_untrusted_routing = no).
+// reject_unauth_destination (with allow_untrusted_routing = no); and with
+// relay.senderDomains, check_sender_access for the clients that may relay
+// (docker images of Postfix call it ALLOWED_SENDER_DOMAINS).
 import type { ListenerName } from '../config/config.ts';
 import { addressLiteralIp, domainOf } from '../smtp/address.ts';
 import { replies, unsupportedOption, type Reply } from '../smtp/replies.ts';
@@ -72,14 +74,34 @@ export interface SenderFacts {
   secure: boolean;
   authenticated: boolean;
   clientCertTrusted: boolean;
+  /** The client's address is in relay.trustedNetworks. */
+  clientTrusted: boolean;
 }
 
-/** decideMailFrom - submission needs TLS, then a login (RFC 6409, RFC 8314). */
-export function decideMailFrom(facts: SenderFacts): Decision {
-  if (facts.listener === 'relay') return ACCEPT;
-  if (!facts.secure) return refuse(replies.starttlsRequired, 'starttls-required');
-  if (!facts.authenticated && !facts.clientCertTrusted) return refuse(replies.authRequired, 'auth-required');
-  return ACCEPT;
+export interface MailFromFacts extends SenderFacts {
+  /** The MAIL FROM address; '' for the null sender. */
+  sender: string;
+  /** relay.senderDomains: empty for any. */
+  senderDomains: readonly string[];
+}
+
+/**
+ * decideMailFrom - submission needs TLS, then a login (RFC 6409, RFC 8314); a client that may relay sends only
+ * from relay.senderDomains when there are any. The null sender (a report) is always let through, and a client
+ * that may not relay is not asked: it can only send to relay.localDomains, whose mail comes from anywhere.
+ */
+export function decideMailFrom(facts: MailFromFacts): Decision {
+  if (facts.listener !== 'relay') {
+    if (!facts.secure) return refuse(replies.starttlsRequired, 'starttls-required');
+    if (!facts.authenticated && !facts.clientCertTrusted) return refuse(replies.authRequired, 'auth-required');
+  }
+  if (facts.senderDomains.length === 0 || facts.sender === '' || !mayRelay(facts)) return ACCEPT;
+  return inDomainList(domainOf(facts.sender), facts.senderDomains) ? ACCEPT : refuse(replies.senderDomainNotAllowed, 'sender-domain-not-allowed');
+}
+
+/** mayRelay - a logged-in client, one with a trusted certificate, or one of relay.trustedNetworks on the relay port. */
+function mayRelay(facts: SenderFacts): boolean {
+  return facts.authenticated || facts.clientCertTrusted || (facts.listener === 'relay' && facts.clientTrusted);
 }
 
 /**
@@ -116,7 +138,6 @@ export function decideParameters(names: readonly string[], command: 'mail' | 'rc
 }
 
 export interface RecipientFacts extends SenderFacts {
-  clientTrusted: boolean;
   recipientDomain: string;
   /** The local part routes onward (hasSenderRouting): user%elsewhere@local.test. */
   recipientRouted: boolean;
@@ -128,17 +149,16 @@ export interface RecipientFacts extends SenderFacts {
  * local part routes it elsewhere (the next hop for a local domain may trust us); nothing else.
  */
 export function decideRcpt(facts: RecipientFacts): Decision {
-  if (facts.authenticated || facts.clientCertTrusted) return ACCEPT;
-  if (facts.listener === 'relay' && facts.clientTrusted) return ACCEPT;
-  if (facts.listener === 'relay' && isLocalDomain(facts.recipientDomain, facts.localDomains)) {
+  if (mayRelay(facts)) return ACCEPT;
+  if (facts.listener === 'relay' && inDomainList(facts.recipientDomain, facts.localDomains)) {
     return facts.recipientRouted ? refuse(replies.relayDenied, 'sender-specified-routing') : ACCEPT;
   }
   return refuse(replies.relayDenied, 'relay-denied');
 }
 
-/** isLocalDomain - exact match, or "*.example.com" matching any subdomain. */
-export function isLocalDomain(domain: string, localDomains: readonly string[]): boolean {
+/** inDomainList - exact match, or "*.example.com" matching any subdomain (relay.localDomains, relay.senderDomains). */
+export function inDomainList(domain: string, list: readonly string[]): boolean {
   const d = domain.toLowerCase().replace(/\.$/, '');
   if (d === '') return false;
-  return localDomains.some((entry) => (entry.startsWith('*.') ? d.endsWith(entry.slice(1)) : d === entry));
+  return list.some((entry) => (entry.startsWith('*.') ? d.endsWith(entry.slice(1)) : d === entry));
 }

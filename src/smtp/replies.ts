@@ -30,6 +30,7 @@ export const replies = {
   bareLineFeed: reply(550, '5.5.2', 'Error: bare <CR> or <LF> received; use CRLF line endings'),
   tooManyHops: reply(554, '5.4.6', 'Error: too many hops'),
   senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
+  senderDomainNotAllowed: reply(553, '5.7.1', 'Sender address rejected: this relay does not send for that domain'),
   recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
   noValidRecipients: reply(554, '5.5.1', 'Error: no valid recipients'),
   needMail: reply(503, '5.5.1', 'Error: need MAIL command'),

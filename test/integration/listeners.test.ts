@@ -149,3 +149,36 @@ describe('submissions listener (implicit TLS, RFC 8314)', () => {
     again.close();
   });
 });
+
+// relay.senderDomains (Postfix check_sender_access; ALLOWED_SENDER_DOMAINS in Postfix's docker images).
+describe('relay.senderDomains', () => {
+  let restricted: TestRelay;
+  beforeAll(async () => {
+    restricted = await startTestRelay({ relay: { senderDomains: ['example.test'] } });
+    await restricted.addUser('alice', 'correct horse');
+  });
+  afterAll(async () => restricted?.stop());
+
+  it('refuses a trusted client a sender of another domain with 553 5.7.1, logged, and the session goes on', async () => {
+    const c = await RawSmtp.connect(restricted.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<app@elsewhere.test>')).text).toBe('553 5.7.1 Sender address rejected: this relay does not send for that domain');
+    expect((await c.command('MAIL FROM:<app@example.test>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<someone@example.org>')).code).toBe(250);
+    await c.command('RSET');
+    expect((await c.command('MAIL FROM:<>')).code).toBe(250);
+    c.close();
+    expect(restricted.logs).toContainEqual(expect.objectContaining({ msg: 'refused', stage: 'mail', reason: 'sender-domain-not-allowed' }));
+  });
+
+  it('refuses a logged-in user on the submission port a sender of another domain', async () => {
+    const alice = { user: 'alice', pass: 'correct horse' };
+    const send = (from: string) => {
+      const t = nodemailer.createTransport({ host: '127.0.0.1', port: restricted.ports.submission, requireTLS: true, tls: { ca: restricted.ca.certPem, servername: 'localhost' }, auth: alice });
+      return t.sendMail({ from, to: 'someone@example.org', subject: 'hello', text: 'body line\n' });
+    };
+    await expect(send('alice@elsewhere.test')).rejects.toMatchObject({ responseCode: 553, response: '553 5.7.1 Sender address rejected: this relay does not send for that domain' });
+    expect((await send('alice@example.test')).response).toMatch(/^250 2\.0\.0 Ok: queued as /);
+  });
+});

@@ -1,7 +1,7 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
 import { addressLiteralIp, hasSenderRouting } from '../../src/smtp/address.ts';
-import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, isLocalDomain, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, inDomainList, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -114,17 +114,34 @@ describe('addressLiteralIp', () => {
 });
 
 describe('decideMailFrom', () => {
-  const rows: [string, Parameters<typeof decideMailFrom>[0], string][] = [
-    ['relay port needs nothing', { listener: 'relay', secure: false, authenticated: false, clientCertTrusted: false }, 'accept'],
-    ['submission in plaintext: STARTTLS first', { listener: 'submission', secure: false, authenticated: false, clientCertTrusted: false }, '530 5.7.0 Must issue a STARTTLS command first'],
-    ['submission in TLS without login', { listener: 'submission', secure: true, authenticated: false, clientCertTrusted: false }, '530 5.7.0 Authentication required'],
-    ['submission in TLS with login', { listener: 'submission', secure: true, authenticated: true, clientCertTrusted: false }, 'accept'],
-    ['submissions with a trusted client certificate', { listener: 'submissions', secure: true, authenticated: false, clientCertTrusted: true }, 'accept'],
-    ['submissions without login', { listener: 'submissions', secure: true, authenticated: false, clientCertTrusted: false }, '530 5.7.0 Authentication required'],
+  type Facts = Parameters<typeof decideMailFrom>[0];
+  const anyone: Facts = { listener: 'relay', secure: false, authenticated: false, clientCertTrusted: false, clientTrusted: false, sender: 'a@example.org', senderDomains: [] };
+  const restricted = (changes: Partial<Facts>): Facts => ({ ...anyone, senderDomains: ['example.org', '*.corp.test'], ...changes });
+  const NOT_OURS = '553 5.7.1 Sender address rejected: this relay does not send for that domain';
+  const rows: [string, Facts, string][] = [
+    ['relay port needs nothing', anyone, 'accept'],
+    ['submission in plaintext: STARTTLS first', { ...anyone, listener: 'submission' }, '530 5.7.0 Must issue a STARTTLS command first'],
+    ['submission in TLS without login', { ...anyone, listener: 'submission', secure: true }, '530 5.7.0 Authentication required'],
+    ['submission in TLS with login', { ...anyone, listener: 'submission', secure: true, authenticated: true }, 'accept'],
+    ['submissions with a trusted client certificate', { ...anyone, listener: 'submissions', secure: true, clientCertTrusted: true }, 'accept'],
+    ['submissions without login', { ...anyone, listener: 'submissions', secure: true }, '530 5.7.0 Authentication required'],
+    // relay.senderDomains: for the clients that may relay.
+    ['a trusted network, a sender domain listed', restricted({ clientTrusted: true }), 'accept'],
+    ['a trusted network, a sender domain listed, in capitals and with a final dot', restricted({ clientTrusted: true, sender: 'a@Example.ORG.' }), 'accept'],
+    ['a trusted network, a subdomain of a wildcard entry', restricted({ clientTrusted: true, sender: 'a@b.corp.test' }), 'accept'],
+    ['a trusted network, the wildcard\'s own domain', restricted({ clientTrusted: true, sender: 'a@corp.test' }), NOT_OURS],
+    ['a trusted network, a subdomain of an exact entry', restricted({ clientTrusted: true, sender: 'a@mail.example.org' }), NOT_OURS],
+    ['a trusted network, another domain', restricted({ clientTrusted: true, sender: 'a@example.net' }), NOT_OURS],
+    ['a trusted network, the null sender', restricted({ clientTrusted: true, sender: '' }), 'accept'],
+    ['a logged-in user, another domain', restricted({ listener: 'submission', secure: true, authenticated: true, sender: 'a@example.net' }), NOT_OURS],
+    ['a trusted client certificate, another domain', restricted({ listener: 'submissions', secure: true, clientCertTrusted: true, sender: 'a@example.net' }), NOT_OURS],
+    ['a client that may not relay (mail for a local domain), another domain', restricted({ sender: 'a@example.net' }), 'accept'],
+    ['a trusted network on submission without login: the login comes first', restricted({ listener: 'submission', secure: true, clientTrusted: true, sender: 'a@example.net' }), '530 5.7.0 Authentication required'],
   ];
   it.each(rows)('%s', (_name, facts, expected) => {
     const d = decideMailFrom(facts);
     expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+    if (expected === NOT_OURS) expect(d.accept ? undefined : d.reason).toBe('sender-domain-not-allowed');
   });
 });
 
@@ -185,9 +202,9 @@ describe('connection and AUTH limits', () => {
   });
 });
 
-describe('isLocalDomain', () => {
+describe('inDomainList', () => {
   it('matches exact names and one wildcard level or more below', () => {
-    expect(isLocalDomain('a.b.corp.test', ['*.corp.test'])).toBe(true);
-    expect(isLocalDomain('example.test', [])).toBe(false);
+    expect(inDomainList('a.b.corp.test', ['*.corp.test'])).toBe(true);
+    expect(inDomainList('example.test', [])).toBe(false);
   });
 });
