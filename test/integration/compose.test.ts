@@ -263,7 +263,7 @@ describe('POSTERN_* variables in the container files', () => {
 
   const variableSets: [string, Record<string, string>][] = [
     ['no variables set (the defaults)', {}],
-    ['a smarthost and local domains set', { RELAY_HOSTNAME: 'mail.example.com', SMARTHOST_HOST: 'smtp.example.net', SMARTHOST_PORT: '465', SMARTHOST_USER: 'relay@example.com', LOCAL_DOMAINS: 'example.com, example.org' }],
+    ['a smarthost and local domains set', { RELAY_HOSTNAME: 'mail.example.com', SMARTHOST_HOST: 'smtp.example.net', SMARTHOST_PORT: '465', SMARTHOST_USER: 'relay@example.com', LOCAL_DOMAINS: 'example.com, example.org', SENDER_DOMAINS: 'example.com, *.example.com' }],
   ];
   for (const [label, vars] of variableSets) {
     it(`each Postern service's environment (image ENV + compose) passes the config loader: ${label}`, () => {
@@ -277,9 +277,11 @@ describe('POSTERN_* variables in the container files', () => {
         if (vars.SMARTHOST_HOST) {
           expect(loaded.config.outbound.relayhost).toMatchObject({ host: vars.SMARTHOST_HOST, port: Number(vars.SMARTHOST_PORT), auth: { user: vars.SMARTHOST_USER } });
           expect(loaded.config.relay.localDomains).toEqual(['example.com', 'example.org']);
+          expect(loaded.config.relay.senderDomains).toEqual(['example.com', '*.example.com']);
           expect(loaded.config.hostname).toBe('mail.example.com');
         } else {
           expect(loaded.config.outbound.relayhost.host).toBe('');
+          expect(loaded.config.relay.senderDomains).toEqual([]);
         }
       }
     });
@@ -309,7 +311,7 @@ describe('docker compose config', () => {
     const envFile = join(emptyDir, 'empty.env');
     await writeFile(envFile, '');
     // Hermetic: no .env of a developer, no variables of the shell.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(RELAY_HOSTNAME|SMARTHOST_|LOCAL_DOMAINS|POSTGRES_PASSWORD|COMPOSE_)/.test(k)));
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(RELAY_HOSTNAME|SMARTHOST_|LOCAL_DOMAINS|SENDER_DOMAINS|POSTGRES_PASSWORD|COMPOSE_)/.test(k)));
     const result = await tryRun(command, [...prefix, '--env-file', envFile, '-f', 'docker-compose.yml', '--profile', 'dev', '--profile', 'cluster', 'config'], env);
     expect(result.ok, result.stderr).toBe(true);
     const resolved = parseYaml(result.stdout) as Compose;
