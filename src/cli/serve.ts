@@ -39,6 +39,7 @@ import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
 import { installFastDataScan } from '../smtp/fast-data-scan.ts';
 import { installGreetingPause } from '../smtp/greeting-pause.ts';
+import { installProxyHeader } from '../smtp/proxy-header.ts';
 import { installHalfClose } from '../smtp/half-close.ts';
 import { createServerTls, type ServerTls } from '../tls/server-tls.ts';
 import { createQueueApi } from './queue.ts';
@@ -74,6 +75,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   await installGreetingPause();
   await installFastDataScan();
   await installHalfClose();
+  await installProxyHeader();
   const now = options.now ?? (() => new Date());
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);
@@ -102,6 +104,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     authLimiter: createAuthLimiter({ failuresPerIp: config.limits.authFailuresPerIp, lockoutSeconds: config.limits.authLockout }),
     connections: new ConnectionCounts(),
     trustedNetworks: compileNetworks(config.relay.trustedNetworks),
+    proxyNetworks: config.smtp.proxyProtocol.length > 0 ? compileNetworks(config.smtp.proxyProtocol) : undefined,
     logger,
     resolver: reverseResolver(config),
     metrics,

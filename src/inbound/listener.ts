@@ -15,6 +15,7 @@ import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { InFlowGate } from '../queue/in-flow.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
 import type { GreetingPauseOption } from '../smtp/greeting-pause.ts';
+import type { ProxyHeaderOption } from '../smtp/proxy-header.ts';
 import type { CommandGuardOptions } from './command-guard.ts';
 import { allowHalfClose } from '../smtp/half-close.ts';
 import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
@@ -40,6 +41,8 @@ export interface ListenerDeps {
   authLimiter: AuthLimiter;
   connections: ConnectionCounts;
   trustedNetworks: NetworkMatcher;
+  /** smtp.proxyProtocol: peers that open with a PROXY line (load balancers); absent: none. */
+  proxyNetworks?: NetworkMatcher;
   logger: Logger;
   /** Called after a message is committed (the scheduler wakes up). */
   onQueued?: (queueId: string) => void;
@@ -115,7 +118,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     return { listener: name, secure: session.secure, authenticated: Boolean(session.user), clientCertTrusted: s.clientCertTrusted, clientTrusted: s.clientTrusted };
   }
 
-  const options: SMTPServerOptions & GreetingPauseOption & CommandGuardOptions = {
+  const options: SMTPServerOptions & GreetingPauseOption & CommandGuardOptions & ProxyHeaderOption = {
     ...deps.tls.options(),
     secure: name === 'submissions',
     name: config.hostname,
@@ -138,6 +141,8 @@ export function createListener(deps: ListenerDeps): InboundListener {
     hideREQUIRETLS: false,
     disableReverseLookup: !config.smtp.reverseLookup,
     greetingPauseMs: config.smtp.greetingPause * 1000,
+    // Behind a load balancer, the client's address is the one its PROXY line gives (smtp/proxy-header.ts).
+    ...(deps.proxyNetworks ? { proxyHeaderFrom: deps.proxyNetworks } : {}),
     authAfterTls: name !== 'relay',
     // smtp-server's own refusals (syntax, order, unknown commands, timeouts), logged as policy's are.
     onProtocolRefusal: (session, command, reply) => sessions.get(session as SMTPServerSession)?.log.info({ stage: command.toLowerCase() || 'session', reason: 'protocol', reply }, 'refused'),

@@ -1,0 +1,75 @@
+// smtp.proxyProtocol: a load balancer at 127.0.0.2 opens each connection with
+// a PROXY v1 line; the client it names is who the relay judges, logs and
+// records. Every other peer (127.0.0.1 here) speaks SMTP from the first byte,
+// so a client cannot claim another address.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { queueShow } from '../helpers/next-hop.ts';
+import { RawSmtp } from '../helpers/raw-smtp.ts';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
+
+const BALANCER = '127.0.0.2';
+let relay: TestRelay;
+
+beforeAll(async () => {
+  relay = await startTestRelay({ smtp: { proxyProtocol: [`${BALANCER}/32`] }, relay: { localDomains: ['local.test'] } });
+});
+afterAll(async () => relay?.stop());
+
+/** throughBalancer - a session as the balancer opens it for `client`; after the greeting. */
+async function throughBalancer(port: number, client: string, tls = false): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(port, { localAddress: BALANCER });
+  c.write(`PROXY TCP4 ${client} 127.0.0.1 40001 ${port}\r\n`);
+  if (tls) await c.upgrade({ ca: relay.ca.certPem });
+  expect((await c.reply()).code).toBe(220);
+  return c;
+}
+
+describe('smtp.proxyProtocol', () => {
+  it('judges the client the PROXY line names: not trusted, so no relaying; its address in the Received header and the log', async () => {
+    const c = await throughBalancer(relay.ports.relay, '192.0.2.7');
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.org>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<b@example.org>')).text).toBe('554 5.7.1 Relay access denied');
+    expect((await c.command('RCPT TO:<b@local.test>')).code).toBe(250);
+    await c.command('DATA');
+    const queued = await c.command('Subject: through a balancer\r\n\r\nhello\r\n.');
+    expect(queued.text).toMatch(/^250 2\.0\.0 Ok: queued as /);
+    c.close();
+    const id = /queued as (\w+)/.exec(queued.text)![1]!;
+    expect((await queueShow(relay, id)).envelope.client.address).toBe('192.0.2.7');
+    expect((await relay.body(id)).toString('latin1')).toMatch(/^Received: from client\.test \(unknown \[192\.0\.2\.7\]\)/);
+    expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'queued', queueId: id, ip: '192.0.2.7' }));
+  });
+
+  it('lets a client of the trusted networks relay through the balancer, on the implicit-TLS port too', async () => {
+    const plain = await throughBalancer(relay.ports.relay, '127.0.0.9');
+    await plain.command('EHLO client.test');
+    await plain.command('MAIL FROM:<a@example.org>');
+    expect((await plain.command('RCPT TO:<b@example.org>')).code).toBe(250);
+    plain.close();
+
+    const secure = await throughBalancer(relay.ports.submissions, '192.0.2.8', true);
+    expect((await secure.command('EHLO client.test')).lines).toContain('250-AUTH PLAIN LOGIN');
+    expect((await secure.command('MAIL FROM:<a@example.org>')).text).toBe('530 5.7.0 Authentication required');
+    secure.close();
+  });
+
+  it('closes a balancer\'s connection that does not open with a PROXY line', async () => {
+    const c = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
+    c.write('EHLO client.test\r\n');
+    await c.closedByServer();
+    expect(c.unread()).not.toMatch(/^2/);
+  });
+
+  it('takes a PROXY line from any other peer as the unknown command it is: it cannot claim another address', async () => {
+    const c = await RawSmtp.connect(relay.ports.relay);
+    expect((await c.reply()).code).toBe(220);
+    expect((await c.command('PROXY TCP4 192.0.2.99 127.0.0.1 40001 2525')).code).toBe(502);
+    await c.command('EHLO client.test');
+    await c.command('MAIL FROM:<a@example.org>');
+    // 127.0.0.1 is trusted by default: it relays as itself.
+    expect((await c.command('RCPT TO:<b@example.org>')).code).toBe(250);
+    c.close();
+    expect(relay.logs.some((l) => l.ip === '192.0.2.99')).toBe(false);
+  });
+});
