@@ -24,22 +24,30 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../observability/logger.ts';
 import { headerBlockLength } from '../smtp/header-block.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
-import type { AttemptRecord, ClaimedDelivery, LeaseClaim, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
+import type { AttemptRecord, AttemptResult, ClaimedDelivery, LeaseClaim, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
 
 /** The most bytes of a message a RET=FULL report returns whole (Postfix's bounce_size_limit). */
 export const RETURNED_MESSAGE_LIMIT = 50_000;
+
+/** The message a report is about: a claimed delivery, or all of a message's at once (the operator's bounce). */
+export type ReportedMessage = Pick<ClaimedDelivery, 'messageId' | 'mailFrom' | 'receivedAt' | 'dsn' | 'recipients'>;
 
 export interface ReportFacts {
   store: QueueStore;
   /** Our name: the reporting MTA and the report's Message-ID domain. */
   hostname: string;
-  claim: ClaimedDelivery;
+  claim: ReportedMessage;
   /** Each recipient's result as it will be recorded (expired deferrals already bounced). */
   recipients: RecipientOutcome[];
   /** The attempt whose host gave the replies (CourierOutcome.answeredBy): the Remote-MTA. */
   answeredBy?: AttemptRecord;
   nextHopOffersDsn: boolean;
   now: Date;
+  /**
+   * When each recipient was last tried (Last-Attempt-Date; none for one never tried). Absent: `now`, the
+   * attempt this report follows.
+   */
+  lastAttempts?: ReadonlyMap<string, Date>;
   log: Logger;
 }
 
@@ -65,7 +73,7 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
     diagnostic: r.reply,
     ...(facts.answeredBy?.host ? { remoteMta: facts.answeredBy.host } : {}),
     ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
-    lastAttemptAt: now,
+    ...lastAttemptOf(facts, r.address),
   }));
   const original = await readOriginal(store, claim.messageId, claim.dsn.ret === 'FULL');
   const report = buildDsn({
@@ -100,27 +108,33 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
   return draft.id;
 }
 
-/** What one attempt did, to record under a lease: its attempts (none for an expiry or an operator's bounce) and next attempt. */
-export interface AttemptToRecord extends ReportFacts {
+/** lastAttemptOf - a report recipient's Last-Attempt-Date field, if it has one. */
+function lastAttemptOf(facts: ReportFacts, address: string): { lastAttemptAt?: Date } {
+  if (facts.lastAttempts === undefined) return { lastAttemptAt: facts.now };
+  const at = facts.lastAttempts.get(address);
+  return at === undefined ? {} : { lastAttemptAt: at };
+}
+
+/** One delivery's result to record under its lease. */
+export interface RecordUnderLease {
   lease: LeaseClaim;
-  attempts: AttemptRecord[];
-  nextAttemptAt: Date;
+  result: AttemptResult;
 }
 
 /**
- * recordWithReport - queue the report the attempt calls for, then record the attempt: a crash or a failure
- * between them sends the report again with the next attempt (at least once), where the other order could lose it.
- * An attempt whose record is refused (the message deleted meanwhile, or the lease another worker's) has its
- * report withdrawn. Whether the record stood, and the report's queue id.
+ * recordWithReport - queue the report the results call for (facts.recipients: all of them), then record each
+ * delivery's: a crash or a failure between them sends the report again with the next attempt (at least once),
+ * where the other order could lose it. A report none of whose records stood (the message deleted meanwhile, or
+ * the leases another worker's) is withdrawn. Whether each record stood, and the report's queue id.
  */
-export async function recordWithReport(facts: AttemptToRecord): Promise<{ recorded: boolean; report?: string }> {
-  const { store, recipients, log } = facts;
+export async function recordWithReport(facts: ReportFacts & { records: RecordUnderLease[] }): Promise<{ recorded: boolean[]; report?: string }> {
+  const { store, log } = facts;
   const report = await queueReport(facts);
-  let recorded = false;
+  const recorded: boolean[] = [];
   try {
-    recorded = await store.recordAttempt(facts.lease, { attempts: facts.attempts, recipients, nextAttemptAt: facts.nextAttemptAt });
+    for (const { lease, result } of facts.records) recorded.push(await store.recordAttempt(lease, result));
   } finally {
-    if (report !== undefined && !recorded) await withdrawReport(store, report, log);
+    if (report !== undefined && !recorded.includes(true)) await withdrawReport(store, report, log);
   }
   return { recorded, ...(report !== undefined && { report }) };
 }

@@ -10,16 +10,19 @@
 // scheduler, another node, or a second bounce never act on one delivery at
 // once. A delivery another worker holds, an attempt under way, is left to
 // that attempt: its message is bounced in part or not at all, and the caller
-// says so.
+// says so. The sender gets one report per message, however many domains its
+// recipients are in, as from Postfix.
 //
-// Fails: rejects on a store error; each delivery is its own record, so what
-// was recorded before the error stays, with its report.
+// Fails: a message that could not be returned is left as it was (its leases
+// given back) and the others are still returned; then bounceMessages rejects
+// naming it, and those it returned. One deleted or finished meanwhile is not
+// a failure: it is merely not among those returned.
 //
 //   bounceMessages   - return the messages' pending recipients to their senders; the ids bounced (in whole or part).
 //   operatorReply    - the reason recorded for a recipient the operator returned.
 import type { Logger } from '../observability/logger.ts';
 import { recordWithReport } from './delivery-reports.ts';
-import type { MessageSelector, QueueStore, RecipientOutcome } from './queue-store.ts';
+import type { ClaimedDelivery, MessageSelector, QueueStore, RecipientOutcome } from './queue-store.ts';
 
 /** Who bounces: our name for the reports, the owner and length of the leases taken meanwhile, and the log. */
 export interface BounceContext {
@@ -34,25 +37,49 @@ export interface BounceContext {
 
 /** bounceMessages - return the pending recipients of the selected messages to their senders; the ids of the messages bounced (in whole or part). */
 export async function bounceMessages(store: QueueStore, selector: MessageSelector, context: BounceContext): Promise<string[]> {
-  const { now, log } = context;
-  // The last replies, for the reasons; and with --all, which messages there are.
-  const queued = await store.listMessages();
-  const ids = 'all' in selector ? queued.map((m) => m.id) : [...new Set(selector.ids)];
-  const lastReply = new Map(queued.flatMap((m) => m.recipientStates.map((r) => [`${m.id} ${r.address}`, r.reply] as const)));
-  const claims = await store.claimMessages(ids, { now, leaseMs: context.leaseMs, owner: context.owner });
-  const bounced = new Set<string>();
-  for (const claim of claims) {
-    const recipients = claim.recipients.map((r): RecipientOutcome => ({ address: r.address, result: 'bounced', reply: operatorReply(lastReply.get(`${claim.messageId} ${r.address}`)) }));
-    const claimLog = log.child({ queueId: claim.messageId, delivery: claim.deliveryId, domain: claim.domain });
-    const { recorded, report } = await recordWithReport({
-      store, hostname: context.hostname, claim, recipients, nextHopOffersDsn: false, now, log: claimLog,
-      lease: { deliveryId: claim.deliveryId, owner: context.owner }, attempts: [], nextAttemptAt: now,
-    });
-    if (!recorded) continue;
-    bounced.add(claim.messageId);
-    claimLog.info({ results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), ...(report !== undefined && { report }) }, 'returned to the sender by the operator');
+  const { now, owner } = context;
+  const ids = 'all' in selector ? (await store.listMessages()).map((m) => m.id) : [...new Set(selector.ids)];
+  const claims = await store.claimMessages(ids, { now, leaseMs: context.leaseMs, owner });
+  const bounced: string[] = [];
+  const failed: string[] = [];
+  try {
+    for (const id of ids) {
+      const mine = claims.filter((c) => c.messageId === id);
+      if (mine.length === 0) continue;
+      try {
+        if (await returnMessage(store, mine, context)) bounced.push(id);
+      } catch (err) {
+        const after = await store.showMessage(id);
+        if (after !== undefined && after.state !== 'done') failed.push(`${id} (${err instanceof Error ? err.message : String(err)})`);
+      }
+    }
+  } finally {
+    // What was not recorded goes back at once rather than when the lease lapses (a recorded one has no lease left).
+    for (const c of claims) await store.releaseLease({ deliveryId: c.deliveryId, owner }).catch(() => undefined);
   }
-  return ids.filter((id) => bounced.has(id));
+  if (failed.length > 0) throw new Error(`could not return ${failed.join(', ')}; returned ${bounced.length > 0 ? bounced.join(', ') : 'none'}`);
+  return bounced;
+}
+
+/** returnMessage - bounce the recipients of one message's claimed deliveries, with one report; whether a record stood. */
+async function returnMessage(store: QueueStore, claims: ClaimedDelivery[], context: BounceContext): Promise<boolean> {
+  const { now, owner } = context;
+  // The last replies and when they came (the end of the last attempt), for the reasons and the report.
+  const details = await store.showMessage(claims[0]!.messageId);
+  const last = new Map(details?.recipientStates.map((r) => [r.address, r]));
+  const outcomesOf = (claim: ClaimedDelivery) => claim.recipients.map((r): RecipientOutcome => ({ address: r.address, result: 'bounced', reply: operatorReply(last.get(r.address)?.reply) }));
+  const lastAttempts = new Map(details?.recipientStates.flatMap((r) => (r.reply !== undefined && r.updatedAt !== undefined ? [[r.address, r.updatedAt] as const] : [])));
+  const recipients = claims.flatMap(outcomesOf);
+  const log = context.log.child({ queueId: claims[0]!.messageId });
+  const { recorded, report } = await recordWithReport({
+    store, hostname: context.hostname, claim: { ...claims[0]!, recipients: claims.flatMap((c) => c.recipients) }, recipients,
+    nextHopOffersDsn: false, now, lastAttempts, log,
+    records: claims.map((c) => ({ lease: { deliveryId: c.deliveryId, owner }, result: { attempts: [], recipients: outcomesOf(c), nextAttemptAt: now } })),
+  });
+  if (!recorded.includes(true)) return false;
+  const returned = claims.flatMap((c, i) => (recorded[i] ? outcomesOf(c) : []));
+  log.info({ results: returned.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), ...(report !== undefined && { report }) }, 'returned to the sender by the operator');
+  return true;
 }
 
 /** operatorReply - the reason recorded for a recipient the operator returned, with its last reply if it had one. */

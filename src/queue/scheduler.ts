@@ -168,10 +168,11 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const recipients = outcome.recipients.map((r): RecipientOutcome =>
         r.result === 'deferred' && next === undefined ? { address: r.address, result: 'bounced', reply: `${r.reply} (gave up: message expired after ${describeSeconds(options.retry.lifetime)} in the queue)` } : r,
       );
-      const { recorded } = await recordWithReport({
+      const written = await recordWithReport({
         store, hostname: options.hostname, claim, recipients, answeredBy: outcome.answeredBy, nextHopOffersDsn: outcome.nextHopOffersDsn, now, log,
-        lease, attempts: outcome.attempts, nextAttemptAt: next ?? now,
+        records: [{ lease, result: { attempts: outcome.attempts, recipients, nextAttemptAt: next ?? now } }],
       });
+      const recorded = written.recorded[0] === true;
       // Counted once, by the worker whose result stood (a lapsed lease's result is another worker's to count).
       if (recorded) {
         const latency = (now.getTime() - claim.receivedAt.getTime()) / 1000;

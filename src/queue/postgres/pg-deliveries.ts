@@ -16,8 +16,8 @@
 //
 // Lock order, so that nothing deadlocks: a transaction that changes a
 // message and its deliveries locks the message row first (record_attempt,
-// the operator's verbs, DELETE's cascade); a claim locks only delivery
-// rows, and skips rather than waits. record_attempt's lock on the message
+// the operator's verbs, claimMessages, DELETE's cascade); claimDue locks only
+// delivery rows, and skips rather than waits. record_attempt's lock on the message
 // also makes "all deliveries finished → done" exact when two nodes finish
 // the last two deliveries of one message at once. record_attempt is a
 // function in the database (pg-schema.ts, migration 4) so that a record is
@@ -33,7 +33,8 @@
 // (deleted), finished, or leased by someone else.
 //
 //   claimDue      - lease up to `limit` due deliveries and describe each.
-//   claimMessages - lease every unfinished, unleased delivery of some messages, due or not (the operator's bounce).
+//   claimMessages - lease every unfinished, unleased delivery of some messages, due or not (the operator's bounce);
+//                   locks the messages first, as the operator's verbs do, and waits for their deliveries.
 //   recordAttempts - for each attempt of a batch: store it and its outcomes, end the lease, finish the delivery and message.
 //   releaseLease  - give a lease back untouched.
 //   renewLease    - move a lease in flight on.
@@ -44,6 +45,7 @@ import type { Logger } from '../../observability/logger.ts';
 import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict } from '../delivery-rules.ts';
 import type { ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
 import { attemptColumns, type AttemptColumns } from '../stored-columns.ts';
+import { inTransaction } from './pg-connection.ts';
 import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
 
 // Lock and lease in one statement; the outer SELECT describes what was leased.
@@ -97,13 +99,15 @@ export async function claimDue(pool: pg.Pool, options: ClaimOptions): Promise<Cl
 }
 
 // The operator's claim of named messages (claimMessages): every unfinished delivery no lease holds, due or not,
-// held or not; one statement, skipping rows another claimer is taking, as CLAIM does.
+// held or not. The messages are locked first (LOCK_MESSAGES, in the operator verbs' order), then their deliveries
+// waited for, not skipped: a retry or a record in progress ends first, and its result is what the claim sees.
+const LOCK_MESSAGES = "SELECT id FROM messages WHERE id = ANY($1::text[]) AND state <> 'done' ORDER BY received_at, seq FOR UPDATE";
 const CLAIM_MESSAGES = `
   WITH chosen AS (
-    SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id
-     WHERE d.message_id = ANY($1::text[]) AND m.state <> 'done' AND NOT d.finished
+    SELECT d.id FROM deliveries d
+     WHERE d.message_id = ANY($1::text[]) AND NOT d.finished
        AND (d.lease_until IS NULL OR d.lease_until <= $2)
-       FOR UPDATE OF d SKIP LOCKED
+       FOR UPDATE
   ), leased AS (
     UPDATE deliveries d SET lease_owner = $3, lease_until = $4 FROM chosen WHERE d.id = chosen.id
     RETURNING d.id, d.message_id, d.domain, d.attempts
@@ -119,8 +123,12 @@ const CLAIM_MESSAGES = `
 export async function claimMessages(pool: pg.Pool, ids: readonly string[], options: MessageClaimOptions): Promise<ClaimedDelivery[]> {
   checkLeaseOptions(options, 'claimMessages');
   const { now, leaseMs, owner } = options;
-  const result = await pool.query<ClaimRow>(CLAIM_MESSAGES, [ids, now, owner, new Date(now.getTime() + leaseMs)]);
-  return result.rows.map((row) => claimedDeliveryOf(row, owner));
+  return inTransaction(pool, async (client) => {
+    const locked = (await client.query<{ id: string }>(LOCK_MESSAGES, [ids])).rows.map((row) => row.id);
+    if (locked.length === 0) return [];
+    const result = await client.query<ClaimRow>(CLAIM_MESSAGES, [locked, now, owner, new Date(now.getTime() + leaseMs)]);
+    return result.rows.map((row) => claimedDeliveryOf(row, owner));
+  });
 }
 
 /** One delivery's attempt to record: whose lease, and what the attempt did. */
