@@ -1,4 +1,4 @@
-// Four checks on the commands of a session, as Postfix's smtpd makes them:
+// Five checks on the commands of a session, as Postfix's smtpd makes them:
 //  - a line that is not valid UTF-8 gets "500 5.5.2 Error: bad UTF-8
 //    syntax". smtp-server decodes lines as UTF-8 and turns bad bytes into
 //    U+FFFD, so an address with a stray Latin-1 byte was accepted as another
@@ -20,6 +20,11 @@
 //  - DATA in a transaction whose every recipient was refused gets "554
 //    5.5.1 Error: no valid recipients", not smtp-server's "503 need RCPT
 //    command", which tells a pipelining client it forgot a command.
+//  - an ENVID on MAIL or ORCPT on RCPT that is not xtext (RFC 3461 §4) gets
+//    "501 5.5.4 Bad ENVID parameter syntax" or "501 5.5.4 Error: Bad ORCPT
+//    parameter syntax" (inbound/envelope-form.ts), read before smtp-server
+//    decodes it; a MAIL in a transaction or an RCPT outside one is left to
+//    the library's 503, as Postfix checks the order first.
 // Every error reply smtp-server makes itself (a bad address's syntax, a
 // command out of order, an unknown command, a timeout) and the refusals
 // above are handed to the server's `onProtocolRefusal` option, with the
@@ -40,7 +45,7 @@ import { isUtf8 } from 'node:buffer';
 import { isIPv6 } from 'node:net';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
-import { canonicalAddressCommand } from './envelope-form.ts';
+import { canonicalAddressCommand, refuseBadXtext } from './envelope-form.ts';
 import { hasEnhancedCode, replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
@@ -113,7 +118,7 @@ export function installCommandGuard(): Promise<void> {
           ? authNotOfferedReply(this)
           : isDataWithoutRecipients(this, line)
             ? replies.noValidRecipients
-            : undefined;
+            : badXtextReply(this, line);
       if (!refusal) {
         const canonical = canonicalCommand(line);
         if (!this.hostNameAppearsAs && isMailCommand(canonical)) {
@@ -180,6 +185,16 @@ function isAuthNotOffered(connection: Connection, command: Buffer): boolean {
 function isDataWithoutRecipients(connection: Connection, command: Buffer): boolean {
   const { envelope } = connection.session;
   return (command[0]! | 0x20) === 0x64 && Boolean(envelope.mailFrom) && envelope.rcptTo.length === 0 && /^data\s*$/i.test(command.toString('latin1'));
+}
+
+/** badXtextReply - the refusal of a MAIL or RCPT whose ENVID or ORCPT is not xtext, when the command comes in its turn. */
+function badXtextReply(connection: Connection, command: Buffer): Reply | undefined {
+  // The first byte first: this runs for every command line.
+  const first = command[0]! | 0x20;
+  // A MAIL in a transaction, or an RCPT outside one, gets the library's 503.
+  const inTransaction = Boolean(connection.session.envelope.mailFrom);
+  const inTurn = first === 0x6d ? !inTransaction : first === 0x72 && inTransaction;
+  return inTurn ? refuseBadXtext(command.toString('utf8')) : undefined;
 }
 
 function authNotOfferedReply(connection: Connection): Reply {

@@ -18,10 +18,16 @@
 // for "ä", its ORCPT kept garbled). Such runs reach it decoded as UTF-8;
 // what stays +HH is a byte below 128, which it decodes right, or a run that
 // is not UTF-8 (refused as before).
+// An ENVID or ORCPT that is not xtext at all is refused, as Postfix refuses
+// it: smtp-server decodes only the +HH it can and keeps "x+ZZ", "ab+4" or
+// "+c3" as they came, so the value was stored and passed on re-encoded
+// ("x+2BZZ"), another value than the one sent.
 //
 //   canonicalAddressCommand - the command as smtp-server should read it.
+//   refuseBadXtext          - Postfix's 501 5.5.4 for an ENVID or ORCPT that is not xtext; undefined for any other line.
 
 import { isUtf8 } from 'node:buffer';
+import { replies, type Reply } from '../smtp/replies.ts';
 
 // Already in canonical form: checked first, it is what every client but the old ones sends.
 const CANONICAL = /^(?:MAIL FROM|RCPT TO):<(?:[^<>]*[^<>.])?>(?: |$)/i;
@@ -72,4 +78,38 @@ function withUtf8Xtext(line: string): string {
     }),
   );
   return line.slice(0, addressEnd + 1) + parameters;
+}
+
+// RFC 3461 §4: xtext = 1*xchar, an xchar "+" and two upper-case hex digits or a printable ASCII character other
+// than "+" and "=". Postfix also takes lower-case hex (and smtp-server reads it as text: the two disagree, so it
+// is refused) and a bare "=". A non-ASCII character is taken: RFC 6531 §3.3 lets an esmtp-value hold UTF-8, as
+// the utf-8-addr-unitext of an ORCPT of type utf-8 does (RFC 6533 §3); the line is valid UTF-8 by now.
+const XTEXT = '(?:\\+[0-9A-F]{2}|[!-*,-<>-~]|[^\\x00-\\x7F])+';
+// RFC 3461 §4.2: addr-type ";" xtext, addr-type an atom: "rfc822;a@b", "utf-8;…". Without the ";" Postfix refuses it.
+const ADDR_TYPE = "[A-Za-z0-9!#$%&'*/?^_`{|}~-]+";
+
+// The xtext parameter of each command, and the reply to a bad one (Postfix's words).
+const XTEXT_PARAMETERS = {
+  'MAIL FROM': { name: 'ENVID', value: new RegExp(`^${XTEXT}$`), refusal: replies.badEnvid },
+  'RCPT TO': { name: 'ORCPT', value: new RegExp(`^${ADDR_TYPE};${XTEXT}$`), refusal: replies.badOrcpt },
+} as const;
+
+const ADDRESS_AND_PARAMETERS = /^(MAIL FROM|RCPT TO):<[^<>]*>( .*)?$/i;
+
+/**
+ * refuseBadXtext - the refusal of a MAIL FROM line whose ENVID, or RCPT TO line whose ORCPT, is not xtext; undefined
+ * for any other line. Read before smtp-server decodes it; an empty value is left to smtp-server ("requires a value").
+ */
+export function refuseBadXtext(line: string): Reply | undefined {
+  const m = ADDRESS_AND_PARAMETERS.exec(canonicalAddress(line));
+  if (!m?.[2]) return undefined;
+  const parameter = XTEXT_PARAMETERS[m[1]!.toUpperCase() as keyof typeof XTEXT_PARAMETERS];
+  // Split as smtp-server splits them: at white space, the name before the first "=".
+  for (const argument of m[2].trim().split(/\s+/)) {
+    const eq = argument.indexOf('=');
+    if (eq <= 0 || argument.slice(0, eq).toUpperCase() !== parameter.name) continue;
+    const value = argument.slice(eq + 1);
+    if (value !== '' && !parameter.value.test(value)) return parameter.refusal;
+  }
+  return undefined;
 }

@@ -32,6 +32,8 @@ export const replies = {
   senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
   senderDomainNotAllowed: reply(553, '5.7.1', 'Sender address rejected: this relay does not send for that domain'),
   recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
+  badEnvid: reply(501, '5.5.4', 'Bad ENVID parameter syntax'),
+  badOrcpt: reply(501, '5.5.4', 'Error: Bad ORCPT parameter syntax'),
   noValidRecipients: reply(554, '5.5.1', 'Error: no valid recipients'),
   needMail: reply(503, '5.5.1', 'Error: need MAIL command'),
   needRcpt: reply(503, '5.5.1', 'Error: need RCPT command'),

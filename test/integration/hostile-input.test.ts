@@ -367,6 +367,40 @@ describe('default limits', () => {
       }
     });
 
+    // RFC 3461 §4: smtp-server decoded only the +HH it could, so "x+ZZ" was stored as it came and passed on as
+    // "x+2BZZ", another ENVID. Postfix refuses such a value, and the session goes on.
+    it('refuses an ENVID or ORCPT that is not xtext with 501 5.5.4, and takes the next command', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      for (const envid of ['x+ZZ', 'ab+4', '+c3', 'a=b']) {
+        expect((await c.command(`MAIL FROM:<sender@example.test> ENVID=${envid}`)).text).toBe('501 5.5.4 Bad ENVID parameter syntax');
+      }
+      expect((await c.command('MAIL FROM:<sender@example.test> ENVID=x+2BZZ')).text).toBe(MAIL_OK);
+      for (const orcpt of ['rfc822;rcpt+zz@local.test', 'rcpt@local.test', 'rfc822+3Brcpt@local.test']) {
+        expect((await c.command(`RCPT TO:<rcpt@local.test> ORCPT=${orcpt}`)).text).toBe('501 5.5.4 Error: Bad ORCPT parameter syntax');
+      }
+      expect((await c.command('RCPT TO:<rcpt@local.test> ORCPT=rfc822;rcpt+2B1@local.test')).text).toBe(RCPT_OK);
+      expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+      const id = queueIdOf(await c.command('Subject: xtext\r\n\r\nhi\r\n.'));
+      c.close();
+      const store = await openQueueStore(relay.config);
+      try {
+        expect((await store.showMessage(id))!.envelope.dsn).toEqual({ envid: 'x+ZZ', recipients: { 'rcpt@local.test': { orcpt: 'rfc822;rcpt+1@local.test' } } });
+      } finally {
+        await store.close();
+      }
+      expect(logLines(relay, 'refused').filter((l) => /Bad (ENVID|ORCPT)/.test(String(l.reply))).map((l) => [l.stage, l.reason])).toContainEqual(['rcpt', 'protocol']);
+    });
+
+    it('answers a command out of order with 503 before looking at its ENVID or ORCPT, as Postfix does', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('RCPT TO:<rcpt@local.test> ORCPT=x+ZZ')).text).toBe('503 5.5.1 Error: need MAIL command');
+      expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command('MAIL FROM:<sender@example.test> ENVID=x+ZZ')).text).toBe('503 5.5.1 Error: nested MAIL command');
+      c.close();
+    });
+
     // Postfix's words: a pipelining client whose recipients were all refused is not told it forgot a command.
     it('answers DATA after every recipient was refused with 554 5.5.1 no valid recipients, and without MAIL with 503', async () => {
       const c = await open(relay.ports.relay);

@@ -1,6 +1,6 @@
 // The MAIL and RCPT forms Postfix accepts (strict_rfc821_envelopes = no), rewritten into the one smtp-server parses.
 import { describe, expect, it } from 'vitest';
-import { canonicalAddressCommand } from '../../src/inbound/envelope-form.ts';
+import { canonicalAddressCommand, refuseBadXtext } from '../../src/inbound/envelope-form.ts';
 
 describe('canonicalAddressCommand', () => {
   it.each([
@@ -44,5 +44,50 @@ describe('canonicalAddressCommand', () => {
     ['an ORCPT-like argument of another command', 'RSET <x> ORCPT=rfc822;+C3+9F@example.test'],
   ])('leaves %s as it came', (_name, line) => {
     expect(canonicalAddressCommand(line)).toBe(line);
+  });
+});
+
+// RFC 3461 §4 xtext in ENVID and ORCPT, refused in Postfix's words.
+describe('refuseBadXtext', () => {
+  const BAD_ENVID = '501 5.5.4 Bad ENVID parameter syntax';
+  const BAD_ORCPT = '501 5.5.4 Error: Bad ORCPT parameter syntax';
+  it.each([
+    ['a +HH that is not hex', 'MAIL FROM:<a@example.test> ENVID=x+ZZ', BAD_ENVID],
+    ['a +H cut short', 'MAIL FROM:<a@example.test> ENVID=ab+4', BAD_ENVID],
+    ['a bare + at the end', 'MAIL FROM:<a@example.test> ENVID=ab+', BAD_ENVID],
+    ['lower-case hex', 'MAIL FROM:<a@example.test> ENVID=+c3+a9', BAD_ENVID],
+    ['a bare =', 'MAIL FROM:<a@example.test> ENVID=a=b', BAD_ENVID],
+    ['a lower-case parameter name, among others', 'mail from:<a@example.test> SIZE=10 envid=x+ZZ RET=HDRS', BAD_ENVID],
+    ['an address without brackets', 'MAIL FROM: a@example.test ENVID=x+zz', BAD_ENVID],
+    ['an ORCPT with a bad +HH', 'RCPT TO:<r@example.test> ORCPT=rfc822;r+zz@example.test', BAD_ORCPT],
+    ['an ORCPT without an address type', 'RCPT TO:<r@example.test> ORCPT=r@example.test', BAD_ORCPT],
+    ['an ORCPT whose ";" is encoded', 'RCPT TO:<r@example.test> ORCPT=rfc822+3Br@example.test', BAD_ORCPT],
+    ['an ORCPT with an empty address type', 'RCPT TO:<r@example.test> ORCPT=;r@example.test', BAD_ORCPT],
+    ['an ORCPT with nothing after the type', 'RCPT TO:<r@example.test> ORCPT=rfc822;', BAD_ORCPT],
+    ['an ORCPT with a bare =', 'RCPT TO:<r@example.test> NOTIFY=NEVER ORCPT=rfc822;a=b@example.test', BAD_ORCPT],
+  ])('refuses %s', (_name, line, reply) => {
+    const refusal = refuseBadXtext(line);
+    expect(refusal && `${refusal.code} ${refusal.status} ${refusal.text}`).toBe(reply);
+  });
+
+  it.each([
+    ['an ENVID of printable characters and upper-case +HH', 'MAIL FROM:<a@example.test> ENVID=q+2B1!~<>,;'],
+    ['UTF-8 as +HH', 'MAIL FROM:<a@example.test> ENVID=+C3+A9t+C3+A9 SMTPUTF8'],
+    ['UTF-8 as it is (RFC 6531 §3.3)', 'MAIL FROM:<a@example.test> ENVID=été SMTPUTF8'],
+    ['an ORCPT as Postfix sends it', 'RCPT TO:<ßob@example.test> ORCPT=rfc822;+C3+9Fob@example.test'],
+    ['an ORCPT of type utf-8 (RFC 6533 utf-8-addr-xtext)', 'RCPT TO:<ßob@example.test> ORCPT=utf-8;\\x{DF}ob@example.test'],
+    ['an ORCPT of type utf-8 in UTF-8 (utf-8-addr-unitext)', 'RCPT TO:<ßob@example.test> ORCPT=utf-8;ßob@example.test'],
+    ['an empty value (smtp-server: requires a value)', 'MAIL FROM:<a@example.test> ENVID='],
+    ['"+ZZ" in the address itself', 'RCPT TO:<a+ZZ@example.test> ORCPT=rfc822;a+2BZZ@example.test'],
+    // Other parameters are checked elsewhere: ENVID on RCPT is an unsupported option (555), AUTH= is xtext unused.
+    ['ENVID on RCPT', 'RCPT TO:<r@example.test> ENVID=x+ZZ'],
+    ['ORCPT on MAIL', 'MAIL FROM:<a@example.test> ORCPT=x+ZZ'],
+    ['another parameter', 'MAIL FROM:<a@example.test> AUTH=x+ZZ'],
+    ['a name that only starts like one', 'MAIL FROM:<a@example.test> ENVIDX=x+ZZ'],
+    ['no parameters', 'MAIL FROM:<a@example.test>'],
+    ['another command', 'NOOP ENVID=x+ZZ'],
+    ['a phrase before the address (a syntax error of its own)', 'MAIL FROM:Alice <a@example.test> ENVID=x+ZZ'],
+  ])('takes %s', (_name, line) => {
+    expect(refuseBadXtext(line)).toBeUndefined();
   });
 });
