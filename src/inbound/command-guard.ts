@@ -37,15 +37,18 @@
 // HELO or EHLO before it (a script, or a client that does not repeat EHLO
 // after STARTTLS: Postfix's smtpd_helo_required = no) is taken as coming
 // after "HELO [client address]".
+// And smtp-server's address keeps the domain the client sent: the library
+// decodes an A-label to Unicode (inbound/envelope-form.ts addressAsSent).
 // Installed on both builds of smtp-server (ESM and CJS), like
 // inbound/wire-replies.ts. Throws at start if the library's layout changed.
 //
-//   installCommandGuard - wrap SMTPConnection#send (to count, to report) and #_onCommand (to check, to rewrite); idempotent.
+//   installCommandGuard - wrap SMTPConnection#send (to count, to report), #_onCommand (to check, to rewrite) and
+//                         #_parseAddressCommand (the domain as sent); idempotent.
 import { isUtf8 } from 'node:buffer';
 import { isIPv6 } from 'node:net';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
-import { canonicalAddressCommand, refuseBadXtext } from './envelope-form.ts';
+import { addressAsSent, canonicalAddressCommand, refuseBadXtext } from './envelope-form.ts';
 import { hasEnhancedCode, replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
@@ -79,16 +82,23 @@ interface Connection {
 interface ConnectionPrototype {
   send: (this: Connection, code: number, data?: string | string[], context?: string | false) => void;
   _onCommand: (this: Connection, command: Buffer, callback?: () => void) => void;
+  _parseAddressCommand: (this: Connection, name: string, command: Buffer | string) => ParsedAddress | false;
   _whenWritable: unknown;
   _resetSession: unknown;
+}
+
+/** What smtp-server's _parseAddressCommand returns for a MAIL or RCPT it can read. */
+interface ParsedAddress {
+  address: string;
 }
 
 /** installCommandGuard - see the module header; idempotent. */
 export function installCommandGuard(): Promise<void> {
   // _whenWritable and _resetSession are not replaced, only required: the refusal of a line waits on the first,
   // a HELO assumed for a MAIL calls the second.
-  type Methods = 'send' | '_onCommand' | '_whenWritable' | '_resetSession';
-  return patchMethods<ConnectionPrototype, Methods>('command guard', SMTP_CONNECTION, ['send', '_onCommand', '_whenWritable', '_resetSession'], (library) => ({
+  type Methods = 'send' | '_onCommand' | '_parseAddressCommand' | '_whenWritable' | '_resetSession';
+  const methods: Methods[] = ['send', '_onCommand', '_parseAddressCommand', '_whenWritable', '_resetSession'];
+  return patchMethods<ConnectionPrototype, Methods>('command guard', SMTP_CONNECTION, methods, (library) => ({
     send(this: Connection, code: number, data?: string | string[], context?: string | false) {
       library.send.call(this, code, data, context);
       // An accepted message starts the count again ("errors … without delivering mail").
@@ -105,6 +115,11 @@ export function installCommandGuard(): Promise<void> {
         this.__posternErrors = (this.__posternErrors ?? 0) + 1;
         if (this.__posternErrors === HARD_ERROR_LIMIT) library.send.call(this, 421, formatReply(replies.tooManyErrors), false);
       }
+    },
+    _parseAddressCommand(this: Connection, name: string, command: Buffer | string) {
+      const parsed = library._parseAddressCommand.call(this, name, command);
+      if (parsed && parsed.address) parsed.address = addressAsSent(parsed.address, command.toString());
+      return parsed;
     },
     _onCommand(this: Connection, command: Buffer, callback?: () => void) {
       // Before the greeting and during a TLS handshake the library answers or discards the line itself.

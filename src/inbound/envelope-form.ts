@@ -23,8 +23,14 @@
 // "+c3" as they came, so the value was stored and passed on re-encoded
 // ("x+2BZZ"), another value than the one sent.
 //
+// And the other way: smtp-server decodes an A-label domain to Unicode
+// ("a@xn--bcher-kva.example" became "a@bücher.example"), which turned an
+// ASCII envelope into a UTF-8 one, passed on as such; the domain is kept as
+// the client sent it, as Postfix keeps it.
+//
 //   canonicalAddressCommand - the command as smtp-server should read it.
 //   refuseBadXtext          - Postfix's 501 5.5.4 for an ENVID or ORCPT that is not xtext; undefined for any other line.
+//   addressAsSent           - the address smtp-server parsed, with the domain the client sent.
 
 import { isUtf8 } from 'node:buffer';
 import { replies, type Reply } from '../smtp/replies.ts';
@@ -112,4 +118,21 @@ export function refuseBadXtext(line: string): Reply | undefined {
     if (value !== '' && !parameter.value.test(value)) return parameter.refusal;
   }
   return undefined;
+}
+
+const ASCII = /^[\x00-\x7F]*$/;
+const SENT_ADDRESS = /^(?:MAIL FROM|RCPT TO):<([^<>]*)>/i;
+
+/**
+ * addressAsSent - the address smtp-server parsed from a canonical MAIL or RCPT line, with the line's domain where
+ * the client sent it in ASCII and smtp-server made it Unicode (an A-label); otherwise the address as parsed (an
+ * IPv6 literal as smtp-server normalised it, a source route dropped).
+ */
+export function addressAsSent(parsed: string, line: string): string {
+  const at = parsed.lastIndexOf('@');
+  if (at < 0 || ASCII.test(parsed.slice(at + 1))) return parsed;
+  const sent = SENT_ADDRESS.exec(line)?.[1];
+  if (sent === undefined || !sent.includes('@')) return parsed;
+  const sentDomain = sent.slice(sent.lastIndexOf('@') + 1);
+  return ASCII.test(sentDomain) ? parsed.slice(0, at + 1) + sentDomain : parsed;
 }

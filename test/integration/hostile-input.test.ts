@@ -445,6 +445,19 @@ describe('default limits', () => {
     expect(stored).toMatch(/^Received: from client\.test .*\r\n\tby relay\.test \(Postern\) with UTF8SMTP id \w+\r\n\tfor <b\u00f8b@local\.test>; /s);
   });
 
+  // smtp-server decoded an A-label to Unicode: an ASCII envelope was queued as a UTF-8 one, and passed on so.
+  it('queues an A-label domain as the client sent it, in ASCII', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@xn--bcher-kva.example>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<bob@xn--exmple-cua.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.command('Subject: idn\r\n\r\nhi\r\n.'));
+    c.close();
+    expect((await relay.queued()).find((m) => m.id === id)).toMatchObject({ mailFrom: 'a@xn--bcher-kva.example', recipients: ['bob@xn--exmple-cua.test'] });
+    expect((await relay.body(id)).toString('latin1')).toMatch(/^Received: from client\.test .* with ESMTP id \w+\r\n\tfor <bob@xn--exmple-cua\.test>; /s);
+  });
+
   // Postfix: AUTH before STARTTLS where AUTH needs TLS is told to start TLS; where AUTH is never offered, it is not enabled.
   describe('AUTH where it is not offered', () => {
     const AUTH_PLAIN = `AUTH PLAIN ${Buffer.from('\0alice\0secret').toString('base64')}`;

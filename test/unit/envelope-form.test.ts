@@ -1,6 +1,6 @@
 // The MAIL and RCPT forms Postfix accepts (strict_rfc821_envelopes = no), rewritten into the one smtp-server parses.
 import { describe, expect, it } from 'vitest';
-import { canonicalAddressCommand, refuseBadXtext } from '../../src/inbound/envelope-form.ts';
+import { addressAsSent, canonicalAddressCommand, refuseBadXtext } from '../../src/inbound/envelope-form.ts';
 
 describe('canonicalAddressCommand', () => {
   it.each([
@@ -89,5 +89,21 @@ describe('refuseBadXtext', () => {
     ['a phrase before the address (a syntax error of its own)', 'MAIL FROM:Alice <a@example.test> ENVID=x+ZZ'],
   ])('takes %s', (_name, line) => {
     expect(refuseBadXtext(line)).toBeUndefined();
+  });
+});
+
+// smtp-server decodes an A-label to Unicode; the domain stays as the client sent it.
+describe('addressAsSent', () => {
+  it.each([
+    ['an A-label sender', 'a@bücher.example', 'MAIL FROM:<a@xn--bcher-kva.example> SIZE=10', 'a@xn--bcher-kva.example'],
+    ['an A-label recipient with a UTF-8 local part', 'bøb@exämple.test', 'RCPT TO:<bøb@xn--exmple-cua.test>', 'bøb@xn--exmple-cua.test'],
+    ['a source route dropped, the domain as sent', 'a@bücher.example', 'RCPT TO:<@relay.test:a@xn--bcher-kva.example>', 'a@xn--bcher-kva.example'],
+    ['a U-label, sent so (SMTPUTF8)', 'a@bücher.example', 'MAIL FROM:<a@bücher.example> SMTPUTF8', 'a@bücher.example'],
+    ['an ASCII domain', 'a@example.test', 'MAIL FROM:<a@example.test>', 'a@example.test'],
+    ['an IPv6 literal as smtp-server normalised it', 'a@[IPv6:2001:db8::1]', 'RCPT TO:<a@[IPv6:2001:DB8:0::1]>', 'a@[IPv6:2001:db8::1]'],
+    ['the null sender', '', 'MAIL FROM:<>', ''],
+    ['a line that is not canonical', 'a@bücher.example', 'MAIL FROM:Alice <a@xn--bcher-kva.example>', 'a@bücher.example'],
+  ])('%s', (_name, parsed, line, expected) => {
+    expect(addressAsSent(parsed, line)).toBe(expected);
   });
 });
