@@ -20,6 +20,7 @@ import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
+import { decideWithoutSmtpUtf8, smtpUtf8NotOffered } from './smtputf8.ts';
 import type { SessionPool } from './session-pool.ts';
 import { openSession, type OutboundSession, type SessionSettings, type SessionTarget } from './smtp-session.ts';
 
@@ -210,10 +211,18 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
   if (claim.requireTls && !session.extensions.includes('REQUIRETLS')) {
     return refused('5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
   }
-  let lostAfterData = false;
   const outcomes: RecipientOutcome[] = [];
-  for (let i = 0; i < claim.recipients.length; i += deps.outbound.recipientsPerTransaction) {
-    const batch = claim.recipients.slice(i, i + deps.outbound.recipientsPerTransaction);
+  // RFC 6531 §3.2: no address that is not ASCII to a next hop without SMTPUTF8 (smtputf8.ts).
+  let recipients = claim.recipients;
+  if (!session.extensions.includes('SMTPUTF8')) {
+    const decided = decideWithoutSmtpUtf8(claim.mailFrom, claim.recipients);
+    const reply = smtpUtf8NotOffered(host);
+    for (const r of decided.bounce) outcomes.push({ address: r.address, result: classifyReply(reply), reply });
+    recipients = decided.send;
+  }
+  let lostAfterData = false;
+  for (let i = 0; i < recipients.length; i += deps.outbound.recipientsPerTransaction) {
+    const batch = recipients.slice(i, i + deps.outbound.recipientsPerTransaction);
     const body = deps.readBody(claim.messageId);
     try {
       const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn, size: claim.size });

@@ -1,6 +1,7 @@
 // Delivery details beyond the TLS matrix: connection reuse, REQUIRETLS
 // (RFC 8689), 8-bit bodies to a next hop without 8BITMIME (RFC 6152),
-// NOTIFY=NEVER (RFC 3461), and the queue verbs of the CLI.
+// UTF-8 addresses and SMTPUTF8 (RFC 6531), NOTIFY=NEVER (RFC 3461), and the
+// queue verbs of the CLI.
 import { SMTPServer } from 'smtp-server';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { queueCli } from '../helpers/child-relay.ts';
@@ -143,6 +144,59 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
     const { seen, shown } = await sendDeclared8Bit(`Subject: plain\r\n\r\n${'ascii only\r\n'.repeat(2000)}`);
     expect(shown.recipientStates[0]!.state).toBe('delivered');
     expect(seen).toEqual([{ from: 'a@sender.test', body: undefined }]);
+  });
+});
+
+describe('UTF-8 addresses and a next hop with or without SMTPUTF8 (RFC 6531 §3.2)', () => {
+  /** sendUtf8 - a relay routing to a next hop (SMTPUTF8 hidden or offered); one message sent to it as given, raw. */
+  async function sendUtf8(options: { hideSMTPUTF8: boolean; mail: string; rcpts: string[] }) {
+    const seen: { from: string; smtpUtf8: boolean; to: string[] }[] = [];
+    const server = new SMTPServer({
+      hideSMTPUTF8: options.hideSMTPUTF8,
+      disabledCommands: ['STARTTLS', 'AUTH'],
+      logger: false,
+      onMailFrom: (a, _s, cb) => (seen.push({ from: a.address, smtpUtf8: Boolean((a.args as Record<string, unknown> | false || {}).SMTPUTF8), to: [] }), cb()),
+      onRcptTo: (a, _s, cb) => (seen.at(-1)!.to.push(a.address), cb()),
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const relay = await relayRoutingTo((server.server.address() as { port: number }).port);
+    const scheduler = await driveByHand(relay);
+    const c = await RawSmtp.connect(relay.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    for (const command of [options.mail, ...options.rcpts, 'DATA']) expect((await c.command(command)).code).toBeLessThan(400);
+    const id = /queued as (\w+)/.exec((await c.command('Subject: utf-8\r\n\r\nhi\r\n.')).text)![1]!;
+    c.close();
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    return { seen, states: shown.recipientStates.map((r) => [r.address, r.state, r.reply]) };
+  }
+  const NOT_OFFERED = `5.6.7 SMTPUTF8 is required, but was not offered by host ${NEXT_HOP_NAME}`;
+
+  // nodemailer sent "RCPT TO:<bøb@…>" as it is, without SMTPUTF8, to a next hop that did not offer it.
+  it('bounces a UTF-8 recipient with 5.6.7 where the next hop offers no SMTPUTF8, and sends the others', async () => {
+    const { seen, states } = await sendUtf8({ hideSMTPUTF8: true, mail: 'MAIL FROM:<a@sender.test>', rcpts: ['RCPT TO:<b\xC3\xB8b@example.test>', 'RCPT TO:<rcpt@example.test>'] });
+    expect(states).toEqual([
+      ['bøb@example.test', 'bounced', NOT_OFFERED],
+      ['rcpt@example.test', 'delivered', expect.stringMatching(/^250 /)],
+    ]);
+    expect(seen).toEqual([{ from: 'a@sender.test', smtpUtf8: false, to: ['rcpt@example.test'] }]);
+  });
+
+  it('bounces every recipient of a UTF-8 sender there, declared SMTPUTF8 or not, and sends nothing', async () => {
+    for (const mail of ['MAIL FROM:<\xC3\xA5lice@sender.test>', 'MAIL FROM:<\xC3\xA5lice@sender.test> SMTPUTF8']) {
+      const { seen, states } = await sendUtf8({ hideSMTPUTF8: true, mail, rcpts: ['RCPT TO:<rcpt@example.test>'] });
+      expect(states).toEqual([['rcpt@example.test', 'bounced', NOT_OFFERED]]);
+      expect(seen).toEqual([]);
+    }
+  });
+
+  // What nodemailer did already: SMTPUTF8 on MAIL FROM for a UTF-8 address, whether the client declared it or not.
+  it('declares SMTPUTF8 to a next hop that offers it, for a UTF-8 local part sent without it', async () => {
+    const { seen, states } = await sendUtf8({ hideSMTPUTF8: false, mail: 'MAIL FROM:<a@sender.test>', rcpts: ['RCPT TO:<b\xC3\xB8b@example.test>'] });
+    expect(states).toEqual([['bøb@example.test', 'delivered', expect.stringMatching(/^250 /)]]);
+    expect(seen).toEqual([{ from: 'a@sender.test', smtpUtf8: true, to: ['bøb@example.test'] }]);
   });
 });
 

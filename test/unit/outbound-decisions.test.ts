@@ -1,8 +1,9 @@
-// Routing, TLS level choice, reply classification and retry timing: pure decisions, table-driven.
+// Routing, TLS level choice, SMTPUTF8, reply classification and retry timing: pure decisions, table-driven.
 import { describe, expect, it } from 'vitest';
 import type { OutboundConfig } from '../../src/config/config.ts';
 import { classifyReply } from '../../src/outbound/classify.ts';
 import { decideNextHop, decideTlsLevel } from '../../src/outbound/route.ts';
+import { decideWithoutSmtpUtf8, smtpUtf8NotOffered } from '../../src/outbound/smtputf8.ts';
 import { cleanReply } from '../../src/smtp/replies.ts';
 import { nextAttemptAt, retryDelaySeconds } from '../../src/queue/backoff.ts';
 
@@ -52,6 +53,29 @@ describe('decideTlsLevel', () => {
     expect(decideTlsLevel({ requireTls: false, domain: 'example.test', nextHop: hop('example.test'), outbound })).toEqual({ level: 'encrypt', source: 'outbound.routes["example.test"].tls' });
     const relay = { ...outbound, relayhost: { ...base.relayhost, host: 'smarthost' } };
     expect(decideTlsLevel({ requireTls: false, domain: 'x.org', nextHop: decideNextHop('x.org', relay), outbound: relay })).toEqual({ level: 'encrypt', source: 'outbound.relayhost.tls' });
+  });
+});
+
+// RFC 6531 §3.2: no address that is not ASCII to a next hop without SMTPUTF8.
+describe('decideWithoutSmtpUtf8', () => {
+  const to = (...addresses: string[]) => addresses.map((address) => ({ address }));
+  it.each([
+    ['an ASCII envelope goes', 'a@example.org', to('b@example.org', 'c@example.org'), { send: to('b@example.org', 'c@example.org'), bounce: [] }],
+    ['the null sender is ASCII', '', to('b@example.org'), { send: to('b@example.org'), bounce: [] }],
+    ['an A-label is ASCII', 'a@xn--bcher-kva.example', to('b@xn--exmple-cua.test'), { send: to('b@xn--exmple-cua.test'), bounce: [] }],
+    ['a UTF-8 local part is bounced, the others go, in their order', 'a@example.org', to('b@example.org', 'bøb@example.org', 'c@example.org'), { send: to('b@example.org', 'c@example.org'), bounce: to('bøb@example.org') }],
+    ['a UTF-8 domain is bounced', 'a@example.org', to('b@exämple.org'), { send: [], bounce: to('b@exämple.org') }],
+    ['a UTF-8 sender bounces every recipient', 'ålice@example.org', to('b@example.org', 'c@example.org'), { send: [], bounce: to('b@example.org', 'c@example.org') }],
+  ])('%s', (_name, mailFrom, recipients, expected) => {
+    expect(decideWithoutSmtpUtf8(mailFrom, recipients)).toEqual(expected);
+  });
+  it('keeps what it is given with each recipient (its DSN parameters)', () => {
+    const r = { address: 'bøb@example.org', dsn: { orcpt: 'rfc822;bøb@example.org' } };
+    expect(decideWithoutSmtpUtf8('a@example.org', [r]).bounce[0]).toBe(r);
+  });
+  it('says why in Postfix\'s words, a bounce', () => {
+    expect(smtpUtf8NotOffered('mx.example.org')).toBe('5.6.7 SMTPUTF8 is required, but was not offered by host mx.example.org');
+    expect(classifyReply(smtpUtf8NotOffered('mx.example.org'))).toBe('bounced');
   });
 });
 
