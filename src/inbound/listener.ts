@@ -8,7 +8,7 @@
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { format } from 'node:util';
-import { SMTPServer, type SMTPServerAuthentication, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { Config, ListenerName } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
@@ -24,7 +24,7 @@ import type { AuthLimiter } from './auth-limiter.ts';
 import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
-import { AUTH_FAILED, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
+import { AUTH_FAILED, decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
 import { domainOf, hasSenderRouting } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
@@ -203,7 +203,8 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const refusal =
         refuseIf(decideMailFrom({ ...senderFacts(session, s), sender: address.address, senderDomains: config.relay.senderDomains }), s, 'mail') ??
         refuseIf(decideAddressForm(address.address, 'sender'), s, 'mail') ??
-        refuseIf(decideParameters(Object.keys(address.args || {}), 'mail'), s, 'mail');
+        refuseIf(decideParameters(Object.keys(address.args || {}), 'mail'), s, 'mail') ??
+        refuseIf(decideAddressCharset({ address: address.address, role: 'sender', smtpUtf8: declaresSmtpUtf8(address) }), s, 'mail');
       if (refusal) return callback(refusal);
       // smtp-server has checked SIZE's syntax (digits) and that it is within limits.messageSize.
       const declaredSize = address.args && address.args.SIZE ? Number(address.args.SIZE) : undefined;
@@ -218,7 +219,10 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onRcptTo(address, session, callback) {
       const s = state(session);
-      const form = refuseIf(decideAddressForm(address.address, 'recipient'), s, 'rcpt') ?? refuseIf(decideParameters(Object.keys(address.args || {}), 'rcpt'), s, 'rcpt');
+      const form =
+        refuseIf(decideAddressForm(address.address, 'recipient'), s, 'rcpt') ??
+        refuseIf(decideParameters(Object.keys(address.args || {}), 'rcpt'), s, 'rcpt') ??
+        refuseIf(decideAddressCharset({ address: address.address, role: 'recipient', smtpUtf8: declaresSmtpUtf8(session.envelope.mailFrom) }), s, 'rcpt');
       if (form) return callback(form);
       const decision = decideRcpt({
         ...senderFacts(session, s),
@@ -339,6 +343,14 @@ function envelopeDsn(session: SMTPServerSession): StoredEnvelope['dsn'] {
     ...(envelope.dsn?.envid ? { envid: envelope.dsn.envid } : {}),
     ...(Object.keys(recipients).length ? { recipients } : {}),
   };
+}
+
+/**
+ * declaresSmtpUtf8 - whether a MAIL FROM carried SMTPUTF8. Read from the command itself: smtp-server's
+ * envelope.smtpUtf8 keeps the flag of a MAIL that was refused after it was read, until RSET.
+ */
+function declaresSmtpUtf8(mailFrom: SMTPServerAddress | false | undefined): boolean {
+  return Boolean(mailFrom && mailFrom.args && (mailFrom.args as Record<string, unknown>).SMTPUTF8 === true);
 }
 
 // smtp-server reads a per-session list of disabled commands on top of the server's (its documented hook).

@@ -119,6 +119,18 @@ export function decideAddressForm(address: string, role: 'sender' | 'recipient')
   return ACCEPT;
 }
 
+/**
+ * decideAddressCharset - an address whose domain is not ASCII needs SMTPUTF8 on its MAIL (RFC 6531 §3.4): without
+ * it the domain of an IDN is sent as an A-label, so one in UTF-8 is refused with RFC 6531 §3.5's X.6.7 (Postfix
+ * refuses it as bad syntax, 501). A UTF-8 local part is taken without SMTPUTF8, as Postfix takes it (smtputf8_enable
+ * = yes, strict_smtputf8 = no: mail flows older than SMTPUTF8 carry them); delivery declares SMTPUTF8 for it, or
+ * returns it where the next hop offers none (outbound/smtputf8.ts).
+ */
+export function decideAddressCharset(facts: { address: string; role: 'sender' | 'recipient'; smtpUtf8: boolean }): Decision {
+  if (facts.smtpUtf8 || /^[\x00-\x7F]*$/.test(domainOf(facts.address))) return ACCEPT;
+  return refuse(facts.role === 'sender' ? replies.senderDomainNeedsSmtpUtf8 : replies.recipientDomainNeedsSmtpUtf8, 'non-ascii-domain-without-smtputf8');
+}
+
 // The parameters of the extensions Postern advertises: SIZE, 8BITMIME, SMTPUTF8, REQUIRETLS, DSN, and AUTH=
 // on MAIL (RFC 4954 §5, accepted and not used, as Postfix does for a client it does not trust).
 const KNOWN_PARAMETERS = {

@@ -32,6 +32,9 @@ export const replies = {
   senderSyntax: reply(501, '5.1.7', 'Bad sender address syntax'),
   senderDomainNotAllowed: reply(553, '5.7.1', 'Sender address rejected: this relay does not send for that domain'),
   recipientSyntax: reply(501, '5.1.3', 'Bad recipient address syntax'),
+  // RFC 6531 §3.5: X.6.7, with 550 to MAIL and 553 to RCPT.
+  senderDomainNeedsSmtpUtf8: reply(550, '5.6.7', 'Non-ASCII sender domain not permitted without SMTPUTF8'),
+  recipientDomainNeedsSmtpUtf8: reply(553, '5.6.7', 'Non-ASCII recipient domain not permitted without SMTPUTF8'),
   badEnvid: reply(501, '5.5.4', 'Bad ENVID parameter syntax'),
   badOrcpt: reply(501, '5.5.4', 'Error: Bad ORCPT parameter syntax'),
   noValidRecipients: reply(554, '5.5.1', 'Error: no valid recipients'),

@@ -445,6 +445,32 @@ describe('default limits', () => {
     expect(stored).toMatch(/^Received: from client\.test .*\r\n\tby relay\.test \(Postern\) with UTF8SMTP id \w+\r\n\tfor <b\u00f8b@local\.test>; /s);
   });
 
+  // RFC 6531 §3.5 (X.6.7: 550 to MAIL, 553 to RCPT): without SMTPUTF8 a domain goes as an A-label. Postfix
+  // (strict_smtputf8 = no) refuses a UTF-8 domain so too, and takes a UTF-8 local part.
+  it('refuses a UTF-8 domain without SMTPUTF8 with 5.6.7, takes it with SMTPUTF8, and a UTF-8 local part either way', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@b\xC3\xBCcher.example>')).text).toBe('550 5.6.7 Non-ASCII sender domain not permitted without SMTPUTF8');
+    expect((await c.command('MAIL FROM:<\xC3\xA5lice@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<bob@ex\xC3\xA4mple.test>')).text).toBe('553 5.6.7 Non-ASCII recipient domain not permitted without SMTPUTF8');
+    expect((await c.command('RCPT TO:<b\xC3\xB8b@example.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('RSET')).code).toBe(250);
+    expect((await c.command('MAIL FROM:<a@b\xC3\xBCcher.example> SMTPUTF8')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<bob@ex\xC3\xA4mple.test>')).text).toBe(RCPT_OK);
+    c.close();
+    expect(logLines(relay, 'refused').filter((l) => l.reason === 'non-ascii-domain-without-smtputf8').map((l) => l.stage)).toEqual(['mail', 'rcpt']);
+  });
+
+  // smtp-server keeps the SMTPUTF8 of a MAIL refused after it read it: the next MAIL, without it, is not taken for one with it.
+  it('reads SMTPUTF8 from the MAIL that was accepted, not from one refused before it', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.test> SMTPUTF8 FOO=1')).text).toBe('555 5.5.4 Unsupported option: FOO');
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<bob@ex\xC3\xA4mple.test>')).text).toBe('553 5.6.7 Non-ASCII recipient domain not permitted without SMTPUTF8');
+    c.close();
+  });
+
   // smtp-server decoded an A-label to Unicode: an ASCII envelope was queued as a UTF-8 one, and passed on so.
   it('queues an A-label domain as the client sent it, in ASCII', async () => {
     const c = await open(relay.ports.relay);

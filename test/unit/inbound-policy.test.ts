@@ -1,7 +1,7 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
 import { addressLiteralIp, hasSenderRouting } from '../../src/smtp/address.ts';
-import { decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, inDomainList, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, inDomainList, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -51,6 +51,27 @@ describe('hasSenderRouting', () => {
     ['postmaster', false],
   ])('%s: %s', (address, routed) => {
     expect(hasSenderRouting(address)).toBe(routed);
+  });
+});
+
+// RFC 6531: a domain not in ASCII needs SMTPUTF8; a UTF-8 local part is taken without it, as Postfix takes it.
+describe('decideAddressCharset', () => {
+  it.each([
+    ['a@example.org', 'sender', false, 'accept'],
+    ['', 'sender', false, 'accept'],
+    ['bøb@example.org', 'recipient', false, 'accept'],
+    ['ålice@example.org', 'sender', false, 'accept'],
+    ['b@xn--exmple-cua.org', 'recipient', false, 'accept'],
+    ['b@exämple.org', 'recipient', false, '553 5.6.7 Non-ASCII recipient domain not permitted without SMTPUTF8'],
+    ['a@bücher.example', 'sender', false, '550 5.6.7 Non-ASCII sender domain not permitted without SMTPUTF8'],
+    ['bøb@exämple.org', 'recipient', true, 'accept'],
+    ['a@bücher.example', 'sender', true, 'accept'],
+  ] as const)('%s as %s, SMTPUTF8 %s: %s', (address, role, smtpUtf8, expected) => {
+    const d = decideAddressCharset({ address, role, smtpUtf8 });
+    expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
+  });
+  it('names the reason for logs and metrics', () => {
+    expect(decideAddressCharset({ address: 'b@exämple.org', role: 'recipient', smtpUtf8: false })).toMatchObject({ reason: 'non-ascii-domain-without-smtputf8' });
   });
 });
 
