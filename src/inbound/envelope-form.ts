@@ -33,6 +33,7 @@
 //   addressAsSent           - the address smtp-server parsed, with the domain the client sent.
 
 import { isUtf8 } from 'node:buffer';
+import { isAsciiText } from '../smtp/address.ts';
 import { replies, type Reply } from '../smtp/replies.ts';
 
 // Already in canonical form: checked first, it is what every client but the old ones sends.
@@ -120,7 +121,6 @@ export function refuseBadXtext(line: string): Reply | undefined {
   return undefined;
 }
 
-const ASCII = /^[\x00-\x7F]*$/;
 const SENT_ADDRESS = /^(?:MAIL FROM|RCPT TO):<([^<>]*)>/i;
 
 /**
@@ -130,9 +130,9 @@ const SENT_ADDRESS = /^(?:MAIL FROM|RCPT TO):<([^<>]*)>/i;
  */
 export function addressAsSent(parsed: string, line: string): string {
   const at = parsed.lastIndexOf('@');
-  if (at < 0 || ASCII.test(parsed.slice(at + 1))) return parsed;
+  if (at < 0 || isAsciiText(parsed.slice(at + 1))) return parsed;
   const sent = SENT_ADDRESS.exec(line)?.[1];
   if (sent === undefined || !sent.includes('@')) return parsed;
   const sentDomain = sent.slice(sent.lastIndexOf('@') + 1);
-  return ASCII.test(sentDomain) ? parsed.slice(0, at + 1) + sentDomain : parsed;
+  return isAsciiText(sentDomain) ? parsed.slice(0, at + 1) + sentDomain : parsed;
 }

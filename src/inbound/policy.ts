@@ -8,7 +8,7 @@
 // relay.senderDomains, check_sender_access for the clients that may relay
 // (docker images of Postfix call it ALLOWED_SENDER_DOMAINS).
 import type { ListenerName } from '../config/config.ts';
-import { addressLiteralIp, domainOf } from '../smtp/address.ts';
+import { addressLiteralIp, domainOf, isAsciiText } from '../smtp/address.ts';
 import { replies, unsupportedOption, type Reply } from '../smtp/replies.ts';
 
 export type Decision = { accept: true } | { accept: false; reply: Reply; reason: string };
@@ -127,7 +127,7 @@ export function decideAddressForm(address: string, role: 'sender' | 'recipient')
  * returns it where the next hop offers none (outbound/smtputf8.ts).
  */
 export function decideAddressCharset(facts: { address: string; role: 'sender' | 'recipient'; smtpUtf8: boolean }): Decision {
-  if (facts.smtpUtf8 || /^[\x00-\x7F]*$/.test(domainOf(facts.address))) return ACCEPT;
+  if (facts.smtpUtf8 || isAsciiText(domainOf(facts.address))) return ACCEPT;
   return refuse(facts.role === 'sender' ? replies.senderDomainNeedsSmtpUtf8 : replies.recipientDomainNeedsSmtpUtf8, 'non-ascii-domain-without-smtputf8');
 }
 

@@ -12,15 +12,15 @@
 //   decideWithoutSmtpUtf8 - which recipients may go to a next hop that offers no SMTPUTF8.
 //   smtpUtf8NotOffered    - the verdict for the others.
 
-const ASCII = /^[\x00-\x7F]*$/;
+import { isAsciiText } from '../smtp/address.ts';
 
 /**
  * decideWithoutSmtpUtf8 - the recipients that may go to a next hop without SMTPUTF8 (`send`) and those bounced
  * (`bounce`), in their order: an address that is not ASCII needs SMTPUTF8, the sender's for every recipient.
  */
 export function decideWithoutSmtpUtf8<R extends { address: string }>(mailFrom: string, recipients: readonly R[]): { send: R[]; bounce: R[] } {
-  if (!ASCII.test(mailFrom)) return { send: [], bounce: [...recipients] };
-  return { send: recipients.filter((r) => ASCII.test(r.address)), bounce: recipients.filter((r) => !ASCII.test(r.address)) };
+  if (!isAsciiText(mailFrom)) return { send: [], bounce: [...recipients] };
+  return { send: recipients.filter((r) => isAsciiText(r.address)), bounce: recipients.filter((r) => !isAsciiText(r.address)) };
 }
 
 /** smtpUtf8NotOffered - the verdict on a recipient that needs SMTPUTF8 at a next hop without it (Postfix's words). */

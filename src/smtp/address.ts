@@ -1,6 +1,13 @@
 // Addresses as SMTP carries them: the parts Postern decides on.
 import { isIPv4, isIPv6 } from 'node:net';
 
+const ASCII = /^[\x00-\x7F]*$/;
+
+/** isAsciiText - whether a string has no character above U+007F: an address that needs no SMTPUTF8 (RFC 6531). */
+export function isAsciiText(text: string): boolean {
+  return ASCII.test(text);
+}
+
 /** domainOf - the lowercased domain of an address; '' for a domainless one such as <postmaster>. */
 export function domainOf(address: string): string {
   const at = address.lastIndexOf('@');
