@@ -16,6 +16,7 @@ import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/queue-store.ts';
 import type { CourierOutcome } from '../queue/scheduler.ts';
+import { asciiDomain } from '../smtp/address.ts';
 import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
@@ -47,8 +48,10 @@ type Targets = { ok: true; targets: SessionTarget[] } | { ok: false; reply: stri
 
 /** deliver - one attempt for a claimed delivery. */
 export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promise<CourierOutcome> {
-  const nextHop = decideNextHop(claim.domain, deps.outbound);
-  const policy = decideTlsLevel({ requireTls: claim.requireTls, domain: claim.domain, nextHop, outbound: deps.outbound });
+  // A UTF-8 domain (SMTPUTF8 mail) is looked up, routed and given its TLS policy by its A-label.
+  const domain = asciiDomain(claim.domain);
+  const nextHop = decideNextHop(domain, deps.outbound);
+  const policy = decideTlsLevel({ requireTls: claim.requireTls, domain, nextHop, outbound: deps.outbound });
   const log = deps.logger.child({ queueId: claim.messageId, domain: claim.domain, delivery: claim.deliveryId });
   const attempts: AttemptRecord[] = [];
   const startedAt = deps.now();

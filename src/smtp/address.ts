@@ -1,11 +1,20 @@
 // Addresses as SMTP carries them: the parts Postern decides on.
 import { isIPv4, isIPv6 } from 'node:net';
+import { domainToASCII } from 'node:url';
 
 const ASCII = /^[\x00-\x7F]*$/;
 
 /** isAsciiText - whether a string has no character above U+007F: an address that needs no SMTPUTF8 (RFC 6531). */
 export function isAsciiText(text: string): boolean {
   return ASCII.test(text);
+}
+
+/**
+ * asciiDomain - an internationalised domain in its A-label form (RFC 5890: "bücher.example" as
+ * "xn--bcher-kva.example"), as DNS and the routes know it; an ASCII domain, or one that is not a valid IDN, as it is.
+ */
+export function asciiDomain(domain: string): string {
+  return isAsciiText(domain) ? domain : domainToASCII(domain) || domain;
 }
 
 /** domainOf - the lowercased domain of an address; '' for a domainless one such as <postmaster>. */

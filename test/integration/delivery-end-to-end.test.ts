@@ -136,6 +136,7 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
       [NEXT_HOP_NAME]: { a: ['127.0.0.1'] },
       'mx-domain.test': { mx: [[10, 'mx1.mx-domain.test']] },
       'mx1.mx-domain.test': { a: ['127.0.0.1'] },
+      'xn--bcher-kva.test': { mx: [[10, 'mx1.mx-domain.test']] },
       'null-mx.test': { mx: [[0, '.']] },
       'servfail.test': { servfail: true },
     });
@@ -149,6 +150,8 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
           'busy.test': route(hops.busy),
           'slow.test': route(hops.slow),
           'later.test': route(hops.later, 'encrypt'),
+          // résumé.test, as an operator writes an internationalised domain in a config: its A-label.
+          'xn--rsum-bpad.test': route(hops.reports),
         },
         dns: { servers: [dns.address] },
         // MX answers point at 127.0.0.1, and MX deliveries go to the MX sink's port.
@@ -299,6 +302,17 @@ describe('results per recipient, reports, DNS and unreachable next hops', () => 
       expect.objectContaining({ host: 'mx1.mx-domain.test', ip: '127.0.0.1', port: hops.mx.port, policy: { level: 'may', source: 'outbound.tls.level' }, outcome: 'delivered' }),
     ]);
     expect(dns.queries).toContainEqual({ name: 'mx-domain.test', type: 'MX' });
+  });
+
+  // RFC 5890: DNS and the config know an internationalised domain by its A-label; the address keeps its UTF-8.
+  it('routes a UTF-8 domain by its A-label, and looks up its MX by it; the address goes as it came, with SMTPUTF8', async () => {
+    const routed = await submitMessage(relay, { from: 'erin@sender.test', to: ['zoë@résumé.test'], marker: 'idn-route' });
+    const looked = await submitMessage(relay, { from: 'dave@sender.test', to: ['jürgen@bücher.test'], marker: 'idn' });
+    expect(await scheduler.runDue()).toBe(2);
+    expect(transactionsOf(hops.reports, 'erin@sender.test')).toEqual([expect.objectContaining({ rcptTo: ['zoë@résumé.test'] })]);
+    expect(dns.queries).toContainEqual({ name: 'xn--bcher-kva.test', type: 'MX' });
+    expect(transactionsOf(hops.mx, 'dave@sender.test').at(-1)).toMatchObject({ rcptTo: ['jürgen@bücher.test'] });
+    for (const id of [routed, looked]) expect((await queueShow(relay, id)).state).toBe('done');
   });
 
   it("goes to an address literal's own address, with no DNS lookup", async () => {
