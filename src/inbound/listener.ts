@@ -204,7 +204,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
         refuseIf(decideMailFrom({ ...senderFacts(session, s), sender: address.address, senderDomains: config.relay.senderDomains }), s, 'mail') ??
         refuseIf(decideAddressForm(address.address, 'sender'), s, 'mail') ??
         refuseIf(decideParameters(Object.keys(address.args || {}), 'mail'), s, 'mail') ??
-        refuseIf(decideAddressCharset({ address: address.address, role: 'sender', smtpUtf8: declaresSmtpUtf8(address) }), s, 'mail');
+        refuseIf(decideAddressCharset({ address: address.address, role: 'sender', smtpUtf8: mailParameters(address).smtpUtf8 }), s, 'mail');
       if (refusal) return callback(refusal);
       // smtp-server has checked SIZE's syntax (digits) and that it is within limits.messageSize.
       const declaredSize = address.args && address.args.SIZE ? Number(address.args.SIZE) : undefined;
@@ -222,7 +222,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const form =
         refuseIf(decideAddressForm(address.address, 'recipient'), s, 'rcpt') ??
         refuseIf(decideParameters(Object.keys(address.args || {}), 'rcpt'), s, 'rcpt') ??
-        refuseIf(decideAddressCharset({ address: address.address, role: 'recipient', smtpUtf8: declaresSmtpUtf8(session.envelope.mailFrom) }), s, 'rcpt');
+        refuseIf(decideAddressCharset({ address: address.address, role: 'recipient', smtpUtf8: mailParameters(session.envelope.mailFrom).smtpUtf8 }), s, 'rcpt');
       if (form) return callback(form);
       const decision = decideRcpt({
         ...senderFacts(session, s),
@@ -247,9 +247,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
         envelope: {
           mailFrom: mailFrom ? mailFrom.address : '',
           recipients: session.envelope.rcptTo.map((r) => r.address),
-          bodyType: session.envelope.bodyType === '8bitmime' ? '8BITMIME' : '7BIT',
-          smtpUtf8: Boolean(session.envelope.smtpUtf8),
-          requireTls: Boolean(session.envelope.requireTLS),
+          ...mailParameters(session.envelope.mailFrom),
           dsn: envelopeDsn(session),
           client: { address: s.ip, helo: session.hostNameAppearsAs, listener: name, authUser: user, tlsVersion: s.tlsVersion, tlsCipher: tls ? tls.name : undefined },
         },
@@ -325,7 +323,8 @@ export function createListener(deps: ListenerDeps): InboundListener {
   };
 }
 
-// envelopeDsn - RET/ENVID and each recipient's NOTIFY/ORCPT as smtp-server parsed them (RFC 3461).
+// envelopeDsn - RET/ENVID of the accepted MAIL (as mailParameters, and for its reason) and each recipient's
+// NOTIFY/ORCPT as smtp-server parsed them (RFC 3461).
 function envelopeDsn(session: SMTPServerSession): StoredEnvelope['dsn'] {
   const recipients: Record<string, RecipientDsn> = {};
   for (const r of session.envelope.rcptTo) {
@@ -336,21 +335,24 @@ function envelopeDsn(session: SMTPServerSession): StoredEnvelope['dsn'] {
       ...(dsn.orcpt ? { orcpt: dsn.orcpt } : {}),
     };
   }
-  const envelope = session.envelope as { dsn?: { ret?: string | null; envid?: string | null } };
-  const ret = envelope.dsn?.ret?.toUpperCase();
+  const mail = session.envelope.mailFrom;
+  const args: Record<string, unknown> = (mail && mail.args) || {};
+  const ret = typeof args.RET === 'string' ? args.RET.toUpperCase() : undefined;
   return {
     ...(ret === 'FULL' || ret === 'HDRS' ? { ret } : {}),
-    ...(envelope.dsn?.envid ? { envid: envelope.dsn.envid } : {}),
+    ...(typeof args.ENVID === 'string' && args.ENVID ? { envid: args.ENVID } : {}),
     ...(Object.keys(recipients).length ? { recipients } : {}),
   };
 }
 
 /**
- * declaresSmtpUtf8 - whether a MAIL FROM carried SMTPUTF8. Read from the command itself: smtp-server's
- * envelope.smtpUtf8 keeps the flag of a MAIL that was refused after it was read, until RSET.
+ * mailParameters - what the accepted MAIL FROM itself asked: BODY, SMTPUTF8, REQUIRETLS. Read from the command, not
+ * from smtp-server's envelope, which keeps those of a MAIL refused after it was read (by policy) until RSET: a
+ * REQUIRETLS of a refused MAIL would otherwise hold the next one to verified TLS.
  */
-function declaresSmtpUtf8(mailFrom: SMTPServerAddress | false | undefined): boolean {
-  return Boolean(mailFrom && mailFrom.args && (mailFrom.args as Record<string, unknown>).SMTPUTF8 === true);
+function mailParameters(mailFrom: SMTPServerAddress | false | undefined): Pick<StoredEnvelope, 'bodyType' | 'smtpUtf8' | 'requireTls'> {
+  const args = (mailFrom && mailFrom.args) || {};
+  return { bodyType: String(args.BODY ?? '').toUpperCase() === '8BITMIME' ? '8BITMIME' : '7BIT', smtpUtf8: args.SMTPUTF8 === true, requireTls: args.REQUIRETLS === true };
 }
 
 // smtp-server reads a per-session list of disabled commands on top of the server's (its documented hook).

@@ -471,6 +471,28 @@ describe('default limits', () => {
     c.close();
   });
 
+  // The same for the other parameters: a REQUIRETLS of a refused MAIL held the next message to verified TLS.
+  it('stores the parameters of the MAIL that was accepted, not those of one refused before it', async () => {
+    const c = await open(relay.ports.submissions, relay.ca.certPem);
+    await c.command('EHLO client.test');
+    await relay.addUser('params', 'correct horse');
+    expect((await c.command(`AUTH PLAIN ${Buffer.from('\0params\0correct horse').toString('base64')}`)).code).toBe(235);
+    expect((await c.command('MAIL FROM:<a@example.test> REQUIRETLS SMTPUTF8 BODY=8BITMIME RET=FULL ENVID=stale FOO=1')).text).toBe('555 5.5.4 Unsupported option: FOO');
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<b@example.org>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.command('Subject: plain\r\n\r\nhello\r\n.'));
+    c.close();
+    const store = await openQueueStore(relay.config);
+    try {
+      const { envelope } = (await store.showMessage(id))!;
+      expect(envelope).toMatchObject({ requireTls: false, smtpUtf8: false, bodyType: '7BIT' });
+      expect(envelope.dsn ?? {}).toEqual({});
+    } finally {
+      await store.close();
+    }
+  });
+
   // smtp-server decoded an A-label to Unicode: an ASCII envelope was queued as a UTF-8 one, and passed on so.
   it('queues an A-label domain as the client sent it, in ASCII', async () => {
     const c = await open(relay.ports.relay);
