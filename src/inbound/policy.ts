@@ -8,7 +8,7 @@
 // relay.senderDomains, check_sender_access for the clients that may relay
 // (docker images of Postfix call it ALLOWED_SENDER_DOMAINS).
 import type { ListenerName } from '../config/config.ts';
-import { addressLiteralIp, domainOf, isAsciiText } from '../smtp/address.ts';
+import { addressLiteralIp, asciiDomain, domainOf, isAsciiText } from '../smtp/address.ts';
 import { replies, unsupportedOption, type Reply } from '../smtp/replies.ts';
 
 export type Decision = { accept: true } | { accept: false; reply: Reply; reason: string };
@@ -168,9 +168,12 @@ export function decideRcpt(facts: RecipientFacts): Decision {
   return refuse(replies.relayDenied, 'relay-denied');
 }
 
-/** inDomainList - exact match, or "*.example.com" matching any subdomain (relay.localDomains, relay.senderDomains). */
+/**
+ * inDomainList - exact match, or "*.example.com" matching any subdomain (relay.localDomains, relay.senderDomains);
+ * a UTF-8 domain by its A-label, the only form the lists hold.
+ */
 export function inDomainList(domain: string, list: readonly string[]): boolean {
-  const d = domain.toLowerCase().replace(/\.$/, '');
+  const d = asciiDomain(domain.toLowerCase().replace(/\.$/, ''));
   if (d === '') return false;
   return list.some((entry) => (entry.startsWith('*.') ? d.endsWith(entry.slice(1)) : d === entry));
 }

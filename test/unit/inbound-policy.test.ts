@@ -228,4 +228,9 @@ describe('inDomainList', () => {
     expect(inDomainList('a.b.corp.test', ['*.corp.test'])).toBe(true);
     expect(inDomainList('example.test', [])).toBe(false);
   });
+  it('matches a UTF-8 domain by its A-label, the form a list holds', () => {
+    expect(inDomainList('Bücher.example', ['xn--bcher-kva.example'])).toBe(true);
+    expect(inDomainList('mail.bücher.example.', ['*.xn--bcher-kva.example'])).toBe(true);
+    expect(inDomainList('bucher.example', ['xn--bcher-kva.example'])).toBe(false);
+  });
 });
