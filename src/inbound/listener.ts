@@ -94,21 +94,22 @@ export function createListener(deps: ListenerDeps): InboundListener {
     return s;
   }
 
-  function refuseIf(decision: Decision, s: SessionState, stage: string): SmtpError | null {
+  /** refuseIf - a refusal's SMTP error, logged with its stage and, at MAIL and RCPT, the envelope and login (Postfix's from=, to=); null to accept. */
+  function refuseIf(decision: Decision, s: SessionState, stage: string, envelope?: RefusedEnvelope): SmtpError | null {
     if (decision.accept) return null;
     // A refused AUTH is a failed login, not a refused message.
     if (stage === 'auth') metrics.authFailed();
     else metrics.messageRejected(decision.reason);
-    s.log.info({ stage, reason: decision.reason, reply: `${decision.reply.code} ${formatReply(decision.reply)}` }, 'refused');
+    s.log.info({ stage, reason: decision.reason, reply: `${decision.reply.code} ${formatReply(decision.reply)}`, ...envelope }, 'refused');
     return smtpError(decision.reply);
   }
 
   const keepFree = queueSpaceToKeep({ minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize });
 
   /** mailFromAdmitted - room in the queue for the message (refused if not), then in-flow control's wait; resolves with the refusal, if any. */
-  async function mailFromAdmitted(s: SessionState, declaredSize: number | undefined): Promise<SmtpError | null> {
+  async function mailFromAdmitted(s: SessionState, declaredSize: number | undefined, envelope: RefusedEnvelope): Promise<SmtpError | null> {
     const freeBytes = await deps.store.freeSpace();
-    const space = refuseIf(decideQueueSpace({ freeBytes, declaredSize, keepFree }), s, 'mail');
+    const space = refuseIf(decideQueueSpace({ freeBytes, declaredSize, keepFree }), s, 'mail', envelope);
     if (space) return space;
     if (deps.inFlow && (await deps.inFlow.enter())) s.log.debug('in-flow delay: delivery is behind arrivals');
     return null;
@@ -200,15 +201,16 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onMailFrom(address, session, callback) {
       const s = state(session);
+      const envelope = refusedEnvelope(session, address.address);
       const refusal =
-        refuseIf(decideMailFrom({ ...senderFacts(session, s), sender: address.address, senderDomains: config.relay.senderDomains }), s, 'mail') ??
-        refuseIf(decideAddressForm(address.address, 'sender'), s, 'mail') ??
-        refuseIf(decideParameters(Object.keys(address.args || {}), 'mail'), s, 'mail') ??
-        refuseIf(decideAddressCharset({ address: address.address, role: 'sender', smtpUtf8: mailParameters(address).smtpUtf8 }), s, 'mail');
+        refuseIf(decideMailFrom({ ...senderFacts(session, s), sender: address.address, senderDomains: config.relay.senderDomains }), s, 'mail', envelope) ??
+        refuseIf(decideAddressForm(address.address, 'sender'), s, 'mail', envelope) ??
+        refuseIf(decideParameters(Object.keys(address.args || {}), 'mail'), s, 'mail', envelope) ??
+        refuseIf(decideAddressCharset({ address: address.address, role: 'sender', smtpUtf8: mailParameters(address).smtpUtf8 }), s, 'mail', envelope);
       if (refusal) return callback(refusal);
       // smtp-server has checked SIZE's syntax (digits) and that it is within limits.messageSize.
       const declaredSize = address.args && address.args.SIZE ? Number(address.args.SIZE) : undefined;
-      void mailFromAdmitted(s, declaredSize).then(
+      void mailFromAdmitted(s, declaredSize, envelope).then(
         (spaceRefusal) => callback(spaceRefusal ?? undefined),
         (err: unknown) => {
           s.log.error({ err }, 'MAIL FROM check failed; answered 451');
@@ -219,10 +221,12 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onRcptTo(address, session, callback) {
       const s = state(session);
+      const mailFrom = session.envelope.mailFrom;
+      const envelope = { ...refusedEnvelope(session, mailFrom ? mailFrom.address : ''), to: address.address };
       const form =
-        refuseIf(decideAddressForm(address.address, 'recipient'), s, 'rcpt') ??
-        refuseIf(decideParameters(Object.keys(address.args || {}), 'rcpt'), s, 'rcpt') ??
-        refuseIf(decideAddressCharset({ address: address.address, role: 'recipient', smtpUtf8: mailParameters(session.envelope.mailFrom).smtpUtf8 }), s, 'rcpt');
+        refuseIf(decideAddressForm(address.address, 'recipient'), s, 'rcpt', envelope) ??
+        refuseIf(decideParameters(Object.keys(address.args || {}), 'rcpt'), s, 'rcpt', envelope) ??
+        refuseIf(decideAddressCharset({ address: address.address, role: 'recipient', smtpUtf8: mailParameters(mailFrom).smtpUtf8 }), s, 'rcpt', envelope);
       if (form) return callback(form);
       const decision = decideRcpt({
         ...senderFacts(session, s),
@@ -230,7 +234,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
         recipientRouted: hasSenderRouting(address.address),
         localDomains: config.relay.localDomains,
       });
-      callback(refuseIf(decision, s, 'rcpt'));
+      callback(refuseIf(decision, s, 'rcpt', envelope));
     },
 
     onData(stream, session, callback) {
@@ -343,6 +347,18 @@ function envelopeDsn(session: SMTPServerSession): StoredEnvelope['dsn'] {
     ...(typeof args.ENVID === 'string' && args.ENVID ? { envid: args.ENVID } : {}),
     ...(Object.keys(recipients).length ? { recipients } : {}),
   };
+}
+
+/** What a refusal at MAIL or RCPT logs of the transaction: the sender, the recipient, the login. */
+interface RefusedEnvelope {
+  from: string;
+  to?: string;
+  user?: string;
+}
+
+/** refusedEnvelope - the sender and the session's login, for a refused MAIL or RCPT's log line. */
+function refusedEnvelope(session: SMTPServerSession, from: string): RefusedEnvelope {
+  return { from, ...(typeof session.user === 'string' && { user: session.user }) };
 }
 
 /**

@@ -50,6 +50,7 @@ describe('relay listener (STARTTLS offered, no AUTH)', () => {
     expect((await c.command('RCPT TO:<b@example.org>')).text).toBe('554 5.7.1 Relay access denied');
     expect((await c.command('RCPT TO:<b@local.test>')).text).toMatch(/^250 /);
     c.close();
+    expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'refused', stage: 'rcpt', reason: 'relay-denied', from: 'a@example.test', to: 'b@example.org' }));
   });
 
   it('accepts mail for a local domain over STARTTLS and queues it with a Received header', async () => {
@@ -169,7 +170,7 @@ describe('relay.senderDomains', () => {
     await c.command('RSET');
     expect((await c.command('MAIL FROM:<>')).code).toBe(250);
     c.close();
-    expect(restricted.logs).toContainEqual(expect.objectContaining({ msg: 'refused', stage: 'mail', reason: 'sender-domain-not-allowed' }));
+    expect(restricted.logs).toContainEqual(expect.objectContaining({ msg: 'refused', stage: 'mail', reason: 'sender-domain-not-allowed', from: 'app@elsewhere.test' }));
   });
 
   it('refuses a logged-in user on the submission port a sender of another domain', async () => {
@@ -179,6 +180,8 @@ describe('relay.senderDomains', () => {
       return t.sendMail({ from, to: 'someone@example.org', subject: 'hello', text: 'body line\n' });
     };
     await expect(send('alice@elsewhere.test')).rejects.toMatchObject({ responseCode: 553, response: '553 5.7.1 Sender address rejected: this relay does not send for that domain' });
+    // Logged as Postfix logs a reject: who sent, as whom.
+    expect(restricted.logs).toContainEqual(expect.objectContaining({ msg: 'refused', reason: 'sender-domain-not-allowed', from: 'alice@elsewhere.test', user: 'alice' }));
     expect((await send('alice@example.test')).response).toMatch(/^250 2\.0\.0 Ok: queued as /);
   });
 });
