@@ -71,7 +71,7 @@ export interface Config {
     authLockout: number;
   };
   dns: { servers: string[] };
-  smtp: { reverseLookup: boolean; greetingPause: number; inFlowDelay: number; bareLineFeed: 'normalize' | 'reject'; proxyProtocol: string[] };
+  smtp: { reverseLookup: boolean; greetingPause: number; inFlowDelay: number; bareLineFeed: 'normalize' | 'reject'; proxyProtocol: string[]; proxyProtocolTimeout: number };
   outbound: OutboundConfig;
   http: { enabled: boolean; host: string; port: number; token: string; tokenFile: string; autoconfig: boolean };
   log: { level: string };

@@ -143,7 +143,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     disableReverseLookup: !config.smtp.reverseLookup,
     greetingPauseMs: config.smtp.greetingPause * 1000,
     // Behind a load balancer, the client's address is the one its PROXY line gives (smtp/proxy-header.ts).
-    ...(deps.proxyNetworks ? { proxyHeaderFrom: deps.proxyNetworks } : {}),
+    ...(deps.proxyNetworks ? { proxyHeaderFrom: deps.proxyNetworks, proxyHeaderLog: baseLog, proxyHeaderWaitMs: config.smtp.proxyProtocolTimeout * 1000 } : {}),
     authAfterTls: name !== 'relay',
     // smtp-server's own refusals (syntax, order, unknown commands, timeouts), logged as policy's are.
     onProtocolRefusal: (session, command, reply) => sessions.get(session as SMTPServerSession)?.log.info({ stage: command.toLowerCase() || 'session', reason: 'protocol', reply }, 'refused'),

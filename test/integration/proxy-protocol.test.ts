@@ -11,7 +11,7 @@ const BALANCER = '127.0.0.2';
 let relay: TestRelay;
 
 beforeAll(async () => {
-  relay = await startTestRelay({ smtp: { proxyProtocol: [`${BALANCER}/32`] }, relay: { localDomains: ['local.test'] } });
+  relay = await startTestRelay({ smtp: { proxyProtocol: [`${BALANCER}/32`], proxyProtocolTimeout: '1s' }, relay: { localDomains: ['local.test'] }, log: { level: 'debug' } });
 });
 afterAll(async () => relay?.stop());
 
@@ -54,11 +54,27 @@ describe('smtp.proxyProtocol', () => {
     secure.close();
   });
 
-  it('closes a balancer\'s connection that does not open with a PROXY line', async () => {
+  // A balancer set up without send-proxy: its clients wait for a greeting that does not come. Postfix answers 421
+  // after smtpd_upstream_proxy_timeout and logs it; so does Postern, after smtp.proxyProtocolTimeout.
+  it('answers 421 4.3.0 to a balancer\'s connection that sends no PROXY line in time, and warns naming the balancer', async () => {
+    const c = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
+    expect((await c.reply()).text).toBe('421 4.3.0 relay.test Error: no PROXY protocol line from the load balancer');
+    await c.closedByServer();
+    expect(relay.logs).toContainEqual(expect.objectContaining({ level: 40, ip: BALANCER, msg: expect.stringMatching(/^no PROXY line within 1 s; is the load balancer sending it/) }));
+  });
+
+  it('closes a balancer\'s connection that starts with anything else, and warns; one closed at once is a debug line', async () => {
     const c = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
     c.write('EHLO client.test\r\n');
     await c.closedByServer();
     expect(c.unread()).not.toMatch(/^2/);
+    expect(relay.logs).toContainEqual(expect.objectContaining({ level: 40, ip: BALANCER, error: 'Invalid PROXY header', msg: expect.stringMatching(/^connection did not start with a PROXY line/) }));
+
+    const warnings = relay.logs.filter((l) => l.level === 40).length;
+    const check = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
+    check.close();
+    await expect.poll(() => relay.logs.some((l) => l.msg === 'closed before its PROXY line (a TCP health check?)')).toBe(true);
+    expect(relay.logs.filter((l) => l.level === 40)).toHaveLength(warnings);
   });
 
   it('takes a PROXY line from any other peer as the unknown command it is: it cannot claim another address', async () => {

@@ -38,7 +38,7 @@ describe('loadConfig', () => {
     expect(config.queue).toEqual({ backend: 'sqlite', path: 'data/queue.db', url: '', keepDone: 7 * 86400, minFree: 0 });
     expect(config.relay.trustedNetworks).toEqual(['127.0.0.0/8', '::1/128']);
     expect(config.limits).toMatchObject({ messageSize: 26214400, recipients: 100, connectionsPerIp: 20 });
-    expect(config.smtp).toEqual({ reverseLookup: true, greetingPause: 0, inFlowDelay: 1, bareLineFeed: 'normalize', proxyProtocol: [] });
+    expect(config.smtp).toEqual({ reverseLookup: true, greetingPause: 0, inFlowDelay: 1, bareLineFeed: 'normalize', proxyProtocol: [], proxyProtocolTimeout: 5 });
   });
 
   it('reads the documented example file', () => {
