@@ -16,12 +16,12 @@ import { CONFIG_KEYS } from '../config/keys.ts';
 import { createAuthLimiter } from '../inbound/auth-limiter.ts';
 import { ConnectionCounts } from '../inbound/connection-counts.ts';
 import { createListener, type InboundListener, type ReverseResolver } from '../inbound/listener.ts';
-import { compileNetworks } from '../inbound/networks.ts';
+import { compileNetworks, type NetworkMatcher } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
 import { queueSpaceToKeep } from '../inbound/policy.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
 import { installCommandGuard } from '../inbound/command-guard.ts';
-import { createHealthChecks } from '../observability/health.ts';
+import { createHealthChecks, reachableHost } from '../observability/health.ts';
 import { autoconfigXml, createHttpServer, type HttpListener } from '../observability/http-server.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
@@ -122,7 +122,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
       listeners.push({ name, host: address.address, port: address.port });
     }
     if (config.http.enabled) {
-      http = buildHttp({ config, token: httpToken, store, tls, metrics, listeners, outbound, leaseOwner, logger, now });
+      http = buildHttp({ config, token: httpToken, store, tls, metrics, listeners, outbound, leaseOwner, proxyNetworks: shared.proxyNetworks, logger, now });
       const address = await http.listen();
       httpAddress = { host: address.address, port: address.port };
     }
@@ -261,16 +261,18 @@ interface HttpParts {
   outbound?: OutboundParts;
   /** This process's lease owner: a bounce through the API leases as the relay does. */
   leaseOwner: LeaseOwner;
+  /** smtp.proxyProtocol's networks: the health probe sends a PROXY line where they cover its own address. */
+  proxyNetworks?: NetworkMatcher;
   logger: Logger;
   now: () => Date;
 }
 
 /** buildHttp - the HTTP listener: queue API, /metrics read at scrape time, health over the started listeners. */
 function buildHttp(parts: HttpParts): HttpListener {
-  const { config, store, tls, metrics, listeners, outbound, logger, now } = parts;
+  const { config, store, tls, metrics, listeners, outbound, proxyNetworks, logger, now } = parts;
   const relayhost = config.outbound.relayhost;
   const health = createHealthChecks({
-    listeners: listeners.map((l) => ({ ...l, implicitTls: l.name === 'submissions' })),
+    listeners: listeners.map((l) => ({ ...l, implicitTls: l.name === 'submissions', proxyLine: proxyNetworks?.(reachableHost(l.host)) ?? false })),
     // The probe waits out the listeners' greeting pause, then its own 2 s.
     greetingTimeoutMs: config.smtp.greetingPause * 1000 + 2000,
     queue: store,

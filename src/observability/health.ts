@@ -39,6 +39,8 @@ export interface ProbeTarget {
   port: number;
   /** TLS from the first byte (submissions). */
   implicitTls: boolean;
+  /** The listener wants a PROXY line from the probe's address (smtp.proxyProtocol covers it): "PROXY UNKNOWN" first. */
+  proxyLine?: boolean;
 }
 
 export type CheckResult = { ok: true; detail?: string } | { ok: false; error: string };
@@ -126,8 +128,11 @@ export function reachableHost(bindHost: string): string {
 export function probeGreeting(target: ProbeTarget, timeoutMs: number): Promise<CheckResult> {
   const host = reachableHost(target.host);
   return new Promise((resolve) => {
-    // Our own certificate may be a dev one: the probe asks whether the port answers, not whom to trust.
-    const socket: Socket = target.implicitTls ? tlsConnect({ host, port: target.port, rejectUnauthorized: false }) : netConnect({ host, port: target.port });
+    // Our own certificate may be a dev one: the probe asks whether the port answers, not whom to trust. A PROXY line
+    // goes before TLS, and says the probe is who it is (UNKNOWN: the connection's own addresses).
+    const tcp = netConnect({ host, port: target.port });
+    if (target.proxyLine) tcp.write('PROXY UNKNOWN\r\n');
+    const socket: Socket = target.implicitTls ? tlsConnect({ socket: tcp, rejectUnauthorized: false }) : tcp;
     let text = '';
     let settled = false;
     const finish = (result: CheckResult) => {

@@ -361,6 +361,20 @@ describe('/metrics', () => {
   });
 });
 
+// A balancer on the relay's own host: smtp.proxyProtocol covers loopback, where the probe connects from.
+describe('/healthz with smtp.proxyProtocol covering its own address', () => {
+  it('opens each probe with a PROXY line, TLS after it on the implicit-TLS port, and is 200', async () => {
+    const relay = await started({ smtp: { proxyProtocol: ['127.0.0.0/8'] } });
+    const answer = await call(relay, '/healthz');
+    expect(answer.json.listeners).toEqual({
+      relay: { ok: true, address: `127.0.0.1:${relay.ports.relay}` },
+      submission: { ok: true, address: `127.0.0.1:${relay.ports.submission}` },
+      submissions: { ok: true, address: `127.0.0.1:${relay.ports.submissions}` },
+    });
+    expect(answer.status).toBe(200);
+  });
+});
+
 describe('/healthz', () => {
   let relay: TestRelay;
   let clock = Date.now();
