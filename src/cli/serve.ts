@@ -40,6 +40,7 @@ import { ensureDevCertificates } from '../tls/dev-certs.ts';
 import { installFastDataScan } from '../smtp/fast-data-scan.ts';
 import { installGreetingPause } from '../smtp/greeting-pause.ts';
 import { installProxyHeader } from '../smtp/proxy-header.ts';
+import { createMtaStsPolicies, type MtaStsPolicies } from '../outbound/mta-sts.ts';
 import { installHalfClose } from '../smtp/half-close.ts';
 import { createServerTls, type ServerTls } from '../tls/server-tls.ts';
 import { createQueueApi } from './queue.ts';
@@ -88,7 +89,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     logger,
   );
   const metrics = createMetrics();
-  const outbound = config.outbound.enabled ? outboundParts(config) : undefined;
+  const outbound = config.outbound.enabled ? outboundParts(config, logger, now) : undefined;
   // Arrivals are slowed to the delivery rate only where this process delivers, and not while its
   // deliveries show the next hops as the limit.
   const inFlow = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000) : undefined;
@@ -168,16 +169,23 @@ interface OutboundParts {
   pool: SessionPool;
   /** Name in our EHLO: outbound.heloName, else hostname. */
   heloName: string;
+  mtaSts: MtaStsPolicies;
 }
 
-function outboundParts(config: Config): OutboundParts {
+function outboundParts(config: Config, logger: Logger, now: () => Date): OutboundParts {
   const outbound = config.outbound;
+  const resolver = createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 });
+  const extraCa = outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [];
   return {
     heloName: outbound.heloName || config.hostname,
     pool: new SessionPool({ idleMs: outbound.connectionCacheTime * 1000, maxIdlePerKey: outbound.perDestination }),
-    resolver: createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 }),
-    extraCa: outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [],
+    resolver,
+    extraCa,
     relayhostAuth: relayhostAuth(config),
+    mtaSts: createMtaStsPolicies({
+      resolver, extraCa, port: outbound.mtaStsPort, allowPrivateTargets: outbound.allowPrivateTargets,
+      timeoutMs: outbound.connectTimeout * 1000, now, logger: logger.child({ component: 'mta-sts' }),
+    }),
   };
 }
 
@@ -228,9 +236,9 @@ function createDeliveryScheduler(parts: {
 }): Scheduler {
   const { config, store, inFlow, logger, now, elapsed, metrics } = parts;
   const outbound = config.outbound;
-  const { resolver, extraCa, relayhostAuth, pool, heloName } = parts.outbound;
+  const { resolver, extraCa, relayhostAuth, pool, heloName, mtaSts } = parts.outbound;
   // Built once: nothing in it changes after start.
-  const deliverDeps = { outbound, heloName, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), logger, now, metrics, pool };
+  const deliverDeps = { outbound, heloName, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), logger, now, metrics, pool, mtaSts };
   return createScheduler({
     store,
     courier: (claim) => deliver(claim, deliverDeps),

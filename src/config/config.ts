@@ -11,6 +11,9 @@ export interface ListenerConfig {
 
 export type TlsLevel = 'none' | 'may' | 'encrypt' | 'verify';
 
+/** A level for a recipient domain (outbound.tls.level, outbound.tlsPolicies): one of the levels, or its MTA-STS policy's. */
+export type DomainTlsLevel = TlsLevel | 'mta-sts';
+
 export interface RouteConfig {
   host: string;
   port?: number;
@@ -41,8 +44,9 @@ export interface OutboundConfig {
     auth: { user: string; pass: string; passFile: string; oauth2: Record<string, string> };
   };
   routes: Record<string, RouteConfig>;
-  tlsPolicies: Record<string, TlsLevel>;
-  tls: { level: TlsLevel; caFile: string };
+  tlsPolicies: Record<string, DomainTlsLevel>;
+  tls: { level: DomainTlsLevel; caFile: string };
+  mtaStsPort: number;
   dns: { servers: string[] };
   allowPrivateTargets: boolean;
 }

@@ -3,7 +3,7 @@
 // table by a test). The environment variable of a key is derived from its
 // path: listeners.relay.port -> POSTERN_LISTENERS_RELAY_PORT.
 import { hostname as osHostname } from 'node:os';
-import { INBOUND_TLS_VERSIONS, type RouteConfig, type TlsLevel } from './config.ts';
+import { INBOUND_TLS_VERSIONS, type DomainTlsLevel, type RouteConfig } from './config.ts';
 import { check, type Check } from './values.ts';
 
 export type EnvKind = 'string' | 'number' | 'boolean' | 'list' | 'json';
@@ -44,6 +44,7 @@ const sniMap: Check<Record<string, { cert: string; key: string }>> = (v) => {
 };
 
 const TLS_LEVELS = ['none', 'may', 'encrypt', 'verify'] as const;
+const DOMAIN_TLS_LEVELS = [...TLS_LEVELS, 'mta-sts'] as const;
 
 const routeMap: Check<Record<string, RouteConfig>> = (v) => {
   const allowed = 'a map of domain (or "*") to { host, port?, tls?: none|may|encrypt|verify, secure? }';
@@ -60,13 +61,13 @@ const routeMap: Check<Record<string, RouteConfig>> = (v) => {
   return { ok: true, value: v as Record<string, RouteConfig> };
 };
 
-const tlsPolicyMap: Check<Record<string, TlsLevel>> = (v) => {
-  const allowed = `a map of domain to one of ${TLS_LEVELS.join(', ')}`;
+const tlsPolicyMap: Check<Record<string, DomainTlsLevel>> = (v) => {
+  const allowed = `a map of domain to one of ${DOMAIN_TLS_LEVELS.join(', ')}`;
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, allowed };
   for (const [domain, level] of Object.entries(v as Record<string, unknown>)) {
-    if (!check.domain()(domain).ok || !(TLS_LEVELS as readonly unknown[]).includes(level)) return { ok: false, allowed: `${allowed} (bad entry: ${domain})` };
+    if (!check.domain()(domain).ok || !(DOMAIN_TLS_LEVELS as readonly unknown[]).includes(level)) return { ok: false, allowed: `${allowed} (bad entry: ${domain})` };
   }
-  return { ok: true, value: v as Record<string, TlsLevel> };
+  return { ok: true, value: v as Record<string, DomainTlsLevel> };
 };
 
 const oauth2Settings: Check<Record<string, string>> = (v) => {
@@ -138,8 +139,9 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.relayhost.auth.passFile', '', check.optionalString('a file path'), 'string', 'File holding the smarthost password (Docker secrets); read at start.'),
   key('outbound.relayhost.auth.oauth2', {}, oauth2Settings, 'json', 'XOAUTH2 for the smarthost (Gmail, Microsoft 365): clientId, clientSecret, refreshToken, accessUrl; nodemailer refreshes tokens.'),
   key('outbound.routes', {}, routeMap, 'json', 'Per recipient domain next hops, like Postfix transport maps: { "example.test": { host, port, tls }, "*": {...} }.'),
-  key('outbound.tlsPolicies', {}, tlsPolicyMap, 'json', 'Per recipient domain TLS level: { "bank.example": verify }.'),
-  key('outbound.tls.level', 'may', check.oneOf(TLS_LEVELS), 'string', 'Default TLS level: none, may (opportunistic), encrypt, verify.'),
+  key('outbound.tlsPolicies', {}, tlsPolicyMap, 'json', 'Per recipient domain TLS level: { "bank.example": verify, "gmail.com": mta-sts }.'),
+  key('outbound.mtaStsPort', 443, remotePort, 'number', 'Port of the HTTPS hosts MTA-STS policies are fetched from (443; another only for tests and private setups).'),
+  key('outbound.tls.level', 'may', check.oneOf(DOMAIN_TLS_LEVELS), 'string', 'Default TLS level: none, may (opportunistic), encrypt, verify, or mta-sts (the recipient domain\'s MTA-STS policy, RFC 8461: verify for the MX hosts it names where it says enforce; may where it has none).'),
   key('outbound.tls.caFile', '', check.optionalString('a file path'), 'string', 'Extra CAs for the verify level, added to the system CAs.'),
   key('outbound.dns.servers', [], check.list(check.resolverAddress(), 'DNS server IP addresses, each with an optional port (192.0.2.53, 127.0.0.1:5353, [::1]:5353)'), 'list', 'DNS servers for MX lookups; empty: dns.servers.'),
   key('outbound.allowPrivateTargets', false, check.boolean(), 'boolean', 'Allow MX targets on loopback or private addresses (internal networks, tests); routes may always name them.'),

@@ -21,6 +21,7 @@ import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
+import { decideStsLevel, mxInPolicy, type MtaStsPolicies, type StsPolicy } from './mta-sts.ts';
 import { decideWithoutSmtpUtf8, smtpUtf8NotOffered } from './smtputf8.ts';
 import type { SessionPool } from './session-pool.ts';
 import { openSession, type OutboundSession, type SessionSettings, type SessionTarget } from './smtp-session.ts';
@@ -39,6 +40,8 @@ export interface DeliverDeps {
   metrics?: RelayMetrics;
   /** Idle sessions to reuse (several messages to one next hop share a connection); none: one session per attempt. */
   pool?: SessionPool;
+  /** Domains' MTA-STS policies, for the level mta-sts; absent: no domain has one. */
+  mtaSts?: MtaStsPolicies;
 }
 
 /** What a host answered for every recipient, and the attempt that recorded it. */
@@ -51,11 +54,14 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   // A UTF-8 domain (SMTPUTF8 mail) is looked up, routed and given its TLS policy by its A-label.
   const domain = asciiDomain(claim.domain);
   const nextHop = decideNextHop(domain, deps.outbound);
-  const policy = decideTlsLevel({ requireTls: claim.requireTls, domain, nextHop, outbound: deps.outbound });
+  const decided = decideTlsLevel({ requireTls: claim.requireTls, domain, nextHop, outbound: deps.outbound });
   const log = deps.logger.child({ queueId: claim.messageId, domain: claim.domain, delivery: claim.deliveryId });
   const attempts: AttemptRecord[] = [];
   const startedAt = deps.now();
-  const found = await findTargets(nextHop, deps);
+  // The level mta-sts is settled by the domain's policy (RFC 8461), which is looked up only for an MX delivery.
+  const sts = decided.level === 'mta-sts' && nextHop.kind === 'mx' ? await deps.mtaSts?.policyFor(domain) : undefined;
+  const policy: TlsDecision = decided.level === 'mta-sts' ? decideStsLevel(decided.source, nextHop.kind === 'mx', sts) : { level: decided.level, source: decided.source };
+  const found = stsTargets(await findTargets(nextHop, deps), sts, domain, log);
   if (!found.ok) {
     attempts.push({ startedAt, endedAt: deps.now(), policy: policyRecord(policy), reply: found.reply, outcome: classifyReply(found.reply) });
     log.info({ reply: found.reply }, 'no next hop');
@@ -141,6 +147,22 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).
   const deferral = lastReply.startsWith('5') ? `4.4.0 no next hop took the message; last reply: ${lastReply}` : lastReply;
   return { attempts, recipients: everyone(claim, deferral), nextHopOffersDsn: false, answeredBy };
+}
+
+/**
+ * stsTargets - under an enforced MTA-STS policy, only the MX hosts it names (§5: none left is a deferral); under a
+ * testing one, every host, those it does not name logged (§5.2: deliver, report).
+ */
+function stsTargets(found: Targets, sts: StsPolicy | undefined, domain: string, log: Logger): Targets {
+  if (!found.ok || sts === undefined || sts.mode === 'none') return found;
+  const named = found.targets.filter((t) => mxInPolicy(t.host, sts.mx));
+  if (sts.mode === 'testing') {
+    const others = [...new Set(found.targets.filter((t) => !named.includes(t)).map((t) => t.host))];
+    if (others.length > 0) log.warn({ hosts: others, policyMx: sts.mx }, 'MTA-STS testing: MX hosts the policy does not name; delivering anyway');
+    return found;
+  }
+  if (named.length > 0) return { ok: true, targets: named };
+  return { ok: false, reply: `4.7.5 MTA-STS: no MX host of ${domain} is one its policy names (${sts.mx.join(', ')})` };
 }
 
 function policyRecord(policy: TlsDecision): AttemptRecord['policy'] {

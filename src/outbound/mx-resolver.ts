@@ -13,11 +13,12 @@
 import { promises as dns } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
 
-/** DnsResolver - the three lookups used here; node:dns/promises Resolver satisfies it. */
+/** DnsResolver - the lookups delivery makes (TXT: MTA-STS, mta-sts.ts); node:dns/promises Resolver satisfies it. */
 export interface DnsResolver {
   resolveMx(name: string): Promise<{ exchange: string; priority: number }[]>;
   resolve4(name: string): Promise<string[]>;
   resolve6(name: string): Promise<string[]>;
+  resolveTxt(name: string): Promise<string[][]>;
 }
 
 export type MxHost = { name: string; priority: number };

@@ -5,8 +5,9 @@
 // (user@[192.0.2.1]); otherwise the domain's MX records.
 // TLS level, in order (DESIGN.md): the message (REQUIRETLS forces verify),
 // the per-domain policy map, the route's (or smarthost's) setting, the
-// global default.
-import type { OutboundConfig, TlsLevel } from '../config/config.ts';
+// global default. A level `mta-sts` is settled by the domain's policy
+// (mta-sts.ts decideStsLevel), once it is known.
+import type { DomainTlsLevel, OutboundConfig, TlsLevel } from '../config/config.ts';
 import { addressLiteralIp } from '../smtp/address.ts';
 
 export type NextHop =
@@ -15,9 +16,9 @@ export type NextHop =
   | { kind: 'literal'; ip: string; port: number }
   | { kind: 'mx'; domain: string; port: number };
 
-export interface TlsDecision {
-  level: TlsLevel;
-  /** Where the level came from, shown by `queue show`. */
+/** A TLS level and where it came from (shown by `queue show`); `mta-sts` until the domain's policy settles it. */
+export interface TlsDecision<Level extends DomainTlsLevel = TlsLevel> {
+  level: Level;
   source: string;
 }
 
@@ -47,7 +48,7 @@ function findRoute(domain: string, routes: OutboundConfig['routes']): string | u
 }
 
 /** decideTlsLevel - the level for one delivery and where it came from. */
-export function decideTlsLevel(facts: { requireTls: boolean; domain: string; nextHop: NextHop; outbound: Pick<OutboundConfig, 'tlsPolicies' | 'routes' | 'relayhost' | 'tls'> }): TlsDecision {
+export function decideTlsLevel(facts: { requireTls: boolean; domain: string; nextHop: NextHop; outbound: Pick<OutboundConfig, 'tlsPolicies' | 'routes' | 'relayhost' | 'tls'> }): TlsDecision<DomainTlsLevel> {
   const { outbound, nextHop } = facts;
   // RFC 8689 §4.2: a REQUIRETLS message goes only over verified TLS.
   if (facts.requireTls) return { level: 'verify', source: 'REQUIRETLS' };

@@ -1,5 +1,5 @@
 // A tiny authoritative DNS server for tests: UDP on 127.0.0.1, port 0,
-// answering MX, A and AAAA from a zone map (RFC 1035 §4 wire format, no
+// answering MX, A, AAAA and TXT from a zone map (RFC 1035 §4 wire format, no
 // compression written). Unknown names get NXDOMAIN, a known name without the
 // asked type gets NOERROR with no answers (NODATA). Every query is recorded.
 // A query it cannot parse gets FORMERR; a `timeout` name is never answered.
@@ -11,6 +11,8 @@ export interface ZoneEntry {
   mx?: [priority: number, exchange: string][];
   a?: string[];
   aaaa?: string[];
+  /** TXT records, each one string (up to 255 bytes). */
+  txt?: string[];
   servfail?: boolean;
   nxdomain?: boolean;
   /** Never answer: the client times out. */
@@ -32,6 +34,7 @@ export interface DnsServer {
 
 const TYPE_A = 1;
 const TYPE_MX = 15;
+const TYPE_TXT = 16;
 const TYPE_AAAA = 28;
 const TYPE_NAMES: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA' };
 const CLASS_IN = 1;
@@ -101,6 +104,9 @@ function records(question: Question, entry: ZoneEntry): Buffer[] {
       return (entry.a ?? []).map((ip) => record(owner, TYPE_A, encodeIpv4(ip)));
     case TYPE_AAAA:
       return (entry.aaaa ?? []).map((ip) => record(owner, TYPE_AAAA, encodeIpv6(ip)));
+    case TYPE_TXT:
+      // One character-string per record: a length byte, then the text (RFC 1035 §3.3.14).
+      return (entry.txt ?? []).map((text) => record(owner, TYPE_TXT, Buffer.concat([Buffer.from([Buffer.byteLength(text)]), Buffer.from(text)])));
     default:
       return [];
   }

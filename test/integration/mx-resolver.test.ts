@@ -42,6 +42,7 @@ function withFailure(method: 'resolve4' | 'resolve6', code: string): DnsResolver
     resolveMx: (name) => real.resolveMx(name),
     resolve4: method === 'resolve4' ? fail : (name) => real.resolve4(name),
     resolve6: method === 'resolve6' ? fail : (name) => real.resolve6(name),
+    resolveTxt: (name) => real.resolveTxt(name),
   };
 }
 

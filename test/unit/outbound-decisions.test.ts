@@ -11,7 +11,7 @@ const base: Pick<OutboundConfig, 'relayhost' | 'routes' | 'port' | 'tlsPolicies'
   relayhost: { host: '', port: 587, secure: false, tls: 'encrypt', auth: { user: '', pass: '', passFile: '', oauth2: {} } },
   routes: { 'example.test': { host: '127.0.0.1', port: 2600, tls: 'encrypt' }, '*.corp.test': { host: 'gw.corp.test' }, 'plain.test': { host: 'p.test' } },
   port: 25,
-  tlsPolicies: { 'bank.example': 'verify', 'example.test': 'verify' },
+  tlsPolicies: { 'bank.example': 'verify', 'example.test': 'verify', 'sts.example': 'mta-sts' },
   tls: { level: 'may', caFile: '' },
 };
 
@@ -45,6 +45,8 @@ describe('decideTlsLevel', () => {
     ['per-domain policy for an MX domain', false, 'bank.example', { level: 'verify', source: 'outbound.tlsPolicies["bank.example"]' }],
     ['route level when no policy', false, 'a.corp.test', { level: 'may', source: 'outbound.tls.level' }],
     ['global default', false, 'other.org', { level: 'may', source: 'outbound.tls.level' }],
+    ['mta-sts, for the MTA-STS policy to settle', false, 'sts.example', { level: 'mta-sts', source: 'outbound.tlsPolicies["sts.example"]' }],
+    ['REQUIRETLS over mta-sts', true, 'sts.example', { level: 'verify', source: 'REQUIRETLS' }],
   ] as const)('%s', (_name, requireTls, domain, expected) => {
     expect(decideTlsLevel({ requireTls, domain, nextHop: hop(domain), outbound: base })).toEqual(expected);
   });

@@ -1,0 +1,202 @@
+// MTA-STS (RFC 8461): a domain says, in DNS and in a file on an HTTPS host
+// of its own, that its MX hosts offer verified TLS, and which names they
+// have. For the TLS level `mta-sts` (DESIGN.md's table), a delivery by MX
+// asks this module for the recipient domain's policy:
+//  - `_mta-sts.DOMAIN` TXT "v=STSv1; id=…" says there is one;
+//  - https://mta-sts.DOMAIN/.well-known/mta-sts.txt (a certificate valid for
+//    that name, no redirect, at most 64 KiB) gives it: mode (enforce,
+//    testing, none), the MX names (a "*." entry is one label), max_age;
+//  - it is kept for max_age and fetched again when the TXT id changes; while
+//    DNS or the HTTPS host fail, a policy still valid is used (§5.1), and
+//    with none, the domain has no policy (the delivery goes as under `may`).
+// deliver.ts applies it: in enforce mode only the MX hosts the policy names,
+// each under `verify`; in testing mode as `may`, a host the policy would
+// refuse logged.
+// Policies are kept in this process's memory (a restart fetches them again).
+//
+// Fails: never throws; a policy that cannot be read is no policy, logged.
+//
+//   parseStsRecord  - the id of the one "v=STSv1" TXT record; undefined when there is not exactly one.
+//   parseStsPolicy  - the policy file read, or why it is not one.
+//   mxInPolicy      - whether an MX name is one the policy lists.
+//   decideStsLevel  - the level `mta-sts` settles to, for a next hop and the domain's policy.
+//   createMtaStsPolicies - the domain's policy, looked up, fetched and kept.
+import { request } from 'node:https';
+import { isIP, type LookupFunction } from 'node:net';
+import { rootCertificates } from 'node:tls';
+import type { Logger } from '../observability/logger.ts';
+import { isPublicAddress, lookupAddresses, type DnsResolver } from './mx-resolver.ts';
+import type { TlsDecision } from './route.ts';
+
+export interface StsPolicy {
+  mode: 'enforce' | 'testing' | 'none';
+  /** MX name patterns as listed: "mx.example.com", "*.example.net". */
+  mx: string[];
+  /** Seconds the policy may be kept. */
+  maxAge: number;
+  /** The TXT record's id when it was fetched. */
+  id: string;
+}
+
+/** The most bytes of a policy file read (RFC 8461 §3.3 suggests 64 KiB). */
+const POLICY_LIMIT = 64 * 1024;
+/** The longest max_age a policy may ask (RFC 8461 §3.2: 31557600, a year). */
+const MAX_AGE_LIMIT = 31_557_600;
+
+/** parseStsRecord - the id of the one TXT record that starts "v=STSv1"; undefined when there is none, or several (§3.1). */
+export function parseStsRecord(records: readonly (readonly string[])[]): string | undefined {
+  // A record's strings are one text (RFC 7208 §3.3 has the same rule for SPF).
+  const sts = records.map((parts) => parts.join('')).filter((text) => /^v=STSv1\s*(;|$)/.test(text));
+  if (sts.length !== 1) return undefined;
+  const fields = new Map(sts[0]!.split(';').map((f) => f.trim()).filter(Boolean).map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] as const));
+  const id = fields.get('id');
+  return id !== undefined && /^[A-Za-z0-9]{1,32}$/.test(id) ? id : undefined;
+}
+
+/** parseStsPolicy - the policy file's fields (§3.2), or why it is not a policy. */
+export function parseStsPolicy(text: string, id: string): { ok: true; policy: StsPolicy } | { ok: false; reason: string } {
+  const fields: [string, string][] = [];
+  for (const line of text.split(/\r?\n/)) {
+    if (line.trim() === '') continue;
+    const colon = line.indexOf(':');
+    if (colon <= 0) return { ok: false, reason: `not a "key: value" line: ${JSON.stringify(line.slice(0, 80))}` };
+    fields.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()]);
+  }
+  const first = (key: string) => fields.find(([k]) => k === key)?.[1];
+  if (first('version') !== 'STSv1') return { ok: false, reason: 'version is not STSv1' };
+  const mode = first('mode');
+  if (mode !== 'enforce' && mode !== 'testing' && mode !== 'none') return { ok: false, reason: `mode ${JSON.stringify(mode ?? '')} is not enforce, testing or none` };
+  const maxAge = Number(first('max_age'));
+  if (!/^\d{1,10}$/.test(first('max_age') ?? '') || maxAge > MAX_AGE_LIMIT) return { ok: false, reason: 'max_age is not a number of seconds up to 31557600' };
+  const mx = fields.filter(([k]) => k === 'mx').map(([, v]) => v.toLowerCase().replace(/\.$/, ''));
+  if (mode !== 'none' && mx.length === 0) return { ok: false, reason: 'no mx line' };
+  return { ok: true, policy: { mode, mx, maxAge, id } };
+}
+
+/** mxInPolicy - whether an MX name matches one of the policy's: exactly, or "*.example.com" for one label more (§4.1). */
+export function mxInPolicy(host: string, patterns: readonly string[]): boolean {
+  const name = host.toLowerCase().replace(/\.$/, '');
+  return patterns.some((pattern) => {
+    if (!pattern.startsWith('*.')) return name === pattern;
+    const suffix = pattern.slice(1);
+    return name.endsWith(suffix) && name.length > suffix.length && !name.slice(0, -suffix.length).includes('.');
+  });
+}
+
+/**
+ * decideStsLevel - what a level `mta-sts` (from `source`) is for this delivery: `verify` where the domain's policy
+ * says enforce; `may` where it says testing or none, where there is no policy, and for a next hop that is not the
+ * domain's MX (a route, a smarthost, an address literal: the policy names MX hosts).
+ */
+export function decideStsLevel(source: string, viaMx: boolean, policy: StsPolicy | undefined): TlsDecision {
+  if (!viaMx) return { level: 'may', source: `${source}: mta-sts, not an MX delivery` };
+  if (policy === undefined) return { level: 'may', source: `${source}: mta-sts, no policy` };
+  const of = `${source}: MTA-STS ${policy.mode} (id ${policy.id})`;
+  return { level: policy.mode === 'enforce' ? 'verify' : 'may', source: of };
+}
+
+export interface MtaStsSettings {
+  resolver: DnsResolver;
+  /** Trusted in addition to the system CAs (outbound.tls.caFile). */
+  extraCa: readonly string[];
+  /** The policy host's port: 443 (outbound.mtaStsPort, for tests and private setups). */
+  port: number;
+  /** Whether a policy host may have a loopback or private address (outbound.allowPrivateTargets). */
+  allowPrivateTargets: boolean;
+  timeoutMs: number;
+  now: () => Date;
+  logger: Logger;
+}
+
+export interface MtaStsPolicies {
+  /** policyFor - the domain's policy now; undefined when it has none (or none could be read and none is kept). */
+  policyFor(domain: string): Promise<StsPolicy | undefined>;
+}
+
+/** createMtaStsPolicies - look up, fetch and keep domains' policies. */
+export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
+  const kept = new Map<string, { policy: StsPolicy; until: number }>();
+  const ca = [...rootCertificates, ...settings.extraCa];
+
+  return {
+    async policyFor(domain) {
+      const now = settings.now().getTime();
+      const cached = kept.get(domain);
+      const valid = cached !== undefined && cached.until > now ? cached.policy : undefined;
+      const log = settings.logger.child({ domain });
+      let id: string | undefined;
+      try {
+        id = parseStsRecord(await settings.resolver.resolveTxt(`_mta-sts.${domain}`));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // No such name or no TXT: no policy announced. Anything else: DNS trouble, keep what we have (§5.1).
+        if (code !== 'ENOTFOUND' && code !== 'ENODATA') log.info({ err: code ?? String(err) }, 'MTA-STS: TXT lookup failed; using the policy kept, if any');
+        return valid;
+      }
+      // §5.1: a policy still valid stays in force when the TXT record is gone, and is not fetched again for its id.
+      if (id === undefined || id === valid?.id) return valid;
+      const fetched = await fetchPolicy(domain, id, log);
+      if (fetched === undefined) return valid;
+      if (fetched.maxAge === 0) kept.delete(domain);
+      else kept.set(domain, { policy: fetched, until: now + fetched.maxAge * 1000 });
+      log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
+      return fetched;
+    },
+  };
+
+  async function fetchPolicy(domain: string, id: string, log: Logger): Promise<StsPolicy | undefined> {
+    const host = `mta-sts.${domain}`;
+    try {
+      const text = await getPolicyFile(host);
+      const parsed = parseStsPolicy(text, id);
+      if (parsed.ok) return parsed.policy;
+      log.warn({ host, reason: parsed.reason }, 'MTA-STS: the policy file is not a policy; none is used');
+    } catch (err) {
+      log.warn({ host, err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: policy not fetched; none is used');
+    }
+    return undefined;
+  }
+
+  /** getPolicyFile - GET the well-known file over verified TLS, through our own resolver; no redirect, 64 KiB at most. */
+  function getPolicyFile(host: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { host, port: settings.port, path: '/.well-known/mta-sts.txt', servername: host, ca, minVersion: 'TLSv1.2', lookup: lookupThrough(settings), timeout: settings.timeoutMs, headers: { 'user-agent': 'Postern' } },
+        (res) => {
+          if (res.statusCode !== 200) {
+            res.resume();
+            return reject(new Error(`HTTP ${res.statusCode}`));
+          }
+          if (!/^text\/plain\b/i.test(res.headers['content-type'] ?? '')) {
+            res.resume();
+            return reject(new Error(`content type ${res.headers['content-type'] ?? 'missing'}, not text/plain`));
+          }
+          const chunks: Buffer[] = [];
+          let bytes = 0;
+          res.on('data', (chunk: Buffer) => {
+            bytes += chunk.length;
+            if (bytes > POLICY_LIMIT) return req.destroy(new Error(`larger than ${POLICY_LIMIT} bytes`));
+            chunks.push(chunk);
+          });
+          res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${settings.timeoutMs / 1000} s`)));
+      req.on('error', reject);
+      req.end();
+    });
+  }
+}
+
+/** lookupThrough - node's `lookup` over our resolver, refusing private addresses unless allowed (as for MX hosts). */
+function lookupThrough(settings: Pick<MtaStsSettings, 'resolver' | 'allowPrivateTargets'>): LookupFunction {
+  return (hostname, options, callback) => {
+    void lookupAddresses(hostname, settings.resolver).then((found) => {
+      const addresses = found.kind === 'addresses' ? found.addresses.filter((ip) => settings.allowPrivateTargets || isPublicAddress(ip)) : [];
+      if (addresses.length === 0) return callback(Object.assign(new Error(`no usable address for ${hostname}`), { code: 'ENOTFOUND' }), '', 4);
+      if (options.all) return (callback as unknown as (err: null, all: { address: string; family: number }[]) => void)(null, addresses.map((address) => ({ address, family: isIP(address) })));
+      callback(null, addresses[0]!, isIP(addresses[0]!));
+    });
+  };
+}

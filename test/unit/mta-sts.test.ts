@@ -1,0 +1,69 @@
+// MTA-STS's pure parts (RFC 8461): the TXT record, the policy file, MX name
+// matching, and what the level mta-sts settles to.
+import { describe, expect, it } from 'vitest';
+import { decideStsLevel, mxInPolicy, parseStsPolicy, parseStsRecord } from '../../src/outbound/mta-sts.ts';
+
+describe('parseStsRecord (§3.1)', () => {
+  it.each([
+    [[['v=STSv1; id=20160831085700Z;']], '20160831085700Z'],
+    [[['v=STSv1;id=abc']], 'abc'],
+    [[['v=STSv1; ', 'id=split;']], 'split'],
+    [[['v=spf1 -all'], ['v=STSv1; id=1']], '1'],
+    [[['v=STSv1; id=1'], ['v=STSv1; id=2']], undefined],
+    [[['v=STSv1;']], undefined],
+    [[['v=STSv1; id=no-dashes']], undefined],
+    [[['v=STSv10; id=1']], undefined],
+    [[], undefined],
+  ] as const)('%j: %s', (records, id) => {
+    expect(parseStsRecord(records)).toBe(id);
+  });
+});
+
+describe('parseStsPolicy (§3.2)', () => {
+  it('reads version, mode, every mx and max_age, with LF or CRLF, names in lower case and without a final dot', () => {
+    expect(parseStsPolicy('version: STSv1\nmode: enforce\nmx: MX1.Example.com.\nmx: *.example.net\nmax_age: 604800\n', 'x')).toEqual({
+      ok: true,
+      policy: { mode: 'enforce', mx: ['mx1.example.com', '*.example.net'], maxAge: 604800, id: 'x' },
+    });
+    expect(parseStsPolicy('version: STSv1\r\nmode: none\r\nmax_age: 0\r\n', 'y')).toEqual({ ok: true, policy: { mode: 'none', mx: [], maxAge: 0, id: 'y' } });
+  });
+  it.each([
+    ['version: STSv2\nmode: enforce\nmx: a\nmax_age: 1', /version/],
+    ['version: STSv1\nmode: strict\nmx: a\nmax_age: 1', /mode "strict"/],
+    ['version: STSv1\nmode: enforce\nmax_age: 1', /no mx line/],
+    ['version: STSv1\nmode: enforce\nmx: a\nmax_age: 31557601', /max_age/],
+    ['version: STSv1\nmode: enforce\nmx: a\nmax_age: soon', /max_age/],
+    ['<html>not a policy</html>', /not a "key: value" line/],
+  ])('refuses %j', (text, reason) => {
+    const parsed = parseStsPolicy(text, 'x');
+    expect(parsed.ok).toBe(false);
+    if (!parsed.ok) expect(parsed.reason).toMatch(reason);
+  });
+});
+
+describe('mxInPolicy (§4.1)', () => {
+  it.each([
+    ['mx1.example.com', ['mx1.example.com'], true],
+    ['MX1.Example.COM.', ['mx1.example.com'], true],
+    ['mx2.example.com', ['mx1.example.com'], false],
+    ['mx1.example.net', ['*.example.net'], true],
+    ['a.b.example.net', ['*.example.net'], false],
+    ['example.net', ['*.example.net'], false],
+    ['mx1.badexample.net', ['*.example.net'], false],
+  ] as const)('%s in %j: %s', (host, patterns, matches) => {
+    expect(mxInPolicy(host, patterns)).toBe(matches);
+  });
+});
+
+describe('decideStsLevel', () => {
+  const policy = (mode: 'enforce' | 'testing' | 'none') => ({ mode, mx: ['mx.example.com'], maxAge: 60, id: 'i1' });
+  it.each([
+    [true, policy('enforce'), { level: 'verify', source: 'src: MTA-STS enforce (id i1)' }],
+    [true, policy('testing'), { level: 'may', source: 'src: MTA-STS testing (id i1)' }],
+    [true, policy('none'), { level: 'may', source: 'src: MTA-STS none (id i1)' }],
+    [true, undefined, { level: 'may', source: 'src: mta-sts, no policy' }],
+    [false, policy('enforce'), { level: 'may', source: 'src: mta-sts, not an MX delivery' }],
+  ] as const)('via MX %s, policy %j: %j', (viaMx, sts, decision) => {
+    expect(decideStsLevel('src', viaMx, sts)).toEqual(decision);
+  });
+});
