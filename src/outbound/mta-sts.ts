@@ -118,31 +118,43 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   const kept = new Map<string, { policy: StsPolicy; until: number }>();
   const ca = [...rootCertificates, ...settings.extraCa];
 
+  /** Lookups in flight, by domain: deliveries to one domain at once share one (one TXT query, one fetch). */
+  const pending = new Map<string, Promise<StsPolicy | undefined>>();
+
   return {
-    async policyFor(domain) {
-      const now = settings.now().getTime();
-      const cached = kept.get(domain);
-      const valid = cached !== undefined && cached.until > now ? cached.policy : undefined;
-      const log = settings.logger.child({ domain });
-      let id: string | undefined;
-      try {
-        id = parseStsRecord(await settings.resolver.resolveTxt(`_mta-sts.${domain}`));
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        // No such name or no TXT: no policy announced. Anything else: DNS trouble, keep what we have (§5.1).
-        if (code !== 'ENOTFOUND' && code !== 'ENODATA') log.info({ err: code ?? String(err) }, 'MTA-STS: TXT lookup failed; using the policy kept, if any');
-        return valid;
+    policyFor(domain) {
+      let lookup = pending.get(domain);
+      if (lookup === undefined) {
+        lookup = currentPolicy(domain).finally(() => pending.delete(domain));
+        pending.set(domain, lookup);
       }
-      // §5.1: a policy still valid stays in force when the TXT record is gone, and is not fetched again for its id.
-      if (id === undefined || id === valid?.id) return valid;
-      const fetched = await fetchPolicy(domain, id, log);
-      if (fetched === undefined) return valid;
-      if (fetched.maxAge === 0) kept.delete(domain);
-      else kept.set(domain, { policy: fetched, until: now + fetched.maxAge * 1000 });
-      log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
-      return fetched;
+      return lookup;
     },
   };
+
+  async function currentPolicy(domain: string): Promise<StsPolicy | undefined> {
+    const now = settings.now().getTime();
+    const cached = kept.get(domain);
+    const valid = cached !== undefined && cached.until > now ? cached.policy : undefined;
+    const log = settings.logger.child({ domain });
+    let id: string | undefined;
+    try {
+      id = parseStsRecord(await settings.resolver.resolveTxt(`_mta-sts.${domain}`));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // No such name or no TXT: no policy announced. Anything else: DNS trouble, keep what we have (§5.1).
+      if (code !== 'ENOTFOUND' && code !== 'ENODATA') log.info({ err: code ?? String(err) }, 'MTA-STS: TXT lookup failed; using the policy kept, if any');
+      return valid;
+    }
+    // §5.1: a policy still valid stays in force when the TXT record is gone, and is not fetched again for its id.
+    if (id === undefined || id === valid?.id) return valid;
+    const fetched = await fetchPolicy(domain, id, log);
+    if (fetched === undefined) return valid;
+    if (fetched.maxAge === 0) kept.delete(domain);
+    else kept.set(domain, { policy: fetched, until: now + fetched.maxAge * 1000 });
+    log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
+    return fetched;
+  }
 
   async function fetchPolicy(domain: string, id: string, log: Logger): Promise<StsPolicy | undefined> {
     const host = `mta-sts.${domain}`;

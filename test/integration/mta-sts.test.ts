@@ -33,7 +33,7 @@ beforeAll(async () => {
   ({ ca, caFile, remove: removeCa } = await writeTestCa());
   hop = await startNextHop('starttls-ca-right-name', { ca });
   // One HTTPS server for every policy host, its certificate naming them all.
-  const domains = ['enforced.test', 'wrongcert.test', 'testing.test', 'unlisted.test', 'broken.test', 'none.test', 'gone.test'];
+  const domains = ['enforced.test', 'wrongcert.test', 'testing.test', 'unlisted.test', 'broken.test', 'none.test', 'gone.test', 'herd.test'];
   const cert = await issueServerCertificate(ca, { names: domains.map((d) => `mta-sts.${d}`) });
   web = createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '');
@@ -60,6 +60,8 @@ beforeAll(async () => {
     'none.test': { mx: [[10, NEXT_HOP_NAME]] },
     'gone.test': { mx: [[10, NEXT_HOP_NAME]] },
     '_mta-sts.gone.test': sts('g1'),
+    'herd.test': { mx: [[10, NEXT_HOP_NAME]] },
+    '_mta-sts.herd.test': sts('h1'),
     ...Object.fromEntries(domains.map((d) => [`mta-sts.${d}`, { a: ['127.0.0.1'] }])),
   } satisfies Record<string, ZoneEntry>);
   dns = await startDnsServer(zone);
@@ -69,6 +71,7 @@ beforeAll(async () => {
   policies['mta-sts.testing.test'] = { body: policy('testing', ['*.elsewhere.test']) };
   policies['mta-sts.broken.test'] = { body: 'this is not a policy', type: 'text/html' };
   policies['mta-sts.gone.test'] = { body: policy('enforce', [NEXT_HOP_NAME]) };
+  policies['mta-sts.herd.test'] = { body: policy('enforce', [NEXT_HOP_NAME]) };
   relay = await startTestRelay({
     outbound: {
       enabled: true,
@@ -135,6 +138,13 @@ describe('outbound.tls.level mta-sts', () => {
       expect(shown.attempts).toEqual([expect.objectContaining({ outcome: 'delivered', policy: { level: 'may', source: 'outbound.tls.level: mta-sts, no policy' } })]);
     }
     expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'MTA-STS: policy not fetched; none is used', host: 'mta-sts.broken.test', err: 'content type text/html, not text/plain' }));
+  });
+
+  it('fetches a policy once for deliveries to its domain that start together', async () => {
+    const ids = await Promise.all(['j', 'k', 'l'].map((local) => submitMessage(relay, { from: 'sender@sender.test', to: [`${local}@herd.test`], marker: local })));
+    expect(await scheduler.runDue()).toBe(3);
+    for (const id of ids) expect((await queueShow(relay, id)).state).toBe('done');
+    expect(fetched.filter((f) => f.startsWith('mta-sts.herd.test'))).toHaveLength(1);
   });
 
   // RFC 8461 §5.1: a policy not expired stays in force while a newer one cannot be fetched.
