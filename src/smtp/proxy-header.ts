@@ -18,14 +18,18 @@
 // Postfix (smtpd_upstream_proxy_timeout, 5 s), the wait is the server's
 // `proxyHeaderWaitMs` (smtp.proxyProtocolTimeout), then "421 4.3.0" and a warning; so is a connection that starts with
 // anything else. One closed before it sent a byte (a balancer's TCP health
-// check) is only a debug line.
+// check) is only a debug line. And a version 2 header (binary: AWS's NLB
+// sends no other) is read here (smtp/proxy-v2.ts); a version 1 line is left
+// to the library.
 // Fails: throws at start if the library no longer has the methods we wrap.
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { patchMethods, type LibraryClass } from './library-builds.ts';
+import { readProxyV2 } from './proxy-v2.ts';
 
 /** The options this adds to SMTPServerOptions. */
 export interface ProxyHeaderOption {
-  /** Whether a peer at this address must open with a PROXY v1 line (smtp.proxyProtocol's networks). */
+  /** Whether a peer at this address must open with a PROXY header, v1 or v2 (smtp.proxyProtocol's networks). */
   proxyHeaderFrom?: (address: string) => boolean;
   /** Where a peer that did not send its PROXY line is reported. */
   proxyHeaderLog?: { warn(fields: object, message: string): void; debug(fields: object, message: string): void };
@@ -69,14 +73,59 @@ export function installProxyHeader(): Promise<void> {
         socket.end(`421 4.3.0 ${this.options.name ?? ''} Error: no PROXY protocol line from the load balancer\r\n`, () => socket.destroy());
       }, waitMs);
       timer.unref();
-      library._handleProxy.call(this, socket, (err, socketOptions) => {
+      const settle: ProxyCallback = (err, socketOptions) => {
         clearTimeout(timer);
         if (err && !timedOut) {
           if (socket.bytesRead === 0) log.debug(peer, 'closed before its PROXY line (a TCP health check?)');
           else log.warn({ ...peer, error: err.message }, `connection did not start with a PROXY line; ${hint}`);
         }
         callback(err, socketOptions);
+      };
+      readVersion2(socket, (err, socketOptions) => {
+        if (err || socketOptions) return settle(err, socketOptions);
+        library._handleProxy.call(this, socket, settle);
       });
     },
   }));
+}
+
+/**
+ * readVersion2 - read a version 2 header from the start of the connection: the session's options (the client
+ * it names) when there is one; neither error nor options when the bytes are not one, given back to the socket
+ * for the library's version 1 reader; an error (the socket destroyed) for a bad header or a connection gone first.
+ */
+function readVersion2(socket: Socket, done: ProxyCallback): void {
+  const chunks: Buffer[] = [];
+  const finish = (err: Error | null, socketOptions?: object) => {
+    socket.off('readable', onReadable);
+    socket.off('close', onGone);
+    socket.off('end', onGone);
+    socket.off('error', onError);
+    if (err) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+    }
+    done(err, socketOptions);
+  };
+  const onGone = () => finish(new Error('Socket closed before PROXY header was received'));
+  const onError = (err: Error) => finish(err);
+  const onReadable = () => {
+    let chunk: Buffer | null;
+    while ((chunk = socket.read() as Buffer | null) !== null) chunks.push(chunk);
+    const bytes = Buffer.concat(chunks);
+    const header = readProxyV2(bytes);
+    if (header.kind === 'incomplete') return;
+    if (header.kind === 'invalid') return finish(new Error(header.reason));
+    // What came after the header (a TLS hello on the implicit-TLS port) is the session's, as the library does.
+    const rest = header.kind === 'header' ? bytes.subarray(header.length) : bytes;
+    if (rest.length > 0) socket.unshift(rest);
+    if (header.kind === 'not-v2') return finish(null);
+    // The session's options as the library makes them for a version 1 line: its id, the client's address.
+    const id = BigInt(`0x${randomBytes(10).toString('hex')}`).toString(32).padStart(16, '0');
+    finish(null, { id, ...(header.client && { remoteAddress: header.client.address, remotePort: header.client.port }) });
+  };
+  socket.on('readable', onReadable);
+  socket.on('close', onGone);
+  socket.on('end', onGone);
+  socket.on('error', onError);
 }

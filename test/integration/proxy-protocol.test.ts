@@ -15,13 +15,23 @@ beforeAll(async () => {
 });
 afterAll(async () => relay?.stop());
 
-/** throughBalancer - a session as the balancer opens it for `client`; after the greeting. */
-async function throughBalancer(port: number, client: string, tls = false): Promise<RawSmtp> {
+/** throughBalancer - a session as the balancer opens it for `client` (a v1 line, or a v2 header); after the greeting. */
+async function throughBalancer(port: number, client: string, tls = false, version: 1 | 2 = 1): Promise<RawSmtp> {
   const c = await RawSmtp.connect(port, { localAddress: BALANCER });
-  c.write(`PROXY TCP4 ${client} 127.0.0.1 40001 ${port}\r\n`);
+  c.write(version === 1 ? `PROXY TCP4 ${client} 127.0.0.1 40001 ${port}\r\n` : proxyV2(client, port));
   if (tls) await c.upgrade({ ca: relay.ca.certPem });
   expect((await c.reply()).code).toBe(220);
   return c;
+}
+
+/** proxyV2 - the binary header AWS's NLB sends: PROXY, TCP over IPv4, client and listener address and port. */
+function proxyV2(client: string, port: number): Buffer {
+  const block = Buffer.alloc(12);
+  Buffer.from(client.split('.').map(Number)).copy(block, 0);
+  Buffer.from([127, 0, 0, 1]).copy(block, 4);
+  block.writeUInt16BE(40001, 8);
+  block.writeUInt16BE(port, 10);
+  return Buffer.concat([Buffer.from('0d0a0d0a000d0a515549540a', 'hex'), Buffer.from([0x21, 0x11, 0, 12]), block]);
 }
 
 describe('smtp.proxyProtocol', () => {
@@ -52,6 +62,38 @@ describe('smtp.proxyProtocol', () => {
     expect((await secure.command('EHLO client.test')).lines).toContain('250-AUTH PLAIN LOGIN');
     expect((await secure.command('MAIL FROM:<a@example.org>')).text).toBe('530 5.7.0 Authentication required');
     secure.close();
+  });
+
+  // AWS's Network Load Balancer sends only version 2: binary, read here rather than by smtp-server.
+  it('reads a version 2 header on every port: the client it names is judged and recorded', async () => {
+    const c = await throughBalancer(relay.ports.relay, '192.0.2.17', false, 2);
+    await c.command('EHLO client.test');
+    await c.command('MAIL FROM:<a@example.org>');
+    expect((await c.command('RCPT TO:<b@example.org>')).text).toBe('554 5.7.1 Relay access denied');
+    expect((await c.command('RCPT TO:<b@local.test>')).code).toBe(250);
+    await c.command('DATA');
+    const queued = await c.command('Subject: v2\r\n\r\nhello\r\n.');
+    c.close();
+    const id = /queued as (\w+)/.exec(queued.text)![1]!;
+    expect((await queueShow(relay, id)).envelope.client.address).toBe('192.0.2.17');
+
+    const secure = await throughBalancer(relay.ports.submissions, '127.0.0.18', true, 2);
+    expect((await secure.command('EHLO client.test')).code).toBe(250);
+    secure.close();
+    expect(relay.logs).toContainEqual(expect.objectContaining({ ip: '127.0.0.18', listener: 'submissions' }));
+  });
+
+  it('keeps the balancer\'s address for a version 2 LOCAL header (its own health check), and closes on a bad one', async () => {
+    const local = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
+    local.write(Buffer.from('0d0a0d0a000d0a515549540a20000000', 'hex'));
+    expect((await local.reply()).code).toBe(220);
+    local.close();
+
+    const bad = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
+    bad.write(Buffer.from('0d0a0d0a000d0a515549540a2112000c00000000000000000000000000', 'hex'));
+    await bad.closedByServer();
+    expect(bad.unread()).toBe('');
+    expect(relay.logs).toContainEqual(expect.objectContaining({ level: 40, ip: BALANCER, error: 'PROXY header for a transport other than TCP' }));
   });
 
   // A balancer set up without send-proxy: its clients wait for a greeting that does not come. Postfix answers 421
