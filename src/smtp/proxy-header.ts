@@ -1,4 +1,4 @@
-// The PROXY protocol (v1, HAProxy's text line) from networks rather than
+// The PROXY protocol (HAProxy's: a v1 text line or a v2 binary header) from networks rather than
 // from single addresses, as an option of each SMTPServer. Behind a load
 // balancer (HAProxy, Traefik, nginx's stream module) every client arrives
 // from the balancer's address, so the trusted networks, the per-IP limits,
