@@ -21,7 +21,7 @@ import { UserStore } from '../inbound/user-store.ts';
 import { queueSpaceToKeep } from '../inbound/policy.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
 import { installCommandGuard } from '../inbound/command-guard.ts';
-import { createHealthChecks, reachableHost } from '../observability/health.ts';
+import { createHealthChecks } from '../observability/health.ts';
 import { autoconfigXml, createHttpServer, type HttpListener } from '../observability/http-server.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
@@ -280,7 +280,7 @@ function buildHttp(parts: HttpParts): HttpListener {
   const { config, store, tls, metrics, listeners, outbound, proxyNetworks, logger, now } = parts;
   const relayhost = config.outbound.relayhost;
   const health = createHealthChecks({
-    listeners: listeners.map((l) => ({ ...l, implicitTls: l.name === 'submissions', proxyLine: proxyNetworks?.(reachableHost(l.host)) ?? false })),
+    listeners: listeners.map((l) => ({ ...l, implicitTls: l.name === 'submissions', ...(proxyNetworks && { proxyLineFrom: proxyNetworks }) })),
     // The probe waits out the listeners' greeting pause, then its own 2 s.
     greetingTimeoutMs: config.smtp.greetingPause * 1000 + 2000,
     queue: store,

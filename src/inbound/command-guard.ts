@@ -58,8 +58,11 @@ export const HARD_ERROR_LIMIT = 20;
 export interface CommandGuardOptions {
   /** AUTH is offered once the session is in TLS (submission); false or absent: never (relay). */
   authAfterTls?: boolean;
-  /** Told of each error reply not made by Postern's policy: the session, the command's name ('' before any), the reply as sent. */
-  onProtocolRefusal?: (session: object, command: string, reply: string) => void;
+  /**
+   * Told of each error reply not made by Postern's policy: the session, the command's name ('' before any), the
+   * reply as sent, and for MAIL and RCPT the address as the line gave it (for the log's from= and to=).
+   */
+  onProtocolRefusal?: (session: object, command: string, reply: string, address?: string) => void;
 }
 
 interface Connection {
@@ -161,7 +164,13 @@ const ANSWERS_NO_COMMAND = new Set<Reply>([replies.timeout, replies.shuttingDown
 function reportRefusal(connection: Connection, reply: string, answersNoCommand = false): void {
   const line = answersNoCommand ? '' : (connection.__posternLine?.toString('latin1', 0, 13) ?? '');
   const name = /^[A-Za-z]{1,12}(?![^ ])/.exec(line)?.[0].toUpperCase() ?? '';
-  connection._server.options.onProtocolRefusal?.(connection.session, name, reply);
+  const address = name === 'MAIL' || name === 'RCPT' ? addressOnLine(connection.__posternLine!) : undefined;
+  connection._server.options.onProtocolRefusal?.(connection.session, name, reply, address);
+}
+
+/** addressOnLine - the address a MAIL or RCPT line gives, without its brackets, as sent (at most 320 characters). */
+function addressOnLine(line: Buffer): string | undefined {
+  return /^(?:MAIL FROM|RCPT TO) *: *<?([^<> ]*)/i.exec(line.toString('utf8', 0, 400))?.[1]?.slice(0, 320);
 }
 
 /** withSpaces - a command line with its tabs as spaces (Postfix reads any white space between words); the same buffer when it has none. */

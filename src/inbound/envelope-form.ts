@@ -16,8 +16,9 @@
 // smtp-server decodes each +HH to the character of that code, so "ß" became
 // "Ã" and a C1 control character, and the recipient was refused 501 (or,
 // for "ä", its ORCPT kept garbled). Such runs reach it decoded as UTF-8;
-// what stays +HH is a byte below 128, which it decodes right, or a run that
-// is not UTF-8 (refused as before).
+// what stays +HH is a byte below 128, which it decodes right. A run that is
+// not UTF-8 ("+E9", Latin-1) is refused (501 5.5.4, below): smtp-server took
+// it for U+00E9, another value than the one sent.
 // An ENVID or ORCPT that is not xtext at all is refused, as Postfix refuses
 // it: smtp-server decodes only the +HH it can and keeps "x+ZZ", "ab+4" or
 // "+c3" as they came, so the value was stored and passed on re-encoded
@@ -116,12 +117,22 @@ export function refuseBadXtext(line: string): Reply | undefined {
     const eq = argument.indexOf('=');
     if (eq <= 0 || argument.slice(0, eq).toUpperCase() !== parameter.name) continue;
     const value = argument.slice(eq + 1);
-    if (value !== '' && !parameter.value.test(value)) return parameter.refusal;
+    if (value !== '' && (!parameter.value.test(value) || !isUtf8(xtextBytes(value)))) return parameter.refusal;
   }
   return undefined;
 }
 
 const SENT_ADDRESS = /^(?:MAIL FROM|RCPT TO):<([^<>]*)>/i;
+
+/**
+ * xtextBytes - the bytes an xtext value stands for: each +HH its byte, anything else its UTF-8. A value whose bytes
+ * are not UTF-8 (a Latin-1 "+E9", a lead byte without its follow-on) is refused: smtp-server would take "+E9" for
+ * U+00E9, and the value stored and passed on would be another than the one sent.
+ */
+function xtextBytes(value: string): Buffer {
+  const parts = value.split(/(\+[0-9A-F]{2})/);
+  return Buffer.concat(parts.map((part) => (/^\+[0-9A-F]{2}$/.test(part) ? Buffer.from([parseInt(part.slice(1), 16)]) : Buffer.from(part, 'utf8'))));
+}
 
 /**
  * addressAsSent - the address smtp-server parsed from a canonical MAIL or RCPT line, with the line's domain where

@@ -146,7 +146,13 @@ export function createListener(deps: ListenerDeps): InboundListener {
     ...(deps.proxyNetworks ? { proxyHeaderFrom: deps.proxyNetworks, proxyHeaderLog: baseLog, proxyHeaderWaitMs: config.smtp.proxyProtocolTimeout * 1000 } : {}),
     authAfterTls: name !== 'relay',
     // smtp-server's own refusals (syntax, order, unknown commands, timeouts), logged as policy's are.
-    onProtocolRefusal: (session, command, reply) => sessions.get(session as SMTPServerSession)?.log.info({ stage: command.toLowerCase() || 'session', reason: 'protocol', reply }, 'refused'),
+    onProtocolRefusal: (session, command, reply, address) => {
+      const smtpSession = session as SMTPServerSession;
+      // Only MAIL and RCPT have an envelope to name (a refusal before the greeting has no envelope at all).
+      const mailFrom = smtpSession.envelope?.mailFrom;
+      const envelope = command === 'MAIL' ? refusedEnvelope(smtpSession, address ?? '') : command === 'RCPT' ? { ...refusedEnvelope(smtpSession, mailFrom ? mailFrom.address : ''), to: address ?? '' } : {};
+      sessions.get(smtpSession)?.log.info({ stage: command.toLowerCase() || 'session', reason: 'protocol', reply, ...envelope }, 'refused');
+    },
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
     ...(deps.resolver ? { resolver: deps.resolver } : {}),

@@ -39,8 +39,8 @@ export interface ProbeTarget {
   port: number;
   /** TLS from the first byte (submissions). */
   implicitTls: boolean;
-  /** The listener wants a PROXY line from the probe's address (smtp.proxyProtocol covers it): "PROXY UNKNOWN" first. */
-  proxyLine?: boolean;
+  /** The peers the listener wants a PROXY line from (smtp.proxyProtocol): the probe, from one of them, sends "PROXY UNKNOWN" first. */
+  proxyLineFrom?: (address: string) => boolean;
 }
 
 export type CheckResult = { ok: true; detail?: string } | { ok: false; error: string };
@@ -128,11 +128,8 @@ export function reachableHost(bindHost: string): string {
 export function probeGreeting(target: ProbeTarget, timeoutMs: number): Promise<CheckResult> {
   const host = reachableHost(target.host);
   return new Promise((resolve) => {
-    // Our own certificate may be a dev one: the probe asks whether the port answers, not whom to trust. A PROXY line
-    // goes before TLS, and says the probe is who it is (UNKNOWN: the connection's own addresses).
     const tcp = netConnect({ host, port: target.port });
-    if (target.proxyLine) tcp.write('PROXY UNKNOWN\r\n');
-    const socket: Socket = target.implicitTls ? tlsConnect({ socket: tcp, rejectUnauthorized: false }) : tcp;
+    let socket: Socket = tcp;
     let text = '';
     let settled = false;
     const finish = (result: CheckResult) => {
@@ -144,16 +141,25 @@ export function probeGreeting(target: ProbeTarget, timeoutMs: number): Promise<C
       resolve(result);
     };
     const timer = setTimeout(() => finish({ ok: false, error: `no greeting within ${timeoutMs / 1000} s` }), timeoutMs);
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      text += chunk;
-      // A reply ends with a line whose code is followed by a space (multiline replies use "220-").
-      const last = text.split('\r\n').slice(0, -1).find((line) => /^\d{3}( |$)/.test(line));
-      if (last) finish(last.startsWith('220') ? { ok: true } : { ok: false, error: `greeting: ${last.slice(0, 200)}` });
-      else if (text.length > 4096) finish({ ok: false, error: 'greeting too long' });
+    tcp.on('error', (err) => finish({ ok: false, error: err.message }));
+    tcp.once('connect', () => {
+      // The listener judges the probe by the address it came from (on Linux, a connection to 127.0.0.2 comes from
+      // 127.0.0.1): from a peer smtp.proxyProtocol covers, a PROXY line goes first, before TLS, and says the probe
+      // is who it is (UNKNOWN: the connection's own addresses).
+      if (tcp.localAddress !== undefined && target.proxyLineFrom?.(tcp.localAddress)) tcp.write('PROXY UNKNOWN\r\n');
+      // Our own certificate may be a dev one: the probe asks whether the port answers, not whom to trust.
+      if (target.implicitTls) socket = tlsConnect({ socket: tcp, rejectUnauthorized: false });
+      socket.setEncoding('latin1');
+      socket.on('data', (chunk: string) => {
+        text += chunk;
+        // A reply ends with a line whose code is followed by a space (multiline replies use "220-").
+        const last = text.split('\r\n').slice(0, -1).find((line) => /^\d{3}( |$)/.test(line));
+        if (last) finish(last.startsWith('220') ? { ok: true } : { ok: false, error: `greeting: ${last.slice(0, 200)}` });
+        else if (text.length > 4096) finish({ ok: false, error: 'greeting too long' });
+      });
+      socket.on('error', (err) => finish({ ok: false, error: err.message }));
+      socket.on('close', () => finish({ ok: false, error: 'closed before the greeting' }));
     });
-    socket.on('error', (err) => finish({ ok: false, error: err.message }));
-    socket.on('close', () => finish({ ok: false, error: 'closed before the greeting' }));
   });
 }
 

@@ -14,7 +14,11 @@ export function isAsciiText(text: string): boolean {
  * "xn--bcher-kva.example"), as DNS and the routes know it; an ASCII domain, or one that is not a valid IDN, as it is.
  */
 export function asciiDomain(domain: string): string {
-  return isAsciiText(domain) ? domain : domainToASCII(domain) || domain;
+  if (isAsciiText(domain)) return domain;
+  const ascii = domainToASCII(domain);
+  // IDNA maps the ideographic and full-width full stops to "."; one ending the domain is a final dot, dropped as
+  // the envelope's own final dot is (envelope-form.ts), or the routes and the TLS policies would not match it.
+  return ascii === '' ? domain : ascii.replace(/\.$/, '');
 }
 
 /** domainOf - the lowercased domain of an address; '' for a domainless one such as <postmaster>. */

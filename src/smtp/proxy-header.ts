@@ -73,9 +73,17 @@ export function installProxyHeader(): Promise<void> {
         socket.end(`421 4.3.0 ${this.options.name ?? ''} Error: no PROXY protocol line from the load balancer\r\n`, () => socket.destroy());
       }, waitMs);
       timer.unref();
+      // The library closes a connection that has not reached its session within limits.idleTimeout, silently:
+      // not before this wait's reply.
+      if (socket.timeout !== undefined && socket.timeout > 0 && socket.timeout <= waitMs) socket.setTimeout(waitMs + 1000);
       const settle: ProxyCallback = (err, socketOptions) => {
         clearTimeout(timer);
-        if (err && !timedOut) {
+        // A header that came after the 421 starts no session on the closing socket.
+        if (timedOut) {
+          socket.destroy();
+          return callback(err ?? new Error('PROXY header after the wait'));
+        }
+        if (err) {
           if (socket.bytesRead === 0) log.debug(peer, 'closed before its PROXY line (a TCP health check?)');
           else log.warn({ ...peer, error: err.message }, `connection did not start with a PROXY line; ${hint}`);
         }

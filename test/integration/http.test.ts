@@ -363,6 +363,15 @@ describe('/metrics', () => {
 
 // A balancer on the relay's own host: smtp.proxyProtocol covers loopback, where the probe connects from.
 describe('/healthz with smtp.proxyProtocol covering its own address', () => {
+  // A listener on 127.0.0.2 judges the probe by its source, 127.0.0.1 on Linux, not by the listener's address.
+  it.each([[['127.0.0.1/32']], [['127.0.0.2/32']]])('sends the PROXY line by the address it connects from (networks %j, listeners on 127.0.0.2)', async (networks) => {
+    const host = { host: '127.0.0.2', port: 0 };
+    const relay = await started({ listeners: { relay: host, submission: host, submissions: host }, smtp: { proxyProtocol: networks } });
+    const answer = await call(relay, '/healthz');
+    expect(Object.values(answer.json.listeners as Record<string, { ok: boolean }>).map((l) => l.ok)).toEqual([true, true, true]);
+    expect(answer.status).toBe(200);
+  });
+
   it('opens each probe with a PROXY line, TLS after it on the implicit-TLS port, and is 200', async () => {
     const relay = await started({ smtp: { proxyProtocol: ['127.0.0.0/8'] } });
     const answer = await call(relay, '/healthz');

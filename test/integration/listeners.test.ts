@@ -53,6 +53,20 @@ describe('relay listener (STARTTLS offered, no AUTH)', () => {
     expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'refused', stage: 'rcpt', reason: 'relay-denied', from: 'a@example.test', to: 'b@example.org' }));
   });
 
+  it('logs a refusal smtp-server or the command guard makes at MAIL and RCPT with its from and to too', async () => {
+    const c = await RawSmtp.connect(relay.ports.relay);
+    await c.reply();
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<scanner@example.test> ENVID=x+ZZ')).code).toBe(501);
+    expect((await c.command('MAIL FROM:<scanner@example.test>')).code).toBe(250);
+    expect((await c.command('RCPT TO:<a..b@local.test>')).code).toBe(501);
+    c.close();
+    await expect.poll(() => relay.logs.filter((l) => l.msg === 'refused' && l.reason === 'protocol' && l.from === 'scanner@example.test').map((l) => [l.stage, l.to])).toEqual([
+      ['mail', undefined],
+      ['rcpt', 'a..b@local.test'],
+    ]);
+  });
+
   it('accepts mail for a local domain over STARTTLS and queues it with a Received header', async () => {
     const info = await transport(relay.ports.relay, { starttls: true }).sendMail(message('someone@local.test'));
     expect(info.response).toMatch(/^250 2\.0\.0 Ok: queued as [0-9A-Za-z]{16}$/);

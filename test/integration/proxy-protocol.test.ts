@@ -131,3 +131,21 @@ describe('smtp.proxyProtocol', () => {
     expect(relay.logs.some((l) => l.ip === '192.0.2.99')).toBe(false);
   });
 });
+
+// smtp-server closes a connection that has not reached its session within limits.idleTimeout, silently: a wait for
+// the PROXY line as long or longer must still end in its 421 and its warning.
+describe('smtp.proxyProtocolTimeout not below limits.idleTimeout', () => {
+  let slow: TestRelay;
+  beforeAll(async () => {
+    slow = await startTestRelay({ smtp: { proxyProtocol: [`${BALANCER}/32`], proxyProtocolTimeout: '2s' }, limits: { idleTimeout: '1s' } });
+  });
+  afterAll(async () => slow?.stop());
+
+  it('answers 421 4.3.0 and warns once, also to a balancer whose line stopped halfway', async () => {
+    const c = await RawSmtp.connect(slow.ports.relay, { localAddress: BALANCER });
+    c.write('PROXY TCP4 192.0.2.1');
+    expect((await c.reply()).text).toBe('421 4.3.0 relay.test Error: no PROXY protocol line from the load balancer');
+    await c.closedByServer();
+    await expect.poll(() => slow.logs.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([expect.stringMatching(/^no PROXY line within 2 s/)]);
+  });
+});

@@ -65,6 +65,9 @@ describe('refuseBadXtext', () => {
     ['an ORCPT with an empty address type', 'RCPT TO:<r@example.test> ORCPT=;r@example.test', BAD_ORCPT],
     ['an ORCPT with nothing after the type', 'RCPT TO:<r@example.test> ORCPT=rfc822;', BAD_ORCPT],
     ['an ORCPT with a bare =', 'RCPT TO:<r@example.test> NOTIFY=NEVER ORCPT=rfc822;a=b@example.test', BAD_ORCPT],
+    // smtp-server would read "+E9" as U+00E9: another value than the one sent.
+    ['an ORCPT in Latin-1 (+HH bytes that are not UTF-8)', 'RCPT TO:<r@example.test> ORCPT=rfc822;+E9t+E9@example.test', BAD_ORCPT],
+    ['an ENVID with a UTF-8 lead byte and no follow-on', 'MAIL FROM:<a@example.test> ENVID=+C3+28', BAD_ENVID],
   ])('refuses %s', (_name, line, reply) => {
     const refusal = refuseBadXtext(line);
     expect(refusal && `${refusal.code} ${refusal.status} ${refusal.text}`).toBe(reply);

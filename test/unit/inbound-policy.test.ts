@@ -1,6 +1,6 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
-import { addressLiteralIp, hasSenderRouting } from '../../src/smtp/address.ts';
+import { addressLiteralIp, asciiDomain, hasSenderRouting } from '../../src/smtp/address.ts';
 import { decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, inDomainList, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
@@ -232,5 +232,17 @@ describe('inDomainList', () => {
     expect(inDomainList('Bücher.example', ['xn--bcher-kva.example'])).toBe(true);
     expect(inDomainList('mail.bücher.example.', ['*.xn--bcher-kva.example'])).toBe(true);
     expect(inDomainList('bucher.example', ['xn--bcher-kva.example'])).toBe(false);
+    // U+3002, the ideographic full stop, is a dot to IDNA: one at the end is the final dot.
+    expect(inDomainList('bücher.example\u3002', ['xn--bcher-kva.example'])).toBe(true);
+  });
+  it.each([
+    ['bücher.example', 'xn--bcher-kva.example'],
+    ['bücher.example\u3002', 'xn--bcher-kva.example'],
+    ['bücher\uFF0Eexample', 'xn--bcher-kva.example'],
+    ['example.org', 'example.org'],
+    ['example.org.', 'example.org.'],
+    ['[192.0.2.1]', '[192.0.2.1]'],
+  ])('asciiDomain(%j) is %j', (domain, ascii) => {
+    expect(asciiDomain(domain)).toBe(ascii);
   });
 });
