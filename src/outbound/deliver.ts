@@ -58,9 +58,14 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   const log = deps.logger.child({ queueId: claim.messageId, domain: claim.domain, delivery: claim.deliveryId });
   const attempts: AttemptRecord[] = [];
   const startedAt = deps.now();
-  // The level mta-sts is settled by the domain's policy (RFC 8461), which is looked up only for an MX delivery.
-  const sts = decided.level === 'mta-sts' && nextHop.kind === 'mx' ? await deps.mtaSts?.policyFor(domain) : undefined;
-  const policy: TlsDecision = decided.level === 'mta-sts' ? decideStsLevel(decided.source, nextHop.kind === 'mx', sts) : { level: decided.level, source: decided.source };
+  // The level mta-sts is settled by the domain's policy (RFC 8461), which is looked up only for an MX delivery; a
+  // REQUIRETLS message, verify anyway, still goes only to the MX hosts the policy names (RFC 8689 §4.2.1).
+  const configured = claim.requireTls ? decideTlsLevel({ requireTls: false, domain, nextHop, outbound: deps.outbound }) : decided;
+  const sts = configured.level === 'mta-sts' && nextHop.kind === 'mx' ? await deps.mtaSts?.policyFor(domain) : undefined;
+  const policy: TlsDecision =
+    decided.level === 'mta-sts'
+      ? decideStsLevel(decided.source, nextHop.kind === 'mx', sts)
+      : { level: decided.level, source: sts?.mode === 'enforce' ? `${decided.source}; MX hosts by MTA-STS enforce (id ${sts.id})` : decided.source };
   const found = stsTargets(await findTargets(nextHop, deps), sts, domain, log);
   if (!found.ok) {
     attempts.push({ startedAt, endedAt: deps.now(), policy: policyRecord(policy), reply: found.reply, outcome: classifyReply(found.reply) });

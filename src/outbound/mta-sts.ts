@@ -8,7 +8,9 @@
 //    testing, none), the MX names (a "*." entry is one label), max_age;
 //  - it is kept for max_age and fetched again when the TXT id changes; while
 //    DNS or the HTTPS host fail, a policy still valid is used (§5.1), and
-//    with none, the domain has no policy (the delivery goes as under `may`).
+//    with none, the domain has no policy (the delivery goes as under `may`);
+//    a fetch that failed is not tried again for its id for five minutes
+//    (§3.3), and each has one deadline for all of it.
 // deliver.ts applies it: in enforce mode only the MX hosts the policy names,
 // each under `verify`; in testing mode as `may`, a host the policy would
 // refuse logged.
@@ -42,11 +44,16 @@ export interface StsPolicy {
 const POLICY_LIMIT = 64 * 1024;
 /** The longest max_age a policy may ask (RFC 8461 §3.2: 31557600, a year). */
 const MAX_AGE_LIMIT = 31_557_600;
+/** A policy's mx value (§3.2: ["*."] Domain), in lower case: two labels at least. */
+const MX_PATTERN = /^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+/** How long a policy that could not be fetched is not asked for again, for its id (§3.3: five minutes or more). */
+const FETCH_RETRY_MS = 5 * 60_000;
 
 /** parseStsRecord - the id of the one TXT record that starts "v=STSv1"; undefined when there is none, or several (§3.1). */
 export function parseStsRecord(records: readonly (readonly string[])[]): string | undefined {
   // A record's strings are one text (RFC 7208 §3.3 has the same rule for SPF).
-  const sts = records.map((parts) => parts.join('')).filter((text) => /^v=STSv1\s*(;|$)/.test(text));
+  // §3.1: a record that does not begin with "v=STSv1;" is not one (a bare "v=STSv1" is discarded, not counted).
+  const sts = records.map((parts) => parts.join('')).filter((text) => /^v=STSv1\s*;/.test(text));
   if (sts.length !== 1) return undefined;
   const fields = new Map(sts[0]!.split(';').map((f) => f.trim()).filter(Boolean).map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] as const));
   const id = fields.get('id');
@@ -70,6 +77,8 @@ export function parseStsPolicy(text: string, id: string): { ok: true; policy: St
   if (!/^\d{1,10}$/.test(first('max_age') ?? '') || maxAge > MAX_AGE_LIMIT) return { ok: false, reason: 'max_age is not a number of seconds up to 31557600' };
   const mx = fields.filter(([k]) => k === 'mx').map(([, v]) => v.toLowerCase().replace(/\.$/, ''));
   if (mode !== 'none' && mx.length === 0) return { ok: false, reason: 'no mx line' };
+  const bad = mx.find((m) => !MX_PATTERN.test(m));
+  if (bad !== undefined) return { ok: false, reason: `mx ${JSON.stringify(bad)} is not a host name or "*." and one` };
   return { ok: true, policy: { mode, mx, maxAge, id } };
 }
 
@@ -116,6 +125,8 @@ export interface MtaStsPolicies {
 /** createMtaStsPolicies - look up, fetch and keep domains' policies. */
 export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   const kept = new Map<string, { policy: StsPolicy; until: number }>();
+  /** Fetches that failed, by "domain id": not tried again before the time kept (§3.3). */
+  const failed = new Map<string, number>();
   const ca = [...rootCertificates, ...settings.extraCa];
 
   /** Lookups in flight, by domain: deliveries to one domain at once share one (one TXT query, one fetch). */
@@ -136,6 +147,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     const now = settings.now().getTime();
     const cached = kept.get(domain);
     const valid = cached !== undefined && cached.until > now ? cached.policy : undefined;
+    if (cached !== undefined && valid === undefined) kept.delete(domain);
     const log = settings.logger.child({ domain });
     let id: string | undefined;
     try {
@@ -148,8 +160,14 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     }
     // §5.1: a policy still valid stays in force when the TXT record is gone, and is not fetched again for its id.
     if (id === undefined || id === valid?.id) return valid;
+    const retryAt = failed.get(`${domain} ${id}`);
+    if (retryAt !== undefined && retryAt > now) return valid;
+    failed.delete(`${domain} ${id}`);
     const fetched = await fetchPolicy(domain, id, log);
-    if (fetched === undefined) return valid;
+    if (fetched === undefined) {
+      failed.set(`${domain} ${id}`, now + FETCH_RETRY_MS);
+      return valid;
+    }
     if (fetched.maxAge === 0) kept.delete(domain);
     else kept.set(domain, { policy: fetched, until: now + fetched.maxAge * 1000 });
     log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
@@ -171,9 +189,14 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
 
   /** getPolicyFile - GET the well-known file over verified TLS, through our own resolver; no redirect, 64 KiB at most. */
   function getPolicyFile(host: string): Promise<string> {
-    return new Promise((resolve, reject) => {
+    return new Promise((resolveFile, rejectFile) => {
+      // One deadline for all of it (lookup, handshake, a body sent a byte at a time), not an idle timeout.
+      const deadline = setTimeout(() => req.destroy(new Error(`no policy within ${settings.timeoutMs / 1000} s`)), settings.timeoutMs);
+      const resolve = (text: string) => (clearTimeout(deadline), resolveFile(text));
+      const reject = (err: Error) => (clearTimeout(deadline), rejectFile(err));
       const req = request(
-        { host, port: settings.port, path: '/.well-known/mta-sts.txt', servername: host, ca, minVersion: 'TLSv1.2', lookup: lookupThrough(settings), timeout: settings.timeoutMs, headers: { 'user-agent': 'Postern' } },
+        // agent: false: a connection of its own, looked up (and its address judged) each time; fetches are rare.
+        { host, port: settings.port, path: '/.well-known/mta-sts.txt', servername: host, ca, minVersion: 'TLSv1.2', lookup: lookupThrough(settings), agent: false, headers: { 'user-agent': 'Postern' } },
         (res) => {
           if (res.statusCode !== 200) {
             res.resume();
@@ -194,7 +217,6 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
           res.on('error', reject);
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${settings.timeoutMs / 1000} s`)));
       req.on('error', reject);
       req.end();
     });

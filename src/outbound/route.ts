@@ -53,7 +53,8 @@ export function decideTlsLevel(facts: { requireTls: boolean; domain: string; nex
   // RFC 8689 §4.2: a REQUIRETLS message goes only over verified TLS.
   if (facts.requireTls) return { level: 'verify', source: 'REQUIRETLS' };
   const policy = outbound.tlsPolicies[facts.domain.toLowerCase()];
-  if (policy) return { level: policy, source: `outbound.tlsPolicies["${facts.domain.toLowerCase()}"]` };
+  // A domain's MTA-STS policy names its MX hosts: for a route or the smarthost, their own level holds.
+  if (policy && !(policy === 'mta-sts' && nextHop.kind !== 'mx')) return { level: policy, source: `outbound.tlsPolicies["${facts.domain.toLowerCase()}"]` };
   if (nextHop.kind === 'relayhost') return { level: outbound.relayhost.tls, source: 'outbound.relayhost.tls' };
   if (nextHop.kind === 'route') {
     const level = outbound.routes[nextHop.routeName]?.tls;

@@ -67,3 +67,40 @@ describe('decideStsLevel', () => {
     expect(decideStsLevel('src', viaMx, sts)).toEqual(decision);
   });
 });
+
+// Cases a review of the first version added (it failed the bare record and the empty mx).
+const base = 'version: STSv1\r\nmode: enforce\r\nmx: mx.example.com\r\nmax_age: 86400';
+
+describe('parseStsRecord: more of §3.1', () => {
+  it.each([
+    ['extension field after id', [['v=STSv1; id=abc; ext=val']], 'abc'],
+    ['WSP around ;', [['v=STSv1 ;  id=abc ;']], 'abc'],
+    // "records that do not begin with "v=STSv1;" are discarded": a bare "v=STSv1" is not the one record.
+    ['a bare "v=STSv1" record beside a valid one', [['v=STSv1'], ['v=STSv1; id=abc']], 'abc'],
+    ['lower-case version', [['v=stsv1; id=abc']], undefined],
+    ['id of 33 characters', [[`v=STSv1; id=${'a'.repeat(33)}`]], undefined],
+  ] as const)('%s', (_name, records, id) => {
+    expect(parseStsRecord(records)).toBe(id);
+  });
+});
+
+describe('parseStsPolicy: more of §3.2', () => {
+  it.each([
+    ['no final line break', base, true],
+    ['LF only', base.replaceAll('\r\n', '\n'), true],
+    ['an extension key', base + '\r\nfoo_bar.baz: x', true],
+    ['trailing WSP after a value', base.replace('enforce', 'enforce \t'), true],
+    ['a UTF-8 byte order mark (trim() strips it)', '\uFEFF' + base, true],
+    ['an empty mx value in enforce mode', base.replace('mx: mx.example.com', 'mx:'), false],
+    ['upper-case key', base.replace('mode', 'Mode'), false],
+  ] as const)('%s: ok %s', (_name, text, ok) => {
+    expect(parseStsPolicy(text, 'x').ok).toBe(ok);
+  });
+  it('takes the first of duplicate keys', () => {
+    const p = parseStsPolicy(base.replace('mode: enforce', 'mode: testing\r\nmode: enforce'), 'x');
+    expect(p.ok && p.policy.mode).toBe('testing');
+  });
+  it('matches only one label for a wildcard, and not the bare domain', () => {
+    expect([mxInPolicy('a.example.com', ['*.example.com']), mxInPolicy('example.com', ['*.example.com']), mxInPolicy('a.b.example.com', ['*.example.com'])]).toEqual([true, false, false]);
+  });
+});

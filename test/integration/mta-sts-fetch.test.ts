@@ -1,0 +1,135 @@
+// Fetching and keeping MTA-STS policies (createMtaStsPolicies, RFC 8461 §3.3,
+// §5.1) against a DNS server and an HTTPS server of the test on 127.0.0.1,
+// with a clock the test moves. Several of these came from a review of the
+// first version, which failed them.
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { createMtaStsPolicies, type MtaStsSettings } from '../../src/outbound/mta-sts.ts';
+import { createResolver } from '../../src/outbound/mx-resolver.ts';
+import { generateCertificateAuthority, issueServerCertificate, type PemCredentials } from '../../src/tls/dev-certs.ts';
+import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
+
+const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test'];
+
+let ca: PemCredentials;
+let web: Server;
+let dns: DnsServer;
+let handler: (req: IncomingMessage, res: ServerResponse) => void;
+let requests = 0;
+const sockets = new Set<Socket>();
+const zone: Record<string, ZoneEntry> = {};
+
+/** policies - a fresh store of policies (nothing kept), on the test's DNS and web servers and its own clock. */
+function policies(over: Partial<MtaStsSettings> = {}) {
+  let clock = Date.parse('2026-01-01T00:00:00Z');
+  const settings: MtaStsSettings = {
+    resolver: createResolver({ servers: [dns.address], timeoutMs: 2_000, tries: 1 }),
+    extraCa: [ca.certPem],
+    port: (web.address() as AddressInfo).port,
+    allowPrivateTargets: true,
+    timeoutMs: 500,
+    now: () => new Date(clock),
+    logger: silentLogger(),
+    ...over,
+  };
+  return { sts: createMtaStsPolicies(settings), advance: (ms: number) => (clock += ms) };
+}
+
+beforeAll(async () => {
+  ca = await generateCertificateAuthority({ commonName: 'MTA-STS test CA' });
+  const cert = await issueServerCertificate(ca, { names: DOMAINS.map((d) => `mta-sts.${d}`) });
+  web = createServer({ cert: cert.certPem, key: cert.keyPem }, (req, res) => {
+    requests++;
+    handler(req, res);
+  });
+  web.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+  for (const domain of DOMAINS) {
+    zone[`_mta-sts.${domain}`] = { txt: ['v=STSv1; id=one'] };
+    zone[`mta-sts.${domain}`] = { a: ['127.0.0.1'] };
+  }
+  dns = await startDnsServer(zone);
+});
+
+afterAll(async () => {
+  for (const s of sockets) s.destroy();
+  await new Promise((resolve) => web?.close(resolve));
+  await dns?.close();
+});
+
+describe('MTA-STS policies fetched and kept', () => {
+  it('fetches a policy once for many deliveries to one domain at once', async () => {
+    requests = 0;
+    handler = (_req, res) => setTimeout(() => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD), 100);
+    const { sts } = policies();
+    const got = await Promise.all(Array.from({ length: 20 }, () => sts.policyFor('herd.test')));
+    expect(got.every((p) => p?.mode === 'enforce')).toBe(true);
+    expect(requests).toBe(1);
+  });
+
+  // §3.3: after a failed GET, further attempts SHOULD wait five minutes or more per version id.
+  it('does not fetch again for five minutes, for the same id, after a failed fetch', async () => {
+    requests = 0;
+    handler = (_req, res) => res.writeHead(503).end();
+    const { sts, advance } = policies();
+    expect(await sts.policyFor('fail.test')).toBeUndefined();
+    advance(299_000);
+    expect(await sts.policyFor('fail.test')).toBeUndefined();
+    expect(requests).toBe(1);
+    advance(2_000);
+    expect(await sts.policyFor('fail.test')).toBeUndefined();
+    expect(requests).toBe(2);
+  });
+
+  // One deadline for the whole fetch: an idle timeout never ends one that sends a byte now and then.
+  it('gives up on a policy host that sends its body a byte at a time, without end', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      const drip = setInterval(() => (res.destroyed ? clearInterval(drip) : res.write('x')), 100);
+    };
+    expect(await policies().sts.policyFor('slow.test')).toBeUndefined();
+  });
+
+  it('takes no policy from a body over 64 KiB, nor from a host that accepts TCP and never answers', async () => {
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD + 'x: ' + 'a'.repeat(100 * 1024) + '\r\n');
+    expect(await policies().sts.policyFor('big.test')).toBeUndefined();
+    const silent = createTcpServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      expect(await policies({ port: (silent.address() as AddressInfo).port }).sts.policyFor('silent.test')).toBeUndefined();
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('takes no policy from a redirect, nor from a host on a private address without allowPrivateTargets', async () => {
+    handler = (_req, res) => res.writeHead(301, { location: 'https://mta-sts.herd.test/.well-known/mta-sts.txt' }).end();
+    expect(await policies().sts.policyFor('redir.test')).toBeUndefined();
+    requests = 0;
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end(GOOD);
+    expect(await policies({ allowPrivateTargets: false }).sts.policyFor('redir.test')).toBeUndefined();
+    expect(requests).toBe(0);
+    expect((await policies().sts.policyFor('redir.test'))?.mode).toBe('enforce');
+  });
+
+  it('keeps a valid policy when the TXT record goes, and fetches again after max_age with the same id', async () => {
+    requests = 0;
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD.replace('86400', '60'));
+    const { sts, advance } = policies();
+    expect((await sts.policyFor('exp.test'))?.mode).toBe('enforce');
+    zone['_mta-sts.exp.test']!.txt = [];
+    advance(30_000);
+    expect((await sts.policyFor('exp.test'))?.mode).toBe('enforce');
+    zone['_mta-sts.exp.test']!.txt = ['v=STSv1; id=one'];
+    advance(31_000);
+    expect((await sts.policyFor('exp.test'))?.mode).toBe('enforce');
+    expect(requests).toBe(2);
+  });
+});
