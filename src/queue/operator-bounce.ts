@@ -42,27 +42,30 @@ export async function bounceMessages(store: QueueStore, selector: MessageSelecto
   const claims = await store.claimMessages(ids, { now, leaseMs: context.leaseMs, owner });
   const bounced: string[] = [];
   const failed: string[] = [];
+  const recorded = new Set<string>();
   try {
     for (const id of ids) {
       const mine = claims.filter((c) => c.messageId === id);
       if (mine.length === 0) continue;
       try {
-        if (await returnMessage(store, mine, context)) bounced.push(id);
+        const done = await returnMessage(store, mine, context);
+        for (const deliveryId of done) recorded.add(deliveryId);
+        if (done.length > 0) bounced.push(id);
       } catch (err) {
         const after = await store.showMessage(id);
         if (after !== undefined && after.state !== 'done') failed.push(`${id} (${err instanceof Error ? err.message : String(err)})`);
       }
     }
   } finally {
-    // What was not recorded goes back at once rather than when the lease lapses (a recorded one has no lease left).
-    for (const c of claims) await store.releaseLease({ deliveryId: c.deliveryId, owner }).catch(() => undefined);
+    // What was not recorded goes back at once rather than when the lease lapses.
+    for (const c of claims.filter((c) => !recorded.has(c.deliveryId))) await store.releaseLease({ deliveryId: c.deliveryId, owner }).catch(() => undefined);
   }
   if (failed.length > 0) throw new Error(`could not return ${failed.join(', ')}; returned ${bounced.length > 0 ? bounced.join(', ') : 'none'}`);
   return bounced;
 }
 
-/** returnMessage - bounce the recipients of one message's claimed deliveries, with one report; whether a record stood. */
-async function returnMessage(store: QueueStore, claims: ClaimedDelivery[], context: BounceContext): Promise<boolean> {
+/** returnMessage - bounce the recipients of one message's claimed deliveries, with one report; the deliveries whose record stood. */
+async function returnMessage(store: QueueStore, claims: ClaimedDelivery[], context: BounceContext): Promise<string[]> {
   const { now, owner } = context;
   // The last replies and when they came (the end of the last attempt), for the reasons and the report.
   const details = await store.showMessage(claims[0]!.messageId);
@@ -76,10 +79,11 @@ async function returnMessage(store: QueueStore, claims: ClaimedDelivery[], conte
     nextHopOffersDsn: false, now, lastAttempts, log,
     records: claims.map((c) => ({ lease: { deliveryId: c.deliveryId, owner }, result: { attempts: [], recipients: outcomesOf(c), nextAttemptAt: now } })),
   });
-  if (!recorded.includes(true)) return false;
-  const returned = claims.flatMap((c, i) => (recorded[i] ? outcomesOf(c) : []));
+  const stood = claims.filter((_, i) => recorded[i]);
+  if (stood.length === 0) return [];
+  const returned = stood.flatMap(outcomesOf);
   log.info({ results: returned.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), ...(report !== undefined && { report }) }, 'returned to the sender by the operator');
-  return true;
+  return stood.map((c) => c.deliveryId);
 }
 
 /** operatorReply - the reason recorded for a recipient the operator returned, with its last reply if it had one. */
