@@ -2,7 +2,7 @@
 // (RFC 8689), 8-bit bodies to a next hop without 8BITMIME (RFC 6152),
 // UTF-8 addresses and SMTPUTF8 (RFC 6531), NOTIFY=NEVER (RFC 3461), and the
 // queue verbs of the CLI.
-import { SMTPServer } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { queueCli } from '../helpers/child-relay.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
@@ -33,6 +33,22 @@ async function nextHop(kind: Parameters<typeof startNextHop>[0], options: Parame
   const hop = await startNextHop(kind, options);
   cleanups.push(() => hop.close());
   return hop;
+}
+
+/** plainNextHop - an smtp-server next hop in plaintext with these options (what it offers, what it records); its port. */
+async function plainNextHop(options: SMTPServerOptions): Promise<number> {
+  const server = new SMTPServer({ disabledCommands: ['STARTTLS', 'AUTH'], logger: false, ...options });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return (server.server.address() as { port: number }).port;
+}
+
+/** clientSession - a raw session with the relay's relay port, after its greeting and EHLO. */
+async function clientSession(relay: TestRelay): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(relay.ports.relay);
+  await c.reply();
+  await c.command('EHLO client.test');
+  return c;
 }
 
 // relayToVerifiedNextHop - a next hop with a certificate from a test CA the relay trusts; delivery driven by hand.
@@ -110,20 +126,13 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
   /** sendDeclared8Bit - a relay routing to a next hop that hides 8BITMIME; one message declared 8BITMIME sent to it. */
   async function sendDeclared8Bit(message: string) {
     const seen: { from: string; body?: string }[] = [];
-    const server = new SMTPServer({
+    const port = await plainNextHop({
       hide8BITMIME: true,
-      disabledCommands: ['STARTTLS', 'AUTH'],
-      logger: false,
       onMailFrom: (a, _s, cb) => (seen.push({ from: a.address, body: (a.args as Record<string, string> | false || {}).BODY }), cb()),
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const port = (server.server.address() as { port: number }).port;
     const relay = await relayRoutingTo(port);
     const scheduler = await driveByHand(relay);
-    const c = await RawSmtp.connect(relay.ports.relay);
-    await c.reply();
-    await c.command('EHLO client.test');
+    const c = await clientSession(relay);
     await c.command('MAIL FROM:<a@sender.test> BODY=8BITMIME');
     await c.command('RCPT TO:<rcpt@example.test>');
     await c.command('DATA');
@@ -151,20 +160,14 @@ describe('UTF-8 addresses and a next hop with or without SMTPUTF8 (RFC 6531 §3.
   /** sendUtf8 - a relay routing to a next hop (SMTPUTF8 hidden or offered); one message sent to it as given, raw. */
   async function sendUtf8(options: { hideSMTPUTF8: boolean; mail: string; rcpts: string[] }) {
     const seen: { from: string; smtpUtf8: boolean; to: string[] }[] = [];
-    const server = new SMTPServer({
+    const port = await plainNextHop({
       hideSMTPUTF8: options.hideSMTPUTF8,
-      disabledCommands: ['STARTTLS', 'AUTH'],
-      logger: false,
       onMailFrom: (a, _s, cb) => (seen.push({ from: a.address, smtpUtf8: Boolean((a.args as Record<string, unknown> | false || {}).SMTPUTF8), to: [] }), cb()),
       onRcptTo: (a, _s, cb) => (seen.at(-1)!.to.push(a.address), cb()),
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const relay = await relayRoutingTo((server.server.address() as { port: number }).port);
+    const relay = await relayRoutingTo(port);
     const scheduler = await driveByHand(relay);
-    const c = await RawSmtp.connect(relay.ports.relay);
-    await c.reply();
-    await c.command('EHLO client.test');
+    const c = await clientSession(relay);
     for (const command of [options.mail, ...options.rcpts, 'DATA']) expect((await c.command(command)).code).toBeLessThan(400);
     const id = /queued as (\w+)/.exec((await c.command('Subject: utf-8\r\n\r\nhi\r\n.')).text)![1]!;
     c.close();
@@ -203,15 +206,11 @@ describe('UTF-8 addresses and a next hop with or without SMTPUTF8 (RFC 6531 §3.
 describe('a next hop with a SIZE limit (RFC 1870)', () => {
   it('declares SIZE= on MAIL FROM, and bounces a message over the limit with 5.3.4 without sending it', async () => {
     const seen: { from: string; size?: string }[] = [];
-    const server = new SMTPServer({
+    const port = await plainNextHop({
       size: 3000,
-      disabledCommands: ['STARTTLS', 'AUTH'],
-      logger: false,
       onMailFrom: (a, _s, cb) => (seen.push({ from: a.address, size: (a.args as Record<string, string> | false || {}).SIZE }), cb()),
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const relay = await relayRoutingTo((server.server.address() as { port: number }).port);
+    const relay = await relayRoutingTo(port);
     const scheduler = await driveByHand(relay);
     const small = await submitMessage(relay, { from: 'small@sender.test', to: ['rcpt@example.test'], marker: 'small' });
     const large = await submitMessage(relay, { from: 'large@sender.test', to: ['rcpt@example.test'], marker: `large ${'x'.repeat(4000)}` });
@@ -233,20 +232,14 @@ describe('DSN parameters passed on (RFC 3461)', () => {
   it('sends recipients with different NOTIFY and ORCPT in one transaction, each with its own, and RET and ENVID on MAIL FROM', async () => {
     const mails: Record<string, unknown>[] = [];
     const rcpts: { address: string; args: Record<string, unknown> }[] = [];
-    const server = new SMTPServer({
+    const port = await plainNextHop({
       hideDSN: false,
-      disabledCommands: ['STARTTLS', 'AUTH'],
-      logger: false,
       onMailFrom: (a, _s, cb) => (mails.push(a.args || {}), cb()),
       onRcptTo: (a, _s, cb) => (rcpts.push({ address: a.address, args: a.args || {} }), cb()),
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const relay = await relayRoutingTo((server.server.address() as { port: number }).port);
+    const relay = await relayRoutingTo(port);
     const scheduler = await driveByHand(relay);
-    const c = await RawSmtp.connect(relay.ports.relay);
-    await c.reply();
-    await c.command('EHLO client.test');
+    const c = await clientSession(relay);
     expect((await c.command('MAIL FROM:<a@sender.test> RET=HDRS ENVID=env+2B1')).code).toBe(250);
     expect((await c.command('RCPT TO:<one@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;one@example.test')).code).toBe(250);
     expect((await c.command('RCPT TO:<two@example.test> NOTIFY=NEVER ORCPT=rfc822;two+2Bx@example.test')).code).toBe(250);
@@ -270,9 +263,7 @@ describe('NOTIFY=NEVER (RFC 3461)', () => {
     const reportSink = await nextHop('plain');
     const relay = await relayRoutingTo(hop.port, { reports: reportSink.port });
     const scheduler = await driveByHand(relay);
-    const c = await RawSmtp.connect(relay.ports.relay);
-    await c.reply();
-    await c.command('EHLO client.test');
+    const c = await clientSession(relay);
     await c.command('MAIL FROM:<a@sender.test>');
     expect((await c.command('RCPT TO:<bad-quiet@example.test> NOTIFY=NEVER')).code).toBe(250);
     await c.command('DATA');
