@@ -23,9 +23,11 @@
 //   mxInPolicy      - whether an MX name is one the policy lists.
 //   decideStsLevel  - the level `mta-sts` settles to, for a next hop and the domain's policy.
 //   createMtaStsPolicies - the domain's policy, looked up, fetched and kept.
-import { request } from 'node:https';
+import type { ClientRequest } from 'node:http';
+import { request, type RequestOptions } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type ConnectionOptions } from 'node:tls';
+import { isAsciiText } from '../smtp/address.ts';
 import type { Logger } from '../observability/logger.ts';
 import { isPublicAddress, lookupAddresses, type DnsResolver } from './mx-resolver.ts';
 import type { TlsDecision } from './route.ts';
@@ -127,13 +129,16 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   const kept = new Map<string, { policy: StsPolicy; until: number }>();
   /** Fetches that failed, by "domain id": not tried again before the time kept (§3.3). */
   const failed = new Map<string, number>();
-  const ca = [...rootCertificates, ...settings.extraCa];
+  // Built once: a context per fetch cost about 18 ms of the event loop (parsing every root certificate).
+  const secureContext = createSecureContext({ ca: [...rootCertificates, ...settings.extraCa], minVersion: 'TLSv1.2' });
 
   /** Lookups in flight, by domain: deliveries to one domain at once share one (one TXT query, one fetch). */
   const pending = new Map<string, Promise<StsPolicy | undefined>>();
 
   return {
     policyFor(domain) {
+      // A domain that is not a valid IDN stays in Unicode (asciiDomain): DNS and HTTPS cannot name it.
+      if (!isAsciiText(domain)) return Promise.resolve(undefined);
       let lookup = pending.get(domain);
       if (lookup === undefined) {
         lookup = currentPolicy(domain).finally(() => pending.delete(domain));
@@ -165,11 +170,11 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     failed.delete(`${domain} ${id}`);
     const fetched = await fetchPolicy(domain, id, log);
     if (fetched === undefined) {
-      failed.set(`${domain} ${id}`, now + FETCH_RETRY_MS);
+      remember(failed, `${domain} ${id}`, now + FETCH_RETRY_MS, now);
       return valid;
     }
     if (fetched.maxAge === 0) kept.delete(domain);
-    else kept.set(domain, { policy: fetched, until: now + fetched.maxAge * 1000 });
+    else remember(kept, domain, { policy: fetched, until: now + fetched.maxAge * 1000 }, now);
     log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
     return fetched;
   }
@@ -190,37 +195,61 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   /** getPolicyFile - GET the well-known file over verified TLS, through our own resolver; no redirect, 64 KiB at most. */
   function getPolicyFile(host: string): Promise<string> {
     return new Promise((resolveFile, rejectFile) => {
+      let req: ClientRequest | undefined;
       // One deadline for all of it (lookup, handshake, a body sent a byte at a time), not an idle timeout.
-      const deadline = setTimeout(() => req.destroy(new Error(`no policy within ${settings.timeoutMs / 1000} s`)), settings.timeoutMs);
+      const deadline = setTimeout(() => req?.destroy(new Error(`no policy within ${settings.timeoutMs / 1000} s`)), settings.timeoutMs);
+      deadline.unref();
       const resolve = (text: string) => (clearTimeout(deadline), resolveFile(text));
       const reject = (err: Error) => (clearTimeout(deadline), rejectFile(err));
-      const req = request(
-        // agent: false: a connection of its own, looked up (and its address judged) each time; fetches are rare.
-        { host, port: settings.port, path: '/.well-known/mta-sts.txt', servername: host, ca, minVersion: 'TLSv1.2', lookup: lookupThrough(settings), agent: false, headers: { 'user-agent': 'Postern' } },
-        (res) => {
-          if (res.statusCode !== 200) {
-            res.resume();
-            return reject(new Error(`HTTP ${res.statusCode}`));
-          }
-          if (!/^text\/plain\b/i.test(res.headers['content-type'] ?? '')) {
-            res.resume();
-            return reject(new Error(`content type ${res.headers['content-type'] ?? 'missing'}, not text/plain`));
-          }
-          const chunks: Buffer[] = [];
-          let bytes = 0;
-          res.on('data', (chunk: Buffer) => {
-            bytes += chunk.length;
-            if (bytes > POLICY_LIMIT) return req.destroy(new Error(`larger than ${POLICY_LIMIT} bytes`));
-            chunks.push(chunk);
-          });
-          res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-          res.on('error', reject);
-        },
-      );
+      // agent: false: a connection of its own, looked up (and its address judged) each time; fetches are rare.
+      // secureContext goes on to tls.connect, with the name checked against `servername` as ever.
+      const options: RequestOptions & Pick<ConnectionOptions, 'secureContext'> = {
+        host, port: settings.port, path: '/.well-known/mta-sts.txt', servername: host, secureContext, lookup: lookupThrough(settings), agent: false, headers: { 'user-agent': 'Postern' },
+      };
+      try {
+        req = request(
+          options,
+          (res) => {
+            if (res.statusCode !== 200) {
+              res.resume();
+              return reject(new Error(`HTTP ${res.statusCode}`));
+            }
+            if (!/^text\/plain\b/i.test(res.headers['content-type'] ?? '')) {
+              res.resume();
+              return reject(new Error(`content type ${res.headers['content-type'] ?? 'missing'}, not text/plain`));
+            }
+            const chunks: Buffer[] = [];
+            let bytes = 0;
+            res.on('data', (chunk: Buffer) => {
+              bytes += chunk.length;
+              if (bytes > POLICY_LIMIT) return req?.destroy(new Error(`larger than ${POLICY_LIMIT} bytes`));
+              chunks.push(chunk);
+            });
+            res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+            res.on('error', reject);
+          },
+        );
+      } catch (err) {
+        // A name node's HTTP client will not put in a Host header throws here, not as an 'error' event.
+        return reject(err instanceof Error ? err : new Error(String(err)));
+      }
       req.on('error', reject);
       req.end();
     });
   }
+}
+
+/** The most domains (and failed fetches) kept: past it, the expired go, then the oldest. */
+const KEPT_LIMIT = 10_000;
+
+/** remember - set an entry, keeping the map within KEPT_LIMIT (domains an attacker can make up must not grow it). */
+function remember<V extends number | { until: number }>(map: Map<string, V>, key: string, value: V, now: number): void {
+  map.delete(key);
+  if (map.size >= KEPT_LIMIT) {
+    for (const [k, v] of map) if ((typeof v === 'number' ? v : v.until) <= now) map.delete(k);
+    while (map.size >= KEPT_LIMIT) map.delete(map.keys().next().value!);
+  }
+  map.set(key, value);
 }
 
 /** lookupThrough - node's `lookup` over our resolver, refusing private addresses unless allowed (as for MX hosts). */

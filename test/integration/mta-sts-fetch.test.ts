@@ -51,10 +51,12 @@ beforeAll(async () => {
     s.on('close', () => sockets.delete(s));
   });
   await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
-  for (const domain of DOMAINS) {
+  for (const domain of [...DOMAINS, 'unnamed.test']) {
     zone[`_mta-sts.${domain}`] = { txt: ['v=STSv1; id=one'] };
     zone[`mta-sts.${domain}`] = { a: ['127.0.0.1'] };
   }
+  // Node's DNS asks for the root for a name that is not a valid IDN: a resolver that answers it.
+  zone[''] = { txt: ['v=STSv1; id=root'] };
   dns = await startDnsServer(zone);
 });
 
@@ -117,6 +119,21 @@ describe('MTA-STS policies fetched and kept', () => {
     expect(await policies({ allowPrivateTargets: false }).sts.policyFor('redir.test')).toBeUndefined();
     expect(requests).toBe(0);
     expect((await policies().sts.policyFor('redir.test'))?.mode).toBe('enforce');
+  });
+
+  it('takes no policy from a web server whose certificate does not name mta-sts.DOMAIN', async () => {
+    requests = 0;
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD);
+    expect(await policies().sts.policyFor('unnamed.test')).toBeUndefined();
+    expect(requests).toBe(0);
+  });
+
+  // From a review: such a domain went to DNS as the root, and a fetch for it threw in https.request itself,
+  // leaving a timer that crashed the process. It has no policy, and nothing is asked.
+  it('has no policy for a domain that is not a valid IDN, and asks DNS nothing for it', async () => {
+    const asked = dns.queries.length;
+    expect(await policies().sts.policyFor('\u0301x.example')).toBeUndefined();
+    expect(dns.queries.slice(asked)).toEqual([]);
   });
 
   it('keeps a valid policy when the TXT record goes, and fetches again after max_age with the same id', async () => {
