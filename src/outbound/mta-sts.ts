@@ -22,6 +22,7 @@
 //   parseStsPolicy  - the policy file read, or why it is not one.
 //   mxInPolicy      - whether an MX name is one the policy lists.
 //   decideStsLevel  - the level `mta-sts` settles to, for a next hop and the domain's policy.
+//   remember        - keep a map of domains within a size, the lapsed and then the oldest dropped.
 //   createMtaStsPolicies - the domain's policy, looked up, fetched and kept.
 import type { ClientRequest } from 'node:http';
 import { request, type RequestOptions } from 'node:https';
@@ -242,12 +243,15 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
 /** The most domains (and failed fetches) kept: past it, the expired go, then the oldest. */
 const KEPT_LIMIT = 10_000;
 
-/** remember - set an entry, keeping the map within KEPT_LIMIT (domains an attacker can make up must not grow it). */
-function remember<V extends number | { until: number }>(map: Map<string, V>, key: string, value: V, now: number): void {
+/**
+ * remember - set an entry (a time, or a value with one: when it lapses), keeping the map within `limit` (domains an
+ * attacker can make up must not grow it): the lapsed go first, then the oldest.
+ */
+export function remember<V extends number | { until: number }>(map: Map<string, V>, key: string, value: V, now: number, limit = KEPT_LIMIT): void {
   map.delete(key);
-  if (map.size >= KEPT_LIMIT) {
+  if (map.size >= limit) {
     for (const [k, v] of map) if ((typeof v === 'number' ? v : v.until) <= now) map.delete(k);
-    while (map.size >= KEPT_LIMIT) map.delete(map.keys().next().value!);
+    while (map.size >= limit) map.delete(map.keys().next().value!);
   }
   map.set(key, value);
 }

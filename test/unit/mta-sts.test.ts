@@ -1,7 +1,7 @@
 // MTA-STS's pure parts (RFC 8461): the TXT record, the policy file, MX name
 // matching, and what the level mta-sts settles to.
 import { describe, expect, it } from 'vitest';
-import { decideStsLevel, mxInPolicy, parseStsPolicy, parseStsRecord } from '../../src/outbound/mta-sts.ts';
+import { decideStsLevel, mxInPolicy, parseStsPolicy, parseStsRecord, remember } from '../../src/outbound/mta-sts.ts';
 
 describe('parseStsRecord (§3.1)', () => {
   it.each([
@@ -102,5 +102,19 @@ describe('parseStsPolicy: more of §3.2', () => {
   });
   it('matches only one label for a wildcard, and not the bare domain', () => {
     expect([mxInPolicy('a.example.com', ['*.example.com']), mxInPolicy('example.com', ['*.example.com']), mxInPolicy('a.b.example.com', ['*.example.com'])]).toEqual([true, false, false]);
+  });
+});
+
+describe('remember', () => {
+  it('keeps a map within its limit: the lapsed go first, then the oldest; a key set again is the newest', () => {
+    const map = new Map<string, number>();
+    remember(map, 'a', 100, 0, 3);
+    remember(map, 'b', 5, 0, 3);
+    remember(map, 'c', 100, 0, 3);
+    remember(map, 'a', 200, 0, 3);
+    remember(map, 'd', 100, 10, 3);
+    expect([...map.keys()]).toEqual(['c', 'a', 'd']);
+    remember(map, 'e', 100, 10, 3);
+    expect([...map.keys()]).toEqual(['a', 'd', 'e']);
   });
 });
