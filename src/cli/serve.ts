@@ -26,6 +26,7 @@ import { autoconfigXml, createHttpServer, type HttpListener } from '../observabi
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import { deliver } from '../outbound/deliver.ts';
+import { createMtaStsPolicies, type MtaStsPolicies } from '../outbound/mta-sts.ts';
 import { SessionPool } from '../outbound/session-pool.ts';
 import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
 import { probeRelayhost } from '../outbound/relayhost-probe.ts';
@@ -39,9 +40,8 @@ import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
 import { installFastDataScan } from '../smtp/fast-data-scan.ts';
 import { installGreetingPause } from '../smtp/greeting-pause.ts';
-import { installProxyHeader } from '../smtp/proxy-header.ts';
-import { createMtaStsPolicies, type MtaStsPolicies } from '../outbound/mta-sts.ts';
 import { installHalfClose } from '../smtp/half-close.ts';
+import { installProxyHeader } from '../smtp/proxy-header.ts';
 import { createServerTls, type ServerTls } from '../tls/server-tls.ts';
 import { createQueueApi } from './queue.ts';
 
