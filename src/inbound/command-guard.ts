@@ -33,7 +33,9 @@
 // And what Postfix accepts and smtp-server does not is handed to smtp-server
 // rewritten: a MAIL or RCPT line with an address without angle brackets or a
 // domain ending in a dot (inbound/envelope-form.ts), a tab between a
-// command's words ("HELO<TAB>x" was an unknown command), and a MAIL with no
+// command's words ("HELO<TAB>x" was an unknown command), a HELO or EHLO name
+// with spaces (an old printer's "HELO My Printer": the library sees the first
+// word, the session records the whole name, as Postfix's does), and a MAIL with no
 // HELO or EHLO before it (a script, or a client that does not repeat EHLO
 // after STARTTLS: Postfix's smtpd_helo_required = no) is taken as coming
 // after "HELO [client address]".
@@ -70,7 +72,7 @@ interface Connection {
   _ready: boolean;
   _nextHandler: unknown;
   secure: boolean;
-  session: { disabledCommands?: string[]; envelope: { mailFrom: unknown; rcptTo: unknown[] } };
+  session: { disabledCommands?: string[]; envelope: { mailFrom: unknown; rcptTo: unknown[] }; hostNameAppearsAs?: string | false };
   _server: { options: CommandGuardOptions };
   __posternErrors?: number;
   /** The command line being answered (for the name of a refused one). */
@@ -138,6 +140,15 @@ export function installCommandGuard(): Promise<void> {
             ? replies.noValidRecipients
             : badXtextReply(this, line);
       if (!refusal) {
+        // "HELO My Printer Model 5": smtp-server takes one word; Postfix joins them (collapse_args), and so do we.
+        const spaced = heloWithSpaces(line);
+        if (spaced) {
+          return library._onCommand.call(this, spaced.command, () => {
+            // The connection's copy, and the session's, which the library took from it (and the Received header reads).
+            if (this.hostNameAppearsAs === spaced.first) this.hostNameAppearsAs = this.session.hostNameAppearsAs = spaced.name;
+            callback?.();
+          });
+        }
         const canonical = canonicalCommand(line);
         if (!this.hostNameAppearsAs && isMailCommand(canonical)) {
           // What the library's own HELO handler records, for HELO [address]; the session's copy is taken anew.
@@ -187,6 +198,23 @@ function canonicalCommand(command: Buffer): Buffer {
   const line = command.toString('utf8');
   const canonical = canonicalAddressCommand(line);
   return canonical === line ? command : Buffer.from(canonical, 'utf8');
+}
+
+/**
+ * heloWithSpaces - a HELO or EHLO whose name has spaces in it, as the one-word command smtp-server accepts and the
+ * whole name (lower case, as smtp-server records a name) to record once it has; undefined for any other line, or a
+ * name smtp-server would refuse anyway (too long, a control character), which it then refuses.
+ */
+function heloWithSpaces(command: Buffer): { command: Buffer; first: string; name: string } | undefined {
+  // The first byte first: this runs for every command line.
+  const first = command[0]! | 0x20;
+  if (first !== 0x68 && first !== 0x65) return undefined;
+  const m = /^(HELO|EHLO) +(\S+)((?: +\S+)+) *$/i.exec(command.toString('utf8'));
+  if (!m) return undefined;
+  const name = `${m[2]!}${m[3]!.replace(/ +/g, ' ')}`.toLowerCase();
+  // What smtp-server refuses in a name (it goes into Received headers and logs) is refused here too: left to it.
+  if (name.length > 255 || /[\x00-\x1f\x7f-\x9f]/.test(name)) return undefined;
+  return { command: Buffer.from(`${m[1]!} ${m[2]!}`, 'utf8'), first: m[2]!.toLowerCase(), name };
 }
 
 /** isMailCommand - a MAIL FROM line (as canonicalCommand leaves it). */

@@ -428,6 +428,21 @@ describe('default limits', () => {
       expect((await relay.body(id)).toString('latin1')).toMatch(/^Received: from printer .*\r\n\tfor <rcpt@LOCAL\.test>; /s);
     });
 
+    // Postfix joins a HELO name's words (smtpd's collapse_args); smtp-server refused it 501.
+    it('takes a HELO or EHLO name with spaces, as an old printer sends it, and records the whole name; one with a control character is refused', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('HELO My  Printer Model 5')).text).toMatch(/^250 /);
+      expect((await c.command('MAIL FROM:<scanner@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command('RCPT TO:<rcpt@local.test>')).text).toBe(RCPT_OK);
+      expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+      const id = queueIdOf(await c.command('Subject: scan\r\n\r\npage 1\r\n.'));
+      expect((await c.command('EHLO Office Scanner')).lines).toContain('250-PIPELINING');
+      expect((await c.command('HELO a \x01b')).code).toBe(501);
+      c.close();
+      // The Received header writes what is not a host name's character as '?' (trace-headers.ts), spaces too.
+      expect((await relay.body(id)).toString('latin1')).toMatch(/^Received: from my\?printer\?model\?5 \(/);
+    });
+
     it.each(['RCPT TO:<a@[192.0.2.1]>', 'RCPT TO:<a@[IPv6:2001:db8::1]>'])('accepts an address literal from a trusted client: %s', (command) =>
       expectRefused(relay.ports.relay, command, RCPT_OK),
     );
