@@ -1,8 +1,10 @@
 // One delivery attempt: a claimed delivery (one message, one destination
-// domain) to its next hop. Decides the route and TLS level, finds the hosts
-// (smarthost, route host, or MX in priority order with every MX tried
-// before deferring), opens a session under the level, and sends the
-// recipients in transactions. Returns an outcome per recipient plus one
+// domain) to its next hop. Decides the route and TLS level (the level
+// mta-sts by the domain's policy, mta-sts.ts, which also narrows the MX
+// hosts), finds the hosts (smarthost, route host, or MX in priority order
+// with every MX tried before deferring), opens a session under the level,
+// and sends the recipients in transactions (those a next hop without
+// SMTPUTF8 cannot take returned, smtputf8.ts). Returns an outcome per recipient plus one
 // attempt record per host tried, with the TLS facts of each session.
 // Fails: never throws; DNS and network trouble become deferrals (4.x.x),
 // null MX / nonexistent domains / refused recipients become bounces (5.x.x).
