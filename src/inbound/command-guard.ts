@@ -50,7 +50,7 @@ import { isUtf8 } from 'node:buffer';
 import { isIPv6 } from 'node:net';
 import { formatReply, replies, type Reply } from '../smtp/replies.ts';
 import { patchMethods, SMTP_CONNECTION } from '../smtp/library-builds.ts';
-import { addressAsSent, canonicalAddressCommand, refuseBadXtext } from './envelope-form.ts';
+import { addressAsSent, addressOnLine, canonicalAddressCommand, refuseBadXtext } from './envelope-form.ts';
 import { hasEnhancedCode, replaceLibraryReply } from './wire-replies.ts';
 
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
@@ -175,14 +175,11 @@ const ANSWERS_NO_COMMAND = new Set<Reply>([replies.timeout, replies.shuttingDown
 function reportRefusal(connection: Connection, reply: string, answersNoCommand = false): void {
   const line = answersNoCommand ? '' : (connection.__posternLine?.toString('latin1', 0, 13) ?? '');
   const name = /^[A-Za-z]{1,12}(?![^ ])/.exec(line)?.[0].toUpperCase() ?? '';
-  const address = name === 'MAIL' || name === 'RCPT' ? addressOnLine(connection.__posternLine!) : undefined;
+  // At most 320 characters of it: it goes into a log line.
+  const address = name === 'MAIL' || name === 'RCPT' ? addressOnLine(connection.__posternLine!.toString('utf8', 0, 400))?.slice(0, 320) : undefined;
   connection._server.options.onProtocolRefusal?.(connection.session, name, reply, address);
 }
 
-/** addressOnLine - the address a MAIL or RCPT line gives, without its brackets, as sent (at most 320 characters). */
-function addressOnLine(line: Buffer): string | undefined {
-  return /^(?:MAIL FROM|RCPT TO) *: *<?([^<> ]*)/i.exec(line.toString('utf8', 0, 400))?.[1]?.slice(0, 320);
-}
 
 /** withSpaces - a command line with its tabs as spaces (Postfix reads any white space between words); the same buffer when it has none. */
 function withSpaces(command: Buffer): Buffer {

@@ -32,6 +32,7 @@
 //   canonicalAddressCommand - the command as smtp-server should read it.
 //   refuseBadXtext          - Postfix's 501 5.5.4 for an ENVID or ORCPT that is not xtext; undefined for any other line.
 //   addressAsSent           - the address smtp-server parsed, with the domain the client sent.
+//   addressOnLine           - the address a MAIL or RCPT line gives, as sent.
 
 import { isUtf8 } from 'node:buffer';
 import { isAsciiText } from '../smtp/address.ts';
@@ -122,7 +123,12 @@ export function refuseBadXtext(line: string): Reply | undefined {
   return undefined;
 }
 
-const SENT_ADDRESS = /^(?:MAIL FROM|RCPT TO):<([^<>]*)>/i;
+const ADDRESS_ON_LINE = /^(?:MAIL FROM|RCPT TO) *: *<?([^<> ]*)/i;
+
+/** addressOnLine - the address a MAIL FROM or RCPT TO line gives, without its brackets, as sent; undefined for another line. */
+export function addressOnLine(line: string): string | undefined {
+  return ADDRESS_ON_LINE.exec(line)?.[1];
+}
 
 /**
  * xtextBytes - the bytes an xtext value stands for: each +HH its byte, anything else its UTF-8. A value whose bytes
@@ -142,7 +148,7 @@ function xtextBytes(value: string): Buffer {
 export function addressAsSent(parsed: string, line: string): string {
   const at = parsed.lastIndexOf('@');
   if (at < 0 || isAsciiText(parsed.slice(at + 1))) return parsed;
-  const sent = SENT_ADDRESS.exec(line)?.[1];
+  const sent = addressOnLine(line);
   if (sent === undefined || !sent.includes('@')) return parsed;
   const sentDomain = sent.slice(sent.lastIndexOf('@') + 1);
   return isAsciiText(sentDomain) ? parsed.slice(0, at + 1) + sentDomain : parsed;
