@@ -43,10 +43,13 @@ export async function bounceMessages(store: QueueStore, selector: MessageSelecto
   const bounced: string[] = [];
   const failed: string[] = [];
   const recorded = new Set<string>();
+  // By message, once: `--all` names every message in the queue.
+  const claimsOf = new Map<string, ClaimedDelivery[]>();
+  for (const c of claims) claimsOf.set(c.messageId, [...(claimsOf.get(c.messageId) ?? []), c]);
   try {
     for (const id of ids) {
-      const mine = claims.filter((c) => c.messageId === id);
-      if (mine.length === 0) continue;
+      const mine = claimsOf.get(id);
+      if (mine === undefined) continue;
       try {
         const done = await returnMessage(store, mine, context);
         for (const deliveryId of done) recorded.add(deliveryId);
