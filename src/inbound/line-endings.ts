@@ -8,6 +8,7 @@
 // End of DATA was already decided on the raw bytes, so rewriting here can
 // not make a second message appear.
 import { Transform, type TransformCallback } from 'node:stream';
+import { isAllCrlf } from './crlf-scan.ts';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -23,12 +24,14 @@ export class BareLineEndings extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    // The usual chunk: CRLF line ends only, nothing carried over from the one before.
+    const clean = !this.pendingCr && isAllCrlf(chunk);
     if (this.mode === 'reject') {
-      if (!this.found) this.found = hasBareLineEnding(chunk, this.pendingCr);
+      if (!this.found && !clean) this.found = hasBareLineEnding(chunk, this.pendingCr);
       this.pendingCr = chunk.length > 0 && chunk[chunk.length - 1] === CR;
       return done(null, chunk);
     }
-    done(null, this.normalize(chunk));
+    done(null, clean ? chunk : this.normalize(chunk));
   }
 
   override _flush(done: TransformCallback): void {
