@@ -89,7 +89,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     logger,
   );
   const metrics = createMetrics();
-  const outbound = config.outbound.enabled ? outboundParts(config, logger, now) : undefined;
+  const outbound = config.outbound.enabled ? outboundParts(config, store, logger, now) : undefined;
   // Arrivals are slowed to the delivery rate only where this process delivers, and not while its
   // deliveries show the next hops as the limit.
   const inFlow = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000) : undefined;
@@ -172,7 +172,7 @@ interface OutboundParts {
   mtaSts: MtaStsPolicies;
 }
 
-function outboundParts(config: Config, logger: Logger, now: () => Date): OutboundParts {
+function outboundParts(config: Config, store: QueueStore, logger: Logger, now: () => Date): OutboundParts {
   const outbound = config.outbound;
   const resolver = createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 });
   const extraCa = outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [];
@@ -184,7 +184,7 @@ function outboundParts(config: Config, logger: Logger, now: () => Date): Outboun
     relayhostAuth: relayhostAuth(config),
     mtaSts: createMtaStsPolicies({
       resolver, extraCa, port: outbound.mtaStsPort, allowPrivateTargets: outbound.allowPrivateTargets,
-      timeoutMs: outbound.connectTimeout * 1000, now, logger: logger.child({ component: 'mta-sts' }),
+      timeoutMs: outbound.connectTimeout * 1000, now, logger: logger.child({ component: 'mta-sts' }), keptIn: store,
     }),
   };
 }

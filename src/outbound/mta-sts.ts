@@ -14,7 +14,11 @@
 // deliver.ts applies it: in enforce mode only the MX hosts the policy names,
 // each under `verify`; in testing mode as `may`, a host the policy would
 // refuse logged.
-// Policies are kept in this process's memory (a restart fetches them again).
+// Policies are kept in memory and, where a queue store is given, in the
+// queue too (queue-store.ts keepStsPolicy), so that a relay that restarts
+// still holds an enforced policy while DNS or the HTTPS host fail (§5.1:
+// those are what an attacker would block). The queue is read once, when
+// the process starts: on PostgreSQL, what any node kept.
 //
 // Fails: never throws; a policy that cannot be read is no policy, logged.
 //
@@ -30,6 +34,7 @@ import { isIP, type LookupFunction } from 'node:net';
 import { createSecureContext, rootCertificates, type ConnectionOptions } from 'node:tls';
 import { isAsciiText } from '../smtp/address.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { QueueStore } from '../queue/queue-store.ts';
 import { isPublicAddress, lookupAddresses, type DnsResolver } from './mx-resolver.ts';
 import type { TlsDecision } from './route.ts';
 
@@ -118,6 +123,8 @@ export interface MtaStsSettings {
   timeoutMs: number;
   now: () => Date;
   logger: Logger;
+  /** Where policies are kept between restarts (the queue store); without it, in this process's memory only. */
+  keptIn?: Pick<QueueStore, 'keptStsPolicies' | 'keepStsPolicy'>;
 }
 
 export interface MtaStsPolicies {
@@ -135,6 +142,8 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
 
   /** Lookups in flight, by domain: deliveries to one domain at once share one (one TXT query, one fetch). */
   const pending = new Map<string, Promise<StsPolicy | undefined>>();
+  /** The policies kept before this process started, read once before the first lookup. */
+  const loaded = loadKept();
 
   return {
     policyFor(domain) {
@@ -150,6 +159,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   };
 
   async function currentPolicy(domain: string): Promise<StsPolicy | undefined> {
+    await loaded;
     const now = settings.now().getTime();
     const cached = kept.get(domain);
     const valid = cached !== undefined && cached.until > now ? cached.policy : undefined;
@@ -174,10 +184,41 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       remember(failed, `${domain} ${id}`, now + FETCH_RETRY_MS, now);
       return valid;
     }
+    const until = now + fetched.maxAge * 1000;
     if (fetched.maxAge === 0) kept.delete(domain);
-    else remember(kept, domain, { policy: fetched, until: now + fetched.maxAge * 1000 }, now);
+    else remember(kept, domain, { policy: fetched, until }, now);
     log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
+    await keepForRestart(domain, fetched.maxAge === 0 ? undefined : { policy: JSON.stringify(fetched), until: new Date(until) }, log);
     return fetched;
+  }
+
+  /** loadKept - the policies the queue kept, into memory; those it cannot read are left out, and said so. */
+  async function loadKept(): Promise<void> {
+    if (settings.keptIn === undefined) return;
+    const now = settings.now();
+    try {
+      const rows = await settings.keptIn.keptStsPolicies(now, KEPT_LIMIT);
+      let unreadable = 0;
+      // The soonest to lapse first: remember() drops the first-kept when the map is full.
+      for (const row of rows.reverse()) {
+        const policy = storedPolicy(row.policy);
+        if (policy === undefined) unreadable++;
+        else remember(kept, row.domain, { policy, until: row.until.getTime() }, now.getTime());
+      }
+      if (unreadable > 0) settings.logger.warn({ unreadable }, 'MTA-STS: policies kept in the queue could not be read; they are fetched again');
+    } catch (err) {
+      settings.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: the policies kept in the queue could not be read; they are fetched again');
+    }
+  }
+
+  /** keepForRestart - keep (or forget) a domain's policy in the queue; a failure leaves the one in memory, logged. */
+  async function keepForRestart(domain: string, entry: { policy: string; until: Date } | undefined, log: Logger): Promise<void> {
+    if (settings.keptIn === undefined) return;
+    try {
+      await settings.keptIn.keepStsPolicy(domain, entry, { now: settings.now(), limit: KEPT_LIMIT });
+    } catch (err) {
+      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: policy not kept in the queue; a restart fetches it again');
+    }
   }
 
   async function fetchPolicy(domain: string, id: string, log: Logger): Promise<StsPolicy | undefined> {
@@ -238,6 +279,23 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       req.end();
     });
   }
+}
+
+/** storedPolicy - a policy as keepForRestart stored it (JSON), checked as a fetched one is; undefined when it is not one. */
+function storedPolicy(text: string): StsPolicy | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { mode, mx, maxAge, id } = value as Record<string, unknown>;
+  if (mode !== 'enforce' && mode !== 'testing' && mode !== 'none') return undefined;
+  if (!Array.isArray(mx) || !mx.every((m): m is string => typeof m === 'string' && MX_PATTERN.test(m))) return undefined;
+  if (typeof maxAge !== 'number' || !Number.isInteger(maxAge) || maxAge < 0 || maxAge > MAX_AGE_LIMIT) return undefined;
+  if (typeof id !== 'string') return undefined;
+  return { mode, mx, maxAge, id };
 }
 
 /** The most domains (and failed fetches) kept: past it, the expired go, then the oldest. */

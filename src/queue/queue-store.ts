@@ -175,6 +175,14 @@ export interface MessageDraft {
   discard(): Promise<void>;
 }
 
+/** A domain's MTA-STS policy kept between restarts: outbound/mta-sts.ts writes and reads `policy`, opaque here. */
+export interface KeptStsPolicy {
+  domain: string;
+  policy: string;
+  /** When it lapses (the policy's max_age from when it was fetched). */
+  until: Date;
+}
+
 export interface QueueStore {
   /** beginMessage - start a draft with a fresh queue id. */
   beginMessage(): MessageDraft;
@@ -233,6 +241,13 @@ export interface QueueStore {
    * never touched. The retention sweep (done-purge.ts) calls it in batches.
    */
   purgeDone(doneBefore: Date, limit: number): Promise<number>;
+  /** keptStsPolicies - the MTA-STS policies kept that have not lapsed at `now`, at most `limit`, the latest to lapse first. */
+  keptStsPolicies(now: Date, limit: number): Promise<KeptStsPolicy[]>;
+  /**
+   * keepStsPolicy - keep a domain's MTA-STS policy, in place of the one kept, or forget it (`kept` undefined: a
+   * max_age of 0). Those lapsed at `now` go at the same time, and past `limit` domains the soonest to lapse.
+   */
+  keepStsPolicy(domain: string, kept: { policy: string; until: Date } | undefined, options: { now: Date; limit: number }): Promise<void>;
   /** readBody - the stored bytes of a committed message; the stream errors if the id is unknown. */
   readBody(id: string): Readable;
   /**

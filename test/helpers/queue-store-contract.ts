@@ -241,6 +241,40 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
       expect(await store.stats()).toEqual({ byState: { queued: 0, deferred: 0, held: 0 } });
     });
 
+    describe('MTA-STS policies kept between restarts', () => {
+      const T = Date.parse('2026-06-01T00:00:00Z');
+      const HOUR = 3_600_000;
+      const keep = (domain: string, policy: string | undefined, until: number, now = T, limit = 100) =>
+        store.keepStsPolicy(domain, policy === undefined ? undefined : { policy, until: new Date(until) }, { now: new Date(now), limit });
+
+      it('keeps a policy across close and reopen, one per domain, the latest to lapse first, and not once lapsed', async () => {
+        await keep('a.test', 'policy a', T + HOUR);
+        await keep('b.test', 'policy b, first', T + 2 * HOUR);
+        await keep('b.test', 'policy b', T + 3 * HOUR);
+        await store.close();
+        const again = await harness.reopen();
+        expect(await again.keptStsPolicies(new Date(T), 100)).toEqual([
+          { domain: 'b.test', policy: 'policy b', until: new Date(T + 3 * HOUR) },
+          { domain: 'a.test', policy: 'policy a', until: new Date(T + HOUR) },
+        ]);
+        expect((await again.keptStsPolicies(new Date(T + HOUR), 100)).map((p) => p.domain)).toEqual(['b.test']);
+        expect((await again.keptStsPolicies(new Date(T), 1)).map((p) => p.domain)).toEqual(['b.test']);
+      });
+
+      it('forgets a domain’s policy (max_age 0), and drops the lapsed and those past the limit when one is kept', async () => {
+        await keep('gone.test', 'p', T + HOUR);
+        await keep('gone.test', undefined, 0);
+        await keep('lapsed.test', 'p', T + HOUR);
+        await keep('soon.test', 'p', T + 3 * HOUR);
+        await keep('late.test', 'p', T + 5 * HOUR);
+        // At T + 2 hours lapsed.test has lapsed; with a limit of 2, soon.test goes too.
+        await keep('new.test', 'p', T + 4 * HOUR, T + 2 * HOUR, 2);
+        const peer = await harness.openPeer();
+        expect((await peer.keptStsPolicies(new Date(T), 100)).map((p) => p.domain)).toEqual(['late.test', 'new.test']);
+        await peer.close();
+      });
+    });
+
     runDeliveryContract(() => harness);
   });
 }

@@ -5,15 +5,20 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/observability/logger.ts';
+import { createLogger, silentLogger, type Logger } from '../../src/observability/logger.ts';
+import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { createMtaStsPolicies, type MtaStsSettings } from '../../src/outbound/mta-sts.ts';
 import { createResolver } from '../../src/outbound/mx-resolver.ts';
 import { generateCertificateAuthority, issueServerCertificate, type PemCredentials } from '../../src/tls/dev-certs.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
-const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test'];
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test'];
 
 let ca: PemCredentials;
 let web: Server;
@@ -150,3 +155,70 @@ describe('MTA-STS policies fetched and kept', () => {
     expect(requests).toBe(2);
   });
 });
+
+// §5.1: a policy is kept for its max_age, and DNS and the policy's web server are what an attacker who wants the
+// mail in plaintext would block. A relay that restarts reads back what the queue kept.
+describe('MTA-STS policies kept in the queue across a restart', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'postern-mta-sts-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('holds an enforced policy after a restart while the web server fails, not past its max_age, and forgets one of max_age 0', async () => {
+    const path = join(dir, 'restart.db');
+    handler = (req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(req.headers.host?.startsWith('mta-sts.zero.test') ? GOOD.replace('86400', '0') : GOOD);
+    const first = await openSqliteStore({ path });
+    const before = policies({ keptIn: first });
+    expect((await before.sts.policyFor('kept.test'))?.mode).toBe('enforce');
+    expect((await before.sts.policyFor('zero.test'))?.mode).toBe('enforce');
+    await first.close();
+
+    requests = 0;
+    handler = (_req, res) => res.writeHead(503).end();
+    const second = await openSqliteStore({ path });
+    const after = policies({ keptIn: second });
+    expect(await after.sts.policyFor('kept.test')).toEqual({ mode: 'enforce', mx: ['mx.test'], maxAge: 86400, id: 'one' });
+    expect(requests).toBe(0); // the TXT id is the one kept: nothing to fetch
+    expect(await after.sts.policyFor('zero.test')).toBeUndefined();
+    expect(requests).toBe(1);
+    after.advance(86_400_000);
+    expect(await after.sts.policyFor('kept.test')).toBeUndefined();
+    await second.close();
+  });
+
+  it('fetches again, and says so, where what the queue kept cannot be read; a store that fails is logged, not thrown', async () => {
+    const path = join(dir, 'unreadable.db');
+    const store = await openSqliteStore({ path });
+    const until = { until: new Date(Date.parse('2027-01-01T00:00:00Z')) };
+    const options = { now: new Date(Date.parse('2026-01-01T00:00:00Z')), limit: 100 };
+    await store.keepStsPolicy('kept.test', { policy: '{"mode":"enforce","mx":["mx.test"],"maxAge":86400}', ...until }, options); // no id
+    await store.keepStsPolicy('zero.test', { policy: 'not JSON', ...until }, options);
+    requests = 0;
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD);
+    const { logger, lines } = captureWarnings();
+    const { sts } = policies({ keptIn: store, logger });
+    expect((await sts.policyFor('kept.test'))?.id).toBe('one');
+    expect(requests).toBe(1);
+    expect(lines).toContainEqual(expect.objectContaining({ unreadable: 2, msg: expect.stringContaining('could not be read') }));
+
+    await store.close();
+    const closed = policies({ keptIn: store, logger });
+    expect((await closed.sts.policyFor('zero.test'))?.mode).toBe('enforce');
+    expect(lines.filter((line) => String(line.msg).includes('queue'))).toHaveLength(3);
+  });
+});
+
+/** captureWarnings - a logger whose warnings (and worse) are kept, parsed, in `lines`. */
+function captureWarnings(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: createLogger({ level: 'warn', destination }), lines };
+}

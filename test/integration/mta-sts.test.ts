@@ -6,6 +6,9 @@
 // level is mta-sts.
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCertificate, type PemCredentials } from '../../src/tls/dev-certs.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
@@ -27,6 +30,8 @@ let hop: NextHop;
 const zone: Record<string, ZoneEntry> = {};
 let relay: TestRelay;
 let scheduler: Awaited<ReturnType<typeof driveByHand>>;
+let outbound: Record<string, unknown>;
+let queueDir: string;
 
 beforeAll(async () => {
   let caFile: string;
@@ -72,17 +77,18 @@ beforeAll(async () => {
   policies['mta-sts.broken.test'] = { body: 'this is not a policy', type: 'text/html' };
   policies['mta-sts.gone.test'] = { body: policy('enforce', [NEXT_HOP_NAME]) };
   policies['mta-sts.herd.test'] = { body: policy('enforce', [NEXT_HOP_NAME]) };
-  relay = await startTestRelay({
-    outbound: {
-      enabled: true,
-      dns: { servers: [dns.address] },
-      allowPrivateTargets: true,
-      port: hop.port,
-      mtaStsPort: (web.address() as AddressInfo).port,
-      connectTimeout: '2s',
-      tls: { level: 'mta-sts', caFile },
-    },
-  });
+  outbound = {
+    enabled: true,
+    dns: { servers: [dns.address] },
+    allowPrivateTargets: true,
+    port: hop.port,
+    mtaStsPort: (web.address() as AddressInfo).port,
+    connectTimeout: '2s',
+    tls: { level: 'mta-sts', caFile },
+  };
+  // The queue outside the relay's own folder, which its stop removes: a second relay restarts on it.
+  queueDir = await mkdtemp(join(tmpdir(), 'postern-mta-sts-queue-'));
+  relay = await startTestRelay({ outbound, queue: { path: join(queueDir, 'queue.db') } });
   scheduler = await driveByHand(relay);
 });
 
@@ -92,6 +98,7 @@ afterAll(async () => {
   await dns?.close();
   await new Promise((resolve) => web?.close(resolve));
   await removeCa?.();
+  await rm(queueDir, { recursive: true, force: true });
 });
 
 /** send - one message to `to`, then one run of the scheduler; the message as `queue show` has it. */
@@ -155,5 +162,21 @@ describe('outbound.tls.level mta-sts', () => {
     const shown = await send('i@gone.test');
     expect(shown.attempts).toEqual([expect.objectContaining({ outcome: 'delivered', policy: { level: 'verify', source: 'outbound.tls.level: MTA-STS enforce (id g1)' } })]);
     expect(fetched.filter((f) => f.startsWith('mta-sts.gone.test'))).toHaveLength(2);
+  });
+
+  // §5.1, and what an attacker who wants the mail in plaintext would do: block the policy's web server and point the
+  // MX elsewhere. A relay that restarted reads the policy back from its queue. Last: it replaces the relay.
+  it('enforces the policy it kept after a restart on the same queue, while the web server fails', async () => {
+    expect((await send('m@enforced.test')).state).toBe('done');
+    await relay.stop();
+    delete policies['mta-sts.enforced.test'];
+    zone['enforced.test']!.mx = [[10, 'other-mx.test']];
+    const before = fetched.length;
+    relay = await startTestRelay({ outbound, queue: { path: join(queueDir, 'queue.db') } });
+    scheduler = await driveByHand(relay);
+    const shown = await send('n@enforced.test');
+    expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: '4.7.5 MTA-STS: no MX host of enforced.test is one its policy names (mx.test)' })]);
+    expect(shown.attempts).toEqual([expect.objectContaining({ policy: { level: 'verify', source: 'outbound.tls.level: MTA-STS enforce (id e1)' } })]);
+    expect(fetched).toHaveLength(before);
   });
 });

@@ -124,7 +124,7 @@ describe.skipIf(!baseUrl)('postgres', () => {
         'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name',
         [schema.schema],
       );
-      expect(tables.rows.map((r) => r.table_name)).toEqual(['attempts', 'deliveries', 'message_chunks', 'messages', 'recipients', 'schema_version']);
+      expect(tables.rows.map((r) => r.table_name)).toEqual(['attempts', 'deliveries', 'message_chunks', 'messages', 'mta_sts_policies', 'recipients', 'schema_version']);
       const versions = await schema.query('SELECT version, name FROM schema_version ORDER BY version');
       expect(versions.rows).toEqual(MIGRATIONS.map((m, i) => ({ version: i + 1, name: m.name })));
     });

@@ -545,24 +545,26 @@ describe('sqlite queue store', () => {
     expect(await readdir(messagesDir)).toEqual([]);
   });
 
-  it('migrates a database of the previous schema version, keeping its messages, and purges its done ones', async () => {
+  it('migrates a database of the previous schema version, keeping its messages, and keeps MTA-STS policies', async () => {
     const store = await openStore();
     const id = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['r@a.test'] }));
     const at = await receivedAtOf(store, id);
     await deliverMessage(store, id);
     await store.close();
     const db = new Database(dbPath);
-    db.exec('DROP INDEX messages_done');
+    db.exec('DROP TABLE mta_sts_policies');
     db.pragma(`user_version = ${MIGRATIONS.length - 1}`);
     db.close();
 
     const reopened = await openStore();
     expect((await reopened.showMessage(id))!.state).toBe('done');
     expect(await reopened.purgeDone(new Date(at + DAY_MS), 10)).toBe(1);
+    await reopened.keepStsPolicy('a.test', { policy: 'p', until: new Date(at + DAY_MS) }, { now: new Date(at), limit: 10 });
+    expect(await reopened.keptStsPolicies(new Date(at), 10)).toEqual([{ domain: 'a.test', policy: 'p', until: new Date(at + DAY_MS) }]);
     const after = new Database(dbPath, { readonly: true });
     try {
       expect(after.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
-      expect(after.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'messages_done'").get()).toEqual({ name: 'messages_done' });
+      expect(after.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'mta_sts_policies_by_until'").get()).toEqual({ name: 'mta_sts_policies_by_until' });
     } finally {
       after.close();
     }

@@ -273,6 +273,21 @@ export const MIGRATIONS: readonly Migration[] = [
       $fn$;
     `,
   },
+  {
+    name: 'MTA-STS policies kept between restarts',
+    // RFC 8461 §5.1: a policy is kept for its max_age, and a node that
+    // restarted must not forget an enforced one (DNS and the policy's web
+    // server are what an attacker would block). `policy` is outbound's JSON.
+    // The nodes share what any of them kept.
+    sql: `
+      CREATE TABLE mta_sts_policies (
+        domain text PRIMARY KEY,
+        policy text NOT NULL,
+        until  timestamptz NOT NULL
+      );
+      CREATE INDEX mta_sts_policies_by_until ON mta_sts_policies (until);
+    `,
+  },
 ];
 
 /** migrateSchema - bring the database to the newest version in one locked transaction; returns the version it had. With `existing`, a database the queue never used is an error. */

@@ -45,7 +45,7 @@ import { createGroupCommit } from '../group-commit.ts';
 import { logMigration } from '../migrations.ts';
 import { newQueueId } from '../queue-id.ts';
 import { RECENT_BODIES_LIMIT, RecentBodies } from '../recent-bodies.ts';
-import type { ClaimedDelivery, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore } from '../queue-store.ts';
+import type { ClaimedDelivery, KeptStsPolicy, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore } from '../queue-store.ts';
 import { readBodyChunks, removeOrphanChunks } from './pg-body.ts';
 import { createPool, parseQueueUrl, withClient, type QueueConnection } from './pg-connection.ts';
 import * as deliveries from './pg-deliveries.ts';
@@ -53,6 +53,7 @@ import { PgDraft } from './pg-draft.ts';
 import * as inspect from './pg-inspect.ts';
 import * as operator from './pg-operator.ts';
 import { MIGRATIONS, migrateSchema } from './pg-schema.ts';
+import * as stsPolicies from './pg-sts-policies.ts';
 
 export interface PostgresStoreOptions {
   /** postgres://user:password@host:5432/database, optionally ?schema=NAME (created if missing). */
@@ -214,6 +215,14 @@ class PostgresQueueStore implements QueueStore {
 
   freeSpace(): Promise<number | undefined> {
     return Promise.resolve(undefined);
+  }
+
+  keptStsPolicies(now: Date, limit: number): Promise<KeptStsPolicy[]> {
+    return this.#run(() => stsPolicies.keptStsPolicies(this.queries, now, limit));
+  }
+
+  keepStsPolicy(domain: string, kept: { policy: string; until: Date } | undefined, options: { now: Date; limit: number }): Promise<void> {
+    return this.#run(() => stsPolicies.keepStsPolicy(this.queries, domain, kept, options));
   }
 
   readBody(id: string): Readable {

@@ -117,6 +117,20 @@ export const MIGRATIONS: readonly Migration[] = [
     // a long queue of deferred ones costs the sweep nothing.
     sql: "CREATE INDEX messages_done ON messages (done_at) WHERE state = 'done';",
   },
+  {
+    name: 'MTA-STS policies kept between restarts',
+    // RFC 8461 §5.1: a policy is kept for its max_age, and a relay that
+    // restarted must not forget an enforced one (DNS and the policy's web
+    // server are what an attacker would block). `policy` is outbound's JSON.
+    sql: `
+      CREATE TABLE mta_sts_policies (
+        domain TEXT PRIMARY KEY,
+        policy TEXT NOT NULL,
+        until  INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX mta_sts_policies_by_until ON mta_sts_policies (until);
+    `,
+  },
 ];
 
 /** readSchemaVersion - the database's user_version; throws if it is newer than MIGRATIONS knows. */

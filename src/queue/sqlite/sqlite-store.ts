@@ -48,6 +48,7 @@ import { isQueueId, newQueueId } from '../queue-id.ts';
 import { RECENT_BODIES_LIMIT, RecentBodies } from '../recent-bodies.ts';
 import type {
   ClaimedDelivery,
+  KeptStsPolicy,
   MessageDetails,
   MessageDraft,
   MessageSelector,
@@ -60,6 +61,7 @@ import { batchTransaction } from './sqlite-group-commit.ts';
 import { prepareDeliveries, type DeliveryFunctions, type SqliteRecordVerdict } from './sqlite-deliveries.ts';
 import { SqliteBodyFile, removeFile, syncDirectory } from './sqlite-draft.ts';
 import { prepareInspect, type InspectFunctions } from './sqlite-inspect.ts';
+import { prepareStsPolicies, type StsPolicyFunctions } from './sqlite-sts-policies.ts';
 import { prepareOperator, type OperatorFunctions } from './sqlite-operator.ts';
 import { MIGRATIONS, migrateSchema, readSchemaVersion } from './sqlite-schema.ts';
 import { openWalSync, type WalSync } from './sqlite-wal-sync.ts';
@@ -170,6 +172,7 @@ class SqliteQueueStore implements QueueStore {
   readonly #deliveries: DeliveryFunctions;
   readonly #operator: OperatorFunctions;
   readonly #inspect: InspectFunctions;
+  readonly #stsPolicies: StsPolicyFunctions;
   /** The body of a message that may be read (committed and not done): in the row, or NULL for a file. */
   readonly #keptBody: Database.Statement<[string], { body: Buffer | null }>;
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
@@ -208,6 +211,7 @@ class SqliteQueueStore implements QueueStore {
     }, COMMIT_SPACING);
     this.#operator = prepareOperator(db);
     this.#inspect = prepareInspect(db);
+    this.#stsPolicies = prepareStsPolicies(db);
     this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
     this.#pageSize = Number(db.pragma('page_size', { simple: true }));
     this.#freeSpace = createFreeSpaceReader(messagesDir, { reserved: () => this.#selfGrowth() });
@@ -338,6 +342,14 @@ class SqliteQueueStore implements QueueStore {
 
   purgeDone(doneBefore: Date, limit: number): Promise<number> {
     return this.#run(() => this.#operator.purgeDone(doneBefore, limit)).then((count) => this.#durable(count));
+  }
+
+  keptStsPolicies(now: Date, limit: number): Promise<KeptStsPolicy[]> {
+    return this.#run(() => this.#stsPolicies.keptStsPolicies(now, limit));
+  }
+
+  keepStsPolicy(domain: string, kept: { policy: string; until: Date } | undefined, options: { now: Date; limit: number }): Promise<void> {
+    return this.#run(() => this.#stsPolicies.keepStsPolicy(domain, kept, options)).then(() => this.#durable(undefined));
   }
 
   readBody(id: string): Readable {
