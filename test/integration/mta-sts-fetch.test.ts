@@ -8,13 +8,13 @@ import { createServer as createTcpServer, type AddressInfo, type Socket } from '
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger, silentLogger, type Logger } from '../../src/observability/logger.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { createMtaStsPolicies, type MtaStsSettings } from '../../src/outbound/mta-sts.ts';
 import { createResolver } from '../../src/outbound/mx-resolver.ts';
 import { generateCertificateAuthority, issueServerCertificate, type PemCredentials } from '../../src/tls/dev-certs.ts';
+import { captureWarnings } from '../helpers/captured-log.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
@@ -210,15 +210,3 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
     expect(lines.filter((line) => String(line.msg).includes('queue'))).toHaveLength(3);
   });
 });
-
-/** captureWarnings - a logger whose warnings (and worse) are kept, parsed, in `lines`. */
-function captureWarnings(): { logger: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { logger: createLogger({ level: 'warn', destination }), lines };
-}

@@ -7,7 +7,6 @@
 //
 // Skipped, with a message saying how to run it, when no PostgreSQL answers
 // (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
-import { Writable } from 'node:stream';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
@@ -18,6 +17,7 @@ import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
 import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
 import type { AttemptResult } from '../../src/queue/delivery-rules.ts';
 import type { ClaimedDelivery, QueueStore } from '../../src/queue/queue-store.ts';
+import { captureWarnings } from '../helpers/captured-log.ts';
 import { createTestSchema, postgresTestUrl, SKIP_MESSAGE, type TestSchema } from '../helpers/postgres.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
 import { attemptWith, bodyOf, commitMessage, commitToManyDomains, digest, envelopeWith, randomBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
@@ -506,18 +506,6 @@ describe.skipIf(!baseUrl)('postgres', () => {
     });
   });
 });
-
-/** captureWarnings - a logger whose warnings (and worse) are kept, parsed, in `lines`. */
-function captureWarnings(): { logger: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { logger: createLogger({ level: 'warn', destination }), lines };
-}
 
 /** resultFor - one attempt with `result` for every recipient of the delivery. */
 function resultFor(claim: ClaimedDelivery, at: number, result: 'delivered' | 'deferred'): AttemptResult {
