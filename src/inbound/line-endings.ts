@@ -24,14 +24,19 @@ export class BareLineEndings extends Transform {
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    // The usual chunk: CRLF line ends only, nothing carried over from the one before.
-    const clean = !this.pendingCr && isAllCrlf(chunk);
+    // An empty chunk says nothing of a CR the last one ended with.
+    if (chunk.length === 0) return done();
     if (this.mode === 'reject') {
-      if (!this.found && !clean) this.found = hasBareLineEnding(chunk, this.pendingCr);
-      this.pendingCr = chunk.length > 0 && chunk[chunk.length - 1] === CR;
+      if (!this.found && !this.clean(chunk)) this.found = hasBareLineEnding(chunk, this.pendingCr);
+      this.pendingCr = chunk[chunk.length - 1] === CR;
       return done(null, chunk);
     }
-    done(null, clean ? chunk : this.normalize(chunk));
+    done(null, this.clean(chunk) ? chunk : this.normalize(chunk));
+  }
+
+  /** clean - the usual chunk: CRLF line ends only, and nothing carried over from the one before. */
+  private clean(chunk: Buffer): boolean {
+    return !this.pendingCr && isAllCrlf(chunk);
   }
 
   override _flush(done: TransformCallback): void {

@@ -54,6 +54,8 @@ const POLICY_LIMIT = 64 * 1024;
 const MAX_AGE_LIMIT = 31_557_600;
 /** A policy's mx value (§3.2: ["*."] Domain), in lower case: two labels at least. */
 const MX_PATTERN = /^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+/** A TXT record's id (§3.1: 1 to 32 letters and digits). */
+const STS_ID = /^[A-Za-z0-9]{1,32}$/;
 /** How long a policy that could not be fetched is not asked for again, for its id (§3.3: five minutes or more). */
 const FETCH_RETRY_MS = 5 * 60_000;
 
@@ -65,7 +67,7 @@ export function parseStsRecord(records: readonly (readonly string[])[]): string 
   if (sts.length !== 1) return undefined;
   const fields = new Map(sts[0]!.split(';').map((f) => f.trim()).filter(Boolean).map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] as const));
   const id = fields.get('id');
-  return id !== undefined && /^[A-Za-z0-9]{1,32}$/.test(id) ? id : undefined;
+  return id !== undefined && STS_ID.test(id) ? id : undefined;
 }
 
 /** parseStsPolicy - the policy file's fields (§3.2), or why it is not a policy. */
@@ -188,7 +190,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     if (fetched.maxAge === 0) kept.delete(domain);
     else remember(kept, domain, { policy: fetched, until }, now);
     log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
-    await keepForRestart(domain, fetched.maxAge === 0 ? undefined : { policy: JSON.stringify(fetched), until: new Date(until) }, log);
+    await keepForRestart(domain, fetched.maxAge === 0 ? undefined : { policy: keptForm(fetched), until: new Date(until) }, log);
     return fetched;
   }
 
@@ -281,7 +283,13 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   }
 }
 
-/** storedPolicy - a policy as keepForRestart stored it (JSON), checked as a fetched one is; undefined when it is not one. */
+/** keptForm - how a policy is kept in the queue: its TXT id and the policy file, written out again. */
+function keptForm(policy: StsPolicy): string {
+  const file = ['version: STSv1', `mode: ${policy.mode}`, ...policy.mx.map((mx) => `mx: ${mx}`), `max_age: ${policy.maxAge}`, ''].join('\r\n');
+  return JSON.stringify({ id: policy.id, file });
+}
+
+/** storedPolicy - a policy kept in the queue (keptForm), read as a fetched one is read; undefined when it is not one. */
 function storedPolicy(text: string): StsPolicy | undefined {
   let value: unknown;
   try {
@@ -289,13 +297,10 @@ function storedPolicy(text: string): StsPolicy | undefined {
   } catch {
     return undefined;
   }
-  if (typeof value !== 'object' || value === null) return undefined;
-  const { mode, mx, maxAge, id } = value as Record<string, unknown>;
-  if (mode !== 'enforce' && mode !== 'testing' && mode !== 'none') return undefined;
-  if (!Array.isArray(mx) || !mx.every((m): m is string => typeof m === 'string' && MX_PATTERN.test(m))) return undefined;
-  if (typeof maxAge !== 'number' || !Number.isInteger(maxAge) || maxAge < 0 || maxAge > MAX_AGE_LIMIT) return undefined;
-  if (typeof id !== 'string') return undefined;
-  return { mode, mx, maxAge, id };
+  const { id, file } = (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  if (typeof id !== 'string' || !STS_ID.test(id) || typeof file !== 'string') return undefined;
+  const parsed = parseStsPolicy(file, id);
+  return parsed.ok ? parsed.policy : undefined;
 }
 
 /** The most domains (and failed fetches) kept: past it, the expired go, then the oldest. */

@@ -267,10 +267,13 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
         await keep('lapsed.test', 'p', T + HOUR);
         await keep('soon.test', 'p', T + 3 * HOUR);
         await keep('late.test', 'p', T + 5 * HOUR);
-        // At T + 2 hours lapsed.test has lapsed; with a limit of 2, soon.test goes too.
-        await keep('new.test', 'p', T + 4 * HOUR, T + 2 * HOUR, 2);
+        // At T + 2 hours lapsed.test has lapsed, and goes although the limit has room for it.
+        await keep('new.test', 'p', T + 4 * HOUR, T + 2 * HOUR, 4);
         const peer = await harness.openPeer();
-        expect((await peer.keptStsPolicies(new Date(T), 100)).map((p) => p.domain)).toEqual(['late.test', 'new.test']);
+        expect((await peer.keptStsPolicies(new Date(T), 100)).map((p) => p.domain)).toEqual(['late.test', 'new.test', 'soon.test']);
+        // With a limit of 3, the soonest to lapse goes.
+        await keep('newer.test', 'p', T + 6 * HOUR, T + 2 * HOUR, 3);
+        expect((await peer.keptStsPolicies(new Date(T), 100)).map((p) => p.domain)).toEqual(['newer.test', 'late.test', 'new.test']);
         await peer.close();
       });
     });

@@ -194,15 +194,31 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
     const store = await openSqliteStore({ path });
     const until = { until: new Date(Date.parse('2027-01-01T00:00:00Z')) };
     const options = { now: new Date(Date.parse('2026-01-01T00:00:00Z')), limit: 100 };
-    await store.keepStsPolicy('kept.test', { policy: '{"mode":"enforce","mx":["mx.test"],"maxAge":86400}', ...until }, options); // no id
-    await store.keepStsPolicy('zero.test', { policy: 'not JSON', ...until }, options);
+    // Each is read as a fetched policy is, and refused for what would refuse that: an enforced policy naming no MX
+    // would hold the domain's mail for a year.
+    const unreadable = [
+      'not JSON',
+      JSON.stringify({ mode: 'enforce', mx: ['mx.test'], maxAge: 86400, id: 'one' }), // not the kept form
+      JSON.stringify({ file: GOOD }), // no id
+      JSON.stringify({ id: 'not an id!', file: GOOD }),
+      JSON.stringify({ id: 'one', file: 'version: STSv1\r\nmode: enforce\r\nmax_age: 86400\r\n' }), // no mx
+      JSON.stringify({ id: 'one', file: GOOD.replace('mx: mx.test', 'mx: *') }),
+      JSON.stringify({ id: 'one', file: GOOD.replace('86400', '99999999999') }),
+      JSON.stringify({ id: 'one', file: GOOD.replace('enforce', 'strict') }),
+    ];
+    await store.keepStsPolicy('kept.test', { policy: unreadable[0]!, ...until }, options);
+    for (const [i, policy] of unreadable.slice(1).entries()) await store.keepStsPolicy(`other${i}.test`, { policy, ...until }, options);
     requests = 0;
     handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD);
     const { logger, lines } = captureWarnings();
     const { sts } = policies({ keptIn: store, logger });
     expect((await sts.policyFor('kept.test'))?.id).toBe('one');
     expect(requests).toBe(1);
-    expect(lines).toContainEqual(expect.objectContaining({ unreadable: 2, msg: expect.stringContaining('could not be read') }));
+    expect(lines).toContainEqual(expect.objectContaining({ unreadable: unreadable.length, msg: expect.stringContaining('could not be read') }));
+    // What was fetched is kept in the form that reads back.
+    const again = policies({ keptIn: store });
+    expect(await again.sts.policyFor('kept.test')).toEqual({ mode: 'enforce', mx: ['mx.test'], maxAge: 86400, id: 'one' });
+    expect(requests).toBe(1);
 
     await store.close();
     const closed = policies({ keptIn: store, logger });

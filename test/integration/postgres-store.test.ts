@@ -483,6 +483,23 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect((await schema.query('SELECT count(*)::int AS n FROM attempts')).rows).toEqual([{ n: 0 }]);
     });
 
+    // A policy is usually fetched again because its kept one lapsed; two nodes keeping two such domains at once
+    // each held its own row and waited for the other's in the clean-up of lapsed rows: "deadlock detected".
+    it('lets two nodes keep MTA-STS policies at once, each clearing lapsed rows, without a deadlock', async () => {
+      const [a, b] = [await openStore(), await openStore()];
+      const T = Date.parse('2026-06-01T00:00:00Z');
+      const HOUR = 3_600_000;
+      const keep = (store: QueueStore, domain: string) => store.keepStsPolicy(domain, { policy: 'p', until: new Date(T + 24 * HOUR) }, { now: new Date(T), limit: 10_000 });
+      const failures: string[] = [];
+      for (let round = 0; round < 20; round++) {
+        await schema.query('INSERT INTO mta_sts_policies (domain, policy, until) VALUES ($1, $3, $4), ($2, $3, $4)', [`a${round}.test`, `b${round}.test`, 'p', new Date(T - HOUR)]);
+        const results = await Promise.allSettled([keep(a, `a${round}.test`), keep(b, `b${round}.test`)]);
+        for (const r of results) if (r.status === 'rejected') failures.push(String((r.reason as Error).message));
+      }
+      expect(failures).toEqual([]);
+      expect((await a.keptStsPolicies(new Date(T), 100)).length).toBe(40);
+    });
+
     it('lets a node see, hold and release what another node accepted', async () => {
       const [a, b] = await Promise.all([openStore(), openStore()]);
       const id = await commitMessage(a, [Buffer.from('from a')], envelopeWith({}));

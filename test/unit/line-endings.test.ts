@@ -20,6 +20,7 @@ describe('BareLineEndings', () => {
     ['smuggling \\n.\\n is neutralised to a plain dot line', ['x\n.\nMAIL FROM:<e@x>\r\n'], 'x\r\n.\r\nMAIL FROM:<e@x>\r\n', true],
     ['trailing lone CR', ['a\r'], 'a\r\n', true],
     ['CR CR LF', ['a\r\r\n'], 'a\r\n\r\n', true],
+    ['an empty chunk between a CR and its LF', ['a\r', '', '\nb\r\n'], 'a\r\nb\r\n', false],
   ];
   it.each(rows)('normalize: %s', async (_name, input, expected, found) => {
     expect(await run('normalize', input)).toEqual({ out: expected, found });
