@@ -278,7 +278,7 @@ export const MIGRATIONS: readonly Migration[] = [
     // RFC 8461 §5.1: a policy is kept for its max_age, and a node that
     // restarted must not forget an enforced one (DNS and the policy's web
     // server are what an attacker would block). `policy` is outbound's JSON.
-    // The nodes share what any of them kept.
+    // A node that starts reads what any node kept.
     sql: `
       CREATE TABLE mta_sts_policies (
         domain text PRIMARY KEY,
