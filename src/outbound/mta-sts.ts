@@ -17,8 +17,9 @@
 // Policies are kept in memory and, where a queue store is given, in the
 // queue too (queue-store.ts keepStsPolicy), so that a relay that restarts
 // still holds an enforced policy while DNS or the HTTPS host fail (§5.1:
-// those are what an attacker would block). The queue is read once, when
-// the process starts: on PostgreSQL, what any node kept.
+// those are what an attacker would block). The queue is read when the
+// process starts, and for a domain when its lookup or fetch fails with no
+// policy in memory: on PostgreSQL, what any node kept.
 //
 // Fails: never throws; a policy that cannot be read is no policy, logged.
 //
@@ -173,18 +174,19 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // No such name or no TXT: no policy announced. Anything else: DNS trouble, keep what we have (§5.1).
-      if (code !== 'ENOTFOUND' && code !== 'ENODATA') log.info({ err: code ?? String(err) }, 'MTA-STS: TXT lookup failed; using the policy kept, if any');
-      return valid;
+      if (code === 'ENOTFOUND' || code === 'ENODATA') return valid;
+      log.info({ err: code ?? String(err) }, 'MTA-STS: TXT lookup failed; using the policy kept, if any');
+      return valid ?? (await keptInQueue(domain, now, log));
     }
     // §5.1: a policy still valid stays in force when the TXT record is gone, and is not fetched again for its id.
     if (id === undefined || id === valid?.id) return valid;
     const retryAt = failed.get(`${domain} ${id}`);
-    if (retryAt !== undefined && retryAt > now) return valid;
+    if (retryAt !== undefined && retryAt > now) return valid ?? (await keptInQueue(domain, now, log));
     failed.delete(`${domain} ${id}`);
     const fetched = await fetchPolicy(domain, id, log);
     if (fetched === undefined) {
       remember(failed, `${domain} ${id}`, now + FETCH_RETRY_MS, now);
-      return valid;
+      return valid ?? (await keptInQueue(domain, now, log));
     }
     const until = now + fetched.maxAge * 1000;
     if (fetched.maxAge === 0) kept.delete(domain);
@@ -210,6 +212,25 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       if (unreadable > 0) settings.logger.warn({ unreadable }, 'MTA-STS: policies kept in the queue could not be read; they are fetched again');
     } catch (err) {
       settings.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: the policies kept in the queue could not be read; they are fetched again');
+    }
+  }
+
+  /**
+   * keptInQueue - when a lookup or fetch failed and memory holds no policy, the one the queue holds: another node
+   * may have kept it since this process started. Kept in memory too once found.
+   */
+  async function keptInQueue(domain: string, now: number, log: Logger): Promise<StsPolicy | undefined> {
+    if (settings.keptIn === undefined) return undefined;
+    try {
+      const [row] = await settings.keptIn.keptStsPolicies(new Date(now), 1, domain);
+      const policy = row === undefined ? undefined : storedPolicy(row.policy);
+      if (row === undefined || policy === undefined) return undefined;
+      remember(kept, domain, { policy, until: row.until.getTime() }, now);
+      log.info({ mode: policy.mode, id: policy.id }, 'MTA-STS: using the policy the queue kept');
+      return policy;
+    } catch (err) {
+      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: the policy kept in the queue could not be read');
+      return undefined;
     }
   }
 

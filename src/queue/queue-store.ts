@@ -241,8 +241,8 @@ export interface QueueStore {
    * never touched. The retention sweep (done-purge.ts) calls it in batches.
    */
   purgeDone(doneBefore: Date, limit: number): Promise<number>;
-  /** keptStsPolicies - the MTA-STS policies kept that have not lapsed at `now`, at most `limit`, the latest to lapse first. */
-  keptStsPolicies(now: Date, limit: number): Promise<KeptStsPolicy[]>;
+  /** keptStsPolicies - the MTA-STS policies kept that have not lapsed at `now` (of one domain, if named), at most `limit`, the latest to lapse first. */
+  keptStsPolicies(now: Date, limit: number, domain?: string): Promise<KeptStsPolicy[]>;
   /**
    * keepStsPolicy - keep a domain's MTA-STS policy, in place of the one kept, or forget it (`kept` undefined: a
    * max_age of 0). Those lapsed at `now` go at the same time, and past `limit` domains the soonest to lapse.

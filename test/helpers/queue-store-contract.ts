@@ -259,6 +259,9 @@ export function runQueueStoreContract(backendName: string, open: () => Promise<Q
         ]);
         expect((await again.keptStsPolicies(new Date(T + HOUR), 100)).map((p) => p.domain)).toEqual(['b.test']);
         expect((await again.keptStsPolicies(new Date(T), 1)).map((p) => p.domain)).toEqual(['b.test']);
+        expect(await again.keptStsPolicies(new Date(T), 100, 'a.test')).toEqual([{ domain: 'a.test', policy: 'policy a', until: new Date(T + HOUR) }]);
+        expect(await again.keptStsPolicies(new Date(T + HOUR), 100, 'a.test')).toEqual([]);
+        expect(await again.keptStsPolicies(new Date(T), 100, 'c.test')).toEqual([]);
       });
 
       it('forgets a domain’s policy (max_age 0), and drops the lapsed and those past the limit when one is kept', async () => {

@@ -18,7 +18,7 @@ import { captureWarnings } from '../helpers/captured-log.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
-const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test'];
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test'];
 
 let ca: PemCredentials;
 let web: Server;
@@ -187,6 +187,24 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
     after.advance(86_400_000);
     expect(await after.sts.policyFor('kept.test')).toBeUndefined();
     await second.close();
+  });
+
+  // PostgreSQL nodes share the queue; here two processes' policies share one SQLite store, which is the same to them.
+  it('uses the policy another process kept since this one started, when its own fetch fails', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'shared.db') });
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD);
+    const late = policies({ keptIn: store });
+    expect(await late.sts.policyFor('none.test')).toBeUndefined(); // started, with nothing kept yet
+    const early = policies({ keptIn: store });
+    expect((await early.sts.policyFor('shared.test'))?.mode).toBe('enforce');
+    requests = 0;
+    handler = (_req, res) => res.writeHead(503).end();
+    expect(await late.sts.policyFor('shared.test')).toEqual({ mode: 'enforce', mx: ['mx.test'], maxAge: 86400, id: 'one' });
+    expect(requests).toBe(1);
+    // Kept in memory from then on: the next lookup finds it there, fetching nothing (the id is the one kept).
+    expect((await late.sts.policyFor('shared.test'))?.mode).toBe('enforce');
+    expect(requests).toBe(1);
+    await store.close();
   });
 
   it('fetches again, and says so, where what the queue kept cannot be read; a store that fails is logged, not thrown', async () => {

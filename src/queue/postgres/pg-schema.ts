@@ -278,7 +278,8 @@ export const MIGRATIONS: readonly Migration[] = [
     // RFC 8461 §5.1: a policy is kept for its max_age, and a node that
     // restarted must not forget an enforced one (DNS and the policy's web
     // server are what an attacker would block). `policy` is outbound's JSON.
-    // A node that starts reads what any node kept.
+    // A node reads what any node kept: all of it when it starts, and a
+    // domain's when its own lookup of that domain fails.
     sql: `
       CREATE TABLE mta_sts_policies (
         domain text PRIMARY KEY,

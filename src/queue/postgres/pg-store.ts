@@ -217,8 +217,8 @@ class PostgresQueueStore implements QueueStore {
     return Promise.resolve(undefined);
   }
 
-  keptStsPolicies(now: Date, limit: number): Promise<KeptStsPolicy[]> {
-    return this.#run(() => stsPolicies.keptStsPolicies(this.queries, now, limit));
+  keptStsPolicies(now: Date, limit: number, domain?: string): Promise<KeptStsPolicy[]> {
+    return this.#run(() => stsPolicies.keptStsPolicies(this.queries, now, limit, domain));
   }
 
   keepStsPolicy(domain: string, kept: { policy: string; until: Date } | undefined, options: { now: Date; limit: number }): Promise<void> {

@@ -7,9 +7,12 @@ import type pg from 'pg';
 import type { KeptStsPolicy } from '../queue-store.ts';
 import { inTransaction } from './pg-connection.ts';
 
-/** keptStsPolicies - the policies not lapsed at `now`, at most `limit`, the latest to lapse first. */
-export async function keptStsPolicies(pool: pg.Pool, now: Date, limit: number): Promise<KeptStsPolicy[]> {
-  const result = await pool.query<KeptStsPolicy>('SELECT domain, policy, until FROM mta_sts_policies WHERE until > $1 ORDER BY until DESC LIMIT $2', [now, limit]);
+/** keptStsPolicies - the policies not lapsed at `now` (of one domain, if named), at most `limit`, the latest to lapse first. */
+export async function keptStsPolicies(pool: pg.Pool, now: Date, limit: number, domain?: string): Promise<KeptStsPolicy[]> {
+  const result = await pool.query<KeptStsPolicy>(
+    'SELECT domain, policy, until FROM mta_sts_policies WHERE until > $1 AND ($3::text IS NULL OR domain = $3) ORDER BY until DESC LIMIT $2',
+    [now, limit, domain ?? null],
+  );
   return result.rows;
 }
 

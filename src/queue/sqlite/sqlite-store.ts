@@ -344,8 +344,8 @@ class SqliteQueueStore implements QueueStore {
     return this.#run(() => this.#operator.purgeDone(doneBefore, limit)).then((count) => this.#durable(count));
   }
 
-  keptStsPolicies(now: Date, limit: number): Promise<KeptStsPolicy[]> {
-    return this.#run(() => this.#stsPolicies.keptStsPolicies(now, limit));
+  keptStsPolicies(now: Date, limit: number, domain?: string): Promise<KeptStsPolicy[]> {
+    return this.#run(() => this.#stsPolicies.keptStsPolicies(now, limit, domain));
   }
 
   keepStsPolicy(domain: string, kept: { policy: string; until: Date } | undefined, options: { now: Date; limit: number }): Promise<void> {

@@ -6,14 +6,14 @@ import type Database from 'better-sqlite3';
 import type { KeptStsPolicy } from '../queue-store.ts';
 
 export interface StsPolicyFunctions {
-  keptStsPolicies(now: Date, limit: number): KeptStsPolicy[];
+  keptStsPolicies(now: Date, limit: number, domain?: string): KeptStsPolicy[];
   keepStsPolicy(domain: string, kept: { policy: string; until: Date } | undefined, options: { now: Date; limit: number }): void;
 }
 
 /** prepareStsPolicies - the keptStsPolicies / keepStsPolicy functions over one database. */
 export function prepareStsPolicies(db: Database.Database): StsPolicyFunctions {
-  const select = db.prepare<[number, number], { domain: string; policy: string; until: number }>(
-    'SELECT domain, policy, until FROM mta_sts_policies WHERE until > ? ORDER BY until DESC LIMIT ?',
+  const select = db.prepare<{ now: number; limit: number; domain: string | null }, { domain: string; policy: string; until: number }>(
+    'SELECT domain, policy, until FROM mta_sts_policies WHERE until > @now AND (@domain IS NULL OR domain = @domain) ORDER BY until DESC LIMIT @limit',
   );
   const upsert = db.prepare<[string, string, number]>(
     'INSERT INTO mta_sts_policies (domain, policy, until) VALUES (?, ?, ?) ON CONFLICT (domain) DO UPDATE SET policy = excluded.policy, until = excluded.until',
@@ -28,7 +28,8 @@ export function prepareStsPolicies(db: Database.Database): StsPolicyFunctions {
     trim.run(limit);
   });
   return {
-    keptStsPolicies: (now, limit) => select.all(now.getTime(), limit).map((row) => ({ domain: row.domain, policy: row.policy, until: new Date(row.until) })),
+    keptStsPolicies: (now, limit, domain) =>
+      select.all({ now: now.getTime(), limit, domain: domain ?? null }).map((row) => ({ domain: row.domain, policy: row.policy, until: new Date(row.until) })),
     keepStsPolicy: (domain, kept, { now, limit }) => keep(domain, kept, now, limit),
   };
 }
