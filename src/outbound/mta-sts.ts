@@ -18,8 +18,9 @@
 // queue too (queue-store.ts keepStsPolicy), so that a relay that restarts
 // still holds an enforced policy while DNS or the HTTPS host fail (§5.1:
 // those are what an attacker would block). The queue is read when the
-// process starts, and for a domain when its lookup or fetch fails with no
-// policy in memory: on PostgreSQL, what any node kept.
+// process starts, and for a domain when DNS and the fetch give no policy
+// and memory has none (at most every five minutes a domain): on
+// PostgreSQL, what any node kept.
 //
 // Fails: never throws; a policy that cannot be read is no policy, logged.
 //
@@ -35,7 +36,7 @@ import { isIP, type LookupFunction } from 'node:net';
 import { createSecureContext, rootCertificates, type ConnectionOptions } from 'node:tls';
 import { isAsciiText } from '../smtp/address.ts';
 import type { Logger } from '../observability/logger.ts';
-import type { QueueStore } from '../queue/queue-store.ts';
+import type { KeptStsPolicy, QueueStore } from '../queue/queue-store.ts';
 import { isPublicAddress, lookupAddresses, type DnsResolver } from './mx-resolver.ts';
 import type { TlsDecision } from './route.ts';
 
@@ -140,6 +141,8 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   const kept = new Map<string, { policy: StsPolicy; until: number }>();
   /** Fetches that failed, by "domain id": not tried again before the time kept (§3.3). */
   const failed = new Map<string, number>();
+  /** Domains the queue held no policy for (keptInQueue): not asked again before the time kept. */
+  const notInQueue = new Map<string, number>();
   // Built once: a context per fetch cost about 18 ms of the event loop (parsing every root certificate).
   const secureContext = createSecureContext({ ca: [...rootCertificates, ...settings.extraCa], minVersion: 'TLSv1.2' });
 
@@ -173,27 +176,31 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       id = parseStsRecord(await settings.resolver.resolveTxt(`_mta-sts.${domain}`));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      // No such name or no TXT: no policy announced. Anything else: DNS trouble, keep what we have (§5.1).
-      if (code === 'ENOTFOUND' || code === 'ENODATA') return valid;
-      log.info({ err: code ?? String(err) }, 'MTA-STS: TXT lookup failed; using the policy kept, if any');
-      return valid ?? (await keptInQueue(domain, now, log));
+      // No such name or no TXT: no policy announced. Anything else: DNS trouble. Either way a policy kept and still
+      // valid stays in force (§5.1: an attacker can forge both answers).
+      if (code !== 'ENOTFOUND' && code !== 'ENODATA') log.info({ err: code ?? String(err) }, 'MTA-STS: TXT lookup failed; using the policy kept, if any');
+      return valid ?? (await keptInQueue(domain, now));
     }
     // §5.1: a policy still valid stays in force when the TXT record is gone, and is not fetched again for its id.
-    if (id === undefined || id === valid?.id) return valid;
+    if (id === undefined || id === valid?.id) return valid ?? (await keptInQueue(domain, now));
     const retryAt = failed.get(`${domain} ${id}`);
-    if (retryAt !== undefined && retryAt > now) return valid ?? (await keptInQueue(domain, now, log));
+    if (retryAt !== undefined && retryAt > now) return valid ?? (await keptInQueue(domain, now));
     failed.delete(`${domain} ${id}`);
-    const fetched = await fetchPolicy(domain, id, log);
-    if (fetched === undefined) {
+    const fetched = await fetchPolicy(domain, id);
+    if ('failure' in fetched) {
       remember(failed, `${domain} ${id}`, now + FETCH_RETRY_MS, now);
-      return valid ?? (await keptInQueue(domain, now, log));
+      const fallback = valid ?? (await keptInQueue(domain, now));
+      const using = fallback === undefined ? 'none is used' : `using the policy kept (${fallback.mode}, id ${fallback.id})`;
+      log.warn(fetched.fields, `MTA-STS: ${fetched.failure}; ${using}`);
+      return fallback;
     }
-    const until = now + fetched.maxAge * 1000;
-    if (fetched.maxAge === 0) kept.delete(domain);
-    else remember(kept, domain, { policy: fetched, until }, now);
-    log.info({ mode: fetched.mode, mx: fetched.mx, maxAge: fetched.maxAge, id }, 'MTA-STS policy fetched');
-    await keepForRestart(domain, fetched.maxAge === 0 ? undefined : { policy: keptForm(fetched), until: new Date(until) }, log);
-    return fetched;
+    const { policy } = fetched;
+    const until = now + policy.maxAge * 1000;
+    if (policy.maxAge === 0) kept.delete(domain);
+    else remember(kept, domain, { policy, until }, now);
+    log.info({ mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge, id }, 'MTA-STS policy fetched');
+    await keepForRestart(domain, policy.maxAge === 0 ? undefined : { policy: keptForm(policy), until: new Date(until) }, log);
+    return policy;
   }
 
   /** loadKept - the policies the queue kept, into memory; those it cannot read are left out, and said so. */
@@ -216,22 +223,26 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   }
 
   /**
-   * keptInQueue - when a lookup or fetch failed and memory holds no policy, the one the queue holds: another node
-   * may have kept it since this process started. Kept in memory too once found.
+   * keptInQueue - where DNS and the fetch give no policy and memory holds none, the one the queue holds: another node
+   * may have kept it since this process started. Kept in memory once found; a domain with none is asked again only
+   * after FETCH_RETRY_MS (most domains publish no policy, and a delivery must not cost a query of the queue).
    */
-  async function keptInQueue(domain: string, now: number, log: Logger): Promise<StsPolicy | undefined> {
-    if (settings.keptIn === undefined) return undefined;
+  async function keptInQueue(domain: string, now: number): Promise<StsPolicy | undefined> {
+    const askedUntil = notInQueue.get(domain);
+    if (settings.keptIn === undefined || (askedUntil !== undefined && askedUntil > now)) return undefined;
+    let row: KeptStsPolicy | undefined;
     try {
-      const [row] = await settings.keptIn.keptStsPolicies(new Date(now), 1, domain);
-      const policy = row === undefined ? undefined : storedPolicy(row.policy);
-      if (row === undefined || policy === undefined) return undefined;
-      remember(kept, domain, { policy, until: row.until.getTime() }, now);
-      log.info({ mode: policy.mode, id: policy.id }, 'MTA-STS: using the policy the queue kept');
-      return policy;
+      [row] = await settings.keptIn.keptStsPolicies(new Date(now), 1, domain);
     } catch (err) {
-      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: the policy kept in the queue could not be read');
+      settings.logger.warn({ domain, err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: the policy kept in the queue could not be read');
+    }
+    const policy = row === undefined ? undefined : storedPolicy(row.policy);
+    if (row === undefined || policy === undefined) {
+      remember(notInQueue, domain, now + FETCH_RETRY_MS, now);
       return undefined;
     }
+    remember(kept, domain, { policy, until: row.until.getTime() }, now);
+    return policy;
   }
 
   /** keepForRestart - keep (or forget) a domain's policy in the queue; a failure leaves the one in memory, logged. */
@@ -244,17 +255,15 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     }
   }
 
-  async function fetchPolicy(domain: string, id: string, log: Logger): Promise<StsPolicy | undefined> {
+  /** fetchPolicy - the domain's policy file, read; or what went wrong, for the caller's log line. */
+  async function fetchPolicy(domain: string, id: string): Promise<{ policy: StsPolicy } | { failure: string; fields: object }> {
     const host = `mta-sts.${domain}`;
     try {
-      const text = await getPolicyFile(host);
-      const parsed = parseStsPolicy(text, id);
-      if (parsed.ok) return parsed.policy;
-      log.warn({ host, reason: parsed.reason }, 'MTA-STS: the policy file is not a policy; none is used');
+      const parsed = parseStsPolicy(await getPolicyFile(host), id);
+      return parsed.ok ? { policy: parsed.policy } : { failure: 'the policy file is not a policy', fields: { host, reason: parsed.reason } };
     } catch (err) {
-      log.warn({ host, err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: policy not fetched; none is used');
+      return { failure: 'policy not fetched', fields: { host, err: err instanceof Error ? err.message : String(err) } };
     }
-    return undefined;
   }
 
   /** getPolicyFile - GET the well-known file over verified TLS, through our own resolver; no redirect, 64 KiB at most. */

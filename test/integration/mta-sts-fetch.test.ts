@@ -18,7 +18,7 @@ import { captureWarnings } from '../helpers/captured-log.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
-const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test'];
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test'];
 
 let ca: PemCredentials;
 let web: Server;
@@ -204,6 +204,54 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
     // Kept in memory from then on: the next lookup finds it there, fetching nothing (the id is the one kept).
     expect((await late.sts.policyFor('shared.test'))?.mode).toBe('enforce');
     expect(requests).toBe(1);
+    await store.close();
+  });
+
+  // §5.1: a valid policy kept stays in force when DNS says there is none, and an attacker forges NXDOMAIN as easily
+  // as SERVFAIL. Found by a review: only DNS trouble and failed fetches looked in the queue.
+  it('uses the policy another process kept when the TXT answer is NXDOMAIN, and logs what a failed fetch fell back to', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'forged.db') });
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD);
+    const { logger, lines } = captureWarnings();
+    const late = policies({ keptIn: store, logger });
+    await late.sts.policyFor('none.test');
+    expect((await policies({ keptIn: store }).sts.policyFor('forged.test'))?.mode).toBe('enforce');
+    expect((await policies({ keptIn: store }).sts.policyFor('shared.test'))?.mode).toBe('enforce');
+    zone['_mta-sts.forged.test']!.nxdomain = true;
+    try {
+      expect((await late.sts.policyFor('forged.test'))?.mode).toBe('enforce');
+    } finally {
+      zone['_mta-sts.forged.test']!.nxdomain = false;
+    }
+    handler = (_req, res) => res.writeHead(503).end();
+    expect((await late.sts.policyFor('shared.test'))?.mode).toBe('enforce');
+    expect(lines).toEqual([expect.objectContaining({ domain: 'shared.test', msg: 'MTA-STS: policy not fetched; using the policy kept (enforce, id one)' })]);
+    await store.close();
+  });
+
+  // Most domains publish no policy, and many that do cannot serve it: a delivery to them must not cost a query.
+  it('asks the queue for a domain at most once every five minutes when it holds nothing for it', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'asked.db') });
+    let asked = 0;
+    const keptIn: MtaStsSettings['keptIn'] = {
+      keptStsPolicies: (...args) => (asked++, store.keptStsPolicies(...args)),
+      keepStsPolicy: (...args) => store.keepStsPolicy(...args),
+    };
+    handler = (_req, res) => res.writeHead(503).end();
+    const { sts, advance } = policies({ keptIn });
+    zone['_mta-sts.trouble.test']!.servfail = true;
+    try {
+      for (let i = 0; i < 10; i++) {
+        for (const domain of ['broken.test', 'trouble.test', 'none.test']) expect(await sts.policyFor(domain)).toBeUndefined();
+        advance(1_000);
+      }
+      expect(asked).toBe(4); // at the start, then once for each domain
+      advance(5 * 60_000);
+      expect(await sts.policyFor('none.test')).toBeUndefined();
+      expect(asked).toBe(5);
+    } finally {
+      zone['_mta-sts.trouble.test']!.servfail = false;
+    }
     await store.close();
   });
 
