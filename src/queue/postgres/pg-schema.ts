@@ -279,7 +279,7 @@ export const MIGRATIONS: readonly Migration[] = [
     // restarted must not forget an enforced one (DNS and the policy's web
     // server are what an attacker would block). `policy` is outbound's JSON.
     // A node reads what any node kept: all of it when it starts, and a
-    // domain's when its own lookup of that domain fails.
+    // domain's when DNS and the fetch give it no policy for that domain.
     sql: `
       CREATE TABLE mta_sts_policies (
         domain text PRIMARY KEY,
