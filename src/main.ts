@@ -6,6 +6,7 @@ import { registerHealthCommand } from './cli/health.ts';
 import { changeMessages, listQueue, printMessage, shapeQueue, showMessage } from './cli/queue.ts';
 import type { QueueVerb } from './queue/queue-store.ts';
 import { registerSendCommand } from './cli/send.ts';
+import { errorMessage } from './observability/logger.ts';
 import { serve } from './cli/serve.ts';
 import { addUser, listUsers, removeUser } from './cli/users.ts';
 
@@ -102,6 +103,6 @@ registerSendCommand(program);
 registerHealthCommand(program);
 
 program.parseAsync().catch((err: unknown) => {
-  process.stderr.write(`postern: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`postern: ${errorMessage(err)}\n`);
   process.exit(1);
 });

@@ -32,6 +32,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
+import { errorMessage } from './logger.ts';
 
 export interface ProbeTarget {
   name: string;
@@ -175,6 +176,6 @@ export async function checkQueueWritable(queue: WritableQueue): Promise<CheckRes
     }
     return { ok: true };
   } catch (err) {
-    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+    return { ok: false, error: errorMessage(err) };
   }
 }

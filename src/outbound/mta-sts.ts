@@ -35,7 +35,7 @@ import { request, type RequestOptions } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import { createSecureContext, rootCertificates, type ConnectionOptions } from 'node:tls';
 import { isAsciiText } from '../smtp/address.ts';
-import type { Logger } from '../observability/logger.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
 import type { KeptStsPolicy, QueueStore } from '../queue/queue-store.ts';
 import { isPublicAddress, lookupAddresses, type DnsResolver } from './mx-resolver.ts';
 import type { TlsDecision } from './route.ts';
@@ -218,7 +218,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       }
       if (unreadable > 0) settings.logger.warn({ unreadable }, 'MTA-STS: policies kept in the queue could not be read; they are fetched again');
     } catch (err) {
-      settings.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: the policies kept in the queue could not be read; they are fetched again');
+      settings.logger.warn({ err: errorMessage(err) }, 'MTA-STS: the policies kept in the queue could not be read; they are fetched again');
     }
   }
 
@@ -234,7 +234,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     try {
       [row] = await settings.keptIn.keptStsPolicies(new Date(now), 1, domain);
     } catch (err) {
-      settings.logger.warn({ domain, err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: the policy kept in the queue could not be read');
+      settings.logger.warn({ domain, err: errorMessage(err) }, 'MTA-STS: the policy kept in the queue could not be read');
     }
     const policy = row === undefined ? undefined : storedPolicy(row.policy);
     if (row === undefined || policy === undefined) {
@@ -251,7 +251,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     try {
       await settings.keptIn.keepStsPolicy(domain, entry, { now: settings.now(), limit: KEPT_LIMIT });
     } catch (err) {
-      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'MTA-STS: policy not kept in the queue; a restart fetches it again');
+      log.warn({ err: errorMessage(err) }, 'MTA-STS: policy not kept in the queue; a restart fetches it again');
     }
   }
 
@@ -262,7 +262,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       const parsed = parseStsPolicy(await getPolicyFile(host), id);
       return parsed.ok ? { policy: parsed.policy } : { failure: 'the policy file is not a policy', fields: { host, reason: parsed.reason } };
     } catch (err) {
-      return { failure: 'policy not fetched', fields: { host, err: err instanceof Error ? err.message : String(err) } };
+      return { failure: 'policy not fetched', fields: { host, err: errorMessage(err) } };
     }
   }
 

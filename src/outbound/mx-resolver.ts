@@ -12,6 +12,7 @@
 // createResolver throws only on a malformed server address.
 import { promises as dns } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import { errorMessage } from '../observability/logger.ts';
 
 /** DnsResolver - the lookups delivery makes (TXT: MTA-STS, mta-sts.ts); node:dns/promises Resolver satisfies it. */
 export interface DnsResolver {
@@ -169,5 +170,5 @@ function normalizeName(name: string): string {
 /** errorCode - the node:dns error code (ENODATA, ESERVFAIL, ETIMEOUT, ...), or the message. */
 function errorCode(error: unknown): string {
   if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') return error.code;
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }

@@ -20,7 +20,7 @@
 //
 //   bounceMessages   - return the messages' pending recipients to their senders; the ids bounced (in whole or part).
 //   operatorReply    - the reason recorded for a recipient the operator returned.
-import type { Logger } from '../observability/logger.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
 import { recordWithReport } from './delivery-reports.ts';
 import type { ClaimedDelivery, MessageSelector, QueueStore, RecipientOutcome } from './queue-store.ts';
 
@@ -56,7 +56,7 @@ export async function bounceMessages(store: QueueStore, selector: MessageSelecto
         if (done.length > 0) bounced.push(id);
       } catch (err) {
         const after = await store.showMessage(id);
-        if (after !== undefined && after.state !== 'done') failed.push(`${id} (${err instanceof Error ? err.message : String(err)})`);
+        if (after !== undefined && after.state !== 'done') failed.push(`${id} (${errorMessage(err)})`);
       }
     }
   } finally {

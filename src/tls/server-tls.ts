@@ -17,6 +17,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
+import { errorMessage } from '../observability/logger.ts';
 
 /** Oldest protocol accepted inbound by default (TLS 1.0/1.1 are deprecated by RFC 8996). */
 export const TLS_MIN_VERSION: tls.SecureVersion = 'TLSv1.2';
@@ -206,13 +207,13 @@ function checkPair(p: { certFile: string; keyFile: string; cert: Buffer; key: Bu
   try {
     certificate = new X509Certificate(p.cert);
   } catch (err) {
-    throw new Error(`${p.certFile}: not a PEM certificate (${message(err)})`);
+    throw new Error(`${p.certFile}: not a PEM certificate (${errorMessage(err)})`);
   }
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(p.key);
   } catch (err) {
-    throw new Error(`${p.keyFile}: not a usable private key; encrypted keys are not supported (${message(err)})`);
+    throw new Error(`${p.keyFile}: not a usable private key; encrypted keys are not supported (${errorMessage(err)})`);
   }
   if (!certificate.checkPrivateKey(privateKey)) {
     throw new Error(`${p.keyFile}: private key does not match the certificate in ${p.certFile}`);
@@ -221,7 +222,7 @@ function checkPair(p: { certFile: string; keyFile: string; cert: Buffer; key: Bu
     const context = tls.createSecureContext({ ...contextOptions(p.ca, p.protocols), key: p.key, cert: p.cert });
     return { key: p.key, cert: p.cert, certificate, context };
   } catch (err) {
-    throw new Error(`${p.certFile}: rejected by OpenSSL (${message(err)})`);
+    throw new Error(`${p.certFile}: rejected by OpenSSL (${errorMessage(err)})`);
   }
 }
 
@@ -230,7 +231,7 @@ async function loadCa(file: string): Promise<Buffer> {
   try {
     new X509Certificate(ca);
   } catch (err) {
-    throw new Error(`${file}: not a PEM certificate (${message(err)})`);
+    throw new Error(`${file}: not a PEM certificate (${errorMessage(err)})`);
   }
   return ca;
 }
@@ -239,7 +240,7 @@ async function readOrThrow(file: string): Promise<Buffer> {
   try {
     return await readFile(file);
   } catch (err) {
-    throw new Error(`${file}: cannot read (${message(err)})`);
+    throw new Error(`${file}: cannot read (${errorMessage(err)})`);
   }
 }
 
@@ -248,10 +249,6 @@ function warnIfExpiring(logger: Logger, certFile: string, certificate: X509Certi
   if (notAfter.getTime() < Date.now()) {
     logger.warn({ certFile, notAfter: notAfter.toISOString() }, 'TLS certificate has expired; clients that verify will refuse it');
   }
-}
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 interface WatchContext {
@@ -294,7 +291,7 @@ function startWatching(w: WatchContext): { close(): void } {
   const watchers: FSWatcher[] = [];
   for (const dir of new Set(files.map((f) => dirname(f)))) {
     const onError = (err: unknown): void => {
-      w.logger.error({ dir, err: message(err) }, 'cannot watch TLS certificate directory; changes there need a restart');
+      w.logger.error({ dir, err: errorMessage(err) }, 'cannot watch TLS certificate directory; changes there need a restart');
     };
     // Out of inotify watches (ENOSPC) is no reason to refuse to serve mail.
     try {
@@ -347,7 +344,7 @@ async function reloadChanged(w: WatchContext): Promise<void> {
       try {
         listener(material);
       } catch (err) {
-        logger.error({ err: message(err) }, 'TLS reload listener failed');
+        logger.error({ err: errorMessage(err) }, 'TLS reload listener failed');
       }
     }
   }
@@ -373,7 +370,7 @@ async function tryLoad<T>(logger: Logger, file: string, load: () => Promise<T>):
   try {
     return await load();
   } catch (err) {
-    logger.error({ file, err: message(err) }, 'TLS file reload failed; still serving the previous certificate');
+    logger.error({ file, err: errorMessage(err) }, 'TLS file reload failed; still serving the previous certificate');
     return undefined;
   }
 }
