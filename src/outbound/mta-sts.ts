@@ -212,9 +212,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       let unreadable = 0;
       // The soonest to lapse first: remember() drops the first-kept when the map is full.
       for (const row of rows.reverse()) {
-        const policy = storedPolicy(row.policy);
-        if (policy === undefined) unreadable++;
-        else remember(kept, row.domain, { policy, until: row.until.getTime() }, now.getTime());
+        if (takeKept(row, now.getTime()) === undefined) unreadable++;
       }
       if (unreadable > 0) settings.logger.warn({ unreadable }, 'MTA-STS: policies kept in the queue could not be read; they are fetched again');
     } catch (err) {
@@ -236,12 +234,15 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     } catch (err) {
       settings.logger.warn({ domain, err: errorMessage(err) }, 'MTA-STS: the policy kept in the queue could not be read');
     }
-    const policy = row === undefined ? undefined : storedPolicy(row.policy);
-    if (row === undefined || policy === undefined) {
-      remember(notInQueue, domain, now + FETCH_RETRY_MS, now);
-      return undefined;
-    }
-    remember(kept, domain, { policy, until: row.until.getTime() }, now);
+    const policy = row === undefined ? undefined : takeKept(row, now);
+    if (policy === undefined) remember(notInQueue, domain, now + FETCH_RETRY_MS, now);
+    return policy;
+  }
+
+  /** takeKept - a policy the queue kept, read and held in memory until it lapses; undefined when it is not one. */
+  function takeKept(row: KeptStsPolicy, now: number): StsPolicy | undefined {
+    const policy = storedPolicy(row.policy);
+    if (policy !== undefined) remember(kept, row.domain, { policy, until: row.until.getTime() }, now);
     return policy;
   }
 
