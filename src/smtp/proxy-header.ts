@@ -18,13 +18,15 @@
 // Postfix (smtpd_upstream_proxy_timeout, 5 s), the wait is the server's
 // `proxyHeaderWaitMs` (smtp.proxyProtocolTimeout), then "421 4.3.0" and a warning; so is a connection that starts with
 // anything else. One closed before it sent a byte (a balancer's TCP health
-// check) is only a debug line. And a version 2 header (binary: AWS's NLB
-// sends no other) is read here (smtp/proxy-v2.ts); a version 1 line is left
-// to the library.
+// check) is only a debug line. And the header is read here, a version 2
+// header (binary: AWS's NLB sends no other; smtp/proxy-v2.ts) or a version 1
+// line (smtp/proxy-v1.ts, which keeps the connection's own address for
+// "PROXY UNKNOWN", where the library would take the addresses after it).
 // Fails: throws at start if the library no longer has the methods we wrap.
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { patchMethods, type LibraryClass } from './library-builds.ts';
+import { readProxyV1 } from './proxy-v1.ts';
 import { readProxyV2 } from './proxy-v2.ts';
 
 /** The options this adds to SMTPServerOptions. */
@@ -89,20 +91,17 @@ export function installProxyHeader(): Promise<void> {
         }
         callback(err, socketOptions);
       };
-      readVersion2(socket, (err, socketOptions) => {
-        if (err || socketOptions) return settle(err, socketOptions);
-        library._handleProxy.call(this, socket, settle);
-      });
+      readHeader(socket, settle);
     },
   }));
 }
 
 /**
- * readVersion2 - read a version 2 header from the start of the connection: the session's options (the client
- * it names) when there is one; neither error nor options when the bytes are not one, given back to the socket
- * for the library's version 1 reader; an error (the socket destroyed) for a bad header or a connection gone first.
+ * readHeader - read a PROXY header, version 2 or 1, from the start of the connection: the session's options (the
+ * client it names, or none for the balancer's own connection); an error (the socket destroyed) for a bad header,
+ * anything else, or a connection gone first.
  */
-function readVersion2(socket: Socket, done: ProxyCallback): void {
+function readHeader(socket: Socket, done: ProxyCallback): void {
   const chunks: Buffer[] = [];
   const finish = (err: Error | null, socketOptions?: object) => {
     socket.off('readable', onReadable);
@@ -121,14 +120,15 @@ function readVersion2(socket: Socket, done: ProxyCallback): void {
     let chunk: Buffer | null;
     while ((chunk = socket.read() as Buffer | null) !== null) chunks.push(chunk);
     const bytes = Buffer.concat(chunks);
-    const header = readProxyV2(bytes);
+    const version2 = readProxyV2(bytes);
+    const header = version2.kind === 'not-v2' ? readProxyV1(bytes) : version2;
     if (header.kind === 'incomplete') return;
+    if (header.kind === 'not-v1') return finish(new Error('Invalid PROXY header'));
     if (header.kind === 'invalid') return finish(new Error(header.reason));
     // What came after the header (a TLS hello on the implicit-TLS port) is the session's, as the library does.
-    const rest = header.kind === 'header' ? bytes.subarray(header.length) : bytes;
+    const rest = bytes.subarray(header.length);
     if (rest.length > 0) socket.unshift(rest);
-    if (header.kind === 'not-v2') return finish(null);
-    // The session's options as the library makes them for a version 1 line: its id, the client's address.
+    // The session's options as the library makes them: its id, the client's address.
     const id = BigInt(`0x${randomBytes(10).toString('hex')}`).toString(32).padStart(16, '0');
     finish(null, { id, ...(header.client && { remoteAddress: header.client.address, remotePort: header.client.port }) });
   };

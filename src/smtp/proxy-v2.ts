@@ -1,11 +1,11 @@
 // The PROXY protocol's version 2 header (HAProxy's proxy-protocol.txt §2.2):
 // binary, sent by AWS's Network Load Balancer (which sends no other kind),
-// HAProxy's send-proxy-v2, Envoy and Traefik when asked. smtp-server reads
-// only version 1, the text line; smtp/proxy-header.ts reads this one first.
+// HAProxy's send-proxy-v2, Envoy and Traefik when asked; smtp/proxy-header.ts
+// reads it, or else a version 1 line (proxy-v1.ts).
 // Pure: bytes in, what they say out.
 //
 //   readProxyV2 - whether bytes start a version 2 header, and if complete, its length and the client it names.
-import { isIPv6 } from 'node:net';
+import { ipv6Text } from './proxy-v1.ts';
 
 /** The 12 bytes every version 2 header starts with ("\r\n\r\n\0\r\nQUIT\n"). */
 const SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -46,15 +46,12 @@ export function readProxyV2(bytes: Buffer): ProxyV2 {
   }
   if (family === 2) {
     if (length < 16 + 36) return { kind: 'invalid', reason: 'PROXY header too short for IPv6 addresses' };
-    return { kind: 'header', length, client: { address: ipv6Text(bytes.subarray(16, 32)), port: bytes.readUInt16BE(48) } };
+    return { kind: 'header', length, client: { address: ipv6Text(groups(bytes.subarray(16, 32))), port: bytes.readUInt16BE(48) } };
   }
   return { kind: 'invalid', reason: `PROXY header address family ${family}` };
 }
 
-/** ipv6Text - 16 bytes as an address: an IPv4-mapped one in its IPv4 form, others as the URL parser writes them (compressed). */
-function ipv6Text(bytes: Buffer): string {
-  if (bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) return [...bytes.subarray(12)].join('.');
-  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16)).join(':');
-  const text = new URL(`http://[${groups}]`).hostname.slice(1, -1);
-  return isIPv6(text) ? text : groups;
+/** groups - 16 bytes as the eight groups of an IPv6 address. */
+function groups(bytes: Buffer): string {
+  return Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16)).join(':');
 }

@@ -119,6 +119,37 @@ describe('smtp.proxyProtocol', () => {
     expect(relay.logs.filter((l) => l.level === 40)).toHaveLength(warnings);
   });
 
+  // proxy-protocol.txt §2.1: after UNKNOWN "the receiver must ignore anything presented before the CRLF"
+  // and use the connection's own addresses (smtp-server took the ones after it).
+  it('keeps the balancer\'s own address for PROXY UNKNOWN, whatever addresses follow it', async () => {
+    const c = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
+    c.write('PROXY UNKNOWN 192.0.2.99 127.0.0.1 40001 2525\r\n');
+    expect((await c.reply()).code).toBe(220);
+    await c.command('EHLO client.test');
+    await c.command('MAIL FROM:<a@example.org>');
+    // 127.0.0.2 is trusted by default (127.0.0.0/8): it relays as itself; 192.0.2.99 would not.
+    expect((await c.command('RCPT TO:<b@example.org>')).code).toBe(250);
+    await c.command('DATA');
+    const queued = await c.command('Subject: a balancer\'s own\r\n\r\nhello\r\n.');
+    c.close();
+    const id = /queued as (\w+)/.exec(queued.text)![1]!;
+    expect((await queueShow(relay, id)).envelope.client.address).toBe(BALANCER);
+    expect(relay.logs.some((l) => JSON.stringify(l).includes('192.0.2.99'))).toBe(false);
+  });
+
+  it('closes a balancer\'s connection whose PROXY line ends in a bare LF, or names an address of the other family, and warns', async () => {
+    for (const [line, error] of [
+      ['PROXY TCP4 192.0.2.7 127.0.0.1 40001 2525\n', 'PROXY line not ended by CRLF'],
+      ['PROXY TCP4 2001:db8::7 127.0.0.1 40001 2525\r\n', 'PROXY line with an address that is not IPv4'],
+    ] as const) {
+      const c = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
+      c.write(`${line}EHLO client.test\r\n`);
+      await c.closedByServer();
+      expect(c.unread()).toBe('');
+      expect(relay.logs).toContainEqual(expect.objectContaining({ level: 40, ip: BALANCER, error, msg: expect.stringMatching(/^connection did not start with a PROXY line/) }));
+    }
+  });
+
   it('takes a PROXY line from any other peer as the unknown command it is: it cannot claim another address', async () => {
     const c = await RawSmtp.connect(relay.ports.relay);
     expect((await c.reply()).code).toBe(220);
