@@ -20,7 +20,8 @@
 // those are what an attacker would block). The queue is read when the
 // process starts, and for a domain when DNS and the fetch give no policy
 // and memory has none (at most every five minutes a domain): on
-// PostgreSQL, what any node kept.
+// PostgreSQL, what any node kept. A max_age of 0 forgets the domain in
+// both; where the queue fails to, its row is not read back by this process.
 //
 // Fails: never throws; a policy that cannot be read is no policy, logged.
 //
@@ -143,6 +144,8 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   const failed = new Map<string, number>();
   /** Domains the queue held no policy for (keptInQueue): not asked again before the time kept. */
   const notInQueue = new Map<string, number>();
+  /** Domains whose max_age 0 the queue did not take: the row it still holds is not read back, for as long as it could last. */
+  const staleInQueue = new Map<string, number>();
   // Built once: a context per fetch cost about 18 ms of the event loop (parsing every root certificate).
   const secureContext = createSecureContext({ ca: [...rootCertificates, ...settings.extraCa], minVersion: 'TLSv1.2' });
 
@@ -226,7 +229,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
    * after FETCH_RETRY_MS (most domains publish no policy, and a delivery must not cost a query of the queue).
    */
   async function keptInQueue(domain: string, now: number): Promise<StsPolicy | undefined> {
-    const askedUntil = notInQueue.get(domain);
+    const askedUntil = notInQueue.get(domain) ?? staleInQueue.get(domain);
     if (settings.keptIn === undefined || (askedUntil !== undefined && askedUntil > now)) return undefined;
     let row: KeptStsPolicy | undefined;
     try {
@@ -246,13 +249,20 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     return policy;
   }
 
-  /** keepForRestart - keep (or forget) a domain's policy in the queue; a failure leaves the one in memory, logged. */
+  /**
+   * keepForRestart - keep (or forget) a domain's policy in the queue; a failure leaves the one in memory, logged. A
+   * forget that fails leaves the row: this process does not read it back (a restart would, until it is fetched again).
+   */
   async function keepForRestart(domain: string, entry: { policy: string; until: Date } | undefined, log: Logger): Promise<void> {
     if (settings.keptIn === undefined) return;
+    const now = settings.now();
     try {
-      await settings.keptIn.keepStsPolicy(domain, entry, { now: settings.now(), limit: KEPT_LIMIT });
+      await settings.keptIn.keepStsPolicy(domain, entry, { now, limit: KEPT_LIMIT });
+      staleInQueue.delete(domain);
     } catch (err) {
-      log.warn({ err: errorMessage(err) }, 'MTA-STS: policy not kept in the queue; a restart fetches it again');
+      if (entry !== undefined) return log.warn({ err: errorMessage(err) }, 'MTA-STS: policy not kept in the queue; a restart fetches it again');
+      remember(staleInQueue, domain, now.getTime() + MAX_AGE_LIMIT * 1000, now.getTime());
+      log.warn({ err: errorMessage(err) }, 'MTA-STS: max_age 0 not recorded in the queue; the policy kept there is not used here, but a restart reads it back');
     }
   }
 

@@ -18,7 +18,7 @@ import { captureWarnings } from '../helpers/captured-log.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
-const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test'];
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test', 'revoked.test'];
 
 let ca: PemCredentials;
 let web: Server;
@@ -226,6 +226,37 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
     handler = (_req, res) => res.writeHead(503).end();
     expect((await late.sts.policyFor('shared.test'))?.mode).toBe('enforce');
     expect(lines).toEqual([expect.objectContaining({ domain: 'shared.test', msg: 'MTA-STS: policy not fetched; using the policy kept (enforce, id one)' })]);
+    await store.close();
+  });
+
+  // Stop 30 found it and left it: a max_age 0 the queue failed to record left the row, which the next lookup that
+  // found no policy read back.
+  it('does not read back a policy its domain withdrew (max_age 0) when the queue failed to forget it, and says so', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'revoked.db') });
+    let forgetFails = false;
+    const keptIn: MtaStsSettings['keptIn'] = {
+      keptStsPolicies: (...args) => store.keptStsPolicies(...args),
+      keepStsPolicy: (domain, kept, options) => (forgetFails && kept === undefined ? Promise.reject(new Error('disk I/O error')) : store.keepStsPolicy(domain, kept, options)),
+    };
+    const { logger, lines } = captureWarnings();
+    const { sts } = policies({ keptIn, logger });
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD);
+    expect((await sts.policyFor('revoked.test'))?.mode).toBe('enforce');
+    forgetFails = true;
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD.replace('86400', '0'));
+    zone['_mta-sts.revoked.test']!.txt = ['v=STSv1; id=two'];
+    try {
+      expect((await sts.policyFor('revoked.test'))?.maxAge).toBe(0);
+      zone['_mta-sts.revoked.test']!.servfail = true;
+      expect(await sts.policyFor('revoked.test')).toBeUndefined();
+    } finally {
+      zone['_mta-sts.revoked.test']!.servfail = false;
+      zone['_mta-sts.revoked.test']!.txt = ['v=STSv1; id=one'];
+    }
+    expect(lines).toEqual([
+      expect.objectContaining({ domain: 'revoked.test', err: 'disk I/O error', msg: 'MTA-STS: max_age 0 not recorded in the queue; the policy kept there is not used here, but a restart reads it back' }),
+    ]);
+    expect(await store.keptStsPolicies(new Date('2026-01-01T00:00:00Z'), 10, 'revoked.test')).toHaveLength(1);
     await store.close();
   });
 
