@@ -8,6 +8,7 @@
 //
 //   readProxyV1 - whether bytes start a version 1 line, and if complete, its length and the client it names.
 //   ipv6Text    - the form of an IPv6 address a header names that the session gets (both versions).
+//   ProxyHeaderRead - what bytes say as a header of one version (both versions).
 import { isIPv4, isIPv6 } from 'node:net';
 
 /** The longest line, CRLF included (§2.1: "107 characters"). */
@@ -15,14 +16,17 @@ export const PROXY_V1_LIMIT = 107;
 
 const PREFIX = Buffer.from('PROXY ', 'latin1');
 
-export type ProxyV1 =
+/** What the first bytes of a connection say as a PROXY header of one version (`notIt`: they are not one). */
+export type ProxyHeaderRead<NotIt extends string> =
   /** The bytes so far could start one: read more. */
   | { kind: 'incomplete' }
-  /** Not a version 1 line. */
-  | { kind: 'not-v1' }
+  | { kind: NotIt }
   | { kind: 'invalid'; reason: string }
-  /** A whole line of `length` bytes (CRLF included); `client` absent for UNKNOWN, whose connection's own address stands. */
+  /** A whole header of `length` bytes, and the client it names, if it names one. */
   | { kind: 'header'; length: number; client?: { address: string; port: number } };
+
+/** `client` absent for UNKNOWN, whose connection's own address stands. */
+export type ProxyV1 = ProxyHeaderRead<'not-v1'>;
 
 /** readProxyV1 - what the first bytes of a connection say as a version 1 line. */
 export function readProxyV1(bytes: Buffer): ProxyV1 {

@@ -5,21 +5,15 @@
 // Pure: bytes in, what they say out.
 //
 //   readProxyV2 - whether bytes start a version 2 header, and if complete, its length and the client it names.
-import { ipv6Text } from './proxy-v1.ts';
+import { ipv6Text, type ProxyHeaderRead } from './proxy-v1.ts';
 
 /** The 12 bytes every version 2 header starts with ("\r\n\r\n\0\r\nQUIT\n"). */
 const SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 /** The longest header read: addresses and the TLVs balancers add (AWS: a VPC endpoint id) fit well within it. */
 export const PROXY_V2_LIMIT = 16 + 2048;
 
-export type ProxyV2 =
-  /** The bytes so far could start one: read more. */
-  | { kind: 'incomplete' }
-  /** Not a version 2 header (a version 1 line, or anything else). */
-  | { kind: 'not-v2' }
-  | { kind: 'invalid'; reason: string }
-  /** A whole header of `length` bytes; `client` absent for LOCAL (the balancer's own check) or an address family we keep the peer's for. */
-  | { kind: 'header'; length: number; client?: { address: string; port: number } };
+/** `client` absent for LOCAL (the balancer's own check) or an address family we keep the peer's for. */
+export type ProxyV2 = ProxyHeaderRead<'not-v2'>;
 
 /** readProxyV2 - what the first bytes of a connection say as a version 2 header. */
 export function readProxyV2(bytes: Buffer): ProxyV2 {
