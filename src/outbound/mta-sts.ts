@@ -144,8 +144,11 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   const failed = new Map<string, number>();
   /** Domains the queue held no policy for (keptInQueue): not asked again before the time kept. */
   const notInQueue = new Map<string, number>();
-  /** Domains whose max_age 0 the queue did not take: the row it still holds is not read back, for as long as it could last. */
-  const staleInQueue = new Map<string, number>();
+  /**
+   * Domains whose max_age 0 the queue did not take: the policy it withdrew (of that id, when memory held it; else any)
+   * is not read back from the queue for as long as a row of it could last.
+   */
+  const staleInQueue = new Map<string, { id?: string; until: number }>();
   // Built once: a context per fetch cost about 18 ms of the event loop (parsing every root certificate).
   const secureContext = createSecureContext({ ca: [...rootCertificates, ...settings.extraCa], minVersion: 'TLSv1.2' });
 
@@ -202,7 +205,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     if (policy.maxAge === 0) kept.delete(domain);
     else remember(kept, domain, { policy, until }, now);
     log.info({ mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge, id }, 'MTA-STS policy fetched');
-    await keepForRestart(domain, policy.maxAge === 0 ? undefined : { policy: keptForm(policy), until: new Date(until) }, log);
+    await keepForRestart(domain, policy.maxAge === 0 ? undefined : { policy: keptForm(policy), until: new Date(until) }, log, cached?.policy);
     return policy;
   }
 
@@ -229,7 +232,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
    * after FETCH_RETRY_MS (most domains publish no policy, and a delivery must not cost a query of the queue).
    */
   async function keptInQueue(domain: string, now: number): Promise<StsPolicy | undefined> {
-    const askedUntil = notInQueue.get(domain) ?? staleInQueue.get(domain);
+    const askedUntil = notInQueue.get(domain);
     if (settings.keptIn === undefined || (askedUntil !== undefined && askedUntil > now)) return undefined;
     let row: KeptStsPolicy | undefined;
     try {
@@ -237,7 +240,9 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     } catch (err) {
       settings.logger.warn({ domain, err: errorMessage(err) }, 'MTA-STS: the policy kept in the queue could not be read');
     }
-    const policy = row === undefined ? undefined : takeKept(row, now);
+    const withdrawn = staleInQueue.get(domain);
+    const stale = row !== undefined && withdrawn !== undefined && withdrawn.until > now && (withdrawn.id === undefined || withdrawn.id === storedPolicy(row.policy)?.id);
+    const policy = row === undefined || stale ? undefined : takeKept(row, now);
     if (policy === undefined) remember(notInQueue, domain, now + FETCH_RETRY_MS, now);
     return policy;
   }
@@ -251,9 +256,10 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
 
   /**
    * keepForRestart - keep (or forget) a domain's policy in the queue; a failure leaves the one in memory, logged. A
-   * forget that fails leaves the row: this process does not read it back (a restart would, until it is fetched again).
+   * forget that fails leaves the row of the policy withdrawn (`withdrawn`: the one memory held, if any): this process
+   * does not read it back (a restart would, until it is fetched again).
    */
-  async function keepForRestart(domain: string, entry: { policy: string; until: Date } | undefined, log: Logger): Promise<void> {
+  async function keepForRestart(domain: string, entry: { policy: string; until: Date } | undefined, log: Logger, withdrawn?: StsPolicy): Promise<void> {
     if (settings.keptIn === undefined) return;
     const now = settings.now();
     try {
@@ -261,7 +267,8 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       staleInQueue.delete(domain);
     } catch (err) {
       if (entry !== undefined) return log.warn({ err: errorMessage(err) }, 'MTA-STS: policy not kept in the queue; a restart fetches it again');
-      remember(staleInQueue, domain, now.getTime() + MAX_AGE_LIMIT * 1000, now.getTime());
+      // A row of that id may have been kept by any node until now, for up to MAX_AGE_LIMIT.
+      remember(staleInQueue, domain, { ...(withdrawn && { id: withdrawn.id }), until: now.getTime() + MAX_AGE_LIMIT * 1000 }, now.getTime());
       log.warn({ err: errorMessage(err) }, 'MTA-STS: max_age 0 not recorded in the queue; the policy kept there is not used here, but a restart reads it back');
     }
   }

@@ -18,7 +18,7 @@ import { captureWarnings } from '../helpers/captured-log.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
-const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test', 'revoked.test'];
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test', 'revoked.test', 'lapsed.test'];
 
 let ca: PemCredentials;
 let web: Server;
@@ -257,6 +257,48 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
       expect.objectContaining({ domain: 'revoked.test', err: 'disk I/O error', msg: 'MTA-STS: max_age 0 not recorded in the queue; the policy kept there is not used here, but a restart reads it back' }),
     ]);
     expect(await store.keptStsPolicies(new Date('2026-01-01T00:00:00Z'), 10, 'revoked.test')).toHaveLength(1);
+    await store.close();
+  });
+
+  // Found by the review of the test above: a lapsed "nothing in the queue" hid the withdrawal; and what is hidden is
+  // the policy withdrawn, not one kept later under another id.
+  it('does not read the withdrawn policy back after a lapsed "nothing in the queue", and reads a new one another process keeps', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'lapsed.db') });
+    let forgetFails = false;
+    const keptIn: MtaStsSettings['keptIn'] = {
+      keptStsPolicies: (...args) => store.keptStsPolicies(...args),
+      keepStsPolicy: (domain, kept, options) => (forgetFails && kept === undefined ? Promise.reject(new Error('disk I/O error')) : store.keepStsPolicy(domain, kept, options)),
+    };
+    const { sts, advance } = policies({ keptIn });
+    const serve = (policy: string) => (handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(policy));
+    const txt = zone['_mta-sts.lapsed.test']!;
+    try {
+      handler = (_req, res) => res.writeHead(503).end();
+      expect(await sts.policyFor('lapsed.test')).toBeUndefined(); // nothing in the queue: not asked for 5 minutes
+      advance(6 * 60_000);
+      serve(GOOD);
+      expect((await sts.policyFor('lapsed.test'))?.mode).toBe('enforce');
+      forgetFails = true;
+      serve(GOOD.replace('86400', '0'));
+      txt.txt = ['v=STSv1; id=two'];
+      expect((await sts.policyFor('lapsed.test'))?.maxAge).toBe(0);
+      txt.servfail = true;
+      expect(await sts.policyFor('lapsed.test')).toBeUndefined();
+
+      // The domain publishes a policy again; another process keeps it; this one's lookups fail.
+      txt.servfail = false;
+      txt.txt = ['v=STSv1; id=three'];
+      serve(GOOD);
+      const other = policies({ keptIn: store });
+      other.advance(6 * 60_000);
+      expect((await other.sts.policyFor('lapsed.test'))?.id).toBe('three');
+      txt.servfail = true;
+      advance(5 * 60_000);
+      expect((await sts.policyFor('lapsed.test'))?.id).toBe('three');
+    } finally {
+      txt.servfail = false;
+      txt.txt = ['v=STSv1; id=one'];
+    }
     await store.close();
   });
 
