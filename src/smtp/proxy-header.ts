@@ -26,8 +26,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { patchMethods, type LibraryClass } from './library-builds.ts';
-import { readProxyV1 } from './proxy-v1.ts';
-import { readProxyV2 } from './proxy-v2.ts';
+import { errorMessage } from '../observability/logger.ts';
+import { readProxyV1, type ProxyV1 } from './proxy-v1.ts';
+import { readProxyV2, type ProxyV2 } from './proxy-v2.ts';
 
 /** The options this adds to SMTPServerOptions. */
 export interface ProxyHeaderOption {
@@ -120,8 +121,13 @@ function readHeader(socket: Socket, done: ProxyCallback): void {
     let chunk: Buffer | null;
     while ((chunk = socket.read() as Buffer | null) !== null) chunks.push(chunk);
     const bytes = Buffer.concat(chunks);
-    const version2 = readProxyV2(bytes);
-    const header = version2.kind === 'not-v2' ? readProxyV1(bytes) : version2;
+    let header: ReturnType<typeof readEitherVersion>;
+    try {
+      header = readEitherVersion(bytes);
+    } catch (err) {
+      // A parser's mistake ends this connection, never the process (this runs in a socket's event).
+      return finish(new Error(`PROXY header not read: ${errorMessage(err)}`));
+    }
     if (header.kind === 'incomplete') return;
     if (header.kind === 'not-v1') return finish(new Error('Invalid PROXY header'));
     if (header.kind === 'invalid') return finish(new Error(header.reason));
@@ -136,4 +142,10 @@ function readHeader(socket: Socket, done: ProxyCallback): void {
   socket.on('close', onGone);
   socket.on('end', onGone);
   socket.on('error', onError);
+}
+
+/** readEitherVersion - what bytes say as a version 2 header, or else as a version 1 line. */
+function readEitherVersion(bytes: Buffer): ProxyV1 | Exclude<ProxyV2, { kind: 'not-v2' }> {
+  const version2 = readProxyV2(bytes);
+  return version2.kind === 'not-v2' ? readProxyV1(bytes) : version2;
 }

@@ -42,8 +42,11 @@ export function readProxyV1(bytes: Buffer): ProxyV1 {
   if (fields[0] !== 'TCP4' && fields[0] !== 'TCP6') return { kind: 'invalid', reason: `PROXY line for ${JSON.stringify(fields[0])}, not TCP4, TCP6 or UNKNOWN` };
   if (fields.length !== 5) return { kind: 'invalid', reason: 'PROXY line without exactly two addresses and two ports' };
   const [family, client, listener, clientPort, listenerPort] = fields as [string, string, string, string, string];
-  const isAddress = family === 'TCP4' ? isIPv4 : isIPv6;
-  if (!isAddress(client) || !isAddress(listener)) return { kind: 'invalid', reason: `PROXY line with an address that is not ${family === 'TCP4' ? 'IPv4' : 'IPv6'}` };
+  // Not a zone id ("fe80::1%eth0"): node's isIPv6 takes one, the URL parser that writes the address does not.
+  const isV6 = (text: string) => isIPv6(text) && !text.includes('%');
+  if (!(family === 'TCP4' ? isIPv4 : isV6)(client)) return { kind: 'invalid', reason: `PROXY line with a client address that is not ${family === 'TCP4' ? 'IPv4' : 'IPv6'}` };
+  // The listener's address is not used; nginx behind another balancer may write its own of the other family.
+  if (!isIPv4(listener) && !isV6(listener)) return { kind: 'invalid', reason: 'PROXY line with a listener address that is not an IP address' };
   if (!isPort(clientPort) || !isPort(listenerPort)) return { kind: 'invalid', reason: 'PROXY line with a port that is not 0 to 65535' };
   return { kind: 'header', length, client: { address: family === 'TCP4' ? client : ipv6Text(client), port: Number(clientPort) } };
 }

@@ -137,10 +137,12 @@ describe('smtp.proxyProtocol', () => {
     expect(relay.logs.some((l) => JSON.stringify(l).includes('192.0.2.99'))).toBe(false);
   });
 
-  it('closes a balancer\'s connection whose PROXY line ends in a bare LF, or names an address of the other family, and warns', async () => {
+  it('closes a balancer\'s connection whose PROXY line ends in a bare LF, or names a client of the other family or with a zone id, warns, and serves on', async () => {
     for (const [line, error] of [
       ['PROXY TCP4 192.0.2.7 127.0.0.1 40001 2525\n', 'PROXY line not ended by CRLF'],
-      ['PROXY TCP4 2001:db8::7 127.0.0.1 40001 2525\r\n', 'PROXY line with an address that is not IPv4'],
+      ['PROXY TCP4 2001:db8::7 127.0.0.1 40001 2525\r\n', 'PROXY line with a client address that is not IPv4'],
+      // A review found that this one ended the whole process (an exception in the socket's event).
+      ['PROXY TCP6 fe80::1%eth0 ::1 40001 2525\r\n', 'PROXY line with a client address that is not IPv6'],
     ] as const) {
       const c = await RawSmtp.connect(relay.ports.relay, { localAddress: BALANCER });
       c.write(`${line}EHLO client.test\r\n`);
@@ -148,6 +150,9 @@ describe('smtp.proxyProtocol', () => {
       expect(c.unread()).toBe('');
       expect(relay.logs).toContainEqual(expect.objectContaining({ level: 40, ip: BALANCER, error, msg: expect.stringMatching(/^connection did not start with a PROXY line/) }));
     }
+    const after = await RawSmtp.connect(relay.ports.relay);
+    expect((await after.reply()).code).toBe(220);
+    after.close();
   });
 
   it('takes a PROXY line from any other peer as the unknown command it is: it cannot claim another address', async () => {

@@ -11,6 +11,8 @@ describe('readProxyV1', () => {
     expect(read(TCP4)).toEqual({ kind: 'header', length: TCP4.length, client: { address: '192.0.2.7', port: 40001 } });
     expect(read(`${TCP4}EHLO x\r\n`)).toEqual({ kind: 'header', length: TCP4.length, client: { address: '192.0.2.7', port: 40001 } });
     expect(read('PROXY TCP4 192.0.2.7 127.0.0.1 0 65535\r\n')).toMatchObject({ client: { port: 0 } });
+    // Only the client's address is used: a listener of the other family (nginx behind another balancer) is taken.
+    expect(read('PROXY TCP6 2001:db8::7 10.0.0.1 40001 2525\r\n')).toMatchObject({ client: { address: '2001:db8::7' } });
   });
 
   it('reads TCP6, compressed and in lower case, and an IPv4-mapped address in its IPv4 form', () => {
@@ -45,10 +47,13 @@ describe('readProxyV1', () => {
     ['a port missing', 'PROXY TCP4 192.0.2.7 127.0.0.1 40001\r\n', 'PROXY line without exactly two addresses and two ports'],
     ['a field too many', 'PROXY TCP4 192.0.2.7 127.0.0.1 40001 2525 x\r\n', 'PROXY line without exactly two addresses and two ports'],
     ['two spaces', 'PROXY TCP4  192.0.2.7 127.0.0.1 40001 2525\r\n', 'PROXY line without exactly two addresses and two ports'],
-    ['an IPv6 client after TCP4', 'PROXY TCP4 2001:db8::7 127.0.0.1 40001 2525\r\n', 'PROXY line with an address that is not IPv4'],
-    ['an IPv4 client after TCP6', 'PROXY TCP6 192.0.2.7 ::1 40001 2525\r\n', 'PROXY line with an address that is not IPv6'],
-    ['a host name', 'PROXY TCP4 evil.example 127.0.0.1 40001 2525\r\n', 'PROXY line with an address that is not IPv4'],
-    ['text injected into the address', 'PROXY TCP4 192.0.2.7]\x00(x 127.0.0.1 40001 2525\r\n', 'PROXY line with an address that is not IPv4'],
+    ['an IPv6 client after TCP4', 'PROXY TCP4 2001:db8::7 127.0.0.1 40001 2525\r\n', 'PROXY line with a client address that is not IPv4'],
+    ['an IPv4 client after TCP6', 'PROXY TCP6 192.0.2.7 ::1 40001 2525\r\n', 'PROXY line with a client address that is not IPv6'],
+    ['a host name', 'PROXY TCP4 evil.example 127.0.0.1 40001 2525\r\n', 'PROXY line with a client address that is not IPv4'],
+    ['text injected into the address', 'PROXY TCP4 192.0.2.7]\x00(x 127.0.0.1 40001 2525\r\n', 'PROXY line with a client address that is not IPv4'],
+    ['an IPv6 client with a zone id (a review found it ended the process)', 'PROXY TCP6 fe80::1%eth0 ::1 40001 2525\r\n', 'PROXY line with a client address that is not IPv6'],
+    ['a listener that is no address', 'PROXY TCP4 192.0.2.7 localhost 40001 2525\r\n', 'PROXY line with a listener address that is not an IP address'],
+    ['a listener with a zone id', 'PROXY TCP6 2001:db8::7 fe80::1%eth0 40001 2525\r\n', 'PROXY line with a listener address that is not an IP address'],
     ['a port past 65535', 'PROXY TCP4 192.0.2.7 127.0.0.1 65536 2525\r\n', 'PROXY line with a port that is not 0 to 65535'],
     ['a port with a leading zero', 'PROXY TCP4 192.0.2.7 127.0.0.1 040001 2525\r\n', 'PROXY line with a port that is not 0 to 65535'],
     ['a negative port', 'PROXY TCP4 192.0.2.7 127.0.0.1 -1 2525\r\n', 'PROXY line with a port that is not 0 to 65535'],
