@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/observability/logger.ts';
+import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { createMtaStsPolicies, type MtaStsSettings } from '../../src/outbound/mta-sts.ts';
 import { createResolver } from '../../src/outbound/mx-resolver.ts';
@@ -42,6 +43,16 @@ function policies(over: Partial<MtaStsSettings> = {}) {
     ...over,
   };
   return { sts: createMtaStsPolicies(settings), advance: (ms: number) => (clock += ms) };
+}
+
+/** forgetsFailing - the store's policies, through a store that fails to forget one (max_age 0) once failForgets is called. */
+function forgetsFailing(store: QueueStore) {
+  let failing = false;
+  const keptIn: MtaStsSettings['keptIn'] = {
+    keptStsPolicies: (...args) => store.keptStsPolicies(...args),
+    keepStsPolicy: (domain, kept, options) => (failing && kept === undefined ? Promise.reject(new Error('disk I/O error')) : store.keepStsPolicy(domain, kept, options)),
+  };
+  return { keptIn, failForgets: () => (failing = true) };
 }
 
 beforeAll(async () => {
@@ -233,16 +244,12 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
   // found no policy read back.
   it('does not read back a policy its domain withdrew (max_age 0) when the queue failed to forget it, and says so', async () => {
     const store = await openSqliteStore({ path: join(dir, 'revoked.db') });
-    let forgetFails = false;
-    const keptIn: MtaStsSettings['keptIn'] = {
-      keptStsPolicies: (...args) => store.keptStsPolicies(...args),
-      keepStsPolicy: (domain, kept, options) => (forgetFails && kept === undefined ? Promise.reject(new Error('disk I/O error')) : store.keepStsPolicy(domain, kept, options)),
-    };
+    const { keptIn, failForgets } = forgetsFailing(store);
     const { logger, lines } = captureWarnings();
     const { sts } = policies({ keptIn, logger });
     handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD);
     expect((await sts.policyFor('revoked.test'))?.mode).toBe('enforce');
-    forgetFails = true;
+    failForgets();
     handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(GOOD.replace('86400', '0'));
     zone['_mta-sts.revoked.test']!.txt = ['v=STSv1; id=two'];
     try {
@@ -264,11 +271,7 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
   // the policy withdrawn, not one kept later under another id.
   it('does not read the withdrawn policy back after a lapsed "nothing in the queue", and reads a new one another process keeps', async () => {
     const store = await openSqliteStore({ path: join(dir, 'lapsed.db') });
-    let forgetFails = false;
-    const keptIn: MtaStsSettings['keptIn'] = {
-      keptStsPolicies: (...args) => store.keptStsPolicies(...args),
-      keepStsPolicy: (domain, kept, options) => (forgetFails && kept === undefined ? Promise.reject(new Error('disk I/O error')) : store.keepStsPolicy(domain, kept, options)),
-    };
+    const { keptIn, failForgets } = forgetsFailing(store);
     const { sts, advance } = policies({ keptIn });
     const serve = (policy: string) => (handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(policy));
     const txt = zone['_mta-sts.lapsed.test']!;
@@ -278,7 +281,7 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
       advance(6 * 60_000);
       serve(GOOD);
       expect((await sts.policyFor('lapsed.test'))?.mode).toBe('enforce');
-      forgetFails = true;
+      failForgets();
       serve(GOOD.replace('86400', '0'));
       txt.txt = ['v=STSv1; id=two'];
       expect((await sts.policyFor('lapsed.test'))?.maxAge).toBe(0);
