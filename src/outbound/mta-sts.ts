@@ -21,7 +21,8 @@
 // process starts, and for a domain when DNS and the fetch give no policy
 // and memory has none (at most every five minutes a domain): on
 // PostgreSQL, what any node kept. A max_age of 0 forgets the domain in
-// both; where the queue fails to, its row is not read back by this process.
+// both; where the queue fails to, this process reads back no row kept
+// before then (by the row's end less its max_age: clocks are assumed close).
 //
 // Fails: never throws; a policy that cannot be read is no policy, logged.
 //
@@ -145,10 +146,10 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
   /** Domains the queue held no policy for (keptInQueue): not asked again before the time kept. */
   const notInQueue = new Map<string, number>();
   /**
-   * Domains whose max_age 0 the queue did not take: the policy it withdrew (of that id, when memory held it; else any)
-   * is not read back from the queue for as long as a row of it could last.
+   * Domains whose max_age 0 the queue did not take, and when: a row kept at or before then (by any node) is not read
+   * back from the queue, for as long as such a row could last; one kept later is a policy published since.
    */
-  const staleInQueue = new Map<string, { id?: string; until: number }>();
+  const staleInQueue = new Map<string, { at: number; until: number }>();
   // Built once: a context per fetch cost about 18 ms of the event loop (parsing every root certificate).
   const secureContext = createSecureContext({ ca: [...rootCertificates, ...settings.extraCa], minVersion: 'TLSv1.2' });
 
@@ -205,7 +206,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
     if (policy.maxAge === 0) kept.delete(domain);
     else remember(kept, domain, { policy, until }, now);
     log.info({ mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge, id }, 'MTA-STS policy fetched');
-    await keepForRestart(domain, policy.maxAge === 0 ? undefined : { policy: keptForm(policy), until: new Date(until) }, log, cached?.policy);
+    await keepForRestart(domain, policy.maxAge === 0 ? undefined : { policy: keptForm(policy), until: new Date(until) }, log);
     return policy;
   }
 
@@ -241,7 +242,7 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       settings.logger.warn({ domain, err: errorMessage(err) }, 'MTA-STS: the policy kept in the queue could not be read');
     }
     const withdrawn = staleInQueue.get(domain);
-    const stale = row !== undefined && withdrawn !== undefined && withdrawn.until > now && (withdrawn.id === undefined || withdrawn.id === storedPolicy(row.policy)?.id);
+    const stale = row !== undefined && withdrawn !== undefined && withdrawn.until > now && keptAt(row) <= withdrawn.at;
     const policy = row === undefined || stale ? undefined : takeKept(row, now);
     if (policy === undefined) remember(notInQueue, domain, now + FETCH_RETRY_MS, now);
     return policy;
@@ -256,10 +257,10 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
 
   /**
    * keepForRestart - keep (or forget) a domain's policy in the queue; a failure leaves the one in memory, logged. A
-   * forget that fails leaves the row of the policy withdrawn (`withdrawn`: the one memory held, if any): this process
-   * does not read it back (a restart would, until it is fetched again).
+   * forget that fails leaves a row of a policy withdrawn: this process does not read it back (a restart would, until
+   * it fetches the policy again).
    */
-  async function keepForRestart(domain: string, entry: { policy: string; until: Date } | undefined, log: Logger, withdrawn?: StsPolicy): Promise<void> {
+  async function keepForRestart(domain: string, entry: { policy: string; until: Date } | undefined, log: Logger): Promise<void> {
     if (settings.keptIn === undefined) return;
     const now = settings.now();
     try {
@@ -267,8 +268,8 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       staleInQueue.delete(domain);
     } catch (err) {
       if (entry !== undefined) return log.warn({ err: errorMessage(err) }, 'MTA-STS: policy not kept in the queue; a restart fetches it again');
-      // A row of that id may have been kept by any node until now, for up to MAX_AGE_LIMIT.
-      remember(staleInQueue, domain, { ...(withdrawn && { id: withdrawn.id }), until: now.getTime() + MAX_AGE_LIMIT * 1000 }, now.getTime());
+      // A row kept until now, by any node, lasts at most MAX_AGE_LIMIT.
+      remember(staleInQueue, domain, { at: now.getTime(), until: now.getTime() + MAX_AGE_LIMIT * 1000 }, now.getTime());
       log.warn({ err: errorMessage(err) }, 'MTA-STS: max_age 0 not recorded in the queue; the policy kept there is not used here, but a restart reads it back');
     }
   }
@@ -349,6 +350,12 @@ function storedPolicy(text: string): StsPolicy | undefined {
   if (typeof id !== 'string' || !STS_ID.test(id) || typeof file !== 'string') return undefined;
   const parsed = parseStsPolicy(file, id);
   return parsed.ok ? parsed.policy : undefined;
+}
+
+/** keptAt - when a row was kept: its end less its policy's max_age (a row that is no policy: never). */
+function keptAt(row: KeptStsPolicy): number {
+  const policy = storedPolicy(row.policy);
+  return policy === undefined ? -Infinity : row.until.getTime() - policy.maxAge * 1000;
 }
 
 /** The most domains (and failed fetches) kept: past it, the expired go, then the oldest. */

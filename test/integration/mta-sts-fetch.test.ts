@@ -19,7 +19,7 @@ import { captureWarnings } from '../helpers/captured-log.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
-const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test', 'revoked.test', 'lapsed.test'];
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test', 'revoked.test', 'lapsed.test', 'moved.test'];
 
 let ca: PemCredentials;
 let web: Server;
@@ -293,7 +293,7 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
       txt.txt = ['v=STSv1; id=three'];
       serve(GOOD);
       const other = policies({ keptIn: store });
-      other.advance(6 * 60_000);
+      other.advance(7 * 60_000); // a minute after the withdrawal, on a clock close to this one's
       expect((await other.sts.policyFor('lapsed.test'))?.id).toBe('three');
       txt.servfail = true;
       advance(5 * 60_000);
@@ -303,6 +303,58 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
       txt.txt = ['v=STSv1; id=one'];
     }
     await store.close();
+  });
+
+  // Found by the second review: the row a refused forget leaves may be another node's, of an id this process never
+  // held; and a process that held no policy at the withdrawal hid every row, new ones too. What counts is when a row
+  // was kept: before the withdrawal, or after.
+  it('hides every row kept before a refused forget, whoever kept it, and none kept after', async () => {
+    const txt = zone['_mta-sts.moved.test']!;
+    const serve = (policy: string) => (handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(policy));
+    const lookUp = async (process: ReturnType<typeof policies>, id: string, policy: string) => {
+      txt.txt = [`v=STSv1; id=${id}`];
+      serve(policy);
+      return process.sts.policyFor('moved.test');
+    };
+    const lookUpInTrouble = async (process: ReturnType<typeof policies>) => {
+      txt.servfail = true;
+      try {
+        return await process.sts.policyFor('moved.test');
+      } finally {
+        txt.servfail = false;
+      }
+    };
+    const WITHDRAWN = GOOD.replace('86400', '0');
+    try {
+      // Another node's row, of an id this process never held.
+      const store = await openSqliteStore({ path: join(dir, 'moved.db') });
+      const { keptIn, failForgets } = forgetsFailing(store);
+      const here = policies({ keptIn });
+      const there = policies({ keptIn: store });
+      expect((await lookUp(here, 'one', GOOD))?.id).toBe('one');
+      there.advance(60_000);
+      expect((await lookUp(there, 'two', GOOD))?.id).toBe('two');
+      here.advance(120_000);
+      failForgets();
+      expect((await lookUp(here, 'three', WITHDRAWN))?.maxAge).toBe(0);
+      expect(await lookUpInTrouble(here)).toBeUndefined();
+      await store.close();
+
+      // A withdrawal seen with no policy in memory, then a policy published again and kept by another node.
+      const fresh = await openSqliteStore({ path: join(dir, 'moved-again.db') });
+      const failing = forgetsFailing(fresh);
+      const late = policies({ keptIn: failing.keptIn });
+      const other = policies({ keptIn: fresh });
+      failing.failForgets();
+      expect((await lookUp(late, 'three', WITHDRAWN))?.maxAge).toBe(0);
+      other.advance(60_000);
+      expect((await lookUp(other, 'four', GOOD))?.id).toBe('four');
+      late.advance(60_000);
+      expect((await lookUpInTrouble(late))?.id).toBe('four');
+      await fresh.close();
+    } finally {
+      txt.txt = ['v=STSv1; id=one'];
+    }
   });
 
   // Most domains publish no policy, and many that do cannot serve it: a delivery to them must not cost a query.
