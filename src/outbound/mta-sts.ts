@@ -202,9 +202,12 @@ export function createMtaStsPolicies(settings: MtaStsSettings): MtaStsPolicies {
       return fallback;
     }
     const { policy } = fetched;
-    const until = now + policy.maxAge * 1000;
+    // From when the fetch ended, not when the lookup began: a row's end less its max_age is when it was kept, which
+    // a withdrawal elsewhere is compared with (keptAt).
+    const fetchedAt = settings.now().getTime();
+    const until = fetchedAt + policy.maxAge * 1000;
     if (policy.maxAge === 0) kept.delete(domain);
-    else remember(kept, domain, { policy, until }, now);
+    else remember(kept, domain, { policy, until }, fetchedAt);
     log.info({ mode: policy.mode, mx: policy.mx, maxAge: policy.maxAge, id }, 'MTA-STS policy fetched');
     await keepForRestart(domain, policy.maxAge === 0 ? undefined : { policy: keptForm(policy), until: new Date(until) }, log);
     return policy;

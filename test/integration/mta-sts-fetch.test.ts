@@ -13,13 +13,13 @@ import { silentLogger } from '../../src/observability/logger.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { openSqliteStore } from '../../src/queue/sqlite/sqlite-store.ts';
 import { createMtaStsPolicies, type MtaStsSettings } from '../../src/outbound/mta-sts.ts';
-import { createResolver } from '../../src/outbound/mx-resolver.ts';
+import { createResolver, type DnsResolver } from '../../src/outbound/mx-resolver.ts';
 import { generateCertificateAuthority, issueServerCertificate, type PemCredentials } from '../../src/tls/dev-certs.ts';
 import { captureWarnings } from '../helpers/captured-log.ts';
 import { startDnsServer, type DnsServer, type ZoneEntry } from '../helpers/dns-server.ts';
 
 const GOOD = 'version: STSv1\r\nmode: enforce\r\nmx: mx.test\r\nmax_age: 86400\r\n';
-const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test', 'revoked.test', 'lapsed.test', 'moved.test'];
+const DOMAINS = ['herd.test', 'fail.test', 'slow.test', 'big.test', 'silent.test', 'redir.test', 'exp.test', 'kept.test', 'zero.test', 'shared.test', 'forged.test', 'broken.test', 'trouble.test', 'revoked.test', 'lapsed.test', 'moved.test', 'republished.test'];
 
 let ca: PemCredentials;
 let web: Server;
@@ -354,6 +354,50 @@ describe('MTA-STS policies kept in the queue across a restart', () => {
       await fresh.close();
     } finally {
       txt.txt = ['v=STSv1; id=one'];
+    }
+  });
+
+  // Found by the third review: a row's kept time was taken from when its lookup began, so a policy published after
+  // a withdrawal, fetched by a node whose lookup began before it, was hidden.
+  it('reads a policy kept after a refused forget by a node whose lookup began before it', async () => {
+    const store = await openSqliteStore({ path: join(dir, 'republished.db') });
+    const txt = zone['_mta-sts.republished.test']!;
+    const serve = (policy: string) => (handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(policy));
+    const real = createResolver({ servers: [dns.address], timeoutMs: 2_000, tries: 1 });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const slowTxt: DnsResolver = {
+      resolveMx: (name) => real.resolveMx(name),
+      resolve4: (name) => real.resolve4(name),
+      resolve6: (name) => real.resolve6(name),
+      resolveTxt: async (name) => (await held, real.resolveTxt(name)),
+    };
+    try {
+      const { keptIn, failForgets } = forgetsFailing(store);
+      const here = policies({ keptIn });
+      serve(GOOD);
+      expect((await here.sts.policyFor('republished.test'))?.id).toBe('one');
+      here.advance(60_000);
+      const there = policies({ keptIn: store, resolver: slowTxt });
+      there.advance(60_000);
+      const slowLookup = there.sts.policyFor('republished.test'); // begins at 00:01:00, its TXT answer held
+      here.advance(1_000);
+      failForgets();
+      txt.txt = ['v=STSv1; id=two'];
+      serve(GOOD.replace('86400', '0'));
+      expect((await here.sts.policyFor('republished.test'))?.maxAge).toBe(0); // withdrawn at 00:01:01
+      txt.txt = ['v=STSv1; id=three'];
+      serve(GOOD);
+      there.advance(2_000);
+      release();
+      expect((await slowLookup)?.id).toBe('three'); // fetched, and kept, at 00:01:02
+      here.advance(60_000);
+      txt.servfail = true;
+      expect((await here.sts.policyFor('republished.test'))?.id).toBe('three');
+    } finally {
+      txt.servfail = false;
+      txt.txt = ['v=STSv1; id=one'];
+      await store.close();
     }
   });
 
