@@ -255,6 +255,13 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
   let lostAfterData = false;
   for (let i = 0; i < recipients.length; i += deps.outbound.recipientsPerTransaction) {
     const batch = recipients.slice(i, i + deps.outbound.recipientsPerTransaction);
+    // RSET before each later transaction (RFC 5321 §4.1.1.5): one whose recipients were all refused is still open,
+    // and the next MAIL FROM would get "503 nested MAIL command", read as a refusal of every recipient after it.
+    if (i > 0 && !(await session.reset())) {
+      const reply = `4.4.2 lost connection with ${host} before the next transaction`;
+      for (const r of recipients.slice(i)) outcomes.push({ address: r.address, result: classifyReply(reply), reply });
+      break;
+    }
     const body = deps.readBody(claim.messageId);
     try {
       const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn, size: claim.size });

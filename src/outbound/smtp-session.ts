@@ -227,7 +227,19 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
     },
     reset() {
       if (!usable) return Promise.resolve(false);
-      return new Promise((resolve) => connection.reset((err) => resolve(!err && usable)));
+      // nodemailer drops RSET's callback when the connection fails or times out while RSET waits for its reply
+      // (it calls back only a pending send): the connection's own error or end settles it then.
+      return new Promise((resolve) => {
+        const settle = (ok: boolean) => {
+          connection.off('error', gone);
+          connection.off('end', gone);
+          resolve(ok);
+        };
+        const gone = () => settle(false);
+        connection.once('error', gone);
+        connection.once('end', gone);
+        connection.reset((err) => settle(!err && usable));
+      });
     },
     send(request) {
       return new Promise((resolve) => {

@@ -2,6 +2,7 @@
 // (RFC 8689), 8-bit bodies to a next hop without 8BITMIME (RFC 6152),
 // UTF-8 addresses and SMTPUTF8 (RFC 6531), NOTIFY=NEVER (RFC 3461), and the
 // queue verbs of the CLI.
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { queueCli } from '../helpers/child-relay.ts';
@@ -17,13 +18,13 @@ afterEach(async () => {
 
 // relayRoutingTo - a relay sending example.test to a next hop (named mx.test, which a loopback DNS server resolves),
 // and the senders' domain sender.test to `reports` when given.
-async function relayRoutingTo(port: number, options: { caFile?: string; reports?: number } = {}): Promise<TestRelay> {
+async function relayRoutingTo(port: number, options: { caFile?: string; reports?: number; outbound?: Record<string, unknown> } = {}): Promise<TestRelay> {
   const dns = await startDnsServer({ [NEXT_HOP_NAME]: { a: ['127.0.0.1'] } });
   cleanups.push(() => dns.close());
   const routes: Record<string, unknown> = { 'example.test': { host: NEXT_HOP_NAME, port, tls: 'may' } };
   if (options.reports) routes['sender.test'] = { host: '127.0.0.1', port: options.reports, tls: 'none' };
   const relay = await startTestRelay({
-    outbound: { enabled: true, perDestination: 1, routes, dns: { servers: [dns.address] }, ...(options.caFile ? { tls: { caFile: options.caFile } } : {}) },
+    outbound: { enabled: true, perDestination: 1, routes, dns: { servers: [dns.address] }, ...(options.caFile ? { tls: { caFile: options.caFile } } : {}), ...options.outbound },
   });
   cleanups.push(() => relay.stop());
   return relay;
@@ -60,7 +61,78 @@ async function relayToVerifiedNextHop() {
   return { hop, relay, scheduler: await driveByHand(relay) };
 }
 
+/**
+ * scriptedNextHop - a raw plaintext next hop that takes every message, and answers RSET as `onRset` says: 'close'
+ * drops the connection, 'silent' never answers. Counts connections and messages.
+ */
+async function scriptedNextHop(onRset: 'close' | 'silent'): Promise<{ port: number; connections: number; messages: number }> {
+  const hop = { port: 0, connections: 0, messages: 0 };
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    hop.connections++;
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.write('220 mx.test ESMTP\r\n');
+    let pending = '';
+    let inData = false;
+    socket.on('data', (data) => {
+      pending += data.toString('latin1');
+      for (let end = pending.indexOf('\r\n'); end >= 0; end = pending.indexOf('\r\n')) {
+        const line = pending.slice(0, end);
+        pending = pending.slice(end + 2);
+        const verb = line.slice(0, 4).toUpperCase();
+        if (inData) {
+          if (line !== '.') continue;
+          inData = false;
+          hop.messages++;
+          socket.write('250 2.0.0 Ok: queued\r\n');
+        } else if (verb === 'EHLO') socket.write('250-mx.test\r\n250 PIPELINING\r\n');
+        else if (verb === 'DATA') {
+          inData = true;
+          socket.write('354 go ahead\r\n');
+        } else if (verb === 'RSET' && onRset === 'close') socket.destroy();
+        else if (verb === 'RSET') continue;
+        else if (verb === 'QUIT') socket.end('221 2.0.0 Bye\r\n');
+        else socket.write('250 2.0.0 Ok\r\n');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))));
+  hop.port = (server.address() as AddressInfo).port;
+  return hop;
+}
+
 describe('connection reuse', () => {
+  // nodemailer calls back no RSET whose connection fails meanwhile: the delivery waited for ever, its lease renewed.
+  it.each(['close', 'silent'] as const)('opens a new connection when a cached one fails at RSET (%s)', async (onRset) => {
+    const hop = await scriptedNextHop(onRset);
+    const relay = await relayRoutingTo(hop.port, { outbound: { socketTimeout: 1, connectionCacheTime: 60 } });
+    const scheduler = await driveByHand(relay);
+    const first = await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker: 'first' });
+    await scheduler.runDue();
+    const second = await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker: 'second' });
+    await scheduler.runDue();
+    for (const id of [first, second]) expect((await queueShow(relay, id)).recipientStates[0]).toMatchObject({ state: 'delivered' });
+    expect(hop).toMatchObject({ connections: 2, messages: 2 });
+  });
+
+  it('sends RSET before each later batch of recipients, so a batch refused whole does not bounce the next', async () => {
+    const hop = await nextHop('plain');
+    hop.recipientReply = (address) => (address.startsWith('grey') ? { code: 450, text: '4.2.0 Greylisted, try again later' } : undefined);
+    const relay = await relayRoutingTo(hop.port, { outbound: { recipientsPerTransaction: 2 } });
+    const scheduler = await driveByHand(relay);
+    const id = await submitMessage(relay, { from: 'a@sender.test', to: ['grey1@example.test', 'grey2@example.test', 'ok@example.test'], marker: 'batches' });
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(shown.recipientStates.map((r) => [r.address, r.state])).toEqual([
+      ['grey1@example.test', 'deferred'],
+      ['grey2@example.test', 'deferred'],
+      ['ok@example.test', 'delivered'],
+    ]);
+    expect(hop.wire().toString('latin1')).toMatch(/RCPT TO:<grey2@example\.test>\r\n(?:.*\r\n)*RSET\r\nMAIL FROM:/);
+  });
+
   it('sends several messages to one next hop over one connection, STARTTLS once, RSET between', async () => {
     const { hop, relay, scheduler } = await relayToVerifiedNextHop();
     for (const marker of ['one', 'two', 'three']) await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker });
