@@ -12,6 +12,11 @@
 // test/unit/fast-data-scan.test.ts feeds random messages in random chunks
 // through both and requires the same bytes, byte counts and ends.
 //
+// Bytes past the size limit are counted (smtp-server's sizeExceeded, and the
+// 552 at the end) but not passed on: the library keeps writing them, and the
+// queue would store a message it is going to refuse, as large as the client
+// cares to send. Postfix's cleanup stops storing at message_size_limit too.
+//
 // Installed on both builds of smtp-server (ESM and CJS), like
 // inbound/wire-replies.ts. Throws at start if the library's layout changed.
 //
@@ -21,7 +26,7 @@ import { patchMethods, SMTP_STREAM } from './library-builds.ts';
 
 /** The parser's state that _feedDataStream reads and writes (smtp-server's SMTPStream). */
 export interface SmtpStreamState {
-  _dataStream: PassThrough & { writable: boolean };
+  _dataStream: PassThrough & { writable: boolean; sizeExceeded: boolean };
   _lastBytes: Buffer | false;
   _atDataStart: boolean;
   _countDataBytes(length: number): void;
@@ -44,7 +49,7 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
       // Nothing at the seam for the library's rules to act on: the held bytes go out as they are and the
       // chunk is scanned alone, instead of being copied behind them (a copy of every chunk of a long message).
       this._countDataBytes(held.length);
-      if (dataStream.writable) dataStream.write(held);
+      if (passesOn(dataStream)) dataStream.write(held);
     } else {
       chunk = Buffer.concat([held, chunk], held.length + chunk.length);
     }
@@ -74,7 +79,7 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
       const before = chunk.subarray(0, i);
       this._lastBytes = false;
       this._countDataBytes(before.length);
-      if (dataStream.writable) dataStream.write(before);
+      if (passesOn(dataStream)) dataStream.write(before);
       const rest = chunk.subarray(i + 1);
       setImmediate(() => this._feedDataStream(rest, done));
       return;
@@ -85,7 +90,7 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
   if (this._lastBytes.length >= chunk.length) return done();
   const ready = chunk.subarray(0, chunk.length - this._lastBytes.length);
   this._countDataBytes(ready.length);
-  if (!dataStream.writable) return done();
+  if (!passesOn(dataStream)) return done();
   if (dataStream.write(ready) || dataStream.destroyed) return done();
   // A stream the application destroys never drains, it only closes.
   const onDrain = () => {
@@ -95,6 +100,11 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
   };
   dataStream.once('drain', onDrain);
   dataStream.once('close', onDrain);
+}
+
+/** passesOn - whether bytes go on to the message: not once it is over the size limit, nor to a stream ended or destroyed. */
+function passesOn(dataStream: SmtpStreamState['_dataStream']): boolean {
+  return dataStream.writable && !dataStream.sizeExceeded;
 }
 
 /**

@@ -5,7 +5,7 @@
 // One relay per configuration; nothing here sleeps for correctness, it waits
 // on replies, on the server closing, or on log lines and files (with a deadline).
 // Over 400 lines because it is the one catalogue of attacks, one describe each.
-import { mkdir, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -756,6 +756,23 @@ describe('small limits', () => {
     expect((await c.command('NOOP')).text).toBe(NOOP_OK);
     c.close();
     expect(await strayBodies(relay, committed)).toEqual([]);
+    expect(await ids(relay)).toEqual(committed);
+  });
+
+  // Postfix's cleanup stops storing at message_size_limit; Postern wrote the whole message to disk and refused it at
+  // its end, so a client that never ended it could fill the queue's disk.
+  it('stores nothing past limits.messageSize while an oversized message is still coming in', async () => {
+    const committed = await ids(relay);
+    const c = await openData(relay.ports.relay);
+    // More than loopback's socket buffers hold (a few MB): once the last write is taken, the relay has read most.
+    const line = Buffer.from(`${'x'.repeat(998)}\r\n`);
+    const megabyte = Buffer.concat(Array.from({ length: 1000 }, () => line));
+    for (let mb = 0; mb < 24; mb++) if (!c.socket.write(megabyte)) await once(c.socket, 'drain');
+    const stored = await Promise.all((await strayBodies(relay, committed)).map((f) => stat(join(relay.dir, 'data', 'messages', f))));
+    expect(stored.map((s) => s.size).filter((size) => size > 1e6)).toEqual([]);
+    c.write('.\r\n');
+    expect((await c.reply()).text).toBe(TOO_BIG);
+    c.close();
     expect(await ids(relay)).toEqual(committed);
   });
 
