@@ -35,7 +35,6 @@
 //   addressOnLine           - the address a MAIL or RCPT line gives, as sent.
 
 import { isUtf8 } from 'node:buffer';
-import { isAsciiText } from '../smtp/address.ts';
 import { replies, type Reply } from '../smtp/replies.ts';
 
 // Already in canonical form: checked first, it is what every client but the old ones sends.
@@ -141,15 +140,16 @@ function xtextBytes(value: string): Buffer {
 }
 
 /**
- * addressAsSent - the address smtp-server parsed from a canonical MAIL or RCPT line, with the line's domain where
- * the client sent it in ASCII and smtp-server made it Unicode (an A-label); otherwise the address as parsed (an
- * IPv6 literal as smtp-server normalised it, a source route dropped).
+ * addressAsSent - the address smtp-server parsed from a canonical MAIL or RCPT line, with the domain the line gives:
+ * smtp-server passes a domain through punycode, which made an A-label Unicode ("xn--bcher-kva.example"), an
+ * invalid one empty ("a@xn--" became "a@"), and a Unicode full stop (U+3002, U+FF0E, U+FF61) an ASCII one, after
+ * the checks of the form and the charset had read it. An address literal stays as parsed (an IPv6 one normalised),
+ * and so does the address of a source route, which is dropped.
  */
 export function addressAsSent(parsed: string, line: string): string {
   const at = parsed.lastIndexOf('@');
-  if (at < 0 || isAsciiText(parsed.slice(at + 1))) return parsed;
   const sent = addressOnLine(line);
-  if (sent === undefined || !sent.includes('@')) return parsed;
+  if (at < 0 || sent === undefined || !sent.includes('@')) return parsed;
   const sentDomain = sent.slice(sent.lastIndexOf('@') + 1);
-  return isAsciiText(sentDomain) ? parsed.slice(0, at + 1) + sentDomain : parsed;
+  return sentDomain.startsWith('[') ? parsed : parsed.slice(0, at + 1) + sentDomain;
 }

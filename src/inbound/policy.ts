@@ -104,6 +104,8 @@ function mayRelay(facts: SenderFacts): boolean {
   return facts.authenticated || facts.clientCertTrusted || (facts.listener === 'relay' && facts.clientTrusted);
 }
 
+const UNICODE_FULL_STOP = /[\u3002\uFF0E\uFF61]/;
+
 /**
  * decideAddressForm - an address Postern can pass on. smtp-server lets one address without a domain through,
  * RCPT TO:<postmaster> (RFC 5321 §4.1.1.3 asks a server to accept it): Postern delivers nowhere itself, so it has
@@ -113,6 +115,9 @@ function mayRelay(facts: SenderFacts): boolean {
 export function decideAddressForm(address: string, role: 'sender' | 'recipient'): Decision {
   const domain = domainOf(address);
   if (role === 'recipient' && domain === '') return refuse(replies.recipientNotFqdn, 'non-fqdn-recipient');
+  // IDNA2008 disallows these in a U-label; read as dots (as IDNA 2003 and URLs do), "local.test。" is one name to
+  // the domain lists and another to the routes and TLS policies.
+  if (UNICODE_FULL_STOP.test(domain)) return refuse(role === 'sender' ? replies.senderSyntax : replies.recipientSyntax, 'unicode-full-stop');
   if (domain.startsWith('[') && addressLiteralIp(domain) === undefined) {
     return refuse(role === 'sender' ? replies.senderSyntax : replies.recipientSyntax, 'bad-address-literal');
   }

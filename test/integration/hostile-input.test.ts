@@ -705,6 +705,19 @@ describe('small limits', () => {
     await expectRefused(relay.ports.relay, command, '500 5.5.2 Error: bad UTF-8 syntax');
   });
 
+  // smtp-server's punycode made them ASCII dots after the checks: "local.test。" passed as ASCII, was local to the
+  // relay decision, and was stored as "local.test.", which no route or TLS policy for local.test matched.
+  it.each(['\u3002', '\uFF0E', '\uFF61'])('refuses a domain ending in the Unicode full stop %j with 501 5.1.3, with SMTPUTF8 too', async (dot) => {
+    const utf8 = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
+    await expectRefused(relay.ports.relay, utf8(`RCPT TO:<bob@local.test${dot}>`), RECIPIENT_SYNTAX);
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command(utf8(`MAIL FROM:<a@example${dot}test> SMTPUTF8`))).text).toBe(SENDER_SYNTAX);
+    expect((await c.command('MAIL FROM:<a@example.test> SMTPUTF8')).text).toBe(MAIL_OK);
+    expect((await c.command(utf8(`RCPT TO:<bob@local.test${dot}>`))).text).toBe(RECIPIENT_SYNTAX);
+    c.close();
+  });
+
   it('accepts an address in UTF-8', async () => {
     await expectRefused(relay.ports.relay, 'RCPT TO:<b\xC3\xBCro@local.test>', RCPT_OK);
   });

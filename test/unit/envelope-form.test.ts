@@ -106,6 +106,9 @@ describe('addressAsSent', () => {
     ['an IPv6 literal as smtp-server normalised it', 'a@[IPv6:2001:db8::1]', 'RCPT TO:<a@[IPv6:2001:DB8:0::1]>', 'a@[IPv6:2001:db8::1]'],
     ['the null sender', '', 'MAIL FROM:<>', ''],
     ['a line that is not canonical', 'a@bücher.example', 'MAIL FROM:Alice <a@xn--bcher-kva.example>', 'a@bücher.example'],
+    ['an invalid A-label, which punycode made empty', 'a@', 'MAIL FROM:<a@xn-->', 'a@xn--'],
+    ['a Unicode full stop, which punycode made ASCII', 'bob@local.test.', 'RCPT TO:<bob@local.test\u3002>', 'bob@local.test\u3002'],
+    ['a fullwidth full stop inside', 'bob@local.test', 'RCPT TO:<bob@local\uFF0Etest>', 'bob@local\uFF0Etest'],
   ])('%s', (_name, parsed, line, expected) => {
     expect(addressAsSent(parsed, line)).toBe(expected);
   });

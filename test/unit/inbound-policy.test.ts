@@ -86,6 +86,9 @@ describe('decideAddressForm', () => {
     ['user@[192.0.2.300]', 'recipient', '501 5.1.3 Bad recipient address syntax'],
     ['user@[mx.example.org]', 'recipient', '501 5.1.3 Bad recipient address syntax'],
     ['user@[2001:db8::1]', 'sender', '501 5.1.7 Bad sender address syntax'],
+    ['user@local.test\u3002', 'recipient', '501 5.1.3 Bad recipient address syntax'],
+    ['user@local\uFF0Etest', 'sender', '501 5.1.7 Bad sender address syntax'],
+    ['user@b\u00FCcher\uFF61example', 'recipient', '501 5.1.3 Bad recipient address syntax'],
   ] as const)('%s as %s: %s', (address, role, expected) => {
     const d = decideAddressForm(address, role);
     expect(d.accept ? 'accept' : `${d.reply.code} ${d.reply.status} ${d.reply.text}`).toBe(expected);
@@ -93,6 +96,7 @@ describe('decideAddressForm', () => {
   it('names the reason for logs and metrics', () => {
     expect(decideAddressForm('postmaster', 'recipient')).toMatchObject({ reason: 'non-fqdn-recipient' });
     expect(decideAddressForm('x@[1.2.3]', 'recipient')).toMatchObject({ reason: 'bad-address-literal' });
+    expect(decideAddressForm('x@local.test\u3002', 'recipient')).toMatchObject({ reason: 'unicode-full-stop' });
   });
 });
 
