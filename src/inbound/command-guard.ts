@@ -169,12 +169,19 @@ export function installCommandGuard(): Promise<void> {
 const ANSWERS_NO_COMMAND = new Set<Reply>([replies.timeout, replies.shuttingDown, replies.serverBusy, replies.talkedBeforeGreeting]);
 
 /**
- * reportRefusal - tell onProtocolRefusal of a reply, naming the command it answers by its first word (letters
- * only); '' when it answers none.
+ * The SMTP commands a log line may name. Any other first word is whatever the client wrote, which may be a
+ * credential: AUTH LOGIN's base64 lines, written without waiting for replies to a server that refused AUTH.
+ */
+export const SMTP_COMMANDS: ReadonlySet<string> = new Set(['HELO', 'EHLO', 'MAIL', 'RCPT', 'DATA', 'BDAT', 'RSET', 'NOOP', 'QUIT', 'VRFY', 'EXPN', 'HELP', 'STARTTLS', 'AUTH', 'ETRN', 'XCLIENT', 'XFORWARD']);
+
+/**
+ * reportRefusal - tell onProtocolRefusal of a reply, naming the command it answers by its first word when that is
+ * an SMTP command (UNKNOWN when it is not); '' when it answers none.
  */
 function reportRefusal(connection: Connection, reply: string, answersNoCommand = false): void {
-  const line = answersNoCommand ? '' : (connection.__posternLine?.toString('latin1', 0, 13) ?? '');
-  const name = /^[A-Za-z]{1,12}(?![^ ])/.exec(line)?.[0].toUpperCase() ?? '';
+  const line = answersNoCommand ? '' : (connection.__posternLine?.toString('latin1', 0, 9) ?? '');
+  const word = /^[^ ]*/.exec(line)![0].toUpperCase();
+  const name = answersNoCommand ? '' : SMTP_COMMANDS.has(word) ? word : 'UNKNOWN';
   // At most 320 characters of it: it goes into a log line.
   const address = name === 'MAIL' || name === 'RCPT' ? addressOnLine(connection.__posternLine!.toString('utf8', 0, 400))?.slice(0, 320) : undefined;
   connection._server.options.onProtocolRefusal?.(connection.session, name, reply, address);

@@ -16,7 +16,7 @@ import type { InFlowGate } from '../queue/in-flow.ts';
 import type { QueueStore, RecipientDsn, StoredEnvelope } from '../queue/queue-store.ts';
 import type { GreetingPauseOption } from '../smtp/greeting-pause.ts';
 import type { ProxyHeaderOption } from '../smtp/proxy-header.ts';
-import type { CommandGuardOptions } from './command-guard.ts';
+import { SMTP_COMMANDS, type CommandGuardOptions } from './command-guard.ts';
 import { allowHalfClose } from '../smtp/half-close.ts';
 import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
@@ -454,7 +454,9 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
     }
     const lineLevel = libraryLineLevel(level, fields, quitSent.has(session), failure !== undefined);
     if (!child.isLevelEnabled(lineLevel)) return;
-    const message = typeof entry === 'string' ? format(entry, ...args) : format(...args);
+    // A line that is no command may be a credential (SMTP_COMMANDS): its trace says only how long it was.
+    const unknownCommand = fields.tnx === 'command' && typeof fields.command === 'string' && !SMTP_COMMANDS.has(fields.command);
+    const message = unknownCommand ? `C: (no SMTP command, ${typeof args[1] === 'string' ? args[1].length : 0} characters, not logged)` : typeof entry === 'string' ? format(entry, ...args) : format(...args);
     child[lineLevel]({ tnx: fields.tnx, ...(session ? { session } : {}) }, message);
   };
   return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' };

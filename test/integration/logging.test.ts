@@ -119,6 +119,24 @@ describe('session logging', () => {
   });
 });
 
+describe('credentials sent to a port that refuses AUTH', () => {
+  // A script that writes AUTH LOGIN's lines without reading the replies, to a port that refuses AUTH: each base64
+  // line is an unknown command, and was logged as one, its text the refused line's stage and in the debug trace.
+  it('never logs a password sent as AUTH LOGIN lines to a port that does not offer AUTH', async () => {
+    const from = relay.logs.length;
+    const c = await relaySession();
+    c.write(`AUTH LOGIN\r\n${b64('alice')}\r\n${b64(PASSWORD)}\r\n`);
+    expect((await c.reply()).text).toBe('503 5.5.1 Error: authentication not enabled');
+    for (let i = 0; i < 2; i++) expect((await c.reply()).text).toBe('502 5.5.2 Error: command not recognized');
+    await quit(c);
+    const recent = relay.logs.slice(from);
+    expect(recent.filter((l) => l.msg === 'refused').map((l) => l.stage)).toEqual(['auth', 'unknown', 'unknown']);
+    expect(recent.filter((l) => l.tnx === 'command').length).toBeGreaterThan(0);
+    expect(linesContainingSecrets(recent)).toEqual([]);
+    expect(recent.map((l) => JSON.stringify(l)).filter((text) => text.toLowerCase().includes(b64(PASSWORD).toLowerCase()))).toEqual([]);
+  });
+});
+
 // A printer refused for its address syntax must leave a trace, as a relay denial does.
 describe('refusals made by the SMTP library, not by policy', () => {
   it('are refused lines at info, with the command, reason protocol and the reply sent; a policy refusal is logged once', async () => {
@@ -133,7 +151,7 @@ describe('refusals made by the SMTP library, not by policy', () => {
     await quit(c);
     const refused = relay.logs.slice(from).filter((l) => l.msg === 'refused');
     expect(refused.map((l) => [l.level, l.stage, l.reason, l.reply])).toEqual([
-      [30, 'foo', 'protocol', '502 5.5.2 Error: command not recognized'],
+      [30, 'unknown', 'protocol', '502 5.5.2 Error: command not recognized'],
       [30, 'rcpt', 'protocol', '503 5.5.1 Error: need MAIL command'],
       [30, 'mail', 'protocol', '501 5.1.7 Bad sender address syntax'],
       [30, 'rcpt', 'non-fqdn-recipient', '504 5.5.2 Recipient address rejected: need fully-qualified address'],
