@@ -56,6 +56,12 @@ import { hasEnhancedCode, replaceLibraryReply } from './wire-replies.ts';
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
 export const HARD_ERROR_LIMIT = 20;
 
+/**
+ * NOOP, RSET, VRFY and ETRN a client may send before each one more counts as an error (Postfix
+ * smtpd_junk_command_limit): they are never refused, and without this a client held its connection slot for ever.
+ */
+export const JUNK_COMMAND_LIMIT = 100;
+
 /** The options this adds to SMTPServerOptions. */
 export interface CommandGuardOptions {
   /** AUTH is offered once the session is in TLS (submission); false or absent: never (relay). */
@@ -75,6 +81,8 @@ interface Connection {
   session: { disabledCommands?: string[]; envelope: { mailFrom: unknown; rcptTo: unknown[] }; hostNameAppearsAs?: string | false };
   _server: { options: CommandGuardOptions };
   __posternErrors?: number;
+  /** NOOP, RSET, VRFY and ETRN since the session began or last had a message accepted. */
+  __posternJunk?: number;
   /** The command line being answered (for the name of a refused one). */
   __posternLine?: Buffer;
   send(code: number, data?: string | string[], context?: string | false): void;
@@ -107,7 +115,7 @@ export function installCommandGuard(): Promise<void> {
     send(this: Connection, code: number, data?: string | string[], context?: string | false) {
       library.send.call(this, code, data, context);
       // An accepted message starts the count again ("errors … without delivering mail").
-      if (code === 250 && context === 'DATA_OK') this.__posternErrors = 0;
+      if (code === 250 && context === 'DATA_OK') this.__posternErrors = this.__posternJunk = 0;
       // Recipients past limits.recipients are no error and no refusal to log: the client sends them again, and a
       // line each would flood the log.
       if (code < 400 || isRecipientOvershoot(code, data)) return;
@@ -132,6 +140,11 @@ export function installCommandGuard(): Promise<void> {
       // Every check reads the line as smtp-server will: "AUTH<TAB>PLAIN" is AUTH.
       const line = withSpaces(command);
       this.__posternLine = line;
+      if (isJunkCommand(line) && (this.__posternJunk = (this.__posternJunk ?? 0) + 1) > JUNK_COMMAND_LIMIT) {
+        this.__posternErrors = (this.__posternErrors ?? 0) + 1;
+        // The library's send closes the connection after a 421.
+        if (this.__posternErrors >= HARD_ERROR_LIMIT) return library.send.call(this, 421, formatReply(replies.tooManyErrors), false);
+      }
       const refusal = !isUtf8(line)
         ? replies.badUtf8
         : isAuthNotOffered(this, line)
@@ -235,6 +248,13 @@ function isRecipientOvershoot(code: number, data: string | string[] | undefined)
 function isAuthNotOffered(connection: Connection, command: Buffer): boolean {
   // The first byte first: this runs for every command line.
   return (command[0]! | 0x20) === 0x61 && /^auth(?: |$)/i.test(command.toString('latin1', 0, 5)) && (connection.session.disabledCommands ?? []).includes('AUTH');
+}
+
+/** isJunkCommand - NOOP, RSET, VRFY or ETRN: what Postfix's smtpd_junk_command_limit counts. */
+function isJunkCommand(command: Buffer): boolean {
+  // The first byte first: this runs for every command line.
+  const first = command[0]! | 0x20;
+  return (first === 0x6e || first === 0x72 || first === 0x76 || first === 0x65) && /^(?:noop|rset|vrfy|etrn)(?: |$)/i.test(command.toString('latin1', 0, 5));
 }
 
 /** isDataWithoutRecipients - DATA after a MAIL FROM whose recipients were all refused (with no MAIL, the library's 503 stands). */

@@ -817,6 +817,33 @@ describe('small limits', () => {
     await waitFor('all sessions to close', () => openSessions(relay) === 0);
   });
 
+  // Postfix's smtpd_junk_command_limit: NOOP, RSET, VRFY and ETRN are never refused, so a client could hold its
+  // connection slot for ever with them. Past 100, each counts as an error.
+  it('counts NOOP, RSET and VRFY past the 100th as errors, and closes with 421 4.7.0 at the 20th', async () => {
+    const c = await open(relay.ports.relay);
+    c.write(Array.from({ length: 130 }, (_, n) => `${['NOOP', 'RSET', 'VRFY postmaster'][n % 3]}\r\n`).join(''));
+    for (let n = 1; n < 120; n++) expect((await c.reply()).code).toBeLessThan(400);
+    expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
+    await c.closedByServer();
+    expect(c.unread()).toBe('');
+  });
+
+  it('counts junk commands again from an accepted message', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    const noops = async (times: number) => {
+      c.write('NOOP\r\n'.repeat(times));
+      for (let n = 0; n < times; n++) expect((await c.reply()).text).toBe(NOOP_OK);
+    };
+    await noops(115);
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<r@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    queueIdOf(await c.command('Subject: junk counted again\r\n\r\nbody\r\n.'));
+    await noops(115);
+    c.close();
+  });
+
   it('answers unknown commands with 502 5.5.2, then the 10th with 421 4.7.0 and closes', async () => {
     const c = await open(relay.ports.relay);
     // One write, as a scanner would: nothing after the 421 is answered.
