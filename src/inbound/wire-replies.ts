@@ -37,6 +37,7 @@ const LIBRARY_REPLIES: ReadonlyArray<[string, Reply]> = [
   ['Error: command not recognized', replies.commandNotRecognized],
   ['Error: too many unrecognized commands', replies.tooManyErrors],
   ['Error: Command line too long', replies.commandTooLong],
+  ['HTTP requests not allowed', replies.httpRequest],
   ['Error: Must issue a STARTTLS command first', replies.starttlsRequired],
   ['Timeout - closing connection', replies.timeout],
   ['Server shutting down', replies.shuttingDown],

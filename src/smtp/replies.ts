@@ -45,6 +45,8 @@ export const replies = {
   commandNotRecognized: reply(502, '5.5.2', 'Error: command not recognized'),
   badUtf8: reply(500, '5.5.2', 'Error: bad UTF-8 syntax'),
   tooManyErrors: reply(421, '4.7.0', 'Error: too many errors'),
+  // smtp-server's own words, which it sent with 4.4.2 (a bad connection); Postfix's answer is a 2.7.0.
+  httpRequest: reply(421, '4.7.0', 'HTTP requests not allowed'),
   commandTooLong: reply(421, '4.7.0', 'Error: command line too long'),
   serverBusy: reply(421, '4.7.0', 'Error: too many connections, try again later'),
   timeout: reply(421, '4.4.2', 'Error: timeout exceeded'),

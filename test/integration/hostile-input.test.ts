@@ -817,6 +817,14 @@ describe('small limits', () => {
     await waitFor('all sessions to close', () => openSessions(relay) === 0);
   });
 
+  // A browser sent here, or a cross-protocol attack (smtp-server's reply came with 4.4.2, a bad connection).
+  it.each(['GET / HTTP/1.1', 'POST /form HTTP/1.0'])('answers %j with 421 4.7.0 and closes', async (request) => {
+    const c = await open(relay.ports.relay);
+    c.write(`${request}\r\nHost: 127.0.0.1\r\n\r\n`);
+    expect((await c.reply()).text).toBe('421 4.7.0 HTTP requests not allowed');
+    await c.closedByServer();
+  });
+
   // Postfix's smtpd_junk_command_limit: NOOP, RSET, VRFY and ETRN are never refused, so a client could hold its
   // connection slot for ever with them. Past 100, each counts as an error.
   it('counts NOOP, RSET and VRFY past the 100th as errors, and closes with 421 4.7.0 at the 20th', async () => {
