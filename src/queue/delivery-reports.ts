@@ -16,7 +16,8 @@
 //
 // Fails: queueReport rejects on a store error, with its draft discarded;
 // recordWithReport rejects when the report or the record does (a report whose
-// record failed is withdrawn first; a failed withdrawal is logged).
+// record failed is kept, as that record may have committed; one whose records
+// were all refused is withdrawn, and a failed withdrawal is logged).
 //
 //   queueReport      - queue the report one attempt calls for; its queue id.
 //   recordWithReport - queue that report, then record the attempt; the report withdrawn if the record does not stand.
@@ -125,17 +126,16 @@ export interface RecordUnderLease {
  * recordWithReport - queue the report the results call for (facts.recipients: all of them), then record each
  * delivery's: a crash or a failure between them sends the report again with the next attempt (at least once),
  * where the other order could lose it. A report none of whose records stood (the message deleted meanwhile, or
- * the leases another worker's) is withdrawn. Whether each record stood, and the report's queue id.
+ * the leases another worker's) is withdrawn; not when a record failed, which may have committed all the same (a
+ * connection lost after COMMIT, a failed fsync of the WAL): withdrawn then, a message done and bounced would
+ * leave its sender untold. Whether each record stood, and the report's queue id.
  */
 export async function recordWithReport(facts: ReportFacts & { records: RecordUnderLease[] }): Promise<{ recorded: boolean[]; report?: string }> {
   const { store, log } = facts;
   const report = await queueReport(facts);
   const recorded: boolean[] = [];
-  try {
-    for (const { lease, result } of facts.records) recorded.push(await store.recordAttempt(lease, result));
-  } finally {
-    if (report !== undefined && !recorded.includes(true)) await withdrawReport(store, report, log);
-  }
+  for (const { lease, result } of facts.records) recorded.push(await store.recordAttempt(lease, result));
+  if (report !== undefined && !recorded.includes(true)) await withdrawReport(store, report, log);
   return { recorded, ...(report !== undefined && { report }) };
 }
 

@@ -101,6 +101,27 @@ for (const [name, open] of backends) {
       }).toEqual({ outcome: { ids: [a, c] }, c: { state: 'done', leasedBy: undefined, leasedUntil: undefined }, relayCanTakeC: false });
     });
 
+    // A record that fails may have committed (a connection lost after COMMIT, a failed fsync of the WAL): the report
+    // was withdrawn, and the message, done and bounced, left its sender untold.
+    it('keeps the report when the record fails after it committed', async () => {
+      b = await open();
+      const id = await queue(['r@a.test']);
+      const store = new Proxy(b.store, {
+        get(target, prop, receiver) {
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          if (prop !== 'recordAttempt') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          return async (...args: Parameters<QueueStore['recordAttempt']>) => {
+            await target.recordAttempt(...args);
+            throw new Error('Connection terminated unexpectedly');
+          };
+        },
+      });
+      // The bounce sees the message done and says nothing of it (whether that record stood is not known).
+      await bounceMessages(store, { ids: [id] }, context(new Date()));
+      expect((await b.peer.showMessage(id))?.state).toBe('done');
+      expect(await reportsTo(b.peer, 'sender@example.org')).toHaveLength(1);
+    });
+
     // RFC 3464 §2.3.7: Last-Attempt-Date is "the date and time of the last attempt to relay, gateway, or deliver the message".
     it('reports Last-Attempt-Date as the last attempt (absent when there was none), not the time of the bounce', async () => {
       b = await open();
