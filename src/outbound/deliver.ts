@@ -51,18 +51,27 @@ type Answer = { recipients: RecipientOutcome[]; answeredBy: AttemptRecord };
 
 type Targets = { ok: true; targets: SessionTarget[] } | { ok: false; reply: string };
 
+/**
+ * requiresTls - whether REQUIRETLS binds this delivery: verified TLS, a next hop that offers REQUIRETLS, or the
+ * message returned (RFC 8689 §4.2.1). Those rules are for a message with a return path; a bounce keeps the option
+ * where the next hop offers it, and is not lost for want of it (§5).
+ */
+function requiresTls(claim: ClaimedDelivery): boolean {
+  return claim.requireTls && claim.mailFrom !== '';
+}
+
 /** deliver - one attempt for a claimed delivery. */
 export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promise<CourierOutcome> {
   // A UTF-8 domain (SMTPUTF8 mail) is looked up, routed and given its TLS policy by its A-label.
   const domain = asciiDomain(claim.domain);
   const nextHop = decideNextHop(domain, deps.outbound);
-  const decided = decideTlsLevel({ requireTls: claim.requireTls, domain, nextHop, outbound: deps.outbound });
+  const decided = decideTlsLevel({ requireTls: requiresTls(claim), domain, nextHop, outbound: deps.outbound });
   const log = deps.logger.child({ queueId: claim.messageId, domain: claim.domain, delivery: claim.deliveryId });
   const attempts: AttemptRecord[] = [];
   const startedAt = deps.now();
   // The level mta-sts is settled by the domain's policy (RFC 8461), which is looked up only for an MX delivery; a
   // REQUIRETLS message, verify anyway, still goes only to the MX hosts the policy names (RFC 8689 §4.2.1).
-  const configured = claim.requireTls ? decideTlsLevel({ requireTls: false, domain, nextHop, outbound: deps.outbound }) : decided;
+  const configured = requiresTls(claim) ? decideTlsLevel({ requireTls: false, domain, nextHop, outbound: deps.outbound }) : decided;
   const sts = configured.level === 'mta-sts' && nextHop.kind === 'mx' ? await deps.mtaSts?.policyFor(domain) : undefined;
   const policy: TlsDecision =
     decided.level === 'mta-sts'
@@ -148,7 +157,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   // No host took a transaction. The last one tried answered us, or its connection failed (Postfix: relay=none).
   const answeredBy = lastAnswered;
   // RFC 8689 §4.2.1: a REQUIRETLS message that cannot get verified TLS is returned, not kept waiting.
-  if (claim.requireTls && /4\.7\.[45] /.test(lastReply)) {
+  if (requiresTls(claim) && /4\.7\.[45] /.test(lastReply)) {
     return { attempts, recipients: everyone(claim, `5.7.30 REQUIRETLS: no next hop offered verified TLS (${lastReply})`), nextHopOffersDsn: false, answeredBy };
   }
   // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).
@@ -240,7 +249,8 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
   if (session.maxSize !== undefined && claim.size > session.maxSize) {
     return refused(`5.3.4 message size ${claim.size} exceeds size limit ${session.maxSize} of server ${host}`);
   }
-  if (claim.requireTls && !session.extensions.includes('REQUIRETLS')) {
+  const offersRequireTls = session.tls !== undefined && session.extensions.includes('REQUIRETLS');
+  if (requiresTls(claim) && !offersRequireTls) {
     return refused('5.7.30 REQUIRETLS support required but the next hop does not offer it (RFC 8689)');
   }
   const outcomes: RecipientOutcome[] = [];
@@ -264,7 +274,7 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
     }
     const body = deps.readBody(claim.messageId);
     try {
-      const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls, dsn: claim.dsn, size: claim.size });
+      const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls && offersRequireTls, dsn: claim.dsn, size: claim.size });
       for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
       lostAfterData ||= result.lostAfterData;
     } finally {

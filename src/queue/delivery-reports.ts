@@ -31,7 +31,7 @@ import type { AttemptRecord, AttemptResult, ClaimedDelivery, LeaseClaim, QueueSt
 export const RETURNED_MESSAGE_LIMIT = 50_000;
 
 /** The message a report is about: a claimed delivery, or all of a message's at once (the operator's bounce). */
-export type ReportedMessage = Pick<ClaimedDelivery, 'messageId' | 'mailFrom' | 'receivedAt' | 'dsn' | 'recipients'>;
+export type ReportedMessage = Pick<ClaimedDelivery, 'messageId' | 'mailFrom' | 'receivedAt' | 'dsn' | 'recipients' | 'requireTls'>;
 
 export interface ReportFacts {
   store: QueueStore;
@@ -76,7 +76,9 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
     ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}),
     ...lastAttemptOf(facts, r.address),
   }));
-  const original = await readOriginal(store, claim.messageId, claim.dsn.ret === 'FULL');
+  // RFC 8689 §5: a REQUIRETLS message's report returns its headers only, whatever RET asked, and is itself REQUIRETLS.
+  const ret = claim.requireTls ? 'HDRS' : claim.dsn.ret;
+  const original = await readOriginal(store, claim.messageId, ret === 'FULL');
   const report = buildDsn({
     queueId: claim.messageId,
     reportingMta: facts.hostname,
@@ -84,7 +86,7 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
     now,
     envelopeFrom: claim.mailFrom,
     envid: claim.dsn.envid,
-    ret: claim.dsn.ret,
+    ret,
     recipients: dsnRecipients,
     originalHeaders: original.headers,
     ...(original.body ? { originalBody: original.body } : {}),
@@ -98,6 +100,7 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
       recipients: report.recipients,
       bodyType: report.bodyType,
       smtpUtf8: false,
+      requireTls: claim.requireTls,
       // A report originates here; it is recorded as if submitted locally.
       client: { address: '127.0.0.1', helo: facts.hostname, listener: 'relay' },
     });

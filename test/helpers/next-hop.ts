@@ -440,14 +440,14 @@ export async function submitMessage(relay: TestRelay, submission: Submission): P
 }
 
 /** submitRequireTls - a message sent to the relay port with MAIL FROM … REQUIRETLS over STARTTLS; its queue id. */
-export async function submitRequireTls(relay: TestRelay, submission: { from: string; to: string; marker: string }): Promise<string> {
+export async function submitRequireTls(relay: TestRelay, submission: { from: string; to: string; marker: string; ret?: 'FULL' | 'HDRS' }): Promise<string> {
   const c = await RawSmtp.connect(relay.ports.relay);
   try {
     await c.reply();
     await c.command('EHLO client.test');
     await c.startTls({ ca: relay.ca.certPem });
     if (!(await c.command('EHLO client.test')).lines.includes('250-REQUIRETLS')) throw new Error('the relay did not offer REQUIRETLS');
-    for (const command of [`MAIL FROM:<${submission.from}> REQUIRETLS`, `RCPT TO:<${submission.to}>`, 'DATA']) {
+    for (const command of [`MAIL FROM:<${submission.from}> REQUIRETLS${submission.ret ? ` RET=${submission.ret}` : ''}`, `RCPT TO:<${submission.to}>`, 'DATA']) {
       const reply = await c.command(command);
       if (reply.code >= 400) throw new Error(`${command}: ${reply.text}`);
     }

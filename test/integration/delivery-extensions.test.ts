@@ -173,6 +173,29 @@ describe('REQUIRETLS (RFC 8689)', () => {
   });
 });
 
+describe('reports of REQUIRETLS messages (RFC 8689 §5)', () => {
+  it('returns the headers only though RET=FULL, in a report marked REQUIRETLS that a next hop without it still gets', async () => {
+    const hop = await nextHop('plain');
+    const reportSink = await nextHop('plain');
+    const relay = await relayRoutingTo(hop.port, { reports: reportSink.port });
+    const scheduler = await driveByHand(relay);
+    const id = await submitRequireTls(relay, { from: 'a@sender.test', to: 'rcpt@example.test', marker: 'requiretls-full', ret: 'FULL' });
+    await scheduler.runDue();
+    expect((await queueShow(relay, id)).recipientStates[0]).toMatchObject({ state: 'bounced', reply: expect.stringMatching(/^5\.7\.30 /) });
+    const reportId = relay.logs.find((l) => l.msg === 'delivery status notification queued' && l.queueId === id)?.report;
+    expect((await queueShow(relay, String(reportId))).envelope.requireTls).toBe(true);
+    // The report's way back has neither TLS nor REQUIRETLS: a bounce is not lost for want of them.
+    await scheduler.runDue();
+    const [report] = await reportSink.waitForMessages(1);
+    expect(report!.mailFrom).toBe('');
+    expect(reportSink.wire().toString('latin1')).toMatch(/^MAIL FROM:<>(?: BODY=\w+)?\r$/m);
+    const text = report!.message!.toString('latin1');
+    expect(text).toContain('Content-Type: text/rfc822-headers');
+    expect(text).toContain('X-Test-Case: requiretls-full');
+    expect(text).not.toContain('Body of requiretls-full.');
+  });
+});
+
 describe('an error after DATA', () => {
   // nodemailer's DATA error carries no RCPT refusals: every recipient got the DATA reply, a 452 became a bounce.
   it.each([
