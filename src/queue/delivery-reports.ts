@@ -16,13 +16,14 @@
 //
 // Fails: queueReport rejects on a store error, with its draft discarded;
 // recordWithReport rejects when the report or the record does (a report whose
-// record failed is kept, as that record may have committed; one whose records
-// were all refused is withdrawn, and a failed withdrawal is logged).
+// record failed is kept if that record committed all the same, or if that
+// cannot be read back; one whose records were all refused, or failed without
+// committing, is withdrawn, and a failed withdrawal is logged).
 //
 //   queueReport      - queue the report one attempt calls for; its queue id.
 //   recordWithReport - queue that report, then record the attempt; the report withdrawn if the record does not stand.
 import { Readable } from 'node:stream';
-import type { Logger } from '../observability/logger.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
 import { headerBlockLength } from '../smtp/header-block.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
 import type { AttemptRecord, AttemptResult, ClaimedDelivery, LeaseClaim, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
@@ -129,17 +130,35 @@ export interface RecordUnderLease {
  * recordWithReport - queue the report the results call for (facts.recipients: all of them), then record each
  * delivery's: a crash or a failure between them sends the report again with the next attempt (at least once),
  * where the other order could lose it. A report none of whose records stood (the message deleted meanwhile, or
- * the leases another worker's) is withdrawn; not when a record failed, which may have committed all the same (a
- * connection lost after COMMIT, a failed fsync of the WAL): withdrawn then, a message done and bounced would
- * leave its sender untold. Whether each record stood, and the report's queue id.
+ * the leases another worker's) is withdrawn. A record that failed may have committed all the same (a connection
+ * lost after COMMIT, a failed fsync of the WAL): whether it stood is read back, and the report kept when it did or
+ * when that cannot be told (a message done and bounced must not leave its sender untold). Whether each record
+ * stood, and the report's queue id.
  */
 export async function recordWithReport(facts: ReportFacts & { records: RecordUnderLease[] }): Promise<{ recorded: boolean[]; report?: string }> {
   const { store, log } = facts;
   const report = await queueReport(facts);
   const recorded: boolean[] = [];
-  for (const { lease, result } of facts.records) recorded.push(await store.recordAttempt(lease, result));
+  try {
+    for (const { lease, result } of facts.records) recorded.push(await store.recordAttempt(lease, result));
+  } catch (err) {
+    const failed = facts.records[recorded.length]!.lease;
+    if (report !== undefined && !recorded.includes(true) && !(await mayHaveStood(store, facts.claim.messageId, failed, log))) await withdrawReport(store, report, log);
+    throw err;
+  }
   if (report !== undefined && !recorded.includes(true)) await withdrawReport(store, report, log);
   return { recorded, ...(report !== undefined && { report }) };
+}
+
+/** mayHaveStood - whether a record that failed may have committed: its delivery no longer leased to us (a record ends the lease), or the queue cannot say. */
+async function mayHaveStood(store: QueueStore, messageId: string, lease: LeaseClaim, log: Logger): Promise<boolean> {
+  try {
+    const delivery = (await store.showMessage(messageId))?.deliveries.find((d) => d.id === lease.deliveryId);
+    return delivery !== undefined && delivery.leasedBy !== lease.owner;
+  } catch (err) {
+    log.warn({ err: errorMessage(err) }, 'whether a failed record stood could not be read; its delivery status notification is kept');
+    return true;
+  }
 }
 
 /** withdrawReport - take back a report queued for an attempt whose record did not stand. */
