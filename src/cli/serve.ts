@@ -18,7 +18,7 @@ import { ConnectionCounts } from '../inbound/connection-counts.ts';
 import { createListener, type InboundListener, type ReverseResolver } from '../inbound/listener.ts';
 import { compileNetworks, type NetworkMatcher } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
-import { queueSpaceToKeep } from '../inbound/policy.ts';
+import { decideQueueSpace, queueSpaceToKeep } from '../inbound/policy.ts';
 import { installExactReplies } from '../inbound/wire-replies.ts';
 import { installCommandGuard } from '../inbound/command-guard.ts';
 import { createHealthChecks } from '../observability/health.ts';
@@ -284,6 +284,11 @@ function buildHttp(parts: HttpParts): HttpListener {
     // The probe waits out the listeners' greeting pause, then its own 2 s.
     greetingTimeoutMs: config.smtp.greetingPause * 1000 + 2000,
     queue: store,
+    // Not ready while every MAIL FROM would get 452 4.3.1: the same rule.
+    queueRoom: async () => {
+      const short = await queueSpaceShort(store, config);
+      return short ? { ok: false, error: `queue file system has ${short.freeBytes} bytes free, less than the ${short.keepFree} it keeps (queue.minFree or 1.5 × limits.messageSize)` } : { ok: true };
+    },
     relayhost:
       outbound && relayhost.host
         ? {
@@ -442,11 +447,15 @@ export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listene
   return lines.join('\n') + '\n';
 }
 
-/** warnIfQueueSpaceLow - say at start when the queue's disk already has less free than MAIL FROM needs (every MAIL FROM would get 452 4.3.1). */
+/** warnIfQueueSpaceLow - say at start when the queue's disk already has less free than MAIL FROM needs. */
 async function warnIfQueueSpaceLow(store: QueueStore, config: Config, logger: Logger): Promise<void> {
+  const short = await queueSpaceShort(store, config);
+  if (short) logger.warn({ path: config.queue.path, ...short }, 'queue file system has less free than queue.minFree or 1.5 × limits.messageSize: MAIL FROM gets 452 4.3.1 until there is room');
+}
+
+/** queueSpaceShort - the free bytes and the bytes kept free, when the queue's disk has less than MAIL FROM asks for (every MAIL FROM gets 452 4.3.1); undefined when it has room. */
+async function queueSpaceShort(store: QueueStore, config: Config): Promise<{ freeBytes: number; keepFree: number } | undefined> {
   const freeBytes = await store.freeSpace();
   const keepFree = queueSpaceToKeep({ minFree: config.queue.minFree, messageSizeLimit: config.limits.messageSize });
-  if (freeBytes !== undefined && freeBytes < keepFree) {
-    logger.warn({ path: config.queue.path, freeBytes, keepFree }, 'queue file system has less free than queue.minFree or 1.5 × limits.messageSize: MAIL FROM gets 452 4.3.1 until there is room');
-  }
+  return freeBytes === undefined || decideQueueSpace({ freeBytes, declaredSize: undefined, keepFree }).accept ? undefined : { freeBytes, keepFree };
 }

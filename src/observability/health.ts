@@ -7,7 +7,9 @@
 //                      probe.
 //   ready (/readyz)  - the queue is writable (a read of its stats and a
 //                      small draft written and discarded, every time: it is
-//                      cheap). When a smarthost is set, the answer also says
+//                      cheap) and its disk has the room MAIL FROM asks for
+//                      (else every MAIL FROM gets 452 4.3.1, and an
+//                      orchestrator should send the mail elsewhere). When a smarthost is set, the answer also says
 //                      whether it is reachable with its TLS level and
 //                      credentials, without making the relay unready: mail
 //                      for a smarthost that is down waits in the queue, as
@@ -63,6 +65,8 @@ export interface WritableQueue {
 export interface HealthDeps {
   listeners: ProbeTarget[];
   queue: WritableQueue;
+  /** Whether the queue's disk has the room MAIL FROM asks for (the composition root's rule: inbound/policy.ts decideQueueSpace). */
+  queueRoom: () => Promise<CheckResult>;
   /** Present when outbound.relayhost.host is set and this node delivers. */
   relayhost?: { name: string; probe: () => Promise<RelayhostResult> };
   now: () => Date;
@@ -93,7 +97,8 @@ export function createHealthChecks(deps: HealthDeps): HealthChecks {
       return { ok: failed.length === 0, body: { status: failed.length ? 'failing' : 'ok', checkedAt, listeners: value, ...(failed.length ? { failed } : {}) } };
     },
     async ready() {
-      const [queue, host] = await Promise.all([checkQueueWritable(deps.queue), smarthost?.()]);
+      const [writable, room, host] = await Promise.all([checkQueueWritable(deps.queue), deps.queueRoom(), smarthost?.()]);
+      const queue = writable.ok ? room : writable;
       const body: Record<string, unknown> = { queue: { ...queue, checkedAt: deps.now().toISOString() } };
       if (host && relayhost) body.relayhost = { host: relayhost.name, ...host.value, checkedAt: host.checkedAt };
       return { ok: queue.ok, body: { status: queue.ok ? 'ready' : 'not ready', ...body } };

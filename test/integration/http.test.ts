@@ -444,6 +444,15 @@ describe('/readyz', () => {
     expect(await relay.queued()).toEqual([]);
   });
 
+  // /readyz said ready while every MAIL FROM got 452 4.3.1: an orchestrator kept sending mail to a node refusing it.
+  it('is 503 while the queue\'s disk has less free than queue.minFree, as MAIL FROM is refused, and says why', async () => {
+    const relay = await started({ queue: { minFree: 2 ** 52 } });
+    const answer = await call(relay, '/readyz');
+    expect(answer.status).toBe(503);
+    expect(answer.json).toMatchObject({ status: 'not ready', queue: { ok: false } });
+    expect(answer.json.queue.error).toMatch(/^queue file system has \d+ bytes free, less than the 4503599627370496 it keeps \(queue\.minFree or 1\.5 × limits\.messageSize\)$/);
+  });
+
   // Mail for a smarthost that is down waits in the queue: taking the relay out of service would refuse it instead.
   it('is 200 when the smarthost does not answer, and says so', async () => {
     const port = await closedPort();
