@@ -175,7 +175,7 @@ interface OutboundParts {
 function outboundParts(config: Config, store: QueueStore, logger: Logger, now: () => Date): OutboundParts {
   const outbound = config.outbound;
   const resolver = createResolver({ servers: outbound.dns.servers.length ? outbound.dns.servers : config.dns.servers, timeoutMs: 5000, tries: 2 });
-  const extraCa = outbound.tls.caFile ? [readFileSync(outbound.tls.caFile, 'utf8')] : [];
+  const extraCa = outbound.tls.caFile ? [readConfiguredFile('outbound.tls.caFile', outbound.tls.caFile)] : [];
   return {
     heloName: outbound.heloName || config.hostname,
     pool: new SessionPool({ idleMs: outbound.connectionCacheTime * 1000, maxIdlePerKey: outbound.perDestination }),
@@ -341,12 +341,12 @@ function buildHttp(parts: HttpParts): HttpListener {
 // readHttpToken - http.tokenFile (Docker secrets) over http.token; read once at start.
 function readHttpToken(config: Config): string {
   if (!config.http.enabled || !config.http.tokenFile) return config.http.token;
-  return readSecretFile('http.tokenFile', config.http.tokenFile);
+  return readConfiguredFile('http.tokenFile', config.http.tokenFile);
 }
 
-// readSecretFile - a secret kept in a file (Docker secrets): its contents without the final line break;
-// an unreadable file stops the start naming the key.
-function readSecretFile(key: string, path: string): string {
+// readConfiguredFile - a file a key names (a secret kept in a file, Docker secrets; a CA file): its contents
+// without the final line break; an unreadable file stops the start naming the key.
+function readConfiguredFile(key: string, path: string): string {
   try {
     return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
   } catch (err) {
@@ -359,7 +359,7 @@ function relayhostAuth(config: Config): SessionSettings['auth'] {
   const auth = config.outbound.relayhost.auth;
   if (!auth.user) return undefined;
   if (Object.keys(auth.oauth2).length > 0) return { type: 'OAuth2', user: auth.user, ...auth.oauth2 };
-  const pass = auth.passFile ? readSecretFile('outbound.relayhost.auth.passFile', auth.passFile) : auth.pass;
+  const pass = auth.passFile ? readConfiguredFile('outbound.relayhost.auth.passFile', auth.passFile) : auth.pass;
   return { user: auth.user, pass };
 }
 

@@ -14,10 +14,17 @@ export interface ConfigKey {
   check: Check<unknown>;
   env: EnvKind;
   doc: string;
+  /** A secret: an error about its value never shows the value. */
+  secret?: true;
 }
 
 function key<T>(path: string, defaultValue: T, valueCheck: Check<T>, env: EnvKind, doc: string): ConfigKey {
   return { path, default: defaultValue, check: valueCheck, env, doc };
+}
+
+/** secret - a key whose value an error never shows. */
+function secret(k: ConfigKey): ConfigKey {
+  return { ...k, secret: true };
 }
 
 // 0 asks the system for a free port (tests).
@@ -54,6 +61,7 @@ const routeMap: Check<Record<string, RouteConfig>> = (v) => {
     const bad = (why: string) => ({ ok: false as const, allowed: `${allowed} (${domain}: ${why})` });
     if (domain !== '*' && !check.domain()(domain).ok) return bad('not a domain');
     if (!r || typeof r !== 'object' || typeof r.host !== 'string' || r.host === '') return bad('host is required');
+    if (!check.hostOrIp('')(r.host).ok) return bad('host must be a host name or IP address, without brackets or a port');
     if (r.port !== undefined && !remotePort(r.port).ok) return bad('port must be 1-65535');
     if (r.tls !== undefined && !(TLS_LEVELS as readonly unknown[]).includes(r.tls)) return bad(`tls must be one of ${TLS_LEVELS.join(', ')}`);
     if (r.secure !== undefined && typeof r.secure !== 'boolean') return bad('secure must be true or false');
@@ -77,7 +85,7 @@ const oauth2Settings: Check<Record<string, string>> = (v) => {
 };
 
 export const CONFIG_KEYS: readonly ConfigKey[] = [
-  key('hostname', osHostname(), check.domain(), 'string', 'Name in the greeting, Received headers and the dev certificate.'),
+  key('hostname', osHostname(), check.hostName(), 'string', 'Name in the greeting, Received headers and the dev certificate.'),
   ...listenerKeys('relay', 2525, 'STARTTLS offered, no AUTH, relays for trusted networks'),
   ...listenerKeys('submission', 2587, 'STARTTLS and AUTH required'),
   ...listenerKeys('submissions', 2465, 'implicit TLS, AUTH required'),
@@ -121,7 +129,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.perDestination', 20, check.integer(1, 1000), 'number', 'Deliveries in flight to one destination domain at once (Postfix default_destination_concurrency_limit).'),
   key('outbound.recipientsPerTransaction', 50, check.integer(1, 1000), 'number', 'Recipients of one destination sent in one SMTP transaction (Postfix smtp_destination_recipient_limit).'),
   key('outbound.port', 25, remotePort, 'number', 'Port for MX and implicit-MX deliveries (Postfix smtp_tcp_port).'),
-  key('outbound.heloName', '', check.optionalString('a host name (empty: hostname)'), 'string', 'Name in our EHLO; empty: hostname.'),
+  key('outbound.heloName', '', check.optional(check.hostName('a host name such as mail.example.com (empty: hostname)')), 'string', 'Name in our EHLO; empty: hostname.'),
   key('outbound.connectTimeout', 30, check.duration(600), 'string', 'Time to connect and get the greeting (Postfix smtp_connect_timeout + smtp_helo_timeout).'),
   key('outbound.socketTimeout', 300, check.duration(3600), 'string', 'Time to wait for any one reply (Postfix smtp_data_done_timeout).'),
   key('outbound.connectionCacheTime', 2, check.duration(300), 'string', 'How long an idle connection to a next hop is kept for the next message to it (Postfix smtp_connection_cache_time_limit).'),
@@ -130,14 +138,14 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.retry.initial', 300, check.duration(86400), 'string', 'Wait before the first retry (Postfix minimal_backoff_time).'),
   key('outbound.retry.max', 4000, check.duration(86400), 'string', 'Longest wait between retries (Postfix maximal_backoff_time).'),
   key('outbound.retry.lifetime', 432000, check.duration(100 * 86400), 'string', 'Give up and bounce after this long in the queue (Postfix maximal_queue_lifetime).'),
-  key('outbound.relayhost.host', '', check.optionalString('a host name or IP (empty: no smarthost)'), 'string', 'Smarthost for all mail; empty: routes, then MX.'),
+  key('outbound.relayhost.host', '', check.optional(check.hostOrIp('a host name or IP address, without brackets or a port (the port goes in outbound.relayhost.port); empty: no smarthost')), 'string', 'Smarthost for all mail; empty: routes, then MX.'),
   key('outbound.relayhost.port', 587, remotePort, 'number', 'Smarthost port.'),
   key('outbound.relayhost.secure', false, check.boolean(), 'boolean', 'Implicit TLS to the smarthost (port 465).'),
   key('outbound.relayhost.tls', 'encrypt', check.oneOf(TLS_LEVELS), 'string', 'TLS level towards the smarthost (credentials never go in plaintext).'),
   key('outbound.relayhost.auth.user', '', check.optionalString(), 'string', 'Smarthost login; empty: no AUTH.'),
-  key('outbound.relayhost.auth.pass', '', check.optionalString(), 'string', 'Smarthost password (never logged).'),
+  secret(key('outbound.relayhost.auth.pass', '', check.optionalString(), 'string', 'Smarthost password (never logged).')),
   key('outbound.relayhost.auth.passFile', '', check.optionalString('a file path'), 'string', 'File holding the smarthost password (Docker secrets); read at start.'),
-  key('outbound.relayhost.auth.oauth2', {}, oauth2Settings, 'json', 'XOAUTH2 for the smarthost (Gmail, Microsoft 365): clientId, clientSecret, refreshToken, accessUrl; nodemailer refreshes tokens.'),
+  secret(key('outbound.relayhost.auth.oauth2', {}, oauth2Settings, 'json', 'XOAUTH2 for the smarthost (Gmail, Microsoft 365): clientId, clientSecret, refreshToken, accessUrl; nodemailer refreshes tokens.')),
   key('outbound.routes', {}, routeMap, 'json', 'Per recipient domain next hops, like Postfix transport maps: { "example.test": { host, port, tls }, "*": {...} }.'),
   key('outbound.tlsPolicies', {}, tlsPolicyMap, 'json', 'Per recipient domain TLS level: { "bank.example": verify, "gmail.com": mta-sts }.'),
   key('outbound.mtaStsPort', 443, remotePort, 'number', 'Port of the HTTPS hosts MTA-STS policies are fetched from (443; another only for tests and private setups).'),
@@ -148,7 +156,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('http.enabled', true, check.boolean(), 'boolean', 'Whether the HTTP listener (admin API, /metrics, /healthz, /readyz) runs.'),
   key('http.host', '127.0.0.1', check.hostAddress(), 'string', 'Address the HTTP listener binds to.'),
   key('http.port', 8025, port, 'number', 'Port of the HTTP listener.'),
-  key('http.token', '', check.optionalString('a secret string (empty: the queue API is off)'), 'string', 'Bearer token for the queue API; /metrics and health need none.'),
+  secret(key('http.token', '', check.optionalString('a secret string (empty: the queue API is off)'), 'string', 'Bearer token for the queue API; /metrics and health need none.')),
   key('http.tokenFile', '', check.optionalString('a file path'), 'string', 'File holding http.token (Docker secrets); read at start.'),
   key('http.autoconfig', false, check.boolean(), 'boolean', 'Serve Mozilla-style autoconfig (/mail/config-v1.1.xml) for Thunderbird.'),
   key('log.level', 'info', check.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), 'string', 'Log level.'),

@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { Config } from './config.ts';
+import { redactUrlPassword } from '../observability/logger.ts';
 import { CONFIG_KEYS, envName, type ConfigKey } from './keys.ts';
 
 export class ConfigError extends Error {
@@ -56,7 +57,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     const k = CONFIG_KEYS.find((c) => envName(c.path) === name)!;
     const parsed = parseEnvValue(k, raw);
     if (parsed.ok) values.set(k.path, { value: parsed.value, from: `environment ${name}` });
-    else problems.push(`${k.path} = ${JSON.stringify(raw)} (environment ${name}): ${parsed.allowed}`);
+    else problems.push(`${k.path} = ${shownValue(k, raw)} (environment ${name}): ${parsed.allowed}`);
   }
 
   const config: Record<string, unknown> = {};
@@ -64,12 +65,32 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     const given = values.get(k.path);
     const result = k.check(given ? given.value : k.default);
     if (result.ok) setPath(config, k.path, result.value);
-    else problems.push(`${k.path} = ${JSON.stringify(given?.value)} (${given?.from ?? 'default'}): must be ${result.allowed}`);
+    else problems.push(`${k.path} = ${shownValue(k, given?.value)} (${given?.from ?? 'default'}): must be ${result.allowed}`);
   }
   checkPortsDistinct(config as unknown as Config, problems);
   checkQueueUrl(config as unknown as Config, values.get('queue.url')?.from ?? 'default', problems);
+  checkCombinations(config as unknown as Config, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return { config: config as unknown as Config, source: file, warnings };
+}
+
+/** shownValue - a value as an error names it: a secret key's never (a mistyped password is still one), a URL's without its password. */
+function shownValue(k: ConfigKey, value: unknown): string {
+  if (k.secret) return '(a secret, not shown)';
+  return JSON.stringify(typeof value === 'string' ? redactUrlPassword(value) : value);
+}
+
+// checkCombinations - settings that are each allowed but say nothing together: a wait between retries that can never
+// be reached, a smarthost password without a user (no AUTH would be made).
+function checkCombinations(config: Config, problems: string[]): void {
+  const retry = config.outbound?.retry;
+  if (retry && retry.initial > retry.max) problems.push(`outbound.retry.initial = ${retry.initial} s: must not be more than outbound.retry.max (${retry.max} s)`);
+  const auth = config.outbound?.relayhost?.auth;
+  // A key that failed its own check is not set here (its problem is named already). Not passFile: the compose file
+  // names one for every node, and a smarthost without AUTH leaves it empty.
+  if (auth && auth.user === '' && ((auth.pass ?? '') !== '' || Object.keys(auth.oauth2 ?? {}).length > 0)) {
+    problems.push('outbound.relayhost.auth.user = "": must be set when outbound.relayhost.auth.pass or oauth2 is (without it no AUTH is made)');
+  }
 }
 
 function defaultFile(cwd: string): string | undefined {
@@ -156,11 +177,15 @@ function checkPortsDistinct(config: Config, problems: string[]): void {
   }
 }
 
-// checkQueueUrl - queue.backend postgres needs queue.url, a postgres:// URL (the password never goes in the message).
+// checkQueueUrl - queue.backend postgres needs queue.url, a postgres:// URL, and queue.url needs queue.backend postgres:
+// a node given only the URL kept a queue of its own, silently (the password never goes in the message).
 function checkQueueUrl(config: Config, from: string, problems: string[]): void {
-  if (config.queue?.backend !== 'postgres') return;
-  const url = config.queue.url;
+  const url = config.queue?.url;
+  if (url === undefined) return;
+  if (config.queue.backend !== 'postgres') {
+    if (url !== '') problems.push(`queue.url = ${JSON.stringify(redactUrlPassword(url))} (${from}): used only when queue.backend is postgres, and queue.backend is ${config.queue.backend}; set queue.backend to postgres (POSTERN_QUEUE_BACKEND), or leave queue.url empty`);
+    return;
+  }
   if (/^postgres(ql)?:\/\/./i.test(url)) return;
-  const shown = JSON.stringify(url.replace(/^([a-z]+:\/\/[^:/@]*):[^@/]*@/i, '$1:***@'));
-  problems.push(`queue.url = ${shown} (${from}): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres`);
+  problems.push(`queue.url = ${JSON.stringify(redactUrlPassword(url))} (${from}): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres`);
 }

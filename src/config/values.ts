@@ -58,6 +58,18 @@ export const check = {
       return { ok: true, value: out };
     };
   },
+  /** hostName - a domain name as one host is named: no "*." wildcard; lower case. */
+  hostName(allowed = 'a host name such as mail.example.com'): Check<string> {
+    return (v) => (typeof v === 'string' && !v.startsWith('*.') && check.domain()(v).ok ? { ok: true, value: v.toLowerCase() } : { ok: false, allowed });
+  },
+  /** hostOrIp - a host name or an IP address to connect to, without brackets or a port (Postfix writes "[host]:port"). */
+  hostOrIp(allowed: string): Check<string> {
+    return (v) => (typeof v === 'string' && (isIP(v) !== 0 || check.hostName()(v).ok) ? { ok: true, value: v } : { ok: false, allowed });
+  },
+  /** optional - a check that also takes the empty string (none). */
+  optional<T>(inner: Check<T>): Check<T | ''> {
+    return (v) => (v === '' ? { ok: true, value: '' } : inner(v));
+  },
   hostAddress(): Check<string> {
     return (v) =>
       typeof v === 'string' && (isIP(v) !== 0 || v === 'localhost')

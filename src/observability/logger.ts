@@ -33,3 +33,11 @@ export function silentLogger(): Logger {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * redactUrlPassword - a URL without the password in its user part, for a log line or an error: everything between
+ * the user's ':' and the last '@' (a password may hold '/', '@' or '#'), whatever the scheme or its slashes.
+ */
+export function redactUrlPassword(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/*[^:@/]*):.*@/i, '$1:***@');
+}

@@ -168,6 +168,16 @@ describe.concurrent('postern CLI', () => {
       expect(result.stderr).toContain(`postern: tls.cert = ${missing}: file not found (development certificates are made only at the default certs/server.crt)`);
     });
 
+    // A bare ENOENT used to be all it said.
+    it('refuses to start on an outbound.tls.caFile that is not there, naming the key', async () => {
+      const missing = join(tmpdir(), `postern-no-such-dir-${process.pid}`, 'ca.pem');
+      const { dir, file } = await writeTestConfig({ outbound: { enabled: true, tls: { caFile: missing } } });
+      dirs.push(dir);
+      const result = await postern(['serve', '--config', file]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(`postern: outbound.tls.caFile = ${missing}: ENOENT`);
+    });
+
     it('treats an unknown key as an error, not a silent default', async () => {
       const { dir, file } = await writeTestConfig({ listeners: { relay: { prot: 2525 } } });
       dirs.push(dir);

@@ -42,7 +42,16 @@ describe('queue.url for the postgres backend', () => {
     );
     expect(problems({ POSTERN_QUEUE_URL: 'postgres://u:hunter2@db/q?schema=mail' })).toBe('');
     expect(problems({ POSTERN_QUEUE_URL: 'postgresql://db/q' })).toBe('');
-    expect(loadConfig({ env: { POSTERN_QUEUE_URL: 'postgres://db/q' }, cwd: '/nonexistent' }).config.queue).toMatchObject({ backend: 'sqlite', url: 'postgres://db/q' });
+    // A password with a "/" (base64 has them), and a mistyped scheme, are masked too.
+    expect(problems({ POSTERN_QUEUE_URL: 'postgres:/u:hunter2@db/q' })).not.toContain('hunter2');
+    expect(() => parseQueueUrl('postgres://postgres:Ab/Cd+9xYz@127.0.0.1:5432/test')).toThrow('queue.url: not a URL (expected postgres://user@host:5432/database): postgres://postgres:***@127.0.0.1:5432/test');
+  });
+
+  // A node given the URL alone kept a SQLite queue of its own, silently: in a cluster, a split nobody sees.
+  it('is refused without queue.backend postgres, naming both keys', () => {
+    expect(() => loadConfig({ env: { POSTERN_QUEUE_URL: 'postgres://u:hunter2@db/q' }, cwd: '/nonexistent' })).toThrow(
+      'queue.url = "postgres://u:***@db/q" (environment POSTERN_QUEUE_URL): used only when queue.backend is postgres, and queue.backend is sqlite; set queue.backend to postgres (POSTERN_QUEUE_BACKEND), or leave queue.url empty',
+    );
   });
 
   it('is taken apart into a connection string, the schema and session options that come last', () => {

@@ -119,6 +119,38 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     ]);
   });
 
+  // A mistyped secret is still a secret: the error names the key and what is allowed, never the value.
+  it('never shows the value of a secret key in an error', () => {
+    const file = yamlFile('outbound:\n  relayhost:\n    host: smtp.example.com\n    auth:\n      user: relay\n      pass: 73519046\n      oauth2:\n        clientId: abc\n        clientSecret: 12345\n        refreshToken: SECRETREFRESH\nhttp:\n  token: 987654321\n');
+    const found = problems(() => loadConfig({ file, env: {} }));
+    expect(found.map((p) => p.split(' = ')[0])).toEqual(['outbound.relayhost.auth.pass', 'outbound.relayhost.auth.oauth2', 'http.token']);
+    for (const secret of ['73519046', '12345', 'SECRETREFRESH', '987654321']) expect(found.join('\n')).not.toContain(secret);
+    expect(found[0]).toBe(`outbound.relayhost.auth.pass = (a secret, not shown) (${file}): must be a string (empty for none)`);
+  });
+
+  // Postfix writes relayhost = [host]:port; here the port has its own key, and "[host]:port" deferred every message.
+  it.each([
+    ['outbound.relayhost.host', '[127.0.0.1]:587', 'POSTERN_OUTBOUND_RELAYHOST_HOST'],
+    ['outbound.relayhost.host', 'smtp.example.com:587', 'POSTERN_OUTBOUND_RELAYHOST_HOST'],
+    ['outbound.heloName', 'my host <x>', 'POSTERN_OUTBOUND_HELO_NAME'],
+    ['hostname', '*.example.com', 'POSTERN_HOSTNAME'],
+  ])('refuses %s = %j', (path, value, variable) => {
+    expect(problems(() => loadConfig({ env: { [variable]: value }, cwd: emptyDir }))).toEqual([expect.stringMatching(new RegExp(`^${path.replaceAll('.', '\\.')} = ${JSON.stringify(value).replace(/[[\]*.]/g, '\\$&')} \\(environment ${variable}\\): must be a host name`))]);
+  });
+
+  it('takes a smarthost and routes named by host name or IP address', () => {
+    const { config } = loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_HOST: '2001:db8::25', POSTERN_OUTBOUND_ROUTES: '{"example.test":{"host":"mx.example.test"}}' }, cwd: emptyDir });
+    expect(config.outbound.relayhost.host).toBe('2001:db8::25');
+    expect(problems(() => loadConfig({ env: { POSTERN_OUTBOUND_ROUTES: '{"example.test":{"host":"[10.0.0.1]:25"}}' }, cwd: emptyDir }))[0]).toMatch(/\(example\.test: host must be a host name or IP address, without brackets or a port\)$/);
+  });
+
+  it('refuses settings that are each allowed but say nothing together', () => {
+    expect(problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RETRY_INITIAL: '2h', POSTERN_OUTBOUND_RETRY_MAX: '5m' }, cwd: emptyDir }))).toEqual(['outbound.retry.initial = 7200 s: must not be more than outbound.retry.max (300 s)']);
+    expect(problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_AUTH_PASS: 'x' }, cwd: emptyDir }))).toEqual([
+      'outbound.relayhost.auth.user = "": must be set when outbound.relayhost.auth.pass or oauth2 is (without it no AUTH is made)',
+    ]);
+  });
+
   it('refuses unknown keys instead of silently using a default', () => {
     const file = yamlFile('limits: { recipents: 5 }\n');
     expect(problems(() => loadConfig({ file, env: {} }))[0]).toMatch(/^limits\.recipents \(.*\): unknown key; known keys here: limits\.messageSize, limits\.recipients/);

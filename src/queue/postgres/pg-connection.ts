@@ -15,10 +15,10 @@
 //
 //   parseQueueUrl  - queue.url as a pool configuration, its schema and a printable form.
 //   createPool     - a pg.Pool with Postern's session settings.
-//   redactUrl      - the URL without its password, for logs and errors.
 //   inTransaction  - run work in one transaction on one pooled connection.
 //   withClient     - lend work one pooled connection, dropping it if it failed.
 import pg from 'pg';
+import { redactUrlPassword } from '../../observability/logger.ts';
 
 export interface QueueConnection {
   /** The URL as node-postgres takes it (schema and options taken out). */
@@ -39,7 +39,7 @@ export function parseQueueUrl(url: string): QueueConnection {
   try {
     parsed = new URL(url);
   } catch {
-    throw new Error(`queue.url: not a URL (expected postgres://user@host:5432/database): ${redactUrl(url)}`);
+    throw new Error(`queue.url: not a URL (expected postgres://user@host:5432/database): ${redactUrlPassword(url)}`);
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
     throw new Error(`queue.url: must start with postgres:// or postgresql://, not ${parsed.protocol}//`);
@@ -56,7 +56,7 @@ export function parseQueueUrl(url: string): QueueConnection {
     connectionString: parsed.toString(),
     schema,
     options: [given, ...ours].filter((o) => o !== '').join(' '),
-    printable: redactUrl(url),
+    printable: redactUrlPassword(url),
   };
 }
 
@@ -71,11 +71,6 @@ export function createPool(connection: QueueConnection, max: number): pg.Pool {
     connectionTimeoutMillis: 30_000,
     keepAlive: true,
   });
-}
-
-/** redactUrl - the URL without its password, for logs and errors. */
-function redactUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@/]*@/i, '$1:***@');
 }
 
 /** inTransaction - run `work` between BEGIN (with `mode`) and COMMIT on one pooled connection; ROLLBACK if it throws. */
