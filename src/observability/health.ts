@@ -11,7 +11,9 @@
 //                      (else every MAIL FROM gets 452 4.3.1, and an
 //                      orchestrator should send the mail elsewhere). When a smarthost is set, the answer also says
 //                      whether it is reachable with its TLS level and
-//                      credentials, without making the relay unready: mail
+//                      credentials (waited for at most 2 s; past that the
+//                      answer says pending, and the next one has it),
+//                      without making the relay unready: mail
 //                      for a smarthost that is down waits in the queue, as
 //                      in Postfix's, and a relay taken out of service (or
 //                      restarted) by its orchestrator then would refuse it
@@ -73,6 +75,8 @@ export interface HealthDeps {
   greetingTimeoutMs?: number;
   liveTtlMs?: number;
   relayhostTtlMs?: number;
+  /** How long /readyz waits for a smarthost answer it does not have yet (2 s); past that it says pending. */
+  relayhostWaitMs?: number;
 }
 
 export interface HealthChecks {
@@ -97,13 +101,24 @@ export function createHealthChecks(deps: HealthDeps): HealthChecks {
       return { ok: failed.length === 0, body: { status: failed.length ? 'failing' : 'ok', checkedAt, listeners: value, ...(failed.length ? { failed } : {}) } };
     },
     async ready() {
-      const [writable, room, host] = await Promise.all([checkQueueWritable(deps.queue), deps.queueRoom(), smarthost?.()]);
+      // The smarthost's answer never makes the relay unready, so it is not waited for long: a silent one took its
+      // connect timeout, longer than a container's or an orchestrator's probe waits. It is kept for the next call.
+      const asked = smarthost?.();
+      asked?.catch(() => undefined);
+      const [writable, room, host] = await Promise.all([checkQueueWritable(deps.queue), deps.queueRoom(), asked && Promise.race([asked, delay(deps.relayhostWaitMs ?? 2000)])]);
       const queue = writable.ok ? room : writable;
       const body: Record<string, unknown> = { queue: { ...queue, checkedAt: deps.now().toISOString() } };
-      if (host && relayhost) body.relayhost = { host: relayhost.name, ...host.value, checkedAt: host.checkedAt };
+      if (relayhost && asked) body.relayhost = host ? { host: relayhost.name, ...host.value, checkedAt: host.checkedAt } : { host: relayhost.name, pending: true };
       return { ok: queue.ok, body: { status: queue.ok ? 'ready' : 'not ready', ...body } };
     },
   };
+}
+
+/** delay - undefined after `ms`, without holding the process open. */
+function delay(ms: number): Promise<undefined> {
+  return new Promise((resolve) => {
+    setTimeout(() => resolve(undefined), ms).unref();
+  });
 }
 
 /** cached - a check run at most once per ttl; concurrent callers share the run in flight. */

@@ -7,6 +7,7 @@
 // Nothing waits on a timer for correctness: the clock the relay reads is the
 // test's, and deliveries run through scheduler.runDue().
 import { execFile } from 'node:child_process';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -461,6 +462,20 @@ describe('/readyz', () => {
     expect(answer.status).toBe(200);
     expect(answer.json).toMatchObject({ status: 'ready', queue: { ok: true }, relayhost: { ok: false, host: `127.0.0.1:${port}` } });
     expect(answer.json.relayhost.error).toMatch(/ECONNREFUSED/);
+  });
+
+  // A smarthost that takes the connection and never greets held /readyz for its connect timeout, longer than a
+  // container's health check or an orchestrator's probe waits: the relay read as unready after all.
+  it('does not wait for a smarthost that never greets: says pending, and the relay is ready', async () => {
+    const held: Socket[] = [];
+    const silent = createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => (held.forEach((s) => s.destroy()), silent.close(() => resolve()))));
+    const port = (silent.address() as AddressInfo).port;
+    const relay = await started({ outbound: { enabled: true, connectTimeout: 300, relayhost: { host: '127.0.0.1', port, tls: 'encrypt' } } });
+    const answer = await call(relay, '/readyz');
+    expect(answer.status).toBe(200);
+    expect(answer.json).toMatchObject({ status: 'ready', queue: { ok: true }, relayhost: { host: `127.0.0.1:${port}`, pending: true } });
   });
 
   it('is 200 when the smarthost takes our STARTTLS (verified) and login; asks it at most once a minute', async () => {
