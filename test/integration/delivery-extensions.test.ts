@@ -36,6 +36,14 @@ async function nextHop(kind: Parameters<typeof startNextHop>[0], options: Parame
   return hop;
 }
 
+/** relayWithReportSink - a relay sending example.test to a next hop of `kind` and its reports to a plaintext sink, delivery driven by hand. */
+async function relayWithReportSink(kind: Parameters<typeof startNextHop>[0]) {
+  const hop = await nextHop(kind);
+  const reportSink = await nextHop('plain');
+  const relay = await relayRoutingTo(hop.port, { reports: reportSink.port });
+  return { hop, reportSink, relay, scheduler: await driveByHand(relay) };
+}
+
 /** plainNextHop - an smtp-server next hop in plaintext with these options (what it offers, what it records); its port. */
 async function plainNextHop(options: SMTPServerOptions): Promise<number> {
   const server = new SMTPServer({ disabledCommands: ['STARTTLS', 'AUTH'], logger: false, ...options });
@@ -175,10 +183,7 @@ describe('REQUIRETLS (RFC 8689)', () => {
 
 describe('reports of REQUIRETLS messages (RFC 8689 §5)', () => {
   it('returns the headers only though RET=FULL, in a report marked REQUIRETLS that a next hop without it still gets', async () => {
-    const hop = await nextHop('plain');
-    const reportSink = await nextHop('plain');
-    const relay = await relayRoutingTo(hop.port, { reports: reportSink.port });
-    const scheduler = await driveByHand(relay);
+    const { reportSink, relay, scheduler } = await relayWithReportSink('plain');
     const id = await submitRequireTls(relay, { from: 'a@sender.test', to: 'rcpt@example.test', marker: 'requiretls-full', ret: 'FULL' });
     await scheduler.runDue();
     expect((await queueShow(relay, id)).recipientStates[0]).toMatchObject({ state: 'bounced', reply: expect.stringMatching(/^5\.7\.30 /) });
@@ -354,10 +359,7 @@ describe('DSN parameters passed on (RFC 3461)', () => {
 
 describe('NOTIFY=NEVER (RFC 3461)', () => {
   it('sends no report for a bounced recipient that asked for none, and one for the recipient that did not', async () => {
-    const hop = await nextHop('rcpt-4xx-5xx');
-    const reportSink = await nextHop('plain');
-    const relay = await relayRoutingTo(hop.port, { reports: reportSink.port });
-    const scheduler = await driveByHand(relay);
+    const { relay, reportSink, scheduler } = await relayWithReportSink('rcpt-4xx-5xx');
     const c = await clientSession(relay);
     await c.command('MAIL FROM:<a@sender.test>');
     expect((await c.command('RCPT TO:<bad-quiet@example.test> NOTIFY=NEVER')).code).toBe(250);

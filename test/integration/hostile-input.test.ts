@@ -58,6 +58,14 @@ function queueIdOf(reply: SmtpReply): string {
   return QUEUED.exec(reply.text)![1]!;
 }
 
+/** acceptMessage - a message from a@example.test to r@local.test, with this subject, accepted on a session after EHLO. */
+async function acceptMessage(c: RawSmtp, subject: string): Promise<void> {
+  expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+  expect((await c.command('RCPT TO:<r@local.test>')).text).toBe(RCPT_OK);
+  expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+  queueIdOf(await c.command(`Subject: ${subject}\r\n\r\nbody\r\n.`));
+}
+
 /** transactionReplies - the replies to a pipelined MAIL, `recipients` RCPTs and DATA with its message, in order; the queue id. */
 async function transactionReplies(c: RawSmtp, recipients = 1): Promise<string> {
   expect((await c.reply()).text).toBe(MAIL_OK);
@@ -730,10 +738,7 @@ describe('small limits', () => {
       for (let i = 0; i < times; i++) expect((await c.command(`RCPT TO:<r${i}@elsewhere.test>`)).code).toBe(503);
     };
     await denied(19);
-    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
-    expect((await c.command('RCPT TO:<r@local.test>')).text).toBe(RCPT_OK);
-    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
-    queueIdOf(await c.command('Subject: counted again\r\n\r\nbody\r\n.'));
+    await acceptMessage(c, 'counted again');
     await denied(19);
     expect((await c.command('RCPT TO:<last@elsewhere.test>')).code).toBe(503);
     // At once, after the 20th: Postfix does not wait for another command either.
@@ -844,10 +849,7 @@ describe('small limits', () => {
       for (let n = 0; n < times; n++) expect((await c.reply()).text).toBe(NOOP_OK);
     };
     await noops(115);
-    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
-    expect((await c.command('RCPT TO:<r@local.test>')).text).toBe(RCPT_OK);
-    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
-    queueIdOf(await c.command('Subject: junk counted again\r\n\r\nbody\r\n.'));
+    await acceptMessage(c, 'junk counted again');
     await noops(115);
     c.close();
   });
