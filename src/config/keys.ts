@@ -27,6 +27,12 @@ function secret(k: ConfigKey): ConfigKey {
   return { ...k, secret: true };
 }
 
+/** An EHLO name: a host name, or an address literal (RFC 5321 §4.1.1.1). */
+const heloName: Check<string> = (v) =>
+  typeof v === 'string' && (check.hostName()(v).ok || /^\[(?:\d{1,3}(?:\.\d{1,3}){3}|IPv6:[0-9a-f:.]+)\]$/i.test(v))
+    ? { ok: true, value: v }
+    : { ok: false, allowed: 'a host name such as mail.example.com, or an address literal such as [192.0.2.1] (empty: hostname)' };
+
 // 0 asks the system for a free port (tests).
 const port = check.integer(0, 65535);
 /** A port to connect to: 0, which a listener may take (any free port), names none. */
@@ -129,7 +135,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.perDestination', 20, check.integer(1, 1000), 'number', 'Deliveries in flight to one destination domain at once (Postfix default_destination_concurrency_limit).'),
   key('outbound.recipientsPerTransaction', 50, check.integer(1, 1000), 'number', 'Recipients of one destination sent in one SMTP transaction (Postfix smtp_destination_recipient_limit).'),
   key('outbound.port', 25, remotePort, 'number', 'Port for MX and implicit-MX deliveries (Postfix smtp_tcp_port).'),
-  key('outbound.heloName', '', check.optional(check.hostName('a host name such as mail.example.com (empty: hostname)')), 'string', 'Name in our EHLO; empty: hostname.'),
+  key('outbound.heloName', '', check.optional(heloName), 'string', 'Name in our EHLO; empty: hostname.'),
   key('outbound.connectTimeout', 30, check.duration(600), 'string', 'Time to connect and get the greeting (Postfix smtp_connect_timeout + smtp_helo_timeout).'),
   key('outbound.socketTimeout', 300, check.duration(3600), 'string', 'Time to wait for any one reply (Postfix smtp_data_done_timeout).'),
   key('outbound.connectionCacheTime', 2, check.duration(300), 'string', 'How long an idle connection to a next hop is kept for the next message to it (Postfix smtp_connection_cache_time_limit).'),

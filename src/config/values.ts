@@ -16,6 +16,8 @@ export function parseDurationSeconds(value: unknown): number | undefined {
   return Number(match[1]) * (DURATION_UNITS[match[2] || 's'] ?? 1);
 }
 
+const HOST_NAME = /^(?=.{1,254}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+
 export const check = {
   string(allowed = 'a non-empty string'): Check<string> {
     return (v) => (typeof v === 'string' && v.length > 0 ? { ok: true, value: v } : { ok: false, allowed });
@@ -60,7 +62,8 @@ export const check = {
   },
   /** hostName - a domain name as one host is named: no "*." wildcard; lower case. */
   hostName(allowed = 'a host name such as mail.example.com'): Check<string> {
-    return (v) => (typeof v === 'string' && !v.startsWith('*.') && check.domain()(v).ok ? { ok: true, value: v.toLowerCase() } : { ok: false, allowed });
+    // "_" as Docker's service names have it, and a final dot (a fully qualified name), as DNS resolves them.
+    return (v) => (typeof v === 'string' && HOST_NAME.test(v) ? { ok: true, value: v.toLowerCase() } : { ok: false, allowed });
   },
   /** hostOrIp - a host name or an IP address to connect to, without brackets or a port (Postfix writes "[host]:port"). */
   hostOrIp(allowed: string): Check<string> {

@@ -138,6 +138,14 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     expect(problems(() => loadConfig({ env: { [variable]: value }, cwd: emptyDir }))).toEqual([expect.stringMatching(new RegExp(`^${path.replaceAll('.', '\\.')} = ${JSON.stringify(value).replace(/[[\]*.]/g, '\\$&')} \\(environment ${variable}\\): must be a host name`))]);
   });
 
+  it.each(['mail_relay', 'smtp.example.com.', 'MAILPIT'])('takes %j as a smarthost (a Compose service name, a fully qualified name)', (host) => {
+    expect(loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_HOST: host }, cwd: emptyDir }).config.outbound.relayhost.host).toBe(host);
+  });
+
+  it('takes an address literal as the EHLO name', () => {
+    expect(loadConfig({ env: { POSTERN_OUTBOUND_HELO_NAME: '[192.0.2.1]' }, cwd: emptyDir }).config.outbound.heloName).toBe('[192.0.2.1]');
+  });
+
   it('takes a smarthost and routes named by host name or IP address', () => {
     const { config } = loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_HOST: '2001:db8::25', POSTERN_OUTBOUND_ROUTES: '{"example.test":{"host":"mx.example.test"}}' }, cwd: emptyDir });
     expect(config.outbound.relayhost.host).toBe('2001:db8::25');
