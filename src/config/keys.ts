@@ -16,6 +16,8 @@ export interface ConfigKey {
   doc: string;
   /** A secret: an error about its value never shows the value. */
   secret?: true;
+  /** A URL that holds credentials: an error shows it without its password, and not at all if it is not a URL. */
+  credentialUrl?: true;
 }
 
 function key<T>(path: string, defaultValue: T, valueCheck: Check<T>, env: EnvKind, doc: string): ConfigKey {
@@ -25,6 +27,11 @@ function key<T>(path: string, defaultValue: T, valueCheck: Check<T>, env: EnvKin
 /** secret - a key whose value an error never shows. */
 function secret(k: ConfigKey): ConfigKey {
   return { ...k, secret: true };
+}
+
+/** credentialUrl - a key whose value is a URL that may hold a password. */
+function credentialUrl(k: ConfigKey): ConfigKey {
+  return { ...k, credentialUrl: true };
 }
 
 /** An EHLO name: a host name, or an address literal (RFC 5321 §4.1.1.1). */
@@ -108,7 +115,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('tls.clientCa', '', check.optionalString('a file path (empty: client certificates are not requested)'), 'string', 'CA whose client certificates may relay like an authenticated user.'),
   key('queue.backend', 'sqlite', check.oneOf(['sqlite', 'postgres'] as const), 'string', 'Queue store: sqlite (embedded, one node) or postgres (several nodes share it).'),
   key('queue.path', 'data/queue.db', check.string('a file path'), 'string', 'SQLite queue file; bodies up to 128 KB are stored in it, larger ones in messages/ beside it.'),
-  key('queue.url', '', check.optionalString('a postgres:// URL'), 'string', 'PostgreSQL connection URL for queue.backend postgres (postgres://user@host:5432/db).'),
+  credentialUrl(key('queue.url', '', check.optionalString('a postgres:// URL'), 'string', 'PostgreSQL connection URL for queue.backend postgres (postgres://user@host:5432/db).')),
   key('queue.keepDone', 7 * 86400, check.duration(366 * 86400, { zero: true }), 'string', 'How long a delivered or bounced message\'s history (envelope, recipients, attempts: `queue show`) is kept before it is removed; 0: at the next sweep, within a second (Postfix keeps none: its log is the history).'),
   key('queue.minFree', 0, check.integer(0, Number.MAX_SAFE_INTEGER), 'number', 'Bytes the SQLite queue\'s file system must keep free: below the larger of this and 1.5 × limits.messageSize, or when a MAIL FROM\'s SIZE would go below it, MAIL FROM gets 452 4.3.1 (Postfix queue_minfree), so that delivery results can still be recorded. Free here is what the disk has less what the queue will take by itself: its WAL growing to about 64 MB, and the next checkpoint adding to the database file.'),
   key('relay.trustedNetworks', ['127.0.0.0/8', '::1/128'], check.list(check.network(), 'CIDR networks'), 'list', 'Clients in these networks may relay anywhere without AUTH.'),

@@ -5,9 +5,9 @@
 // are errors (a typo must not silently fall back to a default); unknown
 // POSTERN_* variables are returned as warnings.
 import { existsSync, readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { Config } from './config.ts';
-import { redactUrlPassword } from '../observability/logger.ts';
+import { errorMessage, printableCredentialUrl, redactUrlPassword } from '../observability/logger.ts';
 import { CONFIG_KEYS, envName, type ConfigKey } from './keys.ts';
 
 export class ConfigError extends Error {
@@ -77,6 +77,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
 /** shownValue - a value as an error names it: a secret key's never (a mistyped password is still one), a URL's without its password. */
 function shownValue(k: ConfigKey, value: unknown): string {
   if (k.secret) return '(a secret, not shown)';
+  if (k.credentialUrl && typeof value === 'string') return JSON.stringify(printableCredentialUrl(value));
   return JSON.stringify(typeof value === 'string' ? redactUrlPassword(value) : value);
 }
 
@@ -93,6 +94,13 @@ function checkCombinations(config: Config, problems: string[]): void {
   }
 }
 
+// yamlProblem - what a parse error says, without the excerpt of the file the yaml library quotes after it: that line
+// may be a password's (a key's name says nothing about its line in an error).
+function yamlProblem(err: unknown): string {
+  if (err instanceof YAMLParseError) return `${err.message.replace(/:?\n[\s\S]*$/, '')} (the line is not shown: it may hold a secret)`;
+  return errorMessage(err);
+}
+
 function defaultFile(cwd: string): string | undefined {
   const candidate = `${cwd}/postern.yaml`;
   return existsSync(candidate) ? candidate : undefined;
@@ -104,7 +112,7 @@ function readFileValues(file: string, problems: string[]): Map<string, unknown> 
   try {
     document = parseYaml(readFileSync(file, 'utf8'));
   } catch (err) {
-    problems.push(`${file}: cannot read configuration: ${(err as Error).message}`);
+    problems.push(`${file}: cannot read configuration: ${yamlProblem(err)}`);
     return out;
   }
   if (document == null) return out;
@@ -183,9 +191,9 @@ function checkQueueUrl(config: Config, from: string, problems: string[]): void {
   const url = config.queue?.url;
   if (url === undefined) return;
   if (config.queue.backend !== 'postgres') {
-    if (url !== '') problems.push(`queue.url = ${JSON.stringify(redactUrlPassword(url))} (${from}): used only when queue.backend is postgres, and queue.backend is ${config.queue.backend}; set queue.backend to postgres (POSTERN_QUEUE_BACKEND), or leave queue.url empty`);
+    if (url !== '') problems.push(`queue.url = ${JSON.stringify(printableCredentialUrl(url))} (${from}): used only when queue.backend is postgres, and queue.backend is ${config.queue.backend}; set queue.backend to postgres (POSTERN_QUEUE_BACKEND), or leave queue.url empty`);
     return;
   }
   if (/^postgres(ql)?:\/\/./i.test(url)) return;
-  problems.push(`queue.url = ${JSON.stringify(redactUrlPassword(url))} (${from}): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres`);
+  problems.push(`queue.url = ${JSON.stringify(printableCredentialUrl(url))} (${from}): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres`);
 }

@@ -36,8 +36,18 @@ export function errorMessage(err: unknown): string {
 
 /**
  * redactUrlPassword - a URL without the password in its user part, for a log line or an error: everything between
- * the user's ':' and the last '@' (a password may hold '/', '@' or '#'), whatever the scheme or its slashes.
+ * the user's ':' and the last '@' (a password may hold '/', '@' or '#'), whatever the scheme or its slashes; and the
+ * value of a password= parameter (libpq reads one from the query).
  */
 export function redactUrlPassword(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/*[^:@/]*):.*@/i, '$1:***@');
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/*[^:@/]*):.*@/i, '$1:***@').replace(/([?&]password=)[^&#]*/gi, '$1***');
+}
+
+/**
+ * printableCredentialUrl - a value meant to be a URL that holds credentials, for an error: the URL without its
+ * password, and nothing of a value that is not scheme://... (a libpq keyword string "host=db password=...", or a URL
+ * with a mistyped scheme, holds the password where no URL rule finds it).
+ */
+export function printableCredentialUrl(url: string): string {
+  return url === '' || /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? redactUrlPassword(url) : '(not shown: not a scheme:// URL, and it may hold a password)';
 }

@@ -44,6 +44,15 @@ describe('queue.url for the postgres backend', () => {
     expect(problems({ POSTERN_QUEUE_URL: 'postgresql://db/q' })).toBe('');
     // A password with a "/" (base64 has them), and a mistyped scheme, are masked too.
     expect(problems({ POSTERN_QUEUE_URL: 'postgres:/u:hunter2@db/q' })).not.toContain('hunter2');
+    // Nor is anything of a value that is no URL at all: a libpq keyword string, a URL missing its scheme or its colon.
+    for (const notUrl of ['host=db user=u password=hunter2 dbname=q', 'u:hunter2@db/q', 'postgres//u:hunter2@db/q']) {
+      expect(problems({ POSTERN_QUEUE_URL: notUrl })).toBe(
+        'queue.url = "(not shown: not a scheme:// URL, and it may hold a password)" (environment POSTERN_QUEUE_URL): must be a postgres:// URL (postgres://user@host:5432/database) when queue.backend is postgres',
+      );
+      expect(() => parseQueueUrl(notUrl)).toThrow(/^queue.url: (not a URL|must start with postgres)/);
+      expect(() => parseQueueUrl(notUrl)).not.toThrow(/hunter2/);
+    }
+    expect(parseQueueUrl('postgres://u@db/q?password=hunter2&sslmode=require').printable).toBe('postgres://u@db/q?password=***&sslmode=require');
     expect(() => parseQueueUrl('postgres://postgres:Ab/Cd+9xYz@127.0.0.1:5432/test')).toThrow('queue.url: not a URL (expected postgres://user@host:5432/database): postgres://postgres:***@127.0.0.1:5432/test');
   });
 

@@ -176,6 +176,15 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     expect(warnings).toEqual(['unknown environment variable POSTERN_LISTENER_RELAY_PORT ignored']);
   });
 
+  // The yaml library quotes the offending line after its message; that line may be a password's.
+  it('names the line and column of a YAML syntax error without quoting the line', () => {
+    const file = join(emptyDir, 'broken.yaml');
+    writeFileSync(file, 'outbound:\n  relayhost:\n    auth:\n      pass: "hunter2\n');
+    expect(problems(() => loadConfig({ file, env: {} }))).toEqual([
+      `${file}: cannot read configuration: Missing closing "quote at line 5, column 1 (the line is not shown: it may hold a secret)`,
+    ]);
+  });
+
   it('reports a missing explicit file', () => {
     expect(problems(() => loadConfig({ file: '/nonexistent/postern.yaml', env: {} }))[0]).toMatch(/^\/nonexistent\/postern.yaml: cannot read configuration: ENOENT/);
   });

@@ -18,7 +18,7 @@
 //   inTransaction  - run work in one transaction on one pooled connection.
 //   withClient     - lend work one pooled connection, dropping it if it failed.
 import pg from 'pg';
-import { redactUrlPassword } from '../../observability/logger.ts';
+import { printableCredentialUrl } from '../../observability/logger.ts';
 
 export interface QueueConnection {
   /** The URL as node-postgres takes it (schema and options taken out). */
@@ -39,7 +39,7 @@ export function parseQueueUrl(url: string): QueueConnection {
   try {
     parsed = new URL(url);
   } catch {
-    throw new Error(`queue.url: not a URL (expected postgres://user@host:5432/database): ${redactUrlPassword(url)}`);
+    throw new Error(`queue.url: not a URL (expected postgres://user@host:5432/database): ${printableCredentialUrl(url)}`);
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
     throw new Error(`queue.url: must start with postgres:// or postgresql://, not ${parsed.protocol}//`);
@@ -56,7 +56,7 @@ export function parseQueueUrl(url: string): QueueConnection {
     connectionString: parsed.toString(),
     schema,
     options: [given, ...ours].filter((o) => o !== '').join(' '),
-    printable: redactUrlPassword(url),
+    printable: printableCredentialUrl(url),
   };
 }
 
