@@ -174,6 +174,19 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect((await stores[3]!.listMessages()).map((m) => m.id)).toEqual([id]);
     });
 
+    // One node names the schema in the URL, another reaches it through its role's search_path: the same tables, so
+    // one migration lock (keyed on the configured text, they migrated side by side and collided on CREATE TABLE).
+    it('migrates once when nodes reach one schema by ?schema= and by search_path', async () => {
+      const bySearchPath = new URL(baseUrl!);
+      bySearchPath.searchParams.set('options', `-c search_path=${schema.schema}`);
+      const urls = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? schema.url : bySearchPath.toString()));
+      const results = await Promise.allSettled(urls.map((url) => openPostgresStore({ url })));
+      opened.push(...results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
+      expect(results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []))).toEqual([]);
+      const versions = await schema.query('SELECT version FROM schema_version ORDER BY version');
+      expect(versions.rows).toEqual(MIGRATIONS.map((_, i) => ({ version: i + 1 })));
+    });
+
     it('refuses a database written by a newer schema, names both versions, and leaves it unchanged', async () => {
       await (await openStore()).close();
       const future = MIGRATIONS.length + 7;

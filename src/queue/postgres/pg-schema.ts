@@ -296,8 +296,9 @@ export async function migrateSchema(client: pg.PoolClient, target: { schema?: st
   const table = target.schema === undefined ? 'schema_version' : `${target.schema}.schema_version`;
   await client.query('BEGIN');
   try {
-    // Serialise nodes migrating the same queue schema; released by COMMIT or ROLLBACK.
-    await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`postern queue schema ${target.schema ?? '(search_path)'}`]);
+    // Serialise nodes migrating the same queue schema; released by COMMIT or ROLLBACK. Keyed on the schema the tables
+    // land in, not on how queue.url names it: one node's ?schema=mail and another's search_path of mail are one queue.
+    await client.query("SELECT pg_advisory_xact_lock(hashtextextended('postern queue schema ' || coalesce($1, current_schema(), ''), 0))", [target.schema ?? null]);
     const from = await readVersion(client, table);
     const where = target.schema === undefined ? target.printable : `${target.printable} (schema ${target.schema})`;
     refuseNewerSchema(from, MIGRATIONS, where, 'point queue.url at another database or schema');
