@@ -102,22 +102,29 @@ const NON_PUBLIC_V4: [string, number][] = [
   ['127.0.0.0', 8], // loopback
   ['169.254.0.0', 16], // link-local
   ['172.16.0.0', 12], // RFC 1918
+  ['192.0.0.0', 24], // IETF protocol assignments, RFC 6890
   ['192.168.0.0', 16], // RFC 1918
+  ['198.18.0.0', 15], // benchmarking, RFC 2544
   ['224.0.0.0', 4], // multicast
   ['240.0.0.0', 4], // reserved, broadcast included
 ];
 const NON_PUBLIC_V6: [string, number][] = [
   ['::', 128], // unspecified
   ['::1', 128], // loopback
+  ['64:ff9b:1::', 48], // NAT64 local use, RFC 8215
   ['fc00::', 7], // unique local, RFC 4193
   ['fe80::', 10], // link-local
+  ['fec0::', 10], // site-local, deprecated by RFC 3879 but still routed inside sites
   ['ff00::', 8], // multicast
 ];
 const nonPublic = new BlockList();
 for (const [network, prefix] of NON_PUBLIC_V4) {
   nonPublic.addSubnet(network, prefix, 'ipv4');
-  // IPv4-mapped (::ffff:a.b.c.d, RFC 4291 §2.5.5.2) reaches the same host.
-  nonPublic.addSubnet(`::ffff:${network}`, 96 + prefix, 'ipv6');
+  // IPv6 forms that carry an IPv4 address reach that host: IPv4-mapped ::ffff:a.b.c.d and IPv4-compatible ::a.b.c.d
+  // (RFC 4291 §2.5.5), NAT64 64:ff9b::a.b.c.d (RFC 6052), 6to4 2002:aabb:ccdd:: (RFC 3056).
+  for (const embedding of ['::ffff:', '::', '64:ff9b::']) nonPublic.addSubnet(`${embedding}${network}`, 96 + prefix, 'ipv6');
+  const [a, b, c, d] = network.split('.').map(Number) as [number, number, number, number];
+  nonPublic.addSubnet(`2002:${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}::`, 16 + prefix, 'ipv6');
 }
 for (const [network, prefix] of NON_PUBLIC_V6) nonPublic.addSubnet(network, prefix, 'ipv6');
 

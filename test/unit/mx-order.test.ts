@@ -125,9 +125,10 @@ describe('isPublicAddress', () => {
     ['fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff', true],
     ['fe80::', false],
     ['febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff', false],
-    ['fec0::', true],
+    // site-local fec0::/10 (deprecated, still routed inside sites)
+    ['fec0::', false],
+    ['feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', false],
     // multicast ff00::/8
-    ['feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', true],
     ['ff00::', false],
     ['ff02::1', false],
     // IPv4-mapped, dotted and hex forms
@@ -139,6 +140,25 @@ describe('isPublicAddress', () => {
     ['::ffff:169.254.1.1', false],
     ['::ffff:8.8.8.8', true],
     ['::ffff:808:808', true],
+    // IPv4-compatible, NAT64 (well-known prefix and local use) and 6to4 forms carry the IPv4 address too
+    ['::127.0.0.1', false],
+    ['::10.0.0.1', false],
+    ['::8.8.8.8', true],
+    ['64:ff9b::127.0.0.1', false],
+    ['64:ff9b::c0a8:1', false],
+    ['64:ff9b::8.8.8.8', true],
+    ['64:ff9b:1::8.8.8.8', false],
+    ['2002:7f00:1::', false],
+    ['2002:c0a8:101::1', false],
+    ['2002:a9fe:0101::', false],
+    ['2002:808:808::1', true],
+    // IETF protocol assignments 192.0.0/24, benchmarking 198.18/15
+    ['192.0.0.8', false],
+    ['192.0.1.0', true],
+    ['198.17.255.255', true],
+    ['198.18.0.1', false],
+    ['198.19.255.255', false],
+    ['198.20.0.0', true],
     // not an address at all
     ['mx.example.com', false],
     ['', false],
