@@ -27,6 +27,7 @@ import { createLogger, type Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import { deliver } from '../outbound/deliver.ts';
 import { createMtaStsPolicies, type MtaStsPolicies } from '../outbound/mta-sts.ts';
+import { relaySelf } from '../outbound/mx-targets.ts';
 import { SessionPool } from '../outbound/session-pool.ts';
 import { createResolver, type DnsResolver } from '../outbound/mx-resolver.ts';
 import { probeRelayhost } from '../outbound/relayhost-probe.ts';
@@ -93,7 +94,9 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   // Arrivals are slowed to the delivery rate only where this process delivers, and not while its
   // deliveries show the next hops as the limit.
   const inFlow = outbound ? createInFlowGate(config.smtp.inFlowDelay * 1000) : undefined;
-  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, leaseOwner, inFlow, logger, now, elapsed: options.elapsed, metrics }) : undefined;
+  // Filled as the listeners start, before the scheduler does: delivery reads it to know an MX that is this relay.
+  const listeners: RunningRelay['listeners'] = [];
+  const scheduler = outbound ? createDeliveryScheduler({ config, store, outbound, listeners, leaseOwner, inFlow, logger, now, elapsed: options.elapsed, metrics }) : undefined;
   if (inFlow && scheduler) inFlow.paceFrom(() => scheduler.nextHopsSetPace());
   const shared = {
     onQueued: scheduler ? () => scheduler.wake() : undefined,
@@ -111,7 +114,6 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     metrics,
   };
   const started: InboundListener[] = [];
-  const listeners: RunningRelay['listeners'] = [];
   let http: HttpListener | undefined;
   let httpAddress: RunningRelay['http'];
   try {
@@ -227,6 +229,7 @@ function createDeliveryScheduler(parts: {
   config: Config;
   store: QueueStore;
   outbound: OutboundParts;
+  listeners: RunningRelay['listeners'];
   leaseOwner: LeaseOwner;
   inFlow?: InFlowGate;
   logger: Logger;
@@ -238,7 +241,8 @@ function createDeliveryScheduler(parts: {
   const outbound = config.outbound;
   const { resolver, extraCa, relayhostAuth, pool, heloName, mtaSts } = parts.outbound;
   // Built once: nothing in it changes after start.
-  const deliverDeps = { outbound, heloName, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), logger, now, metrics, pool, mtaSts };
+  const self = relaySelf([config.hostname, heloName], parts.listeners);
+  const deliverDeps = { outbound, heloName, self, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), logger, now, metrics, pool, mtaSts };
   return createScheduler({
     store,
     courier: (claim) => deliver(claim, deliverDeps),

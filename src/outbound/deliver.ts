@@ -22,6 +22,7 @@ import { asciiDomain } from '../smtp/address.ts';
 import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
+import { chooseMxTargets, MX_HOST_LIMIT, type RelaySelf } from './mx-targets.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
 import { decideStsLevel, mxInPolicy, type MtaStsPolicies, type StsPolicy } from './mta-sts.ts';
 import { decideWithoutSmtpUtf8, smtpUtf8NotOffered } from './smtputf8.ts';
@@ -31,6 +32,8 @@ import { openSession, type OutboundSession, type SessionSettings, type SessionTa
 export interface DeliverDeps {
   outbound: OutboundConfig;
   heloName: string;
+  /** This relay: an MX that is this relay is a mail loop. */
+  self: RelaySelf;
   resolver: DnsResolver;
   extraCa: string[];
   /** Smarthost credentials, resolved at start (passFile read, OAuth2 assembled). */
@@ -208,24 +211,11 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets
   if (mx.kind === 'null-mx') return { ok: false, reply: '5.1.10 Recipient domain accepts no mail (null MX, RFC 7505)' };
   if (mx.kind === 'no-such-domain') return { ok: false, reply: `5.1.2 Host or domain name not found: ${nextHop.domain}` };
   if (mx.kind === 'temporary') return { ok: false, reply: `4.4.3 DNS lookup for ${nextHop.domain} failed: ${mx.reason}` };
-  const targets: SessionTarget[] = [];
-  let refused = 0;
-  let lastProblem = '';
-  for (const host of mx.hosts) {
-    const addresses = await addressesOf(host.name, deps);
-    if (!addresses.ok) {
-      lastProblem = addresses.reply;
-      continue;
-    }
-    for (const ip of addresses.addresses) {
-      // An MX pointing into our own networks is not followed (SSRF): only a route may name such hosts.
-      if (!deps.outbound.allowPrivateTargets && !isPublicAddress(ip)) refused++;
-      else targets.push({ host: host.name, ip, port: nextHop.port, secure: false });
-    }
-  }
-  if (targets.length > 0) return { ok: true, targets };
-  if (refused > 0) return { ok: false, reply: `4.4.4 every MX of ${nextHop.domain} has a loopback or private address; refused (set a route or outbound.allowPrivateTargets)` };
-  return { ok: false, reply: lastProblem || `4.4.4 no address for any MX of ${nextHop.domain}` };
+  const hosts = mx.hosts.slice(0, MX_HOST_LIMIT);
+  const found = await Promise.all(hosts.map((host) => lookupAddresses(host.name, deps.resolver)));
+  const chosen = chooseMxTargets(nextHop.domain, nextHop.port, hosts.map((host, i) => ({ ...host, found: found[i]! })), deps.self, deps.outbound.allowPrivateTargets);
+  if (!chosen.ok) return chosen;
+  return { ok: true, targets: chosen.targets.map((t) => ({ ...t, port: nextHop.port, secure: false })) };
 }
 
 async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true; addresses: string[] } | { ok: false; reply: string }> {

@@ -58,7 +58,10 @@ export async function lookupMx(domain: string, resolver: DnsResolver, random: ()
   // RFC 7505 §3: a null MX must be the only record; if it appears beside
   // others the domain still said it takes no mail, so honour that.
   if (records.some((record) => isNullExchange(record.exchange))) return { kind: 'null-mx' };
-  return { kind: 'hosts', hosts: orderMx(records, random), implicit: false };
+  // RFC 5321 §5.1: an MX names a host, never an address; Postfix does not follow one that does either.
+  const named = records.filter((record) => isIP(record.exchange) === 0);
+  if (named.length === 0) return { kind: 'temporary', reason: `every MX record names an IP address, not a host (${records.map((r) => r.exchange).join(', ')})` };
+  return { kind: 'hosts', hosts: orderMx(named, random), implicit: false };
 }
 
 /** orderMx - MX records by priority ascending, equal priorities shuffled with `random`. */
@@ -75,7 +78,8 @@ export function orderMx(records: readonly { exchange: string; priority: number }
     ordered.push(...shuffle(group, random));
     start = end;
   }
-  return ordered;
+  // A host named twice is tried once, at its best priority.
+  return ordered.filter((host, i) => ordered.findIndex((other) => other.name === host.name) === i);
 }
 
 /** lookupAddresses - A and AAAA for `host` (IPv4 first); an IP literal is returned as is. */

@@ -606,3 +606,67 @@ describe('next hops in our own networks (outbound.allowPrivateTargets false)', (
     expect(hop.connections).toEqual([]);
   });
 });
+
+// MX answers that lead nowhere: to this relay itself (a loop, Postfix's "loops back to myself"), to hosts that do
+// not exist (bounced, as Postfix does: smtp_defer_if_no_mx_address_found = no), or to IP addresses instead of names.
+describe('MX hosts that are no next hop', () => {
+  let dns: DnsServer;
+  let relay: TestRelay;
+  let scheduler: Scheduler;
+  let port: number;
+
+  beforeAll(async () => {
+    // The relay listens where its MX deliveries go: an MX with 127.0.0.1 is this relay.
+    const probe = createNetServer().listen(0, '127.0.0.1');
+    await new Promise((resolve) => probe.once('listening', resolve));
+    port = (probe.address() as { port: number }).port;
+    await new Promise((resolve) => probe.close(resolve));
+    dns = await startDnsServer({
+      'loop-by-name.test': { mx: [[10, 'Relay.Test.']] },
+      'loop-by-address.test': { mx: [[10, 'mx.loop-by-address.test']] },
+      'mx.loop-by-address.test': { a: ['127.0.0.1'] },
+      // We are the backup: only the primary, preferred to us, is tried (nothing listens there).
+      'backup-is-us.test': { mx: [[10, 'mx1.backup-is-us.test'], [20, 'mx.loop-by-address.test'], [30, 'mx3.backup-is-us.test']] },
+      'mx1.backup-is-us.test': { a: ['127.0.0.2'] },
+      'mx3.backup-is-us.test': { a: ['127.0.0.3'] },
+      'dangling.test': { mx: [[10, 'gone.dangling.test'], [20, 'gone-too.dangling.test']] },
+      'numeric.test': { mx: [[10, '127.0.0.1']] },
+    });
+    relay = await startTestRelay({ listeners: { relay: { host: '127.0.0.1', port } }, outbound: { enabled: true, dns: { servers: [dns.address] }, allowPrivateTargets: true, port } });
+    scheduler = await driveByHand(relay);
+  });
+  afterAll(async () => {
+    await relay?.stop();
+    await dns?.close();
+  });
+
+  it.each([
+    ['loop-by-name.test', '5.4.6 mail for loop-by-name.test loops back to myself (MX relay.test)'],
+    ['loop-by-address.test', '5.4.6 mail for loop-by-address.test loops back to myself (MX mx.loop-by-address.test)'],
+    ['dangling.test', '5.4.4 Host or domain name not found: no MX host of dangling.test has an address (gone.dangling.test, gone-too.dangling.test)'],
+  ])('bounces mail for %s without connecting anywhere', async (domain, reply) => {
+    const id = await submitMessage(relay, { from: 'a@sender.test', to: [`x@${domain}`], marker: domain });
+    // The message, then its report to a@sender.test (deferred: sender.test has no MX here).
+    expect(await scheduler.runDue()).toBe(2);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply })]);
+    expect(show.attempts.map((a) => a.host)).toEqual([undefined]);
+  });
+
+  it('tries only the MX hosts preferred to this relay when it is a backup MX', async () => {
+    const id = await submitMessage(relay, { from: 'a@sender.test', to: ['x@backup-is-us.test'], marker: 'backup-is-us' });
+    expect(await scheduler.runDue()).toBe(1);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([expect.objectContaining({ state: 'deferred' })]);
+    expect(show.attempts.map((a) => [a.host, a.ip])).toEqual([['mx1.backup-is-us.test', '127.0.0.2']]);
+  });
+
+  it('does not follow an MX that names an IP address, and says so', async () => {
+    const id = await submitMessage(relay, { from: 'a@sender.test', to: ['x@numeric.test'], marker: 'numeric' });
+    expect(await scheduler.runDue()).toBe(1);
+    const show = await queueShow(relay, id);
+    expect(show.recipientStates).toEqual([
+      expect.objectContaining({ state: 'deferred', reply: '4.4.3 DNS lookup for numeric.test failed: every MX record names an IP address, not a host (127.0.0.1)' }),
+    ]);
+  });
+});

@@ -1,0 +1,84 @@
+// Which addresses an MX delivery tries, from the MX hosts (priority order) and
+// their addresses, as Postfix's smtp chooses them:
+//   - a mail loop: an MX that is this relay (its name, or an address and port
+//     one of our listeners takes) and every MX not preferred to it are
+//     dropped; none left is a bounce, 5.4.6 "loops back to myself";
+//   - at most MX_ADDRESS_LIMIT addresses, each once (smtp_mx_address_limit);
+//   - addresses in our own networks are not followed (SSRF), unless allowed;
+//   - no address for any MX host is a bounce, 5.4.4, as Postfix returns it
+//     (smtp_defer_if_no_mx_address_found = no); a lookup that failed for now
+//     is a deferral.
+// Pure: the lookups are done by the caller (deliver.ts).
+import { networkInterfaces } from 'node:os';
+import type { AddressLookup, MxHost } from './mx-resolver.ts';
+import { isPublicAddress } from './mx-resolver.ts';
+
+/** Addresses tried per delivery attempt, over all MX hosts (Postfix: smtp_mx_address_limit). */
+export const MX_ADDRESS_LIMIT = 5;
+
+/** MX hosts whose addresses are looked up; the address limit is met long before in any real domain. */
+export const MX_HOST_LIMIT = 10;
+
+/** This relay, as a next hop would see it: an MX that is this relay loops the mail back to it. */
+export interface RelaySelf {
+  /** Our host names (hostname, EHLO name), lower case. */
+  names: readonly string[];
+  /** Whether a connection to ip:port reaches one of our listeners. */
+  listensOn(ip: string, port: number): boolean;
+}
+
+export type MxTargets = { ok: true; targets: { host: string; ip: string }[] } | { ok: false; reply: string };
+
+/** chooseMxTargets - the addresses to try for `domain`, in order, or the verdict when there are none. */
+export function chooseMxTargets(
+  domain: string,
+  port: number,
+  hosts: readonly (MxHost & { found: AddressLookup })[],
+  self: RelaySelf,
+  allowPrivateTargets: boolean,
+): MxTargets {
+  // RFC 5321 §5.1: hosts not preferred to ourselves are dropped; if we are the best, the mail has nowhere to go.
+  const own = hosts.find((h) => self.names.includes(h.name) || (h.found.kind === 'addresses' && h.found.addresses.some((ip) => self.listensOn(ip, port))));
+  const preferred = own ? hosts.filter((h) => h.priority < own.priority) : hosts;
+  if (own && preferred.length === 0) return { ok: false, reply: `5.4.6 mail for ${domain} loops back to myself (MX ${own.name})` };
+  const targets: { host: string; ip: string }[] = [];
+  const seen = new Set<string>();
+  let refused = 0;
+  let temporary = '';
+  for (const host of preferred) {
+    if (host.found.kind === 'temporary') temporary = `4.4.3 DNS lookup for ${host.name} failed: ${host.found.reason}`;
+    if (host.found.kind !== 'addresses') continue;
+    for (const ip of host.found.addresses) {
+      if (seen.has(ip) || targets.length >= MX_ADDRESS_LIMIT) continue;
+      seen.add(ip);
+      if (!allowPrivateTargets && !isPublicAddress(ip)) refused++;
+      else targets.push({ host: host.name, ip });
+    }
+  }
+  if (targets.length > 0) return { ok: true, targets };
+  if (refused > 0) return { ok: false, reply: `4.4.4 every MX of ${domain} has a loopback or private address; refused (set a route or outbound.allowPrivateTargets)` };
+  if (temporary) return { ok: false, reply: temporary };
+  return { ok: false, reply: `5.4.4 Host or domain name not found: no MX host of ${domain} has an address (${preferred.map((h) => h.name).join(', ')})` };
+}
+
+/**
+ * relaySelf - this relay from its names and started listeners: a listener on a wildcard address takes connections
+ * to every address of this machine's interfaces (read at each check: they change).
+ */
+export function relaySelf(names: readonly string[], listeners: readonly { host: string; port: number }[]): RelaySelf {
+  return {
+    names: [...new Set(names.map((n) => n.toLowerCase().replace(/\.$/, '')))],
+    listensOn(ip, port) {
+      const onPort = listeners.filter((l) => l.port === port);
+      if (onPort.some((l) => sameAddress(l.host, ip))) return true;
+      if (!onPort.some((l) => l.host === '0.0.0.0' || l.host === '::')) return false;
+      return Object.values(networkInterfaces()).some((list) => list?.some((i) => sameAddress(i.address, ip)));
+    },
+  };
+}
+
+/** sameAddress - one address in two forms (IPv4-mapped IPv6 for IPv4). */
+function sameAddress(a: string, b: string): boolean {
+  const plain = (ip: string) => ip.toLowerCase().replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
+  return plain(a) === plain(b);
+}
