@@ -6,7 +6,8 @@
 // and sends the recipients in transactions (those a next hop without
 // SMTPUTF8 cannot take returned, smtputf8.ts). Returns an outcome per recipient plus one
 // attempt record per host tried, with the TLS facts of each session.
-// Fails: never throws; DNS and network trouble become deferrals (4.x.x),
+// Fails: throws only when the queue cannot give the body (the scheduler
+// records a deferral); DNS and network trouble become deferrals (4.x.x),
 // null MX / nonexistent domains / refused recipients become bounces (5.x.x).
 // A verdict of our own starts with its enhanced code alone ("5.1.10 …"),
 // a next hop's reply with its basic code ("550 5.1.1 …"): reports tell the
@@ -119,7 +120,11 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       continue;
     }
     if (!reused) (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
-    const { recipients, lostAfterData } = await sendAll(opened.session, claim, target.host, deps);
+    // A body the queue cannot read throws (the scheduler records a deferral); the session goes with it.
+    const { recipients, lostAfterData } = await sendAll(opened.session, claim, target.host, deps).catch((err: unknown) => {
+      opened.session.close();
+      throw err;
+    });
     if (deps.pool) deps.pool.give(poolKey, opened.session);
     else opened.session.close();
     const results = new Set(recipients.map((r) => r.result));

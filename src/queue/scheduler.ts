@@ -12,7 +12,7 @@
 // with their latency from acceptance.
 // Fails: a courier that throws, or a store error, is logged and the
 // delivery's lease simply lapses, so it is tried again later (never lost).
-import type { Logger } from '../observability/logger.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
 import { recordWithReport } from './delivery-reports.ts';
@@ -124,6 +124,13 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     });
     let started = 0;
     for (const claim of claims) {
+      // Its lease lapsed while its attempt still runs here (the clock jumped, renewals failed): the claim renewed our
+      // own lease, and a second courier would send the message twice. The one in flight records the result.
+      const already = inFlight.get(claim.deliveryId);
+      if (already && !givenBack.has(already.claim)) {
+        logger.warn({ queueId: claim.messageId, delivery: claim.deliveryId }, 'claimed a delivery whose attempt is still in flight here; not started twice');
+        continue;
+      }
       perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
       const startedAt = elapsed();
       const task = runOne(claim).finally(() => {
@@ -156,7 +163,16 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     const stopRenewing = keepLease(claim, lease, log);
     try {
       couriering.add(claim);
-      const outcome = await options.courier(claim).finally(() => {
+      const outcome = await options.courier(claim).then(
+        (done) => done,
+        // A courier that throws (a body the queue cannot read) made an attempt all the same: recorded as a deferral,
+        // it backs off and expires like any other, where a lapsed lease would have it tried again at once, forever.
+        (err: unknown): CourierOutcome => {
+          log.error({ err }, 'delivery attempt failed; recorded as a deferral');
+          const reply = `4.3.0 delivery attempt failed: ${errorMessage(err)}`;
+          return { attempts: [], recipients: claim.recipients.map((r) => ({ address: r.address, result: 'deferred', reply })), nextHopOffersDsn: false };
+        },
+      ).finally(() => {
         couriering.delete(claim);
         // The record clears the lease: a renewal racing it would be refused, and read as a lease lost.
         stopRenewing();
@@ -182,7 +198,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       if (recorded) log.info(fields, 'delivery recorded');
       else log.warn(fields, 'delivery result not recorded: the message was deleted, or another worker holds the delivery (it may reach the next hop twice)');
     } catch (err) {
-      log.error({ err }, 'delivery failed; the lease will lapse and it will be tried again');
+      log.error({ err }, 'delivery result could not be recorded; the lease will lapse and it will be tried again');
     } finally {
       stopRenewing();
     }
@@ -276,7 +292,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       running = false;
       clearTimeout(timer);
       timer = undefined;
-      await looking;
+      // A look that failed was logged by look(); stop still waits for the deliveries in flight.
+      await looking?.catch(() => undefined);
       let waiting: NodeJS.Timeout | undefined;
       const finished = await Promise.race([
         Promise.all([...inFlight.values()].map((d) => d.task)).then(() => true),

@@ -4,7 +4,9 @@
 // queue verbs of the CLI.
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { queueCli } from '../helpers/child-relay.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, submitRequireTls, testMessage, writeTestCa, type NextHop } from '../helpers/next-hop.ts';
@@ -246,6 +248,37 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
     const { seen, shown } = await sendDeclared8Bit('Subject: caf\xe9\r\n\r\nna\xefve\r\n');
     expect(shown.recipientStates[0]!.reply).toBe('5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
     expect(seen).toEqual([]);
+  });
+
+  // The body is read before the transaction to see whether it is 7-bit: a queue file that cannot be read throws there.
+  // The attempt still counts (backoff, expiry); a lapsed lease would have it tried again at once, for ever.
+  it('records a deferral when the queue cannot give the body, and closes the session', async () => {
+    const seen: string[] = [];
+    let open = 0;
+    const port = await plainNextHop({
+      hide8BITMIME: true,
+      onConnect: (_s, cb) => (open++, cb()),
+      onClose: () => open--,
+      onMailFrom: (a, _s, cb) => (seen.push(a.address), cb()),
+    });
+    const relay = await relayRoutingTo(port);
+    const scheduler = await driveByHand(relay);
+    const c = await clientSession(relay);
+    await c.command('MAIL FROM:<a@sender.test> BODY=8BITMIME');
+    await c.command('RCPT TO:<rcpt@example.test>');
+    await c.command('DATA');
+    // Past the bodies kept in memory for delivery (RECENT_BODIES_LIMIT), so it is read from its file.
+    const id = /queued as (\w+)/.exec((await c.command(`Subject: big\r\n\r\n${'ascii only, 64 bytes a line to fill nine megabytes of body text\r\n'.repeat(150_000)}.`)).text)![1]!;
+    c.close();
+    const file = join(relay.dir, 'data', 'messages', id);
+    await rm(file);
+    await mkdir(file);
+    expect(await scheduler.runDue()).toBe(1);
+    const shown = await queueShow(relay, id);
+    expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/) })]);
+    expect(shown.deliveries[0]).toMatchObject({ attempts: 1 });
+    expect(seen).toEqual([]);
+    await vi.waitFor(() => expect(open).toBe(0));
   });
 
   // Many clients declare 8BITMIME for every message; Postfix sends a 7-bit one as it is.

@@ -239,6 +239,24 @@ describe('concurrency and stop', () => {
     expect(scheduler.nextHopsSetPace()).toBe(false);
   });
 
+  // A clock set forward past the lease (or renewals failing) lets this process claim its own delivery again while the
+  // first attempt still runs: a second courier would send the message twice.
+  it('does not start a second attempt of a delivery still in flight here whose lease lapsed', async () => {
+    const { relay, scheduler, clock, hop } = await setup('starttls-ca-right-name', { lease: '60s' }, { holdData: true });
+    const id = await submitMessage(relay, { from: 'gus@sender.test', to: ['x@dest.test'], marker: 'lease-lapsed-in-flight' });
+    const first = scheduler.runDue();
+    await hop.waitForHeld(1);
+    clock.advance(61 * SECOND);
+    const second = scheduler.runDue();
+    const skipped = (): boolean => relay.logs.some((l) => l.msg === 'claimed a delivery whose attempt is still in flight here; not started twice');
+    for (let waited = 0; !skipped() && hop.transactions.length < 2 && waited < 5 * SECOND; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    hop.release();
+    expect([await first, await second]).toEqual([1, 0]);
+    expect(hop.transactions).toHaveLength(1);
+    expect(hop.messages).toHaveLength(1);
+    expect((await queueShow(relay, id)).recipientStates[0]!.state).toBe('delivered');
+  });
+
   // A next hop slower than the orchestrator's grace period: the process would be killed with its leases held.
   it('stop() gives back the leases of deliveries still in flight after outbound.stopTimeout, and records nothing for them', async () => {
     const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { stopTimeout: '1s' }, { holdData: true });
