@@ -5,7 +5,7 @@
 // are errors (a typo must not silently fall back to a default); unknown
 // POSTERN_* variables are returned as warnings.
 import { existsSync, readFileSync } from 'node:fs';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { parseDocument, type YAMLError } from 'yaml';
 import type { Config } from './config.ts';
 import { errorMessage, printableCredentialUrl, redactUrlPassword } from '../observability/logger.ts';
 import { CONFIG_KEYS, envName, type ConfigKey } from './keys.ts';
@@ -94,11 +94,11 @@ function checkCombinations(config: Config, problems: string[]): void {
   }
 }
 
-// yamlProblem - what a parse error says, without the excerpt of the file the yaml library quotes after it: that line
-// may be a password's (a key's name says nothing about its line in an error).
-function yamlProblem(err: unknown): string {
-  if (err instanceof YAMLParseError) return `${err.message.replace(/:?\n[\s\S]*$/, '')} (the line is not shown: it may hold a secret)`;
-  return errorMessage(err);
+// yamlProblem - a YAML error or warning by its code and place only: the library's message quotes the file (the
+// offending line after it, a tag or block header within it), and that text may be a password.
+function yamlProblem(found: YAMLError): string {
+  const at = found.linePos ? ` at line ${found.linePos[0].line}, column ${found.linePos[0].col}` : '';
+  return `YAML ${found.code}${at} (the text is not shown: it may hold a secret; quote a value that starts with ! & * | > % @ or holds ": ")`;
 }
 
 function defaultFile(cwd: string): string | undefined {
@@ -108,13 +108,21 @@ function defaultFile(cwd: string): string | undefined {
 
 function readFileValues(file: string, problems: string[]): Map<string, unknown> {
   const out = new Map<string, unknown>();
-  let document: unknown;
+  let text: string;
   try {
-    document = parseYaml(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
   } catch (err) {
-    problems.push(`${file}: cannot read configuration: ${yamlProblem(err)}`);
+    problems.push(`${file}: cannot read configuration: ${errorMessage(err)}`);
     return out;
   }
+  // Warnings too: an unquoted value starting with '!' is read as an unknown tag, and would silently be empty.
+  const parsed = parseDocument(text);
+  const found = [...parsed.errors, ...parsed.warnings];
+  if (found.length > 0) {
+    for (const problem of found) problems.push(`${file}: cannot read configuration: ${yamlProblem(problem)}`);
+    return out;
+  }
+  const document: unknown = parsed.toJS();
   if (document == null) return out;
   if (typeof document !== 'object' || Array.isArray(document)) {
     problems.push(`${file}: the top level must be a map of keys`);

@@ -37,10 +37,19 @@ export function errorMessage(err: unknown): string {
 /**
  * redactUrlPassword - a URL without the password in its user part, for a log line or an error: everything between
  * the user's ':' and the last '@' (a password may hold '/', '@' or '#'), whatever the scheme or its slashes; and the
- * value of a password= parameter (libpq reads one from the query).
+ * value of any query parameter whose name, decoded, ends in "password" (libpq reads password= and sslpassword=).
  */
 export function redactUrlPassword(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/*[^:@/]*):.*@/i, '$1:***@').replace(/([?&]password=)[^&#]*/gi, '$1***');
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/*[^:@/]*):.*@/i, '$1:***@').replace(/([?&])([^=&#]*)=([^&#]*)/g, (whole, sep: string, name: string) => (/password$/i.test(decodedName(name)) ? `${sep}${name}=***` : whole));
+}
+
+/** decodedName - a query parameter's name as a URL parser reads it (p%61ssword is password). */
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, ' '));
+  } catch {
+    return name;
+  }
 }
 
 /**

@@ -52,7 +52,9 @@ describe('queue.url for the postgres backend', () => {
       expect(() => parseQueueUrl(notUrl)).toThrow(/^queue.url: (not a URL|must start with postgres)/);
       expect(() => parseQueueUrl(notUrl)).not.toThrow(/hunter2/);
     }
-    expect(parseQueueUrl('postgres://u@db/q?password=hunter2&sslmode=require').printable).toBe('postgres://u@db/q?password=***&sslmode=require');
+    expect(parseQueueUrl('postgres://u@db/q?password=hunter2&sslmode=require&sslpassword=hunter3&p%61ssword=hunter4').printable).toBe(
+      'postgres://u@db/q?password=***&sslmode=require&sslpassword=***&p%61ssword=***',
+    );
     expect(() => parseQueueUrl('postgres://postgres:Ab/Cd+9xYz@127.0.0.1:5432/test')).toThrow('queue.url: not a URL (expected postgres://user@host:5432/database): postgres://postgres:***@127.0.0.1:5432/test');
   });
 

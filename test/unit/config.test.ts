@@ -176,13 +176,18 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     expect(warnings).toEqual(['unknown environment variable POSTERN_LISTENER_RELAY_PORT ignored']);
   });
 
-  // The yaml library quotes the offending line after its message; that line may be a password's.
-  it('names the line and column of a YAML syntax error without quoting the line', () => {
-    const file = join(emptyDir, 'broken.yaml');
-    writeFileSync(file, 'outbound:\n  relayhost:\n    auth:\n      pass: "hunter2\n');
-    expect(problems(() => loadConfig({ file, env: {} }))).toEqual([
-      `${file}: cannot read configuration: Missing closing "quote at line 5, column 1 (the line is not shown: it may hold a secret)`,
-    ]);
+  // The yaml library quotes the offending line after its message, and a tag or block header within it; any may be a
+  // password's. An unknown tag is only a warning to it, and the value would silently be empty.
+  it('names the code, line and column of a YAML error or warning, and nothing of the text', () => {
+    const shown = (yaml: string): string[] => {
+      const file = join(emptyDir, 'broken.yaml');
+      writeFileSync(file, yaml);
+      return problems(() => loadConfig({ file, env: {} })).map((p) => p.replace(`${file}: `, ''));
+    };
+    const hidden = '(the text is not shown: it may hold a secret; quote a value that starts with ! & * | > % @ or holds ": ")';
+    expect(shown('outbound:\n  relayhost:\n    auth:\n      pass: "hunter2\n')).toEqual([`cannot read configuration: YAML MISSING_CHAR at line 5, column 1 ${hidden}`]);
+    expect(shown('outbound:\n  relayhost:\n    auth:\n      pass: |hunter2\n')).toEqual([`cannot read configuration: YAML UNEXPECTED_TOKEN at line 4, column 14 ${hidden}`]);
+    expect(shown('outbound:\n  relayhost:\n    auth:\n      pass: !hunter2\n')).toEqual([`cannot read configuration: YAML TAG_RESOLVE_FAILED at line 4, column 13 ${hidden}`]);
   });
 
   it('reports a missing explicit file', () => {
