@@ -22,7 +22,7 @@ import type { CourierOutcome } from '../queue/scheduler.ts';
 import { asciiDomain } from '../smtp/address.ts';
 import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
-import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver } from './mx-resolver.ts';
+import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver, type MxHost } from './mx-resolver.ts';
 import { chooseMxTargets, MX_HOST_LIMIT, type RelaySelf } from './mx-targets.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
 import { decideStsLevel, mxInPolicy, type MtaStsPolicies, type StsPolicy } from './mta-sts.ts';
@@ -81,7 +81,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     decided.level === 'mta-sts'
       ? decideStsLevel(decided.source, nextHop.kind === 'mx', sts)
       : { level: decided.level, source: sts?.mode === 'enforce' ? `${decided.source}; MX hosts by MTA-STS enforce (id ${sts.id})` : decided.source };
-  const found = stsTargets(await findTargets(nextHop, deps), sts, domain, log);
+  const found = await findTargets(nextHop, deps, sts, log);
   if (!found.ok) {
     attempts.push({ startedAt, endedAt: deps.now(), policy: policyRecord(policy), reply: found.reply, outcome: classifyReply(found.reply) });
     log.info({ reply: found.reply }, 'no next hop');
@@ -174,18 +174,19 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
 }
 
 /**
- * stsTargets - under an enforced MTA-STS policy, only the MX hosts it names (§5: none left is a deferral); under a
- * testing one, every host, those it does not name logged (§5.2: deliver, report).
+ * stsHosts - under an enforced MTA-STS policy, only the MX hosts it names (§5: none left is a deferral), chosen from
+ * before the address limit and loop checks do their part; under a testing one, every host, those it does not name
+ * logged (§5.2: deliver, report).
  */
-function stsTargets(found: Targets, sts: StsPolicy | undefined, domain: string, log: Logger): Targets {
-  if (!found.ok || sts === undefined || sts.mode === 'none') return found;
-  const named = found.targets.filter((t) => mxInPolicy(t.host, sts.mx));
+function stsHosts(hosts: MxHost[], sts: StsPolicy | undefined, domain: string, log: Logger): { ok: true; hosts: MxHost[] } | { ok: false; reply: string } {
+  if (sts === undefined || sts.mode === 'none') return { ok: true, hosts };
+  const named = hosts.filter((h) => mxInPolicy(h.name, sts.mx));
   if (sts.mode === 'testing') {
-    const others = [...new Set(found.targets.filter((t) => !named.includes(t)).map((t) => t.host))];
+    const others = hosts.filter((h) => !named.includes(h)).map((h) => h.name);
     if (others.length > 0) log.warn({ hosts: others, policyMx: sts.mx }, 'MTA-STS testing: MX hosts the policy does not name; delivering anyway');
-    return found;
+    return { ok: true, hosts };
   }
-  if (named.length > 0) return { ok: true, targets: named };
+  if (named.length > 0) return { ok: true, hosts: named };
   return { ok: false, reply: `4.7.5 MTA-STS: no MX host of ${domain} is one its policy names (${sts.mx.join(', ')})` };
 }
 
@@ -197,7 +198,7 @@ function everyone(claim: ClaimedDelivery, reply: string): RecipientOutcome[] {
   return claim.recipients.map((r) => ({ address: r.address, result: classifyReply(reply), reply }));
 }
 
-async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets> {
+async function findTargets(nextHop: NextHop, deps: DeliverDeps, sts: StsPolicy | undefined, log: Logger): Promise<Targets> {
   if (nextHop.kind === 'literal') {
     // The client named the host itself. One in our own networks is refused as an MX there is (SSRF), and for
     // good: a literal does not change, so waiting would only delay the bounce by outbound.retry.lifetime.
@@ -215,8 +216,11 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps): Promise<Targets
   const mx = await lookupMx(nextHop.domain, deps.resolver);
   if (mx.kind === 'null-mx') return { ok: false, reply: '5.1.10 Recipient domain accepts no mail (null MX, RFC 7505)' };
   if (mx.kind === 'no-such-domain') return { ok: false, reply: `5.1.2 Host or domain name not found: ${nextHop.domain}` };
+  if (mx.kind === 'invalid') return { ok: false, reply: `5.4.4 MX lookup for ${nextHop.domain}: ${mx.reason}` };
   if (mx.kind === 'temporary') return { ok: false, reply: `4.4.3 DNS lookup for ${nextHop.domain} failed: ${mx.reason}` };
-  const hosts = mx.hosts.slice(0, MX_HOST_LIMIT);
+  const allowed = stsHosts(mx.hosts, sts, nextHop.domain, log);
+  if (!allowed.ok) return allowed;
+  const hosts = allowed.hosts.slice(0, MX_HOST_LIMIT);
   const found = await Promise.all(hosts.map((host) => lookupAddresses(host.name, deps.resolver)));
   const chosen = chooseMxTargets(nextHop.domain, nextHop.port, hosts.map((host, i) => ({ ...host, found: found[i]! })), deps.self, deps.outbound.allowPrivateTargets);
   if (!chosen.ok) return chosen;

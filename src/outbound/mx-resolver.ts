@@ -3,7 +3,8 @@
 // in what order, and which targets are public enough to connect to. It never
 // throws for a DNS answer; every outcome is a verdict:
 //   lookupMx        - hosts in priority order (or the domain itself as the
-//                     implicit MX), null-mx, no-such-domain (permanent), or
+//                     implicit MX), null-mx, no-such-domain, invalid (MX
+//                     records naming addresses; all three permanent), or
 //                     temporary (SERVFAIL, timeout, refused, anything else).
 //   lookupAddresses - A then AAAA addresses, none, or temporary.
 //   orderMx         - pure: priority ascending, equal priorities shuffled.
@@ -28,6 +29,8 @@ export type MxLookup =
   | { kind: 'hosts'; hosts: MxHost[]; implicit: boolean }
   | { kind: 'null-mx' }
   | { kind: 'no-such-domain' }
+  /** An answer no MX client may follow (Postfix: DNS_INVAL, a bounce). */
+  | { kind: 'invalid'; reason: string }
   | { kind: 'temporary'; reason: string };
 
 export type AddressLookup =
@@ -60,7 +63,7 @@ export async function lookupMx(domain: string, resolver: DnsResolver, random: ()
   if (records.some((record) => isNullExchange(record.exchange))) return { kind: 'null-mx' };
   // RFC 5321 §5.1: an MX names a host, never an address; Postfix does not follow one that does either.
   const named = records.filter((record) => isIP(record.exchange) === 0);
-  if (named.length === 0) return { kind: 'temporary', reason: `every MX record names an IP address, not a host (${records.map((r) => r.exchange).join(', ')})` };
+  if (named.length === 0) return { kind: 'invalid', reason: `every MX record names an IP address, not a host (${records.map((r) => r.exchange).join(', ')})` };
   return { kind: 'hosts', hosts: orderMx(named, random), implicit: false };
 }
 

@@ -1,9 +1,11 @@
 // Which addresses an MX delivery tries, from the MX hosts (priority order) and
 // their addresses, as Postfix's smtp chooses them:
-//   - a mail loop: an MX that is this relay (its name, or an address and port
-//     one of our listeners takes) and every MX not preferred to it are
-//     dropped; none left is a bounce, 5.4.6 "loops back to myself";
-//   - at most MX_ADDRESS_LIMIT addresses, each once (smtp_mx_address_limit);
+//   - a mail loop: an MX that is this relay (its host name, or an address and
+//     port one of our listeners takes) and every MX not preferred to it are
+//     dropped; none left is a bounce, 5.4.6 "loops back to myself", and
+//     primaries without an address a deferral (4.4.4, as Postfix);
+//   - at most MX_ADDRESS_LIMIT addresses (smtp_mx_address_limit), each once
+//     per host;
 //   - addresses in our own networks are not followed (SSRF), unless allowed;
 //   - no address for any MX host is a bounce, 5.4.4, as Postfix returns it
 //     (smtp_defer_if_no_mx_address_found = no); a lookup that failed for now
@@ -21,7 +23,7 @@ export const MX_HOST_LIMIT = 10;
 
 /** This relay, as a next hop would see it: an MX that is this relay loops the mail back to it. */
 export interface RelaySelf {
-  /** Our host names (hostname, EHLO name), lower case. */
+  /** Our host names (hostname), lower case. */
   names: readonly string[];
   /** Whether a connection to ip:port reaches one of our listeners. */
   listensOn(ip: string, port: number): boolean;
@@ -49,8 +51,9 @@ export function chooseMxTargets(
     if (host.found.kind === 'temporary') temporary = `4.4.3 DNS lookup for ${host.name} failed: ${host.found.reason}`;
     if (host.found.kind !== 'addresses') continue;
     for (const ip of host.found.addresses) {
-      if (seen.has(ip) || targets.length >= MX_ADDRESS_LIMIT) continue;
-      seen.add(ip);
+      // Per host: another name at the same address is another certificate to verify (MTA-STS, verify).
+      if (seen.has(`${host.name} ${ip}`) || targets.length >= MX_ADDRESS_LIMIT) continue;
+      seen.add(`${host.name} ${ip}`);
       if (!allowPrivateTargets && !isPublicAddress(ip)) refused++;
       else targets.push({ host: host.name, ip });
     }
@@ -58,6 +61,8 @@ export function chooseMxTargets(
   if (targets.length > 0) return { ok: true, targets };
   if (refused > 0) return { ok: false, reply: `4.4.4 every MX of ${domain} has a loopback or private address; refused (set a route or outbound.allowPrivateTargets)` };
   if (temporary) return { ok: false, reply: temporary };
+  // We are a backup MX and the primaries have no address: theirs may come back, and we must not bounce their mail.
+  if (own) return { ok: false, reply: `4.4.4 unable to find primary relay for ${domain} (no address for ${preferred.map((h) => h.name).join(', ')})` };
   return { ok: false, reply: `5.4.4 Host or domain name not found: no MX host of ${domain} has an address (${preferred.map((h) => h.name).join(', ')})` };
 }
 

@@ -41,7 +41,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => mx.listen(0, '127.0.0.1', resolve));
   mxPort = (mx.server.address() as AddressInfo).port;
-  const webCert = await issueServerCertificate(ca, { names: ['mta-sts.rt.test', 'mta-sts.two.test'] });
+  const webCert = await issueServerCertificate(ca, { names: ['mta-sts.rt.test', 'mta-sts.two.test', 'mta-sts.many.test'] });
   web = createServer({ cert: webCert.certPem, key: webCert.keyPem }, (req, res) => {
     if (req.url !== '/.well-known/mta-sts.txt') return res.writeHead(404).end();
     // rt.test's policy names mx.test only; its MX record (spoofed, or stale) says rogue.test.
@@ -60,6 +60,11 @@ beforeAll(async () => {
     'mx.test': { a: ['127.0.0.1'] },
     '_mta-sts.two.test': { txt: ['v=STSv1; id=t1;'] },
     'mta-sts.two.test': { a: ['127.0.0.1'] },
+    // many.test: more preferred MX hosts than the address limit (5), none named by the policy (mx.test only).
+    'many.test': { mx: [...[1, 2, 3, 4, 5].map((n): [number, string] => [10, `a${n}.many.test`]), [20, 'mx.test']] },
+    ...Object.fromEntries([1, 2, 3, 4, 5].map((n) => [`a${n}.many.test`, { a: ['127.0.0.1'] }])),
+    '_mta-sts.many.test': { txt: ['v=STSv1; id=m1;'] },
+    'mta-sts.many.test': { a: ['127.0.0.1'] },
   };
   dns = await startDnsServer(zone);
   selfSigned = await startNextHop('starttls-self-signed');
@@ -103,6 +108,17 @@ describe('mta-sts and the other sources of the level', () => {
     await scheduler.runDue();
     const shown = await queueShow(relay, id);
     expect(shown.attempts.map((a) => [a.host, a.outcome, a.policy.level])).toEqual([['bad.test', 'deferred', 'verify'], ['mx.test', 'delivered', 'verify']]);
+  });
+
+  // The policy narrows the MX hosts before the address limit takes the first five: else those five, all unnamed, are
+  // all there is to narrow, and the mail waits for ever for the host the policy names.
+  it('enforce: the named MX behind more unnamed ones than the address limit is tried', async () => {
+    const relay = relays[0]!;
+    const scheduler = await driveByHand(relay);
+    const id = await submitMessage(relay, { from: 's@sender.test', to: ['x@many.test'], marker: 'many' });
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(shown.attempts.map((a) => [a.host, a.outcome])).toEqual([['mx.test', 'delivered']]);
   });
 
   // relayhost.tls verify: every other domain's mail to the smarthost is verified. Marking one domain mta-sts in

@@ -9,17 +9,18 @@ const addresses = (...list: string[]): AddressLookup => ({ kind: 'addresses', ad
 const notUs = relaySelf(['relay.example'], []);
 
 describe('chooseMxTargets', () => {
-  it('tries every address of every host in order, each address once, at most MX_ADDRESS_LIMIT', () => {
+  it('tries every address of every host in order, each once per host, at most MX_ADDRESS_LIMIT', () => {
     const chosen = chooseMxTargets('example.com', 25, [
-      { name: 'mx1.example.com', priority: 10, found: addresses('192.0.2.1', '192.0.2.2') },
-      { name: 'mx2.example.com', priority: 20, found: addresses('192.0.2.2', '192.0.2.3', '2001:db8::1') },
+      { name: 'mx1.example.com', priority: 10, found: addresses('192.0.2.1', '192.0.2.1') },
+      { name: 'mx2.example.com', priority: 20, found: addresses('192.0.2.1', '192.0.2.3', '2001:db8::1') },
       { name: 'mx3.example.com', priority: 30, found: addresses('192.0.2.4', '192.0.2.5') },
     ], notUs, false);
     expect(chosen).toEqual({
       ok: true,
       targets: [
         { host: 'mx1.example.com', ip: '192.0.2.1' },
-        { host: 'mx1.example.com', ip: '192.0.2.2' },
+        // The same address under another name: another certificate name to verify.
+        { host: 'mx2.example.com', ip: '192.0.2.1' },
         { host: 'mx2.example.com', ip: '192.0.2.3' },
         { host: 'mx2.example.com', ip: '2001:db8::1' },
         { host: 'mx3.example.com', ip: '192.0.2.4' },
@@ -42,6 +43,15 @@ describe('chooseMxTargets', () => {
     const byAddress = [{ name: 'alias.example.com', priority: 10, found: addresses('192.0.2.9') }];
     expect(chooseMxTargets('example.com', 25, byAddress, self, false)).toMatchObject({ ok: false, reply: '5.4.6 mail for example.com loops back to myself (MX alias.example.com)' });
     expect(chooseMxTargets('example.com', 2525, byAddress, self, false)).toEqual({ ok: true, targets: [{ host: 'alias.example.com', ip: '192.0.2.9' }] });
+  });
+
+  // Postfix: "unable to find primary relay"; their addresses may come back, and a backup must not bounce their mail.
+  it('defers when this relay is a backup MX and no primary has an address', () => {
+    const self = relaySelf(['relay.example'], []);
+    expect(chooseMxTargets('example.com', 25, [
+      { name: 'mx1.example.com', priority: 10, found: { kind: 'none' } },
+      { name: 'relay.example', priority: 20, found: addresses('192.0.2.9') },
+    ], self, false)).toEqual({ ok: false, reply: '4.4.4 unable to find primary relay for example.com (no address for mx1.example.com)' });
   });
 
   it('bounces when no MX host has an address, defers when a lookup failed for now or every address is private', () => {
