@@ -2,7 +2,9 @@
 //
 //   live  (/healthz) - the process is alive and every SMTP listener answers:
 //                      a connection to each gets a 220 greeting within 2 s
-//                      (over TLS for an implicit-TLS port). Cached for 5 s,
+//                      (over TLS for an implicit-TLS port), or the 421 4.7.0
+//                      of a listener at its connection limit (busy: said in
+//                      the answer, still alive). Cached for 5 s,
 //                      so a busy orchestrator does not open a session per
 //                      probe.
 //   ready (/readyz)  - the queue is writable (a read of its stats and a
@@ -175,13 +177,23 @@ export function probeGreeting(target: ProbeTarget, timeoutMs: number): Promise<C
         text += chunk;
         // A reply ends with a line whose code is followed by a space (multiline replies use "220-").
         const last = text.split('\r\n').slice(0, -1).find((line) => /^\d{3}( |$)/.test(line));
-        if (last) finish(last.startsWith('220') ? { ok: true } : { ok: false, error: `greeting: ${last.slice(0, 200)}` });
+        if (last) finish(greetingResult(last));
         else if (text.length > 4096) finish({ ok: false, error: 'greeting too long' });
       });
       socket.on('error', (err) => finish({ ok: false, error: err.message }));
       socket.on('close', () => finish({ ok: false, error: 'closed before the greeting' }));
     });
   });
+}
+
+/**
+ * greetingResult - a 220 is a listener that answers; so is a 421 4.7.0 at the connection limit (busy, not broken: a
+ * liveness probe failing then would have the orchestrator restart the relay at its busiest); anything else is not.
+ */
+function greetingResult(line: string): CheckResult {
+  if (line.startsWith('220')) return { ok: true };
+  if (/^421[ -]4\.7\.0 /.test(line)) return { ok: true, detail: `busy: ${line.slice(0, 200)}` };
+  return { ok: false, error: `greeting: ${line.slice(0, 200)}` };
 }
 
 /** checkQueueWritable - read the stats, write a small draft and discard it: the store can take a message. */

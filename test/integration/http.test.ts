@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { probeGreeting } from '../../src/observability/health.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import type { QueueStore } from '../../src/queue/queue-store.ts';
 import { POSTERN_BIN } from '../helpers/child-relay.ts';
@@ -393,7 +394,7 @@ describe('/healthz', () => {
     relay = await started({ limits: { connections: 1 } }, { now: () => new Date(clock) });
   });
 
-  it('is 200 while every listener greets with 220, 503 naming the one that does not, and caches for a few seconds', async () => {
+  it('is 200 while every listener greets with 220 or is busy at its connection limit, and caches for a few seconds', async () => {
     const ok = await call(relay, '/healthz');
     expect(ok.status).toBe(200);
     expect(ok.json).toEqual({
@@ -411,19 +412,39 @@ describe('/healthz', () => {
     // Within the cache time the answer is the one already taken.
     expect((await call(relay, '/healthz')).json).toEqual(ok.json);
 
+    // At its connection limit a listener answers 421 4.7.0: busy, not broken; a liveness probe failing then would
+    // have the orchestrator restart the relay at its busiest.
     clock += 6000;
-    const failing = await call(relay, '/healthz');
-    expect(failing.status).toBe(503);
-    expect(failing.json).toMatchObject({ status: 'failing', failed: ['relay'], listeners: { relay: { ok: false }, submission: { ok: true }, submissions: { ok: true } } });
-    expect(failing.json.listeners.relay.error).toMatch(/^greeting: 421 /);
+    const busy = await call(relay, '/healthz');
+    expect(busy.status).toBe(200);
+    expect(busy.json).toMatchObject({ status: 'ok', listeners: { relay: { ok: true, detail: expect.stringMatching(/^busy: 421 4\.7\.0 /) }, submission: { ok: true }, submissions: { ok: true } } });
 
     occupant.close();
     // The listener notices the close on its own time: ask again (past the cache) until it has.
     const again = await until(() => {
       clock += 6000;
       return call(relay, '/healthz');
-    }, (a) => a.status === 200);
-    expect(again.status).toBe(200);
+    }, (a) => a.json.listeners.relay.detail === undefined);
+    expect(again.json.listeners.relay).toEqual({ ok: true, address: `127.0.0.1:${relay.ports.relay}` });
+  });
+
+  // What a probe makes of each greeting, from a server that says it byte for byte.
+  it.each([
+    ['220 mx ESMTP\r\n', { ok: true }],
+    ['220-mx ESMTP\r\n220 ready\r\n', { ok: true }],
+    ['421 4.7.0 mx Error: too many connections, try again later\r\n', { ok: true, detail: 'busy: 421 4.7.0 mx Error: too many connections, try again later' }],
+    ['421 4.3.2 mx Service shutting down\r\n', { ok: false, error: 'greeting: 421 4.3.2 mx Service shutting down' }],
+    ['554 5.3.2 mx No SMTP service here\r\n', { ok: false, error: 'greeting: 554 5.3.2 mx No SMTP service here' }],
+  ])('probeGreeting takes %j as %j', async (greeting, expected) => {
+    // Read what the probe sends (QUIT), or its end never arrives and the server never closes.
+    const server = createServer((socket) => socket.resume().end(greeting));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      expect(await probeGreeting({ name: 'relay', host: '127.0.0.1', port, implicitTls: false }, 2000)).toEqual(expected);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('waits out a greeting pause longer than its own timeout', async () => {
