@@ -225,11 +225,17 @@ describe('an error after DATA', () => {
 });
 
 describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () => {
-  /** sendDeclared8Bit - a relay routing to a next hop that hides 8BITMIME; one message declared 8BITMIME sent to it. */
-  async function sendDeclared8Bit(message: string) {
+  /**
+   * sendDeclared8Bit - a relay routing to a next hop that hides 8BITMIME; one message declared 8BITMIME sent to it,
+   * then delivered (after `beforeDelivery`); with the next hop's connections still open at the end.
+   */
+  async function sendDeclared8Bit(message: string, beforeDelivery?: (relay: TestRelay, id: string) => Promise<void>) {
     const seen: { from: string; body?: string }[] = [];
+    let open = 0;
     const port = await plainNextHop({
       hide8BITMIME: true,
+      onConnect: (_s, cb) => (open++, cb()),
+      onClose: () => open--,
       onMailFrom: (a, _s, cb) => (seen.push({ from: a.address, body: (a.args as Record<string, string> | false || {}).BODY }), cb()),
     });
     const relay = await relayRoutingTo(port);
@@ -240,8 +246,9 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
     await c.command('DATA');
     const id = /queued as (\w+)/.exec((await c.command(`${message}.`)).text)![1]!;
     c.close();
-    await scheduler.runDue();
-    return { seen, shown: await queueShow(relay, id) };
+    await beforeDelivery?.(relay, id);
+    const attempts = await scheduler.runDue();
+    return { seen, shown: await queueShow(relay, id), attempts, open: () => open };
   }
 
   it('bounces one with 8-bit bytes with 5.6.3 (Postern does not convert) and sends nothing', async () => {
@@ -253,32 +260,18 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
   // The body is read before the transaction to see whether it is 7-bit: a queue file that cannot be read throws there.
   // The attempt still counts (backoff, expiry); a lapsed lease would have it tried again at once, for ever.
   it('records a deferral when the queue cannot give the body, and closes the session', async () => {
-    const seen: string[] = [];
-    let open = 0;
-    const port = await plainNextHop({
-      hide8BITMIME: true,
-      onConnect: (_s, cb) => (open++, cb()),
-      onClose: () => open--,
-      onMailFrom: (a, _s, cb) => (seen.push(a.address), cb()),
+    // Past the bodies kept in memory for delivery (RECENT_BODIES_LIMIT), so it is read from its file, made unreadable.
+    const big = `Subject: big\r\n\r\n${'ascii only, 64 bytes a line to fill nine megabytes of body text\r\n'.repeat(150_000)}`;
+    const { seen, shown, attempts, open } = await sendDeclared8Bit(big, async (relay, id) => {
+      const file = join(relay.dir, 'data', 'messages', id);
+      await rm(file);
+      await mkdir(file);
     });
-    const relay = await relayRoutingTo(port);
-    const scheduler = await driveByHand(relay);
-    const c = await clientSession(relay);
-    await c.command('MAIL FROM:<a@sender.test> BODY=8BITMIME');
-    await c.command('RCPT TO:<rcpt@example.test>');
-    await c.command('DATA');
-    // Past the bodies kept in memory for delivery (RECENT_BODIES_LIMIT), so it is read from its file.
-    const id = /queued as (\w+)/.exec((await c.command(`Subject: big\r\n\r\n${'ascii only, 64 bytes a line to fill nine megabytes of body text\r\n'.repeat(150_000)}.`)).text)![1]!;
-    c.close();
-    const file = join(relay.dir, 'data', 'messages', id);
-    await rm(file);
-    await mkdir(file);
-    expect(await scheduler.runDue()).toBe(1);
-    const shown = await queueShow(relay, id);
+    expect(attempts).toBe(1);
     expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/) })]);
     expect(shown.deliveries[0]).toMatchObject({ attempts: 1 });
     expect(seen).toEqual([]);
-    await vi.waitFor(() => expect(open).toBe(0));
+    await vi.waitFor(() => expect(open()).toBe(0));
   });
 
   // Many clients declare 8BITMIME for every message; Postfix sends a 7-bit one as it is.
