@@ -242,7 +242,7 @@ function createDeliveryScheduler(parts: {
   const { resolver, extraCa, relayhostAuth, pool, heloName, mtaSts } = parts.outbound;
   // Built once: nothing in it changes after start.
   // By hostname, not the EHLO name: that may be a shared NAT address's name, another host's MX too.
-  const self = relaySelf([config.hostname], parts.listeners);
+  const self = relaySelf([config.hostname], parts.listeners, outbound.ownAddresses);
   const deliverDeps = { outbound, heloName, self, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), logger, now, metrics, pool, mtaSts };
   return createScheduler({
     store,

@@ -49,6 +49,8 @@ export interface OutboundConfig {
   mtaStsPort: number;
   dns: { servers: string[] };
   allowPrivateTargets: boolean;
+  /** Addresses that reach this relay through NAT or a proxy (Postfix proxy_interfaces): an MX at one is a loop. */
+  ownAddresses: string[];
 }
 
 /** tls.minVersion: the oldest protocol the listeners accept. */

@@ -166,6 +166,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   key('outbound.tls.caFile', '', check.optionalString('a file path'), 'string', 'Extra CAs for the verify level, added to the system CAs.'),
   key('outbound.dns.servers', [], check.list(check.resolverAddress(), 'DNS server IP addresses, each with an optional port (192.0.2.53, 127.0.0.1:5353, [::1]:5353)'), 'list', 'DNS servers for MX lookups; empty: dns.servers.'),
   key('outbound.allowPrivateTargets', false, check.boolean(), 'boolean', 'Allow MX targets on loopback or private addresses (internal networks, tests); routes may always name them.'),
+  key('outbound.ownAddresses', [], check.list(check.ipAddress(), 'IP addresses'), 'list', 'Addresses that reach this relay from outside through NAT, a port mapping or a load balancer (Postfix proxy_interfaces): an MX at one of them is this relay, so mail for its domain loops back (5.4.6) and backup MX hosts after it are not tried. The relay\'s own listener addresses and hostname count without it.'),
   key('http.enabled', true, check.boolean(), 'boolean', 'Whether the HTTP listener (admin API, /metrics, /healthz, /readyz) runs.'),
   key('http.host', '127.0.0.1', check.hostAddress(), 'string', 'Address the HTTP listener binds to.'),
   key('http.port', 8025, port, 'number', 'Port of the HTTP listener.'),

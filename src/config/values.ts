@@ -79,6 +79,9 @@ export const check = {
         ? { ok: true, value: v }
         : { ok: false, allowed: 'an IP address to listen on (127.0.0.1, ::1, 0.0.0.0, ::)' };
   },
+  ipAddress(): Check<string> {
+    return (v) => (typeof v === 'string' && isIP(v) !== 0 ? { ok: true, value: v } : { ok: false, allowed: 'an IP address such as 192.0.2.25 or 2001:db8::25' });
+  },
   resolverAddress(): Check<string> {
     return (v) =>
       typeof v === 'string' && isResolverAddress(v)

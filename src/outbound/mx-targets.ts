@@ -25,7 +25,7 @@ export const MX_HOST_LIMIT = 10;
 export interface RelaySelf {
   /** Our host names (hostname), lower case. */
   names: readonly string[];
-  /** Whether a connection to ip:port reaches one of our listeners. */
+  /** Whether a connection to ip:port reaches one of our listeners (directly, or through NAT or a proxy). */
   listensOn(ip: string, port: number): boolean;
 }
 
@@ -67,13 +67,16 @@ export function chooseMxTargets(
 }
 
 /**
- * relaySelf - this relay from its names and started listeners: a listener on a wildcard address takes connections
- * to every address of this machine's interfaces (read at each check: they change).
+ * relaySelf - this relay from its names, started listeners and the addresses that reach it through NAT or a proxy
+ * (outbound.ownAddresses): a listener on a wildcard address takes connections to every address of this machine's
+ * interfaces (read at each check: they change).
  */
-export function relaySelf(names: readonly string[], listeners: readonly { host: string; port: number }[]): RelaySelf {
+export function relaySelf(names: readonly string[], listeners: readonly { host: string; port: number }[], proxied: readonly string[] = []): RelaySelf {
   return {
     names: [...new Set(names.map((n) => n.toLowerCase().replace(/\.$/, '')))],
     listensOn(ip, port) {
+      // Reached through NAT or a proxy: on whatever port it maps to ours.
+      if (proxied.some((own) => sameAddress(own, ip))) return true;
       const onPort = listeners.filter((l) => l.port === port);
       if (onPort.some((l) => sameAddress(l.host, ip))) return true;
       if (!onPort.some((l) => l.host === '0.0.0.0' || l.host === '::')) return false;

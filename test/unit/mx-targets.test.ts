@@ -76,6 +76,12 @@ describe('relaySelf', () => {
     expect([self.listensOn('127.0.0.1', 2525), self.listensOn('::ffff:127.0.0.1', 2525), self.listensOn('127.0.0.1', 2526)]).toEqual([true, true, false]);
     expect([self.listensOn('127.0.0.1', 25), self.listensOn('192.0.2.77', 25)]).toEqual([true, false]);
   });
+
+  // Postfix's proxy_interfaces: the public address a NAT or a container's port mapping sends to us, on any port.
+  it('takes the addresses that reach it through NAT or a proxy as its own, on any port', () => {
+    const self = relaySelf(['relay.example'], [{ host: '0.0.0.0', port: 25 }], ['203.0.113.25', '2001:db8::25']);
+    expect([self.listensOn('203.0.113.25', 25), self.listensOn('::ffff:203.0.113.25', 2525), self.listensOn('2001:DB8::25', 25), self.listensOn('203.0.113.26', 25)]).toEqual([true, true, true, false]);
+  });
 });
 
 describe('orderMx', () => {
