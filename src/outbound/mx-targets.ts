@@ -11,6 +11,7 @@
 //     (smtp_defer_if_no_mx_address_found = no); a lookup that failed for now
 //     is a deferral.
 // Pure: the lookups are done by the caller (deliver.ts).
+import { BlockList, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { AddressLookup, MxHost } from './mx-resolver.ts';
 import { isPublicAddress } from './mx-resolver.ts';
@@ -85,8 +86,12 @@ export function relaySelf(names: readonly string[], listeners: readonly { host: 
   };
 }
 
-/** sameAddress - one address in two forms (IPv4-mapped IPv6 for IPv4). */
+/** sameAddress - one address however written: IPv6 with or without its zeros, IPv4 or IPv4-mapped IPv6. */
 function sameAddress(a: string, b: string): boolean {
-  const plain = (ip: string) => ip.toLowerCase().replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
-  return plain(a) === plain(b);
+  const familyA = isIP(a);
+  const familyB = isIP(b);
+  if (familyA === 0 || familyB === 0) return false;
+  const list = new BlockList();
+  list.addAddress(a, familyA === 4 ? 'ipv4' : 'ipv6');
+  return list.check(b, familyB === 4 ? 'ipv4' : 'ipv6');
 }

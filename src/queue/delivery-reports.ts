@@ -79,7 +79,12 @@ export async function queueReport(facts: ReportFacts): Promise<string | undefine
   }));
   // RFC 8689 §5: a REQUIRETLS message's report returns its headers only, whatever RET asked, and is itself REQUIRETLS.
   const ret = claim.requireTls ? 'HDRS' : claim.dsn.ret;
-  const original = await readOriginal(store, claim.messageId, ret === 'FULL');
+  // A body the queue cannot give (the attempt that threw reading it, now expired): the report goes without it, not
+  // never; else the attempt could not be recorded, and would be tried again for ever.
+  const original = await readOriginal(store, claim.messageId, ret === 'FULL').catch((err: unknown): Original => {
+    log.warn({ err }, 'the message could not be read for its report; the report goes without it');
+    return { headers: Buffer.alloc(0) };
+  });
   const report = buildDsn({
     queueId: claim.messageId,
     reportingMta: facts.hostname,
@@ -171,11 +176,14 @@ async function withdrawReport(store: QueueStore, reportId: string, log: Logger):
   }
 }
 
+/** What a report returns of the message: its header block, and its body for RET=FULL. */
+type Original = { headers: Buffer; body?: Buffer };
+
 /**
  * readOriginal - the message's header block, and with `whole` its body (after the empty line) when the message
  * is at most RETURNED_MESSAGE_LIMIT bytes; reads no further than it needs.
  */
-async function readOriginal(store: QueueStore, id: string, whole: boolean): Promise<{ headers: Buffer; body?: Buffer }> {
+async function readOriginal(store: QueueStore, id: string, whole: boolean): Promise<Original> {
   const parts: Buffer[] = [];
   let bytes = 0;
   const stream = store.readBody(id);

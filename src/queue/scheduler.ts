@@ -146,7 +146,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       started++;
     }
     paced = nextHopsPace();
-    options.inFlow?.feed(claims.length);
+    options.inFlow?.feed(started);
     return started;
   }
 

@@ -229,7 +229,7 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
    * sendDeclared8Bit - a relay routing to a next hop that hides 8BITMIME; one message declared 8BITMIME sent to it,
    * then delivered (after `beforeDelivery`); with the next hop's connections still open at the end.
    */
-  async function sendDeclared8Bit(message: string, beforeDelivery?: (relay: TestRelay, id: string) => Promise<void>) {
+  async function sendDeclared8Bit(message: string, options: { beforeDelivery?: (relay: TestRelay, id: string) => Promise<void>; outbound?: Record<string, unknown>; reports?: number } = {}) {
     const seen: { from: string; body?: string }[] = [];
     let open = 0;
     const port = await plainNextHop({
@@ -238,7 +238,7 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
       onClose: () => open--,
       onMailFrom: (a, _s, cb) => (seen.push({ from: a.address, body: (a.args as Record<string, string> | false || {}).BODY }), cb()),
     });
-    const relay = await relayRoutingTo(port);
+    const relay = await relayRoutingTo(port, { outbound: options.outbound, reports: options.reports });
     const scheduler = await driveByHand(relay);
     const c = await clientSession(relay);
     await c.command('MAIL FROM:<a@sender.test> BODY=8BITMIME');
@@ -246,7 +246,7 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
     await c.command('DATA');
     const id = /queued as (\w+)/.exec((await c.command(`${message}.`)).text)![1]!;
     c.close();
-    await beforeDelivery?.(relay, id);
+    await options.beforeDelivery?.(relay, id);
     const attempts = await scheduler.runDue();
     return { seen, shown: await queueShow(relay, id), attempts, open: () => open };
   }
@@ -259,19 +259,40 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
 
   // The body is read before the transaction to see whether it is 7-bit: a queue file that cannot be read throws there.
   // The attempt still counts (backoff, expiry); a lapsed lease would have it tried again at once, for ever.
+  // Past the bodies kept in memory for delivery (RECENT_BODIES_LIMIT), so it is read from its file, made unreadable.
+  const big = `Subject: big\r\n\r\n${'ascii only, 64 bytes a line to fill nine megabytes of body text\r\n'.repeat(150_000)}`;
+  async function makeUnreadable(relay: TestRelay, id: string): Promise<void> {
+    const file = join(relay.dir, 'data', 'messages', id);
+    await rm(file);
+    await mkdir(file);
+  }
+
   it('records a deferral when the queue cannot give the body, and closes the session', async () => {
-    // Past the bodies kept in memory for delivery (RECENT_BODIES_LIMIT), so it is read from its file, made unreadable.
-    const big = `Subject: big\r\n\r\n${'ascii only, 64 bytes a line to fill nine megabytes of body text\r\n'.repeat(150_000)}`;
-    const { seen, shown, attempts, open } = await sendDeclared8Bit(big, async (relay, id) => {
-      const file = join(relay.dir, 'data', 'messages', id);
-      await rm(file);
-      await mkdir(file);
-    });
+    const { seen, shown, attempts, open } = await sendDeclared8Bit(big, { beforeDelivery: makeUnreadable });
     expect(attempts).toBe(1);
     expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/) })]);
     expect(shown.deliveries[0]).toMatchObject({ attempts: 1 });
     expect(seen).toEqual([]);
     await vi.waitFor(() => expect(open()).toBe(0));
+  });
+
+  // Its report cannot return what the queue cannot give: it goes without it, or the attempt would not be recorded.
+  it('bounces it once expired, with a report that returns nothing of the message', async () => {
+    const reportSink = await nextHop('plain');
+    const { shown, attempts } = await sendDeclared8Bit(big, {
+      outbound: { retry: { lifetime: '1s' } },
+      reports: reportSink.port,
+      beforeDelivery: async (relay, id) => {
+        await makeUnreadable(relay, id);
+        await new Promise((resolve) => setTimeout(resolve, 1100)); // past its lifetime
+      },
+    });
+    expect(attempts).toBe(2); // the message, then its report
+    expect(shown.state).toBe('done');
+    expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR.*gave up: message expired/) })]);
+    const [report] = await reportSink.waitForMessages(1);
+    expect(report).toMatchObject({ mailFrom: '', rcptTo: ['a@sender.test'] });
+    expect(report!.message!.toString('latin1')).toMatch(/Action: failed\r\n[\s\S]*Content-Type: text\/rfc822-headers\r\n\r\n\r\n--/);
   });
 
   // Many clients declare 8BITMIME for every message; Postfix sends a 7-bit one as it is.
