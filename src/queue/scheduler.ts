@@ -86,6 +86,9 @@ const LOOK_INTERVAL_MS = 5;
 // waits at most this long.
 const PACED_LOOK_INTERVAL_MS = 100;
 
+// Claims one look makes at most: each further one follows a domain the one before filled (claimAndRun).
+const MAX_CLAIM_PASSES = 4;
+
 /** createScheduler - a scheduler over a store and a courier. */
 export function createScheduler(options: SchedulerOptions): Scheduler {
   const { store, logger } = options;
@@ -110,44 +113,50 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   const elapsed = options.elapsed ?? (() => performance.now());
 
   async function claimAndRun(): Promise<number> {
-    const free = options.concurrency - inFlight.size;
-    if (free <= 0) {
-      paced = nextHopsPace();
-      return 0;
-    }
-    const claims = await store.claimDue({
-      now: options.now(),
-      limit: free,
-      leaseMs: options.leaseMs,
-      owner: options.owner,
-      perDestination: { limit: options.perDestination, busy: Object.fromEntries(perDomain) },
-    });
     let started = 0;
-    for (const claim of claims) {
-      // Its lease lapsed while its attempt still runs here (the clock jumped, renewals failed): the claim renewed our
-      // own lease, and a second courier would send the message twice. The one in flight records the result.
-      const already = inFlight.get(claim.deliveryId);
-      if (already && !givenBack.has(already.claim)) {
-        logger.warn({ queueId: claim.messageId, delivery: claim.deliveryId }, 'claimed a delivery whose attempt is still in flight here; not started twice');
-        continue;
-      }
-      perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
-      const startedAt = elapsed();
-      const task = runOne(claim).finally(() => {
-        recentDeliveryTimes.record(claim.domain, elapsed() - startedAt);
-        // Not an entry of a later claim of the same delivery (its lease was given back at stop, and taken again).
-        if (inFlight.get(claim.deliveryId)?.claim === claim) inFlight.delete(claim.deliveryId);
-        const left = (perDomain.get(claim.domain) ?? 1) - 1;
-        if (left > 0) perDomain.set(claim.domain, left);
-        else perDomain.delete(claim.domain);
-        if (running) schedule(0);
+    for (let pass = 0; pass < MAX_CLAIM_PASSES; pass++) {
+      const free = options.concurrency - inFlight.size;
+      if (free <= 0) break;
+      const claims = await store.claimDue({
+        now: options.now(),
+        limit: free,
+        leaseMs: options.leaseMs,
+        owner: options.owner,
+        perDestination: { limit: options.perDestination, busy: Object.fromEntries(perDomain) },
       });
-      inFlight.set(claim.deliveryId, { task, claim, startedAt });
-      started++;
+      for (const claim of claims) if (start(claim)) started++;
+      // A claim reads a window of the due deliveries: a backlog to one domain fills it, and that domain takes its
+      // free slots only. Once full, it is passed over by the next claim, which reaches the domains behind it (else
+      // they would wait for a look at which that domain happens to be full: under steady traffic to it, for ever).
+      if (claims.length === 0 || !claims.some((c) => (perDomain.get(c.domain) ?? 0) >= options.perDestination)) break;
     }
     paced = nextHopsPace();
     options.inFlow?.feed(started);
     return started;
+  }
+
+  /** start - run a claimed delivery's attempt; false for one already in flight here. */
+  function start(claim: ClaimedDelivery): boolean {
+    // Its lease lapsed while its attempt still runs here (the clock jumped, renewals failed): the claim renewed our
+    // own lease, and a second courier would send the message twice. The one in flight records the result.
+    const already = inFlight.get(claim.deliveryId);
+    if (already && !givenBack.has(already.claim)) {
+      logger.warn({ queueId: claim.messageId, delivery: claim.deliveryId }, 'claimed a delivery whose attempt is still in flight here; not started twice');
+      return false;
+    }
+    perDomain.set(claim.domain, (perDomain.get(claim.domain) ?? 0) + 1);
+    const startedAt = elapsed();
+    const task = runOne(claim).finally(() => {
+      recentDeliveryTimes.record(claim.domain, elapsed() - startedAt);
+      // Not an entry of a later claim of the same delivery (its lease was given back at stop, and taken again).
+      if (inFlight.get(claim.deliveryId)?.claim === claim) inFlight.delete(claim.deliveryId);
+      const left = (perDomain.get(claim.domain) ?? 1) - 1;
+      if (left > 0) perDomain.set(claim.domain, left);
+      else perDomain.delete(claim.domain);
+      if (running) schedule(0);
+    });
+    inFlight.set(claim.deliveryId, { task, claim, startedAt });
+    return true;
   }
 
   /** nextHopsPace - in-flow.ts's nextHopsSetPace over the deliveries in flight now (their ages on `elapsed`, not options.now's). */

@@ -6,11 +6,13 @@
 // its own.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { formatDetails } from '../../src/cli/queue.ts';
+import { CLAIM_LOOK_AHEAD } from '../../src/queue/delivery-rules.ts';
 import { SLOW_DELIVERY_MS } from '../../src/queue/in-flow.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
 import type { Scheduler } from '../../src/queue/scheduler.ts';
 import type { PemCredentials } from '../../src/tls/dev-certs.ts';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
+import { commitMessage, envelopeWith } from '../helpers/queue-fixtures.ts';
 import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, writeTestCa, type NextHop, type NextHopKind, type NextHopOptions } from '../helpers/next-hop.ts';
 import { testClock, type TestClock } from '../helpers/test-clock.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
@@ -48,14 +50,15 @@ afterEach(async () => {
   }
 });
 
-/** setup - a relay on a test clock routing dest.test to a next hop of `kind` and sender.test to a reports sink. */
+/** setup - a relay on a test clock routing dest.test to a next hop of `kind` and sender.test to a reports sink (and `outbound.routes` besides). */
 async function setup(kind: NextHopKind, outbound: Record<string, unknown> = {}, hopOptions: NextHopOptions = {}, relayOptions: { elapsed?: () => number } = {}): Promise<Setup> {
   const hop = await startNextHop(kind, { ca, ...hopOptions });
   const reports = await startNextHop('starttls-ca-right-name', { ca });
   const clock = testClock();
   const route = (h: NextHop) => ({ host: NEXT_HOP_NAME, port: h.port, tls: 'verify' });
+  const { routes, ...rest } = outbound as { routes?: Record<string, unknown> };
   const relay = await startTestRelay(
-    { outbound: { enabled: true, routes: { 'dest.test': route(hop), 'sender.test': route(reports) }, dns: { servers: [dns.address] }, tls: { caFile }, ...outbound } },
+    { outbound: { enabled: true, routes: { 'dest.test': route(hop), 'sender.test': route(reports), ...routes }, dns: { servers: [dns.address] }, tls: { caFile }, ...rest } },
     { now: clock.now, ...relayOptions },
   );
   running.push({ relay, hops: [hop, reports] });
@@ -237,6 +240,31 @@ describe('concurrency and stop', () => {
     expect(await done).toBe(1);
     // The slot is free again.
     expect(scheduler.nextHopsSetPace()).toBe(false);
+  });
+
+  // A claim reads a window of limit + CLAIM_LOOK_AHEAD due deliveries. A backlog to one domain with a slot free
+  // fills it, so a domain behind it waited for a look at which the first happened to be full; with that domain's
+  // deliveries ending steadily, that look may never come. Here its one slot is held: runDue makes no other look.
+  it('reaches a domain behind another domain\'s backlog once that domain\'s slots are taken', async () => {
+    const other = await startNextHop('starttls-ca-right-name', { ca });
+    const otherRoute = { host: NEXT_HOP_NAME, port: other.port, tls: 'verify' };
+    const { relay, scheduler, hop } = await setup('starttls-ca-right-name', { concurrency: 2, perDestination: 1, routes: { 'other.test': otherRoute } }, { holdData: true });
+    running.push({ relay, hops: [other] });
+    const backlog = 2 + CLAIM_LOOK_AHEAD + 1;
+    // Queued by another process, as fast as the store takes them (SMTP would be slowed by in-flow control).
+    const store = await openQueueStore(relay.config);
+    try {
+      const envelope = (to: string) => envelopeWith({ mailFrom: 'ivy@sender.test', recipients: [to] });
+      for (let i = 0; i < backlog; i++) await commitMessage(store, [Buffer.from(`Subject: backlog ${i}\r\n\r\nx\r\n`)], envelope('x@dest.test'));
+      await commitMessage(store, [Buffer.from('Subject: behind the backlog\r\n\r\nx\r\n')], envelope('x@other.test'));
+    } finally {
+      await store.close();
+    }
+    const delivering = scheduler.runDue();
+    await hop.waitForHeld(1);
+    expect(await other.waitForMessages(1)).toEqual([expect.objectContaining({ rcptTo: ['x@other.test'] })]);
+    hop.release();
+    expect(await delivering).toBe(backlog + 1);
   });
 
   // A clock set forward past the lease (or renewals failing) lets this process claim its own delivery again while the
