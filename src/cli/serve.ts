@@ -391,7 +391,10 @@ function reverseResolver(config: Config): ReverseResolver | undefined {
   return resolver;
 }
 
-/** serve - `postern serve`: start, print how to use it, stop cleanly on SIGTERM/SIGINT. */
+/** How long after the first stop signal a second one means "exit now" (one Ctrl-C under `npm start` arrives twice). */
+const SECOND_SIGNAL_AFTER_MS = 1000;
+
+/** serve - `postern serve`: start, print how to use it, stop cleanly on SIGTERM/SIGINT, at once on a second one. */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger({ level: config.log.level });
   // Handlers first: a signal during start-up stops the relay as soon as it is up.
@@ -411,8 +414,18 @@ export async function serve(config: Config): Promise<void> {
       },
     );
   };
+  let firstSignalAt: number | undefined;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {
+      // Asked again while stopping: now, as a second Ctrl-C means. Not within a second of the first: `npm start`
+      // forwards the terminal's Ctrl-C, so one press arrives twice. What was accepted is on disk; a delivery in
+      // flight keeps its lease, taken back at the next start (takeBackLeases).
+      if (state.stopping && firstSignalAt !== undefined && performance.now() - firstSignalAt >= SECOND_SIGNAL_AFTER_MS) {
+        logger.warn({ signal }, 'asked again to stop: exiting now; deliveries still in flight are tried again at the next start');
+        logger.flush(() => process.exit(1));
+        return;
+      }
+      firstSignalAt ??= performance.now();
       state.signal ??= signal;
       stop();
     });

@@ -102,7 +102,7 @@ describe('durability across SIGKILL', () => {
   });
 });
 
-describe('deliveries in flight at a SIGKILL', () => {
+describe('deliveries in flight at a SIGKILL, or a stop asked for twice', () => {
   const hops: NextHop[] = [];
   const relays: ChildRelay[] = [];
   afterAll(async () => {
@@ -151,6 +151,27 @@ describe('deliveries in flight at a SIGKILL', () => {
     } finally {
       shell.kill('SIGKILL');
     }
+  });
+
+  // A stop waits for deliveries in flight (outbound.stopTimeout); asked again, it exits at once, as after a second
+  // Ctrl-C. Not within a second of the first signal: `npm start` forwards the terminal's Ctrl-C, one press twice.
+  it('exits at once when asked to stop again a second after the first time, and the delivery is tried at the next start', async () => {
+    const { hop, file, relay } = await inFlight();
+    relay.process.kill('SIGINT');
+    relay.process.kill('SIGINT');
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(relay.process.exitCode).toBeNull(); // still waiting for the delivery in flight
+    relay.process.kill('SIGTERM');
+    expect(await relay.exited).toBe(1);
+    hop.release();
+
+    const again = await startChildRelay(file);
+    relays.push(again);
+    const [first, second] = await hop.waitForMessages(2);
+    expect(second!.message!.toString()).toBe(first!.message!.toString());
+    again.process.kill('SIGTERM');
+    expect(await again.exited).toBe(0);
+    expect(await idsOf(file)).toEqual([]);
   });
 
   it('tries it again as soon as the relay is back on the same queue', async () => {
