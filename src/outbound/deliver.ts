@@ -23,7 +23,7 @@ import { asciiDomain } from '../smtp/address.ts';
 import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
 import { isPublicAddress, lookupAddresses, lookupMx, type DnsResolver, type MxHost } from './mx-resolver.ts';
-import { chooseMxTargets, MX_HOST_LIMIT, type RelaySelf } from './mx-targets.ts';
+import { chooseMxTargets, dnsLookupFailed, MX_HOST_LIMIT, type RelaySelf } from './mx-targets.ts';
 import { decideNextHop, decideTlsLevel, type NextHop, type TlsDecision } from './route.ts';
 import { decideStsLevel, mxInPolicy, type MtaStsPolicies, type StsPolicy } from './mta-sts.ts';
 import { decideWithoutSmtpUtf8, smtpUtf8NotOffered } from './smtputf8.ts';
@@ -217,7 +217,7 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps, sts: StsPolicy |
   if (mx.kind === 'null-mx') return { ok: false, reply: '5.1.10 Recipient domain accepts no mail (null MX, RFC 7505)' };
   if (mx.kind === 'no-such-domain') return { ok: false, reply: `5.1.2 Host or domain name not found: ${nextHop.domain}` };
   if (mx.kind === 'invalid') return { ok: false, reply: `5.4.4 MX lookup for ${nextHop.domain}: ${mx.reason}` };
-  if (mx.kind === 'temporary') return { ok: false, reply: `4.4.3 DNS lookup for ${nextHop.domain} failed: ${mx.reason}` };
+  if (mx.kind === 'temporary') return { ok: false, reply: dnsLookupFailed(nextHop.domain, mx.reason) };
   const allowed = stsHosts(mx.hosts, sts, nextHop.domain, log);
   if (!allowed.ok) return allowed;
   const hosts = allowed.hosts.slice(0, MX_HOST_LIMIT);
@@ -230,7 +230,7 @@ async function findTargets(nextHop: NextHop, deps: DeliverDeps, sts: StsPolicy |
 async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true; addresses: string[] } | { ok: false; reply: string }> {
   const found = await lookupAddresses(host, deps.resolver);
   if (found.kind === 'addresses') return { ok: true, addresses: found.addresses };
-  if (found.kind === 'temporary') return { ok: false, reply: `4.4.3 DNS lookup for ${host} failed: ${found.reason}` };
+  if (found.kind === 'temporary') return { ok: false, reply: dnsLookupFailed(host, found.reason) };
   return { ok: false, reply: `4.4.4 no address for ${host}` };
 }
 

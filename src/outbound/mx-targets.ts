@@ -30,6 +30,11 @@ export interface RelaySelf {
   listensOn(ip: string, port: number): boolean;
 }
 
+/** dnsLookupFailed - the deferral for a lookup that failed for now (SERVFAIL, timeout): the answer may come. */
+export function dnsLookupFailed(name: string, reason: string): string {
+  return `4.4.3 DNS lookup for ${name} failed: ${reason}`;
+}
+
 export type MxTargets = { ok: true; targets: { host: string; ip: string }[] } | { ok: false; reply: string };
 
 /** chooseMxTargets - the addresses to try for `domain`, in order, or the verdict when there are none. */
@@ -49,7 +54,7 @@ export function chooseMxTargets(
   let refused = 0;
   let temporary = '';
   for (const host of preferred) {
-    if (host.found.kind === 'temporary') temporary = `4.4.3 DNS lookup for ${host.name} failed: ${host.found.reason}`;
+    if (host.found.kind === 'temporary') temporary = dnsLookupFailed(host.name, host.found.reason);
     if (host.found.kind !== 'addresses') continue;
     for (const ip of host.found.addresses) {
       // Per host: another name at the same address is another certificate to verify (MTA-STS, verify).
@@ -73,11 +78,13 @@ export function chooseMxTargets(
  * interfaces (read at each check: they change).
  */
 export function relaySelf(names: readonly string[], listeners: readonly { host: string; port: number }[], proxied: readonly string[] = []): RelaySelf {
+  const proxiedList = new BlockList();
+  for (const address of proxied) proxiedList.addAddress(address, familyOf(address));
   return {
     names: [...new Set(names.map((n) => n.toLowerCase().replace(/\.$/, '')))],
     listensOn(ip, port) {
       // Reached through NAT or a proxy: on whatever port it maps to ours.
-      if (proxied.some((own) => sameAddress(own, ip))) return true;
+      if (isIP(ip) !== 0 && proxiedList.check(ip, familyOf(ip))) return true;
       const onPort = listeners.filter((l) => l.port === port);
       if (onPort.some((l) => sameAddress(l.host, ip))) return true;
       if (!onPort.some((l) => l.host === '0.0.0.0' || l.host === '::')) return false;
@@ -88,10 +95,13 @@ export function relaySelf(names: readonly string[], listeners: readonly { host: 
 
 /** sameAddress - one address however written: IPv6 with or without its zeros, IPv4 or IPv4-mapped IPv6. */
 function sameAddress(a: string, b: string): boolean {
-  const familyA = isIP(a);
-  const familyB = isIP(b);
-  if (familyA === 0 || familyB === 0) return false;
+  if (isIP(a) === 0 || isIP(b) === 0) return false;
   const list = new BlockList();
-  list.addAddress(a, familyA === 4 ? 'ipv4' : 'ipv6');
-  return list.check(b, familyB === 4 ? 'ipv4' : 'ipv6');
+  list.addAddress(a, familyOf(a));
+  return list.check(b, familyOf(b));
+}
+
+/** familyOf - an IP address's family as BlockList names it. */
+function familyOf(ip: string): 'ipv4' | 'ipv6' {
+  return isIP(ip) === 4 ? 'ipv4' : 'ipv6';
 }

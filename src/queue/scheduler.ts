@@ -172,20 +172,19 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     const stopRenewing = keepLease(claim, lease, log);
     try {
       couriering.add(claim);
-      const outcome = await options.courier(claim).then(
-        (done) => done,
+      const outcome = await options.courier(claim)
         // A courier that throws (a body the queue cannot read) made an attempt all the same: recorded as a deferral,
         // it backs off and expires like any other, where a lapsed lease would have it tried again at once, forever.
-        (err: unknown): CourierOutcome => {
+        .catch((err: unknown): CourierOutcome => {
           log.error({ err }, 'delivery attempt failed; recorded as a deferral');
           const reply = `4.3.0 delivery attempt failed: ${errorMessage(err)}`;
           return { attempts: [], recipients: claim.recipients.map((r) => ({ address: r.address, result: 'deferred', reply })), nextHopOffersDsn: false };
-        },
-      ).finally(() => {
-        couriering.delete(claim);
-        // The record clears the lease: a renewal racing it would be refused, and read as a lease lost.
-        stopRenewing();
-      });
+        })
+        .finally(() => {
+          couriering.delete(claim);
+          // The record clears the lease: a renewal racing it would be refused, and read as a lease lost.
+          stopRenewing();
+        });
       if (givenBack.has(claim)) return log.info('attempt ended after its lease was given back at stop; not recorded');
       const now = options.now();
       const next = nextAttemptAt({ attempts: claim.attempts + 1, receivedAt: claim.receivedAt, now, retry: options.retry, random: options.random });
