@@ -6,7 +6,7 @@
 // and sends the recipients in transactions (those a next hop without
 // SMTPUTF8 cannot take returned, smtputf8.ts). Returns an outcome per recipient plus one
 // attempt record per host tried, with the TLS facts of each session.
-// Fails: throws only when the queue cannot give the body (the scheduler
+// Fails: throws only when the queue cannot give the body (CourierFailed, with the attempts so far: the scheduler
 // records a deferral); DNS and network trouble become deferrals (4.x.x),
 // null MX / nonexistent domains / refused recipients become bounces (5.x.x).
 // A verdict of our own starts with its enhanced code alone ("5.1.10 …"),
@@ -18,7 +18,7 @@ import type { OutboundConfig } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/queue-store.ts';
-import type { CourierOutcome } from '../queue/scheduler.ts';
+import { CourierFailed, type CourierOutcome } from '../queue/scheduler.ts';
 import { asciiDomain } from '../smtp/address.ts';
 import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
@@ -120,10 +120,13 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       continue;
     }
     if (!reused) (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
-    // A body the queue cannot read throws (the scheduler records a deferral); the session goes with it.
+    // A body the queue cannot read ends the attempt: the scheduler records a deferral, with the hosts tried so far
+    // and this one. The session goes with it.
     const { recipients, lostAfterData } = await sendAll(opened.session, claim, target.host, deps).catch((err: unknown) => {
       opened.session.close();
-      throw err;
+      const failed = new CourierFailed(err, attempts);
+      attempts.push({ startedAt: attemptStart, endedAt: deps.now(), ...where, ...(opened.session.tls ? { tls: opened.session.tls } : {}), policy: policyRecord(policy), reply: failed.reply, outcome: 'deferred' });
+      throw failed;
     });
     if (deps.pool) deps.pool.give(poolKey, opened.session);
     else opened.session.close();

@@ -74,6 +74,7 @@ export interface OutboundSession {
   readonly maxSize?: number;
   /** False once the connection failed or closed: it must not be reused. */
   readonly usable: boolean;
+  /** send - one transaction; rejects with the body's own error when the body cannot be read (nothing was delivered). */
   send(request: TransactionRequest): Promise<TransactionResult>;
   /** reset - RSET before the next transaction on a reused session; false if the session is gone. */
   reset(): Promise<boolean>;
@@ -242,7 +243,7 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
       });
     },
     send(request) {
-      return new Promise((resolve) => {
+      return new Promise((resolve, reject) => {
         recipientDsn.clear();
         for (const r of request.recipients) recipientDsn.set(r.address, r.dsn);
         const envelope: SMTPConnection.Envelope = {
@@ -258,7 +259,15 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
         // way): a connection lost after that may have left it delivered, so it is not sent elsewhere at once.
         let bodySent = false;
         request.body.once('end', () => (bodySent = true));
+        // A body the queue cannot read is our failure, not the next hop's (nodemailer reports it as ESTREAM, as if
+        // the connection had failed): the message never reached its end of data, and the connection is not reused.
+        let bodyError: Error | undefined;
+        request.body.once('error', (err) => (bodyError = err));
         connection.send(envelope, request.body, (err, info) => {
+          if (bodyError) {
+            usable = false;
+            return reject(bodyError);
+          }
           const byAddress = new Map<string, { code: number; reply: string }>();
           // A failure after DATA carries no RCPT refusals of its own: those recipients keep their RCPT replies
           // (a 452 stays a deferral, a 550 its own bounce), from the envelope nodemailer kept. Not when MAIL FROM

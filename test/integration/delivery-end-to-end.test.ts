@@ -7,6 +7,7 @@
 import { execFile } from 'node:child_process';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
+import { mkdir, rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyVerb } from '../../src/cli/queue.ts';
 import { openQueueStore } from '../../src/queue/open-store.ts';
@@ -455,6 +456,30 @@ describe('a primary MX that puts off the whole transaction', () => {
       const hosts = show.attempts.map((a) => [a.host, a.outcome]);
       expect(hosts).toEqual(outcome === 'delivered' ? [['mx1.busy-primary.test', 'deferred'], ['mx2.busy-primary.test', 'delivered']] : [['mx1.busy-primary.test', 'bounced']]);
       expect(primary.transactions).toHaveLength(1);
+    } finally {
+      await primary.close();
+    }
+  });
+
+  // The history keeps every host tried: the primary's "later" as well as the backup's attempt that could not go on.
+  // The body is past the bodies kept in memory (RECENT_BODIES_LIMIT), so it is read from its file, made unreadable.
+  it('records the primary and the backup when the queue cannot give the body to the backup', async () => {
+    const primary = await startNextHop('plain', { host: '127.0.0.2', port: hops[0]!.port, mailReply: { code: 451, text: '4.3.2 Busy, try later' } });
+    try {
+      const raw = `From: <kit@sender.test>\r\nSubject: big\r\n\r\n${'ascii only, 64 bytes a line to fill nine megabytes of body text\r\n'.repeat(150_000)}`;
+      const id = await submitMessage(relay, { from: 'kit@sender.test', to: ['x@busy-primary.test'], raw });
+      const file = join(relay.dir, 'data', 'messages', id);
+      await rm(file);
+      await mkdir(file);
+      await scheduler.runDue();
+      const show = await queueShow(relay, id);
+      expect(show.attempts.map((a) => [a.host, a.outcome, a.reply])).toEqual([
+        ['mx1.busy-primary.test', 'deferred', '451 4.3.2 Busy, try later (in reply to MAIL FROM command)'],
+        ['mx2.busy-primary.test', 'deferred', expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/)],
+      ]);
+      expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/) });
+      // The backup saw the transaction begin, never its end of data.
+      expect(transactionsOf(hops[0]!, 'kit@sender.test').map((t) => t.message)).toEqual([undefined]);
     } finally {
       await primary.close();
     }
