@@ -6,8 +6,8 @@
 // and sends the recipients in transactions (those a next hop without
 // SMTPUTF8 cannot take returned, smtputf8.ts). Returns an outcome per recipient plus one
 // attempt record per host tried, with the TLS facts of each session.
-// Fails: throws only when the queue cannot give the body (CourierFailed, with the attempts so far: the scheduler
-// records a deferral); DNS and network trouble become deferrals (4.x.x),
+// Fails: never throws for trouble it knows: a body the queue cannot read ends the attempt (4.3.0 for the
+// recipients it had not yet sent); DNS and network trouble become deferrals (4.x.x),
 // null MX / nonexistent domains / refused recipients become bounces (5.x.x).
 // A verdict of our own starts with its enhanced code alone ("5.1.10 …"),
 // a next hop's reply with its basic code ("550 5.1.1 …"): reports tell the
@@ -15,10 +15,10 @@
 import { isAscii } from 'node:buffer';
 import type { Readable } from 'node:stream';
 import type { OutboundConfig } from '../config/config.ts';
-import type { Logger } from '../observability/logger.ts';
+import { errorMessage, type Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import type { AttemptRecord, ClaimedDelivery, RecipientOutcome } from '../queue/queue-store.ts';
-import { CourierFailed, type CourierOutcome } from '../queue/scheduler.ts';
+import type { CourierOutcome } from '../queue/scheduler.ts';
 import { asciiDomain } from '../smtp/address.ts';
 import { isHostReply } from '../smtp/replies.ts';
 import { classifyReply } from './classify.ts';
@@ -120,15 +120,8 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
       continue;
     }
     if (!reused) (deps.metrics ?? NO_METRICS).smtpSession('outbound', opened.session.tls?.version);
-    // A body the queue cannot read ends the attempt: the scheduler records a deferral, with the hosts tried so far
-    // and this one. The session goes with it.
-    const { recipients, lostAfterData } = await sendAll(opened.session, claim, target.host, deps).catch((err: unknown) => {
-      opened.session.close();
-      const failed = new CourierFailed(err, attempts);
-      attempts.push({ startedAt: attemptStart, endedAt: deps.now(), ...where, ...(opened.session.tls ? { tls: opened.session.tls } : {}), policy: policyRecord(policy), reply: failed.reply, outcome: 'deferred' });
-      throw failed;
-    });
-    if (deps.pool) deps.pool.give(poolKey, opened.session);
+    const { recipients, lostAfterData, bodyError } = await sendAll(opened.session, claim, target.host, deps);
+    if (deps.pool && bodyError === undefined) deps.pool.give(poolKey, opened.session);
     else opened.session.close();
     const results = new Set(recipients.map((r) => r.result));
     const attempt: AttemptRecord = {
@@ -144,6 +137,11 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     // The scheduler's 'delivery recorded' line names this next hop and the results; this one adds the session's
     // details. Checked first: on the delivery path, building the fields for a line not written cost 4 µs.
     if (log.isLevelEnabled('debug')) log.debug({ ...where, reused: Boolean(reused), tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
+    // A body the queue cannot read is our failure, not this host's: another host would fare no better.
+    if (bodyError !== undefined) {
+      log.error({ ...where, err: bodyError }, 'the queue could not give the message body; the attempt ends here');
+      return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN'), answeredBy: attempt };
+    }
     // The next MX or address may take what this host did not, as Postfix's smtp tries it: when the host said
     // "later" to every recipient (451 to MAIL FROM, 421 to RCPT, 4xx after DATA), or could not take the message
     // by our own verdict (no REQUIRETLS, too small a SIZE, the connection lost before the end of data). Not once
@@ -237,14 +235,37 @@ async function addressesOf(host: string, deps: DeliverDeps): Promise<{ ok: true;
   return { ok: false, reply: `4.4.4 no address for ${host}` };
 }
 
+/**
+ * What sendAll did: an outcome per recipient, whether a connection was lost after a whole message went out, and
+ * the error of a body the queue could not read (the recipients not yet sent are deferred with it, those sent before
+ * keep their replies: a recipient the next hop took is not sent again).
+ */
+interface SentAll {
+  recipients: RecipientOutcome[];
+  lostAfterData: boolean;
+  bodyError?: unknown;
+}
+
+/** bodyUnreadable - the deferral of recipients whose message the queue could not give. */
+function bodyUnreadable(recipients: readonly { address: string }[], err: unknown): RecipientOutcome[] {
+  const reply = `4.3.0 queue file read error: ${errorMessage(err)}`;
+  return recipients.map((r) => ({ address: r.address, result: 'deferred', reply }));
+}
+
 // sendAll - the recipients in transactions of at most recipientsPerTransaction, each with its own DSN parameters (recipient-dsn.ts).
-async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: string, deps: DeliverDeps): Promise<{ recipients: RecipientOutcome[]; lostAfterData: boolean }> {
+async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: string, deps: DeliverDeps): Promise<SentAll> {
   const refused = (reply: string) => ({ recipients: everyone(claim, reply), lostAfterData: false });
   let bodyType = claim.bodyType;
   if (bodyType === '8BITMIME' && !session.extensions.includes('8BITMIME')) {
     // RFC 6152 §3: without 8BITMIME at the next hop an 8-bit message would have to be converted; Postern does not
     // (see README). One declared 8BITMIME that holds no 8-bit byte goes as it is, as Postfix sends it.
-    if (!(await isSevenBit(deps.readBody(claim.messageId)))) return refused('5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
+    let sevenBit: boolean;
+    try {
+      sevenBit = await isSevenBit(deps.readBody(claim.messageId));
+    } catch (err) {
+      return { recipients: bodyUnreadable(claim.recipients, err), lostAfterData: false, bodyError: err };
+    }
+    if (!sevenBit) return refused('5.6.3 Next hop does not offer 8BITMIME; Postern does not convert 8-bit messages');
     bodyType = '7BIT';
   }
   // RFC 1870 §6: a message over the next hop's SIZE is refused for good, without sending it (Postfix's words).
@@ -279,6 +300,9 @@ async function sendAll(session: OutboundSession, claim: ClaimedDelivery, host: s
       const result = await session.send({ mailFrom: claim.mailFrom, recipients: batch, body, bodyType, smtpUtf8: claim.smtpUtf8, requireTls: claim.requireTls && offersRequireTls, dsn: claim.dsn, size: claim.size });
       for (const r of result.recipients) outcomes.push({ address: r.address, result: classifyReply(r.reply), reply: r.reply });
       lostAfterData ||= result.lostAfterData;
+    } catch (err) {
+      outcomes.push(...bodyUnreadable(recipients.slice(i), err));
+      return { recipients: outcomes, lostAfterData, bodyError: err };
     } finally {
       body.destroy();
     }

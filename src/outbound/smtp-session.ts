@@ -260,12 +260,14 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
         let bodySent = false;
         request.body.once('end', () => (bodySent = true));
         // A body the queue cannot read is our failure, not the next hop's (nodemailer reports it as ESTREAM, as if
-        // the connection had failed): the message never reached its end of data, and the connection is not reused.
+        // the connection had failed). The connection is dropped: it is inside DATA, where QUIT would be message
+        // text, and without the final dot the next hop discards what it got.
         let bodyError: Error | undefined;
         request.body.once('error', (err) => (bodyError = err));
         connection.send(envelope, request.body, (err, info) => {
           if (bodyError) {
             usable = false;
+            connection.close();
             return reject(bodyError);
           }
           const byAddress = new Map<string, { code: number; reply: string }>();
@@ -286,8 +288,10 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
       });
     },
     close() {
+      // QUIT only where a command may follow; a connection that failed or was dropped is closed as it is.
+      if (usable) connection.quit();
+      else connection.close();
       usable = false;
-      connection.quit();
     },
   };
 }

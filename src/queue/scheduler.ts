@@ -35,24 +35,6 @@ export interface CourierOutcome {
 /** What the scheduler needs from outbound: one attempt for one claimed delivery. */
 export type Courier = (claim: ClaimedDelivery) => Promise<CourierOutcome>;
 
-/**
- * CourierFailed - an attempt that could not go on (a body the queue cannot read), with the attempts it made before
- * it stopped: the scheduler records them with the deferral, as the history of what was tried. Any other error a
- * courier throws is recorded the same way, with no attempts.
- */
-export class CourierFailed extends Error {
-  /** The deferral every recipient gets, and the failed host's attempt ends with. */
-  readonly reply: string;
-
-  constructor(
-    cause: unknown,
-    readonly attempts: AttemptRecord[] = [],
-  ) {
-    super(errorMessage(cause), { cause });
-    this.reply = `4.3.0 delivery attempt failed: ${this.message}`;
-  }
-}
-
 export interface SchedulerOptions {
   store: QueueStore;
   courier: Courier;
@@ -191,12 +173,13 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     try {
       couriering.add(claim);
       const outcome = await options.courier(claim)
-        // A courier that throws (a body the queue cannot read) made an attempt all the same: recorded as a deferral,
+        // A courier that throws (it should not: outbound returns even a body the queue cannot read as a deferral)
+        // made an attempt all the same: recorded as a deferral,
         // it backs off and expires like any other, where a lapsed lease would have it tried again at once, forever.
         .catch((err: unknown): CourierOutcome => {
-          const failed = err instanceof CourierFailed ? err : new CourierFailed(err);
-          log.error({ err: failed.cause }, 'delivery attempt failed; recorded as a deferral');
-          return { attempts: failed.attempts, recipients: claim.recipients.map((r) => ({ address: r.address, result: 'deferred', reply: failed.reply })), nextHopOffersDsn: false };
+          log.error({ err }, 'delivery attempt failed; recorded as a deferral');
+          const reply = `4.3.0 delivery attempt failed: ${errorMessage(err)}`;
+          return { attempts: [], recipients: claim.recipients.map((r) => ({ address: r.address, result: 'deferred', reply })), nextHopOffersDsn: false };
         })
         .finally(() => {
           couriering.delete(claim);

@@ -475,9 +475,9 @@ describe('a primary MX that puts off the whole transaction', () => {
       const show = await queueShow(relay, id);
       expect(show.attempts.map((a) => [a.host, a.outcome, a.reply])).toEqual([
         ['mx1.busy-primary.test', 'deferred', '451 4.3.2 Busy, try later (in reply to MAIL FROM command)'],
-        ['mx2.busy-primary.test', 'deferred', expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/)],
+        ['mx2.busy-primary.test', 'deferred', expect.stringMatching(/^4\.3\.0 queue file read error: EISDIR/)],
       ]);
-      expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/) });
+      expect(show.recipientStates[0]).toMatchObject({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 queue file read error: EISDIR/) });
       // The backup saw the transaction begin, never its end of data.
       expect(transactionsOf(hops[0]!, 'kit@sender.test').map((t) => t.message)).toEqual([undefined]);
     } finally {

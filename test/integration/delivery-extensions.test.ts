@@ -143,6 +143,49 @@ describe('connection reuse', () => {
     expect(hop.wire().toString('latin1')).toMatch(/RCPT TO:<grey2@example\.test>\r\n(?:.*\r\n)*RSET\r\nMAIL FROM:/);
   });
 
+  // A recipient the next hop took is not sent the message again because a later batch could not be read. The batch
+  // that could not is dropped with its connection (QUIT there would be message text); nothing of it is delivered.
+  it('defers only the batches after a body the queue could not read, and drops that connection', async () => {
+    const received: string[][] = [];
+    let open = 0;
+    let spoil: (() => Promise<void>) | undefined;
+    const port = await plainNextHop({
+      onConnect: (_s, cb) => (open++, cb()),
+      onClose: () => open--,
+      onData: (stream, session, cb) => {
+        stream.resume();
+        stream.on('end', () => {
+          received.push(session.envelope.rcptTo.map((r) => r.address));
+          const next = spoil;
+          spoil = undefined;
+          void (next ? next() : Promise.resolve()).then(() => cb());
+        });
+      },
+    });
+    const relay = await relayRoutingTo(port, { outbound: { recipientsPerTransaction: 2 } });
+    const scheduler = await driveByHand(relay);
+    // Past the bodies kept in memory for delivery (RECENT_BODIES_LIMIT), so each batch reads it from its file.
+    const raw = `Subject: big\r\n\r\n${'ascii only, 64 bytes a line to fill nine megabytes of body text\r\n'.repeat(150_000)}`;
+    const to = ['r1@example.test', 'r2@example.test', 'r3@example.test', 'r4@example.test'];
+    const id = await submitMessage(relay, { from: 'a@sender.test', to, raw });
+    spoil = async () => {
+      const file = join(relay.dir, 'data', 'messages', id);
+      await rm(file);
+      await mkdir(file);
+    };
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(received).toEqual([['r1@example.test', 'r2@example.test']]);
+    expect(shown.recipientStates.map((r) => [r.address, r.state, r.reply])).toEqual([
+      ['r1@example.test', 'delivered', expect.stringMatching(/^250 /)],
+      ['r2@example.test', 'delivered', expect.stringMatching(/^250 /)],
+      ['r3@example.test', 'deferred', expect.stringMatching(/^4\.3\.0 queue file read error: EISDIR/)],
+      ['r4@example.test', 'deferred', expect.stringMatching(/^4\.3\.0 queue file read error: EISDIR/)],
+    ]);
+    expect(shown.attempts).toEqual([expect.objectContaining({ outcome: 'partial' })]);
+    await vi.waitFor(() => expect(open).toBe(0), { timeout: 3000 });
+  });
+
   it('sends several messages to one next hop over one connection, STARTTLS once, RSET between', async () => {
     const { hop, relay, scheduler } = await relayToVerifiedNextHop();
     for (const marker of ['one', 'two', 'three']) await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker });
@@ -270,7 +313,7 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
   it('records a deferral when the queue cannot give the body, and closes the session', async () => {
     const { seen, shown, attempts, open } = await sendDeclared8Bit(big, { beforeDelivery: makeUnreadable });
     expect(attempts).toBe(1);
-    expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR/) })]);
+    expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: expect.stringMatching(/^4\.3\.0 queue file read error: EISDIR/) })]);
     expect(shown.deliveries[0]).toMatchObject({ attempts: 1 });
     expect(seen).toEqual([]);
     await vi.waitFor(() => expect(open()).toBe(0));
@@ -289,7 +332,7 @@ describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () =
     });
     expect(attempts).toBe(2); // the message, then its report
     expect(shown.state).toBe('done');
-    expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply: expect.stringMatching(/^4\.3\.0 delivery attempt failed: EISDIR.*gave up: message expired/) })]);
+    expect(shown.recipientStates).toEqual([expect.objectContaining({ state: 'bounced', reply: expect.stringMatching(/^4\.3\.0 queue file read error: EISDIR.*gave up: message expired/) })]);
     const [report] = await reportSink.waitForMessages(1);
     expect(report).toMatchObject({ mailFrom: '', rcptTo: ['a@sender.test'] });
     expect(report!.message!.toString('latin1')).toMatch(/Action: failed\r\n[\s\S]*Content-Type: text\/rfc822-headers\r\n\r\n\r\n--/);
