@@ -17,7 +17,7 @@
 // relays that forward to each other) and is refused, as Postfix's
 // hopcount_limit does; otherwise each pass would queue it once more.
 import { Transform, type TransformCallback } from 'node:stream';
-import { fieldLinesLength, headerBlockLength } from '../smtp/header-block.ts';
+import { fieldLinesLength, headerBlockLength, headerBlockSettles } from '../smtp/header-block.ts';
 import { formatRfc5322Date } from '../smtp/rfc5322-date.ts';
 
 export interface ReceivedFacts {
@@ -93,6 +93,9 @@ export function missingSubmissionHeaders(headerBlock: string, facts: { queueId: 
 /** HeaderPrepender - emits `prefix(header fields)` then the message, unchanged but for an empty line where its fields end early. */
 export class HeaderPrepender extends Transform {
   private buffered: Buffer[] = [];
+  private bufferedLength = 0;
+  /** The last (up to 3) bytes buffered: an end of the header block may begin in them. */
+  private tail: Buffer = Buffer.alloc(0);
   private done = false;
 
   constructor(private readonly prefix: (headerBlock: string) => string) {
@@ -101,12 +104,17 @@ export class HeaderPrepender extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (this.done) return callback(null, chunk);
+    const settles = headerBlockSettles(this.bufferedLength, this.tail, chunk);
     this.buffered.push(chunk);
-    // Most header blocks end in the first chunk: no copy then.
-    const joined = this.buffered.length === 1 ? chunk : Buffer.concat(this.buffered);
-    this.buffered = [joined];
-    const headerEnd = headerBlockLength(joined, false);
-    if (headerEnd !== undefined) this.release(joined, headerEnd);
+    this.bufferedLength += chunk.length;
+    this.tail = chunk.length >= 3 ? chunk.subarray(-3) : Buffer.concat([this.tail, chunk]).subarray(-3);
+    if (settles) {
+      // Most header blocks end in the first chunk: no copy then.
+      const joined = this.buffered.length === 1 ? chunk : Buffer.concat(this.buffered);
+      this.buffered = [joined];
+      const headerEnd = headerBlockLength(joined, false);
+      if (headerEnd !== undefined) this.release(joined, headerEnd);
+    }
     callback();
   }
 

@@ -9,6 +9,7 @@
 // CR on the wire.
 //
 //   headerBlockLength  - the header block's length in the bytes read so far, or undefined while more could change it.
+//   headerBlockSettles - whether headerBlockLength can answer once one more piece is read (no need to ask before).
 //   fieldLinesLength   - how much of a header block is header fields, before a line that is none.
 //   HEADER_BLOCK_LIMIT - the most bytes taken as a header block.
 
@@ -26,6 +27,16 @@ export function headerBlockLength(data: Buffer, complete: boolean): number | und
   if (data.length >= 2 && data[0] === 0x0d && data[1] === 0x0a) return 0;
   if (complete || data.length >= HEADER_BLOCK_LIMIT) return bounded(data, data.length);
   return undefined;
+}
+
+/**
+ * headerBlockSettles - whether headerBlockLength may answer once `chunk` is added to the `before` bytes read so far,
+ * whose last bytes (up to 3) are `tail`. A reader fed in pieces joins and searches them only then: searching all it
+ * has again at every piece was quadratic in a header block sent a few bytes at a time.
+ */
+export function headerBlockSettles(before: number, tail: Buffer, chunk: Buffer): boolean {
+  if (before < 2 || before + chunk.length >= HEADER_BLOCK_LIMIT) return true;
+  return chunk.indexOf(END_OF_HEADERS) !== -1 || Buffer.concat([tail, chunk.subarray(0, 3)]).indexOf(END_OF_HEADERS) !== -1;
 }
 
 /** bounded - `length`, or HEADER_BLOCK_LIMIT when it is more, less one when that would end between a CR and its LF. */

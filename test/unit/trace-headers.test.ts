@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { buildReceivedHeader, HeaderPrepender, messageIdOf, missingSubmissionHeaders, receivedCount } from '../../src/inbound/trace-headers.ts';
 import { formatRfc5322Date } from '../../src/smtp/rfc5322-date.ts';
+import { HEADER_BLOCK_LIMIT } from '../../src/smtp/header-block.ts';
 
 const date = new Date(Date.UTC(2026, 10, 29, 1, 17, 33));
 
@@ -97,6 +98,37 @@ describe('HeaderPrepender', () => {
   it('handles a message with no header block and one with no body', async () => {
     expect(await through(['\r\nbody'], (h) => `[${h}]`)).toBe('[]\r\nbody');
     expect(await through(['Subject: a'], (h) => `[${h}]`)).toBe('[Subject: a]Subject: a');
+  });
+  // Fed a few bytes at a time (as an attacker or a slow link may send it), the same header block and the same output:
+  // the end of the block across every seam, a message that starts with its body, one past HEADER_BLOCK_LIMIT.
+  it.each([
+    ['fields and a body', `Subject: a\r\nFrom: b\r\n\r\nbody\r\n\r\nmore\r\n`],
+    ['a body alone', '\r\nbody\r\n'],
+    ['no body', 'Subject: a\r\n'],
+    ['fields, then text without the empty line', 'Subject: x\r\nthis is body text\r\n\r\n'],
+    ['a header block past the limit', `${'X-H: aaaaaaaaaaaaaaaa\r\n'.repeat(HEADER_BLOCK_LIMIT / 20)}\r\nbody\r\n`],
+  ])('answers alike however the message is cut, as soon as the block ends: %s', async (_name, message) => {
+    const seenWhole: string[] = [];
+    const whole = await through([message], (h) => (seenWhole.push(h), `[${h.length}]`));
+    // Where the block is known to have ended: after its empty line, at the limit, or at the end of the message.
+    const blankAt = message.indexOf('\r\n\r\n');
+    const knownAt = message.startsWith('\r\n') ? 2 : Math.min(blankAt === -1 ? message.length : blankAt + 4, HEADER_BLOCK_LIMIT);
+    for (const size of [1, 2, 3, 4, 5, 7, 1000]) {
+      const seen: string[] = [];
+      let written = 0;
+      let writtenWhenSeen = -1;
+      const prepender = new HeaderPrepender((h) => (seen.push(h), (writtenWhenSeen = written), `[${h.length}]`));
+      const out: Buffer[] = [];
+      prepender.on('data', (c: Buffer) => out.push(c));
+      for (let at = 0; at < message.length; at += size) {
+        written = Math.min(at + size, message.length);
+        prepender.write(Buffer.from(message.slice(at, at + size), 'latin1'));
+      }
+      await new Promise((resolve) => prepender.end(resolve));
+      expect(Buffer.concat(out).toString('latin1')).toBe(whole);
+      expect(seen).toEqual(seenWhole);
+      expect(writtenWhenSeen).toBe(Math.min(Math.ceil(knownAt / size) * size, message.length));
+    }
   });
   // Postfix's cleanup ends the header fields at the first line that is none, with an empty line.
   it.each([
