@@ -28,7 +28,7 @@ export interface IntakeRequest {
   envelope: StoredEnvelope;
   listener: ListenerName;
   received: Omit<ReceivedFacts, 'queueId' | 'recipients' | 'hostname' | 'date' | 'smtpUtf8'>;
-  config: Pick<Config, 'hostname' | 'smtp'>;
+  config: Pick<Config, 'hostname' | 'smtp'> & { limits: Pick<Config['limits'], 'messageSize'> };
   now: Date;
 }
 
@@ -50,7 +50,10 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
   const link = linkStages(request.data, lineEndings, prepender);
   try {
     const size = await draft.writeBody(link.body);
-    if (request.data.sizeExceeded) {
+    // Counted as stored, bare line ends made CRLF (Postfix's cleanup counts what it writes): a message of bare LFs
+    // was otherwise queued at twice the limit, for a next hop with the same limit to refuse. Our own trace headers
+    // are not counted, or a message sent at exactly the SIZE we offer would be refused.
+    if (request.data.sizeExceeded || (request.data.byteLength ?? 0) + lineEndings.bytesAdded > config.limits.messageSize) {
       await draft.discard();
       return { outcome: 'refused', reply: replies.messageTooBig, reason: 'message-too-big' };
     }

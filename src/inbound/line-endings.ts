@@ -17,6 +17,8 @@ const CRLF = Buffer.from('\r\n');
 export class BareLineEndings extends Transform {
   /** Whether any bare CR or LF was seen. */
   found = false;
+  /** How many bytes normalizing added (one per bare CR or LF made CRLF): the message as stored is this much larger. */
+  bytesAdded = 0;
   private pendingCr = false;
 
   constructor(private readonly mode: 'normalize' | 'reject') {
@@ -31,7 +33,11 @@ export class BareLineEndings extends Transform {
       this.pendingCr = chunk[chunk.length - 1] === CR;
       return done(null, chunk);
     }
-    done(null, this.clean(chunk) ? chunk : this.normalize(chunk));
+    if (this.clean(chunk)) return done(null, chunk);
+    // A CR at the chunk's end is held back (-1 here) and goes out with the next chunk or at the end (+2 there).
+    const normalized = this.normalize(chunk);
+    this.bytesAdded += normalized.length - chunk.length;
+    done(null, normalized);
   }
 
   /** clean - the usual chunk: CRLF line ends only, and nothing carried over from the one before. */
@@ -43,7 +49,10 @@ export class BareLineEndings extends Transform {
     if (this.pendingCr) {
       // A message ending in a lone CR: the CR was bare.
       this.found = true;
-      if (this.mode === 'normalize') return done(null, CRLF);
+      if (this.mode === 'normalize') {
+        this.bytesAdded += CRLF.length;
+        return done(null, CRLF);
+      }
     }
     done();
   }

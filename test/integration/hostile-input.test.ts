@@ -777,6 +777,22 @@ describe('small limits', () => {
     expect(await ids(relay)).toEqual(committed);
   });
 
+  // Each bare LF is stored as CRLF (smtp.bareLineFeed: normalize): counted on the bytes sent, a message of bare LFs
+  // was queued at twice the limit, for a next hop with the same limit to refuse. Postfix's cleanup counts what it writes.
+  it('refuses a message that bare line ends made CRLF take over limits.messageSize, and takes one they keep within it', async () => {
+    const committed = await ids(relay);
+    const c = await openData(relay.ports.relay);
+    c.write(`Subject: lf\r\n\r\n${'\n'.repeat(6000)}\r\n.\r\n`);
+    expect((await c.reply()).text).toBe(TOO_BIG);
+    expect((await c.command('RSET')).code).toBe(250);
+    c.close();
+    expect(await ids(relay)).toEqual(committed);
+    const d = await openData(relay.ports.relay);
+    d.write(`Subject: lf\r\n\r\n${'\n'.repeat(4000)}\r\n.\r\n`);
+    queueIdOf(await d.reply());
+    d.close();
+  });
+
   // Postfix's cleanup stops storing at message_size_limit; Postern wrote the whole message to disk and refused it at
   // its end, so a client that never ended it could fill the queue's disk.
   it('stores nothing past limits.messageSize while an oversized message is still coming in', async () => {

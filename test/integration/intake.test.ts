@@ -32,7 +32,7 @@ function request(data: PassThrough): IntakeRequest {
     envelope: { mailFrom: 'a@example.test', recipients: ['b@example.test'], bodyType: '7BIT', smtpUtf8: false, client },
     listener: 'relay',
     received: { helo: 'client.test', clientHostname: 'unknown', clientAddress: '127.0.0.1', protocol: 'ESMTP' },
-    config: { hostname: 'relay.test', smtp: { reverseLookup: false, greetingPause: 0, inFlowDelay: 0, bareLineFeed: 'normalize', proxyProtocol: [], proxyProtocolTimeout: 5 } },
+    config: { hostname: 'relay.test', smtp: { reverseLookup: false, greetingPause: 0, inFlowDelay: 0, bareLineFeed: 'normalize', proxyProtocol: [], proxyProtocolTimeout: 5 }, limits: { messageSize: 26214400 } },
     now: new Date(),
   };
 }

@@ -3,11 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { BareLineEndings } from '../../src/inbound/line-endings.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
+/** run - the chunks through BareLineEndings; checks that bytesAdded is what the output gained over the input. */
 async function run(mode: 'normalize' | 'reject', chunks: string[]): Promise<{ out: string; found: boolean }> {
   const t = new BareLineEndings(mode);
   const parts: Buffer[] = [];
   for await (const c of Readable.from(chunks.map((s) => Buffer.from(s, 'latin1'))).pipe(t)) parts.push(c as Buffer);
-  return { out: Buffer.concat(parts).toString('latin1'), found: t.found };
+  const out = Buffer.concat(parts);
+  expect(t.bytesAdded, JSON.stringify(chunks)).toBe(out.length - chunks.join('').length);
+  return { out: out.toString('latin1'), found: t.found };
 }
 
 describe('BareLineEndings', () => {
