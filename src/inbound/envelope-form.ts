@@ -117,7 +117,7 @@ export function refuseBadXtext(line: string): Reply | undefined {
     const eq = argument.indexOf('=');
     if (eq <= 0 || argument.slice(0, eq).toUpperCase() !== parameter.name) continue;
     const value = argument.slice(eq + 1);
-    if (value !== '' && (!parameter.value.test(value) || !isUtf8(xtextBytes(value)))) return parameter.refusal;
+    if (value !== '' && (!parameter.value.test(value) || !isPrintableUtf8(xtextBytes(value)))) return parameter.refusal;
   }
   return undefined;
 }
@@ -127,6 +127,15 @@ const ADDRESS_ON_LINE = /^(?:MAIL FROM|RCPT TO) *: *<?([^<> ]*)/i;
 /** addressOnLine - the address a MAIL FROM or RCPT TO line gives, without its brackets, as sent; undefined for another line. */
 export function addressOnLine(line: string): string | undefined {
   return ADDRESS_ON_LINE.exec(line)?.[1];
+}
+
+/**
+ * isPrintableUtf8 - UTF-8 without control characters. RFC 3461 §4.2 and §4.4: what an ORCPT or ENVID stands for is
+ * printable ("+0D+0A" is valid xtext, and would put a line end into a report); Postfix refuses it with the same 501
+ * 5.5.4, where smtp-server answered "501 5.1.7 Bad sender address syntax".
+ */
+function isPrintableUtf8(bytes: Buffer): boolean {
+  return isUtf8(bytes) && !/[\x00-\x1F\x7F]/.test(bytes.toString('latin1'));
 }
 
 /**

@@ -380,11 +380,11 @@ describe('default limits', () => {
     it('refuses an ENVID or ORCPT that is not xtext with 501 5.5.4, and takes the next command', async () => {
       const c = await open(relay.ports.relay);
       expect((await c.command('EHLO client.test')).code).toBe(250);
-      for (const envid of ['x+ZZ', 'ab+4', '+c3', 'a=b']) {
+      for (const envid of ['x+ZZ', 'ab+4', '+c3', 'a=b', 'a+0D+0AX-Inj:+20y']) {
         expect((await c.command(`MAIL FROM:<sender@example.test> ENVID=${envid}`)).text).toBe('501 5.5.4 Bad ENVID parameter syntax');
       }
       expect((await c.command('MAIL FROM:<sender@example.test> ENVID=x+2BZZ')).text).toBe(MAIL_OK);
-      for (const orcpt of ['rfc822;rcpt+zz@local.test', 'rcpt@local.test', 'rfc822+3Brcpt@local.test']) {
+      for (const orcpt of ['rfc822;rcpt+zz@local.test', 'rcpt@local.test', 'rfc822+3Brcpt@local.test', 'rfc822;a+0Ab@local.test']) {
         expect((await c.command(`RCPT TO:<rcpt@local.test> ORCPT=${orcpt}`)).text).toBe('501 5.5.4 Error: Bad ORCPT parameter syntax');
       }
       expect((await c.command('RCPT TO:<rcpt@local.test> ORCPT=rfc822;rcpt+2B1@local.test')).text).toBe(RCPT_OK);

@@ -68,6 +68,10 @@ describe('refuseBadXtext', () => {
     // smtp-server would read "+E9" as U+00E9: another value than the one sent.
     ['an ORCPT in Latin-1 (+HH bytes that are not UTF-8)', 'RCPT TO:<r@example.test> ORCPT=rfc822;+E9t+E9@example.test', BAD_ORCPT],
     ['an ENVID with a UTF-8 lead byte and no follow-on', 'MAIL FROM:<a@example.test> ENVID=+C3+28', BAD_ENVID],
+    // RFC 3461 §4.4: printable characters; a CR LF in one would be a line end in a report's Original-Envelope-Id.
+    ['an ENVID that stands for a line end', 'MAIL FROM:<a@example.test> ENVID=a+0D+0AX-Inj:+20y', BAD_ENVID],
+    ['an ENVID that stands for a DEL', 'MAIL FROM:<a@example.test> ENVID=a+7F', BAD_ENVID],
+    ['an ORCPT that stands for a line feed', 'RCPT TO:<r@example.test> ORCPT=rfc822;a+0Ab@example.test', BAD_ORCPT],
   ])('refuses %s', (_name, line, reply) => {
     const refusal = refuseBadXtext(line);
     expect(refusal && `${refusal.code} ${refusal.status} ${refusal.text}`).toBe(reply);
