@@ -39,6 +39,7 @@ export const replies = {
   badOrcpt: reply(501, '5.5.4', 'Error: Bad ORCPT parameter syntax'),
   noValidRecipients: reply(554, '5.5.1', 'Error: no valid recipients'),
   needMail: reply(503, '5.5.1', 'Error: need MAIL command'),
+  alreadyAuthenticated: reply(503, '5.5.1', 'Error: already authenticated'),
   needRcpt: reply(503, '5.5.1', 'Error: need RCPT command'),
   nestedMail: reply(503, '5.5.1', 'Error: nested MAIL command'),
   recipientNotFqdn: reply(504, '5.5.2', 'Recipient address rejected: need fully-qualified address'),

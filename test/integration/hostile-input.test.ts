@@ -500,6 +500,8 @@ describe('default limits', () => {
     await c.command('EHLO client.test');
     await relay.addUser('params', 'correct horse');
     expect((await c.command(`AUTH PLAIN ${Buffer.from('\0params\0correct horse').toString('base64')}`)).code).toBe(235);
+    // A second AUTH, in Postfix's words.
+    expect((await c.command(`AUTH PLAIN ${Buffer.from('\0params\0correct horse').toString('base64')}`)).text).toBe('503 5.5.1 Error: already authenticated');
     expect((await c.command('MAIL FROM:<a@example.test> REQUIRETLS SMTPUTF8 BODY=8BITMIME RET=FULL ENVID=stale FOO=1')).text).toBe('555 5.5.4 Unsupported option: FOO');
     expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
     expect((await c.command('RCPT TO:<b@example.org>')).text).toBe(RCPT_OK);
