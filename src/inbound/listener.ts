@@ -24,7 +24,7 @@ import type { AuthLimiter } from './auth-limiter.ts';
 import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
-import { AUTH_FAILED, decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, queueSpaceToKeep, type Decision } from './policy.ts';
+import { AUTH_FAILED, decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, decideRecipientLimit, queueSpaceToKeep, type Decision } from './policy.ts';
 import { domainOf, hasSenderRouting } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
@@ -70,6 +70,12 @@ interface SessionState {
   clientCertTrusted: boolean;
   /** The negotiated protocol (TLSv1.3, ...) once TLS is up: the one place it is kept (session.tlsOptions.version is the cipher's, not the session's). */
   tlsVersion?: string;
+  /**
+   * Recipients of this transaction that smtp-server's list lost to a later one differing only in case: it keeps one
+   * per address compared case-insensitively, the last. A local part's case is the destination's to read (RFC 5321
+   * §2.4) and each got its 250: both are kept, as Postfix keeps them. Emptied at each MAIL FROM.
+   */
+  displacedRecipients: Map<string, SMTPServerAddress>;
 }
 
 type SmtpError = Error & { responseCode: number };
@@ -159,7 +165,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onConnect(session, callback) {
       const ip = session.remoteAddress;
-      const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientTrusted: deps.trustedNetworks(ip), clientCertTrusted: false };
+      const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientTrusted: deps.trustedNetworks(ip), clientCertTrusted: false, displacedRecipients: new Map() };
       sessions.set(session, s);
       // AUTH is never offered before TLS (RFC 4954 §4, Postfix smtpd_tls_auth_only); onSecure lifts this.
       if (!session.secure) setDisabledCommands(session, ['AUTH']);
@@ -207,6 +213,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onMailFrom(address, session, callback) {
       const s = state(session);
+      s.displacedRecipients.clear();
       const envelope = refusedEnvelope(session, address.address);
       const refusal =
         refuseIf(decideMailFrom({ ...senderFacts(session, s), sender: address.address, senderDomains: config.relay.senderDomains }), s, 'mail', envelope) ??
@@ -240,7 +247,16 @@ export function createListener(deps: ListenerDeps): InboundListener {
         recipientRouted: hasSenderRouting(address.address),
         localDomains: config.relay.localDomains,
       });
-      callback(refuseIf(decision, s, 'rcpt', envelope));
+      const rcptTo = session.envelope.rcptTo;
+      const isNew = !rcptTo.some((r) => r.address === address.address) && !s.displacedRecipients.has(address.address);
+      const limit = decideRecipientLimit({ accepted: rcptTo.length + s.displacedRecipients.size, isNew, limit: config.limits.recipients });
+      const refused = refuseIf(decision, s, 'rcpt', envelope) ?? refuseIf(limit, s, 'rcpt', envelope);
+      if (refused) return callback(refused);
+      const key = address.address.toLowerCase();
+      const replaced = rcptTo.find((r) => r.address !== address.address && r.address.toLowerCase() === key);
+      if (replaced) s.displacedRecipients.set(replaced.address, replaced);
+      s.displacedRecipients.delete(address.address);
+      callback();
     },
 
     onData(stream, session, callback) {
@@ -248,6 +264,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const mailFrom = session.envelope.mailFrom;
       const tls = (session.secure && session.tlsOptions) || undefined;
       const user = typeof session.user === 'string' ? session.user : undefined;
+      const recipients = acceptedRecipients(session, s);
       void receiveMessage({
         store: deps.store,
         data: stream,
@@ -256,9 +273,9 @@ export function createListener(deps: ListenerDeps): InboundListener {
         now: new Date(now()),
         envelope: {
           mailFrom: mailFrom ? mailFrom.address : '',
-          recipients: session.envelope.rcptTo.map((r) => r.address),
+          recipients: recipients.map((r) => r.address),
           ...mailParameters(session.envelope.mailFrom),
-          dsn: envelopeDsn(session),
+          dsn: envelopeDsn(session, recipients),
           client: { address: s.ip, helo: session.hostNameAppearsAs, listener: name, authUser: user, tlsVersion: s.tlsVersion, tlsCipher: tls ? tls.name : undefined },
         },
         received: {
@@ -273,7 +290,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       }).then((result) => {
         if (result.outcome === 'queued') {
           s.log.info(
-            { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: session.envelope.rcptTo.length, size: result.size, messageId: result.messageId, tlsVersion: s.tlsVersion, tlsCipher: tls?.name, user },
+            { queueId: result.queueId, from: mailFrom ? mailFrom.address : '', recipients: recipients.length, size: result.size, messageId: result.messageId, tlsVersion: s.tlsVersion, tlsCipher: tls?.name, user },
             'queued',
           );
           metrics.messageAccepted();
@@ -333,11 +350,16 @@ export function createListener(deps: ListenerDeps): InboundListener {
   };
 }
 
+/** acceptedRecipients - every recipient of the transaction that got its 250: smtp-server's list, then those it lost to a case variant. */
+function acceptedRecipients(session: SMTPServerSession, s: SessionState): SMTPServerAddress[] {
+  return [...session.envelope.rcptTo, ...s.displacedRecipients.values()];
+}
+
 // envelopeDsn - RET/ENVID of the accepted MAIL (as mailParameters, and for its reason) and each recipient's
 // NOTIFY/ORCPT as smtp-server parsed them (RFC 3461).
-function envelopeDsn(session: SMTPServerSession): StoredEnvelope['dsn'] {
+function envelopeDsn(session: SMTPServerSession, accepted: readonly SMTPServerAddress[]): StoredEnvelope['dsn'] {
   const recipients: Record<string, RecipientDsn> = {};
-  for (const r of session.envelope.rcptTo) {
+  for (const r of accepted) {
     const dsn = (r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn;
     if (!dsn || (!dsn.notify?.length && !dsn.orcpt)) continue;
     recipients[r.address] = {

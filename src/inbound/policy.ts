@@ -162,6 +162,14 @@ export interface RecipientFacts extends SenderFacts {
 }
 
 /**
+ * decideRecipientLimit - limits.recipients per transaction, counted as Postern keeps the recipients (case variants of
+ * one address apart); one already accepted may be given again. smtp-server counts its own list (case folded) first.
+ */
+export function decideRecipientLimit(facts: { accepted: number; isNew: boolean; limit: number }): Decision {
+  return facts.isNew && facts.accepted >= facts.limit ? refuse(replies.tooManyRecipients, 'recipient-limit') : ACCEPT;
+}
+
+/**
  * decideRcpt - relay for trusted or authenticated clients; mail for local domains from anyone, unless its
  * local part routes it elsewhere (the next hop for a local domain may trust us); nothing else.
  */

@@ -824,6 +824,37 @@ describe('small limits', () => {
     expect((await relay.queued()).find((m) => m.id === id)?.recipients).toEqual(['r1@local.test', 'r2@local.test', 'r3@local.test']);
   });
 
+  // smtp-server kept one recipient per address compared case-insensitively, the last: "x" got its 250 and was
+  // dropped for "X". A local part's case is the destination's to read (RFC 5321 §2.4); Postfix keeps both.
+  it('keeps recipients that differ only in case, each with its own NOTIFY, and counts them against the limit', async () => {
+    const c = await open(relay.ports.relay);
+    await c.command('EHLO client.test');
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<x@local.test> NOTIFY=NEVER')).text).toBe(RCPT_OK);
+    expect((await c.command('RCPT TO:<X@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('RCPT TO:<x@local.test> NOTIFY=FAILURE')).text).toBe(RCPT_OK);
+    expect((await c.command('RCPT TO:<y@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('RCPT TO:<Y@local.test>')).text).toBe('452 4.5.3 Error: too many recipients');
+    expect((await c.command('RCPT TO:<X@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.command('Subject: case\r\n\r\nhi\r\n.'));
+    // The next transaction starts with none of them.
+    expect((await c.command('MAIL FROM:<a@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<Z@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    const next = queueIdOf(await c.command('Subject: next\r\n\r\nhi\r\n.'));
+    c.close();
+    const store = await openQueueStore(relay.config);
+    try {
+      const { envelope } = (await store.showMessage(id))!;
+      expect([...envelope.recipients].sort()).toEqual(['X@local.test', 'x@local.test', 'y@local.test']);
+      expect(envelope.dsn?.recipients).toEqual({ 'x@local.test': { notify: ['FAILURE'] } });
+      expect((await store.showMessage(next))!.envelope.recipients).toEqual(['Z@local.test']);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses the 4th simultaneous connection from one IP with 421 4.7.0, and counts a closed one out', async () => {
     await waitFor('earlier sessions to close', () => openSessions(relay) === 0);
     const held = [await open(relay.ports.relay), await open(relay.ports.submission), await open(relay.ports.relay)];

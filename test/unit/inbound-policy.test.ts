@@ -1,7 +1,7 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
 import { addressLiteralIp, asciiDomain, hasSenderRouting } from '../../src/smtp/address.ts';
-import { decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, inDomainList, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
+import { decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, decideRecipientLimit, inDomainList, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
   listener: 'relay',
@@ -13,6 +13,14 @@ const relayClient: RecipientFacts = {
   recipientRouted: false,
   localDomains: ['example.test', '*.corp.test'],
 };
+
+describe('decideRecipientLimit', () => {
+  it('refuses a new recipient at the limit with 452 4.5.3, and takes one given again', () => {
+    expect(decideRecipientLimit({ accepted: 2, isNew: true, limit: 3 })).toEqual({ accept: true });
+    expect(decideRecipientLimit({ accepted: 3, isNew: true, limit: 3 })).toMatchObject({ accept: false, reason: 'recipient-limit', reply: { code: 452, status: '4.5.3' } });
+    expect(decideRecipientLimit({ accepted: 3, isNew: false, limit: 3 })).toEqual({ accept: true });
+  });
+});
 
 describe('decideRcpt', () => {
   const rows: [string, Partial<RecipientFacts>, string][] = [
