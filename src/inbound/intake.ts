@@ -38,7 +38,7 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
   const draft = store.beginMessage();
   const received = buildReceivedHeader({ ...request.received, queueId: draft.id, recipients: envelope.recipients, hostname: config.hostname, date: now, smtpUtf8: envelope.smtpUtf8 });
   const addSubmissionHeaders = request.listener !== 'relay';
-  const lineEndings = new BareLineEndings(config.smtp.bareLineFeed);
+  const lineEndings = new BareLineEndings(config.smtp.bareLineFeed, config.limits.messageSize);
   let hops = 0;
   let messageId: string | undefined;
   const prepender = new HeaderPrepender((headerBlock) => {
@@ -50,10 +50,10 @@ export async function receiveMessage(request: IntakeRequest): Promise<IntakeResu
   const link = linkStages(request.data, lineEndings, prepender);
   try {
     const size = await draft.writeBody(link.body);
-    // Counted as stored, bare line ends made CRLF (Postfix's cleanup counts what it writes): a message of bare LFs
-    // was otherwise queued at twice the limit, for a next hop with the same limit to refuse. Our own trace headers
-    // are not counted, or a message sent at exactly the SIZE we offer would be refused.
-    if (request.data.sizeExceeded || (request.data.byteLength ?? 0) + lineEndings.bytesAdded > config.limits.messageSize) {
+    // Counted as sent (smtp-server) and as stored, bare line ends made CRLF (Postfix's cleanup counts what it
+    // writes): a message of bare LFs was otherwise queued at twice the limit, for a next hop with the same limit to
+    // refuse. Our own trace headers are not counted, or a message sent at exactly the SIZE we offer would be refused.
+    if (request.data.sizeExceeded || lineEndings.overLimit) {
       await draft.discard();
       return { outcome: 'refused', reply: replies.messageTooBig, reason: 'message-too-big' };
     }

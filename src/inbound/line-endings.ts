@@ -17,11 +17,18 @@ const CRLF = Buffer.from('\r\n');
 export class BareLineEndings extends Transform {
   /** Whether any bare CR or LF was seen. */
   found = false;
-  /** How many bytes normalizing added (one per bare CR or LF made CRLF): the message as stored is this much larger. */
-  bytesAdded = 0;
+  /**
+   * Whether the message as stored (bare line ends made CRLF) is over the size limit: nothing more is passed on once it
+   * is. smtp-server counts the bytes as sent, and a message of bare LFs is stored at up to twice that.
+   */
+  overLimit = false;
+  private bytesOut = 0;
   private pendingCr = false;
 
-  constructor(private readonly mode: 'normalize' | 'reject') {
+  constructor(
+    private readonly mode: 'normalize' | 'reject',
+    private readonly sizeLimit: number,
+  ) {
     super();
   }
 
@@ -31,13 +38,16 @@ export class BareLineEndings extends Transform {
     if (this.mode === 'reject') {
       if (!this.found && !this.clean(chunk)) this.found = hasBareLineEnding(chunk, this.pendingCr);
       this.pendingCr = chunk[chunk.length - 1] === CR;
-      return done(null, chunk);
+      return this.passOn(chunk, done);
     }
-    if (this.clean(chunk)) return done(null, chunk);
-    // A CR at the chunk's end is held back (-1 here) and goes out with the next chunk or at the end (+2 there).
-    const normalized = this.normalize(chunk);
-    this.bytesAdded += normalized.length - chunk.length;
-    done(null, normalized);
+    this.passOn(this.clean(chunk) ? chunk : this.normalize(chunk), done);
+  }
+
+  /** passOn - `out`, unless it takes the message over the size limit (Postfix's cleanup stops storing there too). */
+  private passOn(out: Buffer, done: TransformCallback): void {
+    this.bytesOut += out.length;
+    if (this.bytesOut > this.sizeLimit) this.overLimit = true;
+    done(null, this.overLimit ? undefined : out);
   }
 
   /** clean - the usual chunk: CRLF line ends only, and nothing carried over from the one before. */
@@ -49,10 +59,7 @@ export class BareLineEndings extends Transform {
     if (this.pendingCr) {
       // A message ending in a lone CR: the CR was bare.
       this.found = true;
-      if (this.mode === 'normalize') {
-        this.bytesAdded += CRLF.length;
-        return done(null, CRLF);
-      }
+      if (this.mode === 'normalize') return this.passOn(CRLF, done);
     }
     done();
   }

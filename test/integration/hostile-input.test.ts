@@ -966,6 +966,30 @@ describe('a queue disk running low', () => {
 // Postfix exempts $mynetworks from its per-client limits: a trusted app, or
 // a load test such as smtp-source with a connection per message, opens the
 // next connection before the server has counted the last one out.
+// limits.messageSize counted as stored: bare LFs made CRLF double a message, and smtp-server counts the bytes as sent.
+describe('a message of bare line feeds past limits.messageSize', () => {
+  let relay: TestRelay;
+  beforeAll(async () => {
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, limits: { messageSize: 1_000_000 } });
+  });
+  afterAll(async () => relay?.stop());
+
+  it('stores no more than the limit while it is still coming in, then refuses it with 552 5.3.4', async () => {
+    const committed = await ids(relay);
+    const c = await openData(relay.ports.relay);
+    // More than loopback's socket buffers hold (a few MB): once the last write is taken, the relay has read most.
+    const megabyte = Buffer.alloc(1_000_000, '\n');
+    for (let mb = 0; mb < 24; mb++) if (!c.socket.write(megabyte)) await once(c.socket, 'drain');
+    const stored = await Promise.all((await strayBodies(relay, committed)).map((f) => stat(join(relay.dir, 'data', 'messages', f))));
+    expect(stored.length).toBe(1);
+    expect(stored[0]!.size).toBeLessThanOrEqual(1_000_000);
+    c.write('\r\n.\r\n');
+    expect((await c.reply()).text).toBe(TOO_BIG);
+    c.close();
+    expect(await ids(relay)).toEqual(committed);
+  });
+});
+
 describe('the per-IP connection limit and trusted networks', () => {
   let relay: TestRelay;
   beforeAll(async () => {

@@ -3,14 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { BareLineEndings } from '../../src/inbound/line-endings.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
-/** run - the chunks through BareLineEndings; checks that bytesAdded is what the output gained over the input. */
-async function run(mode: 'normalize' | 'reject', chunks: string[]): Promise<{ out: string; found: boolean }> {
-  const t = new BareLineEndings(mode);
+async function run(mode: 'normalize' | 'reject', chunks: string[], sizeLimit = Infinity): Promise<{ out: string; found: boolean; overLimit: boolean }> {
+  const t = new BareLineEndings(mode, sizeLimit);
   const parts: Buffer[] = [];
   for await (const c of Readable.from(chunks.map((s) => Buffer.from(s, 'latin1'))).pipe(t)) parts.push(c as Buffer);
-  const out = Buffer.concat(parts);
-  expect(t.bytesAdded, JSON.stringify(chunks)).toBe(out.length - chunks.join('').length);
-  return { out: out.toString('latin1'), found: t.found };
+  return { out: Buffer.concat(parts).toString('latin1'), found: t.found, overLimit: t.overLimit };
 }
 
 describe('BareLineEndings', () => {
@@ -26,10 +23,10 @@ describe('BareLineEndings', () => {
     ['an empty chunk between a CR and its LF', ['a\r', '', '\nb\r\n'], 'a\r\nb\r\n', false],
   ];
   it.each(rows)('normalize: %s', async (_name, input, expected, found) => {
-    expect(await run('normalize', input)).toEqual({ out: expected, found });
+    expect(await run('normalize', input)).toEqual({ out: expected, found, overLimit: false });
   });
   it.each(rows)('reject: %s (bytes unchanged, detection same)', async (_name, input, _expected, found) => {
-    expect(await run('reject', input)).toEqual({ out: input.join(''), found });
+    expect(await run('reject', input)).toEqual({ out: input.join(''), found, overLimit: false });
   });
 
   // Every line end in every split: random text of a, ., CR and LF cut into random chunks, against the
@@ -40,8 +37,21 @@ describe('BareLineEndings', () => {
       const text = bytes.toString('latin1');
       const chunks = pieces.map((piece) => piece.toString('latin1'));
       const found = /\r(?!\n)|(?<!\r)\n/.test(text);
-      expect(await run('normalize', chunks), JSON.stringify(chunks)).toEqual({ out: text.replace(/\r\n|\r|\n/g, '\r\n'), found });
+      expect(await run('normalize', chunks), JSON.stringify(chunks)).toEqual({ out: text.replace(/\r\n|\r|\n/g, '\r\n'), found, overLimit: false });
       expect((await run('reject', chunks)).found, JSON.stringify(chunks)).toBe(found);
+    }
+  });
+
+  // limits.messageSize counted as stored: over it, nothing more is passed on, and overLimit says so.
+  it('passes on no more than the size limit, counted after normalizing, for 2,000 random texts in random chunks', async () => {
+    for (const [n, { text: bytes, chunks: pieces }] of randomLineEndTexts(44, 2000, 60, 8).entries()) {
+      const normalized = bytes.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n');
+      const limit = n % (normalized.length + 2);
+      const chunks = pieces.map((piece) => piece.toString('latin1'));
+      const { out, overLimit } = await run('normalize', chunks, limit);
+      expect(overLimit, JSON.stringify([chunks, limit])).toBe(normalized.length > limit);
+      expect(normalized.startsWith(out) && out.length <= limit, JSON.stringify([chunks, limit, out])).toBe(true);
+      if (!overLimit) expect(out).toBe(normalized);
     }
   });
 });
