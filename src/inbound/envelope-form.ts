@@ -130,12 +130,12 @@ export function addressOnLine(line: string): string | undefined {
 }
 
 /**
- * isPrintableUtf8 - UTF-8 without control characters. RFC 3461 §4.2 and §4.4: what an ORCPT or ENVID stands for is
+ * isPrintableUtf8 - UTF-8 without control characters (C0, DEL, C1) or line separators. RFC 3461 §4.2 and §4.4: what an ORCPT or ENVID stands for is
  * printable ("+0D+0A" is valid xtext, and would put a line end into a report); Postfix refuses it with the same 501
  * 5.5.4, where smtp-server answered "501 5.1.7 Bad sender address syntax".
  */
 function isPrintableUtf8(bytes: Buffer): boolean {
-  return isUtf8(bytes) && !/[\x00-\x1F\x7F]/.test(bytes.toString('latin1'));
+  return isUtf8(bytes) && !/[\p{Cc}\u2028\u2029]/u.test(bytes.toString('utf8'));
 }
 
 /**

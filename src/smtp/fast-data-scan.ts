@@ -93,7 +93,7 @@ function feedDataStream(this: SmtpStreamState, input: Buffer, done: () => void):
       const body = chunk.subarray(start, i);
       if (outLength > 0) dataStream.write(ready());
       this._countDataBytes(body.length);
-      this._endDataMode(body, chunk.subarray(i + 3), done);
+      this._endDataMode(passesOn(dataStream) ? body : false, chunk.subarray(i + 3), done);
       return;
     }
     if (chunk[i + 1] === 0x2e) {

@@ -22,9 +22,10 @@ const END_OF_HEADERS = Buffer.from('\r\n\r\n');
  * its last field; 0 for a message that starts with its body. `complete`: `data` is the whole message.
  */
 export function headerBlockLength(data: Buffer, complete: boolean): number | undefined {
+  // First: "\r\n\r\nbody" starts with its body, whose first line is empty (the search below would find a block of 2).
+  if (data.length >= 2 && data[0] === 0x0d && data[1] === 0x0a) return 0;
   const end = data.indexOf(END_OF_HEADERS);
   if (end !== -1) return bounded(data, end + 2);
-  if (data.length >= 2 && data[0] === 0x0d && data[1] === 0x0a) return 0;
   if (complete || data.length >= HEADER_BLOCK_LIMIT) return bounded(data, data.length);
   return undefined;
 }

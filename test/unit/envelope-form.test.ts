@@ -71,6 +71,9 @@ describe('refuseBadXtext', () => {
     // RFC 3461 §4.4: printable characters; a CR LF in one would be a line end in a report's Original-Envelope-Id.
     ['an ENVID that stands for a line end', 'MAIL FROM:<a@example.test> ENVID=a+0D+0AX-Inj:+20y', BAD_ENVID],
     ['an ENVID that stands for a DEL', 'MAIL FROM:<a@example.test> ENVID=a+7F', BAD_ENVID],
+    ['an ENVID that stands for a C1 control (NEL)', 'MAIL FROM:<a@example.test> ENVID=a+C2+85b', BAD_ENVID],
+    ['an ENVID with a C1 control as it is', 'MAIL FROM:<a@example.test> ENVID=a\u0085b SMTPUTF8', BAD_ENVID],
+    ['an ENVID that stands for U+2028', 'MAIL FROM:<a@example.test> ENVID=a+E2+80+A8b', BAD_ENVID],
     ['an ORCPT that stands for a line feed', 'RCPT TO:<r@example.test> ORCPT=rfc822;a+0Ab@example.test', BAD_ORCPT],
   ])('refuses %s', (_name, line, reply) => {
     const refusal = refuseBadXtext(line);

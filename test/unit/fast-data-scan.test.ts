@@ -78,6 +78,20 @@ describe('fast DATA scan', () => {
     expect(endedEarly).toBeGreaterThan(0);
   });
 
+  // Past the size limit nothing is passed on, the piece that ends the data too (the library wrote that one).
+  it('passes on nothing past the size limit, up to the end of the data', async () => {
+    const { SMTPStream } = builds[0]!;
+    const parser = new SMTPStream();
+    const data = parser.startDataMode(10);
+    const pieces: Buffer[] = [];
+    data.on('data', (piece: Buffer) => pieces.push(piece));
+    const ended = new Promise((resolve) => data.once('end', resolve));
+    parser.write(Buffer.from(`${'x'.repeat(100)}\r\n.\r\n`, 'latin1'));
+    await ended;
+    expect((data as PassThrough & { sizeExceeded?: boolean }).sizeExceeded).toBe(true);
+    expect(pieces).toEqual([]);
+  });
+
   // The library passes on the part before each doubled dot and feeds the rest to itself on the next turn of the event
   // loop: a turn and a write per such line, which a sender of nothing but ".." lines made cost 5 s of CPU per 3 MB.
   it('passes a chunk of doubled-dot lines on in one piece, unstuffed', async () => {

@@ -104,6 +104,7 @@ describe('HeaderPrepender', () => {
   it.each([
     ['fields and a body', `Subject: a\r\nFrom: b\r\n\r\nbody\r\n\r\nmore\r\n`],
     ['a body alone', '\r\nbody\r\n'],
+    ['a body alone that starts with an empty line', '\r\n\r\nbody\r\n'],
     ['no body', 'Subject: a\r\n'],
     ['fields, then text without the empty line', 'Subject: x\r\nthis is body text\r\n\r\n'],
     ['a header block past the limit', `${'X-H: aaaaaaaaaaaaaaaa\r\n'.repeat(HEADER_BLOCK_LIMIT / 20)}\r\nbody\r\n`],
