@@ -69,10 +69,10 @@ describe('queue.url for the postgres backend', () => {
     expect(parseQueueUrl('postgres://u:pw@db.example:6432/mail?schema=queue_a&sslmode=require&options=-c%20work_mem%3D8MB')).toEqual({
       connectionString: 'postgres://u:pw@db.example:6432/mail?sslmode=require',
       schema: 'queue_a',
-      options: '-c work_mem=8MB -c synchronous_commit=on -c search_path=queue_a',
+      options: '-c work_mem=8MB -c synchronous_commit=on -c default_transaction_isolation=read\\ committed -c search_path=queue_a',
       printable: 'postgres://u:***@db.example:6432/mail?schema=queue_a&sslmode=require&options=-c%20work_mem%3D8MB',
     });
-    expect(parseQueueUrl('postgresql://db/mail')).toMatchObject({ schema: undefined, options: '-c synchronous_commit=on' });
+    expect(parseQueueUrl('postgresql://db/mail')).toMatchObject({ schema: undefined, options: '-c synchronous_commit=on -c default_transaction_isolation=read\\ committed' });
     expect(() => parseQueueUrl('mysql://db/mail')).toThrow(/must start with postgres:\/\/ or postgresql:\/\//);
     expect(() => parseQueueUrl('postgres://db/mail?schema=Queue;drop')).toThrow(/schema="Queue;drop" must be a lowercase identifier/);
     expect(() => parseQueueUrl('not a url')).toThrow(/queue.url: not a URL/);
@@ -176,6 +176,17 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect((await stores[3]!.listMessages()).map((m) => m.id)).toEqual([id]);
     });
 
+    // A database whose default is REPEATABLE READ (ALTER DATABASE … SET default_transaction_isolation, here through
+    // the URL): the lock statement fixed the snapshot before its wait, and the nodes that waited read version 0.
+    it('migrates once when several nodes start together on a database whose default isolation is REPEATABLE READ', async () => {
+      const url = new URL(schema.url);
+      url.searchParams.set('options', '-c default_transaction_isolation=repeatable\\ read');
+      const stores = await Promise.all(Array.from({ length: 4 }, () => openPostgresStore({ url: url.toString() })));
+      opened.push(...stores);
+      const versions = await schema.query('SELECT version FROM schema_version ORDER BY version');
+      expect(versions.rows).toEqual(MIGRATIONS.map((_, i) => ({ version: i + 1 })));
+    });
+
     // One node names the schema in the URL, another reaches it through its role's search_path: the same tables, so
     // one migration lock (keyed on the configured text, they migrated side by side and collided on CREATE TABLE).
     it('migrates once when nodes reach one schema by ?schema= and by search_path', async () => {
@@ -208,15 +219,15 @@ describe.skipIf(!baseUrl)('postgres', () => {
       await expect(openPostgresStore({ url })).rejects.not.toThrow(/s3cret/);
     });
 
-    it('runs every session with synchronous_commit on and the queue schema first, whatever the URL or PGOPTIONS ask', async () => {
+    it('runs every session with synchronous_commit on, READ COMMITTED and the queue schema first, whatever the URL or PGOPTIONS ask', async () => {
       const url = new URL(schema.url);
-      url.searchParams.set('options', '-c synchronous_commit=off -c application_name=x');
+      url.searchParams.set('options', '-c synchronous_commit=off -c default_transaction_isolation=serializable -c application_name=x');
       const saved = process.env.PGOPTIONS;
       process.env.PGOPTIONS = '-c synchronous_commit=off';
       const pool = createPool(parseQueueUrl(url.toString()), 2);
       try {
-        const settings = await pool.query("SELECT current_setting('synchronous_commit') AS sync, current_setting('search_path') AS path");
-        expect(settings.rows).toEqual([{ sync: 'on', path: schema.schema }]);
+        const settings = await pool.query("SELECT current_setting('synchronous_commit') AS sync, current_setting('transaction_isolation') AS isolation, current_setting('search_path') AS path");
+        expect(settings.rows).toEqual([{ sync: 'on', isolation: 'read committed', path: schema.schema }]);
       } finally {
         if (saved === undefined) delete process.env.PGOPTIONS;
         else process.env.PGOPTIONS = saved;

@@ -3,7 +3,12 @@
 //
 // Decides the session: every connection starts with synchronous_commit=on
 // (a COMMIT returns only once its WAL is flushed: the 250 depends on it, so
-// a role or database default of "off" must not weaken it) and, when the URL
+// a role or database default of "off" must not weaken it), with READ
+// COMMITTED transactions (the queue's statements count on each seeing what
+// committed before it began: under a default of REPEATABLE READ a message
+// whose last two deliveries were recorded at once by two nodes was never
+// made done, and nodes starting together ran the same migration twice)
+// and, when the URL
 // names one with ?schema=NAME, search_path=NAME, so a node (or a test) keeps
 // its tables in its own PostgreSQL schema. Both go in the startup packet
 // (libpq's `options`), after any options the URL gives, so they win.
@@ -51,7 +56,7 @@ export function parseQueueUrl(url: string): QueueConnection {
   const given = parsed.searchParams.get('options') ?? '';
   parsed.searchParams.delete('schema');
   parsed.searchParams.delete('options');
-  const ours = ['-c synchronous_commit=on', ...(schema === undefined ? [] : [`-c search_path=${schema}`])];
+  const ours = ['-c synchronous_commit=on', '-c default_transaction_isolation=read\\ committed', ...(schema === undefined ? [] : [`-c search_path=${schema}`])];
   return {
     connectionString: parsed.toString(),
     schema,
