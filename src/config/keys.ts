@@ -59,9 +59,17 @@ const sniMap: Check<Record<string, { cert: string; key: string }>> = (v) => {
   for (const [name, pair] of Object.entries(v as Record<string, unknown>)) {
     const p = pair as Record<string, unknown> | null;
     if (!name || !p || typeof p.cert !== 'string' || typeof p.key !== 'string') return { ok: false, allowed: `${allowed} (bad entry: ${name})` };
+    const unknown = unknownKeys(p, ['cert', 'key']);
+    if (unknown) return { ok: false, allowed: `${allowed} (${name}: ${unknown})` };
   }
   return { ok: true, value: v as Record<string, { cert: string; key: string }> };
 };
+
+/** unknownKeys - "unknown key "tsl"" for the first key of an entry not among `known`; undefined when there is none. */
+function unknownKeys(entry: object, known: readonly string[]): string | undefined {
+  const unknown = Object.keys(entry).find((k) => !known.includes(k));
+  return unknown === undefined ? undefined : `unknown key ${JSON.stringify(unknown)}; the keys are ${known.join(', ')}`;
+}
 
 const TLS_LEVELS = ['none', 'may', 'encrypt', 'verify'] as const;
 const DOMAIN_TLS_LEVELS = [...TLS_LEVELS, 'mta-sts'] as const;
@@ -74,6 +82,9 @@ const routeMap: Check<Record<string, RouteConfig>> = (v) => {
     const bad = (why: string) => ({ ok: false as const, allowed: `${allowed} (${domain}: ${why})` });
     if (domain !== '*' && !check.domain()(domain).ok) return bad('not a domain');
     if (!r || typeof r !== 'object' || typeof r.host !== 'string' || r.host === '') return bad('host is required');
+    // A misspelt "tls" would leave the route at outbound.tls.level, "may" by default: a typo must not weaken it.
+    const unknown = unknownKeys(r, ['host', 'port', 'tls', 'secure']);
+    if (unknown) return bad(unknown);
     if (!check.hostOrIp('')(r.host).ok) return bad('host must be a host name or IP address, without brackets or a port');
     if (r.port !== undefined && !remotePort(r.port).ok) return bad('port must be 1-65535');
     if (r.tls !== undefined && !(TLS_LEVELS as readonly unknown[]).includes(r.tls)) return bad(`tls must be one of ${TLS_LEVELS.join(', ')}`);

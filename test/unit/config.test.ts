@@ -103,6 +103,16 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     ]);
   });
 
+  // A misspelt "tls" left the route at outbound.tls.level ("may"): a typo silently weakened verify to opportunistic.
+  it('refuses a key a route or an SNI entry does not have, naming it and the keys there are', () => {
+    expect(problems(() => loadConfig({ file: yamlFile('outbound: { routes: { "bank.test": { host: mx.bank.test, tsl: verify } } }\n'), env: {} }))).toEqual([
+      expect.stringMatching(/^outbound\.routes = .*\(bank\.test: unknown key "tsl"; the keys are host, port, tls, secure\)$/),
+    ]);
+    expect(problems(() => loadConfig({ file: yamlFile('tls: { sni: { "mail.test": { cert: a.pem, key: b.pem, chain: c.pem } } }\n'), env: {} }))).toEqual([
+      expect.stringMatching(/^tls\.sni = .*\(mail\.test: unknown key "chain"; the keys are cert, key\)$/),
+    ]);
+  });
+
   it('takes smtp.greetingPause from 0 (greet at once) to 60 s, and names what is allowed otherwise', () => {
     expect(loadConfig({ file: yamlFile('smtp: { greetingPause: 0 }\n'), env: {} }).config.smtp.greetingPause).toBe(0);
     expect(loadConfig({ file: yamlFile('smtp: { greetingPause: 0.5s }\n'), env: {} }).config.smtp.greetingPause).toBe(0.5);
