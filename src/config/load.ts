@@ -77,7 +77,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
 /** shownValue - a value as an error names it: a secret key's never (a mistyped password is still one), a URL's without its password. */
 function shownValue(k: ConfigKey, value: unknown): string {
   if (k.secret) return '(a secret, not shown)';
-  if (k.credentialUrl && typeof value === 'string') return JSON.stringify(printableCredentialUrl(value));
+  if (k.credentialUrl) return typeof value === 'string' ? JSON.stringify(printableCredentialUrl(value)) : '(not a string, not shown)';
   return JSON.stringify(typeof value === 'string' ? redactUrlPassword(value) : value);
 }
 

@@ -7,6 +7,9 @@
 //
 // Skipped, with a message saying how to run it, when no PostgreSQL answers
 // (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
@@ -52,6 +55,11 @@ describe('queue.url for the postgres backend', () => {
       expect(() => parseQueueUrl(notUrl)).toThrow(/^queue.url: (not a URL|must start with postgres)/);
       expect(() => parseQueueUrl(notUrl)).not.toThrow(/hunter2/);
     }
+    // A YAML mapping where the URL should be (its parts as keys): not shown either.
+    const file = join(mkdtempSync(join(tmpdir(), 'postern-url-')), 'postern.yaml');
+    writeFileSync(file, 'queue:\n  backend: postgres\n  url: { user: u, password: hunter2 }\n');
+    expect(() => loadConfig({ file, env: {} })).toThrow(/queue\.url = \(not a string, not shown\) \(.*\): must be a postgres:\/\/ URL/);
+    expect(() => loadConfig({ file, env: {} })).not.toThrow(/hunter2/);
     expect(parseQueueUrl('postgres://u@db/q?password=hunter2&sslmode=require&sslpassword=hunter3&p%61ssword=hunter4').printable).toBe(
       'postgres://u@db/q?password=***&sslmode=require&sslpassword=***&p%61ssword=***',
     );
