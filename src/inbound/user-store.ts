@@ -51,6 +51,11 @@ function isValidUserName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }
 
+/** ownRecord - the user's record, looked up among the names stored only ("constructor" is no user). */
+function ownRecord(users: UserFile['users'], name: string): UserFile['users'][string] | undefined {
+  return Object.hasOwn(users, name) ? users[name] : undefined;
+}
+
 export class UserStore {
   private cache: { mtimeMs: number; data: UserFile } | undefined;
   // Made on the first verify: `postern users` commands never need it.
@@ -60,7 +65,7 @@ export class UserStore {
 
   /** verify - true when the user exists and the password matches. */
   async verify(name: string, password: string): Promise<boolean> {
-    const record = (await this.read()).users[name];
+    const record = ownRecord((await this.read()).users, name);
     this.dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
     const ok = await verifyPassword(password, record?.hash ?? (await this.dummyHash));
     return ok && record !== undefined;
@@ -76,14 +81,15 @@ export class UserStore {
     if (!isValidUserName(name)) throw new Error(`user name ${JSON.stringify(name)}: use 1-128 letters, digits or . _ @ + -`);
     if (password.length === 0) throw new Error('the password must not be empty');
     const data = structuredClone(await this.read());
-    data.users[name] = { hash: await hashPassword(password), created: new Date().toISOString() };
+    // Defined, not assigned: "__proto__" would set the object's prototype and store nothing.
+    Object.defineProperty(data.users, name, { value: { hash: await hashPassword(password), created: new Date().toISOString() }, enumerable: true, writable: true, configurable: true });
     await this.write(data);
   }
 
   /** remove - delete a user; false when there was none. */
   async remove(name: string): Promise<boolean> {
     const data = structuredClone(await this.read());
-    if (!(name in data.users)) return false;
+    if (!ownRecord(data.users, name)) return false;
     delete data.users[name];
     await this.write(data);
     return true;
