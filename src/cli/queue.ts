@@ -199,9 +199,21 @@ export function applyVerb(store: QueueStore, verb: QueueVerb, selector: MessageS
   }
 }
 
-/** changeResult - a verb applied, as `--json` and the HTTP API report it: the ids that changed and those that did not. */
+/** What the log says of a message a verb changed, in postsuper's words (a bounce logs its own line, with its report). */
+const CHANGED_WORDS: Record<Exclude<QueueVerb, 'bounce'>, string> = {
+  hold: 'placed on hold by the operator',
+  release: 'released from hold by the operator',
+  retry: 'set to be tried now by the operator',
+  delete: 'removed by the operator',
+};
+
+/**
+ * changeResult - a verb applied, as `--json` and the HTTP API report it: the ids that changed and those that did not;
+ * each change logged to context.log (the relay's log for the HTTP API), as Postfix's postsuper logs it.
+ */
 export async function changeResult(store: QueueStore, verb: QueueVerb, selector: MessageSelector, context: BounceContext): Promise<{ verb: QueueVerb; changed: string[]; unchanged: string[] }> {
   const changed = await applyVerb(store, verb, selector, context);
+  if (verb !== 'bounce') for (const id of changed) context.log.info({ queueId: id }, CHANGED_WORDS[verb]);
   const unchanged = 'all' in selector ? [] : selector.ids.filter((id) => !changed.includes(id));
   return { verb, changed, unchanged };
 }

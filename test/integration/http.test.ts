@@ -201,6 +201,13 @@ describe('queue API', () => {
 
     expect((await call(relay, `/api/queue/${id}`, { method: 'DELETE', token: TOKEN })).json).toEqual({ verb: 'delete', changed: [id], unchanged: [] });
     expect(await state()).toBeUndefined();
+    // Each change in the relay's log, as postsuper logs it; not the hold that changed nothing.
+    expect(relay.logs.filter((l) => l.queueId === id && l.component === 'queue-api').map((l) => l.msg)).toEqual([
+      'placed on hold by the operator',
+      'released from hold by the operator',
+      'set to be tried now by the operator',
+      'removed by the operator',
+    ]);
     expect((await call(relay, `/api/queue/${id}`, { token: TOKEN })).status).toBe(404);
     expect((await call(relay, `/api/queue/${id}`, { method: 'DELETE', token: TOKEN })).status).toBe(404);
     expect((await call(relay, `/api/queue/${id}/hold`, { method: 'POST', token: TOKEN })).status).toBe(404);
