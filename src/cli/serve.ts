@@ -394,7 +394,7 @@ function reverseResolver(config: Config): ReverseResolver | undefined {
 /** How long after the first stop signal a second one means "exit now" (one Ctrl-C under `npm start` arrives twice). */
 const SECOND_SIGNAL_AFTER_MS = 1000;
 
-/** serve - `postern serve`: start, print how to use it, stop cleanly on SIGTERM/SIGINT, at once on a second one. */
+/** serve - `postern serve`: start, print how to use it, stop cleanly on SIGTERM/SIGINT/SIGHUP, at once on a second one. */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger({ level: config.log.level });
   // Handlers first: a signal during start-up stops the relay as soon as it is up.
@@ -415,8 +415,11 @@ export async function serve(config: Config): Promise<void> {
     );
   };
   let firstSignalAt: number | undefined;
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  // SIGHUP too: its terminal closed, or someone expects a reload as Postfix's master does one. Postern has none
+  // (certificates are re-read by themselves): it stops as cleanly as on SIGTERM, where Node's default killed it.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     process.on(signal, () => {
+      if (signal === 'SIGHUP' && !state.stopping) logger.warn('SIGHUP: Postern does not reload its configuration; it stops, to be started again');
       // Asked again while stopping: now, as a second Ctrl-C means. Not within a second of the first: `npm start`
       // forwards the terminal's Ctrl-C, so one press arrives twice. What was accepted is on disk; a delivery in
       // flight keeps its lease, taken back at the next start (takeBackLeases).

@@ -230,7 +230,7 @@ describe.concurrent('postern CLI', () => {
   });
 
   describe('first start with no configuration', () => {
-    it('creates dev certificates and the queue, prints how to use it, and stops cleanly on SIGTERM', async () => {
+    it('creates dev certificates and the queue, prints how to use it, and stops cleanly on SIGTERM and on SIGHUP', async () => {
       const dir = await tempDir();
       const first = await serveIn(dir);
       // The summary is written right after the ready line; its last line is the command to try.
@@ -271,8 +271,10 @@ describe.concurrent('postern CLI', () => {
       expect(second.stderr.text).toContain(`SHA-256 ${server.fingerprint256}\n`);
       expect(await readFile(join(certs, 'server.crt'), 'utf8')).toBe(serverPem);
       expect(second.stdout.text).not.toContain('"msg":"generated development certificates"');
-      second.child.kill('SIGTERM');
+      // SIGHUP (a closed terminal, a reload asked for) stops it as cleanly; Node's default killed it at once.
+      second.child.kill('SIGHUP');
       expect(await second.exited).toBe(0);
+      expect(second.stdout.text).toMatch(/"signal":"SIGHUP".*"msg":"stopping"/);
     });
   });
 
