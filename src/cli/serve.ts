@@ -346,7 +346,11 @@ function buildHttp(parts: HttpParts): HttpListener {
 // readHttpToken - http.tokenFile (Docker secrets) over http.token; read once at start.
 function readHttpToken(config: Config): string {
   if (!config.http.enabled || !config.http.tokenFile) return config.http.token;
-  return readConfiguredFile('http.tokenFile', config.http.tokenFile);
+  const token = readConfiguredFile('http.tokenFile', config.http.tokenFile);
+  // An empty secret is a mistake (a variable unset when it was written), not a way to turn the API off: it would do
+  // so silently, over an http.token too.
+  if (token.trim() === '') throw new Error(`http.tokenFile = ${config.http.tokenFile}: the file is empty; write the queue API's bearer token into it (openssl rand -hex 32), or leave http.tokenFile unset`);
+  return token;
 }
 
 // readConfiguredFile - a file a key names (a secret kept in a file, Docker secrets; a CA file): its contents

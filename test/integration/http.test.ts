@@ -155,6 +155,9 @@ describe('queue API', () => {
     const fromFile = await started({ http: { tokenFile: join(dir, 'token') } });
     expect((await call(fromFile, '/api/queue', { token: 'from-a-file' })).status).toBe(200);
     expect((await call(fromFile, '/api/queue', { token: TOKEN })).status).toBe(401);
+    // An empty one would turn the API off without a word, over http.token too: the relay does not start.
+    await writeFile(join(dir, 'empty'), '\n', { mode: 0o600 });
+    await expect(startTestRelay({ http: { token: TOKEN, tokenFile: join(dir, 'empty') } })).rejects.toThrow(`http.tokenFile = ${join(dir, 'empty')}: the file is empty`);
   });
 
   it('lists and shows messages with the JSON of `postern queue list/show --json`', async () => {
