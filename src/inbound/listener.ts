@@ -25,7 +25,7 @@ import type { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
 import { AUTH_FAILED, decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, decideRecipientLimit, queueSpaceToKeep, type Decision } from './policy.ts';
-import { domainOf, hasSenderRouting } from '../smtp/address.ts';
+import { domainOf, hasSenderRouting, mailboxKey } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
 
 export interface ReverseResolver {
@@ -71,11 +71,11 @@ interface SessionState {
   /** The negotiated protocol (TLSv1.3, ...) once TLS is up: the one place it is kept (session.tlsOptions.version is the cipher's, not the session's). */
   tlsVersion?: string;
   /**
-   * Recipients of this transaction that smtp-server's list lost to a later one differing only in case: it keeps one
-   * per address compared case-insensitively, the last. A local part's case is the destination's to read (RFC 5321
-   * §2.4) and each got its 250: both are kept, as Postfix keeps them. Emptied at each MAIL FROM.
+   * The recipients of this transaction that got their 250, by mailbox (mailboxKey), each as its latest RCPT gave it:
+   * what is queued. smtp-server's own list keeps one per address compared case-insensitively, the last, so x@ and X@
+   * were one; a local part's case is the destination's to read, and Postfix keeps both. Emptied at each MAIL FROM.
    */
-  displacedRecipients: Map<string, SMTPServerAddress>;
+  recipients: Map<string, SMTPServerAddress>;
 }
 
 type SmtpError = Error & { responseCode: number };
@@ -165,7 +165,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onConnect(session, callback) {
       const ip = session.remoteAddress;
-      const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientTrusted: deps.trustedNetworks(ip), clientCertTrusted: false, displacedRecipients: new Map() };
+      const s: SessionState = { log: baseLog.child({ session: session.id, ip }), ip, authFailures: 0, clientTrusted: deps.trustedNetworks(ip), clientCertTrusted: false, recipients: new Map() };
       sessions.set(session, s);
       // AUTH is never offered before TLS (RFC 4954 §4, Postfix smtpd_tls_auth_only); onSecure lifts this.
       if (!session.secure) setDisabledCommands(session, ['AUTH']);
@@ -213,7 +213,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onMailFrom(address, session, callback) {
       const s = state(session);
-      s.displacedRecipients.clear();
+      s.recipients.clear();
       const envelope = refusedEnvelope(session, address.address);
       const refusal =
         refuseIf(decideMailFrom({ ...senderFacts(session, s), sender: address.address, senderDomains: config.relay.senderDomains }), s, 'mail', envelope) ??
@@ -247,15 +247,13 @@ export function createListener(deps: ListenerDeps): InboundListener {
         recipientRouted: hasSenderRouting(address.address),
         localDomains: config.relay.localDomains,
       });
-      const rcptTo = session.envelope.rcptTo;
-      const isNew = !rcptTo.some((r) => r.address === address.address) && !s.displacedRecipients.has(address.address);
-      const limit = decideRecipientLimit({ accepted: rcptTo.length + s.displacedRecipients.size, isNew, limit: config.limits.recipients });
-      const refused = refuseIf(decision, s, 'rcpt', envelope) ?? refuseIf(limit, s, 'rcpt', envelope);
+      const refused = refuseIf(decision, s, 'rcpt', envelope);
       if (refused) return callback(refused);
-      const key = address.address.toLowerCase();
-      const replaced = rcptTo.find((r) => r.address !== address.address && r.address.toLowerCase() === key);
-      if (replaced) s.displacedRecipients.set(replaced.address, replaced);
-      s.displacedRecipients.delete(address.address);
+      const mailbox = mailboxKey(address.address);
+      const limit = decideRecipientLimit({ accepted: s.recipients.size, isNew: !s.recipients.has(mailbox), limit: config.limits.recipients });
+      // Not logged, as smtp-server's own 452 is not (command-guard.ts): a client sends those recipients again later.
+      if (!limit.accept) return callback(smtpError(limit.reply));
+      s.recipients.set(mailbox, address);
       callback();
     },
 
@@ -264,7 +262,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const mailFrom = session.envelope.mailFrom;
       const tls = (session.secure && session.tlsOptions) || undefined;
       const user = typeof session.user === 'string' ? session.user : undefined;
-      const recipients = acceptedRecipients(session, s);
+      const recipients = [...s.recipients.values()];
       void receiveMessage({
         store: deps.store,
         data: stream,
@@ -348,11 +346,6 @@ export function createListener(deps: ListenerDeps): InboundListener {
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-/** acceptedRecipients - every recipient of the transaction that got its 250: smtp-server's list, then those it lost to a case variant. */
-function acceptedRecipients(session: SMTPServerSession, s: SessionState): SMTPServerAddress[] {
-  return [...session.envelope.rcptTo, ...s.displacedRecipients.values()];
 }
 
 // envelopeDsn - RET/ENVID of the accepted MAIL (as mailParameters, and for its reason) and each recipient's

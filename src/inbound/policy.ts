@@ -162,8 +162,9 @@ export interface RecipientFacts extends SenderFacts {
 }
 
 /**
- * decideRecipientLimit - limits.recipients per transaction, counted as Postern keeps the recipients (case variants of
- * one address apart); one already accepted may be given again. smtp-server counts its own list (case folded) first.
+ * decideRecipientLimit - limits.recipients per transaction, counted by mailbox as Postern keeps them (x@ and X@ two,
+ * x@a.test and x@A.TEST one); one already accepted may be given again. smtp-server counts its own list first, case
+ * folded, which is never more.
  */
 export function decideRecipientLimit(facts: { accepted: number; isNew: boolean; limit: number }): Decision {
   return facts.isNew && facts.accepted >= facts.limit ? refuse(replies.tooManyRecipients, 'recipient-limit') : ACCEPT;

@@ -28,6 +28,15 @@ export function domainOf(address: string): string {
 }
 
 /**
+ * mailboxKey - an address as one mailbox: its local part as sent (its case is the destination's to read, RFC 5321
+ * §2.4), its domain in lower case (domains are not case-sensitive).
+ */
+export function mailboxKey(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? address : `${address.slice(0, at)}@${address.slice(at + 1).toLowerCase()}`;
+}
+
+/**
  * hasSenderRouting - whether the local part routes onward: user%elsewhere@domain, elsewhere!user@domain,
  * user@elsewhere@domain. A next hop that honours such forms relays to "elsewhere" on our word.
  */

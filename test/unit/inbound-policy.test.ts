@@ -1,6 +1,6 @@
 // Inbound policy as a table: one row per behaviour, the whole decision asserted.
 import { describe, expect, it } from 'vitest';
-import { addressLiteralIp, asciiDomain, hasSenderRouting } from '../../src/smtp/address.ts';
+import { addressLiteralIp, asciiDomain, hasSenderRouting, mailboxKey } from '../../src/smtp/address.ts';
 import { decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, decideRecipientLimit, inDomainList, queueSpaceToKeep, type RecipientFacts } from '../../src/inbound/policy.ts';
 
 const relayClient: RecipientFacts = {
@@ -46,6 +46,14 @@ describe('decideRcpt', () => {
     const d = decideRcpt(relayClient);
     expect(d).toEqual({ accept: false, reason: 'relay-denied', reply: { code: 554, status: '5.7.1', text: 'Relay access denied' } });
     expect(decideRcpt({ ...relayClient, recipientDomain: 'example.test', recipientRouted: true })).toMatchObject({ reason: 'sender-specified-routing' });
+  });
+});
+
+describe('mailboxKey', () => {
+  it('keeps the local part as sent and lowers the domain', () => {
+    expect(mailboxKey('Bob.Smith@Example.TEST')).toBe('Bob.Smith@example.test');
+    expect(mailboxKey('"A@B"@Example.test')).toBe('"A@B"@example.test');
+    expect(mailboxKey('postmaster')).toBe('postmaster');
   });
 });
 
