@@ -137,21 +137,18 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
     // The scheduler's 'delivery recorded' line names this next hop and the results; this one adds the session's
     // details. Checked first: on the delivery path, building the fields for a line not written cost 4 µs.
     if (log.isLevelEnabled('debug')) log.debug({ ...where, reused: Boolean(reused), tls: opened.session.tls, tlsLevel: policy.level, tlsSource: policy.source, results: recipients.map((r) => `${r.address}: ${r.result}`) }, 'attempt finished');
-    // A body the queue cannot read is our failure, not this host's: another host would fare no better.
-    if (bodyError !== undefined) {
-      log.error({ ...where, err: bodyError }, 'the queue could not give the message body; the attempt ends here');
-      return { attempts, recipients, nextHopOffersDsn: opened.session.extensions.includes('DSN'), answeredBy: attempt };
-    }
     // The next MX or address may take what this host did not, as Postfix's smtp tries it: when the host said
     // "later" to every recipient (451 to MAIL FROM, 421 to RCPT, 4xx after DATA), or could not take the message
     // by our own verdict (no REQUIRETLS, too small a SIZE, the connection lost before the end of data). Not once
-    // the whole message went out: this host may have it already.
-    if (!lostAfterData && recipients.every((r) => r.result === 'deferred' && isHostReply(r.reply))) {
+    // the whole message went out: this host may have it already. Nor when the queue could not give the body: our
+    // failure, not this host's, and another host would fare no better.
+    if (bodyError !== undefined) {
+      log.error({ ...where, err: bodyError }, 'the queue could not give the message body; the attempt ends here');
+    } else if (!lostAfterData && recipients.every((r) => r.result === 'deferred' && isHostReply(r.reply))) {
       putOff = { recipients, answeredBy: attempt };
       log.info({ ...where, reply: recipients[0]!.reply }, 'next hop deferred every recipient');
       continue;
-    }
-    if (!lostAfterData && recipients.every((r) => !isHostReply(r.reply))) {
+    } else if (!lostAfterData && recipients.every((r) => !isHostReply(r.reply))) {
       cannot = { recipients, answeredBy: attempt };
       log.info({ ...where, reply: recipients[0]!.reply }, 'next hop cannot take the message');
       continue;
