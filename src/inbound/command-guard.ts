@@ -1,4 +1,4 @@
-// Five checks on the commands of a session, as Postfix's smtpd makes them:
+// Six checks on the commands of a session, as Postfix's smtpd makes them:
 //  - a line that is not valid UTF-8 gets "500 5.5.2 Error: bad UTF-8
 //    syntax". smtp-server decodes lines as UTF-8 and turns bad bytes into
 //    U+FFFD, so an address with a stray Latin-1 byte was accepted as another
@@ -20,6 +20,9 @@
 //  - DATA in a transaction whose every recipient was refused gets "554
 //    5.5.1 Error: no valid recipients", not smtp-server's "503 need RCPT
 //    command", which tells a pipelining client it forgot a command.
+//  - RSET or DATA with an argument gets "501 5.5.4 Syntax: RSET" (or DATA):
+//    smtp-server ignored it, so "DATA x" opened a message and "RSET x"
+//    answered 250 (RFC 5321 §4.1.1.4, §4.1.1.5: they take none).
 //  - an ENVID on MAIL or ORCPT on RCPT that is not xtext (RFC 3461 §4) gets
 //    "501 5.5.4 Bad ENVID parameter syntax" or "501 5.5.4 Error: Bad ORCPT
 //    parameter syntax" (inbound/envelope-form.ts), read before smtp-server
@@ -151,7 +154,7 @@ export function installCommandGuard(): Promise<void> {
           ? authNotOfferedReply(this)
           : isDataWithoutRecipients(this, line)
             ? replies.noValidRecipients
-            : badXtextReply(this, line);
+            : (argumentNotTakenReply(this, line) ?? badXtextReply(this, line));
       if (!refusal) {
         // "HELO My Printer Model 5": smtp-server takes one word; Postfix joins them (collapse_args), and so do we.
         const spaced = heloWithSpaces(line);
@@ -260,7 +263,21 @@ function isJunkCommand(command: Buffer): boolean {
 /** isDataWithoutRecipients - DATA after a MAIL FROM whose recipients were all refused (with no MAIL, the library's 503 stands). */
 function isDataWithoutRecipients(connection: Connection, command: Buffer): boolean {
   const { envelope } = connection.session;
-  return (command[0]! | 0x20) === 0x64 && Boolean(envelope.mailFrom) && envelope.rcptTo.length === 0 && /^data\s*$/i.test(command.toString('latin1'));
+  return (command[0]! | 0x20) === 0x64 && Boolean(envelope.mailFrom) && envelope.rcptTo.length === 0 && /^data(?: |$)/i.test(command.toString('latin1', 0, 5));
+}
+
+/**
+ * argumentNotTakenReply - Postfix's 501 for RSET or DATA with an argument, where smtp-server ignored it; DATA only
+ * when it comes in its turn (with no recipient, the 503 or 554 above stands, as in Postfix).
+ */
+function argumentNotTakenReply(connection: Connection, command: Buffer): Reply | undefined {
+  // The first byte first: this runs for every command line.
+  const first = command[0]! | 0x20;
+  if (first !== 0x72 && first !== 0x64) return undefined;
+  const m = /^(rset|data) +\S/i.exec(command.toString('latin1'));
+  if (!m) return undefined;
+  if (m[1]!.toLowerCase() === 'rset') return replies.rsetSyntax;
+  return connection.session.envelope.rcptTo.length > 0 ? replies.dataSyntax : undefined;
 }
 
 /** badXtextReply - the refusal of a MAIL or RCPT whose ENVID or ORCPT is not xtext, when the command comes in its turn. */

@@ -48,6 +48,7 @@ const LIBRARY_REPLIES: ReadonlyArray<[string, Reply]> = [
   ['Error: Bad recipient address syntax', replies.recipientSyntax],
   ['Error: too many recipients', replies.tooManyRecipients],
   ['Error: No identity changes permitted', replies.alreadyAuthenticated],
+  ['Error: syntax: STARTTLS', replies.starttlsSyntax],
   // The same words and codes smtp-server sends; listed so that the log's refused line has the reply as sent.
   ['Error: need MAIL command', replies.needMail],
   ['Error: need RCPT command', replies.needRcpt],

@@ -101,20 +101,23 @@ export function createHttpServer(deps: HttpServerDeps): HttpListener {
       return only(method, 'GET', () => Promise.resolve({ status: 200, text: { contentType: 'application/xml; charset=utf-8', body: xml } }));
     }
     if (path === '/api/queue' || path.startsWith('/api/queue/')) {
-      authorize(req.headers.authorization);
+      authorize(req, path);
       return routeQueue(req, method, path.split('/').slice(3).map(decodeSegment), url.searchParams);
     }
     throw new HttpError(404, `no such endpoint: ${path}`);
   }
 
   // authorize - the bearer token, compared as SHA-256 digests so neither content nor length leaks through timing.
-  function authorize(header: string | undefined): void {
+  // A request refused for its token is logged with its address, never the token: someone guessing shows in the log,
+  // as failed SMTP logins do.
+  function authorize(req: IncomingMessage, path: string): void {
     if (!tokenDigest) throw new HttpError(403, 'set http.token to enable the queue API');
-    const match = /^Bearer +(\S+) *$/i.exec(header ?? '');
+    const match = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '');
+    const refusal = !match ? 'no token' : !timingSafeEqual(sha256(match[1]!), tokenDigest) ? 'wrong token' : undefined;
+    if (!refusal) return;
+    log.warn({ remoteAddress: req.socket.remoteAddress, method: req.method, path, reason: refusal }, 'queue API request refused');
     if (!match) throw new HttpError(401, 'a bearer token is required', { 'WWW-Authenticate': 'Bearer realm="postern"' });
-    if (!timingSafeEqual(sha256(match[1]!), tokenDigest)) {
-      throw new HttpError(401, 'wrong token', { 'WWW-Authenticate': 'Bearer realm="postern", error="invalid_token"' });
-    }
+    throw new HttpError(401, 'wrong token', { 'WWW-Authenticate': 'Bearer realm="postern", error="invalid_token"' });
   }
 
   async function routeQueue(req: IncomingMessage, method: string, rest: string[], query: URLSearchParams): Promise<Answer> {

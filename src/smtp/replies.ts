@@ -38,6 +38,10 @@ export const replies = {
   badEnvid: reply(501, '5.5.4', 'Bad ENVID parameter syntax'),
   badOrcpt: reply(501, '5.5.4', 'Error: Bad ORCPT parameter syntax'),
   noValidRecipients: reply(554, '5.5.1', 'Error: no valid recipients'),
+  // RSET, DATA and STARTTLS take no argument (RFC 5321 §4.1.1.4, §4.1.1.5; RFC 3207 §4).
+  rsetSyntax: reply(501, '5.5.4', 'Syntax: RSET'),
+  dataSyntax: reply(501, '5.5.4', 'Syntax: DATA'),
+  starttlsSyntax: reply(501, '5.5.4', 'Syntax: STARTTLS'),
   needMail: reply(503, '5.5.1', 'Error: need MAIL command'),
   alreadyAuthenticated: reply(503, '5.5.1', 'Error: already authenticated'),
   needRcpt: reply(503, '5.5.1', 'Error: need RCPT command'),

@@ -423,6 +423,22 @@ describe('default limits', () => {
       c.close();
     });
 
+    // RFC 5321 §4.1.1.4, §4.1.1.5, RFC 3207 §4: no argument. smtp-server ignored one: "RSET x" got 250, "DATA x" 354.
+    it('answers RSET, DATA and STARTTLS with an argument with 501 5.5.4 Syntax, as Postfix does, and keeps the transaction', async () => {
+      const c = await open(relay.ports.relay);
+      expect((await c.command('EHLO client.test')).code).toBe(250);
+      expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+      expect((await c.command('RCPT TO:<rcpt@local.test>')).text).toBe(RCPT_OK);
+      expect((await c.command('RSET now')).text).toBe('501 5.5.4 Syntax: RSET');
+      expect((await c.command('DATA\tBODY=8BITMIME')).text).toBe('501 5.5.4 Syntax: DATA');
+      expect((await c.command('STARTTLS please')).text).toBe('501 5.5.4 Syntax: STARTTLS');
+      expect((await c.command('DATA ')).text).toBe(DATA_GO_AHEAD);
+      queueIdOf(await c.command('Subject: after three refusals\r\n\r\nok\r\n.'));
+      expect((await c.command('RSET ')).text).toMatch(/^250 /);
+      c.close();
+      expect(logLines(relay, 'refused').filter((l) => /Syntax: (RSET|DATA|STARTTLS)/.test(String(l.reply))).map((l) => l.stage)).toEqual(['rset', 'data', 'starttls']);
+    });
+
     // Postfix's default (strict_rfc821_envelopes = no): old printers and scanners send addresses without brackets.
     it('queues a message whose envelope has no angle brackets and a domain ending in a dot, the addresses as Postfix reads them', async () => {
       const c = await open(relay.ports.relay);

@@ -139,6 +139,16 @@ describe('queue API', () => {
     // The verbs are behind the token too, before anything is parsed.
     expect((await call(relay, '/api/queue/hold', { method: 'POST', body: { all: true } })).status).toBe(401);
     expect((await call(relay, '/api/queue/flush', { method: 'POST', token: 'wrong' })).status).toBe(401);
+    // Each refusal is in the log with where it came from, and no token is.
+    const refused = relay.logs.filter((l) => l.msg === 'queue API request refused');
+    expect(refused.map((l) => [l.method, l.path, l.reason, l.remoteAddress])).toEqual([
+      ['GET', '/api/queue', 'no token', '127.0.0.1'],
+      ...['wrong', TOKEN.slice(0, -1), TOKEN + 'x'].map(() => ['GET', '/api/queue', 'wrong token', '127.0.0.1']),
+      ['GET', '/api/queue', 'no token', '127.0.0.1'],
+      ['POST', '/api/queue/hold', 'no token', '127.0.0.1'],
+      ['POST', '/api/queue/flush', 'wrong token', '127.0.0.1'],
+    ]);
+    expect(JSON.stringify(relay.logs)).not.toContain(TOKEN.slice(0, -1));
 
     const ok = await call(relay, '/api/queue', { token: TOKEN });
     expect(ok.status).toBe(200);
