@@ -20,6 +20,7 @@ import type { AttemptRecord, RecipientDsn } from '../queue/queue-store.ts';
 import { cleanReply } from '../smtp/replies.ts';
 import { stuffQueuedBodies } from './dot-stuffing.ts';
 import { sendRecipientDsn } from './recipient-dsn.ts';
+import { readLastLineCode } from './reply-code.ts';
 
 export type TlsFacts = NonNullable<AttemptRecord['tls']>;
 
@@ -140,6 +141,7 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
   const recipientDsn: TransactionDsn = new Map();
   try {
     sendRecipientDsn(connection, () => recipientDsn);
+    readLastLineCode(connection, (reply) => settings.logger.warn({ host: target.host, ip: target.ip, reply: cleanReply(reply) }, 'next hop reply lines disagree on their code; the last line decides'));
   } catch (err) {
     // A nodemailer whose layout changed: every attempt is deferred, and says why, until it is mended.
     return Promise.resolve({ ok: false, reply: `4.3.0 ${(err as Error).message}`, handshakeFailed: false, tlsFailed: false, reached: false });

@@ -1,0 +1,51 @@
+// A multi-line reply carries one code on every line (RFC 5321 §4.2.1), but
+// a broken or hostile next hop may send lines that disagree:
+// "250-2.1.5 ok\r\n550 5.1.1 no such user\r\n". nodemailer reads a reply by
+// its first line, so that RCPT counted as accepted and the recipient was
+// recorded delivered; a 250- first line before a 550 ended DATA "delivered".
+// Postfix's smtp(8) reads the code of the last line (smtp_chat_resp), and so
+// does Postern: readLastLineCode rewrites such a reply, before nodemailer
+// reads it, as its last line alone, and logs the whole reply.
+// Fails: throws when the connection lacks what it wraps (a nodemailer whose
+// layout changed); the session refuses to open, so the attempt is deferred
+// with that reason (smtp-session.ts), as sendRecipientDsn does.
+//
+//   readLastLineCode - from now on, `connection` reads each reply by the code of its last line.
+//   lastLineDecides  - a reply as it is to be read: as it came, or its last line when the lines' codes differ.
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
+
+interface ResponseInternals {
+  _responseQueue?: string[];
+  _processResponse?: () => unknown;
+}
+
+/** readLastLineCode - replies of `connection` whose lines disagree on their code are read by the last line; `onMismatch` is told the whole reply. */
+export function readLastLineCode(connection: SMTPConnection, onMismatch: (reply: string) => void): void {
+  const internals = connection as unknown as ResponseInternals;
+  const library = internals._processResponse;
+  if (typeof library !== 'function' || !Array.isArray(internals._responseQueue)) {
+    throw new Error('nodemailer changed: SMTPConnection#_processResponse or #_responseQueue not found');
+  }
+  internals._processResponse = function (this: ResponseInternals) {
+    // nodemailer takes one whole reply from the front of the queue each time (partial ones are not queued yet).
+    const queue = this._responseQueue;
+    const next = queue?.[0];
+    if (queue && next?.includes('\n')) {
+      const read = lastLineDecides(next);
+      if (read !== next) {
+        queue[0] = read;
+        onMismatch(next);
+      }
+    }
+    return library.call(this);
+  };
+}
+
+/** lastLineDecides - a reply (lines joined by "\n", as nodemailer queues it) as Postfix reads it: its last line alone when an earlier line has another code. */
+export function lastLineDecides(reply: string): string {
+  const lines = reply.split('\n');
+  const last = lines.at(-1)!;
+  const code = /^\d{3}/.exec(last)?.[0];
+  if (code === undefined) return reply;
+  return lines.every((line) => line.startsWith(code)) ? reply : last;
+}
