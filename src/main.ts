@@ -1,7 +1,9 @@
 // The `postern` command line. Subcommands are thin: they load the config
 // (every one takes --config FILE) and call one module.
 import { Command } from 'commander';
-import { loadConfigOrExit } from './cli/context.ts';
+import { EXIT_CONFIG, loadConfigOrExit } from './cli/context.ts';
+import { fileProblems } from './config/files.ts';
+import { ConfigError } from './config/load.ts';
 import { registerHealthCommand } from './cli/health.ts';
 import { changeMessages, listQueue, printMessage, shapeQueue, showMessage } from './cli/queue.ts';
 import type { QueueVerb } from './queue/queue-store.ts';
@@ -31,6 +33,11 @@ program
   .description('validate the configuration and exit')
   .action((_options, command: Command) => {
     const loaded = loadConfigOrExit(command.optsWithGlobals<{ config?: string }>().config);
+    const unreadable = fileProblems(loaded.config);
+    if (unreadable.length > 0) {
+      process.stderr.write(`postern: ${new ConfigError(unreadable).message}\n`);
+      process.exit(EXIT_CONFIG);
+    }
     process.stdout.write(`configuration ok${loaded.source ? ` (${loaded.source})` : ' (defaults and environment)'}\n`);
   });
 
@@ -104,5 +111,6 @@ registerHealthCommand(program);
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`postern: ${errorMessage(err)}\n`);
-  process.exit(1);
+  // A setting found bad only at start (a file it names cannot be read) is a bad configuration too.
+  process.exit(err instanceof ConfigError ? EXIT_CONFIG : 1);
 });

@@ -12,7 +12,8 @@ import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { Config, ListenerName } from '../config/config.ts';
 import { LISTENER_NAMES } from '../config/config.ts';
-import { CONFIG_KEYS } from '../config/keys.ts';
+import { fileProblems, usesDevCertificates } from '../config/files.ts';
+import { ConfigError } from '../config/load.ts';
 import { createAuthLimiter } from '../inbound/auth-limiter.ts';
 import { ConnectionCounts } from '../inbound/connection-counts.ts';
 import { createListener, type InboundListener, type ReverseResolver } from '../inbound/listener.ts';
@@ -60,8 +61,6 @@ export interface RunningRelay {
   stop(): Promise<void>;
 }
 
-const DEFAULT_CERT = CONFIG_KEYS.find((k) => k.path === 'tls.cert')!.default;
-const DEFAULT_KEY = CONFIG_KEYS.find((k) => k.path === 'tls.key')!.default;
 
 /** startRelay - everything up and listening; stop() closes it in reverse order. */
 export interface RelayOptions {
@@ -79,6 +78,8 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   await installHalfClose();
   await installProxyHeader();
   const now = options.now ?? (() => new Date());
+  const unreadable = fileProblems(config);
+  if (unreadable.length > 0) throw new ConfigError(unreadable);
   const caFile = await prepareCertificates(config, logger);
   const httpToken = readHttpToken(config);
   const store = await openQueueStore(config, { logger, removeOrphans: true });
@@ -346,11 +347,8 @@ function buildHttp(parts: HttpParts): HttpListener {
 // readHttpToken - http.tokenFile (Docker secrets) over http.token; read once at start.
 function readHttpToken(config: Config): string {
   if (!config.http.enabled || !config.http.tokenFile) return config.http.token;
-  const token = readConfiguredFile('http.tokenFile', config.http.tokenFile);
-  // An empty secret is a mistake (a variable unset when it was written), not a way to turn the API off: it would do
-  // so silently, over an http.token too.
-  if (token.trim() === '') throw new Error(`http.tokenFile = ${config.http.tokenFile}: the file is empty; write the queue API's bearer token into it (openssl rand -hex 32), or leave http.tokenFile unset`);
-  return token;
+  // Not empty: config/files.ts refused that at start (it would turn the API off without a word, over http.token too).
+  return readConfiguredFile('http.tokenFile', config.http.tokenFile);
 }
 
 // readConfiguredFile - a file a key names (a secret kept in a file, Docker secrets; a CA file): its contents
@@ -374,18 +372,12 @@ function relayhostAuth(config: Config): SessionSettings['auth'] {
 
 // Dev certificates are made only where the defaults point and nothing is
 // there yet: a missing certificate the operator named is an error.
+// (config/files.ts has checked that the files named elsewhere are there.)
 async function prepareCertificates(config: Config, logger: Logger): Promise<string | undefined> {
-  const certMissing = !existsSync(config.tls.cert);
-  const keyMissing = !existsSync(config.tls.key);
-  const usingDefaults = config.tls.cert === DEFAULT_CERT && config.tls.key === DEFAULT_KEY;
-  if (usingDefaults) {
-    const dev = await ensureDevCertificates({ dir: dirname(config.tls.cert), hostname: config.hostname });
-    if (dev.created) logger.info({ certFile: dev.certFile, caFile: dev.caFile }, 'generated development certificates');
-    return existsSync(dev.caFile) ? resolve(dev.caFile) : undefined;
-  }
-  if (certMissing) throw new Error(`tls.cert = ${config.tls.cert}: file not found (development certificates are made only at the default ${String(DEFAULT_CERT)})`);
-  if (keyMissing) throw new Error(`tls.key = ${config.tls.key}: file not found`);
-  return undefined;
+  if (!usesDevCertificates(config)) return undefined;
+  const dev = await ensureDevCertificates({ dir: dirname(config.tls.cert), hostname: config.hostname });
+  if (dev.created) logger.info({ certFile: dev.certFile, caFile: dev.caFile }, 'generated development certificates');
+  return existsSync(dev.caFile) ? resolve(dev.caFile) : undefined;
 }
 
 function reverseResolver(config: Config): ReverseResolver | undefined {

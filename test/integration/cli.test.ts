@@ -5,7 +5,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -159,23 +159,33 @@ describe.concurrent('postern CLI', () => {
       expect(result.stderr).toContain('smtp.bareLineFeed = "allow" (environment POSTERN_SMTP_BARE_LINE_FEED): must be one of normalize, reject');
     });
 
-    it('refuses to start on a tls.cert the operator named that is not there, saying where dev certificates are made', async () => {
+    // A check that passes is a start that does not stop on a file; a start that would stops as for any bad value.
+    it('refuses a tls.cert the operator named that is not there, in config check and at start (78), saying where dev certificates are made', async () => {
       const missing = join(tmpdir(), `postern-no-such-dir-${process.pid}`, 'server.crt');
       const { dir, file } = await writeTestConfig({ tls: { cert: missing } });
       dirs.push(dir);
-      const result = await postern(['serve', '--config', file]);
-      expect(result.code).toBe(1);
-      expect(result.stderr).toContain(`postern: tls.cert = ${missing}: file not found (development certificates are made only at the default certs/server.crt)`);
+      for (const command of [['config', 'check'], ['serve']]) {
+        const result = await postern([...command, '--config', file]);
+        expect(result.code, command.join(' ')).toBe(78);
+        expect(result.stderr).toContain(`tls.cert = ${JSON.stringify(missing)}: cannot be read (ENOENT); development certificates are made only at the defaults, certs/server.crt and certs/server.key`);
+      }
     });
 
-    // A bare ENOENT used to be all it said.
-    it('refuses to start on an outbound.tls.caFile that is not there, naming the key', async () => {
+    it('refuses an outbound.tls.caFile or http.tokenFile that is not there, and an empty http.tokenFile, naming each key (78)', async () => {
       const missing = join(tmpdir(), `postern-no-such-dir-${process.pid}`, 'ca.pem');
-      const { dir, file } = await writeTestConfig({ outbound: { enabled: true, tls: { caFile: missing } } });
+      const { dir, file } = await writeTestConfig({ outbound: { enabled: true, tls: { caFile: missing } }, http: { tokenFile: missing } });
       dirs.push(dir);
-      const result = await postern(['serve', '--config', file]);
-      expect(result.code).toBe(1);
-      expect(result.stderr).toContain(`postern: outbound.tls.caFile = ${missing}: ENOENT`);
+      const empty = join(dir, 'empty-token');
+      await writeFile(empty, '\n');
+      for (const command of [['config', 'check'], ['serve']]) {
+        const result = await postern([...command, '--config', file]);
+        expect(result.code, command.join(' ')).toBe(78);
+        expect(result.stderr).toContain(`outbound.tls.caFile = ${JSON.stringify(missing)}: cannot be read (ENOENT)`);
+        expect(result.stderr).toContain(`http.tokenFile = ${JSON.stringify(missing)}: cannot be read (ENOENT)`);
+        const emptyToken = await postern([...command, '--config', file], { env: { POSTERN_HTTP_TOKEN_FILE: empty, POSTERN_OUTBOUND_TLS_CA_FILE: '' } });
+        expect(emptyToken.code, command.join(' ')).toBe(78);
+        expect(emptyToken.stderr).toContain(`http.tokenFile = ${JSON.stringify(empty)}: the file is empty; write the secret into it, or leave http.tokenFile unset`);
+      }
     });
 
     it('treats an unknown key as an error, not a silent default', async () => {

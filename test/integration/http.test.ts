@@ -167,7 +167,7 @@ describe('queue API', () => {
     expect((await call(fromFile, '/api/queue', { token: TOKEN })).status).toBe(401);
     // An empty one would turn the API off without a word, over http.token too: the relay does not start.
     await writeFile(join(dir, 'empty'), '\n', { mode: 0o600 });
-    await expect(startTestRelay({ http: { token: TOKEN, tokenFile: join(dir, 'empty') } })).rejects.toThrow(`http.tokenFile = ${join(dir, 'empty')}: the file is empty`);
+    await expect(startTestRelay({ http: { token: TOKEN, tokenFile: join(dir, 'empty') } })).rejects.toThrow(`http.tokenFile = ${JSON.stringify(join(dir, 'empty'))}: the file is empty`);
   });
 
   it('lists and shows messages with the JSON of `postern queue list/show --json`', async () => {
