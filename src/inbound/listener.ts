@@ -5,7 +5,7 @@
 // acceptance, failed AUTH and finished session is counted (deps.metrics).
 // Fails: listen() rejects when the port cannot be bound; a TLS handshake
 // failure or socket error is logged and the server stays up.
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { format } from 'node:util';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -21,7 +21,7 @@ import { allowHalfClose } from '../smtp/half-close.ts';
 import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.ts';
 import type { ServerTls } from '../tls/server-tls.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
-import type { ConnectionCounts } from './connection-counts.ts';
+import { ConnectionCounts } from './connection-counts.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
 import { AUTH_FAILED, decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, decideRecipientLimit, queueSpaceToKeep, type Decision } from './policy.ts';
@@ -320,6 +320,15 @@ export function createListener(deps: ListenerDeps): InboundListener {
   };
 
   const server = new SMTPServer(options);
+  if (options.secure) dropHandshakesPastPerIpLimit(server.server, (ip, connectionsFromIp) => {
+    // A PROXY peer's connections are counted by the address its header gives, in onConnect.
+    if (deps.proxyNetworks?.(ip)) return false;
+    const decision = decideConnect({ connectionsFromIp, perIpLimit: config.limits.connectionsPerIp, clientTrusted: deps.trustedNetworks(ip) });
+    if (decision.accept) return false;
+    metrics.messageRejected(decision.reason);
+    baseLog.info({ ip, stage: 'connect', reason: decision.reason, connectionsFromIp, reply: 'none: dropped before the TLS handshake' }, 'refused');
+    return true;
+  });
   // Without an 'error' listener a failed TLS handshake would end the process (LIBRARIES.md). An error of a
   // session smtp-server made (it sets remoteAddress) is in the log already, with the session (libraryLogger).
   server.on('error', (err: Error & { remoteAddress?: string; report?: boolean; code?: string }) => {
@@ -406,6 +415,29 @@ function setDisabledCommands(session: SMTPServerSession, commands: string[]): vo
 const CLIENT_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
 
 type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+/**
+ * dropHandshakesPastPerIpLimit - on an implicit-TLS listener, drop a connection as it arrives when `drop` says so,
+ * given its address and how many of this listener's connections that address holds, it included. smtp-server runs
+ * the handshake before onConnect, where limits.connectionsPerIp is checked, and waits limits.idleTimeout for it:
+ * without this, one address could fill the port with connections that never start a handshake. Nothing can be said
+ * before TLS, so the connection is closed; the library never sees it.
+ */
+function dropHandshakesPastPerIpLimit(server: Server, drop: (ip: string, connectionsFromIp: number) => boolean): void {
+  const [library, ...others] = server.listeners('connection') as ((socket: Socket) => void)[];
+  if (!library || others.length > 0) throw new Error('smtp-server changed: its server has not one connection listener');
+  const open = new ConnectionCounts();
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress;
+    if (ip === undefined) return library.call(server, socket);
+    const connectionsFromIp = open.open(ip);
+    socket.once('close', () => open.close(ip));
+    if (!drop(ip, connectionsFromIp)) return library.call(server, socket);
+    socket.on('error', () => undefined);
+    socket.destroy();
+  });
+}
 
 /**
  * tlsHandshakeFailure - the client's address and OpenSSL's reason, if `err` is a failed TLS handshake as

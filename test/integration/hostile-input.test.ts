@@ -7,7 +7,7 @@
 // Over 400 lines because it is the one catalogue of attacks, one describe each.
 import { mkdir, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,6 +79,14 @@ async function expectServerUp(port: number, ca?: string): Promise<void> {
   const c = await open(port, ca);
   expect((await c.command('QUIT')).text).toBe('221 2.0.0 Bye');
   c.close();
+}
+
+/** rawConnection - a TCP connection that sends nothing, once connected. */
+async function rawConnection(port: number): Promise<Socket> {
+  const socket = connect({ host: '127.0.0.1', port });
+  socket.on('error', () => undefined);
+  await once(socket, 'connect');
+  return socket;
 }
 
 /** waitFor - poll a condition (log lines, files) until it holds; fail after the deadline. */
@@ -873,6 +881,28 @@ describe('small limits', () => {
     }
     // Recipients past the limit are not errors, and not logged: the client sends them again (smtp-server's rule too).
     expect(relay.logs.slice(before).filter((l) => l.msg === 'refused')).toEqual([]);
+  });
+
+  // smtp-server runs the implicit-TLS handshake before the per-IP check, and waits limits.idleTimeout for it: one
+  // address held the whole port with connections that never started one, and /healthz failed.
+  it('drops the 4th connection from one IP on the implicit-TLS port before any handshake, and lets other IPs in', async () => {
+    const raw = await Promise.all([0, 1, 2].map(() => rawConnection(relay.ports.submissions)));
+    const fourth = await rawConnection(relay.ports.submissions);
+    await once(fourth, 'close');
+    expect(fourth.bytesRead).toBe(0);
+    const other = await RawSmtp.connect(relay.ports.submissions, { tls: { ca: relay.ca.certPem }, localAddress: '127.0.0.2' });
+    expect((await other.reply()).text).toBe(GREETING);
+    other.close();
+    expect(logLines(relay, 'refused').filter((l) => l.reason === 'connection-limit-per-ip' && l.listener === 'submissions').map((l) => [l.ip, l.connectionsFromIp])).toEqual([['127.0.0.1', 4]]);
+    // A closed one is counted out (once the server has seen it close).
+    raw[0]!.destroy();
+    await waitFor('a connection from the same IP to be let in again', async () => {
+      const next = await rawConnection(relay.ports.submissions);
+      const dropped = await Promise.race([once(next, 'close').then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 200))]);
+      next.destroy();
+      return !dropped;
+    });
+    for (const socket of raw) socket.destroy();
   });
 
   it('refuses the 4th simultaneous connection from one IP with 421 4.7.0, and counts a closed one out', async () => {
