@@ -189,10 +189,11 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const attempt = decideAuthAttempt({ ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()), clientTrusted: s.clientTrusted, failuresThisSession: s.authFailures, perSessionLimit: config.limits.authFailuresPerConnection });
       const refused = refuseIf(attempt, s, 'auth');
       if (refused) return callback(refused);
+      deps.authLimiter.attemptStarted(s.ip, now());
       const username = auth.username ?? '';
       const failed = (decision: Decision) => {
         s.authFailures++;
-        deps.authLimiter.recordFailure(s.ip, now());
+        deps.authLimiter.attemptEnded(s.ip, true, now());
         s.log.warn({ user: username, method: auth.method, failures: s.authFailures, reason: decision.accept ? undefined : decision.reason }, 'authentication failed');
         callback(refuseIf(decision, s, 'auth'));
       };
@@ -201,10 +202,12 @@ export function createListener(deps: ListenerDeps): InboundListener {
       deps.users.verify(username, auth.password ?? '').then(
         (ok) => {
           if (!ok) return failed(AUTH_FAILED);
+          deps.authLimiter.attemptEnded(s.ip, false, now());
           s.log.info({ user: username, method: auth.method }, 'authenticated');
           callback(null, { user: username });
         },
         (err: unknown) => {
+          deps.authLimiter.attemptEnded(s.ip, false, now());
           s.log.error({ err }, 'user store failed');
           callback(smtpError(replies.authTemporaryFailure));
         },

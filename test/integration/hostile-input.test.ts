@@ -1216,6 +1216,17 @@ describe('AUTH brute force', () => {
     expect(logLines(relay, 'refused').filter((l) => l.reason === 'auth-ip-locked-out')).toHaveLength(2);
   });
 
+  // A password check takes a while (scrypt): attempts sent together on many connections were each checked in full
+  // before the first failure counted, so a guesser got about three times limits.authFailuresPerIp tries.
+  it('counts attempts under way against limits.authFailuresPerIp: of ten sent at once, four are checked', async () => {
+    const sessions = await Promise.all(Array.from({ length: 10 }, () => login()));
+    for (const c of sessions) c.write(`AUTH PLAIN ${plain('alice', WRONG)}\r\n`);
+    const replies = await Promise.all(sessions.map(async (c) => (await c.reply()).text));
+    for (const c of sessions) c.close();
+    expect(replies.filter((r) => r === '535 5.7.8 Error: authentication failed')).toHaveLength(4);
+    expect(replies.filter((r) => r === '421 4.7.0 Error: too many failed authentication attempts from your address, try again later')).toHaveLength(6);
+  });
+
   // As Postfix exempts $mynetworks from its rate limits: behind a Docker gateway every client has one address,
   // and one with a stale password would lock the others out.
   it('never locks out an IP in relay.trustedNetworks', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createAuthLimiter } from '../../src/inbound/auth-limiter.ts';
+import { createAuthLimiter, type AuthLimiter } from '../../src/inbound/auth-limiter.ts';
 import { compileNetworks, REMEMBERED_ADDRESSES } from '../../src/inbound/networks.ts';
 import { replaceLibraryReply } from '../../src/inbound/wire-replies.ts';
 
@@ -28,16 +28,34 @@ describe('compileNetworks', () => {
 });
 
 describe('createAuthLimiter', () => {
+  const fail = (limiter: AuthLimiter, ip: string, at: number) => (limiter.attemptStarted(ip, at), limiter.attemptEnded(ip, true, at));
+
   it('locks an IP out after N failures within the window, and forgives after it', () => {
     const limiter = createAuthLimiter({ failuresPerIp: 3, lockoutSeconds: 60 });
-    limiter.recordFailure('192.0.2.1', 0);
-    limiter.recordFailure('192.0.2.1', 1000);
+    fail(limiter, '192.0.2.1', 0);
+    fail(limiter, '192.0.2.1', 1000);
     expect(limiter.isLockedOut('192.0.2.1', 2000)).toBe(false);
-    limiter.recordFailure('192.0.2.1', 2000);
+    fail(limiter, '192.0.2.1', 2000);
     expect(limiter.isLockedOut('192.0.2.1', 2000)).toBe(true);
     expect(limiter.isLockedOut('192.0.2.2', 2000)).toBe(false);
     expect(limiter.isLockedOut('192.0.2.1', 60_500)).toBe(true);
     expect(limiter.isLockedOut('192.0.2.1', 62_001)).toBe(false);
+  });
+
+  // A password check takes a while: attempts started together were each checked before the first failure counted.
+  it('counts attempts under way as failures until they end, and a successful one not at all', () => {
+    const limiter = createAuthLimiter({ failuresPerIp: 3, lockoutSeconds: 60 });
+    fail(limiter, '192.0.2.1', 0);
+    limiter.attemptStarted('192.0.2.1', 0);
+    expect(limiter.isLockedOut('192.0.2.1', 0)).toBe(false);
+    limiter.attemptStarted('192.0.2.1', 0);
+    expect(limiter.isLockedOut('192.0.2.1', 0)).toBe(true);
+    limiter.attemptEnded('192.0.2.1', false, 10);
+    expect(limiter.isLockedOut('192.0.2.1', 10)).toBe(false);
+    limiter.attemptEnded('192.0.2.1', true, 20);
+    expect(limiter.isLockedOut('192.0.2.1', 20)).toBe(false);
+    fail(limiter, '192.0.2.1', 30);
+    expect(limiter.isLockedOut('192.0.2.1', 30)).toBe(true);
   });
 });
 
