@@ -10,8 +10,9 @@
 //    a session could probe recipients or relaying without end. smtp-server's
 //    own limit counts unknown commands only. "452 4.5.3 too many recipients"
 //    is not an error: the client sends those recipients again in its next
-//    transaction (RFC 5321 §4.5.3.1.10; Postfix counts them only past its
-//    recipient overshoot limit of 1,000).
+//    transaction (RFC 5321 §4.5.3.1.10); past RECIPIENT_OVERSHOOT_LIMIT of
+//    them in one transaction each is (Postfix's smtpd_recipient_overshoot_limit),
+//    or a session could send RCPT for ever.
 //  - AUTH where it is not offered gets what Postfix says, not smtp-server's
 //    "command not recognized": "530 5.7.0 Must issue a STARTTLS command
 //    first" before TLS on a listener that offers AUTH after it (the
@@ -59,6 +60,9 @@ import { hasEnhancedCode, replaceLibraryReply } from './wire-replies.ts';
 /** Error replies a client may have before its next command is refused (Postfix smtpd_hard_error_limit). */
 export const HARD_ERROR_LIMIT = 20;
 
+/** Recipients past limits.recipients in one transaction that are no error; each one after them is (Postfix smtpd_recipient_overshoot_limit). */
+export const RECIPIENT_OVERSHOOT_LIMIT = 1000;
+
 /**
  * NOOP, RSET, VRFY and ETRN a client may send before each one more counts as an error (Postfix
  * smtpd_junk_command_limit): they are never refused, and without this a client held its connection slot for ever.
@@ -86,6 +90,8 @@ interface Connection {
   __posternErrors?: number;
   /** NOOP, RSET, VRFY and ETRN since the session began or last had a message accepted. */
   __posternJunk?: number;
+  /** Recipients refused past limits.recipients since the transaction began. */
+  __posternOvershoot?: number;
   /** The command line being answered (for the name of a refused one). */
   __posternLine?: Buffer;
   send(code: number, data?: string | string[], context?: string | false): void;
@@ -119,9 +125,10 @@ export function installCommandGuard(): Promise<void> {
       library.send.call(this, code, data, context);
       // An accepted message starts the count again ("errors … without delivering mail").
       if (code === 250 && context === 'DATA_OK') this.__posternErrors = this.__posternJunk = 0;
-      // Recipients past limits.recipients are no error and no refusal to log: the client sends them again, and a
-      // line each would flood the log.
-      if (code < 400 || isRecipientOvershoot(code, data)) return;
+      // Recipients past limits.recipients are no error and no refusal to log, up to RECIPIENT_OVERSHOOT_LIMIT: the
+      // client sends them again, and a line each would flood the log.
+      if (code < 400) return;
+      if (isRecipientOvershoot(code, data) && (this.__posternOvershoot = (this.__posternOvershoot ?? 0) + 1) <= RECIPIENT_OVERSHOOT_LIMIT) return;
       if (typeof data === 'string' && !hasEnhancedCode(data)) {
         const replacement = replaceLibraryReply(data);
         const reply = replacement ? `${replacement.code} ${formatReply(replacement)}` : `${code} ${data}`;
@@ -166,6 +173,7 @@ export function installCommandGuard(): Promise<void> {
           });
         }
         const canonical = canonicalCommand(line);
+        if (isMailCommand(canonical)) this.__posternOvershoot = 0;
         if (!this.hostNameAppearsAs && isMailCommand(canonical)) {
           // What the library's own HELO handler records, for HELO [address]; the session's copy is taken anew.
           this.hostNameAppearsAs = isIPv6(this.remoteAddress) ? `[IPv6:${this.remoteAddress}]` : `[${this.remoteAddress}]`;

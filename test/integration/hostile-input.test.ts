@@ -851,6 +851,19 @@ describe('small limits', () => {
   // smtp-server kept one recipient per address compared case-insensitively, the last: "x" got its 250 and was
   // dropped for "X". A local part's case is the destination's to read (RFC 5321 §2.4); Postfix keeps both.
   // The domain's case is no one's to read: x@local.test and x@LOCAL.TEST are one mailbox, sent once.
+  // Postfix's smtpd_recipient_overshoot_limit: without it a session could send RCPT for ever, never an error.
+  it('counts each recipient past 1,000 over the limit in one transaction as an error, and closes at the 20th with 421', async () => {
+    const c = await open(relay.ports.relay);
+    expect((await c.command('EHLO client.test')).code).toBe(250);
+    const overLimit = 1000 + 20;
+    c.write(`MAIL FROM:<a@example.test>\r\n${Array.from({ length: 3 + overLimit }, (_, n) => `RCPT TO:<r${n}@local.test>\r\n`).join('')}`);
+    expect((await c.reply()).text).toBe(MAIL_OK);
+    for (let n = 0; n < 3; n++) expect((await c.reply()).text).toBe(RCPT_OK);
+    for (let n = 0; n < overLimit; n++) expect((await c.reply()).text, `recipient ${n + 1} past the limit`).toBe('452 4.5.3 Error: too many recipients');
+    expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
+    await c.closedByServer();
+  });
+
   it('keeps recipients whose local parts differ only in case, each with its own NOTIFY, and counts them against the limit', async () => {
     const before = relay.logs.length;
     const c = await open(relay.ports.relay);
