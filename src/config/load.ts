@@ -74,11 +74,21 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   return { config: config as unknown as Config, source: file, warnings };
 }
 
-/** shownValue - a value as an error names it: a secret key's never (a mistyped password is still one), a URL's without its password. */
+/** Entries of a map value (a route, an SNI entry) whose values an error never shows, whatever the map. */
+const SECRET_ENTRY = /pass|secret|token/i;
+
+/**
+ * shownValue - a value as an error names it: a secret key's never (a mistyped password is still one), a URL's
+ * without its password, nor a password before an "@" anywhere ("user:pw@smtp.example.com" given as a host), nor a
+ * map entry named like a secret (a route given `auth: { pass }`, which routes do not take).
+ */
 function shownValue(k: ConfigKey, value: unknown): string {
   if (k.secret) return '(a secret, not shown)';
   if (k.credentialUrl) return typeof value === 'string' ? JSON.stringify(printableCredentialUrl(value)) : '(not a string, not shown)';
-  return JSON.stringify(typeof value === 'string' ? redactUrlPassword(value) : value);
+  return JSON.stringify(value, (name, entry: unknown) => {
+    if (name !== '' && SECRET_ENTRY.test(name)) return '(not shown)';
+    return typeof entry === 'string' ? redactUrlPassword(entry).replace(/^([^\s:@/]+):[^\s@]*@/, '$1:***@') : entry;
+  });
 }
 
 // checkCombinations - settings that are each allowed but say nothing together: a wait between retries that can never

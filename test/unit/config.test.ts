@@ -138,6 +138,16 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     expect(found[0]).toBe(`outbound.relayhost.auth.pass = (a secret, not shown) (${file}): must be a string (empty for none)`);
   });
 
+  // Nor a password given where a secret key is not: credentials before an "@" in a host, or a route's auth.
+  it('never shows a password before an "@" in a value, nor a map entry named like a secret', () => {
+    const hostFound = problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_HOST: 'mailuser:Hunter2pw@smtp.example.com' }, cwd: emptyDir }));
+    expect(hostFound).toEqual([expect.stringContaining('outbound.relayhost.host = "mailuser:***@smtp.example.com" (environment POSTERN_OUTBOUND_RELAYHOST_HOST)')]);
+    const file = yamlFile('outbound:\n  routes:\n    x.test: { host: 127.0.0.1, auth: { user: u, pass: RoutePw99 }, token: T0KEN77 }\n');
+    const routeFound = problems(() => loadConfig({ file, env: {} })).join('\n');
+    expect(routeFound).toContain('outbound.routes');
+    for (const secret of ['Hunter2pw', 'RoutePw99', 'T0KEN77']) expect([...hostFound, routeFound].join('\n')).not.toContain(secret);
+  });
+
   // Postfix writes relayhost = [host]:port; here the port has its own key, and "[host]:port" deferred every message.
   it.each([
     ['outbound.relayhost.host', '[127.0.0.1]:587', 'POSTERN_OUTBOUND_RELAYHOST_HOST'],
