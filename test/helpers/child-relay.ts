@@ -1,5 +1,5 @@
 // Postern as a separate process, started the way users start it
-// (bin/postern.js serve --config FILE), for tests that kill it.
+// (bin/postern.js serve --config FILE, or npm start), for tests that kill it.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,15 +17,23 @@ export interface ChildRelay {
   exited: Promise<number | NodeJS.Signals | null>;
 }
 
-/** startChildRelay - spawn `postern serve` and wait for its "postern ready" log line. */
-export async function startChildRelay(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<ChildRelay> {
-  const child = spawn(process.execPath, [POSTERN_BIN, 'serve', '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * startChildRelay - spawn `postern serve` and wait for its "postern ready" log line; with `viaNpmStart`, as the
+ * README's `npm start` (the process is npm's).
+ */
+export async function startChildRelay(configFile: string, env: NodeJS.ProcessEnv = {}, viaNpmStart = false): Promise<ChildRelay> {
+  const [command, args] = viaNpmStart ? ['npm', ['start', '--silent', '--', '--config', configFile]] : [process.execPath, [POSTERN_BIN, 'serve', '--config', configFile]];
+  const child = spawn(command, args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const ports = await new Promise<Record<ListenerName, number>>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
+      // npm's own lines are not JSON.
+      if (!line.startsWith('{')) return;
       const entry = JSON.parse(line) as { msg?: string; listeners?: { name: ListenerName; port: number }[] };
       if (entry.msg === 'postern ready') resolve(Object.fromEntries(entry.listeners!.map((l) => [l.name, l.port])) as Record<ListenerName, number>);
     });

@@ -7,8 +7,9 @@
 // minutes), while a delivery leased by a process still running is left to it.
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -212,6 +213,48 @@ describe('deliveries in flight at a SIGKILL, or a stop asked for twice', () => {
     }
   });
 });
+
+describe('npm start', () => {
+  // npm passes SIGTERM to its script's shell, and `sh -c "npm run build && bin/postern.js serve"` did not pass it on:
+  // the relay ran on alone, holding its ports, when systemd, pm2 or timeout stopped `npm start`.
+  it('stops the relay when npm is sent SIGTERM, as a supervisor stops it', async () => {
+    const { dir, file } = await writeTestConfig();
+    dirs.push(dir);
+    const npm = await startChildRelay(file, {}, true);
+    try {
+      npm.process.kill('SIGTERM');
+      await npm.exited;
+      expect(await closedWithin(npm.ports.relay, 15_000)).toBe(true);
+    } finally {
+      killProcessesNaming(file);
+    }
+  });
+});
+
+/** closedWithin - whether connections to a loopback port are refused within `ms`. */
+async function closedWithin(port: number, ms: number): Promise<boolean> {
+  for (const deadline = Date.now() + ms; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 100))) {
+    const socket = connect({ host: '127.0.0.1', port });
+    const refused = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(false));
+      socket.once('error', () => resolve(true));
+    });
+    socket.destroy();
+    if (refused) return true;
+  }
+  return false;
+}
+
+/** killProcessesNaming - SIGKILL every process whose command line holds `text` (a relay a failed test left running). */
+function killProcessesNaming(text: string): void {
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+}
 
 async function idsOf(file: string): Promise<string[]> {
   const store = await openQueueStore(loadConfig({ file, env: {} }).config);
