@@ -5,7 +5,8 @@
 // and selfSignedCertificate are pure crypto: they reject only on bad input
 // (no names, a CA key that is not ECDSA P-256/P-384, unreadable PEM).
 // ensureDevCertificates writes files: it rejects with the fs error (EACCES,
-// ENOSPC …) and never overwrites an existing server.crt/server.key pair.
+// ENOSPC …) and never overwrites an existing server.crt/server.key pair,
+// but for one of its own that does not name the configured hostname.
 // Each file is written to a temporary name and renamed, so a reader (the
 // certificate watcher in server-tls.ts) never sees half a file.
 // certificateFingerprint throws when the PEM is not a certificate.
@@ -126,7 +127,11 @@ export async function selfSignedCertificate(opts: { names: string[] }): Promise<
   return issueLeaf(x509, signer, { commonName: cn, names: opts.names, usage: EKU_SERVER_AUTH, keys, selfSigned: true });
 }
 
-/** ensureDevCertificates - create dir/{ca,server}.{crt,key} unless server.crt and server.key exist. */
+/**
+ * ensureDevCertificates - create dir/{ca,server}.{crt,key} unless server.crt and server.key exist, or issue the server
+ * pair anew when the one there is the dev CA's and does not name `hostname` (it was made before `hostname` was set:
+ * clients that check the name failed). A pair the dev CA did not issue (the operator's own) is never replaced.
+ */
 export async function ensureDevCertificates(opts: {
   dir: string;
   hostname: string;
@@ -135,7 +140,8 @@ export async function ensureDevCertificates(opts: {
   const caKeyFile = join(opts.dir, 'ca.key');
   const certFile = join(opts.dir, 'server.crt');
   const keyFile = join(opts.dir, 'server.key');
-  if ((await exists(certFile)) && (await exists(keyFile))) return { caFile, certFile, keyFile, created: false };
+  const current = await readCredentials(certFile, keyFile);
+  if (current && !(await devCertificateLacksName(current.certPem, caFile, opts.hostname))) return { caFile, certFile, keyFile, created: false };
 
   await mkdir(opts.dir, { recursive: true });
   // Reuse an existing dev CA: clients that already trust ca.crt keep working.
@@ -267,6 +273,14 @@ async function exists(path: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
+}
+
+/** devCertificateLacksName - whether a server certificate the dev CA (caFile) issued does not name `hostname`. */
+async function devCertificateLacksName(certPem: string, caFile: string, hostname: string): Promise<boolean> {
+  if (!(await exists(caFile))) return false;
+  const cert = new NodeX509Certificate(certPem);
+  if (!cert.checkIssued(new NodeX509Certificate(await readFile(caFile)))) return false;
+  return (isIP(hostname) ? cert.checkIP(hostname) : cert.checkHost(hostname, { subject: 'never' })) === undefined;
 }
 
 async function readCredentials(certFile: string, keyFile: string): Promise<PemCredentials | undefined> {

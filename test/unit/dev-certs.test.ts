@@ -1,7 +1,7 @@
 // Dev certificates: what we issue verifies with node:crypto, carries the
 // names and usages a TLS peer checks, and ensureDevCertificates is idempotent.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -147,6 +147,27 @@ describe('ensureDevCertificates', () => {
     const result = await ensureDevCertificates({ dir: certs, hostname: 'LOCALHOST' });
     const server = new X509Certificate(await readFile(result.certFile));
     expect(server.subjectAltName?.split(', ')).toEqual(['DNS:localhost', 'IP Address:127.0.0.1', 'IP Address:0:0:0:0:0:0:0:1']);
+  });
+
+  // A pair made on a first start with defaults did not cover the hostname set later: clients checking it failed.
+  it('issues the server pair anew, from the same CA, when the hostname is not in it; leaves one the CA did not issue', async () => {
+    const certs = join(dir, 'renamed');
+    const first = await ensureDevCertificates({ dir: certs, hostname: 'vm' });
+    const caPem = await readFile(first.caFile, 'utf8');
+    const renamed = await ensureDevCertificates({ dir: certs, hostname: 'relay.example.test' });
+    expect(renamed.created).toBe(true);
+    expect(await readFile(renamed.caFile, 'utf8')).toBe(caPem);
+    const server = new X509Certificate(await readFile(renamed.certFile));
+    expect(server.checkHost('relay.example.test')).toBe('relay.example.test');
+    expect(server.checkIssued(new X509Certificate(caPem))).toBe(true);
+    expect(server.checkPrivateKey(createPrivateKey(await readFile(renamed.keyFile)))).toBe(true);
+    expect((await ensureDevCertificates({ dir: certs, hostname: 'RELAY.example.test' })).created).toBe(false);
+
+    const own = await selfSignedCertificate({ names: ['mail.example.org'] });
+    await writeFile(renamed.certFile, own.certPem);
+    await writeFile(renamed.keyFile, own.keyPem);
+    expect((await ensureDevCertificates({ dir: certs, hostname: 'relay.example.test' })).created).toBe(false);
+    expect(await readFile(renamed.certFile, 'utf8')).toBe(own.certPem);
   });
 
   it('reissues a missing server pair from the existing CA', async () => {
