@@ -29,6 +29,7 @@ import { decideStsLevel, mxInPolicy, type MtaStsPolicies, type StsPolicy } from 
 import { decideWithoutSmtpUtf8, smtpUtf8NotOffered } from './smtputf8.ts';
 import type { SessionPool } from './session-pool.ts';
 import { openSession, type OutboundSession, type SessionSettings, type SessionTarget } from './smtp-session.ts';
+import { sessionTimeouts } from './session-timeouts.ts';
 
 export interface DeliverDeps {
   outbound: OutboundConfig;
@@ -105,8 +106,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
           level: policy.level,
           heloName: deps.heloName,
           extraCa: deps.extraCa,
-          connectTimeoutMs: deps.outbound.connectTimeout * 1000,
-          socketTimeoutMs: deps.outbound.socketTimeout * 1000,
+          timeouts: sessionTimeouts(deps.outbound.connectTimeout * 1000, deps.outbound.socketTimeout * 1000),
           auth,
           logger: log,
         });

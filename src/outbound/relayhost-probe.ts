@@ -11,6 +11,7 @@
 import type { OutboundConfig } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import { lookupAddresses, type DnsResolver } from './mx-resolver.ts';
+import { sessionTimeouts } from './session-timeouts.ts';
 import { openSession, type SessionSettings } from './smtp-session.ts';
 
 export interface RelayhostProbeDeps {
@@ -35,7 +36,7 @@ export async function probeRelayhost(deps: RelayhostProbeDeps): Promise<Relayhos
   for (const ip of addresses.list) {
     const opened = await openSession(
       { host, ip, port, secure },
-      { level, heloName: deps.heloName, extraCa: deps.extraCa, connectTimeoutMs: deps.timeoutMs, socketTimeoutMs: deps.timeoutMs, auth: deps.auth, logger: deps.logger },
+      { level, heloName: deps.heloName, extraCa: deps.extraCa, timeouts: sessionTimeouts(deps.timeoutMs, deps.timeoutMs), auth: deps.auth, logger: deps.logger },
     );
     if (opened.ok) {
       opened.session.close();

@@ -21,6 +21,7 @@ import { cleanReply } from '../smtp/replies.ts';
 import { stuffQueuedBodies } from './dot-stuffing.ts';
 import { sendRecipientDsn } from './recipient-dsn.ts';
 import { readLastLineCode } from './reply-code.ts';
+import { limitConnectTime, setReplyTimeout, type SessionTimeouts } from './session-timeouts.ts';
 
 export type TlsFacts = NonNullable<AttemptRecord['tls']>;
 
@@ -38,8 +39,7 @@ export interface SessionSettings {
   heloName: string;
   /** Extra CA certificates (PEM) trusted for verify, on top of the system's. */
   extraCa: string[];
-  connectTimeoutMs: number;
-  socketTimeoutMs: number;
+  timeouts: SessionTimeouts;
   auth?: SMTPConnection.AuthenticationType;
   logger: Logger;
 }
@@ -129,9 +129,10 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     // server that offers none leaves the session in plaintext, which finish() refuses for encrypt and verify
     // before any MAIL FROM (Postfix: "TLS is required, but was not offered by host").
     opportunisticTLS: settings.level === 'may',
-    connectionTimeout: settings.connectTimeoutMs,
-    greetingTimeout: settings.connectTimeoutMs,
-    socketTimeout: settings.socketTimeoutMs,
+    // Connecting, the greeting and STARTTLS together; the connection alone has connectMs (limitConnectTime).
+    connectionTimeout: settings.timeouts.connectMs + settings.timeouts.replyMs,
+    greetingTimeout: settings.timeouts.replyMs,
+    socketTimeout: settings.timeouts.replyMs,
     allowInternalNetworkInterfaces: true,
     logger: false,
     // Verification is decided by us after the handshake, so every level records the same facts.
@@ -141,6 +142,7 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
   const recipientDsn: TransactionDsn = new Map();
   try {
     sendRecipientDsn(connection, () => recipientDsn);
+    limitConnectTime(connection, settings.timeouts.connectMs);
     readLastLineCode(connection, (reply) => settings.logger.warn({ host: target.host, ip: target.ip, reply: cleanReply(reply) }, 'next hop reply lines disagree on their code; the last line decides'));
   } catch (err) {
     // A nodemailer whose layout changed: every attempt is deferred, and says why, until it is mended.
@@ -197,7 +199,7 @@ function finish(connected: Connected, target: SessionTarget, settings: SessionSe
     connection.close();
     return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, reached: true, tls };
   }
-  return { ok: true, session: wrap(connection, tls, connected.recipientDsn) };
+  return { ok: true, session: wrap(connection, tls, connected.recipientDsn, settings.timeouts) };
 }
 
 function tlsFacts(socket: TLSSocket): TlsFacts {
@@ -211,7 +213,7 @@ function tlsFacts(socket: TLSSocket): TlsFacts {
   };
 }
 
-function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDsn: TransactionDsn): OutboundSession {
+function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDsn: TransactionDsn, timeouts: SessionTimeouts): OutboundSession {
   const internals = connection as unknown as ConnectionInternals;
   const extensions = [...(internals._supportedExtensions ?? [])];
   const maxSize = internals._maxAllowedSize || undefined;
@@ -236,11 +238,13 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
         const settle = (ok: boolean) => {
           connection.off('error', gone);
           connection.off('end', gone);
+          setReplyTimeout(connection, timeouts.replyMs);
           resolve(ok);
         };
         const gone = () => settle(false);
         connection.once('error', gone);
         connection.once('end', gone);
+        setReplyTimeout(connection, timeouts.rsetMs);
         connection.reset((err) => settle(!err && usable));
       });
     },
@@ -260,13 +264,17 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
         // Whether the whole stored message went into the connection (the final dot may still have been on its
         // way): a connection lost after that may have left it delivered, so it is not sent elsewhere at once.
         let bodySent = false;
-        request.body.once('end', () => (bodySent = true));
+        request.body.once('end', () => {
+          bodySent = true;
+          setReplyTimeout(connection, timeouts.dataDoneMs);
+        });
         // A body the queue cannot read is our failure, not the next hop's (nodemailer reports it as ESTREAM, as if
         // the connection had failed). The connection is dropped: it is inside DATA, where QUIT would be message
         // text, and without the final dot the next hop discards what it got.
         let bodyError: Error | undefined;
         request.body.once('error', (err) => (bodyError = err));
         connection.send(envelope, request.body, (err, info) => {
+          setReplyTimeout(connection, timeouts.replyMs);
           if (bodyError) {
             usable = false;
             connection.close();

@@ -11,6 +11,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, silentLogger, type Logger } from '../../src/observability/logger.ts';
+import { sessionTimeouts, type SessionTimeouts } from '../../src/outbound/session-timeouts.ts';
 import { openSession, type SessionSettings, type TransactionRequest } from '../../src/outbound/smtp-session.ts';
 import { startNextHop, type NextHop } from '../helpers/next-hop.ts';
 
@@ -24,7 +25,7 @@ describe('outbound session DATA', () => {
   it('sends the queued body as stored, with its line-leading dots stuffed, and ends the data on a line of its own', async () => {
     const opened = await openSession(
       { host: '127.0.0.1', ip: '127.0.0.1', port: hop.port, secure: false },
-      { level: 'none', heloName: 'postern.test', extraCa: [], connectTimeoutMs: 5000, socketTimeoutMs: 5000, logger: silentLogger() },
+      { level: 'none', heloName: 'postern.test', extraCa: [], timeouts: sessionTimeouts(5000, 5000), logger: silentLogger() },
     );
     if (!opened.ok) throw new Error(opened.reply);
     const chunks = ['Subject: dots\r\n\r\n.one\r\n', '.', 'two\r\nbare\nline\r', '\n..three\n'].map((text) => Buffer.from(text));
@@ -52,12 +53,12 @@ describe('outbound session DATA', () => {
  * in `replies`: the bytes given, or for a list the next of them in turn; null: no answer. DATA's lines are read to
  * the dot, which "." answers. Any other command gets 250 (QUIT 221).
  */
-async function rawNextHop(greeting: string, replies: Record<string, string | string[] | null>): Promise<{ port: number; close: () => Promise<void> }> {
+async function rawNextHop(greeting: string | Delayed, replies: Record<string, string | string[] | Delayed | null>): Promise<{ port: number; close: () => Promise<void> }> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
     socket.on('error', () => undefined);
-    socket.write(greeting);
+    write(socket, greeting);
     let pending = '';
     let inData = false;
     socket.on('data', (data) => {
@@ -70,7 +71,7 @@ async function rawNextHop(greeting: string, replies: Record<string, string | str
         inData = verb === 'DATA';
         const given = replies[verb];
         const reply = Array.isArray(given) ? given.shift() : given === undefined ? (verb === 'QUIT' ? '221 2.0.0 Bye\r\n' : '250 2.0.0 Ok\r\n') : given;
-        if (typeof reply === 'string') socket.write(reply);
+        if (reply) write(socket, reply);
       }
     });
   });
@@ -79,6 +80,17 @@ async function rawNextHop(greeting: string, replies: Record<string, string | str
     port: (server.address() as AddressInfo).port,
     close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))),
   };
+}
+
+/** A reply written `afterMs` after its command. */
+interface Delayed {
+  text: string;
+  afterMs: number;
+}
+
+function write(socket: Socket, reply: string | Delayed): void {
+  if (typeof reply === 'string') socket.write(reply);
+  else setTimeout(() => socket.writable && socket.write(reply.text), reply.afterMs);
 }
 
 /** capturingLogger - a logger whose lines, parsed, land in `lines`. */
@@ -92,9 +104,9 @@ function transaction(to: string[]): TransactionRequest {
   return { mailFrom: 'a@sender.test', recipients: to.map((address) => ({ address })), body: Readable.from([body]), bodyType: '7BIT', smtpUtf8: false, requireTls: false, dsn: {}, size: body.length };
 }
 
-/** settings - a session's settings with these timeouts (ms) and logger. */
-function settings(logger: Logger, socketTimeoutMs = 5000): SessionSettings {
-  return { level: 'none', heloName: 'postern.test', extraCa: [], connectTimeoutMs: 5000, socketTimeoutMs, logger };
+/** settings - a session's settings with this logger and these timeouts. */
+function settings(logger: Logger, timeouts: Partial<SessionTimeouts> = {}): SessionSettings {
+  return { level: 'none', heloName: 'postern.test', extraCa: [], timeouts: { ...sessionTimeouts(5000, 5000), ...timeouts }, logger };
 }
 
 describe('outbound session replies', () => {
@@ -126,6 +138,54 @@ describe('outbound session replies', () => {
       '550-5.1.1 no 250 2.1.5 ok after all',
       '250-2.0.0 first 451 4.3.0 mixed',
     ]);
+  });
+
+  // Postfix: smtp_connect_timeout 30 s for the connection, smtp_helo_timeout 300 s for the greeting; nodemailer gave
+  // both together the connect timeout, so a host with a greet pause longer than that was deferred every time.
+  it('waits for a greeting past the connect timeout, up to the reply timeout', async () => {
+    const hop = await rawNextHop({ text: '220 mx.test ESMTP slow\r\n', afterMs: 600 }, {});
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger(), { connectMs: 200, replyMs: 3000 }));
+    expect(opened.ok).toBe(true);
+    if (opened.ok) opened.session.close();
+  });
+
+  // The connection has connectMs of its own (for implicit TLS, the handshake with it), not the greeting's too.
+  it('gives up on a connection not made within connectMs, even with a long reply timeout', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => (sockets.add(socket), socket.on('error', () => undefined)));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), silent.close(() => resolve()))));
+    const port = (silent.address() as AddressInfo).port;
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port, secure: true }, settings(silentLogger(), { connectMs: 300, replyMs: 30_000 }));
+    expect(opened).toMatchObject({ ok: false, reply: '4.4.1 ETIMEDOUT: Connection timeout', reached: false });
+  });
+
+  // RFC 5321 §4.5.3.2.6 and Postfix's smtp_data_done_timeout: the end of data's reply waits twice as long as another.
+  it('waits for the reply to the end of data for dataDoneMs, not replyMs', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n', '.': { text: '250 2.0.0 taken, slowly\r\n', afterMs: 700 } });
+    closers.push(hop.close);
+    const results: string[] = [];
+    for (const dataDoneMs of [2000, 300]) {
+      const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger(), { replyMs: 300, dataDoneMs }));
+      if (!opened.ok) throw new Error(opened.reply);
+      results.push((await opened.session.send(transaction(['a@example.test']))).recipients[0]!.reply);
+      opened.session.close();
+    }
+    expect(results[0]).toBe('250 2.0.0 taken, slowly');
+    expect(results[1]).toMatch(/^4\.4\.1 ETIMEDOUT: Timeout \(after the end of data/);
+  });
+
+  // Postfix's smtp_rset_timeout: a cached connection whose next hop never answers RSET held the delivery for the
+  // whole reply timeout (here 30 s, past this test's own limit).
+  it('gives up on a reused connection whose RSET is not answered within rsetMs', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { RSET: null });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger(), { replyMs: 30_000, rsetMs: 300 }));
+    if (!opened.ok) throw new Error(opened.reply);
+    expect(await opened.session.reset()).toBe(false);
+    expect(opened.session.usable).toBe(false);
+    opened.session.close();
   });
 
   it('reads a greeting whose lines disagree by its last line', async () => {
