@@ -233,14 +233,45 @@ function returnedPart(request: DsnRequest, kind: ReportKind): { headers: string;
   const terminated = headerBlock.length === 0 || headerBlock.at(-1) === 0x0a ? headerBlock : Buffer.concat([headerBlock, Buffer.from(CRLF)]);
   const body = request.ret === 'FULL' ? request.originalBody : undefined;
   const full = body !== undefined;
-  const content = full ? Buffer.concat([terminated, Buffer.from(CRLF), body]) : terminated;
-  // The original passes through byte for byte: 8-bit headers (RFC 6532) stay as they were. That makes the report
-  // 8-bit, declared as such (RFC 2045 §6.4; RFC 2046 §5.2.1 allows only 7bit/8bit/binary for message/rfc822).
-  const eightBit = content.some((b) => b > 0x7f);
   let headers = `Content-Description: ${RETURNED_DESCRIPTION[kind]}${full ? '' : ' Headers'}${CRLF}`;
   headers += `Content-Type: ${full ? 'message/rfc822' : 'text/rfc822-headers'}${CRLF}`;
+  if (!full) {
+    // 8-bit headers (RFC 6532) go quoted-printable, as RFC 6522 §4 allows: the report stays 7-bit, so a next hop
+    // without 8BITMIME takes it. Declared 8BITMIME, it was refused there (5.6.3), and a report is not reported.
+    if (!terminated.some((b) => b > 0x7f)) return { headers, content: terminated, eightBit: false };
+    return { headers: `${headers}Content-Transfer-Encoding: quoted-printable${CRLF}`, content: quotedPrintable(terminated), eightBit: false };
+  }
+  // The whole original passes through byte for byte. 8-bit bytes make the report 8-bit, declared as such (RFC 2045
+  // §6.4; RFC 2046 §5.2.1 allows only 7bit/8bit/binary for message/rfc822).
+  const content = Buffer.concat([terminated, Buffer.from(CRLF), body]);
+  const eightBit = content.some((b) => b > 0x7f);
   if (eightBit) headers += `Content-Transfer-Encoding: 8bit${CRLF}`;
   return { headers, content, eightBit };
+}
+
+/**
+ * quotedPrintable - RFC 2045 §6.7: CRLF lines kept; every byte outside printable ASCII, "=", and a space or tab
+ * ending a line as =XX; soft line breaks keep encoded lines within 76 characters.
+ */
+function quotedPrintable(text: Buffer): Buffer {
+  const lines = text.toString('latin1').split(CRLF);
+  const encoded = lines.map((line) => {
+    let out = '';
+    let width = 0;
+    for (let i = 0; i < line.length; i++) {
+      const c = line.charCodeAt(i);
+      const literal = (c >= 33 && c <= 126 && c !== 0x3d) || ((c === 0x20 || c === 0x09) && i < line.length - 1);
+      const piece = literal ? line[i]! : `=${c.toString(16).toUpperCase().padStart(2, '0')}`;
+      if (width + piece.length > 75) {
+        out += `=${CRLF}`;
+        width = 0;
+      }
+      out += piece;
+      width += piece.length;
+    }
+    return out;
+  });
+  return Buffer.from(encoded.join(CRLF), 'latin1');
 }
 
 /** chooseBoundary - Postfix-style "queueid.ms/host", lengthened until no part contains it (RFC 2046 §5.1.1). */

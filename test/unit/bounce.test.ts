@@ -165,14 +165,29 @@ describe('buildDsn: what is returned (RFC 3461 §4.3 RET)', () => {
       expect(splitReport(buildDsn(request([carol], extra)).content).parts[2]!.headers).toContain('Content-Type: text/rfc822-headers\r\n');
     }
   });
-  it('passes 8-bit original bytes through and declares them (RFC 2045 §6.4)', () => {
+  it('passes a whole 8-bit original through byte for byte and declares it (RFC 2045 §6.4)', () => {
     const headers = Buffer.from('Subject: caf\u00e9 \u{1f600}\r\n', 'utf8');
-    const dsn = buildDsn(request([carol], { originalHeaders: headers }));
+    const dsn = buildDsn(request([carol], { originalHeaders: headers, ret: 'FULL', originalBody: body }));
     expect(dsn.bodyType).toBe('8BITMIME');
     const { head, parts } = splitReport(dsn.content);
     expect(head).toContain('\r\nContent-Transfer-Encoding: 8bit\r\n');
     expect(parts[2]!.headers).toContain('Content-Transfer-Encoding: 8bit\r\n');
     expect(dsn.content.includes(headers)).toBe(true);
+  });
+  // A report declared 8BITMIME was refused by a sender's next hop without it (5.6.3), and a report is not reported:
+  // the sender never learnt of the failure. RFC 6522 §4 lets text/rfc822-headers be quoted-printable.
+  it('returns 8-bit headers quoted-printable, so that the report is 7-bit, and they decode to the same bytes', async () => {
+    const long = `X-Long: ${'\u00e9'.repeat(60)} =end \r\n`;
+    const headers = Buffer.from(`Subject: caf\u00e9 \u{1f600}\r\n${long}`, 'utf8');
+    const dsn = buildDsn(request([carol], { originalHeaders: headers }));
+    expect(dsn.bodyType).toBe('7BIT');
+    expect(dsn.content.some((b) => b > 0x7f)).toBe(false);
+    const { head, parts } = splitReport(dsn.content);
+    expect(head).not.toContain('Content-Transfer-Encoding');
+    expect(parts[2]!.headers).toBe('Content-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: quoted-printable\r\n');
+    expect(parts[2]!.body.split('\r\n').every((line) => line.length <= 76)).toBe(true);
+    const mail = await simpleParser(dsn.content, { keepDeliveryStatus: true });
+    expect(mail.attachments[1]!.content.equals(headers)).toBe(true);
   });
   it('terminates a header block that lacks its final CRLF', () => {
     const { parts } = splitReport(buildDsn(request([carol], { originalHeaders: Buffer.from('Subject: x') })).content);
