@@ -333,7 +333,8 @@ export function buildDsn(request: DsnRequest): BuiltDsn {
 export function recipientsToNotify<T extends { address: string; dsn?: RecipientDsn; action: DsnRecipient['action'] }>(recipients: T[]): T[] {
   return recipients.filter((r) => {
     const notify = r.dsn?.notify;
-    // §4.1: without NOTIFY the MTA acts as for FAILURE or FAILURE,DELAY; like Postfix we warn of delays too.
+    // §4.1: without NOTIFY the MTA acts as for FAILURE or FAILURE,DELAY. (No delay is reported yet: delivery sends
+    // no warnings, as Postfix with its default delay_warning_time of 0.)
     if (notify === undefined || notify.length === 0) return r.action === 'failed' || r.action === 'delayed';
     if (notify.includes('NEVER')) return false;
     switch (r.action) {
