@@ -67,9 +67,10 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     if (result.ok) setPath(config, k.path, result.value);
     else problems.push(`${k.path} = ${shownValue(k, given?.value)} (${given?.from ?? 'default'}): must be ${result.allowed}`);
   }
-  checkPortsDistinct(config as unknown as Config, problems);
-  checkQueueUrl(config as unknown as Config, values.get('queue.url')?.from ?? 'default', problems);
-  checkCombinations(config as unknown as Config, problems);
+  const from = (path: string) => values.get(path)?.from ?? 'default';
+  checkPortsDistinct(config as unknown as Config, from, problems);
+  checkQueueUrl(config as unknown as Config, from('queue.url'), problems);
+  checkCombinations(config as unknown as Config, from, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return { config: config as unknown as Config, source: file, warnings };
 }
@@ -93,14 +94,17 @@ function shownValue(k: ConfigKey, value: unknown): string {
 
 // checkCombinations - settings that are each allowed but say nothing together: a wait between retries that can never
 // be reached, a smarthost password without a user (no AUTH would be made).
-function checkCombinations(config: Config, problems: string[]): void {
+function checkCombinations(config: Config, from: (path: string) => string, problems: string[]): void {
   const retry = config.outbound?.retry;
-  if (retry && retry.initial > retry.max) problems.push(`outbound.retry.initial = ${retry.initial} s: must not be more than outbound.retry.max (${retry.max} s)`);
+  if (retry && retry.initial > retry.max) {
+    problems.push(`outbound.retry.initial = ${retry.initial} s (${from('outbound.retry.initial')}): must not be more than outbound.retry.max (${retry.max} s, ${from('outbound.retry.max')})`);
+  }
   const auth = config.outbound?.relayhost?.auth;
   // A key that failed its own check is not set here (its problem is named already). Not passFile: the compose file
   // names one for every node, and a smarthost without AUTH leaves it empty.
   if (auth && auth.user === '' && ((auth.pass ?? '') !== '' || Object.keys(auth.oauth2 ?? {}).length > 0)) {
-    problems.push('outbound.relayhost.auth.user = "": must be set when outbound.relayhost.auth.pass or oauth2 is (without it no AUTH is made)');
+    const given = (auth.pass ?? '') !== '' ? 'outbound.relayhost.auth.pass' : 'outbound.relayhost.auth.oauth2';
+    problems.push(`outbound.relayhost.auth.user = "" (${from('outbound.relayhost.auth.user')}): must be set when ${given} is (${from(given)}; without a user no AUTH is made)`);
   }
 }
 
@@ -191,14 +195,14 @@ function setPath(target: Record<string, unknown>, path: string, value: unknown):
   node[parts[parts.length - 1]!] = value;
 }
 
-function checkPortsDistinct(config: Config, problems: string[]): void {
+function checkPortsDistinct(config: Config, from: (path: string) => string, problems: string[]): void {
   if (!config.listeners) return;
   const seen = new Map<string, string>();
   for (const [name, l] of Object.entries(config.listeners)) {
     if (!l?.enabled || l.port === 0) continue;
     const where = `${l.host}:${l.port}`;
     const other = seen.get(where);
-    if (other) problems.push(`listeners.${name}.port = ${l.port}: already used by listeners.${other}.port on ${l.host}; each listener needs its own port`);
+    if (other) problems.push(`listeners.${name}.port = ${l.port} (${from(`listeners.${name}.port`)}): already used by listeners.${other}.port on ${l.host} (${from(`listeners.${other}.port`)}); each listener needs its own port`);
     seen.set(where, name);
   }
 }

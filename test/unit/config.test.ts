@@ -173,9 +173,11 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
   });
 
   it('refuses settings that are each allowed but say nothing together', () => {
-    expect(problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RETRY_INITIAL: '2h', POSTERN_OUTBOUND_RETRY_MAX: '5m' }, cwd: emptyDir }))).toEqual(['outbound.retry.initial = 7200 s: must not be more than outbound.retry.max (300 s)']);
+    expect(problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RETRY_INITIAL: '2h', POSTERN_OUTBOUND_RETRY_MAX: '5m' }, cwd: emptyDir }))).toEqual([
+      'outbound.retry.initial = 7200 s (environment POSTERN_OUTBOUND_RETRY_INITIAL): must not be more than outbound.retry.max (300 s, environment POSTERN_OUTBOUND_RETRY_MAX)',
+    ]);
     expect(problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_AUTH_PASS: 'x' }, cwd: emptyDir }))).toEqual([
-      'outbound.relayhost.auth.user = "": must be set when outbound.relayhost.auth.pass or oauth2 is (without it no AUTH is made)',
+      'outbound.relayhost.auth.user = "" (default): must be set when outbound.relayhost.auth.pass is (environment POSTERN_OUTBOUND_RELAYHOST_AUTH_PASS; without a user no AUTH is made)',
     ]);
   });
 
@@ -184,10 +186,10 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     expect(problems(() => loadConfig({ file, env: {} }))[0]).toMatch(/^limits\.recipents \(.*\): unknown key; known keys here: limits\.messageSize, limits\.recipients/);
   });
 
-  it('refuses two listeners on one port', () => {
+  it('refuses two listeners on one port, saying where each came from', () => {
     const file = yamlFile('listeners: { submission: { port: 2525 } }\n');
     expect(problems(() => loadConfig({ file, env: {} }))).toEqual([
-      'listeners.submission.port = 2525: already used by listeners.relay.port on 127.0.0.1; each listener needs its own port',
+      `listeners.submission.port = 2525 (${file}): already used by listeners.relay.port on 127.0.0.1 (default); each listener needs its own port`,
     ]);
   });
 
