@@ -6,26 +6,44 @@
 // Postfix's smtp(8) reads the code of the last line (smtp_chat_resp), and so
 // does Postern: readLastLineCode rewrites such a reply, before nodemailer
 // reads it, as its last line alone, and logs the whole reply.
+// And every reply that came before the connection closed is read before the
+// close is: nodemailer reads one queued reply per turn of the event loop and
+// failed a pipelined send at the close with the rest unread, so a next hop's
+// "421 4.7.0 too busy" written with its other replies just before it closed
+// became "4.4.1 Connection closed unexpectedly", our words for its own.
 // Fails: throws when the connection lacks what it wraps (a nodemailer whose
 // layout changed); the session refuses to open, so the attempt is deferred
 // with that reason (smtp-session.ts), as sendRecipientDsn does.
 //
-//   readLastLineCode - from now on, `connection` reads each reply by the code of its last line.
+//   readLastLineCode - from now on, `connection` reads each reply by the code of its last line, and every reply
+//                      before a close.
 //   lastLineDecides  - a reply as it is to be read: as it came, or its last line when the lines' codes differ.
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 
 interface ResponseInternals {
   _responseQueue?: string[];
   _processResponse?: () => unknown;
+  _onClose?: () => unknown;
+  _destroyed?: boolean;
 }
 
 /** readLastLineCode - replies of `connection` whose lines disagree on their code are read by the last line; `onMismatch` is told the whole reply. */
 export function readLastLineCode(connection: SMTPConnection, onMismatch: (reply: string) => void): void {
   const internals = connection as unknown as ResponseInternals;
   const library = internals._processResponse;
-  if (typeof library !== 'function' || !Array.isArray(internals._responseQueue)) {
-    throw new Error('nodemailer changed: SMTPConnection#_processResponse or #_responseQueue not found');
+  const onClose = internals._onClose;
+  if (typeof library !== 'function' || typeof onClose !== 'function' || !Array.isArray(internals._responseQueue)) {
+    throw new Error('nodemailer changed: SMTPConnection#_processResponse, #_onClose or #_responseQueue not found');
   }
+  internals._onClose = function (this: ResponseInternals) {
+    // Each call reads one whole reply (and schedules a call for the next, which then finds none). One left
+    // unfinished (its last line a continuation) is put back: it stops here, and the close fails what waits on it.
+    for (let before = this._responseQueue?.length ?? 0; before > 0 && !this._destroyed; before = this._responseQueue?.length ?? 0) {
+      this._processResponse!();
+      if ((this._responseQueue?.length ?? 0) >= before) break;
+    }
+    return onClose.call(this);
+  };
   internals._processResponse = function (this: ResponseInternals) {
     // nodemailer takes one whole reply from the front of the queue each time (partial ones are not queued yet).
     const queue = this._responseQueue;

@@ -53,7 +53,7 @@ describe('outbound session DATA', () => {
  * in `replies`: the bytes given, or for a list the next of them in turn; null: no answer. DATA's lines are read to
  * the dot, which "." answers. Any other command gets 250 (QUIT 221).
  */
-async function rawNextHop(greeting: string | Delayed, replies: Record<string, string | string[] | Delayed | null>): Promise<{ port: number; close: () => Promise<void> }> {
+async function rawNextHop(greeting: string | Delayed, replies: Record<string, string | (string | null)[] | Delayed | null>): Promise<{ port: number; close: () => Promise<void> }> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
@@ -82,15 +82,16 @@ async function rawNextHop(greeting: string | Delayed, replies: Record<string, st
   };
 }
 
-/** A reply written `afterMs` after its command. */
+/** A reply written `afterMs` after its command; with `close`, the connection is ended right after it. */
 interface Delayed {
   text: string;
-  afterMs: number;
+  afterMs?: number;
+  close?: boolean;
 }
 
 function write(socket: Socket, reply: string | Delayed): void {
-  if (typeof reply === 'string') socket.write(reply);
-  else setTimeout(() => socket.writable && socket.write(reply.text), reply.afterMs);
+  if (typeof reply === 'string') return void socket.write(reply);
+  setTimeout(() => socket.writable && (reply.close ? socket.end(reply.text) : socket.write(reply.text)), reply.afterMs ?? 0);
 }
 
 /** capturingLogger - a logger whose lines, parsed, land in `lines`. */
@@ -186,6 +187,41 @@ describe('outbound session replies', () => {
     expect(await opened.session.reset()).toBe(false);
     expect(opened.session.usable).toBe(false);
     opened.session.close();
+  });
+
+  // nodemailer reads one queued reply per turn of the event loop and failed the send at the close before reading the
+  // rest: the next hop's 421 became "4.4.1 Connection closed unexpectedly", our verdict instead of its words.
+  it('reads every reply a pipelining next hop sent before it closed, its 421 included', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', {
+      EHLO: '250-mx.test\r\n250 PIPELINING\r\n',
+      MAIL: null,
+      RCPT: [null, null],
+      DATA: { text: '250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 <b@example.test>: unknown\r\n421 4.7.0 too busy, closing\r\n', close: true },
+    });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const result = await opened.session.send(transaction(['a@example.test', 'b@example.test']));
+    opened.session.close();
+    expect(result.recipients.map((r) => [r.address, r.reply])).toEqual([
+      ['a@example.test', '421 4.7.0 too busy, closing (in reply to DATA command)'],
+      ['b@example.test', '550 5.1.1 <b@example.test>: unknown (in reply to RCPT TO command)'],
+    ]);
+  });
+
+  it('fails a send whose reply the next hop left unfinished when it closed', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', {
+      EHLO: '250-mx.test\r\n250 PIPELINING\r\n',
+      MAIL: null,
+      RCPT: null,
+      DATA: { text: '250 2.1.0 ok\r\n250 2.1.5 ok\r\n354-go on\r\n', close: true },
+    });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const result = await opened.session.send(transaction(['a@example.test']));
+    opened.session.close();
+    expect(result.recipients[0]!.reply).toMatch(/^4\.4\.1 ECONNECTION/);
   });
 
   it('reads a greeting whose lines disagree by its last line', async () => {
