@@ -173,7 +173,8 @@ export function installCommandGuard(): Promise<void> {
           });
         }
         const canonical = canonicalCommand(line);
-        if (isMailCommand(canonical)) this.__posternOvershoot = 0;
+        // A new transaction; not a nested MAIL, which the library refuses inside this one.
+        if (isMailCommand(canonical) && !this.session.envelope.mailFrom) this.__posternOvershoot = 0;
         if (!this.hostNameAppearsAs && isMailCommand(canonical)) {
           // What the library's own HELO handler records, for HELO [address]; the session's copy is taken anew.
           this.hostNameAppearsAs = isIPv6(this.remoteAddress) ? `[IPv6:${this.remoteAddress}]` : `[${this.remoteAddress}]`;

@@ -856,10 +856,15 @@ describe('small limits', () => {
     const c = await open(relay.ports.relay);
     expect((await c.command('EHLO client.test')).code).toBe(250);
     const overLimit = 1000 + 20;
-    c.write(`MAIL FROM:<a@example.test>\r\n${Array.from({ length: 3 + overLimit }, (_, n) => `RCPT TO:<r${n}@local.test>\r\n`).join('')}`);
+    // A nested MAIL, refused, does not start the count again.
+    const rcpts = (from: number, count: number) => Array.from({ length: count }, (_, n) => `RCPT TO:<r${from + n}@local.test>\r\n`).join('');
+    c.write(`MAIL FROM:<a@example.test>\r\n${rcpts(0, 3 + 600)}MAIL FROM:<b@example.test>\r\n${rcpts(603, overLimit - 600)}`);
     expect((await c.reply()).text).toBe(MAIL_OK);
     for (let n = 0; n < 3; n++) expect((await c.reply()).text).toBe(RCPT_OK);
-    for (let n = 0; n < overLimit; n++) expect((await c.reply()).text, `recipient ${n + 1} past the limit`).toBe('452 4.5.3 Error: too many recipients');
+    for (let n = 0; n < 600; n++) expect((await c.reply()).text, `recipient ${n + 1} past the limit`).toBe('452 4.5.3 Error: too many recipients');
+    expect((await c.reply()).text).toBe('503 5.5.1 Error: nested MAIL command');
+    // That 503 was an error too: the 19th recipient error is the 20th.
+    for (let n = 600; n < overLimit - 1; n++) expect((await c.reply()).text, `recipient ${n + 1} past the limit`).toBe('452 4.5.3 Error: too many recipients');
     expect((await c.reply()).text).toBe('421 4.7.0 Error: too many errors');
     await c.closedByServer();
   });
