@@ -88,7 +88,8 @@ function shownValue(k: ConfigKey, value: unknown): string {
   if (k.credentialUrl) return typeof value === 'string' ? JSON.stringify(printableCredentialUrl(value)) : '(not a string, not shown)';
   return JSON.stringify(value, (name, entry: unknown) => {
     if (name !== '' && SECRET_ENTRY.test(name)) return '(not shown)';
-    return typeof entry === 'string' ? redactUrlPassword(entry).replace(/^([^\s:@/]+):[^\s@]*@/, '$1:***@') : entry;
+    // Up to the last "@": a password may hold "@" and spaces.
+    return typeof entry === 'string' ? redactUrlPassword(entry).replace(/^([^\s:@/]+):.*@/s, '$1:***@') : entry;
   });
 }
 

@@ -146,6 +146,11 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     const routeFound = problems(() => loadConfig({ file, env: {} })).join('\n');
     expect(routeFound).toContain('outbound.routes');
     for (const secret of ['Hunter2pw', 'RoutePw99', 'T0KEN77']) expect([...hostFound, routeFound].join('\n')).not.toContain(secret);
+    for (const [password, part] of [['p@ssw0rd', 'ssw0rd'], ['hunter two', 'hunter']]) {
+      const found = problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_HOST: `mailuser:${password}@smtp.example.com` }, cwd: emptyDir })).join('\n');
+      expect(found).toContain('"mailuser:***@smtp.example.com"');
+      expect(found).not.toContain(part);
+    }
   });
 
   // Postfix writes relayhost = [host]:port; here the port has its own key, and "[host]:port" deferred every message.
