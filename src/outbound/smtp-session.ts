@@ -129,8 +129,9 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
     // server that offers none leaves the session in plaintext, which finish() refuses for encrypt and verify
     // before any MAIL FROM (Postfix: "TLS is required, but was not offered by host").
     opportunisticTLS: settings.level === 'may',
-    // Connecting, the greeting and STARTTLS together; the connection alone has connectMs (limitConnectTime).
-    connectionTimeout: settings.timeouts.connectMs + settings.timeouts.replyMs,
+    // nodemailer's one budget from connecting to the end of STARTTLS. It must never bind: the connection has
+    // connectMs (limitConnectTime), and the greeting, EHLO, STARTTLS's reply and the handshake replyMs each.
+    connectionTimeout: settings.timeouts.connectMs + 4 * settings.timeouts.replyMs,
     greetingTimeout: settings.timeouts.replyMs,
     socketTimeout: settings.timeouts.replyMs,
     allowInternalNetworkInterfaces: true,

@@ -9,10 +9,12 @@
 // A real session over TCP to a next hop on 127.0.0.1 behind a wire tap.
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
+import { createSecureContext, TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, silentLogger, type Logger } from '../../src/observability/logger.ts';
 import { sessionTimeouts, type SessionTimeouts } from '../../src/outbound/session-timeouts.ts';
 import { openSession, type SessionSettings, type TransactionRequest } from '../../src/outbound/smtp-session.ts';
+import { selfSignedCertificate } from '../../src/tls/dev-certs.ts';
 import { startNextHop, type NextHop } from '../helpers/next-hop.ts';
 
 describe('outbound session DATA', () => {
@@ -53,7 +55,11 @@ describe('outbound session DATA', () => {
  * in `replies`: the bytes given, or for a list the next of them in turn; null: no answer. DATA's lines are read to
  * the dot, which "." answers. Any other command gets 250 (QUIT 221).
  */
-async function rawNextHop(greeting: string | Delayed, replies: Record<string, string | (string | null)[] | Delayed | null>): Promise<{ port: number; close: () => Promise<void> }> {
+async function rawNextHop(
+  greeting: string | Delayed,
+  replies: Record<string, string | (string | null)[] | Delayed | null>,
+  takeOver?: (socket: Socket, line: string) => boolean,
+): Promise<{ port: number; close: () => Promise<void> }> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
@@ -67,6 +73,8 @@ async function rawNextHop(greeting: string | Delayed, replies: Record<string, st
         const line = pending.slice(0, end);
         pending = pending.slice(end + 2);
         if (inData && line !== '.') continue;
+        // The rest of the connection is takeOver's (a TLS upgrade).
+        if (takeOver?.(socket, line)) return socket.removeAllListeners('data');
         const verb = inData ? '.' : line.slice(0, 4).toUpperCase();
         inData = verb === 'DATA';
         const given = replies[verb];
@@ -148,6 +156,26 @@ describe('outbound session replies', () => {
     closers.push(hop.close);
     const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger(), { connectMs: 200, replyMs: 3000 }));
     expect(opened.ok).toBe(true);
+    if (opened.ok) opened.session.close();
+  });
+
+  // nodemailer's connectionTimeout is one budget for the greeting, EHLO and the STARTTLS handshake together; each
+  // step has replyMs, so a slow greeter left the handshake no time, and level may fell back to plaintext.
+  it('gives STARTTLS its own time after a slow greeting and EHLO', async () => {
+    const credentials = await selfSignedCertificate({ names: ['mx.test'] });
+    const hop = await rawNextHop({ text: '220 mx.test ESMTP\r\n', afterMs: 800 }, { EHLO: { text: '250-mx.test\r\n250 STARTTLS\r\n', afterMs: 800 } }, (socket, line) => {
+      if (line.toUpperCase() !== 'STARTTLS') return false;
+      socket.write('220 2.0.0 Ready to start TLS\r\n');
+      const tls = new TLSSocket(socket, { isServer: true, secureContext: createSecureContext({ cert: credentials.certPem, key: credentials.keyPem }) });
+      tls.on('error', () => undefined);
+      tls.on('data', (data: Buffer) => {
+        for (const command of data.toString('latin1').split('\r\n').filter(Boolean)) tls.write(/^EHLO/i.test(command) ? '250 mx.test\r\n' : /^QUIT/i.test(command) ? '221 2.0.0 Bye\r\n' : '250 2.0.0 Ok\r\n');
+      });
+      return true;
+    });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, { ...settings(silentLogger(), { connectMs: 200, replyMs: 1000 }), level: 'encrypt' });
+    expect(opened.ok && opened.session.tls?.version).toMatch(/^TLSv1\.[23]$/);
     if (opened.ok) opened.session.close();
   });
 
