@@ -6,7 +6,8 @@
 // (no names, a CA key that is not ECDSA P-256/P-384, unreadable PEM).
 // ensureDevCertificates writes files: it rejects with the fs error (EACCES,
 // ENOSPC …) and never overwrites an existing server.crt/server.key pair,
-// but for one of its own that does not name the configured hostname.
+// but for one of its own that does not name the configured hostname (issued
+// anew by the same CA, with the names it had and that one; never a new CA).
 // Each file is written to a temporary name and renamed, so a reader (the
 // certificate watcher in server-tls.ts) never sees half a file.
 // certificateFingerprint throws when the PEM is not a certificate.
@@ -141,7 +142,8 @@ export async function ensureDevCertificates(opts: {
   const certFile = join(opts.dir, 'server.crt');
   const keyFile = join(opts.dir, 'server.key');
   const current = await readCredentials(certFile, keyFile);
-  if (current && !(await devCertificateLacksName(current.certPem, caFile, opts.hostname))) return { caFile, certFile, keyFile, created: false };
+  const reissue = current ? await reissueFor(current.certPem, { caFile, caKeyFile }, opts.hostname) : undefined;
+  if (current && !reissue) return { caFile, certFile, keyFile, created: false };
 
   await mkdir(opts.dir, { recursive: true });
   // Reuse an existing dev CA: clients that already trust ca.crt keep working.
@@ -151,7 +153,7 @@ export async function ensureDevCertificates(opts: {
     await writeAtomically(caKeyFile, ca.keyPem, 0o600);
     await writeAtomically(caFile, ca.certPem, 0o644);
   }
-  const names = dedupeNames(['localhost', '127.0.0.1', '::1', opts.hostname]);
+  const names = dedupeNames(['localhost', '127.0.0.1', '::1', ...(reissue?.keptNames ?? []), opts.hostname]);
   const server = await issueServerCertificate(ca, { names });
   // Key first: a watcher that sees the new cert then finds its key already there.
   await writeAtomically(keyFile, server.keyPem, 0o600);
@@ -275,12 +277,18 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** devCertificateLacksName - whether a server certificate the dev CA (caFile) issued does not name `hostname`. */
-async function devCertificateLacksName(certPem: string, caFile: string, hostname: string): Promise<boolean> {
-  if (!(await exists(caFile))) return false;
+/**
+ * reissueFor - for a server certificate the dev CA issued that does not name `hostname`, while the CA's key is there
+ * to issue another: the DNS names to keep in the new one (a relay still running under the old name reloads it, and
+ * must still be named); undefined when it is to stay as it is.
+ */
+async function reissueFor(certPem: string, ca: { caFile: string; caKeyFile: string }, hostname: string): Promise<{ keptNames: string[] } | undefined> {
+  if (!(await exists(ca.caFile)) || !(await exists(ca.caKeyFile))) return undefined;
   const cert = new NodeX509Certificate(certPem);
-  if (!cert.checkIssued(new NodeX509Certificate(await readFile(caFile)))) return false;
-  return (isIP(hostname) ? cert.checkIP(hostname) : cert.checkHost(hostname, { subject: 'never' })) === undefined;
+  if (!cert.checkIssued(new NodeX509Certificate(await readFile(ca.caFile)))) return undefined;
+  if ((isIP(hostname) ? cert.checkIP(hostname) : cert.checkHost(hostname, { subject: 'never' })) !== undefined) return undefined;
+  const keptNames = (cert.subjectAltName ?? '').split(', ').flatMap((entry) => (entry.startsWith('DNS:') ? [entry.slice(4)] : []));
+  return { keptNames };
 }
 
 async function readCredentials(certFile: string, keyFile: string): Promise<PemCredentials | undefined> {

@@ -159,9 +159,19 @@ describe('ensureDevCertificates', () => {
     expect(await readFile(renamed.caFile, 'utf8')).toBe(caPem);
     const server = new X509Certificate(await readFile(renamed.certFile));
     expect(server.checkHost('relay.example.test')).toBe('relay.example.test');
+    // A relay still running as "vm" reloads the new pair: it keeps the old name.
+    expect(server.checkHost('vm')).toBe('vm');
     expect(server.checkIssued(new X509Certificate(caPem))).toBe(true);
     expect(server.checkPrivateKey(createPrivateKey(await readFile(renamed.keyFile)))).toBe(true);
     expect((await ensureDevCertificates({ dir: certs, hostname: 'RELAY.example.test' })).created).toBe(false);
+
+    // Without the CA's key (kept offline) nothing is issued, and above all no new CA.
+    const caKey = await readFile(join(certs, 'ca.key'));
+    await rm(join(certs, 'ca.key'));
+    const withoutKey = await readFile(renamed.certFile, 'utf8');
+    expect((await ensureDevCertificates({ dir: certs, hostname: 'other.example.test' })).created).toBe(false);
+    expect([await readFile(renamed.caFile, 'utf8'), await readFile(renamed.certFile, 'utf8')]).toEqual([caPem, withoutKey]);
+    await writeFile(join(certs, 'ca.key'), caKey, { mode: 0o600 });
 
     const own = await selfSignedCertificate({ names: ['mail.example.org'] });
     await writeFile(renamed.certFile, own.certPem);
