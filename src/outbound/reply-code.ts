@@ -5,7 +5,9 @@
 // recorded delivered; a 250- first line before a 550 ended DATA "delivered".
 // Postfix's smtp(8) reads the code of the last line (smtp_chat_resp), and so
 // does Postern: readLastLineCode rewrites such a reply, before nodemailer
-// reads it, as its last line alone, and logs the whole reply.
+// reads it, as its last line alone, and logs the whole reply. A line with no
+// code inside a multi-line reply (an empty one) does not end it, as it ended
+// it for nodemailer: the next reply was then paired with the wrong command.
 // And every reply that came before the connection closed is read before the
 // close is: nodemailer reads one queued reply per turn of the event loop and
 // failed a pipelined send at the close with the rest unread, so a next hop's
@@ -47,6 +49,12 @@ export function readLastLineCode(connection: SMTPConnection, onMismatch: (reply:
   internals._processResponse = function (this: ResponseInternals) {
     // nodemailer takes one whole reply from the front of the queue each time (partial ones are not queued yet).
     const queue = this._responseQueue;
+    // One that a line without a code cut short takes the replies queued after it until one ends it; while none has
+    // come yet, it waits (each new reply calls this again).
+    while (queue && queue.length > 0 && isCutShort(queue[0]!)) {
+      if (queue.length === 1 || queue[0]!.length > MAX_REPLY) return;
+      queue.splice(0, 2, `${queue[0]!}\n${queue[1]!}`);
+    }
     const next = queue?.[0];
     if (queue && next?.includes('\n')) {
       const read = lastLineDecides(next);
@@ -57,6 +65,15 @@ export function readLastLineCode(connection: SMTPConnection, onMismatch: (reply:
     }
     return library.call(this);
   };
+}
+
+/** Characters of a reply kept waiting for its end, at most (nodemailer's own limit on a reply). */
+const MAX_REPLY = 1024 * 1024;
+
+/** isCutShort - a multi-line reply (its first line "DDD-") whose last line is neither a continuation nor a final line. */
+function isCutShort(reply: string): boolean {
+  if (!/^\d{3}-/.test(reply)) return false;
+  return !/^\d{3}(?:[ -]|$)/.test(reply.slice(reply.lastIndexOf('\n') + 1));
 }
 
 /** lastLineDecides - a reply (lines joined by "\n", as nodemailer queues it) as Postfix reads it: its last line alone when an earlier line has another code. */

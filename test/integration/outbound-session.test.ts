@@ -252,6 +252,20 @@ describe('outbound session replies', () => {
     expect(result.recipients[0]!.reply).toMatch(/^4\.4\.1 ECONNECTION/);
   });
 
+  // nodemailer ended a reply at a line without a code: the rest became the next command's reply.
+  it('reads past an empty line inside a multi-line reply, so that each reply answers its own command', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { RCPT: ['250-2.1.5 ok\r\n\r\n550 5.1.1 no such user\r\n', '250 2.1.5 ok\r\n'], DATA: '354 go ahead\r\n' });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const result = await opened.session.send(transaction(['a@example.test', 'b@example.test']));
+    opened.session.close();
+    expect(result.recipients.map((r) => [r.address, r.reply])).toEqual([
+      ['a@example.test', '550 5.1.1 no such user (in reply to RCPT TO command)'],
+      ['b@example.test', '250 2.0.0 Ok'],
+    ]);
+  });
+
   it('reads a greeting whose lines disagree by its last line', async () => {
     const hop = await rawNextHop('220-mx.test first\r\n554 5.7.1 go away\r\n', {});
     closers.push(hop.close);
