@@ -1,28 +1,35 @@
 // Failed-AUTH accounting per client IP: limits.authFailuresPerIp failures
 // within limits.authLockout seconds lock the IP out for limits.authLockout
 // seconds from the failure that tripped it (Postfix leaves this to
-// anvil/fail2ban; a relay on the internet needs it built in). An attempt
-// counts as a failure from the moment it starts until it ends: a password
-// check takes a while (scrypt), and attempts started together on many
-// connections were each checked in full before the first failure was
-// counted, nearly three times the limit's guesses. Memory is bounded: stale
-// entries are pruned when the table is full. Time comes from the caller, so
-// tests need no waiting.
+// anvil/fail2ban; a relay on the internet needs it built in). A password
+// check takes a while (scrypt): attempts sent at once on many connections
+// were each checked in full before the first failure counted, nearly three
+// times the limit's guesses. So an IP's attempts under way count with its
+// failures, and one that would take them past the limit waits until one
+// ends: a guesser's then fail and lock it out, and it is refused; a client
+// logging in on many connections at once has each checked in turn.
+// Memory is bounded: stale entries are pruned when the table is full. Time
+// comes from the caller, so tests need no waiting.
 
 export interface AuthLimiter {
-  /** isLockedOut - whether an IP must not try AUTH now: locked out, or its recent failures and attempts under way reach the limit. */
-  isLockedOut(ip: string, nowMs: number): boolean;
-  /** attemptStarted - an IP's attempt is being checked: it counts as a failure until it ends. */
-  attemptStarted(ip: string, nowMs: number): void;
-  /** attemptEnded - the attempt ended: a failed one is counted as a failure at `nowMs`, any other no longer counts. */
+  /**
+   * admit - resolves true when an IP's attempt may be checked now (it counts as a failure until attemptEnded), false
+   * when the IP is locked out; while its recent failures and attempts under way reach the limit, it waits for one.
+   */
+  admit(ip: string, now: () => number): Promise<boolean>;
+  /** attemptEnded - an admitted attempt ended: a failed one counts as a failure at `nowMs`, any other no longer counts. */
   attemptEnded(ip: string, failed: boolean, nowMs: number): void;
+  /** isLockedOut - whether an IP is locked out now. */
+  isLockedOut(ip: string, nowMs: number): boolean;
 }
 
 interface IpRecord {
   failures: number[];
   lockedUntil: number;
-  /** Attempts started and not yet ended. */
+  /** Attempts admitted and not yet ended. */
   underWay: number;
+  /** Attempts waiting for one under way to end: each call settles it (true) or leaves it waiting (false). */
+  waiting: (() => boolean)[];
 }
 
 const MAX_TRACKED_IPS = 100_000;
@@ -34,7 +41,7 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
 
   function prune(nowMs: number): void {
     for (const [ip, r] of records) {
-      if (r.underWay === 0 && r.lockedUntil <= nowMs && r.failures.every((t) => nowMs - t >= windowMs)) records.delete(ip);
+      if (r.underWay === 0 && r.waiting.length === 0 && r.lockedUntil <= nowMs && r.failures.every((t) => nowMs - t >= windowMs)) records.delete(ip);
       if (records.size < MAX_TRACKED_IPS) return;
     }
   }
@@ -43,27 +50,41 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
     let r = records.get(ip);
     if (!r) {
       if (records.size >= MAX_TRACKED_IPS) prune(nowMs);
-      r = { failures: [], lockedUntil: 0, underWay: 0 };
+      r = { failures: [], lockedUntil: 0, underWay: 0, waiting: [] };
       records.set(ip, r);
     }
     return r;
   }
 
+  function isLockedOut(ip: string, nowMs: number): boolean {
+    const r = records.get(ip);
+    return r !== undefined && r.lockedUntil > nowMs;
+  }
+
   return {
-    isLockedOut(ip, nowMs) {
-      const r = records.get(ip);
-      if (r === undefined) return false;
-      return r.lockedUntil > nowMs || r.failures.filter((t) => nowMs - t < windowMs).length + r.underWay >= options.failuresPerIp;
-    },
-    attemptStarted(ip, nowMs) {
-      record(ip, nowMs).underWay++;
+    isLockedOut,
+    admit(ip, now) {
+      return new Promise((resolve) => {
+        const settle = (): boolean => {
+          const nowMs = now();
+          if (isLockedOut(ip, nowMs)) return (resolve(false), true);
+          const r = record(ip, nowMs);
+          if (r.failures.filter((t) => nowMs - t < windowMs).length + r.underWay >= options.failuresPerIp) return false;
+          r.underWay++;
+          return (resolve(true), true);
+        };
+        if (!settle()) record(ip, now()).waiting.push(settle);
+      });
     },
     attemptEnded(ip, failed, nowMs) {
       const r = record(ip, nowMs);
       r.underWay = Math.max(0, r.underWay - 1);
-      if (!failed) return;
-      r.failures = [...r.failures.filter((t) => nowMs - t < windowMs), nowMs].slice(-options.failuresPerIp);
-      if (r.failures.length >= options.failuresPerIp) r.lockedUntil = nowMs + windowMs;
+      if (failed) {
+        r.failures = [...r.failures.filter((t) => nowMs - t < windowMs), nowMs].slice(-options.failuresPerIp);
+        if (r.failures.length >= options.failuresPerIp) r.lockedUntil = nowMs + windowMs;
+      }
+      // In the order they came: each is admitted, refused (locked out) or left waiting.
+      r.waiting = r.waiting.filter((settle) => !settle());
     },
   };
 }

@@ -186,32 +186,39 @@ export function createListener(deps: ListenerDeps): InboundListener {
 
     onAuth(auth: SMTPServerAuthentication, session, callback) {
       const s = state(session);
-      const attempt = decideAuthAttempt({ ipLockedOut: deps.authLimiter.isLockedOut(s.ip, now()), clientTrusted: s.clientTrusted, failuresThisSession: s.authFailures, perSessionLimit: config.limits.authFailuresPerConnection });
-      const refused = refuseIf(attempt, s, 'auth');
-      if (refused) return callback(refused);
-      deps.authLimiter.attemptStarted(s.ip, now());
-      const username = auth.username ?? '';
-      const failed = (decision: Decision) => {
-        s.authFailures++;
-        deps.authLimiter.attemptEnded(s.ip, true, now());
-        s.log.warn({ user: username, method: auth.method, failures: s.authFailures, reason: decision.accept ? undefined : decision.reason }, 'authentication failed');
-        callback(refuseIf(decision, s, 'auth'));
-      };
-      const identity = decideAuthIdentity({ authcid: auth.authcid ?? '', authzid: auth.authzid ?? '' });
-      if (!identity.accept) return failed(identity);
-      deps.users.verify(username, auth.password ?? '').then(
-        (ok) => {
-          if (!ok) return failed(AUTH_FAILED);
-          deps.authLimiter.attemptEnded(s.ip, false, now());
-          s.log.info({ user: username, method: auth.method }, 'authenticated');
-          callback(null, { user: username });
-        },
-        (err: unknown) => {
-          deps.authLimiter.attemptEnded(s.ip, false, now());
-          s.log.error({ err }, 'user store failed');
-          callback(smtpError(replies.authTemporaryFailure));
-        },
-      );
+      const perSessionLimit = config.limits.authFailuresPerConnection;
+      // Counted against limits.authFailuresPerIp while it is checked (auth-limiter.ts), and maybe kept waiting for
+      // that: not a trusted client's (never locked out), nor one its session's limit refuses anyway.
+      const counted = !s.clientTrusted && s.authFailures < perSessionLimit;
+      const admitted = counted ? deps.authLimiter.admit(s.ip, now) : Promise.resolve(!deps.authLimiter.isLockedOut(s.ip, now()));
+      void admitted.then((admit) => {
+        const ended = (failed: boolean) => counted && admit && deps.authLimiter.attemptEnded(s.ip, failed, now());
+        const attempt = decideAuthAttempt({ ipLockedOut: !admit, clientTrusted: s.clientTrusted, failuresThisSession: s.authFailures, perSessionLimit });
+        const refused = refuseIf(attempt, s, 'auth');
+        if (refused) return (ended(false), callback(refused));
+        const username = auth.username ?? '';
+        const failed = (decision: Decision) => {
+          s.authFailures++;
+          ended(true);
+          s.log.warn({ user: username, method: auth.method, failures: s.authFailures, reason: decision.accept ? undefined : decision.reason }, 'authentication failed');
+          callback(refuseIf(decision, s, 'auth'));
+        };
+        const identity = decideAuthIdentity({ authcid: auth.authcid ?? '', authzid: auth.authzid ?? '' });
+        if (!identity.accept) return failed(identity);
+        deps.users.verify(username, auth.password ?? '').then(
+          (ok) => {
+            if (!ok) return failed(AUTH_FAILED);
+            ended(false);
+            s.log.info({ user: username, method: auth.method }, 'authenticated');
+            callback(null, { user: username });
+          },
+          (err: unknown) => {
+            ended(false);
+            s.log.error({ err }, 'user store failed');
+            callback(smtpError(replies.authTemporaryFailure));
+          },
+        );
+      });
     },
 
     onMailFrom(address, session, callback) {

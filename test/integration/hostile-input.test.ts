@@ -1245,6 +1245,15 @@ describe('AUTH brute force', () => {
     expect(replies.filter((r) => r === '421 4.7.0 Error: too many failed authentication attempts from your address, try again later')).toHaveLength(6);
   });
 
+  // An app server opening more connections at once than authFailuresPerIp, each logging in: none is a failure.
+  it('logs in more sessions at once than limits.authFailuresPerIp, each with the right password', async () => {
+    const sessions = await Promise.all(Array.from({ length: 6 }, () => login()));
+    for (const c of sessions) c.write(`AUTH PLAIN ${plain('alice', PASSWORD)}\r\n`);
+    const replies = await Promise.all(sessions.map(async (c) => (await c.reply()).text));
+    for (const c of sessions) c.close();
+    expect(replies).toEqual(Array.from({ length: 6 }, () => '235 2.7.0 Authentication successful'));
+  });
+
   // As Postfix exempts $mynetworks from its rate limits: behind a Docker gateway every client has one address,
   // and one with a stale password would lock the others out.
   it('never locks out an IP in relay.trustedNetworks', async () => {

@@ -28,34 +28,44 @@ describe('compileNetworks', () => {
 });
 
 describe('createAuthLimiter', () => {
-  const fail = (limiter: AuthLimiter, ip: string, at: number) => (limiter.attemptStarted(ip, at), limiter.attemptEnded(ip, true, at));
+  const fail = async (limiter: AuthLimiter, ip: string, at: number) => {
+    expect(await limiter.admit(ip, () => at)).toBe(true);
+    limiter.attemptEnded(ip, true, at);
+  };
 
-  it('locks an IP out after N failures within the window, and forgives after it', () => {
+  it('locks an IP out after N failures within the window, and forgives after it', async () => {
     const limiter = createAuthLimiter({ failuresPerIp: 3, lockoutSeconds: 60 });
-    fail(limiter, '192.0.2.1', 0);
-    fail(limiter, '192.0.2.1', 1000);
+    await fail(limiter, '192.0.2.1', 0);
+    await fail(limiter, '192.0.2.1', 1000);
     expect(limiter.isLockedOut('192.0.2.1', 2000)).toBe(false);
-    fail(limiter, '192.0.2.1', 2000);
+    await fail(limiter, '192.0.2.1', 2000);
     expect(limiter.isLockedOut('192.0.2.1', 2000)).toBe(true);
+    expect(await limiter.admit('192.0.2.1', () => 2000)).toBe(false);
     expect(limiter.isLockedOut('192.0.2.2', 2000)).toBe(false);
     expect(limiter.isLockedOut('192.0.2.1', 60_500)).toBe(true);
     expect(limiter.isLockedOut('192.0.2.1', 62_001)).toBe(false);
   });
 
   // A password check takes a while: attempts started together were each checked before the first failure counted.
-  it('counts attempts under way as failures until they end, and a successful one not at all', () => {
+  it('keeps an attempt past the limit waiting while others are under way, then admits or refuses it by how they ended', async () => {
     const limiter = createAuthLimiter({ failuresPerIp: 3, lockoutSeconds: 60 });
-    fail(limiter, '192.0.2.1', 0);
-    limiter.attemptStarted('192.0.2.1', 0);
-    expect(limiter.isLockedOut('192.0.2.1', 0)).toBe(false);
-    limiter.attemptStarted('192.0.2.1', 0);
-    expect(limiter.isLockedOut('192.0.2.1', 0)).toBe(true);
+    const at = () => 0;
+    await fail(limiter, '192.0.2.1', 0);
+    expect(await limiter.admit('192.0.2.1', at)).toBe(true);
+    expect(await limiter.admit('192.0.2.1', at)).toBe(true);
+    const settled: boolean[] = [];
+    const third = limiter.admit('192.0.2.1', at).then((admitted) => settled.push(admitted));
+    const fourth = limiter.admit('192.0.2.1', at).then((admitted) => settled.push(admitted));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toEqual([]);
+    // One succeeds: the next waiting is admitted. One fails: the failures reach the limit, and the last is refused.
     limiter.attemptEnded('192.0.2.1', false, 10);
-    expect(limiter.isLockedOut('192.0.2.1', 10)).toBe(false);
+    await third;
     limiter.attemptEnded('192.0.2.1', true, 20);
-    expect(limiter.isLockedOut('192.0.2.1', 20)).toBe(false);
-    fail(limiter, '192.0.2.1', 30);
-    expect(limiter.isLockedOut('192.0.2.1', 30)).toBe(true);
+    limiter.attemptEnded('192.0.2.1', true, 20);
+    await fourth;
+    expect(settled).toEqual([true, false]);
+    expect(limiter.isLockedOut('192.0.2.1', 20)).toBe(true);
   });
 });
 
