@@ -27,6 +27,7 @@ import { errorMessage, type Logger } from '../observability/logger.ts';
 import { headerBlockLength } from '../smtp/header-block.ts';
 import { buildDsn, recipientsToNotify, statusFromReply, type DsnRecipient } from './bounce.ts';
 import type { AttemptRecord, AttemptResult, ClaimedDelivery, LeaseClaim, QueueStore, RecipientDsn, RecipientOutcome } from './queue-store.ts';
+import { recordMayHaveStood } from './delivery-rules.ts';
 
 /** The most bytes of a message a RET=FULL report returns whole (Postfix's bounce_size_limit). */
 export const RETURNED_MESSAGE_LIMIT = 50_000;
@@ -155,11 +156,10 @@ export async function recordWithReport(facts: ReportFacts & { records: RecordUnd
   return { recorded, ...(report !== undefined && { report }) };
 }
 
-/** mayHaveStood - whether a record that failed may have committed: its delivery no longer leased to us (a record ends the lease), or the queue cannot say. */
+/** mayHaveStood - whether a record that failed may have committed (recordMayHaveStood), or the queue cannot say. */
 async function mayHaveStood(store: QueueStore, messageId: string, lease: LeaseClaim, log: Logger): Promise<boolean> {
   try {
-    const delivery = (await store.showMessage(messageId))?.deliveries.find((d) => d.id === lease.deliveryId);
-    return delivery !== undefined && delivery.leasedBy !== lease.owner;
+    return recordMayHaveStood((await store.showMessage(messageId))?.deliveries.find((d) => d.id === lease.deliveryId), lease.owner);
   } catch (err) {
     log.warn({ err: errorMessage(err) }, 'whether a failed record stood could not be read; its delivery status notification is kept');
     return true;

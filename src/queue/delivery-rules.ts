@@ -14,6 +14,7 @@
 //   destinationSlots  - how many more deliveries to one domain a claim may take.
 //   fullDestinations  - the domains a claim must pass over: no slot left.
 //   outcomeTime       - when the outcomes of a recorded attempt became known.
+//   recordMayHaveStood - whether a record that failed may have committed, from what the queue shows afterwards.
 import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions } from './queue-store.ts';
 
 export type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions };
@@ -64,4 +65,14 @@ export function outcomeTime(attempts: AttemptRecord[]): Date {
   // answer; only an outcome without any attempt falls back to the clock.
   if (attempts.length === 0) return new Date();
   return new Date(Math.max(...attempts.map((a) => a.endedAt.getTime())));
+}
+
+/**
+ * recordMayHaveStood - whether a record whose answer was lost (a connection dropped) may have committed, from its
+ * delivery as the queue shows it afterwards: no longer leased to us (a record ends the lease), or gone (the message
+ * done and removed at once, with queue.keepDone 0, or deleted). Only a delivery still leased to us shows that it
+ * did not: the report queued with that attempt is withdrawn then, and kept in every other case.
+ */
+export function recordMayHaveStood(delivery: { leasedBy?: string } | undefined, owner: string): boolean {
+  return delivery === undefined || delivery.leasedBy !== owner;
 }

@@ -6,7 +6,7 @@
 // (read back with showMessage), and every claim names its `now`, so no test
 // sleeps or depends on the clock beyond the commit itself.
 import { beforeEach, describe, expect, it } from 'vitest';
-import { CLAIM_LOOK_AHEAD } from '../../src/queue/delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, recordMayHaveStood } from '../../src/queue/delivery-rules.ts';
 import type { ClaimedDelivery, QueueStore, RecipientOutcome, StoredEnvelope } from '../../src/queue/queue-store.ts';
 import { attemptWith, commitMessage, deliverMessage, envelopeWith, readAll, receivedAtOf } from './queue-fixtures.ts';
 import type { QueueStoreHarness } from './queue-store-contract.ts';
@@ -69,6 +69,20 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
         { id: claims[0]!.deliveryId, domain: 'a.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE), leasedBy: WORKER },
         { id: claims[1]!.deliveryId, domain: 'b.test', attempts: 0, nextAttemptAt: new Date(at), leasedUntil: new Date(at + LEASE), leasedBy: WORKER },
       ]);
+    });
+
+    // What a worker whose record's answer was lost reads back to decide whether to keep the report it queued: a
+    // delivery still leased to it (the record did not stand), recorded, or gone with its message (queue.keepDone 0
+    // removes a done one at once: its report was withdrawn, and the sender never told of a bounce).
+    it('shows, after a record, whether it may have stood (recordMayHaveStood) to the worker that made it', async () => {
+      const { id, at } = await queue(['a@a.test', 'b@b.test']);
+      const [first, second] = byDomain(await claim(at));
+      const shown = async (deliveryId: string) => (await store.showMessage(id))?.deliveries.find((d) => d.id === deliveryId);
+      expect(recordMayHaveStood(await shown(first!.deliveryId), WORKER)).toBe(false);
+      expect(await record(first!, at, [outcome('a@a.test', 'bounced')])).toBe(true);
+      expect(recordMayHaveStood(await shown(first!.deliveryId), WORKER)).toBe(true);
+      expect(await store.deleteMessages({ ids: [id] })).toEqual([id]);
+      expect(recordMayHaveStood(await shown(second!.deliveryId), WORKER)).toBe(true);
     });
 
     it('carries REQUIRETLS, BODY, SMTPUTF8 and DSN parameters to the claim, and shows the envelope as committed', async () => {
