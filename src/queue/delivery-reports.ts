@@ -138,19 +138,32 @@ export interface RecordUnderLease {
  * where the other order could lose it. A report none of whose records stood (the message deleted meanwhile, or
  * the leases another worker's) is withdrawn. A record that failed may have committed all the same (a connection
  * lost after COMMIT, a failed fsync of the WAL): whether it stood is read back, and the report kept when it did or
- * when that cannot be told (a message done and bounced must not leave its sender untold). Whether each record
+ * when that cannot be told (a message done and bounced must not leave its sender untold); one that shows it did
+ * not is made once more. Whether each record
  * stood, and the report's queue id.
  */
 export async function recordWithReport(facts: ReportFacts & { records: RecordUnderLease[] }): Promise<{ recorded: boolean[]; report?: string }> {
   const { store, log } = facts;
   const report = await queueReport(facts);
   const recorded: boolean[] = [];
+  const recordRest = async () => {
+    for (const { lease, result } of facts.records.slice(recorded.length)) recorded.push(await store.recordAttempt(lease, result));
+  };
   try {
-    for (const { lease, result } of facts.records) recorded.push(await store.recordAttempt(lease, result));
+    await recordRest();
   } catch (err) {
-    const failed = facts.records[recorded.length]!.lease;
-    if (report !== undefined && !recorded.includes(true) && !(await mayHaveStood(store, facts.claim.messageId, failed, log))) await withdrawReport(store, report, log);
-    throw err;
+    // A record that shows it did not stand (its delivery still leased to us, so no other worker may act on it) is
+    // made once more: a connection dropped for a moment would otherwise let the lease lapse, and the message go
+    // out again a whole lease later.
+    if (await mayHaveStood(store, facts.claim.messageId, facts.records[recorded.length]!.lease, log)) throw err;
+    log.warn({ err: errorMessage(err) }, 'recording a delivery result failed, and it did not stand; recording it again');
+    try {
+      await recordRest();
+    } catch (again) {
+      const failed = facts.records[recorded.length]!.lease;
+      if (report !== undefined && !recorded.includes(true) && !(await mayHaveStood(store, facts.claim.messageId, failed, log))) await withdrawReport(store, report, log);
+      throw again;
+    }
   }
   if (report !== undefined && !recorded.includes(true)) await withdrawReport(store, report, log);
   return { recorded, ...(report !== undefined && { report }) };

@@ -8,6 +8,8 @@
 // Skipped, with a message saying how to run it, when no PostgreSQL answers
 // (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect as connectTcp, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -19,6 +21,7 @@ import { createPool, parseQueueUrl } from '../../src/queue/postgres/pg-connectio
 import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
 import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
 import type { AttemptResult } from '../../src/queue/delivery-rules.ts';
+import { recordWithReport } from '../../src/queue/delivery-reports.ts';
 import type { ClaimedDelivery, QueueStore } from '../../src/queue/queue-store.ts';
 import { captureWarnings } from '../helpers/captured-log.ts';
 import { createTestSchema, postgresTestUrl, SKIP_MESSAGE, type TestSchema } from '../helpers/postgres.ts';
@@ -86,6 +89,40 @@ describe('queue.url for the postgres backend', () => {
     expect(() => parseQueueUrl('not a url')).toThrow(/queue.url: not a URL/);
   });
 });
+
+/**
+ * cuttingProxy - a TCP proxy on 127.0.0.1 to the database; after cutBefore(text), the first client message that
+ * holds `text` is not passed on, and its connection is dropped, as a network would drop it.
+ */
+async function cuttingProxy(target: URL): Promise<{ port: number; cuts: number; cutBefore: (text: string) => void; close: () => Promise<void> }> {
+  let armed: string | undefined;
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    const upstream = connectTcp(Number(target.port || 5432), target.hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.on('close', () => (client.destroy(), upstream.destroy()));
+    }
+    client.on('data', (data: Buffer) => {
+      if (armed !== undefined && data.includes(armed)) {
+        armed = undefined;
+        proxy.cuts++;
+        return client.destroy();
+      }
+      upstream.write(data);
+    });
+    upstream.on('data', (data: Buffer) => client.write(data));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const proxy = {
+    port: (server.address() as AddressInfo).port,
+    cuts: 0,
+    cutBefore: (text: string) => (armed = text),
+    close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))),
+  };
+  return proxy;
+}
 
 describe.skipIf(!baseUrl)('postgres', () => {
   runQueueStoreContract('postgres', async () => {
@@ -395,6 +432,33 @@ describe.skipIf(!baseUrl)('postgres', () => {
       await vi.waitFor(async () => expect((await store.listMessages()).map((m) => m.id)).toEqual([id]));
       const second = await commitMessage(store, [Buffer.from('after')], envelopeWith({}));
       expect((await readAll(store.readBody(second))).toString()).toBe('after');
+    });
+
+    // A connection dropped while a result was recorded let the lease lapse: the delivery went out again a whole
+    // lease (10 minutes) later. The delivery, still leased to us, shows the record did not stand: it is made again.
+    it('records a delivery result again when the connection drops before the record reaches the database', async () => {
+      const proxy = await cuttingProxy(new URL(baseUrl!));
+      try {
+        const url = new URL(schema.url);
+        url.host = `127.0.0.1:${proxy.port}`;
+        const logs: Record<string, unknown>[] = [];
+        const logger = createLogger({ destination: new Writable({ write: (chunk: Buffer, _encoding, done) => (logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) }) });
+        const store = await openPostgresStore({ url: url.toString(), logger });
+        opened.push(store);
+        const { ids, claims } = await claimFresh(store, 1);
+        const claim = claims[0]!;
+        proxy.cutBefore('record_attempts');
+        const written = await recordWithReport({
+          store, hostname: 'relay.test', claim, recipients: [{ address: 'r@d0.test', result: 'delivered', reply: '250 ok' }], nextHopOffersDsn: true, now: new Date(), log: logger,
+          records: [{ lease: { deliveryId: claim.deliveryId, owner: 'w' }, result: { attempts: [attemptWith(Date.now())], recipients: [{ address: 'r@d0.test', result: 'delivered', reply: '250 ok' }], nextAttemptAt: new Date() } }],
+        });
+        expect(proxy.cuts).toBe(1);
+        expect(written).toEqual({ recorded: [true] });
+        expect((await store.showMessage(ids[0]!))!.state).toBe('done');
+        expect(logs.map((l) => l.msg)).toContain('recording a delivery result failed, and it did not stand; recording it again');
+      } finally {
+        await proxy.close();
+      }
     });
 
     it('hands each delivery to exactly one of four nodes claiming at once', async () => {
