@@ -461,6 +461,23 @@ describe.skipIf(!baseUrl)('postgres', () => {
       }
     });
 
+    // A node behind by more than outbound.lease writes leases the others read as lapsed: its deliveries went out
+    // twice, and nothing said why.
+    it('warns at open when this node\'s clock is off the database\'s, and not when it is not', async () => {
+      const opens = async (): Promise<Record<string, unknown>[]> => {
+        const logs: Record<string, unknown>[] = [];
+        await openStore({ logger: createLogger({ destination: new Writable({ write: (chunk: Buffer, _encoding, done) => (logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) }) }) });
+        return logs.filter((l) => String(l.msg).startsWith("this node's clock is off"));
+      };
+      expect(await opens()).toEqual([]);
+      vi.useFakeTimers({ toFake: ['Date'], now: Date.now() - 60_000 });
+      try {
+        expect((await opens()).map((l) => Math.round(Number(l.offsetSeconds)))).toEqual([60]);
+      } finally {
+        vi.useRealTimers();
+      }
+    });
+
     it('hands each delivery to exactly one of four nodes claiming at once', async () => {
       const nodes = await Promise.all(Array.from({ length: 4 }, () => openStore()));
       const now = await commitToManyDomains(nodes, { messages: 4, domains: 50 });

@@ -81,11 +81,31 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     logMigration(logger, { url: connection.printable, schema: connection.schema }, await migrate(queries, connection, options.existing ?? false), MIGRATIONS);
     const orphansRemoved = options.removeOrphans === false ? 0 : await removeOrphans(queries, logger);
     logger.info({ url: connection.printable, schema: connection.schema, schemaVersion: MIGRATIONS.length, orphansRemoved }, 'queue store opened');
+    await warnIfClockOff(queries, logger);
   } catch (error) {
     await Promise.all([queries.end(), drafts.end()]);
     throw error;
   }
   return new PostgresQueueStore(queries, drafts, logger);
+}
+
+/** How far this node's clock may be from the database's before a warning: synchronised clocks (NTP) are milliseconds apart. */
+export const CLOCK_OFFSET_WARNING_MS = 5_000;
+
+/**
+ * warnIfClockOff - warn when this node's clock is more than CLOCK_OFFSET_WARNING_MS from the database server's.
+ * Each node takes due times and leases on its own clock: one behind by more than outbound.lease writes leases the
+ * others read as lapsed, and its deliveries go out twice, with nothing else said. (The database's clock stands in
+ * for the other nodes'; the round trip is allowed for.)
+ */
+async function warnIfClockOff(pool: pg.Pool, logger: Logger): Promise<void> {
+  const sent = Date.now();
+  const { rows } = await pool.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+  const received = Date.now();
+  const offsetMs = rows[0]!.now.getTime() - (sent + received) / 2;
+  if (Math.abs(offsetMs) - (received - sent) / 2 > CLOCK_OFFSET_WARNING_MS) {
+    logger.warn({ offsetSeconds: Math.round(offsetMs / 100) / 10 }, "this node's clock is off the queue database's: leases and due times are compared across nodes, so keep every clock synchronised (NTP)");
+  }
 }
 
 /** migrate - run migrateSchema on one connection; a connection error names the URL. */
