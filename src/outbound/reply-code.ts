@@ -8,52 +8,41 @@
 // reads it, as its last line alone, and logs the whole reply. A line with no
 // code inside a multi-line reply (an empty one) does not end it, as it ended
 // it for nodemailer: the next reply was then paired with the wrong command.
-// And every reply that came before the connection closed is read before the
-// close is: nodemailer reads one queued reply per turn of the event loop and
-// failed a pipelined send at the close with the rest unread, so a next hop's
-// "421 4.7.0 too busy" written with its other replies just before it closed
-// became "4.4.1 Connection closed unexpectedly", our words for its own.
+// Such a reply is held to MAX_CUT_SHORT_LINES lines and MAX_CUT_SHORT_CHARS,
+// then the connection fails as for any reply too large (a hostile next hop
+// sending lines without end held the delivery, and the event loop).
 // Fails: throws when the connection lacks what it wraps (a nodemailer whose
 // layout changed); the session refuses to open, so the attempt is deferred
 // with that reason (smtp-session.ts), as sendRecipientDsn does.
 //
-//   readLastLineCode - from now on, `connection` reads each reply by the code of its last line, and every reply
-//                      before a close.
+//   readLastLineCode - from now on, `connection` reads each reply by the code of its last line.
 //   lastLineDecides  - a reply as it is to be read: as it came, or its last line when the lines' codes differ.
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 
 interface ResponseInternals {
   _responseQueue?: string[];
   _processResponse?: () => unknown;
-  _onClose?: () => unknown;
-  _destroyed?: boolean;
+  _onResponseTooLarge?: () => unknown;
 }
 
 /** readLastLineCode - replies of `connection` whose lines disagree on their code are read by the last line; `onMismatch` is told the whole reply. */
 export function readLastLineCode(connection: SMTPConnection, onMismatch: (reply: string) => void): void {
   const internals = connection as unknown as ResponseInternals;
   const library = internals._processResponse;
-  const onClose = internals._onClose;
-  if (typeof library !== 'function' || typeof onClose !== 'function' || !Array.isArray(internals._responseQueue)) {
-    throw new Error('nodemailer changed: SMTPConnection#_processResponse, #_onClose or #_responseQueue not found');
+  if (typeof library !== 'function' || typeof internals._onResponseTooLarge !== 'function' || !Array.isArray(internals._responseQueue)) {
+    throw new Error('nodemailer changed: SMTPConnection#_processResponse, #_onResponseTooLarge or #_responseQueue not found');
   }
-  internals._onClose = function (this: ResponseInternals) {
-    // Each call reads one whole reply (and schedules a call for the next, which then finds none). One left
-    // unfinished (its last line a continuation) is put back: it stops here, and the close fails what waits on it.
-    for (let before = this._responseQueue?.length ?? 0; before > 0 && !this._destroyed; before = this._responseQueue?.length ?? 0) {
-      this._processResponse!();
-      if ((this._responseQueue?.length ?? 0) >= before) break;
-    }
-    return onClose.call(this);
-  };
   internals._processResponse = function (this: ResponseInternals) {
     // nodemailer takes one whole reply from the front of the queue each time (partial ones are not queued yet).
     const queue = this._responseQueue;
-    // One that a line without a code cut short takes the replies queued after it until one ends it; while none has
-    // come yet, it waits (each new reply calls this again).
-    while (queue && queue.length > 0 && isCutShort(queue[0]!)) {
-      if (queue.length === 1 || queue[0]!.length > MAX_REPLY) return;
-      queue.splice(0, 2, `${queue[0]!}\n${queue[1]!}`);
+    // One that a line without a code cut short takes the replies queued after it, up to the one that ends it; while
+    // that has not come, it waits (each new reply calls this again).
+    if (queue && queue.length > 0 && isCutShort(queue[0]!)) {
+      const end = queue.findIndex((entry, i) => i > 0 && !isUnfinished(entry));
+      const held = end < 0 ? queue : queue.slice(0, end + 1);
+      if (held.length > MAX_CUT_SHORT_LINES || held.reduce((n, entry) => n + entry.length, 0) > MAX_CUT_SHORT_CHARS) return this._onResponseTooLarge!();
+      if (end < 0) return;
+      queue.splice(0, end + 1, held.join('\n'));
     }
     const next = queue?.[0];
     if (queue && next?.includes('\n')) {
@@ -67,13 +56,18 @@ export function readLastLineCode(connection: SMTPConnection, onMismatch: (reply:
   };
 }
 
-/** Characters of a reply kept waiting for its end, at most (nodemailer's own limit on a reply). */
-const MAX_REPLY = 1024 * 1024;
+/** Queued lines and characters a reply cut short may take, at most (an EHLO reply is some 20 lines and 500 characters). */
+const MAX_CUT_SHORT_LINES = 100;
+const MAX_CUT_SHORT_CHARS = 16 * 1024;
 
 /** isCutShort - a multi-line reply (its first line "DDD-") whose last line is neither a continuation nor a final line. */
 function isCutShort(reply: string): boolean {
-  if (!/^\d{3}-/.test(reply)) return false;
-  return !/^\d{3}(?:[ -]|$)/.test(reply.slice(reply.lastIndexOf('\n') + 1));
+  return /^\d{3}-/.test(reply) && !/^\d{3}(?:[ -]|$)/.test(reply.slice(reply.lastIndexOf('\n') + 1));
+}
+
+/** isUnfinished - a queued reply whose last line does not end a reply ("DDD" or "DDD text"). */
+function isUnfinished(reply: string): boolean {
+  return !/^\d{3}(?: |$)/.test(reply.slice(reply.lastIndexOf('\n') + 1));
 }
 
 /** lastLineDecides - a reply (lines joined by "\n", as nodemailer queues it) as Postfix reads it: its last line alone when an earlier line has another code. */
