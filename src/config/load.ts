@@ -57,7 +57,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     const k = CONFIG_KEYS.find((c) => envName(c.path) === name)!;
     const parsed = parseEnvValue(k, raw);
     if (parsed.ok) values.set(k.path, { value: parsed.value, from: `environment ${name}` });
-    else problems.push(`${k.path} = ${shownValue(k, raw)} (environment ${name}): ${parsed.allowed}`);
+    else problems.push(`${k.path} = ${shownValue(k, raw)} (environment ${name}): ${quotedWithoutCredentials(parsed.allowed)}`);
   }
 
   const config: Record<string, unknown> = {};
@@ -65,7 +65,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     const given = values.get(k.path);
     const result = k.check(given ? given.value : k.default);
     if (result.ok) setPath(config, k.path, result.value);
-    else problems.push(`${k.path} = ${shownValue(k, given?.value)} (${given?.from ?? 'default'}): must be ${result.allowed}`);
+    else problems.push(`${k.path} = ${shownValue(k, given?.value)} (${given?.from ?? 'default'}): must be ${quotedWithoutCredentials(result.allowed)}`);
   }
   const from = (path: string) => values.get(path)?.from ?? 'default';
   checkPortsDistinct(config as unknown as Config, from, problems);
@@ -88,8 +88,24 @@ function shownValue(k: ConfigKey, value: unknown): string {
   if (k.credentialUrl) return typeof value === 'string' ? JSON.stringify(printableCredentialUrl(value)) : '(not a string, not shown)';
   return JSON.stringify(value, (name, entry: unknown) => {
     if (name !== '' && SECRET_ENTRY.test(name)) return '(not shown)';
-    // Up to the last "@": a password may hold "@" and spaces.
-    return typeof entry === 'string' ? redactUrlPassword(entry).replace(/^([^\s:@/]+):.*@/s, '$1:***@') : entry;
+    return typeof entry === 'string' ? withoutCredentials(entry) : entry;
+  });
+}
+
+/** withoutCredentials - a text without a URL's password, nor one before an "@" (up to the last: a password may hold "@" and spaces). */
+function withoutCredentials(text: string): string {
+  return redactUrlPassword(text).replace(/^([^\s:@/]+):.*@/s, '$1:***@');
+}
+
+/** quotedWithoutCredentials - what is allowed, as a check words it, with each quoted value in it (a bad list entry) withoutCredentials. */
+function quotedWithoutCredentials(allowed: string): string {
+  return allowed.replace(/"(?:[^"\\]|\\.)*"/g, (quoted) => {
+    try {
+      return JSON.stringify(withoutCredentials(JSON.parse(quoted) as string));
+    } catch {
+      // Quotes in a check's prose, not a JSON string.
+      return quoted;
+    }
   });
 }
 

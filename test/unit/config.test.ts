@@ -146,6 +146,10 @@ smtp: { reverseLookup: true, bareLineFeed: normalize }
     const routeFound = problems(() => loadConfig({ file, env: {} })).join('\n');
     expect(routeFound).toContain('outbound.routes');
     for (const secret of ['Hunter2pw', 'RoutePw99', 'T0KEN77']) expect([...hostFound, routeFound].join('\n')).not.toContain(secret);
+    // Nor where a check names a bad list entry.
+    const entry = problems(() => loadConfig({ file: yamlFile('dns:\n  servers: ["alice:p@ss word@smtp.example:587"]\n'), env: {} })).join('\n');
+    expect(entry).toContain('(bad entry: "alice:***@smtp.example:587")');
+    expect(entry).not.toContain('ss word');
     for (const [password, part] of [['p@ssw0rd', 'ssw0rd'], ['hunter two', 'hunter']]) {
       const found = problems(() => loadConfig({ env: { POSTERN_OUTBOUND_RELAYHOST_HOST: `mailuser:${password}@smtp.example.com` }, cwd: emptyDir })).join('\n');
       expect(found).toContain('"mailuser:***@smtp.example.com"');
