@@ -287,7 +287,13 @@ async function reissueFor(certPem: string, ca: { caFile: string; caKeyFile: stri
   const cert = new NodeX509Certificate(certPem);
   if (!cert.checkIssued(new NodeX509Certificate(await readFile(ca.caFile)))) return undefined;
   if ((isIP(hostname) ? cert.checkIP(hostname) : cert.checkHost(hostname, { subject: 'never' })) !== undefined) return undefined;
-  const keptNames = (cert.subjectAltName ?? '').split(', ').flatMap((entry) => (entry.startsWith('DNS:') ? [entry.slice(4)] : []));
+  // An IPv6 address is printed in full ("0:0:0:0:0:0:0:1"): written as a URL host writes it, "::1" is found again.
+  const keptNames = (cert.subjectAltName ?? '').split(', ').flatMap((entry) => {
+    if (entry.startsWith('DNS:')) return [entry.slice(4)];
+    const ip = entry.startsWith('IP Address:') ? entry.slice('IP Address:'.length) : undefined;
+    if (ip === undefined || isIP(ip) === 0) return [];
+    return [isIP(ip) === 6 ? new URL(`http://[${ip}]`).hostname.slice(1, -1) : ip];
+  });
   return { keptNames };
 }
 

@@ -165,6 +165,18 @@ describe('ensureDevCertificates', () => {
     expect(server.checkPrivateKey(createPrivateKey(await readFile(renamed.keyFile)))).toBe(true);
     expect((await ensureDevCertificates({ dir: certs, hostname: 'RELAY.example.test' })).created).toBe(false);
 
+    // An address it named is kept too, and the loopback addresses are not repeated.
+    const byAddress = join(dir, 'by-address');
+    await ensureDevCertificates({ dir: byAddress, hostname: '192.0.2.10' });
+    const named = await ensureDevCertificates({ dir: byAddress, hostname: 'old.example' });
+    expect(new X509Certificate(await readFile(named.certFile)).subjectAltName?.split(', ')).toEqual([
+      'DNS:localhost',
+      'IP Address:127.0.0.1',
+      'IP Address:0:0:0:0:0:0:0:1',
+      'IP Address:192.0.2.10',
+      'DNS:old.example',
+    ]);
+
     // Without the CA's key (kept offline) nothing is issued, and above all no new CA.
     const caKey = await readFile(join(certs, 'ca.key'));
     await rm(join(certs, 'ca.key'));
