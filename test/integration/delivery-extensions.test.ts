@@ -2,7 +2,6 @@
 // (RFC 8689), 8-bit bodies to a next hop without 8BITMIME (RFC 6152),
 // UTF-8 addresses and SMTPUTF8 (RFC 6531), NOTIFY=NEVER (RFC 3461), and the
 // queue verbs of the CLI.
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +10,7 @@ import { queueCli } from '../helpers/child-relay.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { driveByHand, NEXT_HOP_NAME, queueShow, startNextHop, submitMessage, submitRequireTls, testMessage, writeTestCa, type NextHop } from '../helpers/next-hop.ts';
 import { RawSmtp } from '../helpers/raw-smtp.ts';
+import { rawNextHop } from '../helpers/raw-next-hop.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -71,52 +71,12 @@ async function relayToVerifiedNextHop() {
   return { hop, relay, scheduler: await driveByHand(relay) };
 }
 
-/**
- * scriptedNextHop - a raw plaintext next hop that takes every message, and answers RSET as `onRset` says: 'close'
- * drops the connection, 'silent' never answers. Counts connections and messages.
- */
-async function scriptedNextHop(onRset: 'close' | 'silent'): Promise<{ port: number; connections: number; messages: number }> {
-  const hop = { port: 0, connections: 0, messages: 0 };
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    hop.connections++;
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.write('220 mx.test ESMTP\r\n');
-    let pending = '';
-    let inData = false;
-    socket.on('data', (data) => {
-      pending += data.toString('latin1');
-      for (let end = pending.indexOf('\r\n'); end >= 0; end = pending.indexOf('\r\n')) {
-        const line = pending.slice(0, end);
-        pending = pending.slice(end + 2);
-        const verb = line.slice(0, 4).toUpperCase();
-        if (inData) {
-          if (line !== '.') continue;
-          inData = false;
-          hop.messages++;
-          socket.write('250 2.0.0 Ok: queued\r\n');
-        } else if (verb === 'EHLO') socket.write('250-mx.test\r\n250 PIPELINING\r\n');
-        else if (verb === 'DATA') {
-          inData = true;
-          socket.write('354 go ahead\r\n');
-        } else if (verb === 'RSET' && onRset === 'close') socket.destroy();
-        else if (verb === 'RSET') continue;
-        else if (verb === 'QUIT') socket.end('221 2.0.0 Bye\r\n');
-        else socket.write('250 2.0.0 Ok\r\n');
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))));
-  hop.port = (server.address() as AddressInfo).port;
-  return hop;
-}
-
 describe('connection reuse', () => {
   // nodemailer calls back no RSET whose connection fails meanwhile: the delivery waited for ever, its lease renewed.
   it.each(['close', 'silent'] as const)('opens a new connection when a cached one fails at RSET (%s)', async (onRset) => {
-    const hop = await scriptedNextHop(onRset);
+    // A next hop that takes every message, and answers RSET as `onRset` says: 'close' ends the connection, 'silent' never answers.
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { EHLO: '250-mx.test\r\n250 PIPELINING\r\n', DATA: '354 go ahead\r\n', RSET: onRset === 'close' ? { text: '', close: true } : null });
+    cleanups.push(hop.close);
     const relay = await relayRoutingTo(hop.port, { outbound: { socketTimeout: 1, connectionCacheTime: 60 } });
     const scheduler = await driveByHand(relay);
     const first = await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker: 'first' });

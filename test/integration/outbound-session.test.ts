@@ -8,6 +8,7 @@
 // that write exactly the bytes given).
 // A real session over TCP to a next hop on 127.0.0.1 behind a wire tap.
 import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { rawNextHop } from '../helpers/raw-next-hop.ts';
 import { Readable, Writable } from 'node:stream';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -49,58 +50,6 @@ describe('outbound session DATA', () => {
     expect(data).toBe('Subject: dots\r\n\r\n..one\r\n..two\r\nbare\nline\r\n...three\n\r\n.\r\n');
   });
 });
-
-/**
- * rawNextHop - a plaintext next hop on 127.0.0.1 that writes `greeting`, then answers each command line by its verb
- * in `replies`: the bytes given, or for a list the next of them in turn; null: no answer. DATA's lines are read to
- * the dot, which "." answers. Any other command gets 250 (QUIT 221).
- */
-async function rawNextHop(
-  greeting: string | Delayed,
-  replies: Record<string, string | (string | null)[] | Delayed | null>,
-  takeOver?: (socket: Socket, line: string) => boolean,
-): Promise<{ port: number; close: () => Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    write(socket, greeting);
-    let pending = '';
-    let inData = false;
-    socket.on('data', (data) => {
-      pending += data.toString('latin1');
-      for (let end = pending.indexOf('\r\n'); end >= 0; end = pending.indexOf('\r\n')) {
-        const line = pending.slice(0, end);
-        pending = pending.slice(end + 2);
-        if (inData && line !== '.') continue;
-        // The rest of the connection is takeOver's (a TLS upgrade).
-        if (takeOver?.(socket, line)) return socket.removeAllListeners('data');
-        const verb = inData ? '.' : line.slice(0, 4).toUpperCase();
-        inData = verb === 'DATA';
-        const given = replies[verb];
-        const reply = Array.isArray(given) ? given.shift() : given === undefined ? (verb === 'QUIT' ? '221 2.0.0 Bye\r\n' : '250 2.0.0 Ok\r\n') : given;
-        if (reply) write(socket, reply);
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))),
-  };
-}
-
-/** A reply written `afterMs` after its command; with `close`, the connection is ended right after it. */
-interface Delayed {
-  text: string;
-  afterMs?: number;
-  close?: boolean;
-}
-
-function write(socket: Socket, reply: string | Delayed): void {
-  if (typeof reply === 'string') return void socket.write(reply);
-  setTimeout(() => socket.writable && (reply.close ? socket.end(reply.text) : socket.write(reply.text)), reply.afterMs ?? 0);
-}
 
 /** capturingLogger - a logger whose lines, parsed, land in `lines`. */
 function capturingLogger(lines: Record<string, unknown>[]): Logger {
