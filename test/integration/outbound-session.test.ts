@@ -9,10 +9,11 @@
 // A real session over TCP to a next hop on 127.0.0.1 behind a wire tap.
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { rawNextHop } from '../helpers/raw-next-hop.ts';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger, silentLogger, type Logger } from '../../src/observability/logger.ts';
+import { silentLogger, type Logger } from '../../src/observability/logger.ts';
+import { captureWarnings } from '../helpers/captured-log.ts';
 import { sessionTimeouts, type SessionTimeouts } from '../../src/outbound/session-timeouts.ts';
 import { openSession, type SessionSettings, type TransactionRequest } from '../../src/outbound/smtp-session.ts';
 import { selfSignedCertificate } from '../../src/tls/dev-certs.ts';
@@ -51,11 +52,6 @@ describe('outbound session DATA', () => {
   });
 });
 
-/** capturingLogger - a logger whose lines, parsed, land in `lines`. */
-function capturingLogger(lines: Record<string, unknown>[]): Logger {
-  return createLogger({ destination: new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) }) });
-}
-
 /** transaction - a one-line message from a@sender.test to `to`. */
 function transaction(to: string[]): TransactionRequest {
   const body = Buffer.from('Subject: x\r\n\r\nx\r\n');
@@ -81,8 +77,8 @@ describe('outbound session replies', () => {
       '.': '250-2.0.0 first\r\n451 4.3.0 mixed\r\n',
     });
     closers.push(hop.close);
-    const logs: Record<string, unknown>[] = [];
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(capturingLogger(logs)));
+    const { logger, lines: logs } = captureWarnings();
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(logger));
     if (!opened.ok) throw new Error(opened.reply);
     const result = await opened.session.send(transaction(['a@example.test', 'b@example.test', 'c@example.test']));
     opened.session.close();

@@ -9,7 +9,6 @@
 // (see test/helpers/postgres.ts); CI sets POSTERN_TEST_PG_URL.
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect as connectTcp, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -441,8 +440,7 @@ describe.skipIf(!baseUrl)('postgres', () => {
       try {
         const url = new URL(schema.url);
         url.host = `127.0.0.1:${proxy.port}`;
-        const logs: Record<string, unknown>[] = [];
-        const logger = createLogger({ destination: new Writable({ write: (chunk: Buffer, _encoding, done) => (logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) }) });
+        const { logger, lines: logs } = captureWarnings();
         const store = await openPostgresStore({ url: url.toString(), logger });
         opened.push(store);
         const { ids, claims } = await claimFresh(store, 1);
@@ -465,8 +463,8 @@ describe.skipIf(!baseUrl)('postgres', () => {
     // twice, and nothing said why.
     it('warns at open when this node\'s clock is off the database\'s, and not when it is not', async () => {
       const opens = async (): Promise<Record<string, unknown>[]> => {
-        const logs: Record<string, unknown>[] = [];
-        await openStore({ logger: createLogger({ destination: new Writable({ write: (chunk: Buffer, _encoding, done) => (logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) }) }) });
+        const { logger, lines: logs } = captureWarnings();
+        await openStore({ logger });
         return logs.filter((l) => String(l.msg).startsWith("this node's clock is off"));
       };
       expect(await opens()).toEqual([]);
