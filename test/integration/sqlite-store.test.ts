@@ -22,7 +22,7 @@ import { newQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore, StoredEnvelope } from '../../src/queue/queue-store.ts';
 import { INLINE_BODY_LIMIT, WRITE_BATCH } from '../../src/queue/sqlite/sqlite-draft.ts';
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
-import { COMMIT_SPACING, openSqliteStore, WAL_CHECKPOINT_PAGES } from '../../src/queue/sqlite/sqlite-store.ts';
+import { COMMIT_SPACING, openSqliteStore, QUEUE_PAGE_SIZE, WAL_CHECKPOINT_BYTES } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
 import { attemptWith, bodyOf, commitMessage, commitToManyDomains, deliverMessage, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
 import { keepLoopBusy } from '../helpers/busy-loop.ts';
@@ -31,6 +31,16 @@ const DAY_MS = 86_400_000;
 
 /** A body one byte too large for the message row: it gets a file. */
 const FILE_BODY = Buffer.alloc(INLINE_BODY_LIMIT + 1, 0x61);
+
+/** pageSizeOf - the page size of the SQLite database at a path. */
+function pageSizeOf(path: string): number {
+  const db = new Database(path, { readonly: true });
+  try {
+    return Number(db.pragma('page_size', { simple: true }));
+  } finally {
+    db.close();
+  }
+}
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'postern-sqlite-'));
@@ -84,28 +94,35 @@ describe('sqlite queue store', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('creates parent directories, a WAL database at the newest schema version, and messages/', async () => {
+  it('creates parent directories, a WAL database of 16 KB pages at the newest schema version, and messages/', async () => {
     await openStore();
     const db = new Database(dbPath, { readonly: true });
     try {
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
       expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
+      expect(db.pragma('page_size', { simple: true })).toBe(16_384);
     } finally {
       db.close();
     }
     expect((await stat(messagesDir)).isDirectory()).toBe(true);
   });
 
-  it('lets the WAL grow to WAL_CHECKPOINT_PAGES before a checkpoint, and counts what it and the next checkpoint will take as not free', async () => {
+  it.each([
+    ['a new queue', QUEUE_PAGE_SIZE],
+    ['a queue made with 4 KB pages (before 16 KB)', 4096],
+  ])('lets the WAL of %s grow to WAL_CHECKPOINT_BYTES before a checkpoint, and counts what it and the next checkpoint will take as not free', async (_name, pageSize) => {
+    if (pageSize !== QUEUE_PAGE_SIZE) await makeQueueWithPageSize(pageSize);
     const store = await openStore();
-    const walLimit = 32 + WAL_CHECKPOINT_PAGES * (4096 + 24);
+    expect(pageSizeOf(dbPath)).toBe(pageSize);
+    // The WAL's header, then a 24-byte header per page.
+    const walLimit = 32 + (WAL_CHECKPOINT_BYTES / pageSize) * (pageSize + 24);
     // What the store will still take by itself: the WAL's room to grow, and the pages only the WAL holds,
     // which the next checkpoint appends to the database file.
     const expectedReserve = async (): Promise<number> => {
       const db = new Database(dbPath, { readonly: true });
       try {
         const pages = Number(db.pragma('page_count', { simple: true }));
-        return Math.max(0, walLimit - (await stat(`${dbPath}-wal`)).size) + Math.max(0, pages * 4096 - (await stat(dbPath)).size);
+        return Math.max(0, walLimit - (await stat(`${dbPath}-wal`)).size) + Math.max(0, pages * pageSize - (await stat(dbPath)).size);
       } finally {
         db.close();
       }
@@ -123,7 +140,23 @@ describe('sqlite queue store', () => {
     for (let i = 0; i < 240; i++) await commitMessage(store, [body], envelopeWith({}));
     expect((await stat(`${dbPath}-wal`)).size).toBeGreaterThan(20 * 2 ** 20);
     expect(Math.abs((await reserveRead()) - (await expectedReserve()))).toBeLessThan(4 * 2 ** 20);
+    expect(pageSizeOf(dbPath)).toBe(pageSize);
   });
+
+  /** makeQueueWithPageSize - a queue at the newest schema whose pages are of another size, as an older release made it. */
+  async function makeQueueWithPageSize(pageSize: number): Promise<void> {
+    await (await openStore()).close();
+    opened.length = 0;
+    const db = new Database(dbPath);
+    try {
+      db.pragma('journal_mode = DELETE');
+      db.pragma(`page_size = ${pageSize}`);
+      db.exec('VACUUM');
+      db.pragma('journal_mode = WAL');
+    } finally {
+      db.close();
+    }
+  }
 
   it('stores the whole envelope: client facts, body type, recipients in order with their domain', async () => {
     const store = await openStore();

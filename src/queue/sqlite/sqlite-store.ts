@@ -31,7 +31,8 @@
 // Draft failures are described in draft-lifecycle.ts and sqlite-draft.ts.
 //
 //   openSqliteStore - open (create, migrate, sweep orphan bodies) the queue store at a path.
-//   WAL_CHECKPOINT_PAGES - the WAL size, in pages, at which SQLite copies it into the database.
+//   WAL_CHECKPOINT_BYTES - the WAL size at which SQLite copies it into the database.
+//   QUEUE_PAGE_SIZE - the page size of a queue database this code creates.
 //   COMMIT_SPACING - when the next group-commit batch waits for more (group-commit.ts).
 import Database from 'better-sqlite3';
 import { existsSync, rmSync, createReadStream } from 'node:fs';
@@ -99,11 +100,14 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
   try {
     readSchemaVersion(db, file); // refuse a newer database before any pragma writes to it
     db.pragma('busy_timeout = 5000');
+    // Takes effect on a new, empty database only (before WAL mode): an existing queue keeps its pages.
+    db.pragma(`page_size = ${QUEUE_PAGE_SIZE}`);
+    db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     const journal = String(db.pragma('journal_mode = WAL', { simple: true }));
     if (journal !== 'wal') logger.warn({ path: file, journal }, 'queue database is not in WAL mode');
     // NORMAL: a COMMIT does not fsync; the store fsyncs the WAL itself, asynchronously (sqlite-wal-sync.ts).
     db.pragma('synchronous = NORMAL');
-    db.pragma(`wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
+    db.pragma(`wal_autocheckpoint = ${walCheckpointPages(Number(db.pragma('page_size', { simple: true })))}`);
     db.pragma('foreign_keys = ON');
     logMigration(logger, { path: file }, migrateSchema(db, file), MIGRATIONS);
     wal = await openWalSync(file);
@@ -129,12 +133,32 @@ const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
 
 /**
  * SQLite copies the WAL into the database (a checkpoint, with two fsyncs, on the event loop) once it holds
- * this many pages; SQLite's default is 1,000. A checkpoint copies each page once, however often it was
- * written since the last: bodies in rows are freed once delivered and their pages reused, so the larger
- * window copies far less per message. Alternating runs, plaintext 100 KB: 1,000 → 4,000 pages +11%
- * msg/s, 4,000 → 16,000 +9% (bench/ROUNDS.md, "Fourteenth round"). The WAL file grows to about 64 MB.
+ * this many bytes of pages; SQLite's default is 1,000 pages. A checkpoint copies each page once, however
+ * often it was written since the last: bodies in rows are freed once delivered and their pages reused, so
+ * the larger window copies far less per message. Alternating runs, plaintext 100 KB: 1,000 → 4,000 pages
+ * of 4 KB +11% msg/s, 4,000 → 16,000 +9% (bench/ROUNDS.md, "Fourteenth round"). The WAL file grows to
+ * about 64 MB, whatever the page size.
  */
-export const WAL_CHECKPOINT_PAGES = 16_000;
+export const WAL_CHECKPOINT_BYTES = 16_000 * 4096;
+
+/** walCheckpointPages - WAL_CHECKPOINT_BYTES in pages of this size (SQLite's wal_autocheckpoint counts pages). */
+export function walCheckpointPages(pageSize: number): number {
+  return Math.ceil(WAL_CHECKPOINT_BYTES / pageSize);
+}
+
+/**
+ * A new queue's page size. A 100 KB body in its row is 7 overflow pages, not 25: SQLite writes each page
+ * to the WAL in two calls (frame header, page) and copies it again at a checkpoint, so the store alone
+ * (bench/store.ts, 100 KB) spent 14% less CPU per message, and the same with 4 KB messages
+ * (bench/ROUNDS.md, "Twenty-sixth round").
+ */
+export const QUEUE_PAGE_SIZE = 16_384;
+
+/**
+ * SQLite's page cache, in KiB (better-sqlite3 sets 16 MB). With 16 KB pages the larger cache held
+ * more of the bodies' freed pages, for more resident memory and no less CPU.
+ */
+const PAGE_CACHE_KIB = 4096;
 
 /** Accepted messages in a batch and arriving during it, from different senders, that make batches worth spacing. */
 const SEVERAL_SENDERS = 4;
@@ -229,13 +253,13 @@ class SqliteQueueStore implements QueueStore {
   async #selfGrowth(): Promise<number> {
     const pageSize = this.#pageSize;
     // The WAL's header, then a 24-byte header per page (SQLite's file format).
-    const walLimit = 32 + WAL_CHECKPOINT_PAGES * (pageSize + 24);
+    const walLimit = 32 + walCheckpointPages(pageSize) * (pageSize + 24);
     try {
       const [walSize, fileSize] = await Promise.all([this.wal.size(), stat(this.db.name).then((s) => s.size)]);
       const pages = Number(this.db.pragma('page_count', { simple: true }));
       return Math.max(0, walLimit - walSize) + Math.max(0, pages * pageSize - fileSize);
     } catch {
-      return walLimit + WAL_CHECKPOINT_PAGES * pageSize;
+      return walLimit + walCheckpointPages(pageSize) * pageSize;
     }
   }
 
