@@ -458,7 +458,13 @@ export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listene
   if (relayPort) {
     // A wildcard address is where we listen, not where a client connects.
     const server = relayPort.host === '0.0.0.0' || relayPort.host === '::' ? '127.0.0.1' : relayPort.host;
-    lines.push('', 'Try it:', `  swaks --server ${hostPort(server, relayPort.port)} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-verify --tls-ca-path ${relay.caFile}` : ''}`);
+    // A command run on this host connects from `server`: it relays only if that address is trusted.
+    if (compileNetworks(config.relay.trustedNetworks)(server)) {
+      lines.push('', 'Try it:', `  swaks --server ${hostPort(server, relayPort.port)} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-verify --tls-ca-path ${relay.caFile}` : ''}`);
+    } else {
+      const networks = config.relay.trustedNetworks.join(', ') || 'none';
+      lines.push('', `The relay port relays only for relay.trustedNetworks (${networks}), which leaves out ${server}: send from a host in them, or to the submission port as a user.`);
+    }
   }
   lines.push('');
   return lines.join('\n') + '\n';

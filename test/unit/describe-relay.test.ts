@@ -17,4 +17,11 @@ describe('describeRelay', () => {
     expect(summary).toMatch(new RegExp(`^ {2}relay +${shown.replace(/[.[\]]/g, '\\$&')} `, 'm'));
     expect(summary).toContain(`  swaks ${server}--tls `);
   });
+
+  it('offers no command that would be refused: loopback left out of relay.trustedNetworks', () => {
+    const { config: strict } = loadConfig({ env: { POSTERN_RELAY_TRUSTED_NETWORKS: '10.0.0.0/8' } });
+    const summary = describeRelay(strict, relayOn('0.0.0.0'));
+    expect(summary).not.toContain('swaks');
+    expect(summary).toContain('relays only for relay.trustedNetworks (10.0.0.0/8), which leaves out 127.0.0.1');
+  });
 });
