@@ -15,8 +15,9 @@ export interface AuthLimiter {
   /**
    * admit - resolves true when an IP's attempt may be checked now (it counts as a failure until attemptEnded), false
    * when the IP is locked out; while its recent failures and attempts under way reach the limit, it waits for one.
+   * `gone` aborted while it waits (the client disconnected): it stops waiting, false, and is never checked.
    */
-  admit(ip: string, now: () => number): Promise<boolean>;
+  admit(ip: string, now: () => number, gone?: AbortSignal): Promise<boolean>;
   /** attemptEnded - an admitted attempt ended: a failed one counts as a failure at `nowMs`, any other no longer counts. */
   attemptEnded(ip: string, failed: boolean, nowMs: number): void;
   /** isLockedOut - whether an IP is locked out now. */
@@ -63,17 +64,26 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
 
   return {
     isLockedOut,
-    admit(ip, now) {
+    admit(ip, now, gone) {
       return new Promise((resolve) => {
         const settle = (): boolean => {
           const nowMs = now();
-          if (isLockedOut(ip, nowMs)) return (resolve(false), true);
+          if (isLockedOut(ip, nowMs)) return (leave(), resolve(false), true);
           const r = record(ip, nowMs);
           if (r.failures.filter((t) => nowMs - t < windowMs).length + r.underWay >= options.failuresPerIp) return false;
           r.underWay++;
-          return (resolve(true), true);
+          return (leave(), resolve(true), true);
         };
-        if (!settle()) record(ip, now()).waiting.push(settle);
+        const giveUp = () => {
+          const r = records.get(ip);
+          if (r) r.waiting = r.waiting.filter((waiting) => waiting !== settle);
+          resolve(false);
+        };
+        const leave = () => gone?.removeEventListener('abort', giveUp);
+        if (gone?.aborted) return resolve(false);
+        if (settle()) return;
+        record(ip, now()).waiting.push(settle);
+        gone?.addEventListener('abort', giveUp, { once: true });
       });
     },
     attemptEnded(ip, failed, nowMs) {

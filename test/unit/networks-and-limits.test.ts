@@ -67,6 +67,31 @@ describe('createAuthLimiter', () => {
     expect(settled).toEqual([true, false]);
     expect(limiter.isLockedOut('192.0.2.1', 20)).toBe(true);
   });
+
+  it('lets an attempt whose client left stop waiting: it is never admitted, and the next one takes its turn', async () => {
+    const limiter = createAuthLimiter({ failuresPerIp: 2, lockoutSeconds: 60 });
+    const at = () => 0;
+    expect(await limiter.admit('192.0.2.1', at)).toBe(true);
+    expect(await limiter.admit('192.0.2.1', at)).toBe(true);
+    const gone = new AbortController();
+    const settled: string[] = [];
+    const left = limiter.admit('192.0.2.1', at, gone.signal).then((admitted) => settled.push(`left ${admitted}`));
+    const stayed = limiter.admit('192.0.2.1', at).then((admitted) => settled.push(`stayed ${admitted}`));
+    gone.abort();
+    await left;
+    expect(settled).toEqual(['left false']);
+    // One under way succeeds: the one that stayed is admitted, not the one that left.
+    limiter.attemptEnded('192.0.2.1', false, 10);
+    await stayed;
+    expect(settled).toEqual(['left false', 'stayed true']);
+    // Two under way now: a third waits, so the one that left took no place.
+    const third = limiter.admit('192.0.2.1', at).then((admitted) => settled.push(`third ${admitted}`));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toHaveLength(2);
+    limiter.attemptEnded('192.0.2.1', false, 20);
+    await third;
+    expect(settled.at(-1)).toBe('third true');
+  });
 });
 
 describe('replaceLibraryReply', () => {
