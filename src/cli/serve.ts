@@ -456,14 +456,20 @@ export function describeRelay(config: Config, relay: Pick<RunningRelay, 'listene
   if (relay.caFile) lines.push(`  trust this CA in clients: ${relay.caFile}`);
   const relayPort = relay.listeners.find((l) => l.name === 'relay');
   if (relayPort) {
-    // A wildcard address is where we listen, not where a client connects.
-    const server = relayPort.host === '0.0.0.0' || relayPort.host === '::' ? '127.0.0.1' : relayPort.host;
-    // A command run on this host connects from `server`: it relays only if that address is trusted.
-    if (compileNetworks(config.relay.trustedNetworks)(server)) {
+    // A wildcard address is where we listen, not where a client connects. A command run on this host connects
+    // from the address it connects to: it relays only if that address is trusted.
+    const candidates = relayPort.host === '0.0.0.0' ? ['127.0.0.1'] : relayPort.host === '::' ? ['127.0.0.1', '::1'] : [relayPort.host];
+    const trusted = compileNetworks(config.relay.trustedNetworks);
+    const server = candidates.find((address) => trusted(address));
+    if (server) {
       lines.push('', 'Try it:', `  swaks --server ${hostPort(server, relayPort.port)} --tls --from you@example.test --to someone@example.test${relay.caFile ? ` --tls-verify --tls-ca-path ${relay.caFile}` : ''}`);
     } else {
       const networks = config.relay.trustedNetworks.join(', ') || 'none';
-      lines.push('', `The relay port relays only for relay.trustedNetworks (${networks}), which leaves out ${server}: send from a host in them, or to the submission port as a user.`);
+      const otherWays = [
+        ...(relay.listeners.some((l) => l.name === 'submission' || l.name === 'submissions') ? ['as a user on the submission port'] : []),
+        ...(config.tls.clientCa ? ['with a client certificate tls.clientCa trusts'] : []),
+      ];
+      lines.push('', `The relay port relays for relay.trustedNetworks (${networks}), which leave out ${candidates.join(' and ')}: send from a host in them${otherWays.map((way) => `, or ${way}`).join('')}.`);
     }
   }
   lines.push('');

@@ -15,7 +15,8 @@ export interface AuthLimiter {
   /**
    * admit - resolves true when an IP's attempt may be checked now (it counts as a failure until attemptEnded), false
    * when the IP is locked out; while its recent failures and attempts under way reach the limit, it waits for one.
-   * `gone` aborted while it waits (the client disconnected): it stops waiting, false, and is never checked.
+   * `gone` aborted while it waits (its connection closed: reset or lost; a client that only half-closes still
+   * gets its reply, so it waits its turn): it stops waiting, false, and is never checked.
    */
   admit(ip: string, now: () => number, gone?: AbortSignal): Promise<boolean>;
   /** attemptEnded - an admitted attempt ended: a failed one counts as a failure at `nowMs`, any other no longer counts. */

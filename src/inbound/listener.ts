@@ -76,7 +76,7 @@ interface SessionState {
    * were one; a local part's case is the destination's to read, and Postfix keeps both. Emptied at each MAIL FROM.
    */
   recipients: Map<string, SMTPServerAddress>;
-  /** Aborted when the connection closes: what waits on the client's behalf stops. */
+  /** Aborted when the connection closes (reset or lost, or after a half-close once the replies are sent): what waits on the client's behalf stops. */
   gone: AbortController;
 }
 
@@ -195,7 +195,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const admitted = counted ? deps.authLimiter.admit(s.ip, now, s.gone.signal) : Promise.resolve(!deps.authLimiter.isLockedOut(s.ip, now()));
       void admitted.then((admit) => {
         const ended = (failed: boolean) => counted && admit && deps.authLimiter.attemptEnded(s.ip, failed, now());
-        // The client left while its attempt waited: no check, no reply, nothing to log.
+        // The connection closed while the attempt waited: no check, no reply, nothing to log.
         if (s.gone.signal.aborted) return ended(false);
         const attempt = decideAuthAttempt({ ipLockedOut: !admit, clientTrusted: s.clientTrusted, failuresThisSession: s.authFailures, perSessionLimit });
         const refused = refuseIf(attempt, s, 'auth');

@@ -22,6 +22,11 @@ describe('describeRelay', () => {
     const { config: strict } = loadConfig({ env: { POSTERN_RELAY_TRUSTED_NETWORKS: '10.0.0.0/8' } });
     const summary = describeRelay(strict, relayOn('0.0.0.0'));
     expect(summary).not.toContain('swaks');
-    expect(summary).toContain('relays only for relay.trustedNetworks (10.0.0.0/8), which leaves out 127.0.0.1');
+    expect(summary).toContain('relays for relay.trustedNetworks (10.0.0.0/8), which leave out 127.0.0.1: send from a host in them.');
+  });
+
+  it('listening on every address with only ::1 trusted: tries [::1]', () => {
+    const { config: v6 } = loadConfig({ env: { POSTERN_RELAY_TRUSTED_NETWORKS: '::1/128' } });
+    expect(describeRelay(v6, relayOn('::'))).toContain('  swaks --server [::1]:2525 --tls ');
   });
 });
