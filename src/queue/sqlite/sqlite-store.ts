@@ -142,14 +142,14 @@ const BODY_KEPT = `SELECT id FROM messages WHERE ${KEPT}`;
 export const WAL_CHECKPOINT_BYTES = 16_000 * 4096;
 
 /** walCheckpointPages - WAL_CHECKPOINT_BYTES in pages of this size (SQLite's wal_autocheckpoint counts pages). */
-export function walCheckpointPages(pageSize: number): number {
+function walCheckpointPages(pageSize: number): number {
   return Math.ceil(WAL_CHECKPOINT_BYTES / pageSize);
 }
 
 /**
  * A new queue's page size. A 100 KB body in its row is 7 overflow pages, not 25: SQLite writes each page
  * to the WAL in two calls (frame header, page) and copies it again at a checkpoint, so the store alone
- * (bench/store.ts, 100 KB) spent 14% less CPU per message, and the same with 4 KB messages
+ * (bench/store.ts, 100 KB) spent 14% less CPU per message, and no more with 4 KB messages
  * (bench/ROUNDS.md, "Twenty-sixth round").
  */
 export const QUEUE_PAGE_SIZE = 16_384;
