@@ -1245,6 +1245,38 @@ describe('AUTH brute force', () => {
     expect(replies.filter((r) => r === '421 4.7.0 Error: too many failed authentication attempts from your address, try again later')).toHaveLength(6);
   });
 
+  // An attempt waiting its turn whose client resets the connection is never checked: it cannot count as a failure.
+  // Each step ends with a NOOP answered on another connection: the relay has read what was sent before it.
+  it('never checks a waiting AUTH attempt whose client reset the connection', async () => {
+    const first = await login();
+    for (let i = 0; i < 2; i++) expect((await first.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    first.close();
+    const probe = await login();
+    expect((await probe.command(`AUTH PLAIN ${plain('alice', WRONG)}`)).text).toBe('535 5.7.8 Error: authentication failed');
+    const settled = () => probe.command('NOOP');
+
+    // Three failures of four: one attempt may be under way (the password check takes a while), the next waits.
+    const checked = await login();
+    const waiting = await open(relay.ports.submission);
+    const tcp = waiting.socket;
+    await waiting.command('EHLO client.test');
+    await waiting.startTls({ ca: relay.ca.certPem });
+    await waiting.command('EHLO client.test');
+    checked.write(`AUTH PLAIN ${plain('alice', PASSWORD)}\r\n`);
+    await settled();
+    waiting.write(`AUTH PLAIN ${plain('alice', WRONG)}\r\n`);
+    await settled();
+    tcp.resetAndDestroy();
+    await settled();
+    expect((await checked.reply()).text).toBe('235 2.7.0 Authentication successful');
+
+    // Had the reset attempt been checked once the first ended, its failure would have locked the address out.
+    const after = await login();
+    expect((await after.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe('235 2.7.0 Authentication successful');
+    for (const c of [probe, checked, after]) c.close();
+    expect(logLines(relay, 'authentication failed')).toHaveLength(3);
+  });
+
   // An app server opening more connections at once than authFailuresPerIp, each logging in: none is a failure.
   it('logs in more sessions at once than limits.authFailuresPerIp, each with the right password', async () => {
     const sessions = await Promise.all(Array.from({ length: 6 }, () => login()));
