@@ -137,7 +137,6 @@ export function createListener(deps: ListenerDeps): InboundListener {
     name: config.hostname,
     banner: 'Postern',
     heloResponse: '%s',
-    logger: libraryLogger(baseLog),
     size: config.limits.messageSize,
     rejectOversized: true,
     maxRecipients: config.limits.recipients,
@@ -339,6 +338,10 @@ export function createListener(deps: ListenerDeps): InboundListener {
   };
 
   const server = new SMTPServer(options);
+  // Ours in place of the logger smtp-server makes (a no-op, as no `logger` option is given): its wrapper around a
+  // given one copied each call's fields into a new object and deleted a key from it, for every command and reply
+  // it traces, debug or not (about 1% of the loop; bench/ROUNDS.md, "Twenty-seventh round").
+  server.logger = libraryLogger(baseLog);
   if (options.secure) dropHandshakesPastPerIpLimit(server.server, (ip, connectionsFromIp) => {
     // A PROXY peer's connections are counted by the address its header gives, in onConnect.
     if (deps.proxyNetworks?.(ip)) return false;
@@ -492,7 +495,7 @@ function libraryLineLevel(level: LogLevel, fields: Record<string, unknown>, afte
 }
 
 // smtp-server logs with printf-style arguments; pino would drop them (LIBRARIES.md).
-function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
+function libraryLogger(log: Logger): SMTPServer['logger'] {
   const child = log.child({ component: 'smtp-server' });
   // Sessions whose client sent QUIT, until smtp-server logs their close (its command trace is the one place
   // the logger learns of a QUIT).
@@ -525,5 +528,5 @@ function libraryLogger(log: Logger): SMTPServerOptions['logger'] {
     const message = unknownCommand ? `C: (no SMTP command, ${typeof args[1] === 'string' ? args[1].length : 0} characters, not logged)` : typeof entry === 'string' ? format(entry, ...args) : format(...args);
     child[lineLevel]({ tnx: fields.tnx, ...(session ? { session } : {}) }, message);
   };
-  return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal'), level: 'info' };
+  return { trace: at('trace'), debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), fatal: at('fatal') };
 }
