@@ -11,7 +11,11 @@
 // message purged, the event loop's delay meanwhile (how long arrivals can
 // wait behind a batch), and the database's size per done message before.
 //
-//   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096]
+// With --deferred N, N messages to another destination are queued first and
+// deferred for an hour: a relay whose queue holds mail for a next hop that
+// is down (bench/ROUNDS.md, "Twenty-seventh round").
+//
+//   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096] [--deferred 0]
 //
 // How it fails: rejects when the store cannot be opened in a temporary
 // directory under /var/tmp, or a claim does not return every message just
@@ -37,27 +41,28 @@ const ENVELOPE: StoredEnvelope = {
   client: { address: '127.0.0.1', helo: 'client.test', listener: 'relay' },
 };
 
-/** runRound - commit `batch` messages together, claim them, record each delivered. */
-async function runRound(store: QueueStore, batch: number, body: Buffer): Promise<void> {
+/** runRound - commit `batch` messages together, claim them, record each delivered (or, with `deferUntil`, deferred). */
+async function runRound(store: QueueStore, batch: number, body: Buffer, envelope = ENVELOPE, deferUntil?: Date): Promise<void> {
   await Promise.all(
     Array.from({ length: batch }, async () => {
       const draft = store.beginMessage();
       await draft.writeBody(Readable.from([body]));
-      await draft.commit(ENVELOPE);
+      await draft.commit(envelope);
     }),
   );
   const now = new Date();
   const claims = await store.claimDue({ now, limit: batch, leaseMs: 600_000, owner: 'bench', perDestination: { limit: 1000, busy: {} } });
   if (claims.length !== batch) throw new Error(`claimed ${claims.length} of the ${batch} messages just committed`);
   const attempt = { startedAt: now, endedAt: now, host: '127.0.0.1', ip: '127.0.0.1', port: 25, policy: { level: 'none' as const, source: 'bench' } };
+  const [reply, outcome] = deferUntil ? (['421 4.4.2 down', 'deferred'] as const) : (['250 2.0.0 Ok: queued', 'delivered'] as const);
   await Promise.all(
     claims.map((claim) =>
       store.recordAttempt(
         { deliveryId: claim.deliveryId, owner: 'bench' },
         {
-          attempts: [{ ...attempt, reply: '250 2.0.0 Ok: queued', outcome: 'delivered' }],
-          recipients: [{ address: ENVELOPE.recipients[0]!, result: 'delivered', reply: '250 2.0.0 Ok: queued' }],
-          nextAttemptAt: now,
+          attempts: [{ ...attempt, reply, outcome }],
+          recipients: [{ address: envelope.recipients[0]!, result: outcome, reply }],
+          nextAttemptAt: deferUntil ?? now,
         },
       ),
     ),
@@ -65,11 +70,14 @@ async function runRound(store: QueueStore, batch: number, body: Buffer): Promise
 }
 
 /** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up, then the purge of them all, in a store under `dir`. */
-async function measureStore(dir: string, batch: number, rounds: number, size: number): Promise<string> {
+async function measureStore(dir: string, batch: number, rounds: number, size: number, deferred: number): Promise<string> {
   const file = join(dir, 'queue.db');
   const store = await openSqliteStore({ path: file });
   try {
     const body = Buffer.alloc(size, 'x\r\n');
+    const down = { ...ENVELOPE, recipients: ['rcpt@down.test'] };
+    const inAnHour = new Date(Date.now() + 3_600_000);
+    for (let left = deferred; left > 0; left -= batch) await runRound(store, Math.min(batch, left), body, down, inAnHour);
     for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body);
     const cpuBefore = process.cpuUsage();
     const wallBefore = performance.now();
@@ -77,8 +85,8 @@ async function measureStore(dir: string, batch: number, rounds: number, size: nu
     const cpu = process.cpuUsage(cpuBefore);
     const messages = rounds * batch;
     const perMessage = (micros: number) => (micros / messages).toFixed(0);
-    const stored = `batch ${batch}, ${size} bytes, ${messages} messages: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
-    return `${stored}\n${await measurePurge(store, file, messages + WARM_UP_ROUNDS * batch)}`;
+    const stored = `batch ${batch}, ${size} bytes, ${messages} messages${deferred ? ` (${deferred} deferred in the queue)` : ''}: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
+    return deferred ? stored : `${stored}\n${await measurePurge(store, file, messages + WARM_UP_ROUNDS * batch)}`;
   } finally {
     await store.close();
   }
@@ -107,13 +115,14 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '10' },
     messages: { type: 'string', default: '3000' },
     size: { type: 'string', default: '4096' },
+    deferred: { type: 'string', default: '0' },
   },
 });
 
-/** wholeNumber - an option's value as a whole number >= 1, or a thrown error naming the option. */
-function wholeNumber(option: string, value: string): number {
+/** wholeNumber - an option's value as a whole number >= `least` (1 unless given), or a thrown error naming the option. */
+function wholeNumber(option: string, value: string, least = 1): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${option} must be a whole number >= 1, not ${value}`);
+  if (!Number.isSafeInteger(n) || n < least) throw new Error(`--${option} must be a whole number >= ${least}, not ${value}`);
   return n;
 }
 
@@ -122,5 +131,5 @@ const messageCount = wholeNumber('messages', values.messages);
 const cleanup = new Cleanup();
 cleanup.install();
 const dir = await cleanup.tempDir('postern-store-bench-');
-process.stdout.write(`${await measureStore(dir, batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size))}\n`);
+process.stdout.write(`${await measureStore(dir, batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size), wholeNumber('deferred', values.deferred, 0))}\n`);
 await cleanup.runAll();

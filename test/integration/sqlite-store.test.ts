@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Readable, Writable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/observability/logger.ts';
 import { FREE_SPACE_MAX_AGE_MS } from '../../src/queue/free-space.ts';
 import { newQueueId } from '../../src/queue/queue-id.ts';
@@ -576,6 +576,34 @@ describe('sqlite queue store', () => {
       db.close();
     }
     expect(await readdir(messagesDir)).toEqual([]);
+  });
+
+  // SQLite, without statistics, took deliveries_due (finished=?) for "this message's unfinished deliveries": a walk
+  // over the whole pending queue for every message recorded done, listed or retried (sqlite-schema.ts).
+  it('walks the pending deliveries only to find when the next one is due: every statement about a message uses its index', async () => {
+    const prepare = vi.spyOn(Database.prototype, 'prepare');
+    let statements: string[];
+    try {
+      await openStore();
+      statements = [...new Set(prepare.mock.calls.map(([sql]) => sql))];
+    } finally {
+      prepare.mockRestore();
+    }
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      const planOf = (sql: string) => {
+        const explain = db.prepare<unknown[], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`);
+        const named: Record<string, null> = Object.fromEntries([...sql.matchAll(/@(\w+)/g)].map(([, name]) => [name!, null]));
+        const rows = Object.keys(named).length > 0 ? explain.all(named) : explain.all(...[...sql.matchAll(/\?/g)].map(() => null));
+        return rows.map((row) => row.detail).join('; ');
+      };
+      const plans = statements.filter((sql) => !/^\s*(PRAGMA|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)/i.test(sql)).map((sql) => ({ sql, plan: planOf(sql) }));
+      expect(plans.filter(({ sql }) => /message_id = @id AND \+finished = 0/.test(sql)).map(({ plan }) => plan)).toEqual([expect.stringMatching(/SEARCH deliveries USING (COVERING )?INDEX sqlite_autoindex_deliveries_1 \(message_id=\?\)/)]);
+      const walks = plans.filter(({ plan }) => /deliveries_due \(finished=\?\)/.test(plan)).map(({ sql }) => sql.replace(/\s+/g, ' ').trim());
+      expect(walks).toEqual([expect.stringContaining('SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) AS due')]);
+    } finally {
+      db.close();
+    }
   });
 
   it('migrates a database of the previous schema version, keeping its messages, and keeps MTA-STS policies', async () => {

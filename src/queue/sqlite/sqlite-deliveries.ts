@@ -107,9 +107,10 @@ function prepareClaim(db: Database.Database): Pick<DeliveryFunctions, 'claimDue'
   const selectPending = db.prepare<[number], RecipientDsnRow>(`
     SELECT address, dsn_notify, dsn_orcpt FROM recipients
      WHERE delivery_id = ? AND state IN ('queued', 'deferred') ORDER BY position`);
+  // +d.finished: the message's index, not the queue's (sqlite-schema.ts), as everywhere a message's deliveries are read.
   const selectUnleased = db.prepare<{ message: string; now: number }, [number]>(`
     SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id
-     WHERE d.message_id = @message AND m.state <> 'done' AND d.finished = 0
+     WHERE d.message_id = @message AND m.state <> 'done' AND +d.finished = 0
        AND (d.lease_until IS NULL OR d.lease_until <= @now)
      ORDER BY d.id`).raw();
   const leaseAndDescribe = (id: number, owner: string, until: number): ClaimedDelivery => {
@@ -178,9 +179,10 @@ function prepareRecord(db: Database.Database): (item: { claim: LeaseClaim; resul
      WHERE id = @id
     RETURNING finished`);
   // A message is done when none of its deliveries is unfinished; its body goes from the row here.
+  // +finished: found by the message's index, not by walking the queue's pending deliveries (sqlite-schema.ts).
   const markDoneIfFinished = db.prepare<{ id: string; doneAt: number }>(`
     UPDATE messages SET state = 'done', done_at = @doneAt, body = NULL
-     WHERE id = @id AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = @id AND finished = 0)`);
+     WHERE id = @id AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = @id AND +finished = 0)`);
 
   const record = ({ claim, result }: { claim: LeaseClaim; result: AttemptResult }): SqliteRecordVerdict => {
     const id = parseDeliveryId(claim.deliveryId);

@@ -28,11 +28,12 @@ export interface InspectFunctions {
 /** prepareInspect - the listMessages / showMessage / stats / countDone functions over one database. */
 export function prepareInspect(db: Database.Database): InspectFunctions {
   // The listing without done messages, and (includeDone) with them: the same columns and order.
+  // +d.finished: each message's deliveries by its own index, not the queue's (sqlite-schema.ts).
   const listing = (where: string) => ({
     messages: db.prepare<[], MessageRow & DeliveryTimesRow>(`
       SELECT m.id, m.mail_from, m.size, m.received_at, ${SHOWN_STATE_SQL} AS state,
-             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND d.finished = 0) AS next_attempt_at,
-             (SELECT MAX(d.lease_until) FROM deliveries d WHERE d.message_id = m.id AND d.finished = 0) AS lease_until
+             (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND +d.finished = 0) AS next_attempt_at,
+             (SELECT MAX(d.lease_until) FROM deliveries d WHERE d.message_id = m.id AND +d.finished = 0) AS lease_until
         FROM messages m ${where} ORDER BY m.received_at, m.rowid`),
     recipients: db.prepare<[], ListedRecipientRow & { message_id: string }>(`
       SELECT r.message_id, r.address, r.state, r.reply FROM recipients r JOIN messages m ON m.id = r.message_id

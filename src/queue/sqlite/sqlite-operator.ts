@@ -45,13 +45,14 @@ interface Verb {
 /** prepareOperator - the hold / release / retry / delete / purgeDone functions over one database. */
 export function prepareOperator(db: Database.Database): OperatorFunctions {
   const setState = db.prepare<[string, string]>('UPDATE messages SET state = ? WHERE id = ?');
-  const makeDue = db.prepare<[number, string]>('UPDATE deliveries SET next_attempt_at = MIN(next_attempt_at, ?) WHERE message_id = ? AND finished = 0');
+  // +finished: a message's deliveries by its own index, not the queue's (sqlite-schema.ts).
+  const makeDue = db.prepare<[number, string]>('UPDATE deliveries SET next_attempt_at = MIN(next_attempt_at, ?) WHERE message_id = ? AND +finished = 0');
   const remove = db.prepare<[string]>('DELETE FROM messages WHERE id = ?');
 
   const hold = prepareVerb(db, { where: "m.state = 'queued'", apply: (id) => setState.run('held', id) });
   const release = prepareVerb(db, { where: "m.state = 'held'", apply: (id) => setState.run('queued', id) });
   const retry = prepareVerb(db, {
-    where: "m.state = 'queued' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.finished = 0)",
+    where: "m.state = 'queued' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND +d.finished = 0)",
     apply: (id, now) => makeDue.run(now, id),
   });
   const removeById = prepareVerb(db, { where: '1', apply: (id) => remove.run(id) });
