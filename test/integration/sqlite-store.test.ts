@@ -578,54 +578,66 @@ describe('sqlite queue store', () => {
     expect(await readdir(messagesDir)).toEqual([]);
   });
 
-  // SQLite, without statistics, took deliveries_due (finished=?) for "this message's unfinished deliveries": a walk
-  // over the whole pending queue for every message recorded done, listed or retried (sqlite-schema.ts).
-  it('walks the pending deliveries only to find when the next one is due: every statement about a message uses its index', async () => {
+  /** plansOfStatements - the query plan of every statement a newly opened store prepares (parameters NULL). */
+  async function plansOfStatements(): Promise<{ sql: string; plan: string }[]> {
     const prepare = vi.spyOn(Database.prototype, 'prepare');
     let statements: string[];
     try {
       await openStore();
-      statements = [...new Set(prepare.mock.calls.map(([sql]) => sql))];
+      statements = [...new Set(prepare.mock.calls.map(([sql]) => sql))].filter((sql) => !/^\s*(PRAGMA|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)/i.test(sql));
     } finally {
       prepare.mockRestore();
     }
     const db = new Database(dbPath, { readonly: true });
     try {
-      const planOf = (sql: string) => {
+      return statements.map((sql) => {
         const explain = db.prepare<unknown[], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`);
         const named: Record<string, null> = Object.fromEntries([...sql.matchAll(/@(\w+)/g)].map(([, name]) => [name!, null]));
         const rows = Object.keys(named).length > 0 ? explain.all(named) : explain.all(...[...sql.matchAll(/\?/g)].map(() => null));
-        return rows.map((row) => row.detail).join('; ');
-      };
-      const plans = statements.filter((sql) => !/^\s*(PRAGMA|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE)/i.test(sql)).map((sql) => ({ sql, plan: planOf(sql) }));
-      expect(plans.filter(({ sql }) => /message_id = @id AND \+finished = 0/.test(sql)).map(({ plan }) => plan)).toEqual([expect.stringMatching(/SEARCH deliveries USING (COVERING )?INDEX sqlite_autoindex_deliveries_1 \(message_id=\?\)/)]);
-      const walks = plans.filter(({ plan }) => /deliveries_due \(finished=\?\)/.test(plan)).map(({ sql }) => sql.replace(/\s+/g, ' ').trim());
-      expect(walks).toEqual([expect.stringContaining('SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) AS due')]);
+        return { sql: sql.replace(/\s+/g, ' ').trim(), plan: rows.map((row) => row.detail).join('; ') };
+      });
     } finally {
       db.close();
     }
+  }
+
+  // SQLite, without statistics, took deliveries_due (finished=?) for "this message's unfinished deliveries": a walk
+  // over the whole pending queue for every message recorded done, listed or retried (sqlite-schema.ts).
+  it('walks the pending deliveries only to find when the next one is due: every statement about a message uses its index', async () => {
+    const plans = await plansOfStatements();
+    expect(plans.filter(({ sql }) => /message_id = @id AND \+finished = 0/.test(sql)).map(({ plan }) => plan)).toEqual([expect.stringMatching(/SEARCH deliveries USING (COVERING )?INDEX sqlite_autoindex_deliveries_1 \(message_id=\?\)/)]);
+    const walks = plans.filter(({ plan }) => /deliveries_due \(finished=\?\)/.test(plan)).map(({ sql }) => sql);
+    expect(walks).toEqual([expect.stringContaining('SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) AS due')]);
   });
 
-  it('migrates a database of the previous schema version, keeping its messages, and keeps MTA-STS policies', async () => {
+  // The done messages kept for `queue show` outnumber the others by far on a busy relay; /metrics reads the depth at every scrape.
+  it('reads the queue depth and the listing of messages not done by the messages_not_done index, past the done ones', async () => {
+    const plans = await plansOfStatements();
+    const depth = plans.filter(({ sql }) => /COUNT\(\*\) AS n, MIN\(m\.received_at\) AS oldest/.test(sql));
+    const listing = plans.filter(({ sql }) => /^SELECT m\.id FROM messages m WHERE m\.state != 'done' ORDER BY/.test(sql));
+    expect([...depth, ...listing].map(({ plan }) => plan)).toEqual([expect.stringMatching(/^SCAN m USING INDEX messages_not_done/), expect.stringMatching(/^SCAN m USING INDEX messages_not_done/)]);
+  });
+
+  it('migrates a database of the previous schema version (no messages_not_done index), keeping its messages and MTA-STS policies', async () => {
     const store = await openStore();
     const id = await commitMessage(store, [Buffer.from('b')], envelopeWith({ recipients: ['r@a.test'] }));
     const at = await receivedAtOf(store, id);
     await deliverMessage(store, id);
+    await store.keepStsPolicy('a.test', { policy: 'p', until: new Date(at + DAY_MS) }, { now: new Date(at), limit: 10 });
     await store.close();
     const db = new Database(dbPath);
-    db.exec('DROP TABLE mta_sts_policies');
+    db.exec('DROP INDEX messages_not_done');
     db.pragma(`user_version = ${MIGRATIONS.length - 1}`);
     db.close();
 
     const reopened = await openStore();
     expect((await reopened.showMessage(id))!.state).toBe('done');
-    expect(await reopened.purgeDone(new Date(at + DAY_MS), 10)).toBe(1);
-    await reopened.keepStsPolicy('a.test', { policy: 'p', until: new Date(at + DAY_MS) }, { now: new Date(at), limit: 10 });
     expect(await reopened.keptStsPolicies(new Date(at), 10)).toEqual([{ domain: 'a.test', policy: 'p', until: new Date(at + DAY_MS) }]);
+    expect(await reopened.purgeDone(new Date(at + DAY_MS), 10)).toBe(1);
     const after = new Database(dbPath, { readonly: true });
     try {
       expect(after.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
-      expect(after.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'mta_sts_policies_by_until'").get()).toEqual({ name: 'mta_sts_policies_by_until' });
+      expect(after.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'messages_not_done'").get()).toEqual({ name: 'messages_not_done' });
     } finally {
       after.close();
     }
