@@ -11,11 +11,12 @@
 // message purged, the event loop's delay meanwhile (how long arrivals can
 // wait behind a batch), and the database's size per done message before.
 //
-// With --deferred N, N messages to another destination are queued first and
-// deferred for an hour: a relay whose queue holds mail for a next hop that
-// is down (bench/ROUNDS.md, "Twenty-seventh round").
+// A queue that holds mail for a next hop that is down, queued first
+// (bench/ROUNDS.md, "Twenty-seventh round"): with --deferred N, N messages
+// to it deferred for an hour; with --waiting N, N messages to it due again,
+// every claim told that its delivery slots are all busy.
 //
-//   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096] [--deferred 0]
+//   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096] [--deferred 0] [--waiting 0]
 //
 // How it fails: rejects when the store cannot be opened in a temporary
 // directory under /var/tmp, or a claim does not return every message just
@@ -41,8 +42,11 @@ const ENVELOPE: StoredEnvelope = {
   client: { address: '127.0.0.1', helo: 'client.test', listener: 'relay' },
 };
 
+/** The destination that is down, and whether its slots are all busy in the measured rounds' claims. */
+const DOWN = 'down.test';
+
 /** runRound - commit `batch` messages together, claim them, record each delivered (or, with `deferUntil`, deferred). */
-async function runRound(store: QueueStore, batch: number, body: Buffer, envelope = ENVELOPE, deferUntil?: Date): Promise<void> {
+async function runRound(store: QueueStore, batch: number, body: Buffer, { envelope = ENVELOPE, deferUntil, downBusy = false }: { envelope?: StoredEnvelope; deferUntil?: Date; downBusy?: boolean } = {}): Promise<void> {
   await Promise.all(
     Array.from({ length: batch }, async () => {
       const draft = store.beginMessage();
@@ -51,7 +55,7 @@ async function runRound(store: QueueStore, batch: number, body: Buffer, envelope
     }),
   );
   const now = new Date();
-  const claims = await store.claimDue({ now, limit: batch, leaseMs: 600_000, owner: 'bench', perDestination: { limit: 1000, busy: {} } });
+  const claims = await store.claimDue({ now, limit: batch, leaseMs: 600_000, owner: 'bench', perDestination: { limit: 1000, busy: downBusy ? { [DOWN]: 1000 } : {} } });
   if (claims.length !== batch) throw new Error(`claimed ${claims.length} of the ${batch} messages just committed`);
   const attempt = { startedAt: now, endedAt: now, host: '127.0.0.1', ip: '127.0.0.1', port: 25, policy: { level: 'none' as const, source: 'bench' } };
   const [reply, outcome] = deferUntil ? (['421 4.4.2 down', 'deferred'] as const) : (['250 2.0.0 Ok: queued', 'delivered'] as const);
@@ -70,23 +74,27 @@ async function runRound(store: QueueStore, batch: number, body: Buffer, envelope
 }
 
 /** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up, then the purge of them all, in a store under `dir`. */
-async function measureStore(dir: string, batch: number, rounds: number, size: number, deferred: number): Promise<string> {
+async function measureStore(dir: string, batch: number, rounds: number, size: number, backlog: { deferred: number; waiting: number }): Promise<string> {
   const file = join(dir, 'queue.db');
   const store = await openSqliteStore({ path: file });
   try {
     const body = Buffer.alloc(size, 'x\r\n');
-    const down = { ...ENVELOPE, recipients: ['rcpt@down.test'] };
-    const inAnHour = new Date(Date.now() + 3_600_000);
-    for (let left = deferred; left > 0; left -= batch) await runRound(store, Math.min(batch, left), body, down, inAnHour);
-    for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body);
+    const envelope = { ...ENVELOPE, recipients: [`rcpt@${DOWN}`] };
+    const queueFor = async (count: number, deferUntil: Date) => {
+      for (let left = count; left > 0; left -= batch) await runRound(store, Math.min(batch, left), body, { envelope, deferUntil });
+    };
+    await queueFor(backlog.deferred, new Date(Date.now() + 3_600_000));
+    await queueFor(backlog.waiting, new Date(Date.now() - 1000));
+    const downBusy = backlog.waiting > 0;
+    for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body, { downBusy });
     const cpuBefore = process.cpuUsage();
     const wallBefore = performance.now();
-    for (let i = 0; i < rounds; i++) await runRound(store, batch, body);
+    for (let i = 0; i < rounds; i++) await runRound(store, batch, body, { downBusy });
     const cpu = process.cpuUsage(cpuBefore);
     const messages = rounds * batch;
     const perMessage = (micros: number) => (micros / messages).toFixed(0);
-    const stored = `batch ${batch}, ${size} bytes, ${messages} messages${deferred ? ` (${deferred} deferred in the queue)` : ''}: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
-    return deferred ? stored : `${stored}\n${await measurePurge(store, file, messages + WARM_UP_ROUNDS * batch)}`;
+    const stored = `batch ${batch}, ${size} bytes, ${messages} messages${backlog.deferred ? `, ${backlog.deferred} deferred` : ''}${backlog.waiting ? `, ${backlog.waiting} due to a destination with no slot free` : ''}: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
+    return backlog.deferred + backlog.waiting > 0 ? stored : `${stored}\n${await measurePurge(store, file, messages + WARM_UP_ROUNDS * batch)}`;
   } finally {
     await store.close();
   }
@@ -116,6 +124,7 @@ const { values } = parseArgs({
     messages: { type: 'string', default: '3000' },
     size: { type: 'string', default: '4096' },
     deferred: { type: 'string', default: '0' },
+    waiting: { type: 'string', default: '0' },
   },
 });
 
@@ -131,5 +140,5 @@ const messageCount = wholeNumber('messages', values.messages);
 const cleanup = new Cleanup();
 cleanup.install();
 const dir = await cleanup.tempDir('postern-store-bench-');
-process.stdout.write(`${await measureStore(dir, batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size), wholeNumber('deferred', values.deferred, 0))}\n`);
+process.stdout.write(`${await measureStore(dir, batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size), { deferred: wholeNumber('deferred', values.deferred, 0), waiting: wholeNumber('waiting', values.waiting, 0) })}\n`);
 await cleanup.runAll();
