@@ -14,8 +14,8 @@
 // keeps SQLite from taking deliveries_due (finished, next_attempt_at)
 // for it instead, as it did without statistics (a queue is never ANALYZEd):
 // a walk over every pending delivery in the queue for each message. With
-// 20,000 deliveries deferred, recording one delivered message cost the
-// store 2.3 ms of CPU instead of 0.4 (bench/ROUNDS.md, "Twenty-seventh
+// 20,000 deliveries deferred, the store spent 2.1-2.8 ms of CPU per message
+// delivered instead of 0.25-0.34 (bench/ROUNDS.md, "Twenty-seventh
 // round"). test/integration/sqlite-store.test.ts checks every plan.
 //
 //   readSchemaVersion - the database's user_version, refused if newer than this code.
