@@ -2,8 +2,8 @@
 // per delivery) so every line carries the session id or queue id.
 // Secrets never reach a log line: AUTH passwords are not passed to loggers,
 // and withoutSecrets is a backstop for config objects passed as a line's
-// fields (a child logger's bindings, which pino's formatters never see,
-// are ids here). It is ours, not pino's `redact`: that one copied every
+// fields (a child logger's bindings, which pino gives to no formatter of
+// ours, are ids here). It is ours, not pino's `redact`: that one copied every
 // object-valued field of every line to look into it, about 5 µs a line
 // (bench/ROUNDS.md, "Twenty-seventh round"); this one copies a line only
 // when it has something to censor.
@@ -44,7 +44,9 @@ export function withoutSecrets(fields: Record<string, unknown>): Record<string, 
     const value = fields[key];
     if (SECRET_NAMES.includes(key)) censor(key, CENSORED);
     else if (value !== null && typeof value === 'object' && !Array.isArray(value) && SECRET_NAMES.some((name) => Object.hasOwn(value, name))) {
-      censor(key, Object.fromEntries(Object.entries(value).map(([name, inner]) => [name, SECRET_NAMES.includes(name) ? CENSORED : inner])));
+      // An Error as pino's serializer shows it (type, message, stack), which a copy of its own fields would lose.
+      const shown: object = value instanceof Error ? pino.stdSerializers.err(value) : value;
+      censor(key, Object.fromEntries(Object.entries(shown).map(([name, inner]) => [name, SECRET_NAMES.includes(name) ? CENSORED : inner])));
     }
   }
   return censored;

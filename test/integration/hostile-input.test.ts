@@ -1266,6 +1266,8 @@ describe('AUTH brute force', () => {
     await settled();
     waiting.write(`AUTH PLAIN ${plain('alice', WRONG)}\r\n`);
     await settled();
+    // The first check (scrypt, about a hundred milliseconds) is still under way: the second attempt is waiting.
+    expect(checked.unread(), 'the first password check ended before the second attempt came').toBe('');
     tcp.resetAndDestroy();
     await settled();
     expect((await checked.reply()).text).toBe('235 2.7.0 Authentication successful');

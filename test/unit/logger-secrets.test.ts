@@ -19,6 +19,13 @@ describe('withoutSecrets', () => {
     expect(fields.password).toBe('p1');
   });
 
+  it('shows an Error that carries a secret as pino would, its type, message and stack kept, the secret censored', () => {
+    const err = Object.assign(new Error('login refused'), { password: 'p4' });
+    const shown = withoutSecrets({ err }).err as Record<string, unknown>;
+    expect(shown).toMatchObject({ type: 'Error', message: 'login refused', password: '[redacted]' });
+    expect(shown.stack).toEqual(expect.stringContaining('login refused'));
+  });
+
   it('returns the fields themselves when there is nothing to censor', () => {
     const fields = { queueId: '01M8TYNR7ZB6MJ07', tls: { version: 'TLSv1.3' }, results: [{ rcpt: 'a@b.test', reply: '250 ok' }], size: 10 };
     expect(withoutSecrets(fields)).toBe(fields);

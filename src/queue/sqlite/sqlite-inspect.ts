@@ -35,9 +35,11 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
              (SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.message_id = m.id AND +d.finished = 0) AS next_attempt_at,
              (SELECT MAX(d.lease_until) FROM deliveries d WHERE d.message_id = m.id AND +d.finished = 0) AS lease_until
         FROM messages m ${where} ORDER BY m.received_at, m.rowid`),
+    // Messages first (CROSS JOIN keeps that order), so those not done are found by their own index, and in the
+    // order of the messages' listing, which each message's recipients follow by position: nothing left to sort.
     recipients: db.prepare<[], ListedRecipientRow & { message_id: string }>(`
-      SELECT r.message_id, r.address, r.state, r.reply FROM recipients r JOIN messages m ON m.id = r.message_id
-        ${where} ORDER BY r.message_id, r.position`),
+      SELECT r.message_id, r.address, r.state, r.reply FROM messages m CROSS JOIN recipients r ON r.message_id = m.id
+        ${where} ORDER BY m.received_at, m.rowid, r.position`),
   });
   const notDone = listing("WHERE m.state != 'done'");
   const everyMessage = listing('');
@@ -56,7 +58,7 @@ export function prepareInspect(db: Database.Database): InspectFunctions {
     SELECT a.*, d.domain FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
      WHERE a.message_id = ? ORDER BY a.started_at, a.id`);
 
-  // One pass over the messages not done (the received_at index does not help: every such row counts).
+  // One pass over the messages not done, by messages_not_done (the done ones kept for `queue show` are passed over).
   const selectDepth = db.prepare<[], DepthRow>(`
     SELECT ${SHOWN_STATE_SQL} AS state, COUNT(*) AS n, MIN(m.received_at) AS oldest
       FROM messages m WHERE m.state != 'done' GROUP BY 1`);
