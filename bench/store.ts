@@ -42,7 +42,7 @@ const ENVELOPE: StoredEnvelope = {
   client: { address: '127.0.0.1', helo: 'client.test', listener: 'relay' },
 };
 
-/** The destination that is down, and whether its slots are all busy in the measured rounds' claims. */
+/** The destination that is down: its messages are queued before the measured rounds (--deferred, --waiting). */
 const DOWN = 'down.test';
 
 /** runRound - commit `batch` messages together, claim them, record each delivered (or, with `deferUntil`, deferred). */

@@ -107,7 +107,8 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
     if (journal !== 'wal') logger.warn({ path: file, journal }, 'queue database is not in WAL mode');
     // NORMAL: a COMMIT does not fsync; the store fsyncs the WAL itself, asynchronously (sqlite-wal-sync.ts).
     db.pragma('synchronous = NORMAL');
-    db.pragma(`wal_autocheckpoint = ${walCheckpointPages(Number(db.pragma('page_size', { simple: true })))}`);
+    const pageSize = Number(db.pragma('page_size', { simple: true }));
+    db.pragma(`wal_autocheckpoint = ${walCheckpointPages(pageSize)}`);
     db.pragma('foreign_keys = ON');
     logMigration(logger, { path: file }, migrateSchema(db, file), MIGRATIONS);
     wal = await openWalSync(file);
@@ -116,7 +117,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Queu
     logger.info({ path: file, schemaVersion: MIGRATIONS.length, orphansRemoved: removed }, 'queue store opened');
     // Kept open for the store's life: one fsync per batch that made body files, no open and close around it.
     const messagesDirHandle = await open(messagesDir, 'r');
-    return new SqliteQueueStore(db, wal, messagesDir, messagesDirHandle, logger);
+    return new SqliteQueueStore(db, wal, messagesDir, messagesDirHandle, logger, pageSize);
   } catch (error) {
     db.close();
     await wal?.close();
@@ -202,15 +203,14 @@ class SqliteQueueStore implements QueueStore {
   readonly #recentBodies = new RecentBodies(RECENT_BODIES_LIMIT);
   /** The database, its WAL and messages/ share one directory, so one file system. */
   readonly #freeSpace: () => Promise<number | undefined>;
-  /** The database's page size, fixed once it exists. */
-  readonly #pageSize: number;
-
   constructor(
     private readonly db: Database.Database,
     private readonly wal: WalSync,
     private readonly messagesDir: string,
     private readonly messagesDirHandle: FileHandle,
     private readonly logger: Logger,
+    /** The database's page size, fixed once it exists. */
+    private readonly pageSize: number,
   ) {
     const insertMessage = prepareCommit(db, messagesDir);
     const deliveries = prepareDeliveries(db);
@@ -237,7 +237,6 @@ class SqliteQueueStore implements QueueStore {
     this.#inspect = prepareInspect(db);
     this.#stsPolicies = prepareStsPolicies(db);
     this.#keptBody = db.prepare(`SELECT body FROM messages WHERE ${KEPT}`);
-    this.#pageSize = Number(db.pragma('page_size', { simple: true }));
     this.#freeSpace = createFreeSpaceReader(messagesDir, { reserved: () => this.#selfGrowth() });
   }
 
@@ -251,7 +250,7 @@ class SqliteQueueStore implements QueueStore {
    * yet. When it cannot be read, the most it can be.
    */
   async #selfGrowth(): Promise<number> {
-    const pageSize = this.#pageSize;
+    const pageSize = this.pageSize;
     // The WAL's header, then a 24-byte header per page (SQLite's file format).
     const walLimit = 32 + walCheckpointPages(pageSize) * (pageSize + 24);
     try {
