@@ -86,7 +86,8 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   if (!found.ok) {
     attempts.push({ startedAt, endedAt: deps.now(), policy: policyRecord(policy), reply: found.reply, outcome: classifyReply(found.reply) });
     log.info({ reply: found.reply }, 'no next hop');
-    return { attempts, recipients: everyone(claim, found.reply), nextHopOffersDsn: false };
+    const down = classifyReply(found.reply) === 'deferred' ? { destinationDown: found.reply } : {};
+    return { attempts, recipients: everyone(claim, found.reply), nextHopOffersDsn: false, ...down };
   }
   let lastReply = '4.4.1 no host tried';
   /** The attempt that gave lastReply, when its host answered at all (a greeting refused, no STARTTLS, a failed verification). */
@@ -168,7 +169,7 @@ export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promis
   }
   // Every host tried and none took the message: try again later (Postfix defers, it does not bounce, here).
   const deferral = lastReply.startsWith('5') ? `4.4.0 no next hop took the message; last reply: ${lastReply}` : lastReply;
-  return { attempts, recipients: everyone(claim, deferral), nextHopOffersDsn: false, answeredBy };
+  return { attempts, recipients: everyone(claim, deferral), nextHopOffersDsn: false, answeredBy, destinationDown: deferral };
 }
 
 /**

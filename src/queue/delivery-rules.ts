@@ -11,13 +11,14 @@
 //
 //   checkClaimOptions - refuse a claim that could not mean anything sensible.
 //   checkLeaseOptions - the same for the lease's part alone (claimMessages).
+//   checkSuspendOptions - refuse a suspension that could not mean anything sensible.
 //   destinationSlots  - how many more deliveries to one domain a claim may take.
 //   fullDestinations  - the domains a claim must pass over: no slot left.
 //   outcomeTime       - when the outcomes of a recorded attempt became known.
 //   recordMayHaveStood - whether a record that failed may have committed, from what the queue shows afterwards.
-import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions } from './queue-store.ts';
+import type { AttemptRecord, AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions, SuspendOptions } from './queue-store.ts';
 
-export type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions };
+export type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions, SuspendOptions };
 
 /** What recordAttempt did: refused, or recorded (naming the message if that made it done). */
 export type RecordVerdict = { recorded: false } | { recorded: true; doneMessageId?: string };
@@ -46,6 +47,14 @@ export function checkLeaseOptions({ now, leaseMs, owner }: MessageClaimOptions, 
   // A lease of 0 would hand the same delivery to the next claimer at once.
   if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) throw new Error(`${caller}: leaseMs must be a whole number > 0, not ${leaseMs}`);
   if (owner === '') throw new Error(`${caller}: owner must not be empty`);
+}
+
+/** checkSuspendOptions - refuse a suspension that could not mean anything sensible (suspendDestination). */
+export function checkSuspendOptions({ now, until, lifetimeMs, reply }: SuspendOptions): void {
+  if (Number.isNaN(now.getTime()) || Number.isNaN(until.getTime())) throw new Error('suspendDestination: now and until must be valid dates');
+  if (!Number.isSafeInteger(lifetimeMs) || lifetimeMs <= 0) throw new Error(`suspendDestination: lifetimeMs must be a whole number > 0, not ${lifetimeMs}`);
+  // The recipients' reply is what `queue list` and a later bounce report show: a deferral says why.
+  if (!/^4\.\d{1,3}\.\d{1,3} /.test(reply)) throw new Error(`suspendDestination: reply must start with a 4.x.y enhanced code, not ${JSON.stringify(reply)}`);
 }
 
 /** destinationSlots - how many more deliveries to `domain` a claim may take (Infinity without a per-destination limit). */

@@ -124,6 +124,18 @@ export interface ClaimOptions {
 /** A claim of named messages' deliveries (claimMessages): the lease alone, no limit. */
 export type MessageClaimOptions = Pick<ClaimOptions, 'now' | 'leaseMs' | 'owner'>;
 
+/**
+ * suspendDestination's arguments. `until`: when the suspended deliveries are due again (or at the end of their
+ * message's lifetime, `lifetimeMs` after its arrival, if that is sooner); `reply`: what their pending recipients
+ * show meanwhile ("4.4.1 delivery temporarily suspended: …").
+ */
+export interface SuspendOptions {
+  now: Date;
+  until: Date;
+  lifetimeMs: number;
+  reply: string;
+}
+
 /** A claimed delivery as its worker names it when recording or giving it back. */
 export interface LeaseClaim {
   deliveryId: string;
@@ -225,6 +237,13 @@ export interface QueueStore {
   stats(): Promise<QueueStats>;
   /** countDone - how many done messages are kept (queue.keepDone), counted without reading them. */
   countDone(): Promise<number>;
+  /**
+   * suspendDestination - a destination found dead (Postfix: "delivery temporarily suspended"): every delivery to
+   * `domain` due at `now`, unfinished, of a queued message that has not outlived its lifetime, and that no lease
+   * holds, becomes due at `until` (see SuspendOptions), its pending recipients deferred with `reply`. Its attempts
+   * are not counted: none was made. Returns how many deliveries moved.
+   */
+  suspendDestination(domain: string, options: SuspendOptions): Promise<number>;
   /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */
   nextDueAt(): Promise<Date | undefined>;
   /** holdMessages - stop delivery of messages; returns the ids that changed. */

@@ -9,12 +9,14 @@
 // Concurrency: at most `concurrency` deliveries at once, `perDestination`
 // per recipient domain (the store's claim passes over a domain at its limit).
 // Every recorded recipient result is counted (deps.metrics), delivered ones
-// with their latency from acceptance.
+// with their latency from acceptance. A destination found dead has its due
+// mail suspended at once (dead-destinations.ts).
 // Fails: a courier that throws, or a store error, is logged and the
 // delivery's lease simply lapses, so it is tried again later (never lost).
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
+import { DeadDestinations, suspendedReply } from './dead-destinations.ts';
 import { recordWithReport } from './delivery-reports.ts';
 import { nextHopsSetPace, RecentDeliveryTimes, type InFlowGate } from './in-flow.ts';
 import type { AttemptRecord, ClaimedDelivery, LeaseClaim, QueueStore, RecipientOutcome } from './queue-store.ts';
@@ -30,6 +32,11 @@ export interface CourierOutcome {
    * verdict on an earlier host) is what the attempt ends with. Absent when no host was reached.
    */
   answeredBy?: AttemptRecord;
+  /**
+   * The deferral, when the destination and not the message is why no host took it: no next hop found, reached, or
+   * usable (greeting, TLS). Counted toward a dead destination (dead-destinations.ts).
+   */
+  destinationDown?: string;
 }
 
 /** What the scheduler needs from outbound: one attempt for one claimed delivery. */
@@ -110,6 +117,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   /** Whether the next hops set the pace, as of the last look (wake() reads it for every accepted message). */
   let paced = false;
   const recentDeliveryTimes = new RecentDeliveryTimes();
+  const dead = new DeadDestinations(options.perDestination);
+  /** Destinations whose suspension is being written: a second attempt found failing meanwhile has nothing to add. */
+  const suspending = new Set<string>();
   const elapsed = options.elapsed ?? (() => performance.now());
 
   async function claimAndRun(): Promise<number> {
@@ -206,10 +216,28 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const fields = { recorded, relay: relayOf(outcome.answeredBy), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next };
       if (recorded) log.info(fields, 'delivery recorded');
       else log.warn(fields, 'delivery result not recorded: the message was deleted, or another worker holds the delivery (it may reach the next hop twice)');
+      const deadBecause = dead.attemptEnded(claim.domain, outcome.destinationDown);
+      if (deadBecause !== undefined) await suspend(claim.domain, deadBecause);
     } catch (err) {
       log.error({ err }, 'delivery result could not be recorded; the lease will lapse and it will be tried again');
     } finally {
       stopRenewing();
+    }
+  }
+
+  /** suspend - defer a dead destination's due mail at once, for retry.initial (Postfix: minimal_backoff_time), without an attempt each. */
+  async function suspend(domain: string, reason: string): Promise<void> {
+    if (suspending.has(domain)) return;
+    suspending.add(domain);
+    try {
+      const now = options.now();
+      const until = new Date(now.getTime() + options.retry.initial * 1000);
+      const moved = await store.suspendDestination(domain, { now, until, lifetimeMs: options.retry.lifetime * 1000, reply: suspendedReply(reason) });
+      if (moved > 0) logger.warn({ domain, deliveries: moved, until, reason }, 'next hops of the destination unusable: its due deliveries are suspended');
+    } catch (err) {
+      logger.error({ err, domain }, 'could not suspend the deliveries of a dead destination; they are tried as they fall due');
+    } finally {
+      suspending.delete(domain);
     }
   }
 

@@ -504,6 +504,66 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       expect((await claim(now, 'worker-b')).map((c) => c.messageId)).toEqual([m2.id]);
     });
 
+    it('suspends a dead destination: its due deliveries move on, their pending recipients deferred; nothing else changes', async () => {
+      const leased = await queue(['r@a.test']);
+      const [inFlight] = await claim(leased.at, 'worker-b');
+      const later = await queue(['later@a.test']);
+      const [tried] = await claim(later.at);
+      expect(await record(tried!, later.at, [outcome('later@a.test', 'deferred')], later.at + DAY)).toBe(true);
+      const held = await queue(['r@a.test']);
+      await store.holdMessages({ ids: [held.id] });
+      const both = await queue(['x@a.test', 'y@a.test', 'z@b.test']);
+      const other = await queue(['w@a.test']);
+      const now = other.at + 1000;
+      const until = now + 300_000;
+      expect(await store.suspendDestination('a.test', { now: new Date(now), until: new Date(until), lifetimeMs: DAY, reply: SUSPENDED })).toBe(2);
+
+      // Due now: b.test's delivery alone.
+      const [toB] = await claim(now);
+      expect(await claim(now)).toEqual([]);
+      expect([toB!.messageId, toB!.domain]).toEqual([both.id, 'b.test']);
+      const listed = new Map((await store.listMessages()).map((m) => [m.id, m]));
+      expect(listed.get(both.id)).toMatchObject({
+        state: 'deferred',
+        recipientStates: [
+          { address: 'x@a.test', state: 'deferred', reply: SUSPENDED },
+          { address: 'y@a.test', state: 'deferred', reply: SUSPENDED },
+          { address: 'z@b.test', state: 'queued' },
+        ],
+      });
+      expect(listed.get(other.id)).toMatchObject({ state: 'deferred', nextAttemptAt: new Date(until), recipientStates: [{ address: 'w@a.test', state: 'deferred', reply: SUSPENDED }] });
+      // Held, not due, or leased: as they were.
+      expect(listed.get(held.id)!.recipientStates).toEqual([{ address: 'r@a.test', state: 'queued' }]);
+      expect(listed.get(later.id)).toMatchObject({ nextAttemptAt: new Date(later.at + DAY), recipientStates: [{ address: 'later@a.test', state: 'deferred', reply: REPLY.deferred }] });
+      expect(listed.get(leased.id)).toMatchObject({ leasedUntil: new Date(leased.at + LEASE), recipientStates: [{ address: 'r@a.test', state: 'queued' }] });
+      expect(await record(inFlight!, now, [outcome('r@a.test', 'delivered')], now, 'worker-b')).toBe(true);
+      expect(await record(toB!, now, [outcome('z@b.test', 'delivered')], now)).toBe(true);
+
+      // Due again at `until`, with no attempt counted: none was made.
+      expect(await store.nextDueAt()).toEqual(new Date(until));
+      expect(await claim(until - 1)).toEqual([]);
+      const again = await claim(until);
+      expect(again.map((c) => [c.messageId, c.attempts, c.recipients.map((r) => r.address)]).sort()).toEqual(
+        [[both.id, 0, ['x@a.test', 'y@a.test']], [other.id, 0, ['w@a.test']]].sort(),
+      );
+    });
+
+    it('suspends no delivery of a message past its lifetime, and brings one back by the end of its lifetime', async () => {
+      const old = await queue(['o@a.test']);
+      // Two arrival times, a millisecond apart at least, so that one message outlives the lifetime and the other not.
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      const young = await queue(['y@a.test']);
+      expect(young.at).toBeGreaterThan(old.at);
+      const now = young.at + 1000;
+      const lifetimeMs = now - old.at;
+      const options = { now: new Date(now), until: new Date(now + DAY), lifetimeMs, reply: SUSPENDED };
+      expect(await store.suspendDestination('a.test', options)).toBe(1);
+      expect((await claim(now)).map((c) => c.messageId)).toEqual([old.id]);
+      expect((await store.showMessage(young.id))!.deliveries[0]!.nextAttemptAt).toEqual(new Date(young.at + lifetimeMs));
+      await expect(store.suspendDestination('a.test', { ...options, reply: 'suspended' })).rejects.toThrow('suspendDestination: reply must start with a 4.x.y enhanced code');
+      await expect(store.suspendDestination('a.test', { ...options, until: new Date(NaN) })).rejects.toThrow('suspendDestination: now and until must be valid dates');
+    });
+
     it('deletes messages with their history and bodies; a worker holding a lease then cannot record', async () => {
       const done = await queue(['r@c.test']);
       await finishAll(done.at);
@@ -653,6 +713,7 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
   });
 }
 
+const SUSPENDED = '4.4.1 delivery temporarily suspended: connect to mx.a.test[192.0.2.25]:25: connection refused';
 const REPLY = { delivered: '250 2.0.0 Ok: queued as 4Xyz', deferred: '451 4.3.0 Try again later', bounced: '550 5.1.1 No such user' } as const;
 
 /** outcome - a recipient's result with the usual reply for it. */

@@ -26,7 +26,7 @@ let dns: DnsServer;
 
 beforeAll(async () => {
   ({ ca, caFile, remove: removeCa } = await writeTestCa());
-  dns = await startDnsServer({ [NEXT_HOP_NAME]: { a: ['127.0.0.1'] } });
+  dns = await startDnsServer({ [NEXT_HOP_NAME]: { a: ['127.0.0.1'] }, 'servfail.test': { servfail: true } });
 });
 afterAll(async () => {
   await dns?.close();
@@ -113,6 +113,76 @@ describe('backoff and expiry', () => {
     expect(text).toContain('Final-Recipient: rfc822; temp@dest.test\r\nAction: failed\r\n');
     // Like Postfix, an expired recipient is reported with the last transient status it got.
     expect(text).toMatch(/\r\nStatus: 4\.\d+\.\d+\r\n/);
+  });
+});
+
+// Postfix's queue manager: a destination whose connections or handshakes fail as often in a row as it has slots is
+// dead, and its queued mail deferred with "delivery temporarily suspended" rather than tried message by message.
+describe('dead destinations', () => {
+  /** submitTo - queue one message to each address; returns the ids in order. */
+  async function submitTo(relay: TestRelay, addresses: string[]): Promise<string[]> {
+    const ids: string[] = [];
+    for (const to of addresses) ids.push(await submitMessage(relay, { from: 'erin@sender.test', to: [to], marker: to }));
+    return ids;
+  }
+
+  it('suspends the due mail of a destination whose next hop is down after perDestination attempts, and sends it once the hop is back', async () => {
+    const down = await startNextHop('down');
+    const route = { host: NEXT_HOP_NAME, port: down.port, tls: 'verify' };
+    const { relay, scheduler, clock } = await setup('plain', { perDestination: 1, routes: { 'dead.test': route } });
+    running.push({ relay, hops: [down] });
+    const ids = await submitTo(relay, ['r0@dead.test', 'r1@dead.test', 'r2@dead.test', 'r3@dead.test']);
+    const before = clock.now().getTime();
+    expect(await scheduler.runDue()).toBe(1);
+    const after = clock.now().getTime();
+    const shown = await Promise.all(ids.map((id) => queueShow(relay, id)));
+    const [tried, ...suspended] = [...shown].sort((a, b) => b.attempts.length - a.attempts.length);
+    expect(tried!.attempts).toHaveLength(1);
+    const refused = tried!.recipientStates[0]!.reply!;
+    expect(refused).toMatch(/^4\.4\.1 .*ECONNREFUSED/);
+    expect(suspended).toHaveLength(3);
+    for (const message of suspended) {
+      expect(message.attempts).toEqual([]);
+      expect(message.deliveries).toEqual([expect.objectContaining({ attempts: 0 })]);
+      // retry.initial (300 s) from the moment the attempt's end found the destination dead.
+      expect(message.deliveries[0]!.nextAttemptAt!.getTime()).toBeGreaterThanOrEqual(before + 300 * SECOND);
+      expect(message.deliveries[0]!.nextAttemptAt!.getTime()).toBeLessThanOrEqual(after + 300 * SECOND);
+      expect(message.recipientStates).toEqual([expect.objectContaining({ state: 'deferred', reply: `4.4.1 delivery temporarily suspended: ${refused.slice('4.4.1 '.length)}` })]);
+    }
+
+    // Back, on the same port: the suspended three go at the end of the suspension, the one tried at its own retry.
+    const back = await startNextHop('starttls-ca-right-name', { ca, port: down.port });
+    running.push({ relay, hops: [back] });
+    clock.advance(300 * SECOND);
+    expect(await scheduler.runDue()).toBe(3);
+    clock.advance(30 * SECOND + SECOND);
+    expect(await scheduler.runDue()).toBe(1);
+    expect((await back.waitForMessages(4)).map((m) => m.rcptTo[0]).sort()).toEqual(['r0@dead.test', 'r1@dead.test', 'r2@dead.test', 'r3@dead.test']);
+  });
+
+  it('counts a greeting that refuses the session, as Postfix counts a failed handshake', async () => {
+    const { relay, scheduler } = await setup('greeting-421', { perDestination: 1 });
+    const ids = await submitTo(relay, ['a@dest.test', 'b@dest.test']);
+    expect(await scheduler.runDue()).toBe(1);
+    const replies = (await Promise.all(ids.map((id) => queueShow(relay, id)))).map((m) => m.recipientStates[0]!.reply).sort();
+    expect(replies).toEqual(['421 4.3.2 mx.test is busy, try again later', '4.3.2 delivery temporarily suspended: 421 4.3.2 mx.test is busy, try again later'].sort());
+  });
+
+  // Postfix logs the like as "delivery temporarily suspended: Host or domain name not found. … try again".
+  it('counts a next hop whose name the DNS cannot look up for now', async () => {
+    const { relay, scheduler } = await setup('plain', { perDestination: 1, routes: { 'lost.test': { host: 'servfail.test', port: 25, tls: 'verify' } } });
+    const ids = await submitTo(relay, ['a@lost.test', 'b@lost.test']);
+    expect(await scheduler.runDue()).toBe(1);
+    const replies = (await Promise.all(ids.map((id) => queueShow(relay, id)))).map((m) => m.recipientStates[0]!.reply!).sort();
+    expect(replies).toEqual(['4.4.3 DNS lookup for servfail.test failed: ESERVFAIL', '4.4.3 delivery temporarily suspended: DNS lookup for servfail.test failed: ESERVFAIL']);
+  });
+
+  // The control: a host that answered the transaction said "later" to this message, not to all mail for the destination.
+  it('does not count a next hop that took the transaction and deferred the recipient: every message gets its attempt', async () => {
+    const { relay, scheduler } = await setup('rcpt-4xx-5xx', { perDestination: 1 });
+    const ids = await submitTo(relay, ['temp@dest.test', 'temp@dest.test', 'temp@dest.test']);
+    expect(await scheduler.runDue()).toBe(3);
+    for (const id of ids) expect((await queueShow(relay, id)).attempts).toHaveLength(1);
   });
 });
 

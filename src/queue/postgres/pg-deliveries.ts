@@ -40,9 +40,10 @@
 //   renewLease    - move a lease in flight on.
 //   leaseHolders, releaseLeasesOf - who holds leases; give back all of some owners' (processes that are gone).
 //   nextDueAt     - when the earliest pending, unheld delivery is due (a lease counts until it lapses).
+//   suspendDestination - a dead destination's due deliveries moved on, their pending recipients deferred.
 import pg from 'pg';
 import type { Logger } from '../../observability/logger.ts';
-import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, checkSuspendOptions, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict, type SuspendOptions } from '../delivery-rules.ts';
 import type { ClaimedDelivery, RecipientOutcome } from '../queue-store.ts';
 import { attemptColumns, type AttemptColumns } from '../stored-columns.ts';
 import { inTransaction } from './pg-connection.ts';
@@ -129,6 +130,32 @@ export async function claimMessages(pool: pg.Pool, ids: readonly string[], optio
     const result = await client.query<ClaimRow>(CLAIM_MESSAGES, [locked, now, owner, new Date(now.getTime() + leaseMs)]);
     return result.rows.map((row) => claimedDeliveryOf(row, owner));
   });
+}
+
+// A dead destination's due deliveries moved on. SKIP LOCKED on the delivery and its message: one being claimed or
+// recorded is left to its worker, and with the message held nobody else changes its recipients (the lock order).
+const SUSPEND = `
+  WITH chosen AS (
+    SELECT d.id, least($3, m.received_at + $4::bigint * interval '1 millisecond') AS due_at
+      FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE NOT d.finished AND d.next_attempt_at <= $2 AND d.domain = $1
+       AND (d.lease_until IS NULL OR d.lease_until <= $2)
+       AND m.state = 'queued' AND m.received_at + $4::bigint * interval '1 millisecond' > $2
+       FOR NO KEY UPDATE OF d, m SKIP LOCKED
+  ), moved AS (
+    UPDATE deliveries d SET next_attempt_at = c.due_at FROM chosen c WHERE d.id = c.id RETURNING d.id
+  ), deferred AS (
+    UPDATE recipients r SET state = 'deferred', reply = $5, updated_at = $2
+      FROM moved WHERE r.delivery_id = moved.id AND r.state IN ('queued', 'deferred')
+  )
+  SELECT count(*)::int AS moved FROM moved`;
+
+/** suspendDestination - move a dead destination's due deliveries on to `until` (see QueueStore); returns how many. */
+export async function suspendDestination(pool: pg.Pool, domain: string, options: SuspendOptions): Promise<number> {
+  checkSuspendOptions(options);
+  const { now, until, lifetimeMs, reply } = options;
+  const result = await pool.query<{ moved: number }>(SUSPEND, [domain, now, until, lifetimeMs, reply]);
+  return result.rows[0]!.moved;
 }
 
 /** One delivery's attempt to record: whose lease, and what the attempt did. */

@@ -45,7 +45,7 @@ import { createGroupCommit } from '../group-commit.ts';
 import { logMigration } from '../migrations.ts';
 import { newQueueId } from '../queue-id.ts';
 import { RECENT_BODIES_LIMIT, RecentBodies } from '../recent-bodies.ts';
-import type { ClaimedDelivery, KeptStsPolicy, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore } from '../queue-store.ts';
+import type { ClaimedDelivery, KeptStsPolicy, MessageDetails, MessageDraft, MessageSelector, QueuedMessageSummary, QueueStats, QueueStore, SuspendOptions } from '../queue-store.ts';
 import { readBodyChunks, removeOrphanChunks } from './pg-body.ts';
 import { createPool, parseQueueUrl, withClient, type QueueConnection } from './pg-connection.ts';
 import * as deliveries from './pg-deliveries.ts';
@@ -211,6 +211,10 @@ class PostgresQueueStore implements QueueStore {
 
   releaseMessages(selector: MessageSelector): Promise<string[]> {
     return this.#run(() => operator.releaseMessages(this.queries, selector));
+  }
+
+  suspendDestination(domain: string, options: SuspendOptions): Promise<number> {
+    return this.#run(() => deliveries.suspendDestination(this.queries, domain, options));
   }
 
   retryMessages(selector: MessageSelector, now: Date): Promise<string[]> {

@@ -22,7 +22,7 @@
 //
 //   prepareDeliveries - the claim / record / release / next-due functions over one database.
 import type Database from 'better-sqlite3';
-import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, destinationSlots, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict } from '../delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, checkSuspendOptions, destinationSlots, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict, type SuspendOptions } from '../delivery-rules.ts';
 import type { ClaimedDelivery } from '../queue-store.ts';
 import { attemptColumns } from '../stored-columns.ts';
 import { claimedDeliveryOf, type ClaimRow, type RecipientDsnRow } from '../stored-rows.ts';
@@ -38,6 +38,7 @@ export interface DeliveryFunctions {
   leaseHolders(now: Date): string[];
   releaseLeasesOf(owners: readonly string[]): number;
   nextDueAt(): Date | undefined;
+  suspendDestination(domain: string, options: SuspendOptions): number;
 }
 
 /** What a record did, and for a message it made done whether its body is a file (for the store to remove). */
@@ -78,6 +79,32 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
       const due = nextDue.get()?.due ?? null;
       return due === null ? undefined : new Date(due);
     },
+    suspendDestination: prepareSuspend(db),
+  };
+}
+
+/** prepareSuspend - suspendDestination: the due deliveries of one domain moved on, their pending recipients deferred. */
+function prepareSuspend(db: Database.Database): DeliveryFunctions['suspendDestination'] {
+  // Walks deliveries_due over what is due, as a claim does, once per suspension rather than at every claim.
+  const selectSuspended = db.prepare<{ domain: string; now: number; until: number; lifetime: number }, [number, number]>(`
+    SELECT d.id, MIN(@until, m.received_at + @lifetime)
+      FROM deliveries d JOIN messages m ON m.id = d.message_id
+     WHERE d.finished = 0 AND d.next_attempt_at <= @now AND d.domain = @domain
+       AND (d.lease_until IS NULL OR d.lease_until <= @now)
+       AND m.state = 'queued' AND m.received_at + @lifetime > @now`).raw();
+  const move = db.prepare<[number, number]>('UPDATE deliveries SET next_attempt_at = ? WHERE id = ?');
+  const defer = db.prepare<[string, number, number]>("UPDATE recipients SET state = 'deferred', reply = ?, updated_at = ? WHERE delivery_id = ? AND state IN ('queued', 'deferred')");
+  const suspend = db.transaction((domain: string, { now, until, lifetimeMs, reply }: SuspendOptions): number => {
+    const chosen = selectSuspended.all({ domain, now: now.getTime(), until: until.getTime(), lifetime: lifetimeMs });
+    for (const [id, dueAt] of chosen) {
+      move.run(dueAt, id);
+      defer.run(reply, now.getTime(), id);
+    }
+    return chosen.length;
+  });
+  return (domain, options) => {
+    checkSuspendOptions(options);
+    return suspend.immediate(domain, options);
   };
 }
 

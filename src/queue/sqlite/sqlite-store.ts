@@ -53,6 +53,7 @@ import type {
   MessageDetails,
   MessageDraft,
   MessageSelector,
+  SuspendOptions,
   QueuedMessageSummary,
   QueueStats,
   QueueStore,
@@ -342,6 +343,11 @@ class SqliteQueueStore implements QueueStore {
 
   nextDueAt(): Promise<Date | undefined> {
     return this.#run(() => this.#deliveries.nextDueAt());
+  }
+
+  // Not waited on for durability: a suspension lost in a crash only has those deliveries tried sooner.
+  suspendDestination(domain: string, options: SuspendOptions): Promise<number> {
+    return this.#run(() => this.#deliveries.suspendDestination(domain, options));
   }
 
   holdMessages(selector: MessageSelector): Promise<string[]> {
