@@ -14,9 +14,11 @@
 // A queue that holds mail for a next hop that is down, queued first
 // (bench/ROUNDS.md, "Twenty-seventh round"): with --deferred N, N messages
 // to it deferred for an hour; with --waiting N, N messages to it due again,
-// every claim told that its delivery slots are all busy.
+// every claim told that its delivery slots are all busy; --suspend adds,
+// before the rounds, the scheduler's suspension of that destination (found
+// dead, dead-destinations.ts), and says how long the event loop waited for it.
 //
-//   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096] [--deferred 0] [--waiting 0]
+//   npx tsx bench/store.ts [--batch 10] [--messages 3000] [--size 4096] [--deferred 0] [--waiting 0] [--suspend]
 //
 // How it fails: rejects when the store cannot be opened in a temporary
 // directory under /var/tmp, or a claim does not return every message just
@@ -74,7 +76,7 @@ async function runRound(store: QueueStore, batch: number, body: Buffer, { envelo
 }
 
 /** measureStore - CPU and wall time per message over `rounds` rounds after the warm-up, then the purge of them all, in a store under `dir`. */
-async function measureStore(dir: string, batch: number, rounds: number, size: number, backlog: { deferred: number; waiting: number }): Promise<string> {
+async function measureStore(dir: string, batch: number, rounds: number, size: number, backlog: { deferred: number; waiting: number; suspend: boolean }): Promise<string> {
   const file = join(dir, 'queue.db');
   const store = await openSqliteStore({ path: file });
   try {
@@ -89,6 +91,17 @@ async function measureStore(dir: string, batch: number, rounds: number, size: nu
     if (backlog.waiting > 0) await store.retryMessages({ all: true }, new Date(Date.now() - 1000));
     await queueFor(backlog.deferred, inAnHour);
     const downBusy = backlog.waiting > 0;
+    let suspension = '';
+    if (backlog.suspend) {
+      const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+      loopDelay.enable();
+      const startedAt = performance.now();
+      const cpuBefore = process.cpuUsage();
+      const moved = await store.suspendDestination(DOWN, { now: new Date(), until: inAnHour, lifetimeMs: 5 * 86_400_000, reply: '4.4.1 delivery temporarily suspended: connection refused' });
+      const cpu = process.cpuUsage(cpuBefore);
+      loopDelay.disable();
+      suspension = `; the suspension of ${moved} deliveries took ${(performance.now() - startedAt).toFixed(0)} ms, CPU ${((cpu.user + cpu.system) / moved).toFixed(1)} µs per delivery, event loop delay max ${(loopDelay.max / 1e6).toFixed(1)} ms`;
+    }
     for (let i = 0; i < WARM_UP_ROUNDS; i++) await runRound(store, batch, body, { downBusy });
     const cpuBefore = process.cpuUsage();
     const wallBefore = performance.now();
@@ -96,7 +109,7 @@ async function measureStore(dir: string, batch: number, rounds: number, size: nu
     const cpu = process.cpuUsage(cpuBefore);
     const messages = rounds * batch;
     const perMessage = (micros: number) => (micros / messages).toFixed(0);
-    const stored = `batch ${batch}, ${size} bytes, ${messages} messages${backlog.deferred ? `, ${backlog.deferred} deferred` : ''}${backlog.waiting ? `, ${backlog.waiting} due to a destination with no slot free` : ''}: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms`;
+    const stored = `batch ${batch}, ${size} bytes, ${messages} messages${backlog.deferred ? `, ${backlog.deferred} deferred` : ''}${backlog.waiting ? `, ${backlog.waiting} due to a destination with no slot free` : ''}: CPU ${perMessage(cpu.user + cpu.system)} µs per message (user ${perMessage(cpu.user)}), wall ${((performance.now() - wallBefore) / messages).toFixed(3)} ms${suspension}`;
     return backlog.deferred + backlog.waiting > 0 ? stored : `${stored}\n${await measurePurge(store, file, messages + WARM_UP_ROUNDS * batch)}`;
   } finally {
     await store.close();
@@ -128,6 +141,7 @@ const { values } = parseArgs({
     size: { type: 'string', default: '4096' },
     deferred: { type: 'string', default: '0' },
     waiting: { type: 'string', default: '0' },
+    suspend: { type: 'boolean', default: false },
   },
 });
 
@@ -143,5 +157,5 @@ const messageCount = wholeNumber('messages', values.messages);
 const cleanup = new Cleanup();
 cleanup.install();
 const dir = await cleanup.tempDir('postern-store-bench-');
-process.stdout.write(`${await measureStore(dir, batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size), { deferred: wholeNumber('deferred', values.deferred, 0), waiting: wholeNumber('waiting', values.waiting, 0) })}\n`);
+process.stdout.write(`${await measureStore(dir, batch, Math.max(1, Math.round(messageCount / batch)), wholeNumber('size', values.size), { deferred: wholeNumber('deferred', values.deferred, 0), waiting: wholeNumber('waiting', values.waiting, 0), suspend: values.suspend })}\n`);
 await cleanup.runAll();

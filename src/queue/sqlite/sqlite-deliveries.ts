@@ -38,7 +38,8 @@ export interface DeliveryFunctions {
   leaseHolders(now: Date): string[];
   releaseLeasesOf(owners: readonly string[]): number;
   nextDueAt(): Date | undefined;
-  suspendDestination(domain: string, options: SuspendOptions): number;
+  /** suspendDestination - at most `limit` of the deliveries QueueStore.suspendDestination moves, in one transaction; returns how many moved. */
+  suspendDestination(domain: string, options: SuspendOptions, limit: number): number;
 }
 
 /** What a record did, and for a message it made done whether its body is a file (for the store to remove). */
@@ -83,9 +84,10 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
   };
 }
 
-/** prepareSuspend - suspendDestination: the due deliveries of one domain moved on, their pending recipients deferred. */
+/** prepareSuspend - suspendDestination: up to `limit` due deliveries of one domain moved on, their pending recipients deferred. */
 function prepareSuspend(db: Database.Database): DeliveryFunctions['suspendDestination'] {
-  // Walks deliveries_due over what is due, as a claim does, once per suspension rather than at every claim.
+  // Walks deliveries_due over what is due, as a claim does, once per suspension rather than at every claim. No
+  // LIMIT, as in the claim: the loop stops reading.
   const selectSuspended = db.prepare<{ domain: string; now: number; until: number; lifetime: number }, [number, number]>(`
     SELECT d.id, MIN(@until, m.received_at + @lifetime)
       FROM deliveries d JOIN messages m ON m.id = d.message_id
@@ -94,17 +96,21 @@ function prepareSuspend(db: Database.Database): DeliveryFunctions['suspendDestin
        AND m.state = 'queued' AND m.received_at + @lifetime > @now`).raw();
   const move = db.prepare<[number, number]>('UPDATE deliveries SET next_attempt_at = ? WHERE id = ?');
   const defer = db.prepare<[string, number, number]>("UPDATE recipients SET state = 'deferred', reply = ?, updated_at = ? WHERE delivery_id = ? AND state IN ('queued', 'deferred')");
-  const suspend = db.transaction((domain: string, { now, until, lifetimeMs, reply }: SuspendOptions): number => {
-    const chosen = selectSuspended.all({ domain, now: now.getTime(), until: until.getTime(), lifetime: lifetimeMs });
+  const suspend = db.transaction((domain: string, { now, until, lifetimeMs, reply }: SuspendOptions, limit: number): number => {
+    const chosen: [number, number][] = [];
+    for (const row of selectSuspended.iterate({ domain, now: now.getTime(), until: until.getTime(), lifetime: lifetimeMs })) {
+      chosen.push(row);
+      if (chosen.length === limit) break;
+    }
     for (const [id, dueAt] of chosen) {
       move.run(dueAt, id);
       defer.run(reply, now.getTime(), id);
     }
     return chosen.length;
   });
-  return (domain, options) => {
+  return (domain, options, limit) => {
     checkSuspendOptions(options);
-    return suspend.immediate(domain, options);
+    return suspend.immediate(domain, options, limit);
   };
 }
 
