@@ -97,7 +97,7 @@ async function measureStore(dir: string, batch: number, rounds: number, size: nu
       loopDelay.enable();
       const startedAt = performance.now();
       const cpuBefore = process.cpuUsage();
-      const moved = await store.suspendDestination(DOWN, { now: new Date(), until: inAnHour, lifetimeMs: 5 * 86_400_000, reply: '4.4.1 delivery temporarily suspended: connection refused' });
+      const moved = await store.suspendDestination(DOWN, { now: new Date(), minWaitMs: 300_000, maxWaitMs: 4_000_000, lifetimeMs: 5 * 86_400_000, reply: '4.4.1 delivery temporarily suspended: connection refused' });
       const cpu = process.cpuUsage(cpuBefore);
       loopDelay.disable();
       suspension = `; the suspension of ${moved} deliveries took ${(performance.now() - startedAt).toFixed(0)} ms, CPU ${((cpu.user + cpu.system) / moved).toFixed(1)} µs per delivery, event loop delay max ${(loopDelay.max / 1e6).toFixed(1)} ms`;

@@ -38,6 +38,7 @@ import { isIP, type LookupFunction } from 'node:net';
 import { createSecureContext, rootCertificates, type ConnectionOptions } from 'node:tls';
 import { isAsciiText } from '../smtp/address.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
+import { keepLatest } from '../queue/latest-kept.ts';
 import type { KeptStsPolicy, QueueStore } from '../queue/queue-store.ts';
 import { isPublicAddress, lookupAddresses, type DnsResolver } from './mx-resolver.ts';
 import type { TlsDecision } from './route.ts';
@@ -370,11 +371,8 @@ const KEPT_LIMIT = 10_000;
  */
 export function remember<V extends number | { until: number }>(map: Map<string, V>, key: string, value: V, now: number, limit = KEPT_LIMIT): void {
   map.delete(key);
-  if (map.size >= limit) {
-    for (const [k, v] of map) if ((typeof v === 'number' ? v : v.until) <= now) map.delete(k);
-    while (map.size >= limit) map.delete(map.keys().next().value!);
-  }
-  map.set(key, value);
+  if (map.size >= limit) for (const [k, v] of map) if ((typeof v === 'number' ? v : v.until) <= now) map.delete(k);
+  keepLatest(map, key, value, limit);
 }
 
 /** lookupThrough - node's `lookup` over our resolver, refusing private addresses unless allowed (as for MX hosts). */

@@ -33,6 +33,8 @@
 //   nextHopsSetPace     - whether the deliveries (in flight, and recent) show the next hops, not this process, as the limit.
 //   RecentDeliveryTimes - each destination's recent deliveries' average duration.
 
+import { keepLatest } from './latest-kept.ts';
+
 /** Tokens kept (and given at start): the queue's allowance for mail not yet taken for delivery. */
 const CAPACITY = 20;
 
@@ -75,10 +77,7 @@ export class RecentDeliveryTimes implements RecentTimes {
 
   record(domain: string, ms: number): void {
     const previous = this.byDomain.get(domain);
-    // Deleted and set again: the Map's order is then the order of the last delivery, oldest first.
-    this.byDomain.delete(domain);
-    this.byDomain.set(domain, previous === undefined ? ms : previous + (ms - previous) / 8);
-    if (this.byDomain.size > RECENT_DOMAINS_KEPT) this.byDomain.delete(this.byDomain.keys().next().value!);
+    keepLatest(this.byDomain, domain, previous === undefined ? ms : previous + (ms - previous) / 8, RECENT_DOMAINS_KEPT);
   }
 }
 

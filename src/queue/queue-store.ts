@@ -125,13 +125,16 @@ export interface ClaimOptions {
 export type MessageClaimOptions = Pick<ClaimOptions, 'now' | 'leaseMs' | 'owner'>;
 
 /**
- * suspendDestination's arguments. `until`: when the suspended deliveries are due again (or at the end of their
- * message's lifetime, `lifetimeMs` after its arrival, if that is sooner); `reply`: what their pending recipients
- * show meanwhile ("4.4.1 delivery temporarily suspended: …").
+ * suspendDestination's arguments. A suspended delivery waits its message's time in the queue, but at least
+ * `minWaitMs` and at most `maxWaitMs` (retry.initial and retry.max), as Postfix's queue manager backs off deferred
+ * mail: so a backlog does not fall due again all at once. It is due by the end of its message's lifetime
+ * (`lifetimeMs` after arrival) at the latest. `reply`: what its pending recipients show meanwhile ("4.4.1 delivery
+ * temporarily suspended: …").
  */
 export interface SuspendOptions {
   now: Date;
-  until: Date;
+  minWaitMs: number;
+  maxWaitMs: number;
   lifetimeMs: number;
   reply: string;
 }
@@ -240,8 +243,8 @@ export interface QueueStore {
   /**
    * suspendDestination - a destination found dead (Postfix: "delivery temporarily suspended"): every delivery to
    * `domain` due at `now`, unfinished, of a queued message that has not outlived its lifetime, and that no lease
-   * holds, becomes due at `until` (see SuspendOptions), its pending recipients deferred with `reply`. Its attempts
-   * are not counted: none was made. Returns how many deliveries moved.
+   * holds, waits (see SuspendOptions), its pending recipients deferred with `reply`. Neither its attempts nor its
+   * recipients' time of the last attempt change: none was made. Returns how many deliveries moved.
    */
   suspendDestination(domain: string, options: SuspendOptions): Promise<number>;
   /** nextDueAt - when the earliest pending, unheld delivery is due (for the scheduler's sleep); undefined if none. */

@@ -118,8 +118,6 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
   let paced = false;
   const recentDeliveryTimes = new RecentDeliveryTimes();
   const dead = new DeadDestinations(options.perDestination);
-  /** Destinations whose suspension is being written: a second attempt found failing meanwhile has nothing to add. */
-  const suspending = new Set<string>();
   const elapsed = options.elapsed ?? (() => performance.now());
 
   async function claimAndRun(): Promise<number> {
@@ -216,7 +214,8 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
       const fields = { recorded, relay: relayOf(outcome.answeredBy), results: recipients.map((r) => ({ rcpt: r.address, result: r.result, reply: r.reply })), nextAttemptAt: next };
       if (recorded) log.info(fields, 'delivery recorded');
       else log.warn(fields, 'delivery result not recorded: the message was deleted, or another worker holds the delivery (it may reach the next hop twice)');
-      const deadBecause = dead.attemptEnded(claim.domain, outcome.destinationDown);
+      // An outcome with no attempt (a courier that threw) says nothing about the next hops.
+      const deadBecause = outcome.attempts.length > 0 ? dead.attemptEnded(claim.domain, outcome.destinationDown) : undefined;
       if (deadBecause !== undefined) await suspend(claim.domain, deadBecause);
     } catch (err) {
       log.error({ err }, 'delivery result could not be recorded; the lease will lapse and it will be tried again');
@@ -225,19 +224,14 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     }
   }
 
-  /** suspend - defer a dead destination's due mail at once, for retry.initial (Postfix: minimal_backoff_time), without an attempt each. */
+  /** suspend - defer a dead destination's due mail at once (dead-destinations.ts), without an attempt each. */
   async function suspend(domain: string, reason: string): Promise<void> {
-    if (suspending.has(domain)) return;
-    suspending.add(domain);
+    const { initial, max, lifetime } = options.retry;
     try {
-      const now = options.now();
-      const until = new Date(now.getTime() + options.retry.initial * 1000);
-      const moved = await store.suspendDestination(domain, { now, until, lifetimeMs: options.retry.lifetime * 1000, reply: suspendedReply(reason) });
-      if (moved > 0) logger.warn({ domain, deliveries: moved, until, reason }, 'next hops of the destination unusable: its due deliveries are suspended');
+      const moved = await store.suspendDestination(domain, { now: options.now(), minWaitMs: initial * 1000, maxWaitMs: max * 1000, lifetimeMs: lifetime * 1000, reply: suspendedReply(reason) });
+      if (moved > 0) logger.warn({ domain, deliveries: moved, reason }, 'next hops of the destination unusable: its due deliveries are suspended');
     } catch (err) {
       logger.error({ err, domain }, 'could not suspend the deliveries of a dead destination; they are tried as they fall due');
-    } finally {
-      suspending.delete(domain);
     }
   }
 

@@ -6,7 +6,7 @@
 // (read back with showMessage), and every claim names its `now`, so no test
 // sleeps or depends on the clock beyond the commit itself.
 import { beforeEach, describe, expect, it } from 'vitest';
-import { CLAIM_LOOK_AHEAD, recordMayHaveStood } from '../../src/queue/delivery-rules.ts';
+import { CLAIM_LOOK_AHEAD, recordMayHaveStood, SUSPEND_BATCH } from '../../src/queue/delivery-rules.ts';
 import type { ClaimedDelivery, QueueStore, RecipientOutcome, StoredEnvelope } from '../../src/queue/queue-store.ts';
 import { attemptWith, commitMessage, deliverMessage, envelopeWith, readAll, receivedAtOf } from './queue-fixtures.ts';
 import type { QueueStoreHarness } from './queue-store-contract.ts';
@@ -510,13 +510,15 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
       const later = await queue(['later@a.test']);
       const [tried] = await claim(later.at);
       expect(await record(tried!, later.at, [outcome('later@a.test', 'deferred')], later.at + DAY)).toBe(true);
+      const partly = await queue(['done@a.test', 'again@a.test']);
+      const [first] = await claim(partly.at);
+      expect(await record(first!, partly.at, [outcome('done@a.test', 'delivered'), outcome('again@a.test', 'deferred')], partly.at + 1)).toBe(true);
       const held = await queue(['r@a.test']);
       await store.holdMessages({ ids: [held.id] });
       const both = await queue(['x@a.test', 'y@a.test', 'z@b.test']);
-      const other = await queue(['w@a.test']);
-      const now = other.at + 1000;
-      const until = now + 300_000;
-      expect(await store.suspendDestination('a.test', { now: new Date(now), until: new Date(until), lifetimeMs: DAY, reply: SUSPENDED })).toBe(2);
+      const now = both.at + 1000;
+      const wait = 300_000;
+      expect(await store.suspendDestination('a.test', { ...SUSPEND, now: new Date(now), minWaitMs: wait })).toBe(2);
 
       // Due now: b.test's delivery alone.
       const [toB] = await claim(now);
@@ -531,37 +533,79 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
           { address: 'z@b.test', state: 'queued' },
         ],
       });
-      expect(listed.get(other.id)).toMatchObject({ state: 'deferred', nextAttemptAt: new Date(until), recipientStates: [{ address: 'w@a.test', state: 'deferred', reply: SUSPENDED }] });
+      // A recipient delivered stays delivered; the one pending waits with the others.
+      expect(listed.get(partly.id)).toMatchObject({
+        nextAttemptAt: new Date(now + wait),
+        recipientStates: [
+          { address: 'done@a.test', state: 'delivered', reply: REPLY.delivered },
+          { address: 'again@a.test', state: 'deferred', reply: SUSPENDED },
+        ],
+      });
       // Held, not due, or leased: as they were.
       expect(listed.get(held.id)!.recipientStates).toEqual([{ address: 'r@a.test', state: 'queued' }]);
       expect(listed.get(later.id)).toMatchObject({ nextAttemptAt: new Date(later.at + DAY), recipientStates: [{ address: 'later@a.test', state: 'deferred', reply: REPLY.deferred }] });
       expect(listed.get(leased.id)).toMatchObject({ leasedUntil: new Date(leased.at + LEASE), recipientStates: [{ address: 'r@a.test', state: 'queued' }] });
+      // No attempt was made: a recipient never tried has no time of a last attempt, one tried keeps its own.
+      const shown = await store.showMessage(both.id);
+      expect(shown!.recipientStates[0]).not.toHaveProperty('updatedAt');
+      expect((await store.showMessage(partly.id))!.recipientStates[1]!.updatedAt).toEqual(attemptWith(partly.at).endedAt);
       expect(await record(inFlight!, now, [outcome('r@a.test', 'delivered')], now, 'worker-b')).toBe(true);
       expect(await record(toB!, now, [outcome('z@b.test', 'delivered')], now)).toBe(true);
 
-      // Due again at `until`, with no attempt counted: none was made.
-      expect(await store.nextDueAt()).toEqual(new Date(until));
-      expect(await claim(until - 1)).toEqual([]);
-      const again = await claim(until);
+      // Due again after the wait, with no attempt counted.
+      expect(await store.nextDueAt()).toEqual(new Date(now + wait));
+      expect(await claim(now + wait - 1)).toEqual([]);
+      const again = await claim(now + wait);
       expect(again.map((c) => [c.messageId, c.attempts, c.recipients.map((r) => r.address)]).sort()).toEqual(
-        [[both.id, 0, ['x@a.test', 'y@a.test']], [other.id, 0, ['w@a.test']]].sort(),
+        [[both.id, 0, ['x@a.test', 'y@a.test']], [partly.id, 1, ['again@a.test']]].sort(),
       );
     });
 
-    it('suspends no delivery of a message past its lifetime, and brings one back by the end of its lifetime', async () => {
-      const old = await queue(['o@a.test']);
-      // Two arrival times, a millisecond apart at least, so that one message outlives the lifetime and the other not.
-      await new Promise((resolve) => setTimeout(resolve, 2));
-      const young = await queue(['y@a.test']);
-      expect(young.at).toBeGreaterThan(old.at);
-      const now = young.at + 1000;
-      const lifetimeMs = now - old.at;
-      const options = { now: new Date(now), until: new Date(now + DAY), lifetimeMs, reply: SUSPENDED };
-      expect(await store.suspendDestination('a.test', options)).toBe(1);
-      expect((await claim(now)).map((c) => c.messageId)).toEqual([old.id]);
-      expect((await store.showMessage(young.id))!.deliveries[0]!.nextAttemptAt).toEqual(new Date(young.at + lifetimeMs));
-      await expect(store.suspendDestination('a.test', { ...options, reply: 'suspended' })).rejects.toThrow('suspendDestination: reply must start with a 4.x.y enhanced code');
-      await expect(store.suspendDestination('a.test', { ...options, until: new Date(NaN) })).rejects.toThrow('suspendDestination: now and until must be valid dates');
+    // Postfix's queue manager: "Since we look at actual time in queue, not time since last delivery attempt, backoff
+    // times will be distributed."
+    it('waits each suspended delivery its message’s time in the queue, within the shortest and longest wait, and not past its lifetime', async () => {
+      const options = { ...SUSPEND, minWaitMs: 1000, maxWaitMs: 10_000, lifetimeMs: DAY };
+      const cases: [domain: string, age: number, changes: Partial<typeof options>, wait: number | undefined][] = [
+        ['young.test', 10, {}, 1000],
+        ['aged.test', 2000, {}, 2000],
+        ['old.test', 20_000, {}, 10_000],
+        ['ending.test', 2000, { lifetimeMs: 3000 }, 1000],
+        ['ended.test', 3000, { lifetimeMs: 3000 }, undefined],
+      ];
+      for (const [domain, age, changes, wait] of cases) {
+        const { id, at } = await queue([`r@${domain}`]);
+        const now = at + age;
+        expect(await store.suspendDestination(domain, { ...options, ...changes, now: new Date(now) }), domain).toBe(wait === undefined ? 0 : 1);
+        expect((await store.showMessage(id))!.deliveries[0]!.nextAttemptAt, domain).toEqual(new Date(wait === undefined ? at : now + wait));
+      }
+    });
+
+    it('suspends in transactions of SUSPEND_BATCH deliveries, the event loop free between them, every due one in the end', async () => {
+      const count = 2 * SUSPEND_BATCH + 1;
+      const queued = await Promise.all(Array.from({ length: count }, (_, i) => queue([`r${i}@a.test`])));
+      const now = Math.max(...queued.map((q) => q.at)) + 1;
+      let turns = 0;
+      let counting = true;
+      const countTurn = () => {
+        if (!counting) return;
+        turns++;
+        setImmediate(countTurn);
+      };
+      setImmediate(countTurn);
+      const moved = await store.suspendDestination('a.test', { ...SUSPEND, now: new Date(now) });
+      counting = false;
+      expect(moved).toBe(count);
+      expect(turns).toBeGreaterThanOrEqual(2);
+      expect(await claim(now, WORKER, count)).toEqual([]);
+      expect(await claim(now + SUSPEND.minWaitMs, WORKER, count)).toHaveLength(count);
+    });
+
+    it('refuses a suspension that could not mean anything sensible', async () => {
+      const now = new Date();
+      await expect(store.suspendDestination('a.test', { ...SUSPEND, now, reply: 'suspended' })).rejects.toThrow('suspendDestination: reply must start with a 4.x.y enhanced code');
+      await expect(store.suspendDestination('a.test', { ...SUSPEND, now: new Date(NaN) })).rejects.toThrow('suspendDestination: now is not a valid date');
+      await expect(store.suspendDestination('a.test', { ...SUSPEND, now, minWaitMs: 0 })).rejects.toThrow('suspendDestination: minWaitMs must be a whole number > 0, not 0');
+      await expect(store.suspendDestination('a.test', { ...SUSPEND, now, maxWaitMs: SUSPEND.minWaitMs - 1 })).rejects.toThrow('suspendDestination: maxWaitMs (299999) must not be below minWaitMs (300000)');
     });
 
     it('deletes messages with their history and bodies; a worker holding a lease then cannot record', async () => {
@@ -714,6 +758,8 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
 }
 
 const SUSPENDED = '4.4.1 delivery temporarily suspended: connect to mx.a.test[192.0.2.25]:25: connection refused';
+/** suspendDestination's options but `now`: retry.initial, retry.max and retry.lifetime's defaults. */
+const SUSPEND = { minWaitMs: 300_000, maxWaitMs: 4_000_000, lifetimeMs: 5 * DAY, reply: SUSPENDED };
 const REPLY = { delivered: '250 2.0.0 Ok: queued as 4Xyz', deferred: '451 4.3.0 Try again later', bounced: '550 5.1.1 No such user' } as const;
 
 /** outcome - a recipient's result with the usual reply for it. */

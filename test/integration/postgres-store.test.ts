@@ -385,6 +385,23 @@ describe.skipIf(!baseUrl)('postgres', () => {
       expect(await chunkRows(draft.id)).toBe(0);
     });
 
+    // Locks are taken in the order messages, then deliveries (pg-deliveries.ts): a suspension that waited for a
+    // message while holding deliveries could deadlock with a record.
+    it('suspends a destination without waiting for a message another transaction holds: that one is passed over', async () => {
+      const store = await openStore();
+      const ids: string[] = [];
+      for (let i = 0; i < 2; i++) ids.push(await commitMessage(store, [Buffer.from(`m${i}`)], envelopeWith({ recipients: [`r${i}@a.test`] })));
+      const now = new Date(Math.max(...(await Promise.all(ids.map((id) => receivedAtOf(store, id))))) + 1);
+      const lock = await lockMessage(ids[0]!);
+      try {
+        const options = { now, minWaitMs: 300_000, maxWaitMs: 4_000_000, lifetimeMs: 5 * 86_400_000, reply: '4.4.1 delivery temporarily suspended: connection refused' };
+        expect(await store.suspendDestination('a.test', options)).toBe(1);
+      } finally {
+        await lock.release();
+      }
+      expect((await store.claimDue({ now, limit: 10, leaseMs: 60_000, owner: 'w' })).map((c) => c.messageId)).toEqual([ids[0]]);
+    });
+
     it('removes chunk rows no message claims once a day old: at open, then at most hourly with purgeDone', async () => {
       const first = await openStore();
       const kept = await commitMessage(first, [Buffer.alloc(CHUNK_SIZE + 5, 0x63)], envelopeWith({}));

@@ -22,7 +22,7 @@ import { newQueueId } from '../../src/queue/queue-id.ts';
 import type { QueueStore, StoredEnvelope } from '../../src/queue/queue-store.ts';
 import { INLINE_BODY_LIMIT, WRITE_BATCH } from '../../src/queue/sqlite/sqlite-draft.ts';
 import { MIGRATIONS } from '../../src/queue/sqlite/sqlite-schema.ts';
-import { COMMIT_SPACING, openSqliteStore, QUEUE_PAGE_SIZE, SUSPEND_BATCH, WAL_CHECKPOINT_BYTES } from '../../src/queue/sqlite/sqlite-store.ts';
+import { COMMIT_SPACING, openSqliteStore, QUEUE_PAGE_SIZE, WAL_CHECKPOINT_BYTES } from '../../src/queue/sqlite/sqlite-store.ts';
 import { measureStreamingWrites } from '../helpers/queue-memory.ts';
 import { attemptWith, bodyOf, commitMessage, commitToManyDomains, deliverMessage, envelopeWith, failingBody, readAll, receivedAtOf, runQueueStoreContract } from '../helpers/queue-store-contract.ts';
 import { keepLoopBusy } from '../helpers/busy-loop.ts';
@@ -534,28 +534,6 @@ describe('sqlite queue store', () => {
     store = await openStore();
     expect(await readdir(messagesDir)).toEqual([]);
     expect((await store.showMessage(id))!.state).toBe('done');
-  });
-
-  // A destination found dead may have tens of thousands of deliveries due; SQLite's work is on the event loop.
-  it('suspends a destination in transactions of SUSPEND_BATCH deliveries, the event loop free between them', async () => {
-    const store = await openStore();
-    const count = 2 * SUSPEND_BATCH + 1;
-    const ids = await Promise.all(Array.from({ length: count }, (_, i) => commitMessage(store, [Buffer.from(`m${i}`)], envelopeWith({ recipients: [`r${i}@a.test`] }))));
-    const now = Math.max(...(await Promise.all(ids.map((id) => receivedAtOf(store, id))))) + 1;
-    let turns = 0;
-    let counting = true;
-    const countTurn = () => {
-      if (!counting) return;
-      turns++;
-      setImmediate(countTurn);
-    };
-    setImmediate(countTurn);
-    const moved = await store.suspendDestination('a.test', { now: new Date(now), until: new Date(now + 60_000), lifetimeMs: DAY_MS, reply: '4.4.1 delivery temporarily suspended: connection refused' });
-    counting = false;
-    expect(moved).toBe(count);
-    expect(turns).toBeGreaterThanOrEqual(2);
-    expect(await store.claimDue({ now: new Date(now), limit: count, leaseMs: 60_000, owner: 'w' })).toEqual([]);
-    expect(await store.claimDue({ now: new Date(now + 60_000), limit: count, leaseMs: 60_000, owner: 'w' })).toHaveLength(count);
   });
 
   it('deletes a message’s deliveries, recipients and attempts with it', async () => {

@@ -5,13 +5,16 @@ import { DeadDestinations, REMEMBERED_DESTINATIONS, suspendedReply } from '../..
 const REFUSED = '4.4.1 connect to mx.a.test[192.0.2.25]:25: connection refused';
 
 describe('DeadDestinations', () => {
-  it('finds a destination dead after as many unusable attempts in a row as it has slots, and each one after', () => {
+  it('finds a destination dead after as many unusable attempts in a row as it has slots, then counts afresh', () => {
     const dead = new DeadDestinations(3);
     expect(dead.attemptEnded('a.test', REFUSED)).toBeUndefined();
     expect(dead.attemptEnded('b.test', REFUSED)).toBeUndefined();
     expect(dead.attemptEnded('a.test', REFUSED)).toBeUndefined();
-    expect(dead.attemptEnded('a.test', REFUSED)).toBe(REFUSED);
     expect(dead.attemptEnded('a.test', '4.4.2 timed out')).toBe('4.4.2 timed out');
+    // Another try, as Postfix gives a dead destination once its suspension ends: as many failures again to suspend.
+    expect(dead.attemptEnded('a.test', REFUSED)).toBeUndefined();
+    expect(dead.attemptEnded('a.test', REFUSED)).toBeUndefined();
+    expect(dead.attemptEnded('a.test', REFUSED)).toBe(REFUSED);
   });
 
   it('brings a destination back with one attempt that could use its next hop', () => {
@@ -37,7 +40,8 @@ describe('suspendedReply', () => {
   it.each([
     [REFUSED, '4.4.1 delivery temporarily suspended: connect to mx.a.test[192.0.2.25]:25: connection refused'],
     ['421 4.3.2 mx.a.test is busy', '4.3.2 delivery temporarily suspended: 421 4.3.2 mx.a.test is busy'],
-    ['421 Service not available', '4.4.0 delivery temporarily suspended: 421 Service not available'],
+    ['421 Service not available', '4.0.0 delivery temporarily suspended: 421 Service not available'],
+    ['connection lost', '4.4.0 delivery temporarily suspended: connection lost'],
   ])('%s', (reply, suspended) => {
     expect(suspendedReply(reply)).toBe(suspended);
   });

@@ -19,7 +19,9 @@
 // the operator's verbs, claimMessages, DELETE's cascade); claimDue locks only
 // delivery rows, and skips rather than waits. record_attempt's lock on the message
 // also makes "all deliveries finished → done" exact when two nodes finish
-// the last two deliveries of one message at once. record_attempt is a
+// the last two deliveries of one message at once. A suspension (SUSPEND)
+// locks deliveries and their messages but skips rather than waits, as a
+// claim does. record_attempt is a
 // function in the database (pg-schema.ts, migration 4) so that a record is
 // one round trip.
 //
@@ -132,29 +134,33 @@ export async function claimMessages(pool: pg.Pool, ids: readonly string[], optio
   });
 }
 
-// A dead destination's due deliveries moved on. SKIP LOCKED on the delivery and its message: one being claimed or
-// recorded is left to its worker, and with the message held nobody else changes its recipients (the lock order).
+// A dead destination's due deliveries moved on (SuspendOptions), at most $7 of them. SKIP LOCKED on the delivery and
+// its message: one being claimed, recorded or changed by the operator is left as it is, and this statement never
+// waits for a lock. With the message locked, nobody else changes its recipients (the lock order above), so the
+// recipients' UPDATE waits for no one either. updated_at stays: it is when the last attempt's outcome was known.
 const SUSPEND = `
   WITH chosen AS (
-    SELECT d.id, least($3, m.received_at + $4::bigint * interval '1 millisecond') AS due_at
+    SELECT d.id, least(m.received_at + $5::bigint * interval '1 millisecond',
+                       $2::timestamptz + greatest($3::bigint * interval '1 millisecond', least($4::bigint * interval '1 millisecond', $2::timestamptz - m.received_at))) AS due_at
       FROM deliveries d JOIN messages m ON m.id = d.message_id
-     WHERE NOT d.finished AND d.next_attempt_at <= $2 AND d.domain = $1
-       AND (d.lease_until IS NULL OR d.lease_until <= $2)
-       AND m.state = 'queued' AND m.received_at + $4::bigint * interval '1 millisecond' > $2
+     WHERE NOT d.finished AND d.next_attempt_at <= $2::timestamptz AND d.domain = $1
+       AND (d.lease_until IS NULL OR d.lease_until <= $2::timestamptz)
+       AND m.state = 'queued' AND m.received_at + $5::bigint * interval '1 millisecond' > $2::timestamptz
+     LIMIT $7
        FOR NO KEY UPDATE OF d, m SKIP LOCKED
   ), moved AS (
     UPDATE deliveries d SET next_attempt_at = c.due_at FROM chosen c WHERE d.id = c.id RETURNING d.id
   ), deferred AS (
-    UPDATE recipients r SET state = 'deferred', reply = $5, updated_at = $2
+    UPDATE recipients r SET state = 'deferred', reply = $6
       FROM moved WHERE r.delivery_id = moved.id AND r.state IN ('queued', 'deferred')
   )
   SELECT count(*)::int AS moved FROM moved`;
 
-/** suspendDestination - move a dead destination's due deliveries on to `until` (see QueueStore); returns how many. */
-export async function suspendDestination(pool: pg.Pool, domain: string, options: SuspendOptions): Promise<number> {
+/** suspendDestination - move up to `limit` of a dead destination's due deliveries on (see QueueStore); returns how many. */
+export async function suspendDestination(pool: pg.Pool, domain: string, options: SuspendOptions, limit: number): Promise<number> {
   checkSuspendOptions(options);
-  const { now, until, lifetimeMs, reply } = options;
-  const result = await pool.query<{ moved: number }>(SUSPEND, [domain, now, until, lifetimeMs, reply]);
+  const { now, minWaitMs, maxWaitMs, lifetimeMs, reply } = options;
+  const result = await pool.query<{ moved: number }>(SUSPEND, [domain, now, minWaitMs, maxWaitMs, lifetimeMs, reply, limit]);
   return result.rows[0]!.moved;
 }
 

@@ -39,7 +39,7 @@
 import type pg from 'pg';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
-import type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions } from '../delivery-rules.ts';
+import { inBatches, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { createGroupCommit } from '../group-commit.ts';
 import { logMigration } from '../migrations.ts';
@@ -214,7 +214,7 @@ class PostgresQueueStore implements QueueStore {
   }
 
   suspendDestination(domain: string, options: SuspendOptions): Promise<number> {
-    return this.#run(() => deliveries.suspendDestination(this.queries, domain, options));
+    return inBatches((limit) => this.#run(() => deliveries.suspendDestination(this.queries, domain, options, limit)));
   }
 
   retryMessages(selector: MessageSelector, now: Date): Promise<string[]> {

@@ -88,23 +88,24 @@ export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
 function prepareSuspend(db: Database.Database): DeliveryFunctions['suspendDestination'] {
   // Walks deliveries_due over what is due, as a claim does, once per suspension rather than at every claim. No
   // LIMIT, as in the claim: the loop stops reading.
-  const selectSuspended = db.prepare<{ domain: string; now: number; until: number; lifetime: number }, [number, number]>(`
-    SELECT d.id, MIN(@until, m.received_at + @lifetime)
+  const selectSuspended = db.prepare<{ domain: string; now: number; minWait: number; maxWait: number; lifetime: number }, [number, number]>(`
+    SELECT d.id, MIN(m.received_at + @lifetime, @now + MAX(@minWait, MIN(@maxWait, @now - m.received_at)))
       FROM deliveries d JOIN messages m ON m.id = d.message_id
      WHERE d.finished = 0 AND d.next_attempt_at <= @now AND d.domain = @domain
        AND (d.lease_until IS NULL OR d.lease_until <= @now)
        AND m.state = 'queued' AND m.received_at + @lifetime > @now`).raw();
   const move = db.prepare<[number, number]>('UPDATE deliveries SET next_attempt_at = ? WHERE id = ?');
-  const defer = db.prepare<[string, number, number]>("UPDATE recipients SET state = 'deferred', reply = ?, updated_at = ? WHERE delivery_id = ? AND state IN ('queued', 'deferred')");
-  const suspend = db.transaction((domain: string, { now, until, lifetimeMs, reply }: SuspendOptions, limit: number): number => {
+  // updated_at stays: it is when the last attempt's outcome was known (a report's Last-Attempt-Date).
+  const defer = db.prepare<[string, number]>("UPDATE recipients SET state = 'deferred', reply = ? WHERE delivery_id = ? AND state IN ('queued', 'deferred')");
+  const suspend = db.transaction((domain: string, { now, minWaitMs, maxWaitMs, lifetimeMs, reply }: SuspendOptions, limit: number): number => {
     const chosen: [number, number][] = [];
-    for (const row of selectSuspended.iterate({ domain, now: now.getTime(), until: until.getTime(), lifetime: lifetimeMs })) {
+    for (const row of selectSuspended.iterate({ domain, now: now.getTime(), minWait: minWaitMs, maxWait: maxWaitMs, lifetime: lifetimeMs })) {
       chosen.push(row);
       if (chosen.length === limit) break;
     }
     for (const [id, dueAt] of chosen) {
       move.run(dueAt, id);
-      defer.run(reply, now.getTime(), id);
+      defer.run(reply, id);
     }
     return chosen.length;
   });

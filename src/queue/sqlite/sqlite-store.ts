@@ -40,7 +40,7 @@ import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../../observability/logger.ts';
-import type { AttemptResult, ClaimOptions, LeaseClaim, MessageClaimOptions } from '../delivery-rules.ts';
+import { inBatches, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type SuspendOptions } from '../delivery-rules.ts';
 import { OpenDrafts } from '../draft-lifecycle.ts';
 import { createFreeSpaceReader } from '../free-space.ts';
 import { createGroupCommit, type BatchSpacing, type GroupCommit } from '../group-commit.ts';
@@ -53,7 +53,6 @@ import type {
   MessageDetails,
   MessageDraft,
   MessageSelector,
-  SuspendOptions,
   QueuedMessageSummary,
   QueueStats,
   QueueStore,
@@ -186,9 +185,6 @@ export const COMMIT_SPACING: BatchSpacing<WriteItem> = {
 function isCommit(item: WriteItem): boolean {
   return item.kind === 'commit';
 }
-
-/** Deliveries a suspension moves in one transaction (suspendDestination): a few milliseconds of the event loop. */
-export const SUSPEND_BATCH = 100;
 
 /** A body file is read in chunks of this size (fs streams default to 64 KB: four times the trips to the thread pool). */
 const READ_CHUNK = 256 * 1024;
@@ -348,17 +344,9 @@ class SqliteQueueStore implements QueueStore {
     return this.#run(() => this.#deliveries.nextDueAt());
   }
 
-  // In transactions of SUSPEND_BATCH deliveries, the event loop free between them: 20,000 in one held it for
-  // 324-508 ms, in batches it waited 7-10 ms at most (bench/store.ts --waiting 20000 --suspend). Not waited on
-  // for durability: a suspension lost in a crash only has those deliveries tried sooner.
-  async suspendDestination(domain: string, options: SuspendOptions): Promise<number> {
-    let moved = 0;
-    for (;;) {
-      const batch = await this.#run(() => this.#deliveries.suspendDestination(domain, options, SUSPEND_BATCH));
-      moved += batch;
-      if (batch < SUSPEND_BATCH) return moved;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+  // Not waited on for durability: a suspension lost in a crash only has those deliveries tried sooner.
+  suspendDestination(domain: string, options: SuspendOptions): Promise<number> {
+    return inBatches((limit) => this.#run(() => this.#deliveries.suspendDestination(domain, options, limit)));
   }
 
   holdMessages(selector: MessageSelector): Promise<string[]> {
