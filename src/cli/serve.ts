@@ -252,7 +252,8 @@ function createDeliveryScheduler(parts: {
     hostname: config.hostname,
     concurrency: outbound.concurrency,
     perDestination: outbound.perDestination,
-    leaseMs: outbound.lease * 1000,
+    // Whole milliseconds, as a claim requires: a duration in the configuration may be a fraction ("4.1m").
+    leaseMs: Math.ceil(outbound.lease * 1000),
     stopTimeoutMs: outbound.stopTimeout * 1000,
     retry: outbound.retry,
     pollMs: 1000,

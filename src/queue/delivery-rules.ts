@@ -1,13 +1,17 @@
 // The scheduler's calls as both queue backends take them: the arguments of
-// claimDue, recordAttempt and releaseLease, what a record did, and the two
-// rules every backend applies the same way before its own SQL runs.
+// claimDue, recordAttempt, releaseLease and suspendDestination, what a
+// record did, and the rules every backend applies the same way before its
+// own SQL runs.
 //
-// Decides which claims make sense (a valid `now`, a whole limit >= 0, a
-// lease > 0, an owner) and when an attempt's outcomes became known (the end
-// of its last attempt; the clock only when there was no attempt at all).
+// Decides which claims and suspensions make sense (a valid `now`, a whole
+// limit >= 0, a lease > 0, an owner; waits > 0, a 4.x.y reply) and when an
+// attempt's outcomes became known (the end of its last attempt; the clock
+// only when there was no attempt at all).
 //
-// How it fails: checkClaimOptions throws, naming the argument, on a claim
-// that makes no sense; outcomeTime does not fail.
+// How it fails: checkClaimOptions and checkSuspendOptions throw, naming the
+// argument, on a call that makes no sense; inBatches rejects with the error
+// of the batch that failed (the batches before it stand); outcomeTime does
+// not fail.
 //
 //   checkClaimOptions - refuse a claim that could not mean anything sensible.
 //   checkLeaseOptions - the same for the lease's part alone (claimMessages).

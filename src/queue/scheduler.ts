@@ -226,9 +226,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 
   /** suspend - defer a dead destination's due mail at once (dead-destinations.ts), without an attempt each. */
   async function suspend(domain: string, reason: string): Promise<void> {
-    const { initial, max, lifetime } = options.retry;
+    // Whole milliseconds: a duration in the configuration may be a fraction ("4.1d").
+    const [minWaitMs, maxWaitMs, lifetimeMs] = [options.retry.initial, options.retry.max, options.retry.lifetime].map((seconds) => Math.ceil(seconds * 1000)) as [number, number, number];
     try {
-      const moved = await store.suspendDestination(domain, { now: options.now(), minWaitMs: initial * 1000, maxWaitMs: max * 1000, lifetimeMs: lifetime * 1000, reply: suspendedReply(reason) });
+      const moved = await store.suspendDestination(domain, { now: options.now(), minWaitMs, maxWaitMs, lifetimeMs, reply: suspendedReply(reason) });
       if (moved > 0) logger.warn({ domain, deliveries: moved, reason }, 'next hops of the destination unusable: its due deliveries are suspended');
     } catch (err) {
       logger.error({ err, domain }, 'could not suspend the deliveries of a dead destination; they are tried as they fall due');

@@ -569,7 +569,7 @@ export function runDeliveryContract(current: () => QueueStoreHarness): void {
         ['young.test', 10, {}, 1000],
         ['aged.test', 2000, {}, 2000],
         ['old.test', 20_000, {}, 10_000],
-        ['ending.test', 2000, { lifetimeMs: 3000 }, 1000],
+        ['ending.test', 2000, { lifetimeMs: 2500 }, 500],
         ['ended.test', 3000, { lifetimeMs: 3000 }, undefined],
       ];
       for (const [domain, age, changes, wait] of cases) {

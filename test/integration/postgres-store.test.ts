@@ -17,6 +17,7 @@ import { ConfigError, loadConfig } from '../../src/config/load.ts';
 import { createLogger, type Logger } from '../../src/observability/logger.ts';
 import { CHUNK_SIZE, DRAFT_MAX_AGE } from '../../src/queue/postgres/pg-body.ts';
 import { createPool, parseQueueUrl } from '../../src/queue/postgres/pg-connection.ts';
+import { suspendDestination } from '../../src/queue/postgres/pg-deliveries.ts';
 import { MIGRATIONS } from '../../src/queue/postgres/pg-schema.ts';
 import { openPostgresStore } from '../../src/queue/postgres/pg-store.ts';
 import type { AttemptResult } from '../../src/queue/delivery-rules.ts';
@@ -400,6 +401,22 @@ describe.skipIf(!baseUrl)('postgres', () => {
         await lock.release();
       }
       expect((await store.claimDue({ now, limit: 10, leaseMs: 60_000, owner: 'w' })).map((c) => c.messageId)).toEqual([ids[0]]);
+    });
+
+    // inBatches stops at the first batch that moves fewer than it asked for: each statement must keep to its limit.
+    it('moves at most the limit asked for in one suspension statement', async () => {
+      const store = await openStore();
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) ids.push(await commitMessage(store, [Buffer.from(`m${i}`)], envelopeWith({ recipients: [`r${i}@a.test`] })));
+      const now = new Date(Math.max(...(await Promise.all(ids.map((id) => receivedAtOf(store, id))))) + 1);
+      const pool = createPool(parseQueueUrl(schema.url), 1);
+      try {
+        const options = { now, minWaitMs: 300_000, maxWaitMs: 4_000_000, lifetimeMs: 5 * 86_400_000, reply: '4.4.1 delivery temporarily suspended: connection refused' };
+        expect(await suspendDestination(pool, 'a.test', options, 2)).toBe(2);
+      } finally {
+        await pool.end();
+      }
+      expect(await store.claimDue({ now, limit: 10, leaseMs: 60_000, owner: 'w' })).toHaveLength(3);
     });
 
     it('removes chunk rows no message claims once a day old: at open, then at most hourly with purgeDone', async () => {
