@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/config.ts';
+import { durationMs } from '../config/values.ts';
 import type { QueueApi } from '../observability/http-server.ts';
 import { silentLogger } from '../observability/logger.ts';
 import { leaseOwnerName } from '../queue/lease-owner.ts';
@@ -135,7 +136,7 @@ export async function changeMessages(config: Config, verb: QueueVerb, given: str
   const now = new Date();
   // The leases a bounce takes are this process's: a relay restarted on this machine takes back what a crash left.
   const context: BounceContext = {
-    now, hostname: config.hostname, leaseMs: config.outbound.lease * 1000, log: silentLogger(),
+    now, hostname: config.hostname, leaseMs: durationMs(config.outbound.lease), log: silentLogger(),
     owner: leaseOwnerName({ machine: hostname(), pid: process.pid, token: randomBytes(4).toString('hex') }),
   };
   const { changed, unchanged, why, inFlight } = await withStore(config, async (store) => {

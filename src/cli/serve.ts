@@ -14,6 +14,7 @@ import type { Config, ListenerName } from '../config/config.ts';
 import { LISTENER_NAMES } from '../config/config.ts';
 import { fileProblems, usesDevCertificates } from '../config/files.ts';
 import { ConfigError } from '../config/load.ts';
+import { durationMs } from '../config/values.ts';
 import { createAuthLimiter } from '../inbound/auth-limiter.ts';
 import { ConnectionCounts } from '../inbound/connection-counts.ts';
 import { createListener, type InboundListener, type ReverseResolver } from '../inbound/listener.ts';
@@ -252,8 +253,7 @@ function createDeliveryScheduler(parts: {
     hostname: config.hostname,
     concurrency: outbound.concurrency,
     perDestination: outbound.perDestination,
-    // Whole milliseconds, as a claim requires: a duration in the configuration may be a fraction ("4.1m").
-    leaseMs: Math.ceil(outbound.lease * 1000),
+    leaseMs: durationMs(outbound.lease),
     stopTimeoutMs: outbound.stopTimeout * 1000,
     retry: outbound.retry,
     pollMs: 1000,
@@ -330,7 +330,7 @@ function buildHttp(parts: HttpParts): HttpListener {
     health,
     queue: createQueueApi(
       store,
-      { hostname: config.hostname, owner: leaseOwnerName(parts.leaseOwner), leaseMs: config.outbound.lease * 1000, log: logger.child({ component: 'queue-api' }) },
+      { hostname: config.hostname, owner: leaseOwnerName(parts.leaseOwner), leaseMs: durationMs(config.outbound.lease), log: logger.child({ component: 'queue-api' }) },
       now,
     ),
     autoconfig: config.http.autoconfig

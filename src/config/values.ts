@@ -16,6 +16,11 @@ export function parseDurationSeconds(value: unknown): number | undefined {
   return Number(match[1]) * (DURATION_UNITS[match[2] || 's'] ?? 1);
 }
 
+/** durationMs - a duration as the configuration holds it (seconds, with a fraction perhaps: "4.1m" is 245.99999999999997) in whole milliseconds, as a lease takes it. */
+export function durationMs(seconds: number): number {
+  return Math.round(seconds * 1000);
+}
+
 const HOST_NAME = /^(?=.{1,254}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
 
 export const check = {

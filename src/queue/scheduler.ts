@@ -13,6 +13,7 @@
 // mail suspended at once (dead-destinations.ts).
 // Fails: a courier that throws, or a store error, is logged and the
 // delivery's lease simply lapses, so it is tried again later (never lost).
+import { durationMs } from '../config/values.ts';
 import { errorMessage, type Logger } from '../observability/logger.ts';
 import { NO_METRICS, type RelayMetrics } from '../observability/metrics.ts';
 import { nextAttemptAt, type RetrySettings } from './backoff.ts';
@@ -226,10 +227,10 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
 
   /** suspend - defer a dead destination's due mail at once (dead-destinations.ts), without an attempt each. */
   async function suspend(domain: string, reason: string): Promise<void> {
-    // Whole milliseconds: a duration in the configuration may be a fraction ("4.1d").
-    const [minWaitMs, maxWaitMs, lifetimeMs] = [options.retry.initial, options.retry.max, options.retry.lifetime].map((seconds) => Math.ceil(seconds * 1000)) as [number, number, number];
+    const { initial, max, lifetime } = options.retry;
     try {
-      const moved = await store.suspendDestination(domain, { now: options.now(), minWaitMs, maxWaitMs, lifetimeMs, reply: suspendedReply(reason) });
+      const waits = { minWaitMs: durationMs(initial), maxWaitMs: durationMs(max), lifetimeMs: durationMs(lifetime) };
+      const moved = await store.suspendDestination(domain, { now: options.now(), ...waits, reply: suspendedReply(reason) });
       if (moved > 0) logger.warn({ domain, deliveries: moved, reason }, 'next hops of the destination unusable: its due deliveries are suspended');
     } catch (err) {
       logger.error({ err, domain }, 'could not suspend the deliveries of a dead destination; they are tried as they fall due');

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_KEYS, envName } from '../../src/config/keys.ts';
 import { ConfigError, loadConfig } from '../../src/config/load.ts';
-import { parseDurationSeconds } from '../../src/config/values.ts';
+import { durationMs, parseDurationSeconds } from '../../src/config/values.ts';
 
 function yamlFile(text: string): string {
   const file = join(mkdtempSync(join(tmpdir(), 'postern-config-')), 'postern.yaml');
@@ -236,5 +236,9 @@ describe('keys', () => {
   });
   it('parses durations', () => {
     expect([parseDurationSeconds('300s'), parseDurationSeconds('5m'), parseDurationSeconds('2h'), parseDurationSeconds('5d'), parseDurationSeconds(30), parseDurationSeconds('5 weeks')]).toEqual([300, 300, 7200, 432000, 30, undefined]);
+  });
+  // A lease is refused unless it is whole milliseconds: 4.1 minutes are 245.99999999999997 seconds.
+  it('gives a duration with a fraction in whole milliseconds', () => {
+    expect(['4.1m', '4.1d', '1.5s', '0.001s'].map((value) => durationMs(parseDurationSeconds(value)!))).toEqual([246_000, 354_240_000, 1500, 1]);
   });
 });
