@@ -70,7 +70,7 @@ export function checkSuspendOptions({ now, minWaitMs, maxWaitMs, lifetimeMs, rep
  * inBatches - run `batch` (one transaction moving at most SUSPEND_BATCH rows) until one moves fewer, the event loop
  * free between them; returns how many moved in all. A SQLite store's work holds the event loop, a PostgreSQL one's
  * the rows' locks: 20,000 deliveries suspended in one SQLite transaction held the loop for 324-508 ms, in batches
- * it waited 7-10 ms at most (bench/store.ts --waiting 20000 --suspend).
+ * it waited 5-11 ms at most (bench/store.ts --waiting 20000 --suspend).
  */
 export async function inBatches(batch: (limit: number) => Promise<number>): Promise<number> {
   let moved = 0;

@@ -20,7 +20,7 @@
 // make no sense. recordAttempt returns false, changing nothing, for a
 // delivery that is unknown (deleted), finished, or leased by someone else.
 //
-//   prepareDeliveries - the claim / record / release / next-due functions over one database.
+//   prepareDeliveries - the claim / record / release / next-due / suspend functions over one database.
 import type Database from 'better-sqlite3';
 import { CLAIM_LOOK_AHEAD, checkClaimOptions, checkLeaseOptions, checkSuspendOptions, destinationSlots, fullDestinations, outcomeTime, type AttemptResult, type ClaimOptions, type LeaseClaim, type MessageClaimOptions, type RecordVerdict, type SuspendOptions } from '../delivery-rules.ts';
 import type { ClaimedDelivery } from '../queue-store.ts';
