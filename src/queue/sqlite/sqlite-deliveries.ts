@@ -48,7 +48,7 @@ export type SqliteRecordVerdict = RecordVerdict & { bodyInFile?: boolean };
 /** A due delivery with its message's columns (ClaimRow but for the recipients, read for each). */
 type DueRow = Omit<ClaimRow, 'recipients'> & { id: number };
 
-/** prepareDeliveries - the claim / record / release / next-due functions over one database. */
+/** prepareDeliveries - the claim / record / release / next-due / suspend functions over one database. */
 export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
   const { claimDue, claimMessages } = prepareClaim(db);
   const record = prepareRecord(db);
