@@ -34,6 +34,8 @@ export interface RelayMetrics {
   smtpSession(direction: SessionDirection, tlsVersion: string | undefined): void;
   /** deliveryRecorded - one recipient's recorded result; latencySeconds (accept to delivered) only for delivered ones. */
   deliveryRecorded(result: DeliveryResult, latencySeconds?: number): void;
+  /** deliveriesSuspended - deliveries deferred at once, with no attempt each, for a destination found dead. */
+  deliveriesSuspended(count: number): void;
 }
 
 /** What render() reads at scrape time (the queue's stats(), the certificate being served). */
@@ -56,6 +58,7 @@ export const NO_METRICS: RelayMetrics = {
   authFailed: () => undefined,
   smtpSession: () => undefined,
   deliveryRecorded: () => undefined,
+  deliveriesSuspended: () => undefined,
 };
 
 // From half a second (a relay next door) to the five-day queue lifetime (outbound.retry.lifetime).
@@ -76,6 +79,7 @@ export function createMetrics(): Metrics {
   const accepted = new Counter({ name: 'postern_messages_accepted_total', help: 'Messages accepted and queued (the client heard 250).', registers });
   const rejected = new Counter({ name: 'postern_messages_rejected_total', help: 'Refusals by policy or at intake, by reason (relay-denied, starttls-required, message-too-big, ...).', labelNames: ['reason'], registers });
   const deliveries = new Counter({ name: 'postern_deliveries_total', help: 'Delivery results per recipient.', labelNames: ['result'], registers });
+  const suspended = new Counter({ name: 'postern_deliveries_suspended_total', help: 'Deliveries deferred at once, with no attempt each, because their destination was found dead ("delivery temporarily suspended").', registers });
   const sessions = new Counter({ name: 'postern_smtp_sessions_total', help: 'SMTP sessions by direction and the TLS version they ran under (none: plaintext).', labelNames: ['direction', 'tls'], registers });
   const authFailures = new Counter({ name: 'postern_auth_failures_total', help: 'Failed AUTH attempts (wrong credentials, or the client IP locked out).', registers });
   const latency = new Histogram({ name: 'postern_delivery_latency_seconds', help: 'Time from accepting a message to delivering it, per recipient.', buckets: LATENCY_BUCKETS, registers });
@@ -96,6 +100,7 @@ export function createMetrics(): Metrics {
       deliveries.inc({ result });
       if (latencySeconds !== undefined) latency.observe(Math.max(0, latencySeconds));
     },
+    deliveriesSuspended: (count) => suspended.inc(count),
     async render(snapshot) {
       const nowMs = snapshot.now.getTime();
       queueDepth.reset();

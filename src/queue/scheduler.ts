@@ -231,7 +231,9 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     try {
       const waits = { minWaitMs: durationMs(initial), maxWaitMs: durationMs(max), lifetimeMs: durationMs(lifetime) };
       const moved = await store.suspendDestination(domain, { now: options.now(), ...waits, reply: suspendedReply(reason) });
-      if (moved > 0) logger.warn({ domain, deliveries: moved, reason }, 'next hops of the destination unusable: its due deliveries are suspended');
+      if (moved === 0) return;
+      metrics.deliveriesSuspended(moved);
+      logger.warn({ domain, deliveries: moved, reason }, 'next hops of the destination unusable: its due deliveries are suspended');
     } catch (err) {
       logger.error({ err, domain }, 'could not suspend the deliveries of a dead destination; they are tried as they fall due');
     }

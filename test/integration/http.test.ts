@@ -330,6 +330,7 @@ describe('/metrics', () => {
       ['postern_messages_accepted_total', 'counter'],
       ['postern_messages_rejected_total', 'counter'],
       ['postern_deliveries_total', 'counter'],
+      ['postern_deliveries_suspended_total', 'counter'],
       ['postern_queue_messages', 'gauge'],
       ['postern_queue_oldest_message_age_seconds', 'gauge'],
       ['postern_smtp_sessions_total', 'counter'],
@@ -342,6 +343,7 @@ describe('/metrics', () => {
     }
     const samples = parseMetrics(answer.text);
     for (const result of ['delivered', 'deferred', 'bounced']) expect(samples.get(`postern_deliveries_total{result="${result}"}`)).toBe(0);
+    expect(samples.get('postern_deliveries_suspended_total')).toBe(0);
     // The test certificate is valid for a while yet.
     expect(samples.get('postern_tls_certificate_expiry_seconds')).toBeGreaterThan(86400);
   });
