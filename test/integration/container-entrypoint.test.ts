@@ -15,7 +15,6 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -34,19 +33,21 @@ interface Container {
   env: NodeJS.ProcessEnv;
   child: ChildProcess;
   logs: Record<string, unknown>[];
-  ready: { listeners: { name: string; host: string; port: number }[] };
+  ready: { listeners: { name: string; host: string; port: number }[]; http?: { host: string; port: number } };
   exited: Promise<number | string | null>;
 }
 
 /** inRoot - an absolute path of the container, inside the temp root. */
 const inRoot = (root: string, path: string) => join(root, path);
 
-/** containerEnv - the service's environment with ports to 0 (HTTP to httpPort) and absolute paths into the root. */
-function containerEnv(service: Record<string, string>, root: string, httpPort: number): Record<string, string> {
+/**
+ * containerEnv - the service's environment with ports to 0 (each listener's and HTTP's: a port picked free beforehand
+ * may be taken by another test before the relay binds it) and absolute paths into the root.
+ */
+function containerEnv(service: Record<string, string>, root: string): Record<string, string> {
   const merged = { ...service };
   for (const [name, value] of Object.entries(merged)) {
-    if (/^POSTERN_LISTENERS_[A-Z]+_PORT$/.test(name)) merged[name] = '0';
-    else if (name === 'POSTERN_HTTP_PORT') merged[name] = String(httpPort);
+    if (/^POSTERN_LISTENERS_[A-Z]+_PORT$/.test(name) || name === 'POSTERN_HTTP_PORT') merged[name] = '0';
     else if (value.startsWith('/')) merged[name] = inRoot(root, value);
   }
   return merged;
@@ -103,14 +104,6 @@ function portOf(container: Container, name: string): number {
   const listener = container.ready.listeners.find((l) => l.name === name);
   if (!listener) throw new Error(`no ${name} listener in ${JSON.stringify(container.ready.listeners)}`);
   return listener.port;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 interface Sink {
@@ -197,15 +190,14 @@ afterAll(async () => {
 });
 
 /** prepare - a temp root with the compose secrets, and the environment the container gets. */
-async function prepare(vars: Record<string, string>, secrets: { smarthostPassword: string }): Promise<{ root: string; env: Record<string, string>; httpPort: number }> {
+async function prepare(vars: Record<string, string>, secrets: { smarthostPassword: string }): Promise<{ root: string; env: Record<string, string> }> {
   const root = await mkdtemp(join(tmpdir(), 'postern-container-'));
   cleanups.push(() => rm(root, { recursive: true, force: true }));
   await mkdir(join(root, 'run', 'secrets'), { recursive: true });
   await writeFile(join(root, 'run', 'secrets', 'smarthost_password'), `${secrets.smarthostPassword}\n`);
   await writeFile(join(root, 'run', 'secrets', 'http_token'), randomBytes(32).toString('hex') + '\n');
-  const httpPort = healthCommand ? await freePort() : 0;
-  const env = containerEnv(serviceEnvironment(image, readCompose(composeText, vars).services.postern!), root, httpPort);
-  return { root, env, httpPort };
+  const env = containerEnv(serviceEnvironment(image, readCompose(composeText, vars).services.postern!), root);
+  return { root, env };
 }
 
 async function stop(container: Container): Promise<void> {
@@ -287,9 +279,12 @@ describe('the image command, outside Docker', () => {
 
   it('the HEALTHCHECK command (`postern health`) passes against the running container', async (ctx) => {
     if (!healthCommand) ctx.skip('`postern health` is not in this build yet: the HEALTHCHECK command was not run');
-    const { root, env, httpPort } = await prepare({}, { smarthostPassword: '' });
+    const { root, env } = await prepare({}, { smarthostPassword: '' });
     const container = await startContainer(image, env, root);
     cleanups.push(() => Promise.resolve(container.child.kill('SIGKILL')));
+    // The command finds the HTTP port in the environment, as in the container: here the one the relay was given.
+    const httpPort = container.ready.http?.port;
+    container.env.POSTERN_HTTP_PORT = String(httpPort);
     const health = await run(container, image.healthcheck);
     expect(health.code, `${health.stdout}${health.stderr} (HTTP on ${httpPort})`).toBe(0);
     await stop(container);
