@@ -282,7 +282,7 @@ describe('the image command, outside Docker', () => {
     const { root, env } = await prepare({}, { smarthostPassword: '' });
     const container = await startContainer(image, env, root);
     cleanups.push(() => Promise.resolve(container.child.kill('SIGKILL')));
-    // The command finds the HTTP port in the environment, as in the container: here the one the relay was given.
+    // The command finds the HTTP port in the environment, as in the container: here the one the relay bound (given 0).
     const httpPort = container.ready.http?.port;
     container.env.POSTERN_HTTP_PORT = String(httpPort);
     const health = await run(container, image.healthcheck);

@@ -51,6 +51,10 @@ import { attemptColumns, type AttemptColumns } from '../stored-columns.ts';
 import { inTransaction } from './pg-connection.ts';
 import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
 
+// A delivery a claim may take at $1 (d, joined to its message m): pending, due, no lease running, its message queued.
+// A suspension moves on the same ones, so that what it leaves is what a claim would find.
+const CLAIMABLE = `NOT d.finished AND d.next_attempt_at <= $1 AND (d.lease_until IS NULL OR d.lease_until <= $1) AND m.state = 'queued'`;
+
 // Lock and lease in one statement; the outer SELECT describes what was leased.
 // $5 is the per-destination limit (NULL: none), $6 the deliveries in flight by domain (JSON),
 // $7 the domains with no slot left (skipped outright), $8 how far past the limit to look
@@ -60,9 +64,7 @@ import { claimedDeliveryOf, type ClaimRow } from '../stored-rows.ts';
 const CLAIM = `
   WITH due AS (
     SELECT d.id, d.domain, d.next_attempt_at FROM deliveries d JOIN messages m ON m.id = d.message_id
-     WHERE NOT d.finished AND d.next_attempt_at <= $1
-       AND (d.lease_until IS NULL OR d.lease_until <= $1)
-       AND m.state = 'queued'
+     WHERE ${CLAIMABLE}
        AND NOT (d.domain = ANY($7::text[]))
      ORDER BY d.next_attempt_at, d.id
      LIMIT $2::int + $8::int
@@ -141,11 +143,9 @@ export async function claimMessages(pool: pg.Pool, ids: readonly string[], optio
 const SUSPEND = `
   WITH chosen AS (
     SELECT d.id, least(m.received_at + $5::bigint * interval '1 millisecond',
-                       $2::timestamptz + greatest($3::bigint * interval '1 millisecond', least($4::bigint * interval '1 millisecond', $2::timestamptz - m.received_at))) AS due_at
+                       $1::timestamptz + greatest($3::bigint * interval '1 millisecond', least($4::bigint * interval '1 millisecond', $1::timestamptz - m.received_at))) AS due_at
       FROM deliveries d JOIN messages m ON m.id = d.message_id
-     WHERE NOT d.finished AND d.next_attempt_at <= $2::timestamptz AND d.domain = $1
-       AND (d.lease_until IS NULL OR d.lease_until <= $2::timestamptz)
-       AND m.state = 'queued' AND m.received_at + $5::bigint * interval '1 millisecond' > $2::timestamptz
+     WHERE ${CLAIMABLE} AND d.domain = $2 AND m.received_at + $5::bigint * interval '1 millisecond' > $1::timestamptz
      LIMIT $7
        FOR NO KEY UPDATE OF d, m SKIP LOCKED
   ), moved AS (
@@ -160,7 +160,7 @@ const SUSPEND = `
 export async function suspendDestination(pool: pg.Pool, domain: string, options: SuspendOptions, limit: number): Promise<number> {
   checkSuspendOptions(options);
   const { now, minWaitMs, maxWaitMs, lifetimeMs, reply } = options;
-  const result = await pool.query<{ moved: number }>(SUSPEND, [domain, now, minWaitMs, maxWaitMs, lifetimeMs, reply, limit]);
+  const result = await pool.query<{ moved: number }>(SUSPEND, [now, domain, minWaitMs, maxWaitMs, lifetimeMs, reply, limit]);
   return result.rows[0]!.moved;
 }
 

@@ -48,6 +48,10 @@ export type SqliteRecordVerdict = RecordVerdict & { bodyInFile?: boolean };
 /** A due delivery with its message's columns (ClaimRow but for the recipients, read for each). */
 type DueRow = Omit<ClaimRow, 'recipients'> & { id: number };
 
+// A delivery a claim may take at @now (d, joined to its message m): pending, due, no lease running, its message
+// queued. A suspension moves on the same ones, so that what it leaves is what a claim would find.
+const CLAIMABLE = `d.finished = 0 AND d.next_attempt_at <= @now AND (d.lease_until IS NULL OR d.lease_until <= @now) AND m.state = 'queued'`;
+
 /** prepareDeliveries - the claim / record / release / next-due / suspend functions over one database. */
 export function prepareDeliveries(db: Database.Database): DeliveryFunctions {
   const { claimDue, claimMessages } = prepareClaim(db);
@@ -91,9 +95,7 @@ function prepareSuspend(db: Database.Database): DeliveryFunctions['suspendDestin
   const selectSuspended = db.prepare<{ domain: string; now: number; minWait: number; maxWait: number; lifetime: number }, [number, number]>(`
     SELECT d.id, MIN(m.received_at + @lifetime, @now + MAX(@minWait, MIN(@maxWait, @now - m.received_at)))
       FROM deliveries d JOIN messages m ON m.id = d.message_id
-     WHERE d.finished = 0 AND d.next_attempt_at <= @now AND d.domain = @domain
-       AND (d.lease_until IS NULL OR d.lease_until <= @now)
-       AND m.state = 'queued' AND m.received_at + @lifetime > @now`).raw();
+     WHERE ${CLAIMABLE} AND d.domain = @domain AND m.received_at + @lifetime > @now`).raw();
   const move = db.prepare<[number, number]>('UPDATE deliveries SET next_attempt_at = ? WHERE id = ?');
   // updated_at stays: it is when the last attempt's outcome was known (a report's Last-Attempt-Date).
   const defer = db.prepare<[string, number]>("UPDATE recipients SET state = 'deferred', reply = ? WHERE delivery_id = ? AND state IN ('queued', 'deferred')");
@@ -127,9 +129,7 @@ function prepareClaim(db: Database.Database): Pick<DeliveryFunctions, 'claimDue'
   const selectDue = db.prepare<{ now: number; full: string }, [number, string]>(`
     SELECT d.id, d.domain
       FROM deliveries d JOIN messages m ON m.id = d.message_id
-     WHERE d.finished = 0 AND d.next_attempt_at <= @now
-       AND (d.lease_until IS NULL OR d.lease_until <= @now)
-       AND m.state = 'queued'
+     WHERE ${CLAIMABLE}
        AND d.domain NOT IN (SELECT value FROM json_each(@full))
      ORDER BY d.next_attempt_at, d.id`).raw();
   const selectClaimed = db.prepare<[number], DueRow>(`
