@@ -6,8 +6,9 @@
 // Postfix's smtp(8) reads the code of the last line (smtp_chat_resp), and so
 // does Postern: readLastLineCode rewrites such a reply, before nodemailer
 // reads it, as its last line alone, and logs the whole reply. A line with no
-// code inside a multi-line reply (an empty one) does not end it, as it ended
-// it for nodemailer: the next reply was then paired with the wrong command.
+// code inside a multi-line reply (an empty one), or where a reply was due
+// (garbage), does not end it, as it ended it for nodemailer: the next reply
+// was then paired with the wrong command, and a line "2" read as a success.
 // Such a reply is held to MAX_CUT_SHORT_LINES lines and MAX_CUT_SHORT_CHARS,
 // then the connection fails as for any reply too large (a hostile next hop
 // sending lines without end held the delivery, and the event loop).
@@ -16,7 +17,8 @@
 // with that reason (smtp-session.ts), as sendRecipientDsn does.
 //
 //   readLastLineCode - from now on, `connection` reads each reply by the code of its last line.
-//   lastLineDecides  - a reply as it is to be read: as it came, or its last line when the lines' codes differ.
+//   lastLineDecides  - a reply as it is to be read: as it came, without its lines that have no code, or its last
+//                      line when the lines' codes differ.
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 
 interface ResponseInternals {
@@ -60,9 +62,13 @@ export function readLastLineCode(connection: SMTPConnection, onMismatch: (reply:
 const MAX_CUT_SHORT_LINES = 100;
 const MAX_CUT_SHORT_CHARS = 16 * 1024;
 
-/** isCutShort - a multi-line reply (its first line "DDD-") whose last line is neither a continuation nor a final line. */
+/**
+ * isCutShort - a queued entry that does not end a reply: a multi-line reply (its first line "DDD-") whose last line
+ * is neither a continuation nor a final line, or a line with no code where a reply was due (nodemailer read "2" as a
+ * reply, and a success; Postfix's smtp_chat_resp reads past such garbage to the reply's final line).
+ */
 function isCutShort(reply: string): boolean {
-  return /^\d{3}-/.test(reply) && !/^\d{3}(?:[ -]|$)/.test(reply.slice(reply.lastIndexOf('\n') + 1));
+  return (/^\d{3}-/.test(reply) || !/^\d{3}(?:[ -]|$)/.test(reply)) && !/^\d{3}(?:[ -]|$)/.test(reply.slice(reply.lastIndexOf('\n') + 1));
 }
 
 /** isUnfinished - a queued reply whose last line does not end a reply ("DDD" or "DDD text"). */
@@ -70,11 +76,16 @@ function isUnfinished(reply: string): boolean {
   return !/^\d{3}(?: |$)/.test(reply.slice(reply.lastIndexOf('\n') + 1));
 }
 
-/** lastLineDecides - a reply (lines joined by "\n", as nodemailer queues it) as Postfix reads it: its last line alone when an earlier line has another code. */
+/**
+ * lastLineDecides - a reply (lines joined by "\n", as nodemailer queues it) as Postfix reads it: its last line alone
+ * when an earlier line has another code; without its lines that have no code (garbage, an empty line), so that an
+ * EHLO reply keeps its extensions.
+ */
 export function lastLineDecides(reply: string): string {
   const lines = reply.split('\n');
   const last = lines.at(-1)!;
   const code = /^\d{3}/.exec(last)?.[0];
-  if (code === undefined) return reply;
-  return lines.every((line) => line.startsWith(code)) ? reply : last;
+  if (code === undefined || lines.every((line) => line.startsWith(code))) return reply;
+  const coded = lines.filter((line) => /^\d{3}(?:[ -]|$)/.test(line));
+  return coded.every((line) => line.startsWith(code)) ? coded.join('\n') : last;
 }

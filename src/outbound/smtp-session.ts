@@ -18,6 +18,7 @@ import type { TlsLevel } from '../config/config.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { AttemptRecord, RecipientDsn } from '../queue/queue-store.ts';
 import { cleanReply } from '../smtp/replies.ts';
+import { requireDataGoAhead } from './data-go-ahead.ts';
 import { stuffQueuedBodies } from './dot-stuffing.ts';
 import { sendRecipientDsn } from './recipient-dsn.ts';
 import { readLastLineCode } from './reply-code.ts';
@@ -62,7 +63,7 @@ export interface TransactionRequest {
 }
 
 export interface TransactionResult {
-  /** The connection was lost once the whole stored message had gone into it: the next hop may have it. */
+  /** The connection was lost, or broke protocol, once the whole stored message had gone into it: the next hop may have it. */
   lostAfterData: boolean;
   /** Per recipient: the reply to RCPT (refused) or to DATA (accepted ones). */
   recipients: { address: string; code: number; reply: string }[];
@@ -143,6 +144,7 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
   const recipientDsn: TransactionDsn = new Map();
   try {
     sendRecipientDsn(connection, () => recipientDsn);
+    requireDataGoAhead(connection);
     limitConnectTime(connection, settings.timeouts.connectMs);
     readLastLineCode(connection, (reply) => settings.logger.warn({ host: target.host, ip: target.ip, reply: cleanReply(reply) }, 'next hop reply lines disagree on their code; the last line decides'));
   } catch (err) {
@@ -289,10 +291,16 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
           const kept = err?.command === 'MAIL FROM' || envelope?.mailError ? [] : envelope?.rejectedErrors;
           const rejected = err?.rejectedErrors ?? info?.rejectedErrors ?? kept ?? [];
           for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: describeError(r) });
-          // A failure with no SMTP reply is the connection's: never reuse it.
-          if (err && !(err as SmtpError).responseCode) usable = false;
-          const lostAfterData = Boolean(err && !(err as SmtpError).responseCode && bodySent);
-          const suffix = lostAfterData ? ' (after the end of data: the message may be sent more than once)' : '';
+          // A failure with no SMTP reply is the connection's, and one out of protocol leaves it in a state unknown:
+          // never reuse it. Once the whole message went into it, the next hop may have the message.
+          const lost = Boolean(err && !(err as SmtpError).responseCode);
+          const stateUnknown = lost || Boolean(err && isProtocolError(err));
+          // The end of DATA answered while the message was still going out: the final dot was never sent, and the
+          // next command would be read as message text.
+          const answeredEarly = !bodySent && request.body.readableDidRead;
+          if (stateUnknown || answeredEarly) usable = false;
+          const lostAfterData = stateUnknown && bodySent;
+          const suffix = lost && bodySent ? ' (after the end of data: the message may be sent more than once)' : '';
           const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) + suffix } : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
           resolve({ lostAfterData, recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
         });
@@ -309,9 +317,18 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
 
 /** describeError - the remote reply when there is one, else what failed locally. */
 function describeError(err: SmtpError): string {
+  if (isProtocolError(err)) return cleanReply(`5.5.0 Protocol error: host said: ${err.response}${inReplyTo(err)}`);
   if (err.response && /^\d{3}/.test(err.response)) return cleanReply(`${err.response}${inReplyTo(err)}`);
   const detail = err.code ? `${err.code}: ${err.message}` : err.message;
   return cleanReply(`4.4.1 ${detail}`);
+}
+
+/**
+ * isProtocolError - a failure whose reply is not one (2xx or 3xx: to DATA, data-go-ahead.ts; or out of turn). Postfix's
+ * vsmtp_fill_dsn makes it "Protocol error", status 5.5.0; read as it came, a 250 would count as delivered.
+ */
+function isProtocolError(err: SmtpError): err is SmtpError & { response: string } {
+  return typeof err.response === 'string' && /^[123]\d\d/.test(err.response);
 }
 
 /** inReplyTo - " (in reply to RCPT TO command)": which command a refusal answered, in Postfix's words. */

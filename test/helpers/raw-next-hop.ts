@@ -17,7 +17,7 @@ export interface RawNextHop {
 /**
  * rawNextHop - a plaintext next hop on 127.0.0.1 that writes `greeting`, then answers each command line by its verb
  * in `replies`: the bytes given, or for a list the next of them in turn; null: no answer. DATA's lines are read to
- * the dot, which "." answers. Any other command gets 250 (QUIT 221).
+ * the dot, which "." answers. Any other command gets 250 (DATA 354, QUIT 221).
  */
 export async function rawNextHop(
   greeting: string | Delayed,
@@ -44,7 +44,7 @@ export async function rawNextHop(
         inData = verb === 'DATA';
         if (verb === '.') hop.messages++;
         const given = replies[verb];
-        const reply = Array.isArray(given) ? given.shift() : given === undefined ? (verb === 'QUIT' ? '221 2.0.0 Bye\r\n' : '250 2.0.0 Ok\r\n') : given;
+        const reply = Array.isArray(given) ? given.shift() : given === undefined ? DEFAULT_REPLIES[verb] ?? '250 2.0.0 Ok\r\n' : given;
         if (reply) write(socket, reply);
       }
     });
@@ -59,6 +59,8 @@ export async function rawNextHop(
   hop.port = (server.address() as AddressInfo).port;
   return hop;
 }
+
+const DEFAULT_REPLIES: Record<string, string> = { DATA: '354 End data with <CR><LF>.<CR><LF>\r\n', QUIT: '221 2.0.0 Bye\r\n' };
 
 /** A reply written `afterMs` after its command; with `close`, the connection is ended right after it. */
 export interface Delayed {

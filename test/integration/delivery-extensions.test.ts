@@ -227,6 +227,22 @@ describe('an error after DATA', () => {
   });
 });
 
+describe('a next hop that answers DATA with 250', () => {
+  // Postfix's smtp(8): a reply to DATA that is not 3xx fails the message, "Protocol error" (5.5.0): it bounces. Before,
+  // the body went to a host reading commands, and the reply to its last line recorded the message delivered.
+  it('bounces the message as a protocol error, having sent none of it', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { EHLO: '250-mx.test\r\n250 PIPELINING\r\n', DATA: '250 2.0.0 Ok\r\n' });
+    cleanups.push(hop.close);
+    const relay = await relayRoutingTo(hop.port);
+    const scheduler = await driveByHand(relay);
+    const id = await submitMessage(relay, { from: 'a@sender.test', to: ['rcpt@example.test'], marker: 'data-250' });
+    await scheduler.runDue();
+    const shown = await queueShow(relay, id);
+    expect(shown.recipientStates.map((r) => [r.state, r.reply])).toEqual([['bounced', '5.5.0 Protocol error: host said: 250 2.0.0 Ok (in reply to DATA command)']]);
+    expect(hop).toMatchObject({ connections: 1, messages: 0 });
+  });
+});
+
 describe('a message declared BODY=8BITMIME to a next hop without 8BITMIME', () => {
   /**
    * sendDeclared8Bit - a relay routing to a next hop that hides 8BITMIME; one message declared 8BITMIME sent to it,

@@ -203,6 +203,84 @@ describe('outbound session replies', () => {
     expect(result.recipients[0]!.reply).toBe('4.4.1 EPROTOCOL: Server response exceeds maximum allowed size');
   });
 
+  // RFC 5321 §4.1.1.4: the message follows a 354. nodemailer took a 250 as the go-ahead too and sent the body to a
+  // host reading commands; the send was then recorded by the reply to the body's last line (here 250: delivered).
+  for (const pipelining of [false, true]) {
+    it(`fails the transaction, sending none of the message, when DATA is answered 250${pipelining ? ' (pipelined)' : ''}`, async () => {
+      const hop = await rawNextHop('220 mx.test ESMTP\r\n', { EHLO: pipelining ? '250-mx.test\r\n250 PIPELINING\r\n' : '250 mx.test\r\n', DATA: '250 2.0.0 Ok\r\n' });
+      closers.push(hop.close);
+      const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+      if (!opened.ok) throw new Error(opened.reply);
+      const result = await opened.session.send(transaction(['a@example.test']));
+      expect(result).toEqual({ lostAfterData: false, recipients: [{ address: 'a@example.test', code: 451, reply: '5.5.0 Protocol error: host said: 250 2.0.0 Ok (in reply to DATA command)' }] });
+      expect(opened.session.usable).toBe(false);
+      opened.session.close();
+      expect(hop.messages).toBe(0);
+    });
+  }
+
+  // Postfix's vsmtp_fill_dsn: a reply that is neither 4xx nor 5xx where a failure was due is a protocol error (5.5.0).
+  it('records a 3xx reply to MAIL FROM as a protocol error, not as the host deferring, and drops the connection', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { MAIL: '354 2.1.0 go on\r\n' });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const result = await opened.session.send(transaction(['a@example.test']));
+    expect(result.recipients[0]!.reply).toBe('5.5.0 Protocol error: host said: 354 2.1.0 go on (in reply to MAIL FROM command)');
+    expect(opened.session.usable).toBe(false);
+    opened.session.close();
+  });
+
+  // Once the whole message went out, the host may have it: such a failure is not sent to the next host (deliver.ts).
+  it('reports a protocol error after the end of data as the message possibly taken', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { '.': '354 2.0.0 again\r\n' });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const result = await opened.session.send(transaction(['a@example.test']));
+    opened.session.close();
+    expect(result).toMatchObject({ lostAfterData: true, recipients: [{ reply: '5.5.0 Protocol error: host said: 354 2.0.0 again (in reply to end of DATA command)' }] });
+  });
+
+  // Postfix's smtp_chat_resp reads past a line with no code to the reply's final line; nodemailer read "2" as a reply,
+  // and a success.
+  it.each([
+    ['2\r\n451 4.3.0 try later\r\n', '451 4.3.0 try later (in reply to end of DATA command)'],
+    ['junk\r\n250 2.0.0 queued\r\n', '250 2.0.0 queued'],
+  ])('reads past a line without a code to the reply to the end of data (%j)', async (reply, recorded) => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { '.': reply });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const result = await opened.session.send(transaction(['a@example.test']));
+    opened.session.close();
+    expect(result.recipients[0]!.reply).toBe(recorded);
+  });
+
+  it('keeps the extensions of an EHLO reply that a line without a code comes before', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { EHLO: 'hello there\r\n250-mx.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n' });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    expect(opened.session.extensions).toEqual(expect.arrayContaining(['PIPELINING', 'SIZE']));
+    expect(opened.session.maxSize).toBe(1000);
+    opened.session.close();
+  });
+
+  // Postfix writes the whole message before it reads a reply. nodemailer reads the reply to the end of data as soon as
+  // the message starts: one that comes early leaves the data unended, and a reused connection's RSET went into it.
+  it('does not reuse a connection whose end of data was answered while the message was still going out', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n552 5.3.4 too big\r\n' });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const chunks = Array.from({ length: 1024 }, () => Buffer.alloc(4096, 'x'));
+    const result = await opened.session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
+    expect(result.recipients[0]!.reply).toBe('552 5.3.4 too big (in reply to end of DATA command)');
+    expect(opened.session.usable).toBe(false);
+    opened.session.close();
+  });
+
   it('reads a greeting whose lines disagree by its last line', async () => {
     const hop = await rawNextHop('220-mx.test first\r\n554 5.7.1 go away\r\n', {});
     closers.push(hop.close);
