@@ -8,8 +8,10 @@
 // failures, and one that would take them past the limit waits until one
 // ends: a guesser's then fail and lock it out, and it is refused; a client
 // logging in on many connections at once has each checked in turn.
-// Memory is bounded: stale entries are pruned when the table is full. Time
-// comes from the caller, so tests need no waiting.
+// An IPv6 client is counted by its prefix (limit-key.ts). Memory is
+// bounded: stale entries are pruned when the table is full. Time comes from
+// the caller, so tests need no waiting.
+import { limitKey } from './limit-key.ts';
 
 export interface AuthLimiter {
   /**
@@ -64,8 +66,9 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
   }
 
   return {
-    isLockedOut,
-    admit(ip, now, gone) {
+    isLockedOut: (ip, nowMs) => isLockedOut(limitKey(ip), nowMs),
+    admit(address, now, gone) {
+      const ip = limitKey(address);
       return new Promise((resolve) => {
         const settle = (): boolean => {
           const nowMs = now();
@@ -87,8 +90,8 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
         gone?.addEventListener('abort', giveUp, { once: true });
       });
     },
-    attemptEnded(ip, failed, nowMs) {
-      const r = record(ip, nowMs);
+    attemptEnded(address, failed, nowMs) {
+      const r = record(limitKey(address), nowMs);
       r.underWay = Math.max(0, r.underWay - 1);
       if (failed) {
         r.failures = [...r.failures.filter((t) => nowMs - t < windowMs), nowMs].slice(-options.failuresPerIp);

@@ -185,3 +185,27 @@ describe('smtp.proxyProtocolTimeout not below limits.idleTimeout', () => {
     await expect.poll(() => slow.logs.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([expect.stringMatching(/^no PROXY line within 2 s/)]);
   });
 });
+
+// Postfix 3.8's anvil counts IPv6 clients by their /84 (smtpd_client_ipv6_prefix_length): one host holds a /64, and
+// counted by its full address it was never limited.
+describe('limits.connectionsPerIp for IPv6 clients', () => {
+  let limited: TestRelay;
+  beforeAll(async () => {
+    limited = await startTestRelay({ smtp: { proxyProtocol: [`${BALANCER}/32`] }, relay: { trustedNetworks: [] }, limits: { connectionsPerIp: 3 } });
+  });
+  afterAll(async () => limited?.stop());
+
+  it('counts the addresses of one /84 as one client, and another /84 apart', async () => {
+    const from = async (client: string) => {
+      const c = await RawSmtp.connect(limited.ports.relay, { localAddress: BALANCER });
+      c.write(`PROXY TCP6 ${client} ::1 40001 ${limited.ports.relay}\r\n`);
+      return { c, reply: (await c.reply()).text };
+    };
+    const sessions = [];
+    for (const client of ['2001:db8::1', '2001:db8::2', '2001:db8::fff:1:2']) sessions.push(await from(client));
+    sessions.push(await from('2001:db8::3'), await from('2001:db8:0:1::1'));
+    for (const { c } of sessions) c.close();
+    expect(sessions.map((s) => s.reply.slice(0, 3))).toEqual(['220', '220', '220', '421', '220']);
+    expect(sessions[3]!.reply).toMatch(/^421 4\.7\.0 .*too many connections from your address/);
+  });
+});

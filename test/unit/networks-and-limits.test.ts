@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createAuthLimiter, type AuthLimiter } from '../../src/inbound/auth-limiter.ts';
+import { ConnectionCounts } from '../../src/inbound/connection-counts.ts';
+import { limitKey } from '../../src/inbound/limit-key.ts';
 import { compileNetworks, REMEMBERED_ADDRESSES } from '../../src/inbound/networks.ts';
 import { replaceLibraryReply } from '../../src/inbound/wire-replies.ts';
 
@@ -24,6 +26,43 @@ describe('compileNetworks', () => {
     expect(first.filter(Boolean)).toHaveLength(addresses.filter((a) => a.startsWith('10.0.')).length);
     expect(addresses.map((a) => matcher(a))).toEqual(first);
     expect(addresses.reverse().map((a) => matcher(a))).toEqual(first.reverse());
+  });
+});
+
+// Postfix 3.8's anvil: IPv6 clients by their /84 (smtpd_client_ipv6_prefix_length), as one host may hold a /64.
+describe('limitKey', () => {
+  it.each([
+    ['192.0.2.7', '192.0.2.7'],
+    ['::ffff:192.0.2.7', '192.0.2.7'],
+    ['::ffff:c000:207', '192.0.2.7'],
+    ['2001:db8::1', '2001:db8:0:0:0:0:0:0/84'],
+    ['2001:db8:0:0:0:0fff:ffff:ffff', '2001:db8:0:0:0:0:0:0/84'],
+    ['2001:db8:0:0:0:1000::', '2001:db8:0:0:0:1000:0:0/84'],
+    ['2001:db8:0:0:1000::', '2001:db8:0:0:1000:0:0:0/84'],
+    ['2001:DB8:1:2:3456:789a:bcde:f012', '2001:db8:1:2:3456:7000:0:0/84'],
+    ['fe80::1%eth0', 'fe80:0:0:0:0:0:0:0/84'],
+    ['64:ff9b::192.0.2.7', '64:ff9b:0:0:0:0:0:0/84'],
+    ['::', '0:0:0:0:0:0:0:0/84'],
+    ['::1', '0:0:0:0:0:0:0:0/84'],
+  ])('%s counts as %s', (address, key) => expect(limitKey(address)).toBe(key));
+
+  it('counts the connections of one /84 together, and of another apart', () => {
+    const counts = new ConnectionCounts();
+    expect(['2001:db8::1', '2001:db8::2:3', '2001:db8::fff:ffff:ffff'].map((a) => counts.open(a))).toEqual([1, 2, 3]);
+    expect(counts.open('2001:db8:0:1::1')).toBe(1);
+    counts.close('2001:db8::2:3');
+    expect(counts.fromIp('2001:db8::9')).toBe(2);
+  });
+
+  it('locks out a /84 after failures from different addresses in it', async () => {
+    const limiter = createAuthLimiter({ failuresPerIp: 2, lockoutSeconds: 60 });
+    for (const address of ['2001:db8::1', '2001:db8::2']) {
+      expect(await limiter.admit(address, () => 0)).toBe(true);
+      limiter.attemptEnded(address, true, 0);
+    }
+    expect(limiter.isLockedOut('2001:db8::3', 1)).toBe(true);
+    expect(await limiter.admit('2001:db8::4', () => 1)).toBe(false);
+    expect(limiter.isLockedOut('2001:db8:0:1::1', 1)).toBe(false);
   });
 });
 
