@@ -17,7 +17,8 @@ import { ConfigError } from '../config/load.ts';
 import { durationMs } from '../config/values.ts';
 import { createAuthLimiter } from '../inbound/auth-limiter.ts';
 import { ConnectionCounts } from '../inbound/connection-counts.ts';
-import { createListener, type InboundListener, type ReverseResolver } from '../inbound/listener.ts';
+import type { NameResolver } from '../inbound/client-name.ts';
+import { createListener, type InboundListener } from '../inbound/listener.ts';
 import { compileNetworks, type NetworkMatcher } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
 import { decideQueueSpace, queueSpaceToKeep } from '../inbound/policy.ts';
@@ -381,7 +382,7 @@ async function prepareCertificates(config: Config, logger: Logger): Promise<stri
   return existsSync(dev.caFile) ? resolve(dev.caFile) : undefined;
 }
 
-function reverseResolver(config: Config): ReverseResolver | undefined {
+function reverseResolver(config: Config): NameResolver | undefined {
   if (!config.smtp.reverseLookup || config.dns.servers.length === 0) return undefined;
   const resolver = new Resolver({ timeout: 2000, tries: 1 });
   resolver.setServers(config.dns.servers);

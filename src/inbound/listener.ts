@@ -5,6 +5,7 @@
 // acceptance, failed AUTH and finished session is counted (deps.metrics).
 // Fails: listen() rejects when the port cannot be bound; a TLS handshake
 // failure or socket error is logged and the server stays up.
+import { Resolver } from 'node:dns';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { format } from 'node:util';
@@ -22,15 +23,12 @@ import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.t
 import type { ServerTls } from '../tls/server-tls.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
 import { ConnectionCounts } from './connection-counts.ts';
+import { forwardConfirmed, type NameResolver } from './client-name.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
 import { AUTH_FAILED, decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, decideRecipientLimit, queueSpaceToKeep, type Decision } from './policy.ts';
 import { domainOf, hasSenderRouting, mailboxKey } from '../smtp/address.ts';
 import type { UserStore } from './user-store.ts';
-
-export interface ReverseResolver {
-  reverse(ip: string, callback: (err: Error | null, hostnames?: string[]) => void): void;
-}
 
 export interface ListenerDeps {
   name: ListenerName;
@@ -48,8 +46,8 @@ export interface ListenerDeps {
   onQueued?: (queueId: string) => void;
   /** In-flow control: an accepted MAIL FROM waits here while delivery is behind (absent: never). */
   inFlow?: Pick<InFlowGate, 'enter'>;
-  /** Used for reverse lookups when smtp.reverseLookup is on; the system resolver when absent. */
-  resolver?: ReverseResolver;
+  /** Used for the client's name when smtp.reverseLookup is on (client-name.ts); the system resolver when absent. */
+  resolver?: NameResolver;
   /** Counts accepted and refused messages, failed AUTH and sessions; nothing is counted when absent. */
   metrics?: RelayMetrics;
   now?: () => number;
@@ -167,7 +165,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     },
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
-    ...(deps.resolver ? { resolver: deps.resolver } : {}),
+    resolver: forwardConfirmed(deps.resolver ?? new Resolver(), (ip, hostname) => baseLog.info({ ip, hostname }, 'client name does not resolve to its address; named unknown')),
 
     onConnect(session, callback) {
       const ip = session.remoteAddress;

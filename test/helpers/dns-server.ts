@@ -1,10 +1,11 @@
 // A tiny authoritative DNS server for tests: UDP on 127.0.0.1, port 0,
-// answering MX, A, AAAA and TXT from a zone map (RFC 1035 §4 wire format, no
+// answering MX, A, AAAA, TXT and PTR from a zone map (RFC 1035 §4 wire format, no
 // compression written). Unknown names get NXDOMAIN, a known name without the
 // asked type gets NOERROR with no answers (NODATA). Every query is recorded.
 // A query it cannot parse gets FORMERR; a `timeout` name is never answered.
 import { createSocket } from 'node:dgram';
 import { isIPv4, isIPv6 } from 'node:net';
+import { ipv6Groups } from '../../src/inbound/limit-key.ts';
 
 export interface ZoneEntry {
   /** [preference, exchange], exchange written in its own case; `[[0, '.']]` is a null MX (RFC 7505). */
@@ -13,6 +14,8 @@ export interface ZoneEntry {
   aaaa?: string[];
   /** TXT records, each one string (up to 255 bytes). */
   txt?: string[];
+  /** PTR records (names), for a reverse name such as "1.0.0.127.in-addr.arpa". */
+  ptr?: string[];
   servfail?: boolean;
   nxdomain?: boolean;
   /** Never answer: the client times out. */
@@ -33,6 +36,7 @@ export interface DnsServer {
 }
 
 const TYPE_A = 1;
+const TYPE_PTR = 12;
 const TYPE_MX = 15;
 const TYPE_TXT = 16;
 const TYPE_AAAA = 28;
@@ -104,6 +108,8 @@ function records(question: Question, entry: ZoneEntry): Buffer[] {
       return (entry.a ?? []).map((ip) => record(owner, TYPE_A, encodeIpv4(ip)));
     case TYPE_AAAA:
       return (entry.aaaa ?? []).map((ip) => record(owner, TYPE_AAAA, encodeIpv6(ip)));
+    case TYPE_PTR:
+      return (entry.ptr ?? []).map((name) => record(owner, TYPE_PTR, encodeName(normalizeName(name))));
     case TYPE_TXT:
       // One character-string per record: a length byte, then the text (RFC 1035 §3.3.14).
       return (entry.txt ?? []).map((text) => record(owner, TYPE_TXT, Buffer.concat([Buffer.from([Buffer.byteLength(text)]), Buffer.from(text)])));
@@ -187,17 +193,7 @@ function encodeIpv4(ip: string): Buffer {
 /** encodeIpv6 - 16 bytes from the text form, "::" and a dotted-quad tail included. */
 function encodeIpv6(ip: string): Buffer {
   if (!isIPv6(ip)) throw new Error(`not an IPv6 address: ${ip}`);
-  let text = ip;
-  const quad = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (quad) {
-    const [a, b, c, d] = quad[1]!.split('.').map(Number) as [number, number, number, number];
-    text = text.slice(0, quad.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head, tail] = text.split('::') as [string, string | undefined];
-  const left = head === '' ? [] : head.split(':');
-  const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
   const buffer = Buffer.alloc(16);
-  groups.forEach((group, index) => buffer.writeUInt16BE(parseInt(group, 16), index * 2));
+  ipv6Groups(ip).forEach((group, index) => buffer.writeUInt16BE(group, index * 2));
   return buffer;
 }

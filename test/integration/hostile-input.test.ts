@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { openQueueStore } from '../../src/queue/open-store.ts';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { RawSmtp, type SmtpReply } from '../helpers/raw-smtp.ts';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay.ts';
 
@@ -1304,5 +1305,40 @@ describe('AUTH brute force', () => {
     await c.command('EHLO client.test');
     expect((await c.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe('235 2.7.0 Authentication successful');
     c.close();
+  });
+});
+
+// A PTR record is written by whoever holds the address. Postfix's smtpd names a client in Received only when the
+// PTR name resolves back to its address; smtp-server wrote whatever name the PTR gave.
+describe("a client's name in the Received header", () => {
+  let relay: TestRelay;
+  let dns: DnsServer;
+  beforeAll(async () => {
+    dns = await startDnsServer({
+      '1.0.0.127.in-addr.arpa': { ptr: ['mail.bank.test'] },
+      'mail.bank.test': { a: ['192.0.2.1'] },
+      '2.0.0.127.in-addr.arpa': { ptr: ['client.named.test'] },
+      'client.named.test': { a: ['192.0.2.9', '127.0.0.2'] },
+    });
+    relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, smtp: { reverseLookup: true }, dns: { servers: [dns.address] } });
+  });
+  afterAll(async () => {
+    await relay.stop();
+    await dns.close();
+  });
+
+  it.each([
+    ['127.0.0.1', 'unknown', 'its PTR name resolves elsewhere'],
+    ['127.0.0.2', 'client.named.test', 'its PTR name resolves back to it'],
+  ])('names %s %s: %s', async (address, named) => {
+    const c = await RawSmtp.connect(relay.ports.relay, { localAddress: address });
+    expect((await c.reply()).text).toBe(GREETING);
+    expect((await c.command('EHLO client.test')).code).toBe(250);
+    expect((await c.command('MAIL FROM:<sender@example.test>')).text).toBe(MAIL_OK);
+    expect((await c.command('RCPT TO:<rcpt@local.test>')).text).toBe(RCPT_OK);
+    expect((await c.command('DATA')).text).toBe(DATA_GO_AHEAD);
+    const id = queueIdOf(await c.command('Subject: named\r\n\r\nhi\r\n.'));
+    c.close();
+    expect((await relay.body(id)).toString('latin1')).toMatch(new RegExp(`^Received: from client\\.test \\(${named.replace(/\./g, '\\.')} \\[${address.replace(/\./g, '\\.')}\\]\\)`));
   });
 });

@@ -1,0 +1,51 @@
+// The client's name in the Received header, as Postfix's smtpd gives it:
+// the name the client's address points to (PTR) only when that name's own
+// addresses include the client's ("forward-confirmed"); else "unknown". A
+// PTR record is written by whoever holds the address: unconfirmed, any
+// client could have "mail.bank.example" put in our Received header, which
+// filters downstream trust as a relay's word.
+// Fails: a lookup that fails or times out gives no name, as no PTR does
+// (smtp-server then has "[ip]", which the listener writes as "unknown").
+//
+//   forwardConfirmed - a reverse resolver for smtp-server that answers only forward-confirmed names.
+import { isIPv4, isIPv6 } from 'node:net';
+import { ipv6Groups } from './limit-key.ts';
+
+type Answer = (err: Error | null, names?: string[]) => void;
+
+/** The lookups a client name needs (node:dns's Resolver has them). */
+export interface NameResolver {
+  reverse(ip: string, callback: (err: Error | null, hostnames: string[]) => void): void;
+  resolve4(name: string, callback: (err: Error | null, addresses: string[]) => void): void;
+  resolve6(name: string, callback: (err: Error | null, addresses: string[]) => void): void;
+}
+
+/** What smtp-server's `resolver` option calls. */
+export interface ReverseResolver {
+  reverse(ip: string, callback: Answer): void;
+}
+
+/** forwardConfirmed - reverse(ip) answers [name] when the first PTR name resolves back to ip, else []; `unconfirmed` hears of a name dropped. */
+export function forwardConfirmed(resolver: NameResolver, unconfirmed: (ip: string, name: string) => void): ReverseResolver {
+  return {
+    reverse(ip, callback) {
+      resolver.reverse(ip, (err, names) => {
+        const name = names?.[0];
+        if (err || !name) return callback(err, []);
+        const v4 = isIPv4(ip) ? ip : /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
+        const lookUp = v4 ? resolver.resolve4.bind(resolver) : resolver.resolve6.bind(resolver);
+        lookUp(name, (forwardErr, addresses) => {
+          const client = addressKey(v4 ?? ip);
+          if (!forwardErr && addresses.some((address) => addressKey(address) === client)) return callback(null, [name]);
+          unconfirmed(ip, name);
+          callback(null, []);
+        });
+      });
+    },
+  };
+}
+
+/** addressKey - one text per address, whatever its IPv6 spelling. */
+function addressKey(address: string): string {
+  return isIPv6(address) ? ipv6Groups(address).join(':') : address;
+}
