@@ -7,7 +7,11 @@
 //    the message with 550 5.5.2 once DATA ends.
 // End of DATA was already decided on the raw bytes, so rewriting here can
 // not make a second message appear.
+// As the first stage after smtp-server, it also passes small chunks on
+// gathered (chunk-gatherer.ts), so a client sending a byte at a time does
+// not make the later stages hold a Buffer per byte.
 import { Transform, type TransformCallback } from 'node:stream';
+import { ChunkGatherer } from './chunk-gatherer.ts';
 import { isAllCrlf } from './crlf-scan.ts';
 
 const CR = 0x0d;
@@ -24,6 +28,7 @@ export class BareLineEndings extends Transform {
   overLimit = false;
   private bytesOut = 0;
   private pendingCr = false;
+  private readonly gatherer = new ChunkGatherer();
 
   constructor(
     private readonly mode: 'normalize' | 'reject',
@@ -38,16 +43,18 @@ export class BareLineEndings extends Transform {
     if (this.mode === 'reject') {
       if (!this.found && !this.clean(chunk)) this.found = hasBareLineEnding(chunk, this.pendingCr);
       this.pendingCr = chunk[chunk.length - 1] === CR;
-      return this.passOn(chunk, done);
+      this.passOn(chunk);
+    } else {
+      this.passOn(this.clean(chunk) ? chunk : this.normalize(chunk));
     }
-    this.passOn(this.clean(chunk) ? chunk : this.normalize(chunk), done);
+    done();
   }
 
-  /** passOn - `out`, unless it takes the message over the size limit (Postfix's cleanup stops storing there too). */
-  private passOn(out: Buffer, done: TransformCallback): void {
+  /** passOn - `out`, gathered with its neighbours when small, unless it takes the message over the size limit (Postfix's cleanup stops storing there too). */
+  private passOn(out: Buffer): void {
     this.bytesOut += out.length;
     if (this.bytesOut > this.sizeLimit) this.overLimit = true;
-    done(null, this.overLimit ? undefined : out);
+    if (!this.overLimit) for (const piece of this.gatherer.take(out)) this.push(piece);
   }
 
   /** clean - the usual chunk: CRLF line ends only, and nothing carried over from the one before. */
@@ -59,9 +66,10 @@ export class BareLineEndings extends Transform {
     if (this.pendingCr) {
       // A message ending in a lone CR: the CR was bare.
       this.found = true;
-      if (this.mode === 'normalize') return this.passOn(CRLF, done);
+      if (this.mode === 'normalize') this.passOn(CRLF);
     }
-    done();
+    const rest = this.gatherer.release();
+    done(null, this.overLimit ? undefined : rest);
   }
 
   private normalize(chunk: Buffer): Buffer {

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { ChunkGatherer, GATHERED, SMALL_CHUNK } from '../../src/inbound/chunk-gatherer.ts';
 import { BareLineEndings } from '../../src/inbound/line-endings.ts';
 import { randomLineEndTexts } from '../helpers/random-line-ends.ts';
 
@@ -53,5 +54,41 @@ describe('BareLineEndings', () => {
       expect(normalized.startsWith(out) && out.length <= limit, JSON.stringify([chunks, limit, out])).toBe(true);
       if (!overLimit) expect(out).toBe(normalized);
     }
+  });
+});
+
+// A client that sends a byte at a time made every later stage hold a Buffer per byte (chunk-gatherer.ts).
+describe('small chunks gathered', () => {
+  it('passes a large chunk on as it came, with a lone small one before it uncopied', () => {
+    const gatherer = new ChunkGatherer();
+    const small = Buffer.from('\r\n.x');
+    const large = Buffer.alloc(SMALL_CHUNK, 'a');
+    expect(gatherer.take(small)).toEqual([]);
+    const out = gatherer.take(large);
+    expect(out).toHaveLength(2);
+    expect(out[0]).toBe(small);
+    expect(out[1]).toBe(large);
+    expect(gatherer.release()).toBeUndefined();
+  });
+
+  it('copies a run of small chunks into pieces of GATHERED bytes, in order', () => {
+    const gatherer = new ChunkGatherer();
+    const bytes = Buffer.from(Array.from({ length: 3 * GATHERED + 100 }, (_, i) => i % 251));
+    const out: Buffer[] = [];
+    for (let i = 0; i < bytes.length; i++) out.push(...gatherer.take(bytes.subarray(i, i + 1)));
+    out.push(gatherer.release()!);
+    expect(out.map((b) => b.length)).toEqual([GATHERED, GATHERED, GATHERED, 100]);
+    expect(Buffer.concat(out).equals(bytes)).toBe(true);
+  });
+
+  it.each(['normalize', 'reject'] as const)('%s: a message sent a byte at a time comes out the same, in a few chunks', async (mode) => {
+    const message = `Subject: bytes\r\nX-Bare: a\nb\r\n\r\n${'line\r\n'.repeat(10_000)}end\r`;
+    const t = new BareLineEndings(mode, Infinity);
+    const parts: Buffer[] = [];
+    for await (const c of Readable.from([...Buffer.from(message, 'latin1')].map((b) => Buffer.from([b]))).pipe(t)) parts.push(c as Buffer);
+    const expected = mode === 'normalize' ? message.replace(/\r?\n|\r(?!\n)/g, '\r\n') : message;
+    expect(Buffer.concat(parts).toString('latin1')).toBe(expected);
+    expect(parts.length).toBeLessThanOrEqual(Math.ceil(expected.length / GATHERED) + 1);
+    expect(t.found).toBe(true);
   });
 });
