@@ -1,4 +1,4 @@
-// Six checks on the commands of a session, as Postfix's smtpd makes them:
+// Seven checks on the commands of a session, as Postfix's smtpd makes them:
 //  - a line that is not valid UTF-8 gets "500 5.5.2 Error: bad UTF-8
 //    syntax". smtp-server decodes lines as UTF-8 and turns bad bytes into
 //    U+FFFD, so an address with a stray Latin-1 byte was accepted as another
@@ -18,6 +18,9 @@
 //    first" before TLS on a listener that offers AUTH after it (the
 //    server's `authAfterTls` option), else "503 5.5.1 Error: authentication
 //    not enabled".
+//  - AUTH inside a mail transaction gets "503 5.5.1 Error: MAIL
+//    transaction in progress" (RFC 4954 §4), before "already
+//    authenticated", as Postfix orders them; smtp-server took it.
 //  - DATA in a transaction whose every recipient was refused gets "554
 //    5.5.1 Error: no valid recipients", not smtp-server's "503 need RCPT
 //    command", which tells a pipelining client it forgot a command.
@@ -159,9 +162,11 @@ export function installCommandGuard(): Promise<void> {
         ? replies.badUtf8
         : isAuthNotOffered(this, line)
           ? authNotOfferedReply(this)
-          : isDataWithoutRecipients(this, line)
-            ? replies.noValidRecipients
-            : (argumentNotTakenReply(this, line) ?? badXtextReply(this, line));
+          : isAuthInTransaction(this, line)
+            ? replies.authInTransaction
+            : isDataWithoutRecipients(this, line)
+              ? replies.noValidRecipients
+              : (argumentNotTakenReply(this, line) ?? badXtextReply(this, line));
       if (!refusal) {
         // "HELO My Printer Model 5": smtp-server takes one word; Postfix joins them (collapse_args), and so do we.
         const spaced = heloWithSpaces(line);
@@ -258,8 +263,17 @@ function isRecipientOvershoot(code: number, data: string | string[] | undefined)
 
 /** isAuthNotOffered - an AUTH command on a session where AUTH is disabled (before TLS, or on the relay listener). */
 function isAuthNotOffered(connection: Connection, command: Buffer): boolean {
+  return isAuthCommand(command) && (connection.session.disabledCommands ?? []).includes('AUTH');
+}
+
+/** isAuthInTransaction - AUTH after MAIL FROM, before the transaction ended (RFC 4954 §4: refused with 503). */
+function isAuthInTransaction(connection: Connection, command: Buffer): boolean {
+  return isAuthCommand(command) && Boolean(connection.session.envelope.mailFrom);
+}
+
+function isAuthCommand(command: Buffer): boolean {
   // The first byte first: this runs for every command line.
-  return (command[0]! | 0x20) === 0x61 && /^auth(?: |$)/i.test(command.toString('latin1', 0, 5)) && (connection.session.disabledCommands ?? []).includes('AUTH');
+  return (command[0]! | 0x20) === 0x61 && /^auth(?: |$)/i.test(command.toString('latin1', 0, 5));
 }
 
 /** isJunkCommand - NOOP, RSET, VRFY or ETRN: what Postfix's smtpd_junk_command_limit counts. */

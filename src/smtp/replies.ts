@@ -23,6 +23,7 @@ export const replies = {
   authTooManyFailures: reply(421, '4.7.0', 'Error: too many failed authentication attempts'),
   authTemporaryFailure: reply(454, '4.7.0', 'Temporary authentication failure'),
   authNotEnabled: reply(503, '5.5.1', 'Error: authentication not enabled'),
+  authInTransaction: reply(503, '5.5.1', 'Error: MAIL transaction in progress'),
   authLockedOut: reply(421, '4.7.0', 'Error: too many failed authentication attempts from your address, try again later'),
   tooManyConnections: reply(421, '4.7.0', 'Error: too many connections from your address'),
   tooManyRecipients: reply(452, '4.5.3', 'Error: too many recipients'),

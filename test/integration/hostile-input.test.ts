@@ -1289,6 +1289,17 @@ describe('AUTH brute force', () => {
     expect(replies).toEqual(Array.from({ length: 6 }, () => '235 2.7.0 Authentication successful'));
   });
 
+  // RFC 4954 §4: AUTH in a mail transaction is refused with 503; Postfix checks that before "already authenticated".
+  it('answers AUTH inside a mail transaction with 503 5.5.1 MAIL transaction in progress', async () => {
+    const c = await login();
+    expect((await c.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe('235 2.7.0 Authentication successful');
+    expect((await c.command('MAIL FROM:<sender@example.test>')).code).toBe(250);
+    expect((await c.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe('503 5.5.1 Error: MAIL transaction in progress');
+    expect((await c.command('RSET')).code).toBe(250);
+    expect((await c.command(`AUTH PLAIN ${plain('alice', PASSWORD)}`)).text).toBe('503 5.5.1 Error: already authenticated');
+    c.close();
+  });
+
   // As Postfix exempts $mynetworks from its rate limits: behind a Docker gateway every client has one address,
   // and one with a stale password would lock the others out.
   it('never locks out an IP in relay.trustedNetworks', async () => {
