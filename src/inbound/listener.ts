@@ -173,7 +173,8 @@ export function createListener(deps: ListenerDeps): InboundListener {
       sessions.set(session, s);
       // AUTH is never offered before TLS (RFC 4954 §4, Postfix smtpd_tls_auth_only); onSecure lifts this.
       if (!session.secure) setDisabledCommands(session, ['AUTH']);
-      const fromIp = deps.connections.open(ip);
+      // A trusted client is not counted: exempt from the limit, it must not use up its /84 neighbours' (limit-key.ts).
+      const fromIp = s.clientTrusted ? 0 : deps.connections.open(ip);
       s.log.debug({ connectionsFromIp: fromIp }, 'connect');
       callback(refuseIf(decideConnect({ connectionsFromIp: fromIp, perIpLimit: config.limits.connectionsPerIp, clientTrusted: s.clientTrusted }), s, 'connect'));
     },
@@ -330,7 +331,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
       const s = sessions.get(session);
       if (!s) return;
       s.gone?.abort();
-      deps.connections.close(s.ip);
+      if (!s.clientTrusted) deps.connections.close(s.ip);
       metrics.smtpSession('inbound', s.tlsVersion);
       s.log.debug('disconnect');
     },
@@ -341,10 +342,10 @@ export function createListener(deps: ListenerDeps): InboundListener {
   // given one copied each call's fields into a new object and deleted a key from it, for every command and reply
   // it traces, debug or not (about 1% of the loop; bench/ROUNDS.md, "Twenty-seventh round").
   server.logger = libraryLogger(baseLog);
-  if (options.secure) dropHandshakesPastPerIpLimit(server.server, (ip, connectionsFromIp) => {
-    // A PROXY peer's connections are counted by the address its header gives, in onConnect.
-    if (deps.proxyNetworks?.(ip)) return false;
-    const decision = decideConnect({ connectionsFromIp, perIpLimit: config.limits.connectionsPerIp, clientTrusted: deps.trustedNetworks(ip) });
+  // Not counted: a PROXY peer (its connections count by the address its header gives, in onConnect), a trusted client.
+  const uncounted = (ip: string) => deps.proxyNetworks?.(ip) === true || deps.trustedNetworks(ip);
+  if (options.secure) dropHandshakesPastPerIpLimit(server.server, uncounted, (ip, connectionsFromIp) => {
+    const decision = decideConnect({ connectionsFromIp, perIpLimit: config.limits.connectionsPerIp, clientTrusted: false });
     if (decision.accept) return false;
     metrics.messageRejected(decision.reason);
     baseLog.info({ ip, stage: 'connect', reason: decision.reason, connectionsFromIp, reply: 'none: dropped before the TLS handshake' }, 'refused');
@@ -439,19 +440,20 @@ type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
 /**
  * dropHandshakesPastPerIpLimit - on an implicit-TLS listener, drop a connection as it arrives when `drop` says so,
- * given its address and how many of this listener's connections that address holds, it included. smtp-server runs
+ * given its address and how many of this listener's connections that address holds, it included (those `uncounted`
+ * names pass, and are not counted). smtp-server runs
  * the handshake before onConnect, where limits.connectionsPerIp is checked, and waits limits.idleTimeout for it:
  * without this, one address could fill the port with connections that never start a handshake. Nothing can be said
  * before TLS, so the connection is closed; the library never sees it.
  */
-function dropHandshakesPastPerIpLimit(server: Server, drop: (ip: string, connectionsFromIp: number) => boolean): void {
+function dropHandshakesPastPerIpLimit(server: Server, uncounted: (ip: string) => boolean, drop: (ip: string, connectionsFromIp: number) => boolean): void {
   const [library, ...others] = server.listeners('connection') as ((socket: Socket) => void)[];
   if (!library || others.length > 0) throw new Error('smtp-server changed: its server has not one connection listener');
   const open = new ConnectionCounts();
   server.removeAllListeners('connection');
   server.on('connection', (socket: Socket) => {
     const ip = socket.remoteAddress;
-    if (ip === undefined) return library.call(server, socket);
+    if (ip === undefined || uncounted(ip)) return library.call(server, socket);
     const connectionsFromIp = open.open(ip);
     socket.once('close', () => open.close(ip));
     if (!drop(ip, connectionsFromIp)) return library.call(server, socket);

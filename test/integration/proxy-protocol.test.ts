@@ -191,21 +191,31 @@ describe('smtp.proxyProtocolTimeout not below limits.idleTimeout', () => {
 describe('limits.connectionsPerIp for IPv6 clients', () => {
   let limited: TestRelay;
   beforeAll(async () => {
-    limited = await startTestRelay({ smtp: { proxyProtocol: [`${BALANCER}/32`] }, relay: { trustedNetworks: [] }, limits: { connectionsPerIp: 3 } });
+    limited = await startTestRelay({ smtp: { proxyProtocol: [`${BALANCER}/32`] }, relay: { trustedNetworks: ['2001:db8:1::99/128'] }, limits: { connectionsPerIp: 3 } });
   });
   afterAll(async () => limited?.stop());
 
+  const from = async (client: string) => {
+    const c = await RawSmtp.connect(limited.ports.relay, { localAddress: BALANCER });
+    c.write(`PROXY TCP6 ${client} ::1 40001 ${limited.ports.relay}\r\n`);
+    return { c, reply: (await c.reply()).text };
+  };
+
   it('counts the addresses of one /84 as one client, and another /84 apart', async () => {
-    const from = async (client: string) => {
-      const c = await RawSmtp.connect(limited.ports.relay, { localAddress: BALANCER });
-      c.write(`PROXY TCP6 ${client} ::1 40001 ${limited.ports.relay}\r\n`);
-      return { c, reply: (await c.reply()).text };
-    };
     const sessions = [];
     for (const client of ['2001:db8::1', '2001:db8::2', '2001:db8::fff:1:2']) sessions.push(await from(client));
     sessions.push(await from('2001:db8::3'), await from('2001:db8:0:1::1'));
     for (const { c } of sessions) c.close();
     expect(sessions.map((s) => s.reply.slice(0, 3))).toEqual(['220', '220', '220', '421', '220']);
     expect(sessions[3]!.reply).toMatch(/^421 4\.7\.0 .*too many connections from your address/);
+  });
+
+  // Exempt from the limit, a trusted client is not counted either: its connections do not use up its neighbours'.
+  it("does not count a trusted client's connections against the other addresses of its /84", async () => {
+    const sessions = [];
+    for (let i = 0; i < 3; i++) sessions.push(await from('2001:db8:1::99'));
+    sessions.push(await from('2001:db8:1::5'));
+    for (const { c } of sessions) c.close();
+    expect(sessions.map((s) => s.reply.slice(0, 3))).toEqual(['220', '220', '220', '220']);
   });
 });
