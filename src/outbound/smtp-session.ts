@@ -20,6 +20,7 @@ import type { AttemptRecord, RecipientDsn } from '../queue/queue-store.ts';
 import { cleanReply } from '../smtp/replies.ts';
 import { requireDataGoAhead } from './data-go-ahead.ts';
 import { stuffQueuedBodies } from './dot-stuffing.ts';
+import { watchEarlyReplies } from './early-reply.ts';
 import { sendRecipientDsn } from './recipient-dsn.ts';
 import { readLastLineCode } from './reply-code.ts';
 import { limitConnectTime, setReplyTimeout, type SessionTimeouts } from './session-timeouts.ts';
@@ -110,11 +111,13 @@ export async function openSession(target: SessionTarget, settings: SessionSettin
   return finish(await connect(target, settings, true), target, settings);
 }
 
+type EarlyReplies = ReturnType<typeof watchEarlyReplies>;
+
 /** Each recipient's DSN parameters for the transaction under way on a connection (recipient-dsn.ts). */
 type TransactionDsn = Map<string, RecipientDsn | undefined>;
 
 type Connected =
-  | { ok: true; connection: SMTPConnection; tls?: TlsFacts; recipientDsn: TransactionDsn }
+  | { ok: true; connection: SMTPConnection; tls?: TlsFacts; recipientDsn: TransactionDsn; early: EarlyReplies }
   | { ok: false; reply: string; handshakeFailed: boolean; tlsFailed: boolean; reached: boolean };
 
 function connect(target: SessionTarget, settings: SessionSettings, plaintext: boolean): Promise<Connected> {
@@ -142,9 +145,11 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
   });
   stuffQueuedBodies(connection);
   const recipientDsn: TransactionDsn = new Map();
+  let early: EarlyReplies;
   try {
     sendRecipientDsn(connection, () => recipientDsn);
     requireDataGoAhead(connection);
+    early = watchEarlyReplies(connection);
     limitConnectTime(connection, settings.timeouts.connectMs);
     readLastLineCode(connection, (reply) => settings.logger.warn({ host: target.host, ip: target.ip, reply: cleanReply(reply) }, 'next hop reply lines disagree on their code; the last line decides'));
   } catch (err) {
@@ -175,13 +180,13 @@ function connect(target: SessionTarget, settings: SessionSettings, plaintext: bo
       const tls = connection.secure && socket && typeof socket.getProtocol === 'function' ? tlsFacts(socket) : undefined;
       if (!settings.auth) {
         settled = true;
-        return resolve({ ok: true, connection, tls, recipientDsn });
+        return resolve({ ok: true, connection, tls, recipientDsn, early });
       }
       if (!tls) return fail(Object.assign(new Error('refusing to send credentials without TLS'), { code: 'ETLS' }));
       connection.login(settings.auth, (err) => {
         if (err) return fail(err);
         settled = true;
-        resolve({ ok: true, connection, tls, recipientDsn });
+        resolve({ ok: true, connection, tls, recipientDsn, early });
       });
     });
   });
@@ -202,7 +207,7 @@ function finish(connected: Connected, target: SessionTarget, settings: SessionSe
     connection.close();
     return { ok: false, reply: `4.7.5 certificate verification failed for ${target.host}: ${tls.verifyError ?? 'unknown reason'}`, reached: true, tls };
   }
-  return { ok: true, session: wrap(connection, tls, connected.recipientDsn, settings.timeouts) };
+  return { ok: true, session: wrap(connection, tls, connected.recipientDsn, connected.early, settings.timeouts) };
 }
 
 function tlsFacts(socket: TLSSocket): TlsFacts {
@@ -216,7 +221,7 @@ function tlsFacts(socket: TLSSocket): TlsFacts {
   };
 }
 
-function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDsn: TransactionDsn, timeouts: SessionTimeouts): OutboundSession {
+function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDsn: TransactionDsn, early: EarlyReplies, timeouts: SessionTimeouts): OutboundSession {
   const internals = connection as unknown as ConnectionInternals;
   const extensions = [...(internals._supportedExtensions ?? [])];
   const maxSize = internals._maxAllowedSize || undefined;
@@ -295,13 +300,17 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
           // never reuse it. Once the whole message went into it, the next hop may have the message.
           const lost = Boolean(err && !(err as SmtpError).responseCode);
           const stateUnknown = lost || Boolean(err && isProtocolError(err));
-          // The end of DATA answered while the message was still going out: the final dot was never sent, and the
-          // next command would be read as message text.
-          const answeredEarly = !bodySent && request.body.readableDidRead;
+          // The end of data answered before the final dot went out (early-reply.ts): never reused, and a 2xx so given
+          // is not taken for the message's.
+          const answeredEarly = early.answeredEarly();
           if (stateUnknown || answeredEarly) usable = false;
           const lostAfterData = stateUnknown && bodySent;
           const suffix = lost && bodySent ? ' (after the end of data: the message may be sent more than once)' : '';
-          const dataReply = err ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) + suffix } : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
+          const dataReply = err
+            ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) + suffix }
+            : answeredEarly
+              ? { code: 451, reply: cleanReply(`4.5.0 Protocol error: host said: ${info?.response ?? ''} (before the end of data)`) }
+              : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
           resolve({ lostAfterData, recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
         });
       });

@@ -281,6 +281,31 @@ describe('outbound session replies', () => {
     opened.session.close();
   });
 
+  // The reply came with the 354, before any of the message: a one-chunk body is all sent by the time it is read.
+  it('does not reuse a connection whose end of data was answered with the go-ahead, before a one-chunk message', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n452 4.3.1 later\r\n' });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const result = await opened.session.send(transaction(['a@example.test']));
+    expect(result.recipients[0]!.reply).toBe('452 4.3.1 later (in reply to end of DATA command)');
+    expect(opened.session.usable).toBe(false);
+    opened.session.close();
+  });
+
+  // A 250 before the host had the message cannot be about it; the data is left unended, so the host does not have it.
+  it('does not record delivered a message whose end of data was answered 250 before it all went out', async () => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n250 2.0.0 queued early\r\n' });
+    closers.push(hop.close);
+    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
+    if (!opened.ok) throw new Error(opened.reply);
+    const chunks = Array.from({ length: 1024 }, () => Buffer.alloc(4096, 'x'));
+    const result = await opened.session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
+    expect(result.recipients[0]!.reply).toBe('4.5.0 Protocol error: host said: 250 2.0.0 queued early (before the end of data)');
+    expect(opened.session.usable).toBe(false);
+    opened.session.close();
+  });
+
   it('reads a greeting whose lines disagree by its last line', async () => {
     const hop = await rawNextHop('220-mx.test first\r\n554 5.7.1 go away\r\n', {});
     closers.push(hop.close);
