@@ -25,8 +25,8 @@ export interface ReverseResolver {
   reverse(ip: string, callback: Answer): void;
 }
 
-/** forwardConfirmed - reverse(ip) answers [name] when the first PTR name resolves back to ip, else []; `unconfirmed` hears of a name dropped. */
-export function forwardConfirmed(resolver: NameResolver, unconfirmed: (ip: string, name: string) => void): ReverseResolver {
+/** forwardConfirmed - reverse(ip) answers [name] when the first PTR name resolves back to ip, else []; `unconfirmed` hears of a name dropped, and why. */
+export function forwardConfirmed(resolver: NameResolver, unconfirmed: (ip: string, name: string, reason: string) => void): ReverseResolver {
   return {
     reverse(ip, callback) {
       resolver.reverse(ip, (err, names) => {
@@ -37,7 +37,7 @@ export function forwardConfirmed(resolver: NameResolver, unconfirmed: (ip: strin
         lookUp(name, (forwardErr, addresses) => {
           const client = addressKey(v4 ?? ip);
           if (!forwardErr && addresses.some((address) => addressKey(address) === client)) return callback(null, [name]);
-          unconfirmed(ip, name);
+          unconfirmed(ip, name, forwardErr ? ((forwardErr as NodeJS.ErrnoException).code ?? forwardErr.message) : 'none of its addresses is the client\'s');
           callback(null, []);
         });
       });

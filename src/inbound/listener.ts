@@ -165,7 +165,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     },
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
-    resolver: forwardConfirmed(deps.resolver ?? new Resolver(), (ip, hostname) => baseLog.info({ ip, hostname }, 'client name does not resolve to its address; named unknown')),
+    resolver: forwardConfirmed(deps.resolver ?? new Resolver(), (ip, hostname, reason) => baseLog.info({ ip, hostname, reason }, 'client name does not resolve to its address; named unknown')),
 
     onConnect(session, callback) {
       const ip = session.remoteAddress;

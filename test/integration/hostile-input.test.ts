@@ -1320,16 +1320,17 @@ describe('AUTH brute force', () => {
 });
 
 // A PTR record is written by whoever holds the address. Postfix's smtpd names a client in Received only when the
-// PTR name resolves back to its address; smtp-server wrote whatever name the PTR gave.
+// PTR name resolves back to its address; smtp-server wrote whatever name the PTR gave. Clients on 127.0.0.3 and .4:
+// the resolver reads /etc/hosts first for a reverse lookup, and 127.0.0.1 is named there.
 describe("a client's name in the Received header", () => {
   let relay: TestRelay;
   let dns: DnsServer;
   beforeAll(async () => {
     dns = await startDnsServer({
-      '1.0.0.127.in-addr.arpa': { ptr: ['mail.bank.test'] },
+      '3.0.0.127.in-addr.arpa': { ptr: ['mail.bank.test'] },
       'mail.bank.test': { a: ['192.0.2.1'] },
-      '2.0.0.127.in-addr.arpa': { ptr: ['client.named.test'] },
-      'client.named.test': { a: ['192.0.2.9', '127.0.0.2'] },
+      '4.0.0.127.in-addr.arpa': { ptr: ['client.named.test'] },
+      'client.named.test': { a: ['192.0.2.9', '127.0.0.4'] },
     });
     relay = await startTestRelay({ relay: { localDomains: ['local.test'] }, smtp: { reverseLookup: true }, dns: { servers: [dns.address] } });
   });
@@ -1339,8 +1340,8 @@ describe("a client's name in the Received header", () => {
   });
 
   it.each([
-    ['127.0.0.1', 'unknown', 'its PTR name resolves elsewhere'],
-    ['127.0.0.2', 'client.named.test', 'its PTR name resolves back to it'],
+    ['127.0.0.3', 'unknown', 'its PTR name resolves elsewhere'],
+    ['127.0.0.4', 'client.named.test', 'its PTR name resolves back to it'],
   ])('names %s %s: %s', async (address, named) => {
     const c = await RawSmtp.connect(relay.ports.relay, { localAddress: address });
     expect((await c.reply()).text).toBe(GREETING);
@@ -1351,5 +1352,12 @@ describe("a client's name in the Received header", () => {
     const id = queueIdOf(await c.command('Subject: named\r\n\r\nhi\r\n.'));
     c.close();
     expect((await relay.body(id)).toString('latin1')).toMatch(new RegExp(`^Received: from client\\.test \\(${named.replace(/\./g, '\\.')} \\[${address.replace(/\./g, '\\.')}\\]\\)`));
+  });
+
+  it('logs the name it did not use, and why', async () => {
+    const c = await RawSmtp.connect(relay.ports.relay, { localAddress: '127.0.0.3' });
+    expect((await c.reply()).text).toBe(GREETING);
+    c.close();
+    expect(relay.logs).toContainEqual(expect.objectContaining({ msg: 'client name does not resolve to its address; named unknown', ip: '127.0.0.3', hostname: 'mail.bank.test', reason: "none of its addresses is the client's" }));
   });
 });
