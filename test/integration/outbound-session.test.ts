@@ -8,14 +8,14 @@
 // that write exactly the bytes given).
 // A real session over TCP to a next hop on 127.0.0.1 behind a wire tap.
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { rawNextHop } from '../helpers/raw-next-hop.ts';
+import { rawNextHop, type RawNextHop } from '../helpers/raw-next-hop.ts';
 import { Readable } from 'node:stream';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger, type Logger } from '../../src/observability/logger.ts';
 import { captureWarnings } from '../helpers/captured-log.ts';
 import { sessionTimeouts, type SessionTimeouts } from '../../src/outbound/session-timeouts.ts';
-import { openSession, type SessionSettings, type TransactionRequest } from '../../src/outbound/smtp-session.ts';
+import { openSession, type OutboundSession, type SessionSettings, type TransactionRequest } from '../../src/outbound/smtp-session.ts';
 import { selfSignedCertificate } from '../../src/tls/dev-certs.ts';
 import { startNextHop, type NextHop } from '../helpers/next-hop.ts';
 
@@ -58,6 +58,13 @@ function transaction(to: string[]): TransactionRequest {
   return { mailFrom: 'a@sender.test', recipients: to.map((address) => ({ address })), body: Readable.from([body]), bodyType: '7BIT', smtpUtf8: false, requireTls: false, dsn: {}, size: body.length };
 }
 
+/** sessionTo - an open session to a raw next hop named mx.test (by default with silentLogger and the default timeouts). */
+async function sessionTo(hop: RawNextHop, options: SessionSettings = settings(silentLogger())): Promise<OutboundSession> {
+  const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, options);
+  if (!opened.ok) throw new Error(opened.reply);
+  return opened.session;
+}
+
 /** settings - a session's settings with this logger and these timeouts. */
 function settings(logger: Logger, timeouts: Partial<SessionTimeouts> = {}): SessionSettings {
   return { level: 'none', heloName: 'postern.test', extraCa: [], timeouts: { ...sessionTimeouts(5000, 5000), ...timeouts }, logger };
@@ -78,10 +85,9 @@ describe('outbound session replies', () => {
     });
     closers.push(hop.close);
     const { logger, lines: logs } = captureWarnings();
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(logger));
-    if (!opened.ok) throw new Error(opened.reply);
-    const result = await opened.session.send(transaction(['a@example.test', 'b@example.test', 'c@example.test']));
-    opened.session.close();
+    const session = await sessionTo(hop, settings(logger));
+    const result = await session.send(transaction(['a@example.test', 'b@example.test', 'c@example.test']));
+    session.close();
     expect(result.recipients.map((r) => [r.address, r.reply])).toEqual([
       ['a@example.test', '550 5.1.1 no such user (in reply to RCPT TO command)'],
       ['b@example.test', '451 4.3.0 mixed (in reply to end of DATA command)'],
@@ -141,10 +147,9 @@ describe('outbound session replies', () => {
     closers.push(hop.close);
     const results: string[] = [];
     for (const dataDoneMs of [2000, 300]) {
-      const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger(), { replyMs: 300, dataDoneMs }));
-      if (!opened.ok) throw new Error(opened.reply);
-      results.push((await opened.session.send(transaction(['a@example.test']))).recipients[0]!.reply);
-      opened.session.close();
+      const session = await sessionTo(hop, settings(silentLogger(), { replyMs: 300, dataDoneMs }));
+      results.push((await session.send(transaction(['a@example.test']))).recipients[0]!.reply);
+      session.close();
     }
     expect(results[0]).toBe('250 2.0.0 taken, slowly');
     expect(results[1]).toMatch(/^4\.4\.1 ETIMEDOUT: Timeout \(after the end of data/);
@@ -155,11 +160,10 @@ describe('outbound session replies', () => {
   it('gives up on a reused connection whose RSET is not answered within rsetMs', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { RSET: null });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger(), { replyMs: 30_000, rsetMs: 300 }));
-    if (!opened.ok) throw new Error(opened.reply);
-    expect(await opened.session.reset()).toBe(false);
-    expect(opened.session.usable).toBe(false);
-    opened.session.close();
+    const session = await sessionTo(hop, settings(silentLogger(), { replyMs: 30_000, rsetMs: 300 }));
+    expect(await session.reset()).toBe(false);
+    expect(session.usable).toBe(false);
+    session.close();
   });
 
   it('fails a send whose reply the next hop left unfinished when it closed', async () => {
@@ -170,10 +174,9 @@ describe('outbound session replies', () => {
       DATA: { text: '250 2.1.0 ok\r\n250 2.1.5 ok\r\n354-go on\r\n', close: true },
     });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
-    const result = await opened.session.send(transaction(['a@example.test']));
-    opened.session.close();
+    const session = await sessionTo(hop);
+    const result = await session.send(transaction(['a@example.test']));
+    session.close();
     expect(result.recipients[0]!.reply).toMatch(/^4\.4\.1 ECONNECTION/);
   });
 
@@ -181,10 +184,9 @@ describe('outbound session replies', () => {
   it('reads past an empty line inside a multi-line reply, so that each reply answers its own command', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { RCPT: ['250-2.1.5 ok\r\n\r\n550 5.1.1 no such user\r\n', '250 2.1.5 ok\r\n'], DATA: '354 go ahead\r\n' });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
-    const result = await opened.session.send(transaction(['a@example.test', 'b@example.test']));
-    opened.session.close();
+    const session = await sessionTo(hop);
+    const result = await session.send(transaction(['a@example.test', 'b@example.test']));
+    session.close();
     expect(result.recipients.map((r) => [r.address, r.reply])).toEqual([
       ['a@example.test', '550 5.1.1 no such user (in reply to RCPT TO command)'],
       ['b@example.test', '250 2.0.0 Ok'],
@@ -223,22 +225,20 @@ describe('outbound session replies', () => {
   it('records a 3xx reply to MAIL FROM as a protocol error, not as the host deferring, and drops the connection', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { MAIL: '354 2.1.0 go on\r\n' });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
-    const result = await opened.session.send(transaction(['a@example.test']));
+    const session = await sessionTo(hop);
+    const result = await session.send(transaction(['a@example.test']));
     expect(result.recipients[0]!.reply).toBe('5.5.0 Protocol error: host said: 354 2.1.0 go on (in reply to MAIL FROM command)');
-    expect(opened.session.usable).toBe(false);
-    opened.session.close();
+    expect(session.usable).toBe(false);
+    session.close();
   });
 
   // Once the whole message went out, the host may have it: such a failure is not sent to the next host (deliver.ts).
   it('reports a protocol error after the end of data as the message possibly taken', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { '.': '354 2.0.0 again\r\n' });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
-    const result = await opened.session.send(transaction(['a@example.test']));
-    opened.session.close();
+    const session = await sessionTo(hop);
+    const result = await session.send(transaction(['a@example.test']));
+    session.close();
     expect(result).toMatchObject({ lostAfterData: true, recipients: [{ reply: '5.5.0 Protocol error: host said: 354 2.0.0 again (in reply to end of DATA command)' }] });
   });
 
@@ -250,21 +250,19 @@ describe('outbound session replies', () => {
   ])('reads past a line without a code to the reply to the end of data (%j)', async (reply, recorded) => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { '.': reply });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
-    const result = await opened.session.send(transaction(['a@example.test']));
-    opened.session.close();
+    const session = await sessionTo(hop);
+    const result = await session.send(transaction(['a@example.test']));
+    session.close();
     expect(result.recipients[0]!.reply).toBe(recorded);
   });
 
   it('keeps the extensions of an EHLO reply that a line without a code comes before', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { EHLO: 'hello there\r\n250-mx.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n' });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
-    expect(opened.session.extensions).toEqual(expect.arrayContaining(['PIPELINING', 'SIZE']));
-    expect(opened.session.maxSize).toBe(1000);
-    opened.session.close();
+    const session = await sessionTo(hop);
+    expect(session.extensions).toEqual(expect.arrayContaining(['PIPELINING', 'SIZE']));
+    expect(session.maxSize).toBe(1000);
+    session.close();
   });
 
   // Postfix writes the whole message before it reads a reply. nodemailer reads the reply to the end of data as soon as
@@ -272,38 +270,35 @@ describe('outbound session replies', () => {
   it('does not reuse a connection whose end of data was answered while the message was still going out', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n552 5.3.4 too big\r\n' });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
+    const session = await sessionTo(hop);
     const chunks = Array.from({ length: 1024 }, () => Buffer.alloc(4096, 'x'));
-    const result = await opened.session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
+    const result = await session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
     expect(result.recipients[0]!.reply).toBe('552 5.3.4 too big (in reply to end of DATA command)');
-    expect(opened.session.usable).toBe(false);
-    opened.session.close();
+    expect(session.usable).toBe(false);
+    session.close();
   });
 
   // The reply came with the 354, before any of the message: a one-chunk body is all sent by the time it is read.
   it('does not reuse a connection whose end of data was answered with the go-ahead, before a one-chunk message', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n452 4.3.1 later\r\n' });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
-    const result = await opened.session.send(transaction(['a@example.test']));
+    const session = await sessionTo(hop);
+    const result = await session.send(transaction(['a@example.test']));
     expect(result.recipients[0]!.reply).toBe('452 4.3.1 later (in reply to end of DATA command)');
-    expect(opened.session.usable).toBe(false);
-    opened.session.close();
+    expect(session.usable).toBe(false);
+    session.close();
   });
 
   // A 250 before the host had the message cannot be about it; the data is left unended, so the host does not have it.
   it('does not record delivered a message whose end of data was answered 250 before it all went out', async () => {
     const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n250 2.0.0 queued early\r\n' });
     closers.push(hop.close);
-    const opened = await openSession({ host: 'mx.test', ip: '127.0.0.1', port: hop.port, secure: false }, settings(silentLogger()));
-    if (!opened.ok) throw new Error(opened.reply);
+    const session = await sessionTo(hop);
     const chunks = Array.from({ length: 1024 }, () => Buffer.alloc(4096, 'x'));
-    const result = await opened.session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
+    const result = await session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
     expect(result.recipients[0]!.reply).toBe('4.5.0 Protocol error: host said: 250 2.0.0 queued early (before the end of data)');
-    expect(opened.session.usable).toBe(false);
-    opened.session.close();
+    expect(session.usable).toBe(false);
+    session.close();
   });
 
   it('reads a greeting whose lines disagree by its last line', async () => {
