@@ -266,37 +266,20 @@ describe('outbound session replies', () => {
   });
 
   // Postfix writes the whole message before it reads a reply. nodemailer reads the reply to the end of data as soon as
-  // the message starts: one that comes early leaves the data unended, and a reused connection's RSET went into it.
-  it('does not reuse a connection whose end of data was answered while the message was still going out', async () => {
-    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n552 5.3.4 too big\r\n' });
+  // the message starts: one that comes early leaves the data unended, and a reused connection's RSET went into it. A 250
+  // before the host had the message cannot be about it, and the host does not have it: it is not recorded delivered.
+  // With a one-chunk body, the reply that came with the 354 is read once all of it was sent.
+  it.each([
+    ['552 5.3.4 too big', 1024, '552 5.3.4 too big (in reply to end of DATA command)'],
+    ['250 2.0.0 queued early', 1024, '4.5.0 Protocol error: host said: 250 2.0.0 queued early (before the end of data)'],
+    ['452 4.3.1 later', 1, '452 4.3.1 later (in reply to end of DATA command)'],
+  ])('does not reuse a connection whose end of data was answered %j with the go-ahead (%i chunks of body)', async (early, chunkCount, recorded) => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: `354 go ahead\r\n${early}\r\n` });
     closers.push(hop.close);
     const session = await sessionTo(hop);
-    const chunks = Array.from({ length: 1024 }, () => Buffer.alloc(4096, 'x'));
-    const result = await session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
-    expect(result.recipients[0]!.reply).toBe('552 5.3.4 too big (in reply to end of DATA command)');
-    expect(session.usable).toBe(false);
-    session.close();
-  });
-
-  // The reply came with the 354, before any of the message: a one-chunk body is all sent by the time it is read.
-  it('does not reuse a connection whose end of data was answered with the go-ahead, before a one-chunk message', async () => {
-    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n452 4.3.1 later\r\n' });
-    closers.push(hop.close);
-    const session = await sessionTo(hop);
-    const result = await session.send(transaction(['a@example.test']));
-    expect(result.recipients[0]!.reply).toBe('452 4.3.1 later (in reply to end of DATA command)');
-    expect(session.usable).toBe(false);
-    session.close();
-  });
-
-  // A 250 before the host had the message cannot be about it; the data is left unended, so the host does not have it.
-  it('does not record delivered a message whose end of data was answered 250 before it all went out', async () => {
-    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { DATA: '354 go ahead\r\n250 2.0.0 queued early\r\n' });
-    closers.push(hop.close);
-    const session = await sessionTo(hop);
-    const chunks = Array.from({ length: 1024 }, () => Buffer.alloc(4096, 'x'));
-    const result = await session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * 1024 });
-    expect(result.recipients[0]!.reply).toBe('4.5.0 Protocol error: host said: 250 2.0.0 queued early (before the end of data)');
+    const chunks = Array.from({ length: chunkCount }, () => Buffer.alloc(4096, 'x'));
+    const result = await session.send({ ...transaction(['a@example.test']), body: Readable.from(chunks), size: 4096 * chunkCount });
+    expect(result.recipients[0]!.reply).toBe(recorded);
     expect(session.usable).toBe(false);
     session.close();
   });
