@@ -441,10 +441,10 @@ type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 /**
  * dropHandshakesPastPerIpLimit - on an implicit-TLS listener, drop a connection as it arrives when `drop` says so,
  * given its address and how many of this listener's connections that address holds, it included (those `uncounted`
- * names pass, and are not counted). smtp-server runs
- * the handshake before onConnect, where limits.connectionsPerIp is checked, and waits limits.idleTimeout for it:
- * without this, one address could fill the port with connections that never start a handshake. Nothing can be said
- * before TLS, so the connection is closed; the library never sees it.
+ * names pass, and are not counted). smtp-server runs the handshake before onConnect, where limits.connectionsPerIp
+ * is checked, and waits limits.idleTimeout for it: without this, one address could fill the port with connections
+ * that never start a handshake. Nothing can be said before TLS, so the connection is closed; the library never sees
+ * it.
  */
 function dropHandshakesPastPerIpLimit(server: Server, uncounted: (ip: string) => boolean, drop: (ip: string, connectionsFromIp: number) => boolean): void {
   const [library, ...others] = server.listeners('connection') as ((socket: Socket) => void)[];
