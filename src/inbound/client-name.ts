@@ -4,10 +4,17 @@
 // PTR record is written by whoever holds the address: unconfirmed, any
 // client could have "mail.bank.example" put in our Received header, which
 // filters downstream trust as a relay's word.
+// The name's addresses come from the hosts file when it lists the name,
+// else from DNS: the reverse lookup reads the hosts file first too (c-ares,
+// as the system's resolver), so a client named there (127.0.0.1 as
+// "localhost") keeps its name, as with Postfix's getaddrinfo. The file is
+// read once, when the listener starts.
 // Fails: a lookup that fails or times out gives no name, as no PTR does
 // (smtp-server then has "[ip]", which the listener writes as "unknown").
 //
 //   forwardConfirmed - a reverse resolver for smtp-server that answers only forward-confirmed names.
+//   readHostsFile    - a hosts file's addresses by name; none if it cannot be read.
+import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { ipv6Groups } from './limit-key.ts';
 
@@ -25,15 +32,22 @@ export interface ReverseResolver {
   reverse(ip: string, callback: Answer): void;
 }
 
-/** forwardConfirmed - reverse(ip) answers [name] when the first PTR name resolves back to ip, else []; `unconfirmed` hears of a name dropped, and why. */
-export function forwardConfirmed(resolver: NameResolver, unconfirmed: (ip: string, name: string, reason: string) => void): ReverseResolver {
+/** A hosts file's addresses, by name in lower case. */
+export type HostsFile = ReadonlyMap<string, readonly string[]>;
+
+/**
+ * forwardConfirmed - reverse(ip) answers [name] when the first PTR name resolves back to ip (by `hosts` when it lists
+ * the name, else by DNS), else []; `unconfirmed` hears of a name dropped, and why.
+ */
+export function forwardConfirmed(resolver: NameResolver, hosts: HostsFile, unconfirmed: (ip: string, name: string, reason: string) => void): ReverseResolver {
   return {
     reverse(ip, callback) {
       resolver.reverse(ip, (err, names) => {
         const name = names?.[0];
         if (err || !name) return callback(err, []);
         const v4 = isIPv4(ip) ? ip : /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
-        const lookUp = v4 ? resolver.resolve4.bind(resolver) : resolver.resolve6.bind(resolver);
+        const listed = hosts.get(name.toLowerCase());
+        const lookUp: NameResolver['resolve4'] = listed ? (_name, answer) => answer(null, [...listed]) : v4 ? resolver.resolve4.bind(resolver) : resolver.resolve6.bind(resolver);
         lookUp(name, (forwardErr, addresses) => {
           const client = addressKey(v4 ?? ip);
           if (!forwardErr && addresses.some((address) => addressKey(address) === client)) return callback(null, [name]);
@@ -48,4 +62,21 @@ export function forwardConfirmed(resolver: NameResolver, unconfirmed: (ip: strin
 /** addressKey - one text per address, whatever its IPv6 spelling. */
 function addressKey(address: string): string {
   return isIPv6(address) ? ipv6Groups(address).join(':') : address;
+}
+
+/** readHostsFile - the addresses each name has in a hosts file ("address name alias…" lines, # comments). */
+export function readHostsFile(path: string): HostsFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return new Map();
+  }
+  const hosts = new Map<string, string[]>();
+  for (const line of text.split('\n')) {
+    const [address, ...names] = line.replace(/#.*/, '').trim().split(/\s+/);
+    if (!address || !(isIPv4(address) || isIPv6(address))) continue;
+    for (const name of names) hosts.set(name.toLowerCase(), [...(hosts.get(name.toLowerCase()) ?? []), address]);
+  }
+  return hosts;
 }
