@@ -284,6 +284,22 @@ describe('outbound session replies', () => {
     session.close();
   });
 
+  // RFC 5321 §4.2: a 421 may answer any command, the connection closing after it. With pipelining the commands after
+  // it were sent too: the 421 is recorded, with the command it answered, not the connection lost.
+  it.each(['MAIL FROM', 'RCPT TO', 'DATA'])('records a 421 to a pipelined %s, the host closing after it', async (command) => {
+    const hop = await rawNextHop('220 mx.test ESMTP\r\n', { EHLO: '250-mx.test\r\n250 PIPELINING\r\n' }, (socket, line) => {
+      if (!line.toUpperCase().startsWith(command)) return false;
+      socket.end('421 4.3.2 shutting down\r\n');
+      return true;
+    });
+    closers.push(hop.close);
+    const session = await sessionTo(hop);
+    const result = await session.send(transaction(['a@example.test']));
+    expect(result).toEqual({ lostAfterData: false, recipients: [{ address: 'a@example.test', code: 421, reply: `421 4.3.2 shutting down (in reply to ${command} command)` }] });
+    expect(session.usable).toBe(false);
+    session.close();
+  });
+
   it('reads a greeting whose lines disagree by its last line', async () => {
     const hop = await rawNextHop('220-mx.test first\r\n554 5.7.1 go away\r\n', {});
     closers.push(hop.close);
