@@ -42,6 +42,7 @@ import { openQueueStore } from '../queue/open-store.ts';
 import type { QueueStore } from '../queue/queue-store.ts';
 import { createScheduler, type Scheduler } from '../queue/scheduler.ts';
 import { ensureDevCertificates } from '../tls/dev-certs.ts';
+import { installCommandFragments } from '../smtp/command-fragments.ts';
 import { installFastDataScan } from '../smtp/fast-data-scan.ts';
 import { installGreetingPause } from '../smtp/greeting-pause.ts';
 import { installHalfClose } from '../smtp/half-close.ts';
@@ -77,6 +78,7 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
   await installCommandGuard();
   await installGreetingPause();
   await installFastDataScan();
+  await installCommandFragments();
   await installHalfClose();
   await installProxyHeader();
   const now = options.now ?? (() => new Date());

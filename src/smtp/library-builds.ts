@@ -1,9 +1,9 @@
 // smtp-server and nodemailer each ship two builds (ESM and CJS) with a class
 // each; code that must change a class's behaviour (inbound/wire-replies.ts,
 // inbound/command-guard.ts, smtp/greeting-pause.ts, smtp/fast-data-scan.ts,
-// smtp/half-close.ts) does it through patchMethods, on both prototypes, so
-// whichever build a caller loads sees the change. Throws when a library's
-// layout changed.
+// smtp/command-fragments.ts, smtp/half-close.ts) does it through
+// patchMethods, on both prototypes, so whichever build a caller loads sees
+// the change. Throws when a library's layout changed.
 //   patchMethods    - replace some methods of one class, once per patch name.
 //   classPrototypes - the class's prototype in each build.
 import { createRequire } from 'node:module';

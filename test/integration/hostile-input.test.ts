@@ -269,6 +269,32 @@ describe('default limits', () => {
       expect(c.unread()).toBe('');
     });
 
+    // Pieces without a line end are held without a search (smtp/command-fragments.ts), under the same limit.
+    it('closes with 421 4.7.0 on a command line that passes 16 KB in pieces without a line end', async () => {
+      const c = await open(relay.ports.relay);
+      c.socket.setNoDelay(true);
+      for (let i = 0; i < 17; i++) {
+        c.write(`${i === 0 ? 'NOOP ' : ''}${'a'.repeat(1024)}`);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      expect((await c.reply()).text).toBe('421 4.7.0 Error: command line too long');
+      await c.closedByServer();
+    });
+
+    it('reads commands sent a byte at a time, and pieces ending in a CR before their LF', async () => {
+      const c = await open(relay.ports.relay);
+      c.socket.setNoDelay(true);
+      const pieces = [...'EHLO client.test\r\n', 'MAIL FROM:<sender@example.test>\r', '\nRCPT TO:<rcpt@', 'local.test>\r\n'];
+      for (const piece of pieces) {
+        c.write(piece);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      expect((await c.reply()).code).toBe(250);
+      expect((await c.reply()).text).toBe(MAIL_OK);
+      expect((await c.reply()).text).toBe(RCPT_OK);
+      c.close();
+    });
+
     it('accepts a 100 KB line inside DATA and stores it intact', async () => {
       const line = 'x'.repeat(100 * 1024);
       const c = await openData(relay.ports.relay);
