@@ -17,7 +17,7 @@ import { ConfigError } from '../config/load.ts';
 import { durationMs } from '../config/values.ts';
 import { createAuthLimiter } from '../inbound/auth-limiter.ts';
 import { ConnectionCounts } from '../inbound/connection-counts.ts';
-import type { NameResolver } from '../inbound/client-name.ts';
+import { HOSTS_FILE, readHostsFile, type NameResolver } from '../inbound/client-name.ts';
 import { createListener, type InboundListener } from '../inbound/listener.ts';
 import { compileNetworks, type NetworkMatcher } from '../inbound/networks.ts';
 import { UserStore } from '../inbound/user-store.ts';
@@ -116,6 +116,8 @@ export async function startRelay(config: Config, logger: Logger, options: RelayO
     proxyNetworks: config.smtp.proxyProtocol.length > 0 ? compileNetworks(config.smtp.proxyProtocol) : undefined,
     logger,
     resolver: reverseResolver(config),
+    // Read once for the three listeners; not at all when no client is named.
+    hosts: config.smtp.reverseLookup ? readHostsFile(HOSTS_FILE) : new Map<string, readonly string[]>(),
     metrics,
   };
   const started: InboundListener[] = [];

@@ -8,7 +8,7 @@
 // else from DNS: the reverse lookup reads the hosts file first too (c-ares,
 // as the system's resolver), so a client named there (127.0.0.1 as
 // "localhost") keeps its name, as with Postfix's getaddrinfo. The file is
-// read once, when the listener starts.
+// read once, when the relay starts (cli/serve.ts).
 // Fails: a lookup that fails or times out gives no name, as no PTR does
 // (smtp-server then has "[ip]", which the listener writes as "unknown").
 //
@@ -16,7 +16,7 @@
 //   readHostsFile    - a hosts file's addresses by name; none if it cannot be read.
 import { readFileSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
-import { ipv6Groups } from './limit-key.ts';
+import { ipv4Of, ipv6Groups } from './limit-key.ts';
 
 type Answer = (err: Error | null, names?: string[]) => void;
 
@@ -32,6 +32,9 @@ export interface ReverseResolver {
   reverse(ip: string, callback: Answer): void;
 }
 
+/** The system's hosts file. */
+export const HOSTS_FILE = '/etc/hosts';
+
 /** A hosts file's addresses, by name in lower case. */
 export type HostsFile = ReadonlyMap<string, readonly string[]>;
 
@@ -45,7 +48,7 @@ export function forwardConfirmed(resolver: NameResolver, hosts: HostsFile, uncon
       resolver.reverse(ip, (err, names) => {
         const name = names?.[0];
         if (err || !name) return callback(err, []);
-        const v4 = isIPv4(ip) ? ip : /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
+        const v4 = ipv4Of(ip);
         const listed = hosts.get(name.toLowerCase());
         const lookUp: NameResolver['resolve4'] = listed ? (_name, answer) => answer(null, [...listed]) : v4 ? resolver.resolve4.bind(resolver) : resolver.resolve6.bind(resolver);
         lookUp(name, (forwardErr, addresses) => {
@@ -76,7 +79,7 @@ export function readHostsFile(path: string): HostsFile {
   for (const line of text.split('\n')) {
     const [address, ...names] = line.replace(/#.*/, '').trim().split(/\s+/);
     if (!address || !(isIPv4(address) || isIPv6(address))) continue;
-    for (const name of names) hosts.set(name.toLowerCase(), [...(hosts.get(name.toLowerCase()) ?? []), address]);
+    for (const name of names.map((n) => n.toLowerCase())) hosts.set(name, [...(hosts.get(name) ?? []), address]);
   }
   return hosts;
 }

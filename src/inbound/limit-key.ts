@@ -9,8 +9,9 @@
 // An IPv4-mapped IPv6 address counts as the IPv4 address it carries.
 //
 //   limitKey   - the key a client address is counted under: "192.0.2.7", or "2001:db8:0:0:1000:0:0:0/84".
+//   ipv4Of     - the IPv4 address an address is or carries (IPv4-mapped).
 //   ipv6Groups - an IPv6 address's eight groups, as numbers.
-import { isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 
 /** Leading bits of an IPv6 address that name one client for the limits (Postfix's default). */
 export const IPV6_PREFIX_LENGTH = 84;
@@ -19,14 +20,25 @@ export const IPV6_PREFIX_LENGTH = 84;
 export function limitKey(address: string): string {
   if (!isIPv6(address)) return address;
   const groups = ipv6Groups(address);
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join('.');
-  }
+  const mapped = mappedIpv4(groups);
+  if (mapped !== undefined) return mapped;
   const kept = groups.map((g, i) => {
     const bits = Math.min(16, Math.max(0, IPV6_PREFIX_LENGTH - 16 * i));
     return g & ((0xffff << (16 - bits)) & 0xffff);
   });
   return `${kept.map((g) => g.toString(16)).join(':')}/${IPV6_PREFIX_LENGTH}`;
+}
+
+/** ipv4Of - an IPv4 address as it is, an IPv4-mapped IPv6 address as the IPv4 address it carries; else undefined. */
+export function ipv4Of(address: string): string | undefined {
+  if (isIPv4(address)) return address;
+  return isIPv6(address) ? mappedIpv4(ipv6Groups(address)) : undefined;
+}
+
+/** mappedIpv4 - the IPv4 address in the groups of an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+function mappedIpv4(groups: readonly number[]): string | undefined {
+  if (!groups.slice(0, 5).every((g) => g === 0) || groups[5] !== 0xffff) return undefined;
+  return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join('.');
 }
 
 /** ipv6Groups - the eight 16-bit groups of a valid IPv6 address (a zone index is dropped; a trailing IPv4 part is two groups). */

@@ -23,7 +23,7 @@ import { formatReply, queuedReply, replies, type Reply } from '../smtp/replies.t
 import type { ServerTls } from '../tls/server-tls.ts';
 import type { AuthLimiter } from './auth-limiter.ts';
 import { ConnectionCounts } from './connection-counts.ts';
-import { forwardConfirmed, readHostsFile, type NameResolver } from './client-name.ts';
+import { forwardConfirmed, HOSTS_FILE, readHostsFile, type HostsFile, type NameResolver } from './client-name.ts';
 import { receiveMessage } from './intake.ts';
 import type { NetworkMatcher } from './networks.ts';
 import { AUTH_FAILED, decideAddressCharset, decideAddressForm, decideParameters, decideAuthAttempt, decideAuthIdentity, decideConnect, decideMailFrom, decideQueueSpace, decideRcpt, decideRecipientLimit, queueSpaceToKeep, type Decision } from './policy.ts';
@@ -48,8 +48,8 @@ export interface ListenerDeps {
   inFlow?: Pick<InFlowGate, 'enter'>;
   /** Used for the client's name when smtp.reverseLookup is on (client-name.ts); the system resolver when absent. */
   resolver?: NameResolver;
-  /** The hosts file that confirms a client's name before DNS does (client-name.ts); /etc/hosts when absent. */
-  hostsFile?: string;
+  /** The hosts file's names, which confirm a client's name before DNS does (client-name.ts); /etc/hosts read when absent. */
+  hosts?: HostsFile;
   /** Counts accepted and refused messages, failed AUTH and sessions; nothing is counted when absent. */
   metrics?: RelayMetrics;
   now?: () => number;
@@ -167,7 +167,7 @@ export function createListener(deps: ListenerDeps): InboundListener {
     },
     // On stop, sessions get this long to finish before a 421 (a DATA in progress is never acknowledged half-stored).
     closeTimeout: 10_000,
-    resolver: forwardConfirmed(deps.resolver ?? new Resolver(), readHostsFile(deps.hostsFile ?? '/etc/hosts'), (ip, hostname, reason) => baseLog.info({ ip, hostname, reason }, 'client name does not resolve to its address; named unknown')),
+    resolver: forwardConfirmed(deps.resolver ?? new Resolver(), deps.hosts ?? readHostsFile(HOSTS_FILE), (ip, hostname, reason) => baseLog.info({ ip, hostname, reason }, 'client name does not resolve to its address; named unknown')),
 
     onConnect(session, callback) {
       const ip = session.remoteAddress;
