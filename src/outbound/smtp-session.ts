@@ -67,7 +67,7 @@ export interface TransactionResult {
   /** The connection was lost, or broke protocol, once the whole stored message had gone into it: the next hop may have it. */
   lostAfterData: boolean;
   /** Per recipient: the reply to RCPT (refused) or to DATA (accepted ones). */
-  recipients: { address: string; code: number; reply: string }[];
+  recipients: { address: string; reply: string }[];
 }
 
 export interface OutboundSession {
@@ -288,14 +288,14 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
             connection.close();
             return reject(bodyError);
           }
-          const byAddress = new Map<string, { code: number; reply: string }>();
+          const byAddress = new Map<string, string>();
           // A failure after DATA carries no RCPT refusals of its own: those recipients keep their RCPT replies
           // (a 452 stays a deferral, a 550 its own bounce), from the envelope nodemailer kept. Not when MAIL FROM
           // failed: the RCPTs pipelined behind it were answered "503 need MAIL", which says nothing of them.
           const envelope = (connection as unknown as ConnectionInternals)._envelope;
           const kept = err?.command === 'MAIL FROM' || envelope?.mailError ? [] : envelope?.rejectedErrors;
           const rejected = err?.rejectedErrors ?? info?.rejectedErrors ?? kept ?? [];
-          for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, { code: r.responseCode ?? 451, reply: describeError(r) });
+          for (const r of rejected) if (r.recipient) byAddress.set(r.recipient, describeError(r));
           // A failure with no SMTP reply is the connection's, and one out of protocol leaves it in a state unknown:
           // never reuse it. Once the whole message went into it, the next hop may have the message.
           const lost = Boolean(err && !(err as SmtpError).responseCode);
@@ -307,11 +307,11 @@ function wrap(connection: SMTPConnection, tls: TlsFacts | undefined, recipientDs
           const lostAfterData = stateUnknown && bodySent;
           const suffix = lost && bodySent ? ' (after the end of data: the message may be sent more than once)' : '';
           const dataReply = err
-            ? { code: (err as SmtpError).responseCode ?? 451, reply: describeError(err) + suffix }
+            ? describeError(err) + suffix
             : answeredEarly
-              ? { code: 451, reply: cleanReply(`4.5.0 Protocol error: host said: ${info?.response ?? ''} (before the end of data)`) }
-              : { code: 250, reply: cleanReply(info?.response ?? '250 ok') };
-          resolve({ lostAfterData, recipients: request.recipients.map((r) => ({ address: r.address, ...(byAddress.get(r.address) ?? dataReply) })) });
+              ? cleanReply(`4.5.0 Protocol error: host said: ${info?.response ?? ''} (before the end of data)`)
+              : cleanReply(info?.response ?? '250 ok');
+          resolve({ lostAfterData, recipients: request.recipients.map((r) => ({ address: r.address, reply: byAddress.get(r.address) ?? dataReply })) });
         });
       });
     },
