@@ -12,11 +12,6 @@
 // around the original's header block (smtp/header-block.ts never cuts a
 // CRLF in two). Proving that again for every line was 9% of the event
 // loop with 10 MB messages (bench/ROUNDS.md, "Seventeenth round").
-// Each chunk is passed on when the next one comes, so that the message's
-// last chunk, if small, and the end of the data go out in one write: one
-// system call per message fewer, and one read fewer at the next hop
-// (bench/ROUNDS.md, "Thirtieth round"). A larger last chunk is not copied
-// for that: it goes out as it is, the end of the data after it.
 // On such bodies the bytes out are nodemailer's. On any other:
 //  - every dot that starts a line by any reading of line ends (after CR,
 //    after LF, or first) is still stuffed, so no next hop can see the data
@@ -49,8 +44,6 @@ interface DataStreamState {
   lastByte: number | false;
   /** Ours: whether the bytes so far end in CRLF. */
   endsInCrlf?: boolean;
-  /** Ours: the last chunk out, not yet passed on: it may be the message's last. */
-  held?: Buffer;
   push(chunk: Buffer): boolean;
   _transform(this: DataStreamState, chunk: Buffer | string, encoding: BufferEncoding, done: TransformCallback): void;
   _flush(this: DataStreamState, done: TransformCallback): void;
@@ -58,8 +51,6 @@ interface DataStreamState {
 
 const END_AFTER_CRLF = Buffer.from('.\r\n');
 const END_AFTER_OTHER = Buffer.from('\r\n.\r\n');
-/** The largest last chunk copied to go out with the end of the data, in one write. */
-const JOINED_WITH_END_LIMIT = 16 * 1024;
 
 type SendStreamFactory = { _createSendStream?: (this: SendStreamFactory, callback: unknown) => DataStreamState };
 
@@ -90,25 +81,18 @@ export function queuedBodyTransform(this: DataStreamState, input: Buffer | strin
   this.inByteCount += chunk.length;
   const out = stuffedChunk(chunk, this.lastByte);
   this.outByteCount += out.length;
-  if (this.held) this.push(this.held);
-  this.held = out;
+  this.push(out);
   const last = chunk[chunk.length - 1]!;
   this.endsInCrlf = last === LF && (chunk.length > 1 ? chunk[chunk.length - 2] === CR : this.lastByte === CR);
   this.lastByte = last;
   done();
 }
 
-/** queuedBodyFlush - DataStream#_flush for a queued body: the last chunk and the end of the data, on a line of its own. */
+/** queuedBodyFlush - DataStream#_flush for a queued body: the end of the data, on a line of its own. */
 export function queuedBodyFlush(this: DataStreamState, done: TransformCallback): void {
   const end = this.endsInCrlf ? END_AFTER_CRLF : END_AFTER_OTHER;
   this.outByteCount += end.length;
-  const last = this.held;
-  this.held = undefined;
-  if (last && last.length <= JOINED_WITH_END_LIMIT) this.push(Buffer.concat([last, end]));
-  else {
-    if (last) this.push(last);
-    this.push(end);
-  }
+  this.push(end);
   done();
 }
 

@@ -7,13 +7,10 @@
 //    before each dot that is first in the message or follows a CR or an LF,
 //    and nothing else changes, so no reading of line ends finds a line that
 //    is a lone dot before the end; the end is CRLF.CRLF, or only .CRLF
-//    after a CRLF;
-//  - the chunks passed on: a last chunk of at most 16 KB goes with the end
-//    of the data, in one chunk.
+//    after a CRLF.
 // Both builds of the library's DataStream are used.
 import { join } from 'node:path';
-import { Readable, Writable, type Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable, type Transform } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { queuedBodyFlush, queuedBodyTransform } from '../../src/outbound/dot-stuffing.ts';
 import { classPrototypes } from '../../src/smtp/library-builds.ts';
@@ -58,24 +55,6 @@ describe('fast dot-stuffing', () => {
         const expected = await through(new DataStream(), chunks);
         expect(await through(ours(DataStream), chunks), JSON.stringify(text.toString('latin1'))).toEqual(expected);
       }
-    }
-  });
-
-  // What goes to the socket chunk by chunk, each chunk a write: a small last chunk goes with the end of the data.
-  it.each([
-    { sizes: [4096], out: [4096 + 3] },
-    { sizes: [65536, 4096], out: [65536, 4096 + 3] },
-    { sizes: [16384], out: [16384 + 3] },
-    { sizes: [16385], out: [16385, 3] },
-  ])('passes chunks of $sizes bytes on as $out', async ({ sizes, out }) => {
-    const chunks = sizes.map((size) => Buffer.from('x'.repeat(size - 2) + '\r\n'));
-    for (const DataStream of builds) {
-      // Piped as nodemailer pipes it to the socket: a write per chunk passed on.
-      const parts: Buffer[] = [];
-      const socket = new Writable({ write: (part: Buffer, _encoding, done) => (parts.push(part), done()) });
-      await pipeline(Readable.from(chunks), ours(DataStream), socket);
-      expect(parts.map((p) => p.length)).toEqual(out);
-      expect(Buffer.concat(parts).toString('latin1')).toBe(Buffer.concat(chunks).toString('latin1') + '.\r\n');
     }
   });
 
