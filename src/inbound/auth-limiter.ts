@@ -9,8 +9,14 @@
 // ends: a guesser's then fail and lock it out, and it is refused; a client
 // logging in on many connections at once has each checked in turn.
 // An IPv6 client is counted by its prefix (limit-key.ts). Memory is
-// bounded: stale entries are pruned when the table is full. Time comes from
-// the caller, so tests need no waiting.
+// bounded, and so is the work of keeping it so: the table is kept in the
+// order of each IP's last failure, and a new IP in a full one takes the
+// place of the first IP without an attempt under way or waiting, the one
+// whose failures are oldest. A flood of failures from more prefixes than
+// the table holds makes it forget the oldest; walking the table for stale
+// entries instead let one IPv6 /64 (2^20 prefixes) make each new one cost a
+// walk of 100,000 fresh entries. Time comes from the caller, so tests need
+// no waiting.
 import { limitKey } from './limit-key.ts';
 
 export interface AuthLimiter {
@@ -38,22 +44,26 @@ interface IpRecord {
 
 const MAX_TRACKED_IPS = 100_000;
 
-/** createAuthLimiter - a limiter with a failure threshold and a window/lockout length. */
-export function createAuthLimiter(options: { failuresPerIp: number; lockoutSeconds: number }): AuthLimiter {
+/** createAuthLimiter - a limiter with a failure threshold and a window/lockout length; `trackedIps` at most (100,000). */
+export function createAuthLimiter(options: { failuresPerIp: number; lockoutSeconds: number; trackedIps?: number }): AuthLimiter {
   const windowMs = options.lockoutSeconds * 1000;
+  const trackedIps = options.trackedIps ?? MAX_TRACKED_IPS;
+  /** In the order of each IP's last failure (or first attempt, before any): the oldest first. */
   const records = new Map<string, IpRecord>();
 
-  function prune(nowMs: number): void {
+  /** makeRoom - the first IP with no attempt under way or waiting is forgotten; those that have one are few (one per connection). */
+  function makeRoom(): void {
     for (const [ip, r] of records) {
-      if (r.underWay === 0 && r.waiting.length === 0 && r.lockedUntil <= nowMs && r.failures.every((t) => nowMs - t >= windowMs)) records.delete(ip);
-      if (records.size < MAX_TRACKED_IPS) return;
+      if (r.underWay > 0 || r.waiting.length > 0) continue;
+      records.delete(ip);
+      return;
     }
   }
 
-  function record(ip: string, nowMs: number): IpRecord {
+  function record(ip: string): IpRecord {
     let r = records.get(ip);
     if (!r) {
-      if (records.size >= MAX_TRACKED_IPS) prune(nowMs);
+      if (records.size >= trackedIps) makeRoom();
       r = { failures: [], lockedUntil: 0, underWay: 0, waiting: [] };
       records.set(ip, r);
     }
@@ -73,7 +83,7 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
         const settle = (): boolean => {
           const nowMs = now();
           if (isLockedOut(ip, nowMs)) return (leave(), resolve(false), true);
-          const r = record(ip, nowMs);
+          const r = record(ip);
           if (r.failures.filter((t) => nowMs - t < windowMs).length + r.underWay >= options.failuresPerIp) return false;
           r.underWay++;
           return (leave(), resolve(true), true);
@@ -86,16 +96,20 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
         const leave = () => gone?.removeEventListener('abort', giveUp);
         if (gone?.aborted) return resolve(false);
         if (settle()) return;
-        record(ip, now()).waiting.push(settle);
+        record(ip).waiting.push(settle);
         gone?.addEventListener('abort', giveUp, { once: true });
       });
     },
     attemptEnded(address, failed, nowMs) {
-      const r = record(limitKey(address), nowMs);
+      const ip = limitKey(address);
+      const r = record(ip);
       r.underWay = Math.max(0, r.underWay - 1);
       if (failed) {
         r.failures = [...r.failures.filter((t) => nowMs - t < windowMs), nowMs].slice(-options.failuresPerIp);
         if (r.failures.length >= options.failuresPerIp) r.lockedUntil = nowMs + windowMs;
+        // To the end of the order: its failures are now the newest.
+        records.delete(ip);
+        records.set(ip, r);
       }
       // In the order they came: each is admitted, refused (locked out) or left waiting.
       r.waiting = r.waiting.filter((settle) => !settle());

@@ -133,6 +133,39 @@ describe('createAuthLimiter', () => {
   });
 });
 
+describe('createAuthLimiter, its table full', () => {
+  const fail = async (limiter: AuthLimiter, ip: string, at: number) => {
+    expect(await limiter.admit(ip, () => at)).toBe(true);
+    limiter.attemptEnded(ip, true, at);
+  };
+
+  // A new IP takes the place of the one whose last failure is oldest, found without a walk of the table.
+  it('forgets the IP whose last failure is oldest, not one that failed since', async () => {
+    const limiter = createAuthLimiter({ failuresPerIp: 2, lockoutSeconds: 60, trackedIps: 3 });
+    await fail(limiter, '192.0.2.1', 0);
+    await fail(limiter, '192.0.2.2', 1);
+    await fail(limiter, '192.0.2.3', 2);
+    await fail(limiter, '192.0.2.1', 3); // locked out, and its failures the newest
+    await fail(limiter, '192.0.2.4', 4); // takes the place of .2
+    await fail(limiter, '192.0.2.2', 5); // a first failure again (takes the place of .3)
+    expect(['192.0.2.1', '192.0.2.2', '192.0.2.4'].map((ip) => limiter.isLockedOut(ip, 5))).toEqual([true, false, false]);
+    await fail(limiter, '192.0.2.4', 6);
+    expect(limiter.isLockedOut('192.0.2.4', 6)).toBe(true);
+  });
+
+  it('keeps an IP with an attempt under way and one waiting, however old', async () => {
+    const limiter = createAuthLimiter({ failuresPerIp: 1, lockoutSeconds: 60, trackedIps: 2 });
+    expect(await limiter.admit('192.0.2.1', () => 0)).toBe(true);
+    const settled: boolean[] = [];
+    void limiter.admit('192.0.2.1', () => 0).then((admitted) => settled.push(admitted));
+    for (let i = 2; i < 6; i++) await fail(limiter, `192.0.2.${i}`, i);
+    // Its attempt under way succeeds: the one waiting is admitted, so its record was kept.
+    limiter.attemptEnded('192.0.2.1', false, 10);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toEqual([true]);
+  });
+});
+
 describe('replaceLibraryReply', () => {
   it('maps smtp-server texts to catalogue replies', () => {
     expect(replaceLibraryReply('Error: command not recognized')).toEqual({ code: 502, status: '5.5.2', text: 'Error: command not recognized' });
