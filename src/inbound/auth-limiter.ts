@@ -10,9 +10,10 @@
 // logging in on many connections at once has each checked in turn.
 // An IPv6 client is counted by its prefix (limit-key.ts). Memory is
 // bounded, and so is the work of keeping it so: the table is kept in the
-// order of each IP's last failure, and a new IP in a full one takes the
-// place of the first IP without an attempt under way or waiting, the one
-// whose failures are oldest. A flood of failures from more prefixes than
+// order of each IP's last failure, an IP with nothing to remember is
+// dropped, and a new IP in a full table takes the place of the first IP
+// without an attempt under way or waiting, the one whose failures are
+// oldest. A flood of failures from more prefixes than
 // the table holds makes it forget the oldest; walking the table for stale
 // entries instead let one IPv6 /64 (2^20 prefixes) make each new one cost a
 // walk of 100,000 fresh entries. Time comes from the caller, so tests need
@@ -34,12 +35,16 @@ export interface AuthLimiter {
 }
 
 interface IpRecord {
+  ip: string;
   failures: number[];
   lockedUntil: number;
   /** Attempts admitted and not yet ended. */
   underWay: number;
   /** Attempts waiting for one under way to end: each call settles it (true) or leaves it waiting (false). */
   waiting: (() => boolean)[];
+  /** Its neighbours in the order of last failures (a list, not the Map's order: V8 leaves a hole at the front of a Map for each entry deleted, and a walk from the front steps over them all). */
+  older?: IpRecord;
+  newer?: IpRecord;
 }
 
 const MAX_TRACKED_IPS = 100_000;
@@ -48,15 +53,35 @@ const MAX_TRACKED_IPS = 100_000;
 export function createAuthLimiter(options: { failuresPerIp: number; lockoutSeconds: number; trackedIps?: number }): AuthLimiter {
   const windowMs = options.lockoutSeconds * 1000;
   const trackedIps = options.trackedIps ?? MAX_TRACKED_IPS;
-  /** In the order of each IP's last failure (or first attempt, before any): the oldest first. */
   const records = new Map<string, IpRecord>();
+  /** The ends of the order of each IP's last failure (or first attempt, before any). */
+  let oldest: IpRecord | undefined;
+  let newest: IpRecord | undefined;
 
-  /** makeRoom - the first IP with no attempt under way or waiting is forgotten; those that have one are few (one per connection). */
+  function append(r: IpRecord): void {
+    r.older = newest;
+    r.newer = undefined;
+    if (newest) newest.newer = r;
+    else oldest = r;
+    newest = r;
+  }
+
+  function unlink(r: IpRecord): void {
+    if (r.older) r.older.newer = r.newer;
+    else oldest = r.newer;
+    if (r.newer) r.newer.older = r.older;
+    else newest = r.older;
+  }
+
+  function forget(r: IpRecord): void {
+    unlink(r);
+    records.delete(r.ip);
+  }
+
+  /** makeRoom - the oldest IP with no attempt under way or waiting is forgotten; those that have one are few (one per connection). */
   function makeRoom(): void {
-    for (const [ip, r] of records) {
-      if (r.underWay > 0 || r.waiting.length > 0) continue;
-      records.delete(ip);
-      return;
+    for (let r = oldest; r; r = r.newer) {
+      if (r.underWay === 0 && r.waiting.length === 0) return forget(r);
     }
   }
 
@@ -64,8 +89,9 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
     let r = records.get(ip);
     if (!r) {
       if (records.size >= trackedIps) makeRoom();
-      r = { failures: [], lockedUntil: 0, underWay: 0, waiting: [] };
+      r = { ip, failures: [], lockedUntil: 0, underWay: 0, waiting: [] };
       records.set(ip, r);
+      append(r);
     }
     return r;
   }
@@ -108,11 +134,14 @@ export function createAuthLimiter(options: { failuresPerIp: number; lockoutSecon
         r.failures = [...r.failures.filter((t) => nowMs - t < windowMs), nowMs].slice(-options.failuresPerIp);
         if (r.failures.length >= options.failuresPerIp) r.lockedUntil = nowMs + windowMs;
         // To the end of the order: its failures are now the newest.
-        records.delete(ip);
-        records.set(ip, r);
+        unlink(r);
+        append(r);
       }
       // In the order they came: each is admitted, refused (locked out) or left waiting.
       r.waiting = r.waiting.filter((settle) => !settle());
+      // Nothing left to remember: it would hold a place a locked-out IP may need.
+      const idle = r.underWay === 0 && r.waiting.length === 0;
+      if (idle && r.lockedUntil <= nowMs && r.failures.every((t) => nowMs - t >= windowMs)) forget(r);
     },
   };
 }

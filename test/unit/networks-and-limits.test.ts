@@ -153,6 +153,16 @@ describe('createAuthLimiter, its table full', () => {
     expect(limiter.isLockedOut('192.0.2.4', 6)).toBe(true);
   });
 
+  it('forgets an IP that logged in, not one locked out before it', async () => {
+    const limiter = createAuthLimiter({ failuresPerIp: 1, lockoutSeconds: 60, trackedIps: 2 });
+    await fail(limiter, '192.0.2.1', 0);
+    expect(await limiter.admit('192.0.2.2', () => 1)).toBe(true);
+    limiter.attemptEnded('192.0.2.2', false, 1);
+    // .2 holds nothing now: .3 takes no one's place, or it would have been .1's, the oldest.
+    await fail(limiter, '192.0.2.3', 2);
+    expect(['192.0.2.1', '192.0.2.3'].map((ip) => limiter.isLockedOut(ip, 2))).toEqual([true, true]);
+  });
+
   it('keeps an IP with an attempt under way and one waiting, however old', async () => {
     const limiter = createAuthLimiter({ failuresPerIp: 1, lockoutSeconds: 60, trackedIps: 2 });
     expect(await limiter.admit('192.0.2.1', () => 0)).toBe(true);
