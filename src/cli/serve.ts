@@ -250,10 +250,10 @@ function createDeliveryScheduler(parts: {
   // Built once: nothing in it changes after start.
   // By hostname, not the EHLO name: that may be a shared NAT address's name, another host's MX too.
   const self = relaySelf([config.hostname], parts.listeners, outbound.ownAddresses);
-  const deliverDeps = { outbound, heloName, self, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), now, metrics, pool, mtaSts };
+  const deliverDeps = { outbound, heloName, self, resolver, extraCa, relayhostAuth, readBody: (id: string) => store.readBody(id), logger, now, metrics, pool, mtaSts };
   return createScheduler({
     store,
-    courier: (claim, log) => deliver(claim, deliverDeps, log),
+    courier: (claim) => deliver(claim, deliverDeps),
     owner: leaseOwnerName(parts.leaseOwner),
     hostname: config.hostname,
     concurrency: outbound.concurrency,

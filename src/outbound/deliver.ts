@@ -41,6 +41,7 @@ export interface DeliverDeps {
   /** Smarthost credentials, resolved at start (passFile read, OAuth2 assembled). */
   relayhostAuth?: SessionSettings['auth'];
   readBody(messageId: string): Readable;
+  logger: Logger;
   now(): Date;
   /** Counts the sessions opened to next hops, by TLS version; nothing is counted when absent. */
   metrics?: RelayMetrics;
@@ -64,12 +65,13 @@ function requiresTls(claim: ClaimedDelivery): boolean {
   return claim.requireTls && claim.mailFrom !== '';
 }
 
-/** deliver - one attempt for a claimed delivery; `log` already names the message, the delivery and the domain. */
-export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps, log: Logger): Promise<CourierOutcome> {
+/** deliver - one attempt for a claimed delivery. */
+export async function deliver(claim: ClaimedDelivery, deps: DeliverDeps): Promise<CourierOutcome> {
   // A UTF-8 domain (SMTPUTF8 mail) is looked up, routed and given its TLS policy by its A-label.
   const domain = asciiDomain(claim.domain);
   const nextHop = decideNextHop(domain, deps.outbound);
   const decided = decideTlsLevel({ requireTls: requiresTls(claim), domain, nextHop, outbound: deps.outbound });
+  const log = deps.logger.child({ queueId: claim.messageId, domain: claim.domain, delivery: claim.deliveryId });
   const attempts: AttemptRecord[] = [];
   const startedAt = deps.now();
   // The level mta-sts is settled by the domain's policy (RFC 8461), which is looked up only for an MX delivery; a

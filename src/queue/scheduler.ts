@@ -40,8 +40,8 @@ export interface CourierOutcome {
   destinationDown?: string;
 }
 
-/** What the scheduler needs from outbound: one attempt for one claimed delivery, logged on the scheduler's logger for it. */
-export type Courier = (claim: ClaimedDelivery, log: Logger) => Promise<CourierOutcome>;
+/** What the scheduler needs from outbound: one attempt for one claimed delivery. */
+export type Courier = (claim: ClaimedDelivery) => Promise<CourierOutcome>;
 
 export interface SchedulerOptions {
   store: QueueStore;
@@ -181,7 +181,7 @@ export function createScheduler(options: SchedulerOptions): Scheduler {
     const stopRenewing = keepLease(claim, lease, log);
     try {
       couriering.add(claim);
-      const outcome = await options.courier(claim, log)
+      const outcome = await options.courier(claim)
         // A courier that throws (it should not: outbound returns even a body the queue cannot read as a deferral)
         // made an attempt all the same: recorded as a deferral,
         // it backs off and expires like any other, where a lapsed lease would have it tried again at once, forever.
