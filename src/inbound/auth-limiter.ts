@@ -11,13 +11,11 @@
 // An IPv6 client is counted by its prefix (limit-key.ts). Memory is
 // bounded, and so is the work of keeping it so: the table is kept in the
 // order of each IP's last failure, an IP with nothing to remember is
-// dropped, and a new IP in a full table takes the place of the first IP
-// without an attempt under way or waiting, the one whose failures are
-// oldest. A flood of failures from more prefixes than
-// the table holds makes it forget the oldest; walking the table for stale
-// entries instead let one IPv6 /64 (2^20 prefixes) make each new one cost a
-// walk of 100,000 fresh entries. Time comes from the caller, so tests need
-// no waiting.
+// dropped, and a new IP in a full table takes the place of the oldest
+// without an attempt under way or waiting. One IPv6 /64 holds 2^20
+// prefixes, enough to fill the table with fresh failures: a search for a
+// stale entry then walked all 100,000 for each new one. Time comes from
+// the caller, so tests need no waiting.
 import { limitKey } from './limit-key.ts';
 
 export interface AuthLimiter {

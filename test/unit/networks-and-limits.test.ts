@@ -131,15 +131,8 @@ describe('createAuthLimiter', () => {
     await third;
     expect(settled.at(-1)).toBe('third true');
   });
-});
 
-describe('createAuthLimiter, its table full', () => {
-  const fail = async (limiter: AuthLimiter, ip: string, at: number) => {
-    expect(await limiter.admit(ip, () => at)).toBe(true);
-    limiter.attemptEnded(ip, true, at);
-  };
-
-  // A new IP takes the place of the one whose last failure is oldest, found without a walk of the table.
+  // The table full: a new IP takes the place of the one whose last failure is oldest, found without a walk of the table.
   it('forgets the IP whose last failure is oldest, not one that failed since', async () => {
     const limiter = createAuthLimiter({ failuresPerIp: 2, lockoutSeconds: 60, trackedIps: 3 });
     await fail(limiter, '192.0.2.1', 0);
